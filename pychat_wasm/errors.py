@@ -1,0 +1,54 @@
+"""Typed errors. Every failure a user can cause has its own class and a message that says what to do."""
+from __future__ import annotations
+
+
+class PychatError(Exception):
+    """Base class of every error pychat_wasm raises on purpose."""
+
+
+class GGUFError(PychatError, ValueError):
+    """The bytes are not a GGUF file we can read."""
+
+
+class NotGGUFError(GGUFError):
+    """The file does not start with the GGUF magic (often a saved web page or an LFS pointer)."""
+
+
+class UnsupportedVersionError(GGUFError):
+    """A GGUF version other than 2 or 3, or a big-endian file."""
+
+
+class TruncatedFileError(GGUFError):
+    """The file ends before the header or a tensor's data does."""
+
+
+class CorruptHeaderError(GGUFError):
+    """The header holds impossible values: absurd counts, lengths or offsets."""
+
+
+class UnknownTensorTypeError(GGUFError):
+    """A tensor's ggml type id is not one we know."""
+
+
+class UnsupportedQuantTypeError(PychatError, ValueError):
+    """A known ggml type that this engine cannot dequantize."""
+
+
+class TokenizerError(PychatError, ValueError):
+    """The GGUF tokenizer metadata is missing or unusable."""
+
+
+class TemplateError(PychatError, ValueError):
+    """A chat template failed to render or raised on purpose."""
+
+
+class UnsupportedArchitectureError(PychatError, ValueError):
+    """A model architecture that the engine does not implement."""
+
+
+class ContextFullError(PychatError):
+    """The prompt does not fit into the model's context window."""
+
+
+class TensorDataError(PychatError, ValueError):
+    """A tensor's raw bytes do not fit its type and shape (too few or too many bytes, or rows of partial blocks)."""

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real models the set-up installs, and Chromium launch settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = MODELS / "gemma-3-270m-Q4_K_M.gguf"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def _model(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail("%s is missing: run scripts/setup.sh (it installs the test models)" % path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return _model(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    return _model(GEMMA3)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_tokenizer(smollm2_path):
+    """transformers' conversion of the file's tokenizer: the independent reference for ids and templates."""
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright: use Debian's Chromium (playwright cannot download browsers here)."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}

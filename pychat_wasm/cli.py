@@ -64,7 +64,7 @@ def _print_info(info: Dict[str, Any]) -> None:
         ("tokenizer", "%s (pre: %s), %s tokens" % (info["tokenizer"], info["pre_tokenizer"], info["vocab_size"])),
         ("chat template", "yes" if info["chat_template"] else "no (a built-in one is used)"),
     ]
-    rows += [("  " + k, v) for k, v in info["hyperparameters"].items()]
+    rows += [("  " + k, "%g" % v if isinstance(v, float) else v) for k, v in info["hyperparameters"].items()]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print("%s  %s" % (key.ljust(width), value))

@@ -1,0 +1,318 @@
+"""Tokenizers against independent references.
+
+- Both real models (SmolLM2: byte-level BPE, pre "smollm"; Gemma 3: SentencePiece with byte fallback)
+  against the tokenizer transformers builds from the same GGUF, over a varied corpus.
+- The other pre-tokenizer names against HF `tokenizers` pre-tokenizers built from transformers' own
+  regex table, and whole tokenizers (SmolLM2's vocabulary re-labelled with each name, written with
+  gguf.GGUFWriter) against a `tokenizers.Tokenizer` built from the same vocabulary and merges.
+- BOS/EOS flags against the metadata as transformers' GGUF reader reads it.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+import regex
+
+from pychat_wasm.errors import TokenizerError
+from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.tokenizer_bpe import PRE_TOKENIZERS, bytes_to_unicode, split_pre_tokens
+
+CORPUS = [
+    "",
+    "Hello, world! How are you today?",
+    "The quick brown fox jumps over the lazy dog. It's 3:45pm; I'll be there — don't wait.",
+    "She'S WE'RE I'M they'VE it'd you'll",
+    "我爱北京天安门。今天天气很好！",
+    "東京は日本の首都です。ひらがなとカタカナ、漢字。",
+    "I love 🍕 and 🦄! 👨‍👩‍👧‍👦 🇫🇷 😀😃",
+    "Café naïve résumé façade Ångström über straße",
+    "def f(x):\n\tif x > 10:\n\t\treturn x ** 2\n    else:\n        return None\n",
+    "a  b   c    d\n\n\n  e\t\t f   ",
+    "   leading spaces and trailing spaces   ",
+    "1234567890 3.14159 1,000,000 2024-01-01 x86_64",
+    "\r\nwindows\r\nlines\r\n",
+    "\u00a0nbsp\u3000ideographic\u2009thin",
+    "Привет мир! مرحبا بالعالم שלום עולם नमस्ते",
+    "rare: 𓀀𓁐 ꙮ 𝔘𝔫𝔦",
+    "<table><tr><td>x</td></tr></table>",
+    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+    "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+    "a<|im_end|>b<end_of_turn>c<eos><bos>",
+]
+MODELS = ["smollm2", "gemma3"]
+
+
+# -- fixtures: our tokenizers (fast) and transformers' (slow, once per session) ----------------------
+
+@pytest.fixture(scope="session")
+def model_paths(smollm2_path, gemma3_path):
+    return {"smollm2": smollm2_path, "gemma3": gemma3_path}
+
+
+@pytest.fixture(scope="session")
+def ours(model_paths):
+    return {name: load_tokenizer(GGUFFile.open(str(path))) for name, path in model_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def hf(model_paths):
+    transformers = pytest.importorskip("transformers")
+    return {name: transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            for name, path in model_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def metadata(model_paths):
+    """The scalar tokenizer metadata as transformers' own GGUF reader (not ours) sees it."""
+    reader = pytest.importorskip("transformers.integrations.gguf.reader")
+    return {name: reader.read_gguf_metadata(str(path), ())[0] for name, path in model_paths.items()}
+
+
+# -- the real models against transformers ------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("text", CORPUS)
+def test_ids_match_transformers(ours, hf, model, text):
+    assert ours[model].encode(text, add_special=False) == hf[model].encode(text, add_special_tokens=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_long_text_matches_transformers(ours, hf, model):
+    text = "\n".join(CORPUS) * 3
+    assert ours[model].encode(text, add_special=False) == hf[model].encode(text, add_special_tokens=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_bos_eos_follow_metadata(ours, hf, metadata, model):
+    meta, tok = metadata[model], ours[model]
+    assert tok.bos_id == meta["tokenizer.ggml.bos_token_id"]
+    assert tok.eos_id == meta["tokenizer.ggml.eos_token_id"]
+    assert tok.add_bos == meta["tokenizer.ggml.add_bos_token"]
+    assert tok.add_eos == bool(meta.get("tokenizer.ggml.add_eos_token", False))
+    content = hf[model].encode("Hello there", add_special_tokens=False)
+    expected = [tok.bos_id] * tok.add_bos + content + [tok.eos_id] * tok.add_eos
+    assert tok.encode("Hello there") == expected
+    assert tok.encode("Hello there", add_special=False) == content
+    assert tok.encode("", add_special=False) == []
+
+
+def test_known_bos_eos_and_end_of_turn(ours):
+    smol, gemma = ours["smollm2"], ours["gemma3"]
+    assert (smol.bos_id, smol.eos_id, smol.add_bos) == (1, 2, False)
+    assert (gemma.bos_id, gemma.eos_id, gemma.add_bos) == (2, 1, True)
+    assert {0, 2} <= smol.end_of_turn_ids  # <|endoftext|>, <|im_end|>
+    assert {1, 106} <= gemma.end_of_turn_ids  # <eos>, <end_of_turn>
+    assert 212 not in gemma.end_of_turn_ids  # "</s>": a user-defined HTML tag in Gemma, not an end of turn
+    assert smol.encode("<|im_start|>") == [1] and smol.encode("<|im_start|>", parse_special=False) != [1]
+    assert gemma.encode("<start_of_turn>", add_special=False) == [105]
+    assert 105 not in gemma.encode("<start_of_turn>", add_special=False, parse_special=False)
+    assert gemma.encode("\n\n", add_special=False, parse_special=False) == [108]  # user-defined: always whole
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_decode_round_trip_and_matches_transformers(ours, hf, model):
+    tok = ours[model]
+    for text in CORPUS:
+        ids = tok.encode(text, add_special=False)
+        assert tok.decode(ids) == text
+        assert tok.decode(ids) == hf[model].decode(ids, clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_token_text_matches_transformers(ours, hf, model):
+    tok = ours[model]
+    ids = list(range(0, tok.vocab_size, 997)) + [tok.bos_id, tok.eos_id]
+    for i in ids:
+        assert tok.token_text(i) == hf[model].convert_ids_to_tokens(i)
+    assert tok.vocab_size == len(hf[model])
+
+
+def test_skip_special_drops_control_tokens(ours):
+    smol = ours["smollm2"]
+    ids = smol.encode("<|im_start|>user\nHi<|im_end|>")
+    assert smol.decode(ids, skip_special=True) == "user\nHi"
+
+
+def test_stream_decoder_holds_partial_characters(ours):
+    gemma = ours["gemma3"]
+    text = "ok 𓀀𓁐 ꙮ done"
+    ids = gemma.encode(text, add_special=False)
+    byte_ids = [i for i in ids if gemma.token_text(i).startswith("<0x")]
+    assert len(byte_ids) >= 8, "the test needs characters that only byte fallback can spell"
+    decoder = gemma.stream_decoder()
+    pieces = [decoder.feed(i) for i in ids]
+    assert "\ufffd" not in "".join(pieces)
+    assert pieces.count("") >= 6  # three of every four bytes of a 4-byte character are held back
+    assert "".join(pieces) + decoder.flush() == text
+    cut = gemma.stream_decoder()
+    for i in ids[:ids.index(byte_ids[0]) + 2]:  # stop in the middle of a character
+        cut.feed(i)
+    assert cut.flush() == "\ufffd"
+
+
+def test_token_bytes(ours):
+    smol, gemma = ours["smollm2"], ours["gemma3"]
+    assert smol.token_bytes(smol.encode(" world", add_special=False)[0]) == b" world"
+    assert gemma.token_bytes(gemma.token_ids["<0xF0>"]) == b"\xf0"
+    assert gemma.token_bytes(gemma.token_ids["▁world"]) == b" world"
+    assert gemma.token_bytes(105) == b"<start_of_turn>"
+    assert (smol.kind, smol.pre, gemma.kind) == ("bpe", "smollm", "spm")
+
+
+@pytest.mark.slow
+def test_add_space_prefix_after_each_special_token(ours, hf, gemma3_path):
+    """llama.cpp's SPM rule: with add_space_prefix, text at the start or after a special token gets "▁"."""
+    metadata = dict(GGUFFile.open(str(gemma3_path)).metadata, **{"tokenizer.ggml.add_space_prefix": True})
+    prefixed = load_tokenizer(metadata)
+    ref = hf["gemma3"]
+    expected = (ref.encode(" Hi", add_special_tokens=False) + [105]
+                + ref.encode(" there you", add_special_tokens=False))
+    assert prefixed.encode("Hi<start_of_turn>there you", add_special=False) == expected
+    assert prefixed.decode(prefixed.encode("Hi there", add_special=False)) == "Hi there"
+
+
+def test_load_is_fast(gemma3_path):
+    gguf_file = GGUFFile.open(str(gemma3_path))
+    start = time.perf_counter()
+    tok = load_tokenizer(gguf_file)
+    tok.encode("warm up <start_of_turn> the special-token matcher")
+    assert time.perf_counter() - start < 3.0
+
+
+# -- pre-tokenizers by name, against HF tokenizers ------------------------------------------------
+
+def _hf_split(patterns):
+    from tokenizers import Regex, pre_tokenizers
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(p), behavior="isolated") for p in patterns])
+
+
+@pytest.mark.parametrize("name", ["default", "gpt-2", "llama-bpe", "llama3", "qwen2", "smollm"])
+def test_pre_tokenizer_splits_match_hf_tokenizers(name):
+    pytest.importorskip("tokenizers")
+    patterns = PRE_TOKENIZERS[name].splits
+    hf_split = _hf_split(patterns)
+    compiled = [regex.compile(p) for p in patterns]
+    for text in CORPUS:
+        assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text
+
+
+def test_gpt2_split_matches_byte_level_pre_tokenizer():
+    from tokenizers import pre_tokenizers
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    spell = bytes_to_unicode()
+    compiled = [regex.compile(p) for p in PRE_TOKENIZERS["gpt-2"].splits]
+    for text in CORPUS:
+        ours = ["".join(spell[b] for b in w.encode()) for w in split_pre_tokens(text, compiled)]
+        assert ours == [w for w, _ in byte_level.pre_tokenize_str(text)], text
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama-bpe", "qwen2"])
+def test_regexes_are_the_ones_transformers_uses(name):
+    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    hf_split = _hf_split([mapping.GGUF_PRE_TOKENIZER_SPLITS[name]])
+    compiled = [regex.compile(p) for p in PRE_TOKENIZERS[name].splits]
+    for text in CORPUS:
+        assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text
+
+
+# -- whole BPE tokenizers per pre-tokenizer name: a GGUF written with gguf-py vs a tokenizers.Tokenizer
+
+@pytest.fixture(scope="session")
+def smollm2_vocab(smollm2_path):
+    meta = GGUFFile.open(str(smollm2_path)).metadata
+    return meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"], meta["tokenizer.ggml.merges"]
+
+
+def _write_bpe_gguf(path, vocab, pre):
+    gguf = pytest.importorskip("gguf")
+    tokens, types, merges = vocab
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("gpt2")
+    if pre is not None:
+        writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _hf_bpe_tokenizer(vocab, pre):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    tokens, types, merges = vocab
+    spec = PRE_TOKENIZERS[pre]
+    model = models.BPE({t: i for i, t in enumerate(tokens)}, [tuple(m.split(" ")) for m in merges],
+                       ignore_merges=spec.ignore_merges)
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([_hf_split(spec.splits),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3])
+    return tok
+
+
+@pytest.mark.parametrize("pre", ["default", "gpt-2", "llama-bpe", "qwen2", "smollm"])
+def test_bpe_per_pre_tokenizer_matches_hf_tokenizers(tmp_path, smollm2_vocab, pre):
+    ours = load_tokenizer(_write_bpe_gguf(tmp_path / "tiny.gguf", smollm2_vocab, pre))
+    ref = _hf_bpe_tokenizer(smollm2_vocab, pre)
+    assert ours.pre == pre
+    assert ours.add_bos == PRE_TOKENIZERS[pre].add_bos  # no add_bos_token key: llama.cpp's default per name
+    for text in CORPUS:
+        assert ours.encode(text, add_special=False) == ref.encode(text, add_special_tokens=False).ids, text
+
+
+@pytest.mark.parametrize("pre", ["no-such-pre", None])
+def test_unknown_or_missing_pre_warns_and_falls_back_to_gpt2(tmp_path, smollm2_vocab, pre):
+    path = _write_bpe_gguf(tmp_path / "tiny.gguf", smollm2_vocab, pre)
+    with pytest.warns(UserWarning, match="pre-tokenizer"):
+        tok = load_tokenizer(path)
+    assert tok.pre == "gpt-2"
+    ref = _hf_bpe_tokenizer(smollm2_vocab, "gpt-2")
+    assert tok.encode(CORPUS[2], add_special=False) == ref.encode(CORPUS[2], add_special_tokens=False).ids
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+def test_unknown_model_names_the_supported_ones():
+    with pytest.raises(TokenizerError, match="llama.*gpt2"):
+        load_tokenizer({"tokenizer.ggml.model": "rwkv", "tokenizer.ggml.tokens": ["a"]})
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"tokenizer.ggml.model": "llama"}, "tokenizer.ggml.tokens"),
+    ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"]}, "merges"),
+    ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "a"]}, "duplicate"),
+    ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.scores": [0.0],
+      "tokenizer.ggml.add_bos_token": False},
+     "scores"),
+    ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.bos_token_id": 9},
+     "bos_token_id"),
+    ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": [],
+      "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.add_bos_token": True}, "add_bos_token"),
+])
+def test_bad_metadata_raises_tokenizer_error(metadata, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TokenizerError, match=message):
+            load_tokenizer(metadata)
+
+
+@pytest.mark.parametrize("module", ["pychat_wasm.tokenizer", "pychat_wasm.tokenizer_bpe", "pychat_wasm.tokenizer_spm"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0

@@ -1,0 +1,378 @@
+"""The transformer: configuration from GGUF metadata and the forward pass, top to bottom.
+
+Supports three decoder-only architectures that differ only in a few named places:
+
+    llama   (SmolLM2, TinyLlama, Llama 2/3, Mistral)  RMSNorm, GQA attention, SwiGLU FFN
+    qwen2   = llama + biases on q, k, v; RoPE rotates dimension i with i + head_dim/2
+    gemma3  = qwen2's RoPE + embeddings scaled by sqrt(dim), RMSNorm of each head's q and k,
+              norms after attention and FFN, GELU (tanh) FFN, and 5 of every 6 layers
+              attending only to a sliding window (with their own RoPE base)
+
+The prompt goes through as one matrix (all its tokens at once), later tokens one at a time; both
+write keys and values into a preallocated KV cache. References: llama2.c's run.c, transformers'
+modeling_llama / modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
+
+    >>> model = Model.from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
+    >>> logits = model.forward([1, 9690, 198], start_pos=0)             # doctest: +SKIP  -> [vocab]
+    >>> logits = model.forward([int(logits.argmax())], start_pos=3)     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import quants
+from .errors import ContextFullError, GGUFError, UnsupportedArchitectureError
+from .gguf_reader import GGUFFile
+from .kv_cache import KVCache
+from .weights import DEFAULT_MEMORY_BUDGET, POLICIES, Matrix, QuantizedMatrix, choose_policy, store_matrix
+
+DEFAULT_CONTEXT_CAP = 4096  # KV cache for SmolLM2 at 4096 positions: 189 MB
+PREFILL_CHUNK = 256  # prompt tokens per batch: bounds the attention scores to [heads, 256, context]
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+class ArchTraits(NamedTuple):
+    rope_style: str  # "interleaved": RoPE rotates pairs (0, 1), (2, 3)...; "neox": (i, i + head_dim/2)
+    activation: str  # nonlinearity of the FFN gate
+    scale_embeddings: bool  # multiply token embeddings by sqrt(dim)
+    global_layer_every: int  # with a sliding window, every n-th layer still sees the whole context
+    local_rope_base: float  # RoPE base of the sliding-window layers
+
+
+ARCHITECTURES = {
+    # llama.cpp's converter permutes llama's q/k rows so that RoPE pairs adjacent dimensions
+    # (transformers' GGUF loader permutes them back and rotates halves: the same numbers).
+    "llama": ArchTraits("interleaved", "silu", False, 0, 0.0),
+    "qwen2": ArchTraits("neox", "silu", False, 0, 0.0),
+    # Not in Gemma 3 GGUF files, so known here (as in llama.cpp and transformers):
+    # layers 5, 11, 17... are global, the others use the window with RoPE base 10000.
+    "gemma3": ArchTraits("neox", "gelu_tanh", True, 6, 10000.0),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    n_layers: int
+    dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    context_length: int  # the limit this model enforces (KV cache size)
+    trained_context_length: int  # what the file says the model was trained for
+    rms_eps: float
+    rope_base: float
+    rope_style: str
+    activation: str
+    embed_scale: float
+    sliding_window: int  # 0: every layer attends to the whole context
+    global_layer_every: int
+    local_rope_base: float
+
+    @classmethod
+    def from_gguf(cls, gguf_file: GGUFFile, context_length: Optional[int] = None) -> "ModelConfig":
+        arch = gguf_file.metadata.get("general.architecture")
+        if arch not in ARCHITECTURES:
+            raise UnsupportedArchitectureError("%s has architecture %r; supported architectures: %s"
+                                               % (gguf_file.name, arch, ", ".join(ARCHITECTURES)))
+        traits = ARCHITECTURES[arch]
+
+        def need(key: str) -> object:
+            value = gguf_file.arch_value(key)
+            if value is None:
+                raise GGUFError("%s lacks the metadata key %s.%s" % (gguf_file.name, arch, key))
+            return value
+
+        dim, n_heads = int(need("embedding_length")), int(need("attention.head_count"))
+        trained = int(need("context_length"))
+        if context_length is None:
+            context_length = min(trained, DEFAULT_CONTEXT_CAP)
+        if not 1 <= context_length <= trained:
+            raise ValueError("context_length must be between 1 and the model's %d, got %d" % (trained, context_length))
+        window = int(gguf_file.arch_value("attention.sliding_window", 0)) if traits.global_layer_every else 0
+        return cls(
+            arch=arch, n_layers=int(need("block_count")), dim=dim, n_heads=n_heads,
+            n_kv_heads=int(gguf_file.arch_value("attention.head_count_kv", n_heads)),
+            head_dim=int(gguf_file.arch_value("attention.key_length", dim // n_heads)),
+            ffn_dim=int(need("feed_forward_length")),
+            vocab_size=_tensor(gguf_file, "token_embd.weight").shape[0],
+            context_length=context_length, trained_context_length=trained,
+            rms_eps=float(need("attention.layer_norm_rms_epsilon")),
+            rope_base=float(gguf_file.arch_value("rope.freq_base", 10000.0)),
+            rope_style=traits.rope_style, activation=traits.activation,
+            embed_scale=math.sqrt(dim) if traits.scale_embeddings else 1.0,
+            sliding_window=window, global_layer_every=traits.global_layer_every,
+            local_rope_base=traits.local_rope_base)
+
+    def layer_window(self, layer: int) -> int:
+        """How many positions back this layer attends (0: all of them)."""
+        is_global = not self.sliding_window or (layer + 1) % self.global_layer_every == 0
+        return 0 if is_global else self.sliding_window
+
+    def layer_rope_base(self, layer: int) -> float:
+        return self.local_rope_base if self.layer_window(layer) else self.rope_base
+
+
+def _tensor(gguf_file: GGUFFile, name: str) -> QuantizedMatrix:
+    info = gguf_file.tensors.get(name)
+    if info is None:
+        raise GGUFError("%s lacks the tensor %s" % (gguf_file.name, name))
+    return QuantizedMatrix(gguf_file.tensor_bytes(name), info.type_id, info.shape)
+
+
+def _vector(gguf_file: GGUFFile, name: str) -> Optional[np.ndarray]:
+    """A 1-D tensor (norm weights, biases) as float32, or None if the architecture has none."""
+    info = gguf_file.tensors.get(name)
+    if info is None:
+        return None
+    return np.array(quants.dequantize(gguf_file.tensor_bytes(name), info.type_id, info.shape), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights: the parameter tree mirrors the call tree
+
+
+class LayerWeights(NamedTuple):
+    attn_norm: np.ndarray  # [dim]
+    wq: Matrix  # [n_heads * head_dim, dim]
+    wk: Matrix  # [n_kv_heads * head_dim, dim]
+    wv: Matrix  # [n_kv_heads * head_dim, dim]
+    wo: Matrix  # [dim, n_heads * head_dim]
+    q_bias: Optional[np.ndarray]  # qwen2
+    k_bias: Optional[np.ndarray]
+    v_bias: Optional[np.ndarray]
+    q_norm: Optional[np.ndarray]  # gemma3: RMSNorm of each head's query [head_dim]
+    k_norm: Optional[np.ndarray]
+    post_attn_norm: Optional[np.ndarray]  # gemma3: norm of the attention output [dim]
+    ffn_norm: np.ndarray  # [dim]
+    w_gate: Matrix  # [ffn_dim, dim]
+    w_up: Matrix  # [ffn_dim, dim]
+    w_down: Matrix  # [dim, ffn_dim]
+    post_ffn_norm: Optional[np.ndarray]  # gemma3
+
+
+def _load_layer(gguf_file: GGUFFile, i: int, policy: str) -> LayerWeights:
+    blk = "blk.%d." % i
+    matrix = lambda name: store_matrix(_tensor(gguf_file, blk + name + ".weight"), policy)  # noqa: E731
+    vector = lambda name: _vector(gguf_file, blk + name)  # noqa: E731
+    return LayerWeights(
+        attn_norm=vector("attn_norm.weight"),
+        wq=matrix("attn_q"), wk=matrix("attn_k"), wv=matrix("attn_v"), wo=matrix("attn_output"),
+        q_bias=vector("attn_q.bias"), k_bias=vector("attn_k.bias"), v_bias=vector("attn_v.bias"),
+        q_norm=vector("attn_q_norm.weight"), k_norm=vector("attn_k_norm.weight"),
+        post_attn_norm=vector("post_attention_norm.weight"),
+        ffn_norm=vector("ffn_norm.weight"),
+        w_gate=matrix("ffn_gate"), w_up=matrix("ffn_up"), w_down=matrix("ffn_down"),
+        post_ffn_norm=vector("post_ffw_norm.weight"))
+
+
+def _matrices_to_store(gguf_file: GGUFFile) -> Dict[str, QuantizedMatrix]:
+    """Every matrix the forward pass multiplies with; token_embd only when it is the output head."""
+    head = "output.weight" if "output.weight" in gguf_file.tensors else "token_embd.weight"
+    return {name: _tensor(gguf_file, name) for name, info in gguf_file.tensors.items()
+            if len(info.shape) == 2 and (name.startswith("blk.") or name == head)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The building blocks
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """Scale each vector (last axis) to unit root-mean-square, then by weight.
+
+    >>> rms_norm(np.array([[3.0, 4.0]]), np.ones(2), 0.0).round(4)
+    array([[0.8485, 1.1314]])
+    """
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * 0.5 * (1.0 + np.tanh(0.5 * x))  # x * sigmoid(x), without exp overflow
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))  # sqrt(2/pi)
+
+
+ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def rope_angles(positions: np.ndarray, head_dim: int, base: float,
+                factors: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """cos and sin [n, head_dim/2] of position * base^(-2i/head_dim) / factor_i, in float32 like transformers.
+
+    `factors` are Llama 3.1+'s rope_freqs.weight (llama3 RoPE scaling), applied as llama.cpp does.
+    """
+    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)  # [head_dim/2]
+    if factors is not None:
+        inv_freq = inv_freq / factors
+    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # [n, head_dim/2]
+    return np.cos(angles), np.sin(angles)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:
+    """Rotate each pair of dimensions of every head [n, heads, head_dim] by its position's angle."""
+    half = x.shape[-1] // 2
+    if style == "neox":
+        first, second = np.s_[..., :half], np.s_[..., half:]  # dimension i pairs with i + head_dim/2
+    else:
+        first, second = np.s_[..., 0::2], np.s_[..., 1::2]  # dimension 2i pairs with 2i + 1
+    cos, sin = cos[:, None, :], sin[:, None, :]  # [n, 1, head_dim/2], broadcast over heads
+    out = np.empty_like(x)
+    out[first] = x[first] * cos - x[second] * sin
+    out[second] = x[second] * cos + x[first] * sin
+    return out
+
+
+def attention_mask(start_pos: int, n_tokens: int, window: int) -> Tuple[int, np.ndarray]:
+    """The cached positions that new tokens may see: (first position, additive mask [n_tokens, end - first]).
+
+    Causal, and within `window` positions when window > 0:
+    >>> attention_mask(1, 2, 0)[1]
+    array([[  0.,   0., -inf],
+           [  0.,   0.,   0.]], dtype=float32)
+    """
+    end = start_pos + n_tokens
+    first = max(0, start_pos - window + 1) if window else 0  # older keys are outside every query's window
+    query_pos = np.arange(start_pos, end)[:, None]
+    key_pos = np.arange(first, end)[None, :]
+    visible = key_pos <= query_pos
+    if window:
+        visible &= query_pos - key_pos < window
+    return first, np.where(visible, 0.0, -np.inf).astype(np.float32)
+
+
+def linear(x: np.ndarray, matrix: Matrix, bias: Optional[np.ndarray]) -> np.ndarray:
+    y = matrix.matmul(x)
+    return y if bias is None else y + bias
+
+
+def feed_forward(x: np.ndarray, w: LayerWeights, activation: str) -> np.ndarray:
+    gate = ACTIVATIONS[activation](w.w_gate.matmul(x))  # [n, ffn_dim]
+    return w.w_down.matmul(gate * w.w_up.matmul(x))  # [n, ffn_dim] -> [n, dim]
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+class Model:
+    def __init__(self, gguf_file: GGUFFile, config: ModelConfig, policy: str):
+        self.config, self.policy = config, policy
+        self.token_embedding = _tensor(gguf_file, "token_embd.weight")  # rows dequantized per lookup
+        self.layers = [_load_layer(gguf_file, i, policy) for i in range(config.n_layers)]
+        self.output_norm = _vector(gguf_file, "output_norm.weight")
+        self.rope_factors = _vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
+        if "output.weight" in gguf_file.tensors:
+            self.output = store_matrix(_tensor(gguf_file, "output.weight"), policy)  # [vocab, dim]
+        else:  # tied: the embedding matrix is also the output head
+            self.output = store_matrix(self.token_embedding, policy)
+        self.cache = KVCache(config.n_layers, config.n_kv_heads, config.context_length, config.head_dim)
+        self.n_past = 0
+
+    @classmethod
+    def from_gguf(cls, gguf_file, policy: str = "auto", context_length: Optional[int] = None,
+                  memory_budget: Optional[int] = None) -> "Model":
+        """Build from a GGUFFile or a path. policy: "auto" (fastest that fits memory_budget) or one of POLICIES."""
+        if not isinstance(gguf_file, GGUFFile):
+            gguf_file = GGUFFile.open(gguf_file)
+        config = ModelConfig.from_gguf(gguf_file, context_length)
+        if policy == "auto":
+            kv_bytes = KVCache.bytes_needed(config.n_layers, config.n_kv_heads, config.context_length, config.head_dim)
+            budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+            policy = choose_policy(list(_matrices_to_store(gguf_file).values()), kv_bytes, budget)
+        elif policy not in POLICIES:
+            raise ValueError("unknown weight policy %r: choose one of auto, %s" % (policy, ", ".join(POLICIES)))
+        return cls(gguf_file, config, policy)
+
+    def reset(self) -> None:
+        self.n_past = 0
+
+    def memory_bytes(self) -> int:
+        """Bytes of weights and KV cache this model reads from (quantized weights are views of the file)."""
+        arrays = [self.token_embedding, self.output, self.output_norm, self.rope_factors, self.cache]
+        arrays += [part for layer in self.layers for part in layer]
+        unique = {id(a): a for a in arrays if a is not None}
+        return sum(int(a.nbytes) for a in unique.values())
+
+    def forward(self, tokens: Sequence[int], start_pos: int, all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` at positions start_pos...; logits [len(tokens), vocab] if all_logits else [vocab]."""
+        n_tokens, end = len(tokens), start_pos + len(tokens)
+        if n_tokens == 0:
+            raise ValueError("forward needs at least one token")
+        if end > self.config.context_length:
+            raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
+                                   % (end, self.config.context_length, start_pos, end - 1))
+        if not 0 <= start_pos <= self.n_past:
+            raise ValueError("start_pos %d would leave a gap: the cache holds %d positions" % (start_pos, self.n_past))
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
+        self.n_past = start_pos  # anything cached from here on is being replaced
+        chunks = [self._forward_chunk(ids[i:i + PREFILL_CHUNK], start_pos + i, all_logits)
+                  for i in range(0, n_tokens, PREFILL_CHUNK)]
+        return np.concatenate(chunks) if all_logits else chunks[-1][-1]
+
+    def _forward_chunk(self, ids: np.ndarray, start_pos: int, all_logits: bool) -> np.ndarray:
+        cfg = self.config
+        x = self.token_embedding.rows(ids) * np.float32(cfg.embed_scale)  # [n, dim]
+        positions = np.arange(start_pos, start_pos + len(ids))
+        ropes = {base: rope_angles(positions, cfg.head_dim, base, self.rope_factors) for base in
+                 {cfg.layer_rope_base(i) for i in range(cfg.n_layers)}}
+        masks = {window: attention_mask(start_pos, len(ids), window) for window in
+                 {cfg.layer_window(i) for i in range(cfg.n_layers)}}
+        for i, w in enumerate(self.layers):
+            h = rms_norm(x, w.attn_norm, cfg.rms_eps)
+            h = self._attention(i, w, h, start_pos, ropes[cfg.layer_rope_base(i)], masks[cfg.layer_window(i)])
+            if w.post_attn_norm is not None:
+                h = rms_norm(h, w.post_attn_norm, cfg.rms_eps)
+            x = x + h  # residual
+            h = rms_norm(x, w.ffn_norm, cfg.rms_eps)
+            h = feed_forward(h, w, cfg.activation)
+            if w.post_ffn_norm is not None:
+                h = rms_norm(h, w.post_ffn_norm, cfg.rms_eps)
+            x = x + h  # residual
+        self.n_past = start_pos + len(ids)
+        if not all_logits:
+            x = x[-1:]  # only the last token's logits are wanted
+        return self.output.matmul(rms_norm(x, self.output_norm, cfg.rms_eps))  # [n, vocab]
+
+    def _attention(self, layer: int, w: LayerWeights, x: np.ndarray, start_pos: int,
+                   rope: Tuple[np.ndarray, np.ndarray], mask: Tuple[int, np.ndarray]) -> np.ndarray:
+        cfg = self.config
+        n, hd, n_kv = x.shape[0], cfg.head_dim, cfg.n_kv_heads
+        group = cfg.n_heads // n_kv  # query heads sharing one kv head (GQA)
+        q = linear(x, w.wq, w.q_bias).reshape(n, cfg.n_heads, hd)  # [n, n_heads, head_dim]
+        k = linear(x, w.wk, w.k_bias).reshape(n, n_kv, hd)  # [n, n_kv, head_dim]
+        v = linear(x, w.wv, w.v_bias).reshape(n, n_kv, hd)
+        if w.q_norm is not None:
+            q, k = rms_norm(q, w.q_norm, cfg.rms_eps), rms_norm(k, w.k_norm, cfg.rms_eps)
+        # Scores scale by 1/sqrt(head_dim), as in llama.cpp; Gemma 3's query_pre_attn_scalar is the same 256.
+        q = apply_rope(q, rope[0], rope[1], cfg.rope_style) * np.float32(hd ** -0.5)
+        k = apply_rope(k, rope[0], rope[1], cfg.rope_style)
+        self.cache.store(layer, start_pos, k, v)
+
+        first, additive = mask
+        keys = self.cache.keys(layer, first, start_pos + n)  # [n_kv, m, head_dim]
+        values = self.cache.values(layer, first, start_pos + n)  # [n_kv, m, head_dim]
+        # Query head h reads kv head h // group: line the groups up behind their kv head.
+        q = q.reshape(n, n_kv, group, hd).transpose(1, 2, 0, 3).reshape(n_kv, group * n, hd)
+        scores = (q @ keys.transpose(0, 2, 1)).reshape(n_kv, group, n, -1) + additive  # [n_kv, group, n, m]
+        probs = softmax(scores).reshape(n_kv, group * n, -1)  # [n_kv, group * n, m]
+        out = (probs @ values).reshape(n_kv, group, n, hd)  # [n_kv, group, n, head_dim]
+        out = out.transpose(2, 0, 1, 3).reshape(n, cfg.n_heads * hd)  # [n, n_heads * head_dim]
+        return w.wo.matmul(out)  # [n, dim]

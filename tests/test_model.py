@@ -1,0 +1,231 @@
+"""The forward pass against transformers (torch CPU), which loads the same GGUF files independently.
+
+Tiny random models of every architecture (tests/tiny_models.py) must give transformers' logits within
+1e-3 under every weight policy that reproduces the file's numbers, both when the prompt goes through
+as one batch and token by token through the KV cache. The real models must agree within 1e-2, and
+greedy decoding of the golden SmolLM2 prompt must give the reference ids of docs/models.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFWriter, dequantize, quantize
+
+import pychat_wasm.model as model_module
+from pychat_wasm.errors import ContextFullError, UnsupportedArchitectureError
+from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.model import DEFAULT_CONTEXT_CAP, Model, attention_mask
+from pychat_wasm.weights import Float32Matrix, Int8Matrix, QuantizedMatrix
+from tiny_models import TINY_SPECS, write_tiny_model
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+ARCHS = sorted(TINY_SPECS)
+TOKENS = [1, 5, 7, 9, 11, 3, 4, 20, 30, 17, 8, 2]  # 12 positions: crosses the tiny gemma3's window of 4
+
+# The golden SmolLM2 chat prompt of docs/models.md, as transformers' tokenizer renders it with the
+# file's chat template (apply_chat_template, add_generation_prompt=True).
+GOLDEN_PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+                 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582, 6330,
+                 30, 2, 198, 1, 520, 9531, 198]
+GOLDEN_ANSWER = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # "The capital of France is Paris.<|im_end|>"
+GEMMA_TOKENS = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 108, 818]
+
+
+def transformers_logits(directory, filename, tokens):
+    """Logits [len(tokens), vocab] of transformers' own GGUF loader and model, float32 on CPU."""
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32)
+    with torch.no_grad():
+        return hf(torch.tensor([tokens])).logits[0].numpy()
+
+
+def decode_step_by_step(model, tokens, n_prompt):
+    """Logits of positions n_prompt-1.. when the first n_prompt tokens go as a batch, the rest one by one."""
+    model.reset()
+    rows = [model.forward(tokens[:n_prompt], 0)]
+    rows += [model.forward([t], pos) for pos, t in enumerate(tokens) if pos >= n_prompt]
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """arch -> (path, transformers' logits of TOKENS)."""
+    directory = tmp_path_factory.mktemp("tiny_models")
+    out = {}
+    for arch in ARCHS:
+        path = write_tiny_model(directory / (arch + ".gguf"), arch)
+        out[arch] = (path, transformers_logits(directory, path.name, TOKENS))
+    return out
+
+
+# -- tiny models: every architecture x policy ------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["float32", "quantized"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prompt_batch_matches_transformers(tiny, arch, policy):
+    path, expected = tiny[arch]
+    model = Model.from_gguf(path, policy=policy)
+    assert model.policy == policy and model.config.arch == arch
+    np.testing.assert_allclose(model.forward(TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-3)
+    assert model.n_past == len(TOKENS)
+
+
+@pytest.mark.parametrize("policy", ["float32", "quantized"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decode_through_kv_cache_matches_transformers(tiny, arch, policy):
+    path, expected = tiny[arch]
+    model = Model.from_gguf(path, policy=policy)
+    np.testing.assert_allclose(decode_step_by_step(model, TOKENS, 3), expected[2:], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_policy_is_close(tiny, arch):
+    """int8 requantizes the Q5/F16 test weights inexactly: a looser, relative tolerance."""
+    path, expected = tiny[arch]
+    got = Model.from_gguf(path, policy="int8").forward(TOKENS, 0, all_logits=True)
+    assert np.abs(got - expected).max() <= 0.02 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rewriting_from_an_earlier_position_discards_the_old_tail(tiny, arch):
+    path, expected = tiny[arch]
+    model = Model.from_gguf(path, policy="float32")
+    model.forward([40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 0)  # a different conversation
+    model.forward(TOKENS[:5], 0)
+    np.testing.assert_allclose(model.forward(TOKENS[3:], 3, all_logits=True), expected[3:], rtol=0, atol=1e-3)
+
+
+def test_long_prompt_in_chunks_matches_transformers(tiny, monkeypatch):
+    monkeypatch.setattr(model_module, "PREFILL_CHUNK", 5)
+    path, expected = tiny["gemma3"]
+    np.testing.assert_allclose(Model.from_gguf(path).forward(TOKENS, 0, all_logits=True), expected, atol=1e-3)
+
+
+def test_gemma3_layers_follow_the_sliding_window_pattern(tiny):
+    config = Model.from_gguf(tiny["gemma3"][0]).config
+    assert [config.layer_window(i) for i in range(6)] == [4, 4, 4, 4, 4, 0]
+    assert [config.layer_rope_base(i) for i in range(6)] == [10000.0] * 5 + [1e6]
+    assert config.embed_scale == pytest.approx(8.0) and config.head_dim == 256
+
+
+def test_attention_mask_is_causal_and_windowed():
+    first, mask = attention_mask(start_pos=5, n_tokens=2, window=3)
+    assert first == 3  # positions 0..2 are outside both queries' windows
+    assert (mask == 0).tolist() == [[True, True, True, False], [False, True, True, True]]
+
+
+# -- configuration, limits and errors --------------------------------------------------------------
+
+def test_context_length_default_and_override(tiny):
+    path = tiny["llama"][0]
+    assert Model.from_gguf(path).config.context_length == min(TINY_SPECS["llama"].context_length, DEFAULT_CONTEXT_CAP)
+    model = Model.from_gguf(path, context_length=8)
+    assert model.cache.k.shape == (2, 2, 8, 16)  # [n_layers, n_kv_heads, context, head_dim]
+    with pytest.raises(ValueError, match="between 1 and"):
+        Model.from_gguf(path, context_length=65)
+
+
+def test_context_full_error_says_how_many_tokens(tiny):
+    model = Model.from_gguf(tiny["llama"][0], context_length=8)
+    model.forward(TOKENS[:6], 0)
+    with pytest.raises(ContextFullError, match="9 tokens .* context of 8 tokens"):
+        model.forward(TOKENS[6:9], 6)
+    assert model.forward(TOKENS[6:8], 6).shape == (TINY_SPECS["llama"].vocab_size,)  # exactly full is fine
+
+
+def test_bad_positions_and_ids_are_refused(tiny):
+    model = Model.from_gguf(tiny["llama"][0])
+    model.forward(TOKENS[:3], 0)
+    with pytest.raises(ValueError, match="gap"):
+        model.forward([5], 4)
+    with pytest.raises(ValueError, match="token ids"):
+        model.forward([TINY_SPECS["llama"].vocab_size], 3)
+    with pytest.raises(ValueError, match="unknown weight policy"):
+        Model.from_gguf(tiny["llama"][0], policy="float16")
+
+
+def test_unknown_architecture_names_the_supported_ones(tmp_path):
+    writer = GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'.*llama, qwen2, gemma3"):
+        Model.from_gguf(tmp_path / "gpt2.gguf")
+
+
+def test_auto_policy_follows_the_memory_budget(tiny):
+    path = tiny["qwen2"][0]
+    sizes = {p: Model.from_gguf(path, policy=p).memory_bytes() for p in ("float32", "int8", "quantized")}
+    assert sizes["float32"] > 2 * max(sizes["int8"], sizes["quantized"])
+    assert Model.from_gguf(path, memory_budget=10 ** 9).policy == "float32"
+    assert Model.from_gguf(path, memory_budget=sizes["int8"]).policy == "int8"
+    assert Model.from_gguf(path, memory_budget=1000).policy == "quantized"
+
+
+# -- int8 storage ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0])
+def test_int8_holds_q4_1_and_q8_0_blocks_exactly(qtype):
+    """A Q4_1 block's 16 levels span its [min, max]; Q8_0's levels are multiples of absmax/127."""
+    rng = np.random.default_rng(1)
+    raw = quantize(rng.standard_normal((50, 96)).astype(np.float32), qtype)
+    reference = dequantize(raw, qtype)  # gguf-py's float32 weights
+    int8 = Int8Matrix.from_matrix(QuantizedMatrix(raw.reshape(-1), int(qtype), (50, 96)))
+    np.testing.assert_allclose(int8.dequantize_rows(0, 50), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_int8_error_is_bounded_for_arbitrary_weights():
+    rng = np.random.default_rng(2)
+    weights = rng.standard_normal((40, 64)).astype(np.float32)
+    int8 = Int8Matrix.from_matrix(Float32Matrix(weights))
+    blocks = weights.reshape(40, 2, 32)
+    step = (blocks.max(axis=2) - blocks.min(axis=2)) / 255  # the coarser of the two grids' steps
+    error = np.abs(int8.dequantize_rows(0, 40) - weights).reshape(40, 2, 32).max(axis=2)
+    assert (error <= step / 2 * 1.001).all()
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(int8.matmul(x), x @ int8.dequantize_rows(0, 40).T, rtol=1e-5, atol=1e-5)
+
+
+# -- the real models -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smollm2_reference(smollm2_path):
+    return transformers_logits(smollm2_path.parent, smollm2_path.name, GOLDEN_PROMPT)
+
+
+@pytest.mark.slow
+def test_smollm2_matches_transformers_and_the_golden_answer(smollm2_path, smollm2_reference):
+    model = Model.from_gguf(smollm2_path, policy="float32")
+    assert (model.config.n_layers, model.config.n_heads, model.config.n_kv_heads) == (30, 9, 3)
+    logits = model.forward(GOLDEN_PROMPT, 0, all_logits=True)
+    np.testing.assert_allclose(logits, smollm2_reference, rtol=0, atol=1e-2)
+    top = np.argsort(logits[-1])[::-1][:3]
+    assert top.tolist() == [504, 38634, 7026]  # docs/models.md: 29.78, 28.30, 27.07
+    np.testing.assert_allclose(logits[-1, top], [29.78, 28.30, 27.07], atol=1e-2)
+    answer, token = [], int(logits[-1].argmax())
+    while len(answer) < len(GOLDEN_ANSWER):
+        answer.append(token)
+        token = int(model.forward([token], model.n_past).argmax())
+    assert answer == GOLDEN_ANSWER
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["int8", "quantized"])
+def test_smollm2_other_policies_decode_like_transformers(smollm2_path, smollm2_reference, policy):
+    """SmolLM2 is Q4_1 + Q8_0 only, which int8 holds exactly: every policy gives the same numbers."""
+    model = Model.from_gguf(smollm2_path, policy=policy)
+    got = decode_step_by_step(model, GOLDEN_PROMPT, len(GOLDEN_PROMPT) - 4)
+    np.testing.assert_allclose(got, smollm2_reference[-5:], rtol=0, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_gemma3_matches_transformers(gemma3_path):
+    expected = transformers_logits(gemma3_path.parent, gemma3_path.name, GEMMA_TOKENS)
+    model = Model.from_gguf(GGUFFile.open(str(gemma3_path)), policy="quantized")
+    assert model.config.arch == "gemma3" and model.config.head_dim == 256
+    np.testing.assert_allclose(model.forward(GEMMA_TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-2)
+    np.testing.assert_allclose(decode_step_by_step(model, GEMMA_TOKENS, 6), expected[5:], rtol=0, atol=1e-2)

@@ -1,0 +1,141 @@
+"""Writers of tiny random GGUF models, one per supported architecture, for oracle tests.
+
+Each file is a complete little model that transformers' GGUF loader accepts (metadata, a small
+tokenizer vocabulary, every tensor its architecture needs), with the weights in a mix of ggml
+types so that the engine's dequantization and storage policies are exercised too:
+
+    >>> path = write_tiny_model(tmp_path / "llama.gguf", "llama")     # doctest: +SKIP
+    >>> AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="llama.gguf")  # doctest: +SKIP
+
+Shapes follow llama.cpp's layout: a matrix [out_features, in_features] is stored with rows of
+`in_features`, which must be a multiple of 32 for the block-quantized types.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Tuple
+
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFWriter, quantize
+
+
+class TinySpec(NamedTuple):
+    dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    n_layers: int
+    vocab_size: int
+    context_length: int
+    tied_output: bool
+    sliding_window: int  # 0: none
+
+
+TINY_SPECS: Dict[str, TinySpec] = {
+    # llama: GQA (4 query heads share 2 kv heads), tied output like SmolLM2
+    "llama": TinySpec(dim=64, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96, n_layers=2,
+                      vocab_size=96, context_length=64, tied_output=True, sliding_window=0),
+    # qwen2: q/k/v biases and a separate output head
+    "qwen2": TinySpec(dim=64, n_heads=4, n_kv_heads=1, head_dim=16, ffn_dim=128, n_layers=2,
+                      vocab_size=80, context_length=64, tied_output=False, sliding_window=0),
+    # gemma3: head_dim 256 (transformers' default query_pre_attn_scalar), 6 layers so that layer 5
+    # is global, and a sliding window of 4 so that a 12-token test sequence crosses it.
+    "gemma3": TinySpec(dim=64, n_heads=2, n_kv_heads=1, head_dim=256, ffn_dim=96, n_layers=6,
+                       vocab_size=64, context_length=64, tied_output=True, sliding_window=4),
+}
+
+# The ggml type each matrix is stored in: a spread of the types the real models use.
+_MATRIX_TYPES = {
+    "token_embd": Q.Q8_0, "output": Q.F16,
+    "attn_q": Q.Q4_1, "attn_k": Q.Q5_0, "attn_v": Q.Q8_0, "attn_output": Q.Q4_0,
+    "ffn_gate": Q.Q5_1, "ffn_up": Q.F32, "ffn_down": Q.Q4_1,
+}
+
+
+def _tensor_shapes(arch: str, s: TinySpec) -> List[Tuple[str, Tuple[int, ...]]]:
+    """(name, numpy shape) of every tensor of the architecture, in llama.cpp's naming."""
+    q_dim, kv_dim = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+    shapes = [("token_embd.weight", (s.vocab_size, s.dim)), ("output_norm.weight", (s.dim,))]
+    if not s.tied_output:
+        shapes.append(("output.weight", (s.vocab_size, s.dim)))
+    for i in range(s.n_layers):
+        blk = "blk.%d." % i
+        shapes += [
+            (blk + "attn_norm.weight", (s.dim,)),
+            (blk + "attn_q.weight", (q_dim, s.dim)),
+            (blk + "attn_k.weight", (kv_dim, s.dim)),
+            (blk + "attn_v.weight", (kv_dim, s.dim)),
+            (blk + "attn_output.weight", (s.dim, q_dim)),
+            (blk + "ffn_norm.weight", (s.dim,)),
+            (blk + "ffn_gate.weight", (s.ffn_dim, s.dim)),
+            (blk + "ffn_up.weight", (s.ffn_dim, s.dim)),
+            (blk + "ffn_down.weight", (s.dim, s.ffn_dim)),
+        ]
+        if arch == "qwen2":
+            shapes += [(blk + "attn_q.bias", (q_dim,)), (blk + "attn_k.bias", (kv_dim,)),
+                       (blk + "attn_v.bias", (kv_dim,))]
+        if arch == "gemma3":
+            shapes += [(blk + "attn_q_norm.weight", (s.head_dim,)), (blk + "attn_k_norm.weight", (s.head_dim,)),
+                       (blk + "post_attention_norm.weight", (s.dim,)), (blk + "post_ffw_norm.weight", (s.dim,))]
+    return shapes
+
+
+def _random_tensor(name: str, shape: Tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if len(shape) == 1 and name.endswith("norm.weight"):
+        # Gemma's files store norms already shifted as (1 + w); llama's are near 1 anyway.
+        return (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+    if len(shape) == 1:  # biases
+        return (0.5 * rng.standard_normal(shape)).astype(np.float32)
+    scale = 1.0 if name.startswith("token_embd") else 1.5 / np.sqrt(shape[1])
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _add_metadata(w: GGUFWriter, arch: str, s: TinySpec) -> None:
+    w.add_string("general.name", "tiny-random-" + arch)
+    w.add_context_length(s.context_length)
+    w.add_embedding_length(s.dim)
+    w.add_block_count(s.n_layers)
+    w.add_feed_forward_length(s.ffn_dim)
+    w.add_head_count(s.n_heads)
+    w.add_head_count_kv(s.n_kv_heads)
+    w.add_layer_norm_rms_eps(1e-6 if arch == "gemma3" else 1e-5)
+    w.add_vocab_size(s.vocab_size)
+    if arch == "gemma3":
+        w.add_key_length(s.head_dim)
+        w.add_value_length(s.head_dim)
+        w.add_sliding_window(s.sliding_window)
+        w.add_rope_freq_base(1e6)
+    else:
+        w.add_rope_dimension_count(s.head_dim)
+        w.add_rope_freq_base(10000.0)
+    # A small byte-level vocabulary: transformers reads the vocabulary even when only the model loads.
+    tokens = ["<unk>", "<s>", "</s>"] + ["tok%d" % i for i in range(3, s.vocab_size)]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3] + [1] * (s.vocab_size - 3))
+    w.add_token_merges(["t o", "to k"])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+
+
+def write_tiny_model(path: Path, arch: str, seed: int = 0) -> Path:
+    """Write a tiny random `arch` model (a key of TINY_SPECS) to `path` and return the path."""
+    spec = TINY_SPECS[arch]
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(str(path), arch)
+    _add_metadata(writer, arch, spec)
+    for name, shape in _tensor_shapes(arch, spec):
+        data = _random_tensor(name, shape, rng)
+        kind = name.split(".")[-2]  # "blk.0.attn_q.weight" -> "attn_q", "output.weight" -> "output"
+        qtype = _MATRIX_TYPES.get(kind, Q.F32) if len(shape) == 2 else Q.F32
+        if qtype in (Q.F32, Q.F16):
+            writer.add_tensor(name, quantize(data, qtype))
+        else:
+            writer.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)

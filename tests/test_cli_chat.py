@@ -1,0 +1,127 @@
+"""`pychat-wasm chat`: the scriptable one-shot answer (golden greedy text from models.md), the interactive
+loop in a pseudo-terminal (answer + speed line, Ctrl-C stops an answer, /exit and Ctrl-D quit), and clean
+errors for bad model files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from pychat_wasm import cli_chat
+from pychat_wasm.cli import build_parser
+from pychat_wasm.sampler import SamplingSettings
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp greedy agree (models.md)
+CHAT = [sys.executable, "-m", "pychat_wasm.cli", "chat"]
+
+
+def run_chat(*args: str, env_model: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYCHAT_WASM_MODEL=env_model)
+    return subprocess.run(CHAT + list(args), cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_defaults_come_from_sampling_settings():
+    args = build_parser().parse_args(["chat"])
+    settings = cli_chat.settings_from_args(args)
+    assert settings == SamplingSettings()
+    assert args.policy == "auto" and args.prompt is None and args.context is None
+
+
+def test_one_shot_greedy_prints_only_the_answer(smollm2_path):
+    result = run_chat(str(smollm2_path), "--prompt", GOLDEN_QUESTION, "--temperature", "0", "--context", "256")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == GOLDEN_ANSWER + "\n"
+    assert "tok/s" in result.stderr and "42 prompt tokens" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_one_shot_uses_the_default_model_and_honours_max_tokens(smollm2_path):
+    result = run_chat("--prompt", GOLDEN_QUESTION, "--temperature", "0", "-n", "3", "--policy", "int8",
+                      "--context", "128", env_model=str(smollm2_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The capital of\n"
+
+
+@pytest.mark.parametrize("contents,message", [
+    (None, "model file not found"),
+    (b"<html>not a model</html>" * 10, "GGUF"),
+])
+def test_bad_model_file_fails_cleanly(tmp_path, contents, message):
+    path = tmp_path / "model.gguf"
+    if contents is not None:
+        path.write_bytes(contents)
+    result = run_chat(str(path), "--prompt", "hi")
+    assert result.returncode == 1
+    assert message in result.stderr and result.stderr.startswith("error:")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("option,message", [
+    (["-n", "0"], "--max-tokens"),
+    (["--context", "100000"], "more than this model's context of 8192"),
+    (["--context", "40"], "the message is too long"),
+])
+def test_bad_option_values_fail_cleanly(smollm2_path, option, message):
+    result = run_chat(str(smollm2_path), "--prompt", GOLDEN_QUESTION, *option)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- interactive, in a pseudo-terminal ----------------------------------------------------------------------
+
+
+def spawn_chat(model: Path, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, ["-m", "pychat_wasm.cli", "chat", str(model), "--context", "256"]
+                          + list(args), cwd=str(REPO), encoding="utf-8", timeout=120, dimensions=(40, 200))
+    child.expect_exact("> ")
+    return child
+
+
+def test_interactive_answer_speed_line_ctrl_c_and_exit(smollm2_path):
+    child = spawn_chat(smollm2_path, "--temperature", "0")
+    try:
+        child.sendline(GOLDEN_QUESTION)
+        child.expect_exact(GOLDEN_ANSWER)
+        child.expect(r"\[42 prompt tokens, [\d.]+ tok/s \| 8 tokens, [\d.]+ tok/s\]")
+        child.expect_exact("> ")
+
+        child.sendline("/help")
+        child.expect_exact("/reset")
+        child.expect_exact("> ")
+
+        request = "Write a very long story about a dragon who learns to bake bread."
+        child.sendline(request)
+        child.expect_exact(request + "\r\n")  # the terminal's echo of the typed line
+        child.expect(r"\w+ \w+ \w+")  # the answer is being written
+        child.sendintr()  # Ctrl-C stops the answer, not the program
+        child.expect(r"\| [1-9]\d* tokens, [\d.]+ tok/s \(stopped\)\]")
+        child.expect_exact("> ")
+
+        child.sendline("/reset")
+        child.expect_exact("[new conversation]")
+        child.expect_exact("> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("key", ["ctrl-d", "ctrl-c"])
+def test_ctrl_d_or_ctrl_c_at_the_prompt_exits_cleanly(smollm2_path, key):
+    child = spawn_chat(smollm2_path)
+    try:
+        if key == "ctrl-d":
+            child.sendeof()
+        else:
+            child.sendintr()
+        child.expect(pexpect.EOF)
+        assert "Traceback" not in child.before
+    finally:
+        child.close()
+    assert child.exitstatus == 0

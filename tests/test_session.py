@@ -1,0 +1,240 @@
+"""ChatSession on the real SmolLM2 (context 256 for speed): KV reuse gives the logits of a full recomputation,
+streaming, stop strings, max tokens, cancellation, and dropping old turns when the context is full."""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import pytest
+
+from pychat_wasm.chat_template import ChatTemplate, encode_chat
+from pychat_wasm.errors import ContextFullError
+from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.model import Model
+from pychat_wasm.sampler import Sampler, SamplingSettings
+from pychat_wasm.session import ChatSession, StopStringFilter
+from pychat_wasm.tokenizer import load_tokenizer
+
+GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
+GOLDEN_ANSWER = "The capital of France is Paris."  # models.md: transformers and llama.cpp greedy agree
+GREEDY = SamplingSettings(temperature=0.0, max_tokens=8)  # the golden answer takes 8, its end token included
+CONTEXT = 256
+SMALL_CONTEXT = 96  # for the tests that fill the context
+
+
+class RecordingSampler(Sampler):
+    """A sampler that keeps a copy of every logits vector it is given."""
+
+    def __init__(self, settings: SamplingSettings = GREEDY):
+        super().__init__(settings)
+        self.seen: List[np.ndarray] = []
+
+    def sample(self, logits, recent_tokens):
+        self.seen.append(np.array(logits, dtype=np.float32))
+        return super().sample(logits, recent_tokens)
+
+
+@pytest.fixture(scope="module")
+def parts(smollm2_path):
+    """(model, tokenizer, template) with a 256-token context."""
+    gguf = GGUFFile.open(str(smollm2_path))
+    tokenizer = load_tokenizer(gguf)
+    model = Model.from_gguf(gguf, context_length=CONTEXT)
+    return model, tokenizer, ChatTemplate.from_gguf(gguf, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def small_parts(parts, smollm2_path):
+    """The same with a 96-token context, so that filling it takes few tokens."""
+    return (Model.from_gguf(GGUFFile.open(str(smollm2_path)), context_length=SMALL_CONTEXT),) + parts[1:]
+
+
+def new_session(parts, settings=GREEDY, **options) -> ChatSession:
+    model, tokenizer, template = parts
+    return ChatSession(model, tokenizer, template, settings=settings, **options)
+
+
+def run_turn(session: ChatSession, text: str):
+    """(answer text from the streamed pieces, all events)"""
+    events = list(session.generate(text))
+    return "".join(e.text for e in events if e.kind == "piece"), events
+
+
+def fresh_first_logits(parts, messages) -> np.ndarray:
+    """Logits for the first answer token, computed from scratch: the whole rendered prompt in one forward."""
+    model, tokenizer, template = parts
+    ids = encode_chat(tokenizer, template.render(messages, add_generation_prompt=True))
+    model.reset()
+    return model.forward(ids, start_pos=0)
+
+
+# ---- stop strings (pure logic) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks,stops,shown,stopped", [
+    (["Hello <", "/s", "> there"], ["</s>"], ["Hello ", "", ""], True),
+    (["a<", "b", "c"], ["</s>"], ["a", "<b", "c"], False),  # a false alarm releases the held text
+    (["xx", "STOP"], ["STOP"], ["xx", ""], True),
+    (["abc", "d"], ["cdx", "bcq"], ["a", "b"], False),  # two candidates: hold the longest possible start
+    (["User:", " hi"], ["\nUser:"], ["User:", " hi"], False),
+    (["one\nUs", "er: x"], ["\nUser:", "zz"], ["one", ""], True),
+])
+def test_stop_string_filter(chunks, stops, shown, stopped):
+    f = StopStringFilter(stops)
+    assert [f.feed(c) for c in chunks] == shown
+    assert f.stopped == stopped
+    if not stopped:
+        assert "".join(shown) + f.flush() == "".join(chunks)
+
+
+# ---- answers, streaming, KV reuse --------------------------------------------------------------------------
+
+
+def test_greedy_answer_streams_the_golden_text(parts):
+    model, tokenizer, template = parts
+    sampler = RecordingSampler()
+    session = new_session(parts, sampler=sampler)
+    text, events = run_turn(session, GOLDEN_QUESTION)
+    assert text == GOLDEN_ANSWER
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "progress" and kinds[-1] == "done" and kinds.count("piece") == 7
+    stats = events[-1].stats
+    assert stats.stop_reason == "eos" and stats.prompt_tokens == 42 and stats.generated_tokens == 8
+    assert session.messages == [{"role": "user", "content": GOLDEN_QUESTION},
+                                {"role": "assistant", "content": GOLDEN_ANSWER}]
+    # First-position logits against the reference values of models.md (transformers and llama.cpp agree).
+    first = sampler.seen[0]
+    assert int(np.argmax(first)) == 504 and abs(first[504] - 29.78) < 0.05 and abs(first[38634] - 28.30) < 0.05
+
+
+def test_second_turn_reuses_the_cache_and_matches_a_full_recomputation(parts):
+    sampler = RecordingSampler()
+    session = new_session(parts, sampler=sampler, system_prompt="You are a concise geography teacher.")
+    run_turn(session, GOLDEN_QUESTION)
+    sampler.seen.clear()
+    _, events = run_turn(session, "And what is the capital of Germany?")
+    stats = events[-1].stats
+    incremental = sampler.seen[0]
+    prompt_len = stats.reused_tokens + stats.prompt_tokens
+    assert stats.reused_tokens > 40 and stats.prompt_tokens < 25  # only the new turn went through the model
+    fresh = fresh_first_logits(parts, session.messages[:-1])
+    np.testing.assert_allclose(incremental, fresh, atol=1e-4, rtol=0)
+    assert prompt_len == len(encode_chat(parts[1], parts[2].render(session.messages[:-1])))
+
+
+def test_restored_conversation_continues_like_a_fresh_one(parts):
+    sampler = RecordingSampler()
+    session = new_session(parts, sampler=sampler)
+    run_turn(session, "Name a colour.")  # fills the cache with a conversation we then replace
+    history = [{"role": "system", "content": "Answer briefly."},
+               {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."}]
+    session.restore(history)
+    sampler.seen.clear()
+    _, events = run_turn(session, "And 3 + 3?")
+    assert session.messages[:3] == history and session.system_prompt == "Answer briefly."
+    np.testing.assert_allclose(sampler.seen[0], fresh_first_logits(parts, history + [
+        {"role": "user", "content": "And 3 + 3?"}]), atol=1e-4, rtol=0)
+
+
+def test_same_seed_same_answer(parts):
+    settings = SamplingSettings(temperature=1.0, seed=7, max_tokens=8)
+    first, _ = run_turn(new_session(parts, settings), "Tell me a story.")
+    second, _ = run_turn(new_session(parts, settings), "Tell me a story.")
+    assert first == second and first
+
+
+# ---- stopping ---------------------------------------------------------------------------------------------
+
+
+def test_stop_string_spanning_tokens_never_leaks(parts):
+    session = new_session(parts, stop_strings=["France is P"])
+    text, events = run_turn(session, GOLDEN_QUESTION)
+    assert text == "The capital of "
+    assert all("France" not in e.text for e in events)
+    assert events[-1].stats.stop_reason == "stop_string"
+    assert session.messages[-1]["content"] == "The capital of "
+
+
+def test_partial_stop_string_is_released_when_it_does_not_complete(parts):
+    text, events = run_turn(new_session(parts, stop_strings=["Paris!"]), GOLDEN_QUESTION)
+    assert text == GOLDEN_ANSWER and events[-1].stats.stop_reason == "eos"
+    pieces = [e.text for e in events if e.kind == "piece"]
+    assert pieces[-2:] == [" ", "Paris."]  # "Paris" was held back until "." showed it was no stop string
+
+
+def test_max_tokens(parts):
+    text, events = run_turn(new_session(parts, SamplingSettings(temperature=0.0, max_tokens=3)), GOLDEN_QUESTION)
+    assert text == "The capital of"
+    assert events[-1].stats.stop_reason == "length" and events[-1].stats.generated_tokens == 3
+
+
+def test_cancel_between_tokens_keeps_the_session_usable(parts):
+    sampler = RecordingSampler()
+    session = new_session(parts, sampler=sampler)
+    pieces = []
+    for event in session.generate(GOLDEN_QUESTION):
+        if event.kind == "piece":
+            pieces.append(event.text)
+            session.cancel()
+        if event.kind == "done":
+            assert event.stats.stop_reason == "cancelled"
+    assert pieces == ["The"]
+    assert session.messages[-1] == {"role": "assistant", "content": "The"}
+    sampler.seen.clear()
+    run_turn(session, "Thanks!")
+    np.testing.assert_allclose(sampler.seen[0], fresh_first_logits(parts, session.messages[:-1]), atol=1e-4, rtol=0)
+
+
+def test_cancel_during_the_prompt(parts):
+    session = new_session(parts)
+    events = []
+    for event in session.generate(GOLDEN_QUESTION):
+        events.append(event)
+        session.cancel()
+    assert [e.kind for e in events] == ["progress", "done"]
+    assert events[-1].stats.stop_reason == "cancelled" and events[-1].stats.generated_tokens == 0
+
+
+# ---- a full context ---------------------------------------------------------------------------------------
+
+
+def long_message(i: int) -> str:
+    return "Message %d. Remember: apple, river, mountain, candle, violin." % i
+
+
+def test_full_context_drops_oldest_turns_but_keeps_the_system_prompt(small_parts):
+    model, tokenizer, template = small_parts
+    session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=4), system_prompt="Be brief.")
+    notices = []
+    for i in range(5):
+        _, events = run_turn(session, long_message(i))
+        notices += [e.text for e in events if e.kind == "notice"]
+        ids = encode_chat(tokenizer, template.render(session.messages[:-1]))
+        assert len(ids) + 4 <= SMALL_CONTEXT  # the prompt that was run left room for the answer
+    assert notices and "dropped" in notices[0] and "system prompt" in notices[0]
+    assert session.messages[0] == {"role": "system", "content": "Be brief."}
+    users = [m["content"] for m in session.messages if m["role"] == "user"]
+    assert users[-1] == long_message(4) and long_message(0) not in users
+    roles = [m["role"] for m in session.messages[1:]]
+    assert roles == ["user", "assistant"] * (len(roles) // 2)  # whole turns were dropped
+
+
+def test_a_message_longer_than_the_context_is_refused(parts):
+    session = new_session(parts, system_prompt="Be brief.")
+    with pytest.raises(ContextFullError, match="too long"):
+        list(session.generate("word " * 400))
+    assert session.messages == [{"role": "system", "content": "Be brief."}]
+    text, _ = run_turn(session, GOLDEN_QUESTION)
+    assert text
+
+
+def test_answer_that_reaches_the_end_of_the_context_stops_with_a_notice(small_parts):
+    system = "You are a patient counting assistant. You always count exactly as asked, one number per line, " \
+             "and you never skip a number or stop early."
+    session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=500, repeat_penalty=1.0),
+                          system_prompt=system)
+    _, events = run_turn(session, "Count from 1 to 100, one number per line.")
+    assert events[-1].stats.stop_reason == "context_full"
+    assert events[-1].stats.prompt_tokens > SMALL_CONTEXT * 3 // 5  # little room was left: the test stays short
+    assert any(e.kind == "notice" and "context is full" in e.text for e in events)
+    assert len(session.cached_ids) == SMALL_CONTEXT

@@ -322,3 +322,21 @@ def test_smollm2_greedy_answer_is_golden(browser_python, hf_smollm2_tokenizer):
     assert sorted(top) == sorted(GOLDEN_TOP_LOGITS)
     for token, logit in GOLDEN_TOP_LOGITS.items():
         assert top[token] == pytest.approx(logit, abs=0.02)
+
+
+@pytest.mark.parametrize("settings", [
+    {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1, "seed": 1234},
+    {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "seed": 2 ** 52 + 7},
+])
+def test_seeded_sampling_is_the_same_as_native(browser_python, settings):
+    """Same seed, same logits: the same ids on Python 3.8 + numpy 1.17 in wasm as on this CPython + numpy 2."""
+    from pychat_wasm.sampler import Sampler, SamplingSettings
+
+    rows = np.random.default_rng(5).standard_normal((8, 49152)).astype(np.float32) * 4  # [steps, vocab]
+    encoded = {"shape": list(rows.shape), "float32_base64": base64.b64encode(rows.tobytes()).decode("ascii")}
+    got = browser_python.run("seeded_sampling", logits=encoded, settings=settings, steps=200)
+    sampler, expected = Sampler(SamplingSettings(**settings)), []
+    for step in range(200):
+        expected.append(sampler.sample(rows[step % rows.shape[0]], expected))
+    assert got == expected
+    assert len(set(got)) > 20  # really sampling, not stuck on one id

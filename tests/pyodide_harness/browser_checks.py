@@ -45,6 +45,11 @@ def encode_array(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
+def decode_array(encoded: dict) -> np.ndarray:
+    raw = base64.b64decode(encoded["float32_base64"])
+    return np.frombuffer(raw, dtype=np.float32).reshape(encoded["shape"])
+
+
 async def fetch_fixture(name: str) -> np.ndarray:
     """The served fixture file as a uint8 array in the wasm heap (fetched once per worker)."""
     if name not in _cache:
@@ -159,3 +164,15 @@ async def smollm2_greedy(messages, max_new_tokens):
     return {"prompt_ids": prompt_ids, "new_ids": new_ids, "text": tok.decode(new_ids),
             "first_top_logits": first_top,
             "prefill_seconds": prefill_seconds, "decode_seconds": time.perf_counter() - start - prefill_seconds}
+
+
+@check
+async def seeded_sampling(logits, settings, steps):
+    """Token ids drawn with a fixed seed from fixed logits, feeding each draw back as history."""
+    from pychat_wasm.sampler import Sampler, SamplingSettings
+    rows = decode_array(logits)  # [steps, vocab]
+    sampler = Sampler(SamplingSettings(**settings))
+    history = []
+    for step in range(steps):
+        history.append(sampler.sample(rows[step % rows.shape[0]], history))
+    return history

@@ -13,7 +13,7 @@ write keys and values into a preallocated KV cache. References: llama2.c's run.c
 modeling_llama / modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
 
     >>> model = Model.from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
-    >>> logits = model.forward([1, 9690, 198], start_pos=0)             # doctest: +SKIP  -> [vocab]
+    >>> logits = model.forward([1, 9690, 198], start_pos=0)             # -> [vocab]  # doctest: +SKIP
     >>> logits = model.forward([int(logits.argmax())], start_pos=3)     # doctest: +SKIP
 """
 from __future__ import annotations

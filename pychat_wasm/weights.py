@@ -12,8 +12,8 @@ the 49152 x 576 embedding that doubles as its output head):
 
 Every matrix, whatever its policy, answers the same two questions:
 
-    >>> w.matmul(x)            # doctest: +SKIP   x [n, in] -> x @ W.T [n, out]
-    >>> w.dequantize_rows(0, 2)  # doctest: +SKIP  -> float32 [2, in]
+    >>> w.matmul(x)              # x [n, in] -> x @ W.T [n, out]  # doctest: +SKIP
+    >>> w.dequantize_rows(0, 2)  # -> float32 [2, in]  # doctest: +SKIP
 
 `choose_policy` picks the fastest policy whose estimated bytes fit a memory budget; the browser's
 wasm heap is 2 GiB and must also hold the GGUF file itself, hence the 1.2 GiB default.

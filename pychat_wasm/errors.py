@@ -52,3 +52,7 @@ class ContextFullError(PychatError):
 
 class TensorDataError(PychatError, ValueError):
     """A tensor's raw bytes do not fit its type and shape (too few or too many bytes, or rows of partial blocks)."""
+
+
+class InvalidSettingError(PychatError, ValueError):
+    """A setting or argument outside what the model allows (context length, policy, token ids)."""

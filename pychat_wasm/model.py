@@ -25,7 +25,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from . import quants
-from .errors import ContextFullError, GGUFError, UnsupportedArchitectureError
+from .errors import ContextFullError, GGUFError, InvalidSettingError, UnsupportedArchitectureError
 from .gguf_reader import GGUFFile
 from .kv_cache import KVCache
 from .weights import DEFAULT_MEMORY_BUDGET, POLICIES, Matrix, QuantizedMatrix, choose_policy, store_matrix
@@ -97,7 +97,7 @@ class ModelConfig:
         if context_length is None:
             context_length = min(trained, DEFAULT_CONTEXT_CAP)
         if not 1 <= context_length <= trained:
-            raise ValueError("context_length must be between 1 and the model's %d, got %d" % (trained, context_length))
+            raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d" % (trained, context_length))
         window = int(gguf_file.arch_value("attention.sliding_window", 0)) if traits.global_layer_every else 0
         return cls(
             arch=arch, n_layers=int(need("block_count")), dim=dim, n_heads=n_heads,
@@ -296,7 +296,7 @@ class Model:
             budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
             policy = choose_policy(list(_matrices_to_store(gguf_file).values()), kv_bytes, budget)
         elif policy not in POLICIES:
-            raise ValueError("unknown weight policy %r: choose one of auto, %s" % (policy, ", ".join(POLICIES)))
+            raise InvalidSettingError("unknown weight policy %r: choose one of auto, %s" % (policy, ", ".join(POLICIES)))
         return cls(gguf_file, config, policy)
 
     def reset(self) -> None:
@@ -313,15 +313,15 @@ class Model:
         """Run `tokens` at positions start_pos...; logits [len(tokens), vocab] if all_logits else [vocab]."""
         n_tokens, end = len(tokens), start_pos + len(tokens)
         if n_tokens == 0:
-            raise ValueError("forward needs at least one token")
+            raise InvalidSettingError("forward needs at least one token")
         if end > self.config.context_length:
             raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
                                    % (end, self.config.context_length, start_pos, end - 1))
         if not 0 <= start_pos <= self.n_past:
-            raise ValueError("start_pos %d would leave a gap: the cache holds %d positions" % (start_pos, self.n_past))
+            raise InvalidSettingError("start_pos %d would leave a gap: the cache holds %d positions" % (start_pos, self.n_past))
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
-            raise ValueError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
+            raise InvalidSettingError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
         self.n_past = start_pos  # anything cached from here on is being replaced
         chunks = [self._forward_chunk(ids[i:i + PREFILL_CHUNK], start_pos + i, all_logits)
                   for i in range(0, n_tokens, PREFILL_CHUNK)]

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence, Tuple, Union
 import numpy as np
 
 from . import quants
+from .errors import InvalidSettingError
 from .ggml_types import TYPES_BY_NAME, row_nbytes
 
 POLICIES = ("float32", "int8", "quantized")  # fastest first
@@ -175,7 +176,7 @@ def store_matrix(source: QuantizedMatrix, policy: str) -> Matrix:
         return Int8Matrix.from_matrix(source)
     if policy == "quantized":
         return source
-    raise ValueError("unknown weight policy %r: choose one of auto, %s" % (policy, ", ".join(POLICIES)))
+    raise InvalidSettingError("unknown weight policy %r: choose one of auto, %s" % (policy, ", ".join(POLICIES)))
 
 
 def estimate_bytes(matrices: Iterable[QuantizedMatrix], policy: str) -> int:

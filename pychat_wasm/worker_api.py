@@ -1,0 +1,167 @@
+"""The Python side of the browser worker: one model, one chat session, plain JSON in and out.
+
+The worker (web/worker.js) calls these functions through Pyodide and posts the results to the page. Every
+function returns a JSON string: {"ok": true, ...} or {"ok": false, "error": {"type", "message"}}, so
+errors the user can cause (not a GGUF file, unsupported architecture or quant type, out of memory)
+reach the page as data instead of as a Python traceback. Strings keep the JS side free of proxy
+lifetimes.
+
+    >>> load_model(np.fromfile("SmolLM2-135M-Instruct.Q4_1.gguf", np.uint8), "SmolLM2")   # doctest: +SKIP
+    '{"ok": true, "info": {"architecture": "llama", ...}}'
+    >>> begin_turn("Hi!", '{"temperature": 0, "max_tokens": 8}')                          # doctest: +SKIP
+    >>> next_event()                                                                      # doctest: +SKIP
+    '{"ok": true, "event": {"kind": "progress", ...}}'
+
+The token loop lives in the worker's JS: it calls next_event() once per step and yields to its event
+loop in between, which is where a Stop message gets through (Pyodide 0.17 has no interrupt buffer here).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from .chat_template import ChatTemplate
+from .cli import model_info
+from .errors import PychatError
+from .gguf_reader import GGUFFile
+from .model import Model, ModelConfig
+from .quants import block_format
+from .sampler import Sampler, SamplingSettings
+from .session import ChatEvent, ChatSession
+from .tokenizer import load_tokenizer
+
+
+INTEGER_SETTINGS = ("top_k", "repeat_last_n", "max_tokens", "seed")
+
+
+class _Worker:
+    """What the worker holds between calls."""
+
+    session: Optional[ChatSession] = None
+    turn: Optional[Iterator[ChatEvent]] = None
+
+
+_worker = _Worker()
+
+
+def _reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
+    """Run `function` and answer with JSON; expected failures become {"ok": false, "error": ...}."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any) -> str:
+        try:
+            result = dict(function(*args), ok=True)
+        except (PychatError, MemoryError) as exc:
+            result = {"ok": False, "error": {"type": type(exc).__name__, "message": _message(exc),
+                                             "has_model": _worker.session is not None}}
+        return json.dumps(result)
+
+    return wrapper
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return ("Out of memory: the browser gives Python at most 2 GiB, and this model does not fit "
+                "(%s). Try a smaller model." % (exc or "allocation failed"))
+    return str(exc)
+
+
+def check_supported(gguf: GGUFFile) -> None:
+    """Raise UnsupportedQuantTypeError for a tensor type the engine cannot decode, before loading anything."""
+    for type_id in sorted({info.type_id for info in gguf.tensors.values()}):
+        block_format(type_id)
+
+
+@_reply
+def load_model(data: Any, name: str, options_json: str = "{}") -> Dict[str, Any]:
+    """Parse and load a model from its bytes (a numpy uint8 array).
+
+    Everything that can reject a file without touching the weights runs first (magic, header, tensor types,
+    architecture, tokenizer, chat template), so a bad file leaves the previous model loaded and usable.
+    options: {"context_length", "policy", "memory_budget"}, all optional.
+    """
+    options = json.loads(options_json)
+    gguf = GGUFFile(data, name=name)
+    check_supported(gguf)
+    ModelConfig.from_gguf(gguf, options.get("context_length"))  # UnsupportedArchitectureError, missing keys
+    tokenizer = load_tokenizer(gguf)
+    template = ChatTemplate.from_gguf(gguf, tokenizer)
+    _worker.session = _worker.turn = None  # free the old weights before building the new ones
+    model = Model.from_gguf(gguf, policy=options.get("policy", "auto"), context_length=options.get("context_length"),
+                            memory_budget=options.get("memory_budget"))
+    _worker.session = ChatSession(model, tokenizer, template)
+    return {"info": dict(model_info(gguf), context_length=model.config.context_length, policy=model.policy,
+                         memory_bytes=model.memory_bytes())}
+
+
+def _session() -> ChatSession:
+    if _worker.session is None:
+        raise PychatError("no model is loaded yet")
+    return _worker.session
+
+
+@_reply
+def set_conversation(conversation_json: str) -> Dict[str, Any]:
+    """Start over with {"system_prompt": str or "", "messages": [{"role", "content"}, ...]}.
+
+    An empty system prompt means the chat template's own default. The KV cache is kept: the next turn
+    reuses whatever prefix of the new conversation it already holds.
+    """
+    conversation = json.loads(conversation_json)
+    session = _session()
+    _worker.turn = None
+    system = conversation.get("system_prompt") or None
+    session.system_prompt = system
+    session.reset()
+    messages = [m for m in conversation.get("messages", []) if m.get("role") in ("user", "assistant")]
+    if messages:
+        session.restore(session.messages + messages)
+    return {"messages": len(session.messages)}
+
+
+def settings_from_json(settings_json: str) -> SamplingSettings:
+    """SamplingSettings from the page's form; unknown keys are ignored, empty (null) ones keep their defaults.
+
+    >>> settings_from_json('{"temperature": 0, "top_k": 5.0, "seed": null, "colour": "blue"}')
+    SamplingSettings(temperature=0.0, top_k=5, top_p=0.95, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64, max_tokens=512, seed=None)
+    """
+    names = {f.name for f in dataclasses.fields(SamplingSettings)}
+    values = {name: int(value) if name in INTEGER_SETTINGS else float(value)
+              for name, value in json.loads(settings_json).items() if name in names and value is not None}
+    return SamplingSettings(**values)
+
+
+@_reply
+def begin_turn(user_text: str, settings_json: str = "{}") -> Dict[str, Any]:
+    """Add the user's message; the answer then comes from next_event() calls."""
+    session = _session()
+    session.settings = settings_from_json(settings_json)
+    session.sampler = Sampler(session.settings)
+    _worker.turn = session.generate(user_text)
+    return {"seed": session.sampler.seed}
+
+
+@_reply
+def next_event() -> Dict[str, Any]:
+    """The next event of the running answer, or {"event": null} when it is over."""
+    if _worker.turn is None:
+        return {"event": None}
+    try:
+        event = next(_worker.turn)
+    except StopIteration:
+        _worker.turn = None
+        return {"event": None}
+    except BaseException:
+        _worker.turn = None
+        raise
+    if event.kind == "done":
+        _worker.turn = None
+    return {"event": event.as_dict()}
+
+
+def cancel() -> None:
+    """Ask the running answer to stop after the current step; next_event() then finishes it."""
+    if _worker.session is not None:
+        _worker.session.cancel()

@@ -1,0 +1,195 @@
+"""Helpers for the browser end-to-end tests: a recording test server, tiny GGUF files, page actions.
+
+Test-only behaviour (cutting a download half-way) lives here, in a subclass of the product's request
+handler, never in build/serve.py itself.
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE_TIMEOUT_MS = 90_000   # start-up: Python boot + model download/verify/load on 2 busy cores
+ANSWER_TIMEOUT_MS = 120_000
+
+
+def load_build_module(name: str):
+    """build/<name>.py by path (build/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("pychat_build_" + name, REPO / "build" / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+serve = load_build_module("serve")
+
+
+# ---- the server ------------------------------------------------------------------------------------------
+
+class RecordingHandler(serve.SiteHandler):
+    """The product's handler, plus a request log and an optional cut of the next model download."""
+
+    def send_head(self):
+        self.server.log.append({"path": self.path, "range": self.headers.get("Range")})
+        return super().send_head()
+
+    def copyfile(self, source, outputfile):
+        cut = self.server.cut_model_after
+        if cut is None or not self.path.endswith(".gguf") or self.span_length <= cut:
+            return super().copyfile(source, outputfile)
+        self.server.cut_model_after = None  # only once
+        outputfile.write(source.read(cut))
+        outputfile.flush()
+        self.close_connection = True
+        raise ConnectionAbortedError("test server: connection cut after %d bytes" % cut)
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+class SiteServer:
+    """The built site on 127.0.0.1 in a background thread, recording every request; stop() and start()
+    take the whole server away and bring it back on the same port (the browser sees a dead network)."""
+
+    def __init__(self, site: Path):
+        self.site = site
+        self.log: List[Dict[str, Optional[str]]] = []
+        self.port = 0
+        self.start()
+        self.url = "http://127.0.0.1:%d/" % self.port
+
+    def start(self) -> None:
+        self.httpd = serve.make_server(self.site, self.port, RecordingHandler)
+        self.httpd.log = self.log
+        self.httpd.cut_model_after = None
+        self.httpd.handle_error = lambda request, address: None  # the cut connection is on purpose
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def model_requests(self, since: int = 0) -> List[Dict[str, Optional[str]]]:
+        return [entry for entry in self.log[since:] if entry["path"].endswith(".gguf")]
+
+    def cut_next_model_download(self, after_bytes: int) -> None:
+        self.httpd.cut_model_after = after_bytes
+
+
+# ---- tiny GGUF models --------------------------------------------------------------------------------------
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def byte_level(text: str) -> str:
+    """GPT-2's byte-to-printable-character spelling of `text` (a space becomes 'Ġ')."""
+    from pychat_wasm.tokenizer_bpe import bytes_to_unicode
+
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in text.encode("utf-8"))
+
+
+def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: str = "F32",
+                    head_dim: int = 4, context_length: int = 256) -> Path:
+    """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily.
+
+    Every layer weight is zero, so the residual stream is just the token embedding; the output head is the
+    embedding (tied), and the payload's embedding row points the same way as every other row but ten times
+    longer, so its logit wins after any token. `arch`/`weight_type` make files the engine must reject;
+    a large `head_dim` and `context_length` make a small file whose KV cache does not fit in memory.
+    """
+    import gguf
+    from pychat_wasm.tokenizer_bpe import bytes_to_unicode
+
+    dim = 8 if weight_type == "F32" else 256  # quantized rows are whole 256-weight blocks
+    ffn, n_heads, n_kv = 2 * dim, 2, 1
+    head_dim = max(head_dim, dim // n_heads)
+    byte_tokens = [bytes_to_unicode()[b] for b in range(256)]  # every text can be encoded
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_tokens + [byte_level(payload)]
+    types = [3, 3, 3] + [1] * (len(tokens) - 3)
+    payload_id = len(tokens) - 1
+
+    rng = np.random.default_rng(0)
+    embedding = np.zeros((len(tokens), dim), np.float32)
+    embedding[:, 0] = 1.0
+    embedding[:, 1:] = rng.normal(0, 0.05, (len(tokens), dim - 1))
+    embedding[payload_id] = 0
+    embedding[payload_id, 0] = 10.0
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("tiny payload model")
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(dim)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(n_heads)
+    writer.add_head_count_kv(n_kv)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges([byte_level(" ") + " " + byte_level("a")])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML)
+
+    quant = gguf.GGMLQuantizationType[weight_type]
+
+    def add(name: str, array: np.ndarray, matrix: bool = False) -> None:
+        if matrix and weight_type != "F32":
+            raw = np.zeros(gguf.quant_shape_to_byte_shape(array.shape, quant), np.uint8)
+            writer.add_tensor(name, raw, raw_dtype=quant)
+        else:
+            writer.add_tensor(name, array.astype(np.float32))
+
+    add("token_embd.weight", embedding)
+    add("output_norm.weight", np.ones(dim))
+    add("blk.0.attn_norm.weight", np.ones(dim))
+    add("blk.0.ffn_norm.weight", np.ones(dim))
+    add("blk.0.attn_q.weight", np.zeros((n_heads * head_dim, dim)), matrix=True)
+    add("blk.0.attn_k.weight", np.zeros((n_kv * head_dim, dim)), matrix=True)
+    add("blk.0.attn_v.weight", np.zeros((n_kv * head_dim, dim)), matrix=True)
+    add("blk.0.attn_output.weight", np.zeros((dim, n_heads * head_dim)), matrix=True)
+    add("blk.0.ffn_gate.weight", np.zeros((ffn, dim)), matrix=True)
+    add("blk.0.ffn_up.weight", np.zeros((ffn, dim)), matrix=True)
+    add("blk.0.ffn_down.weight", np.zeros((dim, ffn)), matrix=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+# ---- page actions ------------------------------------------------------------------------------------------
+
+def wait_ready(page, timeout: int = PAGE_TIMEOUT_MS) -> None:
+    page.wait_for_selector("#status[data-phase=ready]", timeout=timeout)
+
+
+def set_settings(page, **values) -> None:
+    """Fill the sampling form: set_settings(page, temperature=0, max_tokens=8)."""
+    for name, value in values.items():
+        page.fill("#" + name.replace("_", "-"), "" if value is None else str(value))
+
+
+def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):
+    """Send `text` with Enter and wait for the streamed answer to finish; returns (answer, stats line)."""
+    answers_before = page.locator(".message[data-role=assistant]").count()
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+    page.wait_for_function(
+        "n => document.querySelectorAll('.message[data-role=assistant][data-done=true]').length > n",
+        arg=answers_before, timeout=timeout)
+    answer = page.locator(".message[data-role=assistant]").nth(answers_before)
+    return answer.locator(".content").text_content(), answer.locator(".stats").text_content()

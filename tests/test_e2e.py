@@ -1,0 +1,393 @@
+"""End to end: the built site in Debian Chromium, served on 127.0.0.1, with the real SmolLM2 model.
+
+One page in one browser context walks through a user's life with the app, test by test: each test
+expects the ones before it to have run, and answers stay short (the model writes about 3-12 tokens a
+second here, depending on load). Answers are compared with the native engine on the same model and
+settings, and the golden answer with the reference transformers and llama.cpp give (docs: models.md).
+The last tests need a first visit of their own, each in a fresh browser context. Tiny GGUF files
+written by e2e_helpers stand in for models that must be rejected or that answer with an HTML payload.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, SiteServer, ask, load_build_module, set_settings,
+                         wait_ready, write_tiny_gguf)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy (models.md)
+SECOND_QUESTION = "And of Germany? Answer in one sentence."
+GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16, seed=None)
+SAMPLED = dict(temperature=0.9, top_k=30, top_p=0.9, min_p=0.02, repeat_penalty=1.2, max_tokens=12, seed=1234)
+PIRATE = "You are a pirate. Answer like one."
+PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+
+# Records every start-up phase the page shows (#status[data-phase]) into window.__phases, and every
+# download progress line into window.__progress.
+PHASE_RECORDER = """
+window.__phases = [];
+window.__progress = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const status = document.getElementById("status");
+  const record = () => { if (window.__phases[window.__phases.length - 1] !== status.dataset.phase)
+                           window.__phases.push(status.dataset.phase); };
+  new MutationObserver(record).observe(status, {attributes: true});
+  const progress = document.getElementById("progress-text");
+  new MutationObserver(() => window.__progress.push(progress.textContent)).observe(progress, {childList: true});
+});
+"""
+
+CACHED_MODEL = """async (prefix) => {
+  const store = await ModelStore.open();
+  return (await store.list()).filter((r) => r.id.startsWith(prefix))
+    .map((r) => ({id: r.id, complete: r.complete, size: r.size, sha256: r.sha256, received: r.received}));
+}"""
+
+# Flip one byte in the 4th stored chunk of the default model, as a disk error would.
+CORRUPT_MODEL = """async () => {
+  const store = await ModelStore.open();
+  const record = (await store.list()).find((r) => r.id.startsWith("default/"));
+  const key = [record.id, 3];
+  const read = store.db.transaction("chunks").objectStore("chunks").get(key);
+  const blob = await new Promise((resolve) => { read.onsuccess = () => resolve(read.result); });
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  bytes[1000] ^= 0xff;
+  const tx = store.db.transaction("chunks", "readwrite");
+  tx.objectStore("chunks").put(new Blob([bytes]), key);
+  await new Promise((resolve) => { tx.oncomplete = resolve; });
+}"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, smollm2_path):
+    """The site built from this checkout (as build/build_site.py builds dist/site/)."""
+    out = tmp_path_factory.mktemp("e2e") / "site"
+    load_build_module("build_site").build_site(out, smollm2_path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    server = SiteServer(site)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def model_sha256(smollm2_path):
+    return hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
+
+
+def native_answer(parts, question, settings, system_prompt=None, follow_up=None):
+    """The native engine's answers, in one conversation; parts = (model, tokenizer, template)."""
+    from pychat_wasm.sampler import SamplingSettings
+    from pychat_wasm.session import ChatSession
+
+    session = ChatSession(*parts, settings=SamplingSettings(**settings), system_prompt=system_prompt)
+    return ["".join(e.text for e in session.generate(q) if e.kind == "piece")
+            for q in [question] + ([follow_up] if follow_up else [])]
+
+
+@pytest.fixture(scope="module")
+def native_answers(smollm2_path):
+    """Greedy answers to the two questions in one conversation, then one sampled with a seed and a
+    system prompt: what the page must show for the same settings."""
+    from pychat_wasm.chat_template import ChatTemplate
+    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.model import Model
+    from pychat_wasm.tokenizer import load_tokenizer
+
+    gguf = GGUFFile.open(str(smollm2_path))
+    tokenizer = load_tokenizer(gguf)
+    parts = (Model.from_gguf(gguf), tokenizer, ChatTemplate.from_gguf(gguf, tokenizer))
+    greedy = dict(GREEDY, repeat_penalty=1.0)
+    return {"greedy": native_answer(parts, GOLDEN_QUESTION, greedy, follow_up=SECOND_QUESTION),
+            "sampled": native_answer(parts, GOLDEN_QUESTION, SAMPLED, system_prompt=PIRATE)[0]}
+
+
+@pytest.fixture(scope="module")
+def chat_context(browser):
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def chat_page(chat_context, server):
+    page = chat_context.new_page()
+    page.add_init_script(PHASE_RECORDER)
+    page.goto(server.url)
+    wait_ready(page)
+    set_settings(page, **GREEDY)
+    return page
+
+
+def alerts(page, kind):
+    return page.locator(".alert[data-kind=%s]" % kind).all_text_contents()
+
+
+def test_first_visit_downloads_and_caches_the_model(chat_page, server, model_sha256):
+    phases = chat_page.evaluate("window.__phases")
+    assert phases.index("downloading") < phases.index("loading") < len(phases) - 1 and phases[-1] == "ready", phases
+    progress = chat_page.evaluate("window.__progress")
+    assert any(re.match(r"[\d.]+ MB of 98\.4 MB · [1-9]\d?% · [\d.]+ (MB|kB)/s$", line) for line in progress), progress
+    assert re.match(r"98\.4 MB of 98\.4 MB · 100% · [\d.]+ (MB|kB)/s$", progress[-1])
+    assert chat_page.is_hidden("#progress-box")  # the bar goes away once the model is stored
+    assert server.model_requests() == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": None}]
+    assert chat_page.evaluate(CACHED_MODEL, "default/") == [{
+        "id": "default/SmolLM2-135M-Instruct.Q4_1.gguf", "complete": True, "size": 98362432,
+        "sha256": model_sha256, "received": 98362432}]
+    granted = chat_page.get_attribute("#storage-status", "data-persistent")  # headless Chromium says no
+    assert chat_page.text_content("#storage-status").startswith(
+        {"true": "Storage: persistent", "false": "Storage: best-effort"}[granted])
+    chat_page.wait_for_selector("#offline-status[data-ready=true]")
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf · llama · " in chat_page.text_content("#model-badge")
+
+
+def test_greedy_answer_is_the_native_engines(chat_page, native_answers):
+    answer, stats = ask(chat_page, GOLDEN_QUESTION)
+    assert native_answers["greedy"][0] == GOLDEN_ANSWER
+    assert answer == native_answers["greedy"][0]
+    assert re.match(r"8 tokens · [\d.]+ tok/s · first token [\d.]+ s · prompt 42 new \+ 0 cached tokens$", stats)
+
+
+def test_second_turn_reuses_the_context(chat_page, native_answers):
+    answer, stats = ask(chat_page, SECOND_QUESTION)
+    assert answer == native_answers["greedy"][1]
+    reused = int(re.search(r"(\d+) cached tokens", stats).group(1))
+    assert reused >= 42 + 7  # the whole first turn (prompt and answer) stayed in the KV cache
+
+
+def test_system_prompt_and_seeded_sampling_match_the_native_engine(chat_page, native_answers):
+    chat_page.fill("#system-prompt", PIRATE)
+    chat_page.dispatch_event("#system-prompt", "change")  # a new system prompt starts a new chat
+    chat_page.wait_for_selector(".message", state="detached")
+    set_settings(chat_page, **SAMPLED)
+    answer, stats = ask(chat_page, GOLDEN_QUESTION)
+    assert answer == native_answers["sampled"]
+    assert answer != native_answers["greedy"][0]
+    chat_page.fill("#system-prompt", "")
+    chat_page.dispatch_event("#system-prompt", "change")
+    set_settings(chat_page, **GREEDY)
+
+
+def test_stop_ends_the_answer_early(chat_page):
+    set_settings(chat_page, max_tokens=200)
+    answers = chat_page.locator(".message[data-role=assistant]")
+    before = answers.count()
+    chat_page.fill("#input", "Write a long story about a dragon who learns to cook.")
+    chat_page.click("#send")
+    answer = answers.nth(before)
+    chat_page.wait_for_function("el => el.textContent.length > 0", arg=answer.locator(".content").element_handle(),
+                           timeout=ANSWER_TIMEOUT_MS)
+    chat_page.click("#stop")
+    chat_page.wait_for_selector("#status[data-phase=ready]", timeout=30_000)
+    stats = answer.locator(".stats").text_content()
+    assert stats.endswith("stopped"), stats
+    assert int(stats.split(" tokens")[0]) < 20
+    assert not chat_page.is_disabled("#send")
+    set_settings(chat_page, max_tokens=GREEDY["max_tokens"])
+
+
+def test_reload_without_network_keeps_the_chat_and_answers(chat_page, chat_context, server, native_answers):
+    saved = chat_page.locator(".message .content").all_text_contents()
+    server.stop()
+    chat_context.set_offline(True)
+    try:
+        chat_page.reload()
+        wait_ready(chat_page)
+        assert chat_page.locator(".message .content").all_text_contents() == saved
+        chat_page.click("#new-chat")
+        assert chat_page.locator(".message").count() == 0
+        answer, _ = ask(chat_page, GOLDEN_QUESTION)
+        assert answer == native_answers["greedy"][0]
+        chat_page.click("#clear")
+        assert chat_page.evaluate("JSON.parse(localStorage.getItem('pychat.conversation')).messages") == []
+    finally:
+        chat_context.set_offline(False)
+        server.start()
+
+
+def test_corrupted_cached_model_is_detected_and_downloaded_again(chat_page, server, model_sha256):
+    chat_page.evaluate(CORRUPT_MODEL)
+    since = len(server.log)
+    chat_page.reload()
+    wait_ready(chat_page)
+    assert any("was damaged (its sha256 checksum does not match); it was deleted. Downloading it again." in text
+               for text in alerts(chat_page, "notice"))
+    assert server.model_requests(since) == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": None}]
+    assert chat_page.evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256
+
+
+def upload(page, name, data):
+    page.set_input_files("#model-file", files=[{"name": name, "mimeType": "application/octet-stream",
+                                                "buffer": data}])
+
+
+def test_non_gguf_file_shows_its_error(chat_page):
+    upload(chat_page, "page.gguf", b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>")
+    chat_page.wait_for_selector(".alert[data-kind=error]")
+    wait_ready(chat_page)
+    assert any("Could not load page.gguf: page.gguf is not a GGUF file" in text and "HTML page" in text
+               for text in alerts(chat_page, "error"))
+    assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "page.gguf" not in chat_page.text_content("#models")
+
+
+def test_url_that_returns_a_web_page_shows_its_error(chat_page, server):
+    chat_page.fill("#model-url", server.url + "index.html")
+    chat_page.click("#model-url-add")
+    chat_page.wait_for_selector(".alert[data-kind=error]:has-text('index.html is not a GGUF model')")
+    wait_ready(chat_page)
+    assert any("the address returned a web page (HTML), not a model file" in t for t in alerts(chat_page, "error"))
+    assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert chat_page.evaluate(CACHED_MODEL, "url/") == []
+
+
+def drop_file(page, name, data):
+    """Drop a file on the drop zone, as dragging it from the desktop does."""
+    transfer = page.evaluate_handle(
+        "([name, bytes]) => { const t = new DataTransfer(); t.items.add(new File([new Uint8Array(bytes)], name));"
+        " return t; }", [name, list(data)])
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+
+
+@pytest.mark.parametrize("arch, weight_type, message, add_file", [
+    ("mamba", "F32", "has architecture 'mamba'; supported architectures: llama", drop_file),
+    ("llama", "IQ2_XXS", "cannot dequantize IQ2_XXS tensors", upload),
+])
+def test_unsupported_model_shows_its_error(chat_page, tmp_path, arch, weight_type, message, add_file):
+    path = write_tiny_gguf(tmp_path / ("%s-%s.gguf" % (arch, weight_type)), "Hi!", arch=arch, weight_type=weight_type)
+    errors_before = len(alerts(chat_page, "error"))
+    add_file(chat_page, path.name, path.read_bytes())
+    chat_page.wait_for_function("n => document.querySelectorAll('.alert[data-kind=error]').length > n",
+                                arg=errors_before)
+    wait_ready(chat_page)
+    assert message in alerts(chat_page, "error")[-1]
+    assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_model_too_big_for_the_heap_reports_out_of_memory_and_recovers(chat_page, tmp_path):
+    # 12 MB on disk, but its KV cache (4096 positions x 65536-wide heads, keys and values) needs 2 GiB.
+    path = write_tiny_gguf(tmp_path / "huge-cache.gguf", "Hi!", head_dim=65536, context_length=4096)
+    upload(chat_page, path.name, path.read_bytes())
+    chat_page.wait_for_selector(".alert[data-kind=error]:has-text('Could not load huge-cache.gguf: Out of memory')")
+    wait_ready(chat_page)  # a fresh worker (the heap never shrinks) with the model used before
+    assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "huge-cache.gguf" not in chat_page.text_content("#models")
+
+
+def test_own_model_is_cached_and_its_output_shown_as_text(chat_page, tmp_path):
+    path = write_tiny_gguf(tmp_path / "payload.gguf", PAYLOAD)
+    upload(chat_page, "payload.gguf", path.read_bytes())
+    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('payload.gguf')")
+    entry = chat_page.locator("#models li", has_text="payload.gguf").text_content()
+    assert "(in use)" in entry and "kB · llama · F32" in entry
+    set_settings(chat_page, max_tokens=3)
+    answer, _ = ask(chat_page, "Say something.")
+    assert answer == PAYLOAD * 3
+    assert chat_page.locator("#messages img, #messages script").count() == 0
+    assert chat_page.evaluate("window.__xss") is None
+
+
+def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page):
+    messages = chat_page.locator(".message .content").all_text_contents()
+    chat_page.evaluate("pychat.python.worker.dispatchEvent(new ErrorEvent('error', {message: 'simulated crash'}))")
+    chat_page.wait_for_selector(".alert[data-kind=error]:has-text('The Python worker crashed (simulated crash)')")
+    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('payload.gguf')")
+    assert chat_page.locator(".message .content").all_text_contents() == messages
+    answer, _ = ask(chat_page, "Again?")
+    assert answer == PAYLOAD * 3
+
+
+def test_model_from_a_url_is_downloaded_cached_and_used(chat_page, server, site):
+    (site / "extra").mkdir(exist_ok=True)
+    write_tiny_gguf(site / "extra" / "url-model.gguf", "Hello from a URL. ")
+    since = len(server.log)
+    chat_page.fill("#model-url", server.url + "extra/url-model.gguf")
+    chat_page.click("#model-url-add")
+    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('url-model.gguf')")
+    assert server.model_requests(since) == [{"path": "/extra/url-model.gguf", "range": None}]
+    assert "url-model.gguf (in use)" in chat_page.locator("#models li", has_text="url-model.gguf").text_content()
+    (record,) = chat_page.evaluate(CACHED_MODEL, "url/")
+    assert record["complete"] and record["size"] == (site / "extra" / "url-model.gguf").stat().st_size
+    set_settings(chat_page, max_tokens=3)
+    answer, _ = ask(chat_page, "Hello?")
+    assert answer == "Hello from a URL. " * 3
+
+
+def test_cached_models_can_be_removed(chat_page):
+    for name in ("url-model.gguf", "payload.gguf"):
+        chat_page.locator("#models li", has_text=name).get_by_role("button", name="Remove").click()
+        chat_page.locator("#models li", has_text=name).wait_for(state="detached")
+    assert [r["id"] for r in chat_page.evaluate(CACHED_MODEL, "")] == ["default/SmolLM2-135M-Instruct.Q4_1.gguf"]
+
+
+def test_new_build_replaces_the_old_offline_cache(chat_page, site):
+    (old_cache,) = chat_page.evaluate("caches.keys()")
+    sw = site / "sw.js"
+    sw.write_text(re.sub(r'const BUILD_ID = "\w+";', 'const BUILD_ID = "feedfacefeedface";', sw.read_text()))
+    chat_page.reload()
+    wait_ready(chat_page)  # the removed model was in use: the page is back on the default one
+    assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
+    chat_page.wait_for_function("async () => (await caches.keys()).join() === 'pychat-shell-feedfacefeedface'")
+    assert old_cache != "pychat-shell-feedfacefeedface"
+
+
+def test_missing_storage_space_says_how_much_is_needed(browser, server):
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.add_init_script("navigator.storage.estimate = async () => ({quota: 50e6, usage: 10e6});")
+        since = len(server.log)
+        page.goto(server.url)
+        page.wait_for_selector("#status[data-phase=error]")
+        assert ("Not enough storage for the model: it needs 98.4 MB more, the browser allows 40.0 MB for this site."
+                in alerts(page, "error")[0])
+        assert server.model_requests(since) == []
+    finally:
+        context.close()
+
+
+def test_interrupted_download_resumes_with_a_range_request(browser, server, model_sha256):
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        since = len(server.log)
+        server.cut_next_model_download(60_000_000)
+        page.goto(server.url)
+        wait_ready(page)
+        requests = server.model_requests(since)
+        assert [r["range"] is None for r in requests] == [True, False]
+        # What the page had read is kept; what the browser still buffered when the connection broke is
+        # lost with the stream, so the download resumes at the cut or somewhat before it, never at 0.
+        resumed_at = int(re.match(r"bytes=(\d+)-$", requests[1]["range"]).group(1))
+        assert 0 < resumed_at <= 60_000_000
+        assert "Download interrupted at %.1f MB; resuming…" % (resumed_at / 1e6) in alerts(page, "notice")[0]
+        assert page.evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256
+    finally:
+        context.close()
+
+
+def test_two_tabs_download_the_model_once(browser, server, model_sha256):
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        since = len(server.log)
+        pages = [context.new_page() for _ in range(2)]
+        for page in pages:
+            page.goto(server.url, wait_until="commit")
+        for page in pages:
+            wait_ready(page)
+        assert server.model_requests(since) == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": None}]
+        assert pages[1].evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256
+    finally:
+        context.close()

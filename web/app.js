@@ -1,0 +1,234 @@
+/*
+ * app.js: the page. It starts the Python worker and, at the same time, gets the model's bytes (from
+ * IndexedDB, or downloaded with resume into it), hands them to the worker, and keeps the app usable when
+ * something fails: a rejected model file, a failed download, a crashed worker. The chat itself is chat.js.
+ * The page never waits on Python synchronously: everything Python does happens in worker.js.
+ *
+ * Start-up phases shown in #status[data-phase]: downloading, verifying, starting, loading, ready
+ * (then generating / stopping during an answer, error when nothing works).
+ */
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const {alertBox} = PageUI;
+  const SAVED_MODEL = "pychat.model";
+  const RESTARTS_PER_MINUTE = 2;
+
+  const state = {
+    manifest: null, store: null, python: null, booted: null, pythonStatus: "", phase: {phase: "starting", text: ""},
+    model: null,            // spec of the model loaded in the worker
+    ready: false, generating: false, turn: null, crashes: [],
+    conversation: {system_prompt: "", messages: []},
+  };
+  self.pychat = state;  // for the browser console and the end-to-end tests
+  const chat = new ChatController({state, setPhase, alertBox});
+
+  // ---- status ---------------------------------------------------------------------------------------------
+
+  function setPhase(phase, text) {
+    state.phase = {phase, text};
+    const python = state.ready || !state.pythonStatus ? "" : ` (Python: ${state.pythonStatus})`;
+    $("status").dataset.phase = phase;
+    $("status").textContent = text + python;
+    updateButtons();
+  }
+
+  function updateButtons() {
+    const idle = state.ready && !state.generating;
+    $("send").disabled = !idle;
+    $("stop").disabled = !state.generating;
+    $("model-url-add").disabled = !idle;
+    $("model-file").disabled = !idle;
+  }
+
+  // ---- models -------------------------------------------------------------------------------------------
+
+  function defaultSpec() {
+    const m = state.manifest.model;
+    return {id: "default/" + m.name, name: m.name, url: m.url, size: m.size, sha256: m.sha256, source: "default",
+            info: {architecture: m.architecture, tensor_types: m.quant_types}};
+  }
+
+  /* The model's verified bytes: from the cache, or downloaded (resuming) into it; a damaged copy is
+   * deleted and downloaded once more. */
+  async function obtainBytes(spec) {
+    for (let attempt = 0; ; attempt++) {
+      const record = await state.store.get(spec.id);
+      try {
+        if (record && record.complete && (!spec.sha256 || record.sha256 === spec.sha256)) {
+          setPhase("verifying", `Checking ${spec.name}…`);
+          return await state.store.readVerified(spec.id);
+        }
+        if (!spec.url) throw new ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
+        setPhase("downloading", `Downloading ${spec.name}…`);
+        const bytes = await downloadModel(state.store, spec, {onProgress: PageUI.showProgress,
+                                                               onNotice: (text) => alertBox("notice", text)});
+        PageUI.hideProgress();
+        return bytes;
+      } catch (error) {
+        if (error.kind !== "corrupt" || !spec.url || attempt > 0) throw error;
+        alertBox("notice", error.message + " Downloading it again.");
+      }
+    }
+  }
+
+  async function switchModel(spec) {
+    const previous = state.model;
+    state.ready = false;
+    try {
+      const bytes = await obtainBytes(spec);
+      setPhase("starting", "Starting Python…");
+      await state.booted;
+      setPhase("loading", `Loading ${spec.name} into Python…`);
+      const reply = await state.python.request("load", {name: spec.name, bytes, options: {}}, {transfer: [bytes]});
+      await modelLoaded(spec, reply.info);
+    } catch (error) {
+      await modelFailed(spec, error, previous);
+    }
+  }
+
+  async function modelLoaded(spec, info) {
+    state.model = {...spec, info};
+    PageUI.save(SAVED_MODEL, spec.id);
+    const record = await state.store.get(spec.id);
+    if (record && !record.info) await state.store.put({...record, info});
+    await state.python.request("conversation", {conversation: state.conversation});
+    const types = Object.keys(info.tensor_types || {}).join(", ");
+    $("model-badge").textContent = `Model: ${spec.name} · ${info.architecture} · ${types}`;
+    state.ready = true;
+    setPhase("ready", `Ready: ${spec.name}`);
+    renderModels();
+  }
+
+  async function modelFailed(spec, error, previous) {
+    PageUI.hideProgress();
+    if (error.type === "WorkerCrashed") return;  // the crash handler restarts everything
+    alertBox("error", `Could not load ${spec.name}: ${error.message}`,
+             spec.url ? {label: "Retry", run: () => switchModel(spec)} : null);
+    if (error instanceof WorkerRequestError && spec.source !== "default") {
+      await state.store.remove(spec.id);  // Python rejected the file: do not keep it
+      renderModels();
+    }
+    // What to fall back on: the model used before, else the default one (unless that is what failed).
+    const fallback = previous && previous.id !== spec.id ? previous : spec.source !== "default" ? defaultSpec() : null;
+    // A failed download or a file Python rejected up front leaves the loaded model as it was.
+    if (previous && (!(error instanceof WorkerRequestError) || error.hasModel)) {
+      state.model = previous;
+      state.ready = true;
+      setPhase("ready", `Ready: ${previous.name}`);
+    } else if (error.type === "MemoryError" && fallback) {
+      restartPython(fallback);  // the wasm heap never shrinks: only a fresh worker gets the memory back
+    } else if (fallback) {
+      await switchModel(fallback);
+    } else {
+      setPhase("error", `No model loaded: ${error.message}`);
+    }
+  }
+
+  async function addModelFile(file) {
+    if (!state.ready || state.generating) return;
+    const spec = {id: `file/${file.name}/${file.size}`, name: file.name, url: "", source: "file"};
+    const previous = state.model;
+    state.ready = false;
+    setPhase("loading", `Loading ${file.name} into Python…`);
+    try {
+      const bytes = await file.arrayBuffer();
+      const reply = await state.python.request("load", {name: file.name, bytes, options: {}}, {transfer: [bytes]});
+      try {
+        await state.store.importFile(file, {id: spec.id, info: reply.info});
+      } catch (error) {
+        alertBox("error", `${error.message} ${file.name} is loaded for this visit only.`);
+      }
+      await modelLoaded(spec, reply.info);
+    } catch (error) {
+      await modelFailed(spec, error, previous);
+    }
+  }
+
+  function addModelURL(url) {
+    const name = decodeURIComponent(new URL(url, location.href).pathname.split("/").pop() || "model.gguf");
+    return switchModel({id: "url/" + url, name, url, source: "url"});
+  }
+
+  async function renderModels() {
+    PageUI.renderModelList(await state.store.list(), state.model && state.model.id, {
+      onUse: (record) => state.ready && !state.generating && switchModel(record),
+      onRemove: async (record) => { await state.store.remove(record.id); renderModels(); },
+    });
+  }
+
+  // ---- the Python worker --------------------------------------------------------------------------------
+
+  function startPython() {
+    state.pythonStatus = "starting";
+    state.python = new PythonWorker({
+      onStatus: (text) => { state.pythonStatus = text; setPhase(state.phase.phase, state.phase.text); },
+      onCrash: workerCrashed,
+    });
+    state.booted = state.python.request("boot", {indexURL: state.manifest.pyodide.index_url, wheelURL: state.manifest.wheel})
+      .then((reply) => { state.pythonStatus = ""; return reply; });
+    state.booted.catch((error) => {
+      if (error.type === "WorkerCrashed") return;
+      setPhase("error", "Python could not start");
+      alertBox("error", `Python could not start: ${error.message}`, {label: "Retry", run: () => location.reload()});
+    });
+  }
+
+  function restartPython(spec) {
+    if (state.python) state.python.terminate();
+    state.ready = false;
+    state.model = null;  // the new worker holds no model yet
+    startPython();
+    return switchModel(spec);
+  }
+
+  function workerCrashed(reason) {
+    state.ready = false;
+    const now = Date.now();
+    state.crashes = state.crashes.filter((t) => now - t < 60000).concat(now);
+    const spec = state.model || defaultSpec();
+    if (state.crashes.length <= RESTARTS_PER_MINUTE) {
+      alertBox("error", `The Python worker crashed (${reason}). Restarting it; your conversation is kept.`);
+      restartPython(spec);
+    } else {
+      setPhase("error", "Python stopped");
+      alertBox("error", `The Python worker crashed again (${reason}).`, {label: "Restart", run: () => restartPython(spec)});
+    }
+  }
+
+  // ---- start-up -------------------------------------------------------------------------------------------
+
+  function wireUp() {
+    chat.wire();
+    $("model-file").onchange = (e) => { if (e.target.files[0]) addModelFile(e.target.files[0]); e.target.value = ""; };
+    $("url-form").onsubmit = (e) => { e.preventDefault(); if ($("model-url").value) addModelURL($("model-url").value); };
+    document.addEventListener("dragover", (e) => e.preventDefault());
+    document.addEventListener("drop", (e) => {
+      e.preventDefault();
+      if (e.dataTransfer.files[0]) addModelFile(e.dataTransfer.files[0]);
+    });
+  }
+
+  async function start() {
+    wireUp();
+    PageUI.registerServiceWorker();
+    PageUI.requestPersistentStorage();
+    try {
+      state.manifest = await (await fetch("manifest.json")).json();
+      state.store = await ModelStore.open();
+    } catch (error) {
+      setPhase("error", "The app could not start");
+      alertBox("error", `The app could not start: ${error.message}`);
+      return;
+    }
+    chat.restore(state.manifest.sampling_defaults);
+    startPython();
+    const savedId = PageUI.loadSaved(SAVED_MODEL, null);
+    const saved = savedId && await state.store.get(savedId);
+    renderModels();
+    await switchModel(saved && saved.complete ? saved : defaultSpec());
+  }
+
+  start();
+})();

@@ -1,0 +1,84 @@
+/*
+ * chat_view.js: the message list. Everything a model or a user wrote is put on the page with textContent,
+ * never as HTML: a model that answers "<img src=x onerror=...>" shows exactly those characters.
+ *
+ *     const view = new ChatView(document.getElementById("messages"));
+ *     view.add("user", "Hi!");
+ *     const answer = view.add("assistant", "");
+ *     answer.append("Hello");  answer.setStats({...});
+ */
+"use strict";
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/* "8 tokens · 2.9 tok/s · first token 3.10 s · prompt 42 new + 0 cached" */
+function formatStats(stats, firstTokenSeconds) {
+  const parts = [`${stats.generated_tokens} tokens`, `${stats.generation_tps.toFixed(1)} tok/s`];
+  if (firstTokenSeconds !== null) parts.push(`first token ${firstTokenSeconds.toFixed(2)} s`);
+  parts.push(`prompt ${stats.prompt_tokens} new + ${stats.reused_tokens} cached tokens`);
+  if (stats.stop_reason === "cancelled") parts.push("stopped");
+  if (stats.stop_reason === "length") parts.push("max tokens reached");
+  return parts.join(" · ");
+}
+
+class MessageView {
+  constructor(root, role, text) {
+    this.root = element("div", "message");
+    this.root.dataset.role = role;
+    this.root.appendChild(element("div", "role", role === "user" ? "You" : "Model"));
+    this.content = element("div", "content", text);
+    this.root.appendChild(this.content);
+    this.footer = element("div", "stats");
+    this.root.appendChild(this.footer);
+    root.appendChild(this.root);
+  }
+
+  append(text) {
+    this.content.textContent += text;
+  }
+
+  get text() {
+    return this.content.textContent;
+  }
+
+  setNote(text) {
+    this.footer.textContent = text;
+  }
+
+  setStats(stats, firstTokenSeconds) {
+    this.footer.textContent = formatStats(stats, firstTokenSeconds);
+    this.root.dataset.done = "true";
+  }
+
+  addNotice(text) {
+    this.root.insertBefore(element("div", "notice", text), this.footer);
+  }
+}
+
+class ChatView {
+  constructor(root) {
+    this.root = root;
+  }
+
+  add(role, text) {
+    const view = new MessageView(this.root, role, text);
+    this.scroll();
+    return view;
+  }
+
+  clear() {
+    this.root.replaceChildren();
+  }
+
+  scroll() {
+    this.root.scrollTop = this.root.scrollHeight;
+  }
+}
+
+self.ChatView = ChatView;
+self.formatStats = formatStats;

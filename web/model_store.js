@@ -1,0 +1,195 @@
+/*
+ * model_store.js: models cached in IndexedDB, chunk by chunk, and verified before use.
+ *
+ *     const store = await ModelStore.open();
+ *     const bytes = await store.readVerified(id);  // verified ArrayBuffer, or it throws (and deletes the entry)
+ *     await store.importFile(file, {id, info});    // a local .gguf into the cache
+ *     await store.list(); await store.remove(id);
+ *     // downloads, with resume: model_download.js
+ *
+ * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, complete,
+ * info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed [id, index]. A chunk
+ * and the record's `received` count are written in one transaction, so after any interruption the record
+ * says exactly how many bytes are stored, and a download (model_download.js) resumes there.
+ * A model is used only when it is complete and its size and sha256 match; anything else is deleted.
+ *
+ * Classic script (no modules): the page loads it with <script>, so it also works in a classic worker.
+ */
+"use strict";
+
+(function (global) {
+  const DB_NAME = "pychat-models";
+  const DB_VERSION = 1;
+  const CHUNK_BYTES = 8 * 1024 * 1024;
+
+  class ModelStoreError extends Error {
+    constructor(kind, message) {
+      super(message);
+      this.name = "ModelStoreError";
+      this.kind = kind;  // "quota" | "corrupt" | "mismatch" | "network" | "not-gguf" | "missing"
+    }
+  }
+
+  function formatBytes(n) {
+    if (n >= 1e9) return (n / 1e9).toFixed(2) + " GB";
+    if (n >= 1e6) return (n / 1e6).toFixed(1) + " MB";
+    if (n >= 1e3) return (n / 1e3).toFixed(1) + " kB";
+    return n + " B";
+  }
+
+  function promisify(request) {
+    return new Promise((resolve, reject) => {
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+  }
+
+  function done(tx) {
+    return new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error || new DOMException("transaction aborted", "AbortError"));
+    });
+  }
+
+  async function sha256Hex(buffer) {
+    const digest = await crypto.subtle.digest("SHA-256", buffer);
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function isQuotaError(error) {
+    return error && (error.name === "QuotaExceededError" || /quota/i.test(String(error.message)));
+  }
+
+  /* A message that says how much space is missing, from navigator.storage.estimate(). */
+  async function quotaError(bytesNeeded) {
+    let free = "unknown";
+    try {
+      const {quota, usage} = await navigator.storage.estimate();
+      free = formatBytes(Math.max(0, quota - usage));
+    } catch (e) { /* estimate() unavailable: say what we know */ }
+    return new ModelStoreError("quota",
+      `Not enough storage for the model: it needs ${formatBytes(bytesNeeded)} more, ` +
+      `the browser allows ${free} for this site. Remove cached models or free disk space, then try again.`);
+  }
+
+  class ModelStore {
+    constructor(db) {
+      this.db = db;
+    }
+
+    static open() {
+      const request = indexedDB.open(DB_NAME, DB_VERSION);
+      request.onupgradeneeded = () => {
+        const db = request.result;
+        db.createObjectStore("models", {keyPath: "id"});
+        db.createObjectStore("chunks");
+      };
+      return promisify(request).then((db) => new ModelStore(db));
+    }
+
+    async list() {
+      const tx = this.db.transaction("models", "readonly");
+      return promisify(tx.objectStore("models").getAll());
+    }
+
+    async get(id) {
+      const tx = this.db.transaction("models", "readonly");
+      return promisify(tx.objectStore("models").get(id));
+    }
+
+    async put(record) {
+      const tx = this.db.transaction("models", "readwrite");
+      tx.objectStore("models").put(record);
+      await done(tx);
+    }
+
+    async remove(id) {
+      const tx = this.db.transaction(["models", "chunks"], "readwrite");
+      tx.objectStore("models").delete(id);
+      tx.objectStore("chunks").delete(IDBKeyRange.bound([id, 0], [id, Infinity]));
+      await done(tx);
+    }
+
+    /* Store bytes [record.received, +bytes.length) as chunk `index` and advance the record, atomically. */
+    async appendChunk(record, index, bytes) {
+      const tx = this.db.transaction(["models", "chunks"], "readwrite");
+      tx.objectStore("chunks").put(new Blob([bytes]), [record.id, index]);
+      const next = {...record, received: record.received + bytes.byteLength, chunks: index + 1};
+      tx.objectStore("models").put(next);
+      try {
+        await done(tx);
+      } catch (error) {
+        if (isQuotaError(error)) throw await quotaError((record.size || 0) - record.received);
+        throw error;
+      }
+      return next;
+    }
+
+    async checkSpace(bytesNeeded) {
+      if (!navigator.storage || !navigator.storage.estimate) return;
+      const {quota, usage} = await navigator.storage.estimate();
+      if (quota - usage < bytesNeeded) throw await quotaError(bytesNeeded);
+    }
+
+    /* Mark a fully received model complete after checking its size and sha256; returns its bytes. */
+    async finish(record) {
+      const bytes = await this.readAll(record);
+      await this.verify(record, bytes);
+      await this.put({...record, complete: true, size: bytes.byteLength, sha256: record.sha256 || await sha256Hex(bytes)});
+      return bytes;
+    }
+
+    async readAll(record) {
+      const tx = this.db.transaction("chunks", "readonly");
+      const blobs = await promisify(tx.objectStore("chunks").getAll(
+        IDBKeyRange.bound([record.id, 0], [record.id, Infinity])));
+      return new Blob(blobs).arrayBuffer();
+    }
+
+    /* Throw (after deleting the entry) unless `bytes` has the record's size and sha256. */
+    async verify(record, bytes) {
+      let problem = "";
+      if (record.size && bytes.byteLength !== record.size) {
+        problem = `it has ${formatBytes(bytes.byteLength)} instead of ${formatBytes(record.size)}`;
+      } else if (record.sha256 && await sha256Hex(bytes) !== record.sha256) {
+        problem = "its sha256 checksum does not match";
+      }
+      if (problem) {
+        await this.remove(record.id);
+        throw new ModelStoreError("corrupt", `The cached copy of ${record.name} was damaged (${problem}); ` +
+                                             "it was deleted.");
+      }
+    }
+
+    /* The bytes of a complete, verified model (ArrayBuffer). A partial or damaged entry is never returned. */
+    async readVerified(id) {
+      const record = await this.get(id);
+      if (!record || !record.complete) {
+        throw new ModelStoreError("missing", `${id} is not in the model cache.`);
+      }
+      const bytes = await this.readAll(record);
+      await this.verify(record, bytes);
+      return bytes;
+    }
+
+    /* Copy a local File into the cache, chunk by chunk. */
+    async importFile(file, {id, info = null}) {
+      await this.remove(id);
+      await this.checkSpace(file.size);
+      let record = {id, name: file.name, url: "", size: file.size, sha256: "", info, source: "file",
+                    received: 0, chunks: 0, complete: false, added: Date.now()};
+      await this.put(record);
+      for (let start = 0; start < file.size; start += CHUNK_BYTES) {
+        const part = new Uint8Array(await file.slice(start, start + CHUNK_BYTES).arrayBuffer());
+        record = await this.appendChunk(record, record.chunks, part);
+      }
+      return this.finish(record);
+    }
+  }
+
+  ModelStore.CHUNK_BYTES = CHUNK_BYTES;
+  global.ModelStore = ModelStore;
+  global.ModelStoreError = ModelStoreError;
+  global.formatBytes = formatBytes;
+})(self);

@@ -1,0 +1,107 @@
+/*
+ * page_ui.js: the page's small DOM pieces that hold no application state: alerts, the download progress
+ * bar, the list of cached models, the storage and offline badges, and values saved in localStorage.
+ * Every text that comes from outside (file names, model metadata, error messages) goes in via textContent.
+ */
+"use strict";
+
+(function (global) {
+  const $ = (id) => document.getElementById(id);
+
+  function element(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  /* An alert in #alerts (kind: "error" | "notice") with an optional action button {label, run}. */
+  function alertBox(kind, text, action) {
+    const box = element("div", undefined, "alert " + kind);
+    box.dataset.kind = kind;
+    box.appendChild(element("span", text));
+    if (action) {
+      const button = element("button", action.label);
+      button.onclick = () => { box.remove(); action.run(); };
+      box.appendChild(button);
+    }
+    const close = element("button", "×");
+    close.title = "Dismiss";
+    close.onclick = () => box.remove();
+    box.appendChild(close);
+    $("alerts").appendChild(box);
+    return box;
+  }
+
+  /* "41.9 MB of 98.4 MB · 42% · 55.5 MB/s · resumed at 25.2 MB" */
+  function showProgress({received, total, bytesPerSecond, resumedFrom}) {
+    $("progress-box").hidden = false;
+    const percent = total ? Math.floor(100 * received / total) : 0;
+    $("progress").value = percent;
+    $("progress-text").textContent = `${formatBytes(received)} of ${total ? formatBytes(total) : "?"} · ` +
+      `${percent}% · ${formatBytes(bytesPerSecond)}/s` + (resumedFrom ? ` · resumed at ${formatBytes(resumedFrom)}` : "");
+  }
+
+  function hideProgress() {
+    $("progress-box").hidden = true;
+  }
+
+  /* The cached models with name, size, architecture, quant types and Use / Remove buttons. */
+  function renderModelList(records, inUseId, {onUse, onRemove}) {
+    const list = $("models");
+    list.replaceChildren();
+    for (const record of records) {
+      const info = record.info || {};
+      const partial = record.complete ? "" : ` · partial: ${formatBytes(record.received)} of ${formatBytes(record.size)}`;
+      const item = element("li");
+      item.dataset.id = record.id;
+      const details = element("div", `${formatBytes(record.size)} · ${info.architecture || "?"} · ` +
+        `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}`, "details");
+      const use = element("button", "Use");
+      use.disabled = !record.complete && !record.url;
+      use.onclick = () => onUse(record);
+      const remove = element("button", "Remove");
+      remove.onclick = () => onRemove(record);
+      item.append(element("strong", record.name + (record.id === inUseId ? " (in use)" : "")), details, use, remove);
+      list.appendChild(item);
+    }
+  }
+
+  /* Ask for persistent storage (so the browser does not evict the model) and show the answer. */
+  async function requestPersistentStorage() {
+    const badge = $("storage-status");
+    if (!navigator.storage || !navigator.storage.persist) {
+      badge.textContent = "Storage: this browser cannot keep models persistently";
+      return;
+    }
+    const granted = await navigator.storage.persisted() || await navigator.storage.persist();
+    badge.dataset.persistent = String(granted);
+    badge.textContent = granted ? "Storage: persistent (cached models stay)"
+                                : "Storage: best-effort (the browser may evict cached models when space runs low)";
+  }
+
+  function registerServiceWorker() {
+    const badge = $("offline-status");
+    if (!("serviceWorker" in navigator)) {
+      badge.textContent = "Offline: not supported by this browser";
+      return;
+    }
+    navigator.serviceWorker.register("sw.js")
+      .then(() => navigator.serviceWorker.ready)
+      .then(() => { badge.dataset.ready = "true"; badge.textContent = "Offline: ready (app and Python are cached)"; })
+      .catch((error) => { badge.textContent = `Offline: unavailable (${error.message})`; });
+  }
+
+  function loadSaved(key, fallback) {
+    try {
+      return JSON.parse(localStorage.getItem(key)) || fallback;
+    } catch (e) {
+      return fallback;
+    }
+  }
+
+  const save = (key, value) => localStorage.setItem(key, JSON.stringify(value));
+
+  global.PageUI = {alertBox, showProgress, hideProgress, renderModelList, requestPersistentStorage,
+                   registerServiceWorker, loadSaved, save};
+})(self);

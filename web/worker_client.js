@@ -1,0 +1,85 @@
+/*
+ * worker_client.js: the page's handle on worker.js. Requests return promises; chat events go to the
+ * callback given with the request; a crash (an uncaught error in the worker, or Python reporting itself
+ * broken) rejects whatever is pending and calls onCrash, and the caller decides whether to restart.
+ *
+ *     const python = new PythonWorker({onStatus, onCrash});
+ *     await python.request("boot", {indexURL, wheelURL});
+ *     await python.request("chat", {text, settings}, {onEvent: (event) => ...});
+ *     python.stop();           // the running chat ends after the current token
+ */
+"use strict";
+
+class WorkerRequestError extends Error {
+  constructor(error) {
+    super(error.message);
+    this.type = error.type;  // the Python exception class, e.g. "NotGGUFError", "MemoryError"
+    this.hasModel = Boolean(error.hasModel);  // the worker still holds the model it had before
+  }
+}
+
+class PythonWorker {
+  constructor({onStatus = () => {}, onCrash = () => {}} = {}) {
+    this.onStatus = onStatus;
+    this.onCrash = onCrash;
+    this.pending = new Map();  // rid -> {resolve, reject, onEvent}
+    this.nextRid = 1;
+    this.crashed = false;
+    this.worker = new Worker("worker.js");
+    this.worker.onmessage = (e) => this.receive(e.data);
+    this.worker.onerror = (e) => {
+      e.preventDefault();
+      this.crash(e.message || "the worker stopped with an error");
+    };
+    this.worker.onmessageerror = () => this.crash("a message from the worker could not be read");
+  }
+
+  request(type, payload = {}, {onEvent = null, transfer = []} = {}) {
+    if (this.crashed) return Promise.reject(new Error("the Python worker is not running"));
+    const rid = this.nextRid++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(rid, {resolve, reject, onEvent});
+      this.worker.postMessage({...payload, type, rid}, transfer);
+    });
+  }
+
+  stop() {
+    if (!this.crashed) this.worker.postMessage({type: "stop"});
+  }
+
+  receive(message) {
+    if (message.type === "status") {
+      this.onStatus(message.text);
+    } else if (message.type === "event") {
+      const entry = this.pending.get(message.rid);
+      if (entry && entry.onEvent) entry.onEvent(message.event);
+    } else if (message.type === "reply") {
+      const entry = this.pending.get(message.rid);
+      this.pending.delete(message.rid);
+      if (!entry) return;
+      if (message.ok) entry.resolve(message);
+      else entry.reject(new WorkerRequestError(message.error));
+    } else if (message.type === "fatal") {
+      this.crash(message.message);
+    }
+  }
+
+  crash(reason) {
+    if (this.crashed) return;
+    this.terminate();
+    this.onCrash(reason);
+  }
+
+  /* End the worker (its wasm heap goes with it) and fail every pending request. */
+  terminate() {
+    this.crashed = true;
+    this.worker.terminate();
+    for (const {reject} of this.pending.values()) {
+      reject(new WorkerRequestError({type: "WorkerCrashed", message: "the Python worker stopped"}));
+    }
+    this.pending.clear();
+  }
+}
+
+self.PythonWorker = PythonWorker;
+self.WorkerRequestError = WorkerRequestError;

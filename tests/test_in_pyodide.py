@@ -12,9 +12,6 @@ golden greedy answer recorded with transformers and llama.cpp (docs/models.md).
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +21,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from e2e_helpers import load_build_module  # tests/e2e_helpers.py
 from tiny_models import TINY_SPECS, write_tiny_model  # tests/tiny_models.py
 
 from pychat_wasm.quants import SUPPORTED_TYPES
@@ -31,9 +29,6 @@ from pychat_wasm.quants import SUPPORTED_TYPES
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PYODIDE_DIST = REPO / "node_modules" / "@pyodide" / "pyodide" / "dist"
-PYODIDE_CORE = ["pyodide.js", "pyodide.asm.js", "pyodide.asm.data", "pyodide.asm.wasm", "packages.json"]
-PYTHON_PACKAGES = ["numpy", "Jinja2", "regex"]  # what web/pyodide_runtime.js loads by default
 HARNESS = REPO / "tests" / "pyodide_harness"
 BOOT_TIMEOUT_S = 90
 CHECK_TIMEOUT_S = 120
@@ -116,18 +111,15 @@ def add_quant_tensors(writer, n_rows: int = 3, n_cols: int = 512) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, smollm2_path):
-    """The served directory: Pyodide files, runtime, harness, wheel and fixtures (large files symlinked)."""
+    """The served directory: the product's Pyodide files and wheel, the runtime, harness and fixtures."""
     root = tmp_path_factory.mktemp("pyodide_site")
-    if not (PYODIDE_DIST / "pyodide.js").exists():
-        pytest.fail("%s is missing: run scripts/setup.sh (npm install)" % PYODIDE_DIST)
-    (root / "pyodide").mkdir()
-    for name in PYODIDE_CORE + python_package_files():
-        os.symlink(PYODIDE_DIST / name, root / "pyodide" / name)
+    build_site = load_build_module("build_site")
+    build_site.copy_pyodide(root)  # the same file selection the product ships
+    wheel = build_site.load_wheel_builder()(root)
     shutil.copy(REPO / "web" / "pyodide_runtime.js", root)
     for path in HARNESS.iterdir():
         if path.is_file():
             shutil.copy(path, root)
-    wheel = build_wheel(root)
     fixtures = root / "fixtures"
     fixtures.mkdir()
     write_gguf(fixtures / "all_value_types.gguf", add_all_value_types)
@@ -139,40 +131,14 @@ def site(tmp_path_factory, smollm2_path):
     return root, wheel.name
 
 
-def build_wheel(out_dir: Path) -> Path:
-    """build/wheel.py's build_wheel (loaded by path: a module named `wheel` would shadow the wheel package)."""
-    spec = importlib.util.spec_from_file_location("pychat_build_wheel", REPO / "build" / "wheel.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_wheel(out_dir)
-
-
-def python_package_files():
-    """The .js/.data files of PYTHON_PACKAGES and their dependencies, per the distribution's packages.json."""
-    dependencies = json.loads((PYODIDE_DIST / "packages.json").read_text())["dependencies"]
-    needed, todo = set(), list(PYTHON_PACKAGES)
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo.extend(dependencies[name])
-    return [name + ext for name in sorted(needed) for ext in (".js", ".data")]
-
-
 @pytest.fixture(scope="module")
 def server_url(site):
     root, _ = site
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = load_build_module("serve").make_server(root, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield "http://127.0.0.1:%d/" % server.server_address[1]
     server.shutdown()
     server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
 
 
 # -- the browser session -------------------------------------------------------------------------------

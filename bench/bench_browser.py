@@ -20,7 +20,6 @@ import posixpath
 import re
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from e2e_helpers import ask, load_build_module, set_settings, wait_ready  # noqa: E402
+from e2e_helpers import SiteServer, ask, load_build_module, set_settings, wait_ready  # noqa: E402
 
 serve = load_build_module("serve")
 SITE = REPO / "dist" / "site"
@@ -37,6 +36,7 @@ MOUNTS = {"/wllama/": REPO / "node_modules" / "@wllama" / "wllama" / "esm", "/be
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
 LONG_QUESTION = "Write a short story about a robot who learns to paint."
 TIMEOUT_MS = 300_000
+GREEDY = dict(temperature=0, repeat_penalty=1, seed=None)
 
 # Records when the page first shows data-phase=ready, in ms since navigation start.
 READY_RECORDER = """
@@ -92,14 +92,14 @@ def bench_pychat(browser, url: str, runs: int, long_tokens: int) -> dict:
     wait_ready(page, TIMEOUT_MS)
     results["ready_cold_seconds"] = page.evaluate("window.__readyAt") / 1000
     for run in range(runs):
-        set_settings(page, temperature=0, repeat_penalty=1, max_tokens=16, seed=None)
+        set_settings(page, max_tokens=16, **GREEDY)
         answer, stats = ask(page, GOLDEN_QUESTION, TIMEOUT_MS)  # a fresh worker: the whole prompt is new
         results["golden"].append(dict(parse_stats(stats), answer=answer))
         page.click("#clear")
         page.reload()
         wait_ready(page, TIMEOUT_MS)
         results["ready_cached_seconds"].append(page.evaluate("window.__readyAt") / 1000)
-    set_settings(page, temperature=0, repeat_penalty=1, max_tokens=long_tokens, seed=None)
+    set_settings(page, max_tokens=long_tokens, **GREEDY)
     answer, stats = ask(page, LONG_QUESTION, TIMEOUT_MS)
     results["long"] = dict(parse_stats(stats), answer=answer)
     page.click("#clear")
@@ -160,9 +160,8 @@ def main(argv=None) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    httpd = serve.make_server(SITE, 0, BenchHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = "http://127.0.0.1:%d/" % httpd.server_address[1]
+    server = SiteServer(SITE, BenchHandler)
+    url = server.url
     started = time.time()
     try:
         with sync_playwright() as playwright:
@@ -172,7 +171,7 @@ def main(argv=None) -> None:
             version = browser.version
             browser.close()
     finally:
-        httpd.shutdown()
+        server.stop()
     summary = summarize(ours, theirs)
     summary["chromium"] = version
     summary["bench_seconds"] = round(time.time() - started, 1)

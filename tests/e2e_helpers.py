@@ -53,17 +53,19 @@ class RecordingHandler(serve.SiteHandler):
 
 class SiteServer:
     """The built site on 127.0.0.1 in a background thread, recording every request; stop() and start()
-    take the whole server away and bring it back on the same port (the browser sees a dead network)."""
+    take the whole server away and bring it back on the same port (the browser sees a dead network).
+    `handler` is a serve.SiteHandler subclass (the benchmark adds its own mounts)."""
 
-    def __init__(self, site: Path):
+    def __init__(self, site: Path, handler=RecordingHandler):
         self.site = site
+        self.handler = handler
         self.log: List[Dict[str, Optional[str]]] = []
         self.port = 0
         self.start()
         self.url = "http://127.0.0.1:%d/" % self.port
 
     def start(self) -> None:
-        self.httpd = serve.make_server(self.site, self.port, RecordingHandler)
+        self.httpd = serve.make_server(self.site, self.port, self.handler)
         self.httpd.log = self.log
         self.httpd.cut_model_after = None
         self.httpd.handle_error = lambda request, address: None  # the cut connection is on purpose

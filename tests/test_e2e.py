@@ -1,14 +1,16 @@
 """End to end: the built site in Debian Chromium, served on 127.0.0.1, with the real SmolLM2 model.
 
-One page in one browser context walks through a user's life with the app, test by test: each test
-expects the ones before it to have run, and answers stay short (the model writes about 3-12 tokens a
-second here, depending on load). Answers are compared with the native engine on the same model and
+One page in one browser context walks through a user's life with the app, test by test, in order; a test
+that needs an earlier one's result (a first turn, a cached model) sets it up itself when it is missing, so
+each also runs alone with -k. Answers stay short (the model writes about 3-12 tokens a second here,
+depending on load). Answers are compared with the native engine on the same model and
 settings, and the golden answer with the reference transformers and llama.cpp give (docs: models.md).
 The last tests need a first visit of their own, each in a fresh browser context. Tiny GGUF files
 written by e2e_helpers stand in for models that must be rejected or that answer with an HTML payload.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 
@@ -110,12 +112,27 @@ def native_answers(smollm2_path):
             "sampled": native_answer(parts, GOLDEN_QUESTION, SAMPLED, system_prompt=PIRATE)[0]}
 
 
-@pytest.fixture(scope="module")
-def chat_context(browser):
+@contextlib.contextmanager
+def new_context(browser):
+    """A browser context of its own (storage, caches, service worker: a first visit), closed afterwards."""
     context = browser.new_context()
     context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield context
-    context.close()
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def chat_context(browser):
+    with new_context(browser) as context:
+        yield context
+
+
+@pytest.fixture
+def fresh_context(browser):
+    with new_context(browser) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +149,11 @@ def alerts(page, kind):
     return page.locator(".alert[data-kind=%s]" % kind).all_text_contents()
 
 
+def wait_offline_ready(page):
+    """The service worker has cached the app and Python (the first test checks this on the first visit)."""
+    page.wait_for_selector("#offline-status[data-ready=true]")
+
+
 def test_first_visit_downloads_and_caches_the_model(chat_page, server, model_sha256):
     phases = chat_page.evaluate("window.__phases")
     assert phases.index("downloading") < phases.index("loading") < len(phases) - 1 and phases[-1] == "ready", phases
@@ -146,7 +168,7 @@ def test_first_visit_downloads_and_caches_the_model(chat_page, server, model_sha
     granted = chat_page.get_attribute("#storage-status", "data-persistent")  # headless Chromium says no
     assert chat_page.text_content("#storage-status").startswith(
         {"true": "Storage: persistent", "false": "Storage: best-effort"}[granted])
-    chat_page.wait_for_selector("#offline-status[data-ready=true]")
+    wait_offline_ready(chat_page)
     assert "SmolLM2-135M-Instruct.Q4_1.gguf · llama · " in chat_page.text_content("#model-badge")
 
 
@@ -158,6 +180,8 @@ def test_greedy_answer_is_the_native_engines(chat_page, native_answers):
 
 
 def test_second_turn_reuses_the_context(chat_page, native_answers):
+    if chat_page.locator(".message[data-role=assistant]").count() == 0:  # run alone: the first turn first
+        ask(chat_page, GOLDEN_QUESTION)
     answer, stats = ask(chat_page, SECOND_QUESTION)
     assert answer == native_answers["greedy"][1]
     reused = int(re.search(r"(\d+) cached tokens", stats).group(1))
@@ -196,6 +220,7 @@ def test_stop_ends_the_answer_early(chat_page):
 
 
 def test_reload_without_network_keeps_the_chat_and_answers(chat_page, chat_context, server, native_answers):
+    wait_offline_ready(chat_page)
     saved = chat_page.locator(".message .content").all_text_contents()
     server.stop()
     chat_context.set_offline(True)
@@ -283,10 +308,24 @@ def test_model_too_big_for_the_heap_reports_out_of_memory_and_recovers(chat_page
     assert "huge-cache.gguf" not in chat_page.text_content("#models")
 
 
-def test_own_model_is_cached_and_its_output_shown_as_text(chat_page, tmp_path):
+def use_payload_model(page, tmp_path):
+    """Add the tiny model that answers PAYLOAD as a local file; it is in use and cached afterwards."""
     path = write_tiny_gguf(tmp_path / "payload.gguf", PAYLOAD)
-    upload(chat_page, "payload.gguf", path.read_bytes())
-    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('payload.gguf')")
+    upload(page, "payload.gguf", path.read_bytes())
+    page.wait_for_selector("#status[data-phase=ready]:has-text('payload.gguf')")
+
+
+def use_url_model(page, server, site):
+    """Add a tiny model by its URL on the test server; it is downloaded, in use and cached afterwards."""
+    (site / "extra").mkdir(exist_ok=True)
+    write_tiny_gguf(site / "extra" / "url-model.gguf", "Hello from a URL. ")
+    page.fill("#model-url", server.url + "extra/url-model.gguf")
+    page.click("#model-url-add")
+    page.wait_for_selector("#status[data-phase=ready]:has-text('url-model.gguf')")
+
+
+def test_own_model_is_cached_and_its_output_shown_as_text(chat_page, tmp_path):
+    use_payload_model(chat_page, tmp_path)
     entry = chat_page.locator("#models li", has_text="payload.gguf").text_content()
     assert "(in use)" in entry and "kB · llama · F32" in entry
     set_settings(chat_page, max_tokens=3)
@@ -296,7 +335,10 @@ def test_own_model_is_cached_and_its_output_shown_as_text(chat_page, tmp_path):
     assert chat_page.evaluate("window.__xss") is None
 
 
-def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page):
+def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page, tmp_path):
+    if "payload.gguf" not in chat_page.text_content("#status"):  # run alone: the previous test's model
+        use_payload_model(chat_page, tmp_path)
+    set_settings(chat_page, max_tokens=3)
     messages = chat_page.locator(".message .content").all_text_contents()
     chat_page.evaluate("pychat.python.worker.dispatchEvent(new ErrorEvent('error', {message: 'simulated crash'}))")
     chat_page.wait_for_selector(".alert[data-kind=error]:has-text('The Python worker crashed (simulated crash)')")
@@ -307,12 +349,8 @@ def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page):
 
 
 def test_model_from_a_url_is_downloaded_cached_and_used(chat_page, server, site):
-    (site / "extra").mkdir(exist_ok=True)
-    write_tiny_gguf(site / "extra" / "url-model.gguf", "Hello from a URL. ")
     since = len(server.log)
-    chat_page.fill("#model-url", server.url + "extra/url-model.gguf")
-    chat_page.click("#model-url-add")
-    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('url-model.gguf')")
+    use_url_model(chat_page, server, site)
     assert server.model_requests(since) == [{"path": "/extra/url-model.gguf", "range": None}]
     assert "url-model.gguf (in use)" in chat_page.locator("#models li", has_text="url-model.gguf").text_content()
     (record,) = chat_page.evaluate(CACHED_MODEL, "url/")
@@ -322,7 +360,11 @@ def test_model_from_a_url_is_downloaded_cached_and_used(chat_page, server, site)
     assert answer == "Hello from a URL. " * 3
 
 
-def test_cached_models_can_be_removed(chat_page):
+def test_cached_models_can_be_removed(chat_page, server, site, tmp_path):
+    if "payload.gguf" not in chat_page.text_content("#models"):  # run alone: the models the tests before add
+        use_payload_model(chat_page, tmp_path)
+    if "url-model.gguf" not in chat_page.text_content("#models"):
+        use_url_model(chat_page, server, site)
     for name in ("url-model.gguf", "payload.gguf"):
         chat_page.locator("#models li", has_text=name).get_by_role("button", name="Remove").click()
         chat_page.locator("#models li", has_text=name).wait_for(state="detached")
@@ -330,6 +372,7 @@ def test_cached_models_can_be_removed(chat_page):
 
 
 def test_new_build_replaces_the_old_offline_cache(chat_page, site):
+    wait_offline_ready(chat_page)
     (old_cache,) = chat_page.evaluate("caches.keys()")
     sw = site / "sw.js"
     sw.write_text(re.sub(r'const BUILD_ID = "\w+";', 'const BUILD_ID = "feedfacefeedface";', sw.read_text()))
@@ -340,54 +383,39 @@ def test_new_build_replaces_the_old_offline_cache(chat_page, site):
     assert old_cache != "pychat-shell-feedfacefeedface"
 
 
-def test_missing_storage_space_says_how_much_is_needed(browser, server):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page = context.new_page()
-        page.add_init_script("navigator.storage.estimate = async () => ({quota: 50e6, usage: 10e6});")
-        since = len(server.log)
-        page.goto(server.url)
-        page.wait_for_selector("#status[data-phase=error]")
-        assert ("Not enough storage for the model: it needs 98.4 MB more, the browser allows 40.0 MB for this site."
-                in alerts(page, "error")[0])
-        assert server.model_requests(since) == []
-    finally:
-        context.close()
+def test_missing_storage_space_says_how_much_is_needed(fresh_context, server):
+    page = fresh_context.new_page()
+    page.add_init_script("navigator.storage.estimate = async () => ({quota: 50e6, usage: 10e6});")
+    since = len(server.log)
+    page.goto(server.url)
+    page.wait_for_selector("#status[data-phase=error]")
+    assert ("Not enough storage for the model: it needs 98.4 MB more, the browser allows 40.0 MB for this site."
+            in alerts(page, "error")[0])
+    assert server.model_requests(since) == []
 
 
-def test_interrupted_download_resumes_with_a_range_request(browser, server, model_sha256):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page = context.new_page()
-        since = len(server.log)
-        server.cut_next_model_download(60_000_000)
-        page.goto(server.url)
+def test_interrupted_download_resumes_with_a_range_request(fresh_context, server, model_sha256):
+    page = fresh_context.new_page()
+    since = len(server.log)
+    server.cut_next_model_download(60_000_000)
+    page.goto(server.url)
+    wait_ready(page)
+    requests = server.model_requests(since)
+    assert [r["range"] is None for r in requests] == [True, False]
+    # What the page had read is kept; what the browser still buffered when the connection broke is
+    # lost with the stream, so the download resumes at the cut or somewhat before it, never at 0.
+    resumed_at = int(re.match(r"bytes=(\d+)-$", requests[1]["range"]).group(1))
+    assert 0 < resumed_at <= 60_000_000
+    assert "Download interrupted at %.1f MB; resuming…" % (resumed_at / 1e6) in alerts(page, "notice")[0]
+    assert page.evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256
+
+
+def test_two_tabs_download_the_model_once(fresh_context, server, model_sha256):
+    since = len(server.log)
+    pages = [fresh_context.new_page() for _ in range(2)]
+    for page in pages:
+        page.goto(server.url, wait_until="commit")
+    for page in pages:
         wait_ready(page)
-        requests = server.model_requests(since)
-        assert [r["range"] is None for r in requests] == [True, False]
-        # What the page had read is kept; what the browser still buffered when the connection broke is
-        # lost with the stream, so the download resumes at the cut or somewhat before it, never at 0.
-        resumed_at = int(re.match(r"bytes=(\d+)-$", requests[1]["range"]).group(1))
-        assert 0 < resumed_at <= 60_000_000
-        assert "Download interrupted at %.1f MB; resuming…" % (resumed_at / 1e6) in alerts(page, "notice")[0]
-        assert page.evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256
-    finally:
-        context.close()
-
-
-def test_two_tabs_download_the_model_once(browser, server, model_sha256):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        since = len(server.log)
-        pages = [context.new_page() for _ in range(2)]
-        for page in pages:
-            page.goto(server.url, wait_until="commit")
-        for page in pages:
-            wait_ready(page)
-        assert server.model_requests(since) == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": None}]
-        assert pages[1].evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256
-    finally:
-        context.close()
+    assert server.model_requests(since) == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": None}]
+    assert pages[1].evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256

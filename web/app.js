@@ -22,7 +22,7 @@
     conversation: {system_prompt: "", messages: []},
   };
   self.pychat = state;  // for the browser console and the end-to-end tests
-  const chat = new ChatController({state, setPhase, alertBox});
+  const chat = new ChatController({state, setPhase, showReady, alertBox});
 
   // ---- status ---------------------------------------------------------------------------------------------
 
@@ -32,6 +32,12 @@
     $("status").dataset.phase = phase;
     $("status").textContent = text + python;
     updateButtons();
+  }
+
+  /* The model in state.model is loaded and the app takes questions. */
+  function showReady() {
+    state.ready = true;
+    setPhase("ready", `Ready: ${state.model.name}`);
   }
 
   function updateButtons() {
@@ -96,8 +102,7 @@
     await state.python.request("conversation", {conversation: state.conversation});
     const types = Object.keys(info.tensor_types || {}).join(", ");
     $("model-badge").textContent = `Model: ${spec.name} · ${info.architecture} · ${types}`;
-    state.ready = true;
-    setPhase("ready", `Ready: ${spec.name}`);
+    showReady();
     renderModels();
   }
 
@@ -115,8 +120,7 @@
     // A failed download or a file Python rejected up front leaves the loaded model as it was.
     if (previous && (!(error instanceof WorkerRequestError) || error.hasModel)) {
       state.model = previous;
-      state.ready = true;
-      setPhase("ready", `Ready: ${previous.name}`);
+      showReady();
     } else if (error.type === "MemoryError" && fallback) {
       restartPython(fallback);  // the wasm heap never shrinks: only a fresh worker gets the memory back
     } else if (fallback) {
@@ -147,7 +151,9 @@
   }
 
   function addModelURL(url) {
-    const name = decodeURIComponent(new URL(url, location.href).pathname.split("/").pop() || "model.gguf");
+    const last = new URL(url, location.href).pathname.split("/").pop() || "model.gguf";
+    let name = last;
+    try { name = decodeURIComponent(last); } catch (e) { /* a malformed %-escape: the name as written */ }
     return switchModel({id: "url/" + url, name, url, source: "url"});
   }
 
@@ -215,7 +221,9 @@
     PageUI.registerServiceWorker();
     PageUI.requestPersistentStorage();
     try {
-      state.manifest = await (await fetch("manifest.json")).json();
+      const response = await fetch("manifest.json");
+      if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status}`);
+      state.manifest = await response.json();
       state.store = await ModelStore.open();
     } catch (error) {
       setPhase("error", "The app could not start");

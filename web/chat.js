@@ -3,7 +3,7 @@
  * Clear, the system prompt and the sampling settings; the conversation and the settings are kept in
  * localStorage, so a reload (also offline) shows and continues the same chat.
  *
- *     const chat = new ChatController(app);   // app: {state, setPhase, alertBox} from app.js
+ *     const chat = new ChatController(app);   // app: {state, setPhase, showReady, alertBox} from app.js
  *     chat.restore(manifest.sampling_defaults);
  *     chat.wire();
  */
@@ -11,8 +11,6 @@
 
 const SAVED_CONVERSATION = "pychat.conversation";
 const SAVED_SETTINGS = "pychat.settings";
-const SETTING_INPUTS = {temperature: "temperature", top_k: "top-k", top_p: "top-p", min_p: "min-p",
-                        repeat_penalty: "repeat-penalty", max_tokens: "max-tokens", seed: "seed"};
 
 class ChatController {
   constructor(app) {
@@ -50,19 +48,24 @@ class ChatController {
     };
   }
 
+  /* The inputs of the sampling form; each one's name is the engine's setting name (top_k, seed, ...). */
+  settingInputs() {
+    return this.$("settings").querySelectorAll("input[name]");
+  }
+
   /* The form as numbers; an empty field is null (the engine's default, or a random seed). */
   readSettings() {
     const settings = {};
-    for (const [name, id] of Object.entries(SETTING_INPUTS)) {
-      const value = this.$(id).value.trim();
-      settings[name] = value === "" ? null : Number(value);
+    for (const input of this.settingInputs()) {
+      const value = input.value.trim();
+      settings[input.name] = value === "" ? null : Number(value);
     }
     return settings;
   }
 
   fillSettings(values) {
-    for (const [name, id] of Object.entries(SETTING_INPUTS)) {
-      this.$(id).value = values[name] === null || values[name] === undefined ? "" : values[name];
+    for (const input of this.settingInputs()) {
+      input.value = values[input.name] === null || values[input.name] === undefined ? "" : values[input.name];
     }
   }
 
@@ -109,7 +112,7 @@ class ChatController {
         state.conversation.messages.push({role: "assistant", content: answer.text});
         this.saveConversation();
         state.generating = false;
-        if (state.ready) this.app.setPhase("ready", `Ready: ${state.model.name}`);
+        if (state.ready) this.app.showReady();
       });
     return state.turn;
   }

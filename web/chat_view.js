@@ -9,13 +9,6 @@
  */
 "use strict";
 
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 /* "8 tokens · 2.9 tok/s · first token 3.10 s · prompt 42 new + 0 cached" */
 function formatStats(stats, firstTokenSeconds) {
   const parts = [`${stats.generated_tokens} tokens`, `${stats.generation_tps.toFixed(1)} tok/s`];
@@ -28,12 +21,13 @@ function formatStats(stats, firstTokenSeconds) {
 
 class MessageView {
   constructor(root, role, text) {
-    this.root = element("div", "message");
+    const {element} = PageUI;
+    this.root = element("div", "", "message");
     this.root.dataset.role = role;
-    this.root.appendChild(element("div", "role", role === "user" ? "You" : "Model"));
-    this.content = element("div", "content", text);
+    this.root.appendChild(element("div", role === "user" ? "You" : "Model", "role"));
+    this.content = element("div", text, "content");
     this.root.appendChild(this.content);
-    this.footer = element("div", "stats");
+    this.footer = element("div", "", "stats");
     this.root.appendChild(this.footer);
     root.appendChild(this.root);
   }
@@ -56,7 +50,7 @@ class MessageView {
   }
 
   addNotice(text) {
-    this.root.insertBefore(element("div", "notice", text), this.footer);
+    this.root.insertBefore(PageUI.element("div", text, "notice"), this.footer);
   }
 }
 
@@ -81,4 +75,3 @@ class ChatView {
 }
 
 self.ChatView = ChatView;
-self.formatStats = formatStats;

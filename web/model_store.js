@@ -7,11 +7,12 @@
  *     await store.list(); await store.remove(id);
  *     // downloads, with resume: model_download.js
  *
- * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, complete,
- * info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed [id, index]. A chunk
- * and the record's `received` count are written in one transaction, so after any interruption the record
- * says exactly how many bytes are stored, and a download (model_download.js) resumes there.
- * A model is used only when it is complete and its size and sha256 match; anything else is deleted.
+ * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, chunks,
+ * complete, info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed
+ * [id, index]. A chunk and the record's `received` and `chunks` counts are written in one transaction, so
+ * after any interruption the record says exactly how many bytes are stored, and a download
+ * (model_download.js) resumes there. A model is used only when it is complete and its size and sha256
+ * match; a damaged one is deleted, a partial one is kept for the download to resume.
  *
  * Classic script (no modules): the page loads it with <script>, so it also works in a classic worker.
  */
@@ -120,7 +121,7 @@
       try {
         await done(tx);
       } catch (error) {
-        if (isQuotaError(error)) throw await quotaError((record.size || 0) - record.received);
+        if (isQuotaError(error)) throw await quotaError(record.size ? record.size - record.received : bytes.byteLength);
         throw error;
       }
       return next;

@@ -8,6 +8,7 @@
 (function (global) {
   const $ = (id) => document.getElementById(id);
 
+  /* A new element with its text (as textContent, never HTML) and class: element("div", text, "notice"). */
   function element(tag, text, className) {
     const node = document.createElement(tag);
     if (text !== undefined) node.textContent = text;
@@ -102,6 +103,6 @@
 
   const save = (key, value) => localStorage.setItem(key, JSON.stringify(value));
 
-  global.PageUI = {alertBox, showProgress, hideProgress, renderModelList, requestPersistentStorage,
+  global.PageUI = {element, alertBox, showProgress, hideProgress, renderModelList, requestPersistentStorage,
                    registerServiceWorker, loadSaved, save};
 })(self);

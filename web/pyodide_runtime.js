@@ -21,6 +21,9 @@
  *     py.versions                      -> {pyodide, python, numpy}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
  *
+ *     self.isPythonError(error)        -> true for an exception raised by Python code (an ordinary failure),
+ *                                         false for a wasm trap or Pyodide's own fatal error
+ *
  * Pyodide 0.17.1 facts this relies on (see docs/runtime.md): only a classic worker works (importScripts),
  * loadPyodide may be called once per worker, the wasm heap never shrinks (terminate the worker to reclaim it),
  * and a wheel whose dependencies all ship with the distribution can simply be unzipped into site-packages.
@@ -68,6 +71,9 @@ function toJs(value) {
   }
   return value;
 }
+
+/* Pyodide 0.17.1 hands an exception raised by Python code to JS as an Error named "PythonError". */
+self.isPythonError = (error) => Boolean(error && error.name === "PythonError");
 
 self.bootPython = async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURL, onStatus} = {}) {
   const status = onStatus || (() => {});

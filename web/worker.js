@@ -4,7 +4,7 @@
  * Python step per call to worker_api.next_event(), then a turn of the event loop so that a Stop message
  * from the page gets in between two tokens.
  *
- * Messages in (from app.js), each with a request id `rid`:
+ * Messages in (from worker_client.js), each with a request id `rid`:
  *   {type: "boot", indexURL, wheelURL}
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}
  *   {type: "conversation", conversation: {system_prompt, messages}}
@@ -48,8 +48,7 @@ const callApi = (name, ...args) => checked(api[name](...args));
 /* An error thrown by Python code is an ordinary failure of that request; anything else (a wasm trap,
  * Pyodide's fatal error) means the interpreter can no longer be trusted. */
 function isFatal(error) {
-  return !(error instanceof PythonFailure) && !(error && error.name === "PythonError") &&
-         !(error && error.userFacing);
+  return !(error instanceof PythonFailure) && !self.isPythonError(error) && !(error && error.userFacing);
 }
 
 function describe(error) {

@@ -18,6 +18,9 @@ class WorkerRequestError extends Error {
   }
 }
 
+/* What every request to a stopped worker fails with: callers recognise it by its type. */
+const workerStopped = () => new WorkerRequestError({type: "WorkerCrashed", message: "the Python worker stopped"});
+
 class PythonWorker {
   constructor({onStatus = () => {}, onCrash = () => {}} = {}) {
     this.onStatus = onStatus;
@@ -35,7 +38,7 @@ class PythonWorker {
   }
 
   request(type, payload = {}, {onEvent = null, transfer = []} = {}) {
-    if (this.crashed) return Promise.reject(new Error("the Python worker is not running"));
+    if (this.crashed) return Promise.reject(workerStopped());
     const rid = this.nextRid++;
     return new Promise((resolve, reject) => {
       this.pending.set(rid, {resolve, reject, onEvent});
@@ -74,9 +77,7 @@ class PythonWorker {
   terminate() {
     this.crashed = true;
     this.worker.terminate();
-    for (const {reject} of this.pending.values()) {
-      reject(new WorkerRequestError({type: "WorkerCrashed", message: "the Python worker stopped"}));
-    }
+    for (const {reject} of this.pending.values()) reject(workerStopped());
     this.pending.clear();
   }
 }

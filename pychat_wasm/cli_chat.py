@@ -23,9 +23,9 @@ from .gguf_reader import GGUFFile
 from .model import DEFAULT_CONTEXT_CAP
 from .sampler import SamplingSettings
 from .session import ChatSession, GenerationStats
+from .weights import POLICIES
 
 DEFAULTS = SamplingSettings()
-POLICIES = ("auto", "float32", "int8", "quantized")
 HELP = """commands:
   /help           this text
   /reset          start a new conversation (keeps the system prompt)
@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, metavar="S", help="random seed for reproducible answers (default: random)")
     p.add_argument("--context", type=int, metavar="N",
                    help="context length in tokens (default: the model's, at most %d)" % DEFAULT_CONTEXT_CAP)
-    p.add_argument("--policy", choices=POLICIES, default="auto",
+    p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory: float32 is fastest, quantized smallest "
                         "(default %(default)s)")
     p.set_defaults(func=run)

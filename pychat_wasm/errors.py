@@ -56,3 +56,11 @@ class TensorDataError(PychatError, ValueError):
 
 class InvalidSettingError(PychatError, ValueError):
     """A setting or argument outside what the model allows (context length, policy, token ids)."""
+
+
+class InvalidConversationError(PychatError, ValueError):
+    """A conversation to restore whose messages are not {"role": system/user/assistant, "content": text}."""
+
+
+class NoModelLoadedError(PychatError):
+    """A chat call before any model was loaded."""

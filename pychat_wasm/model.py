@@ -8,9 +8,10 @@ Supports three decoder-only architectures that differ only in a few named places
               norms after attention and FFN, GELU (tanh) FFN, and 5 of every 6 layers
               attending only to a sliding window (with their own RoPE base)
 
-The prompt goes through as one matrix (all its tokens at once), later tokens one at a time; both
-write keys and values into a preallocated KV cache. References: llama2.c's run.c, transformers'
-modeling_llama / modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
+The prompt goes through as matrices of up to PREFILL_CHUNK tokens, later tokens one at a time; both
+write keys and values into a preallocated KV cache. The numpy building blocks (rms_norm, RoPE, masks)
+are in layers.py. References: llama2.c's run.c, transformers' modeling_llama / modeling_qwen2 /
+modeling_gemma3, llama.cpp's src/models/.
 
     >>> model = Model.from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
     >>> logits = model.forward([1, 9690, 198], start_pos=0)             # -> [vocab]  # doctest: +SKIP
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from . import quants
 from .errors import ContextFullError, GGUFError, InvalidSettingError, UnsupportedArchitectureError
 from .gguf_reader import GGUFFile
 from .kv_cache import KVCache
-from .weights import DEFAULT_MEMORY_BUDGET, POLICIES, Matrix, QuantizedMatrix, choose_policy, store_matrix
+from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
+from .weights import DEFAULT_MEMORY_BUDGET, Matrix, QuantizedMatrix, choose_policy, store_matrix
 
 DEFAULT_CONTEXT_CAP = 4096  # KV cache for SmolLM2 at 4096 positions: 189 MB
 PREFILL_CHUNK = 256  # prompt tokens per batch: bounds the attention scores to [heads, 256, context]
@@ -97,7 +99,8 @@ class ModelConfig:
         if context_length is None:
             context_length = min(trained, DEFAULT_CONTEXT_CAP)
         if not 1 <= context_length <= trained:
-            raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d" % (trained, context_length))
+            raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d"
+                                      % (trained, context_length))
         window = int(gguf_file.arch_value("attention.sliding_window", 0)) if traits.global_layer_every else 0
         return cls(
             arch=arch, n_layers=int(need("block_count")), dim=dim, n_heads=n_heads,
@@ -175,99 +178,20 @@ def _load_layer(gguf_file: GGUFFile, i: int, policy: str) -> LayerWeights:
         post_ffn_norm=vector("post_ffw_norm.weight"))
 
 
-def _matrices_to_store(gguf_file: GGUFFile) -> Dict[str, QuantizedMatrix]:
+def _matrices_to_store(gguf_file: GGUFFile) -> List[QuantizedMatrix]:
     """Every matrix the forward pass multiplies with; token_embd only when it is the output head."""
     head = "output.weight" if "output.weight" in gguf_file.tensors else "token_embd.weight"
-    return {name: _tensor(gguf_file, name) for name, info in gguf_file.tensors.items()
-            if len(info.shape) == 2 and (name.startswith("blk.") or name == head)}
+    return [_tensor(gguf_file, name) for name, info in gguf_file.tensors.items()
+            if len(info.shape) == 2 and (name.startswith("blk.") or name == head)]
 
 
 # ----------------------------------------------------------------------------------------------
-# The building blocks
-
-
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """Scale each vector (last axis) to unit root-mean-square, then by weight.
-
-    >>> rms_norm(np.array([[3.0, 4.0]]), np.ones(2), 0.0).round(4)
-    array([[0.8485, 1.1314]])
-    """
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x * 0.5 * (1.0 + np.tanh(0.5 * x))  # x * sigmoid(x), without exp overflow
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))  # sqrt(2/pi)
-
-
-ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def rope_angles(positions: np.ndarray, head_dim: int, base: float,
-                factors: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """cos and sin [n, head_dim/2] of position * base^(-2i/head_dim) / factor_i, in float32 like transformers.
-
-    `factors` are Llama 3.1+'s rope_freqs.weight (llama3 RoPE scaling), applied as llama.cpp does.
-    """
-    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)  # [head_dim/2]
-    if factors is not None:
-        inv_freq = inv_freq / factors
-    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # [n, head_dim/2]
-    return np.cos(angles), np.sin(angles)
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:
-    """Rotate each pair of dimensions of every head [n, heads, head_dim] by its position's angle."""
-    half = x.shape[-1] // 2
-    if style == "neox":
-        first, second = np.s_[..., :half], np.s_[..., half:]  # dimension i pairs with i + head_dim/2
-    else:
-        first, second = np.s_[..., 0::2], np.s_[..., 1::2]  # dimension 2i pairs with 2i + 1
-    cos, sin = cos[:, None, :], sin[:, None, :]  # [n, 1, head_dim/2], broadcast over heads
-    out = np.empty_like(x)
-    out[first] = x[first] * cos - x[second] * sin
-    out[second] = x[second] * cos + x[first] * sin
-    return out
-
-
-def attention_mask(start_pos: int, n_tokens: int, window: int) -> Tuple[int, np.ndarray]:
-    """The cached positions that new tokens may see: (first position, additive mask [n_tokens, end - first]).
-
-    Causal, and within `window` positions when window > 0:
-    >>> attention_mask(1, 2, 0)[1]
-    array([[  0.,   0., -inf],
-           [  0.,   0.,   0.]], dtype=float32)
-    """
-    end = start_pos + n_tokens
-    first = max(0, start_pos - window + 1) if window else 0  # older keys are outside every query's window
-    query_pos = np.arange(start_pos, end)[:, None]
-    key_pos = np.arange(first, end)[None, :]
-    visible = key_pos <= query_pos
-    if window:
-        visible &= query_pos - key_pos < window
-    return first, np.where(visible, 0.0, -np.inf).astype(np.float32)
-
-
-def linear(x: np.ndarray, matrix: Matrix, bias: Optional[np.ndarray]) -> np.ndarray:
-    y = matrix.matmul(x)
-    return y if bias is None else y + bias
+# The model
 
 
 def feed_forward(x: np.ndarray, w: LayerWeights, activation: str) -> np.ndarray:
     gate = ACTIVATIONS[activation](w.w_gate.matmul(x))  # [n, ffn_dim]
     return w.w_down.matmul(gate * w.w_up.matmul(x))  # [n, ffn_dim] -> [n, dim]
-
-
-# ----------------------------------------------------------------------------------------------
-# The model
 
 
 class Model:
@@ -277,6 +201,12 @@ class Model:
         self.layers = [_load_layer(gguf_file, i, policy) for i in range(config.n_layers)]
         self.output_norm = _vector(gguf_file, "output_norm.weight")
         self.rope_factors = _vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
+        # Looked up per layer at every token, so worked out once: RoPE base and window per layer, and the
+        # RoPE frequencies [head_dim/2] of each distinct base.
+        self.layer_rope_bases = [config.layer_rope_base(i) for i in range(config.n_layers)]
+        self.layer_windows = [config.layer_window(i) for i in range(config.n_layers)]
+        self.inv_freqs = {base: rope_frequencies(config.head_dim, base, self.rope_factors)
+                          for base in set(self.layer_rope_bases)}
         if "output.weight" in gguf_file.tensors:
             self.output = store_matrix(_tensor(gguf_file, "output.weight"), policy)  # [vocab, dim]
         else:  # tied: the embedding matrix is also the output head
@@ -287,16 +217,17 @@ class Model:
     @classmethod
     def from_gguf(cls, gguf_file, policy: str = "auto", context_length: Optional[int] = None,
                   memory_budget: Optional[int] = None) -> "Model":
-        """Build from a GGUFFile or a path. policy: "auto" (fastest that fits memory_budget) or one of POLICIES."""
+        """Build from a GGUFFile or a path.
+
+        policy: "auto" (the fastest that fits memory_budget) or one of weights.POLICIES.
+        """
         if not isinstance(gguf_file, GGUFFile):
             gguf_file = GGUFFile.open(gguf_file)
         config = ModelConfig.from_gguf(gguf_file, context_length)
         if policy == "auto":
             kv_bytes = KVCache.bytes_needed(config.n_layers, config.n_kv_heads, config.context_length, config.head_dim)
             budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-            policy = choose_policy(list(_matrices_to_store(gguf_file).values()), kv_bytes, budget)
-        elif policy not in POLICIES:
-            raise InvalidSettingError("unknown weight policy %r: choose one of auto, %s" % (policy, ", ".join(POLICIES)))
+            policy = choose_policy(_matrices_to_store(gguf_file), kv_bytes, budget)
         return cls(gguf_file, config, policy)
 
     def reset(self) -> None:
@@ -318,7 +249,8 @@ class Model:
             raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
                                    % (end, self.config.context_length, start_pos, end - 1))
         if not 0 <= start_pos <= self.n_past:
-            raise InvalidSettingError("start_pos %d would leave a gap: the cache holds %d positions" % (start_pos, self.n_past))
+            raise InvalidSettingError("start_pos %d would leave a gap: the cache holds %d positions"
+                                      % (start_pos, self.n_past))
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise InvalidSettingError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
@@ -331,13 +263,11 @@ class Model:
         cfg = self.config
         x = self.token_embedding.rows(ids) * np.float32(cfg.embed_scale)  # [n, dim]
         positions = np.arange(start_pos, start_pos + len(ids))
-        ropes = {base: rope_angles(positions, cfg.head_dim, base, self.rope_factors) for base in
-                 {cfg.layer_rope_base(i) for i in range(cfg.n_layers)}}
-        masks = {window: attention_mask(start_pos, len(ids), window) for window in
-                 {cfg.layer_window(i) for i in range(cfg.n_layers)}}
+        ropes = {base: rope_angles(positions, inv_freq) for base, inv_freq in self.inv_freqs.items()}
+        masks = {window: attention_mask(start_pos, len(ids), window) for window in set(self.layer_windows)}
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w.attn_norm, cfg.rms_eps)
-            h = self._attention(i, w, h, start_pos, ropes[cfg.layer_rope_base(i)], masks[cfg.layer_window(i)])
+            h = self._attention(i, w, h, start_pos, ropes[self.layer_rope_bases[i]], masks[self.layer_windows[i]])
             if w.post_attn_norm is not None:
                 h = rms_norm(h, w.post_attn_norm, cfg.rms_eps)
             x = x + h  # residual

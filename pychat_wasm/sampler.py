@@ -178,7 +178,7 @@ class Sampler:
     def sample(self, logits: np.ndarray, recent_tokens: Sequence[int]) -> int:
         """The next token id; `recent_tokens` is the token history (only its last repeat_last_n count)."""
         settings = self.settings
-        window = list(recent_tokens)[-settings.repeat_last_n:] if settings.repeat_last_n > 0 else []
+        window = recent_tokens[-settings.repeat_last_n:] if settings.repeat_last_n > 0 else []
         penalized = apply_repetition_penalty(logits, window, settings.repeat_penalty)  # [vocab] float64
         if settings.is_greedy:
             return int(np.argmax(penalized))  # first maximum: the lowest id wins ties

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .chat_template import ChatTemplate, encode_chat
-from .errors import ContextFullError, PychatError
+from .errors import ContextFullError, InvalidConversationError, PychatError
 from .sampler import Sampler, SamplingSettings
 
 PROMPT_CHUNK = 32  # prompt tokens per forward call: cancellation and progress are checked between chunks
@@ -167,8 +167,8 @@ class ChatSession:
         for message in messages:
             if message.get("role") not in ("system", "user", "assistant") or not isinstance(
                     message.get("content"), str):
-                raise PychatError("a restored message needs role system/user/assistant and text content: %r"
-                                  % (message,))
+                raise InvalidConversationError("a restored message needs role system/user/assistant and text "
+                                               "content: %r" % (message,))
         self.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         has_system = bool(self.messages) and self.messages[0]["role"] == "system"
         self.system_prompt = self.messages[0]["content"] if has_system else None

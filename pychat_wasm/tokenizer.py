@@ -127,7 +127,7 @@ class StreamDecoder:
 
 
 class Tokenizer:
-    """What every tokenizer shares. Subclasses implement `_encode_text` and `token_bytes`."""
+    """What every tokenizer shares. Subclasses implement `_encode_text` and `_normal_token_bytes`."""
 
     kind = ""
 
@@ -213,6 +213,19 @@ class Tokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes a token contributes to the decoded text."""
+        kind = self.token_types[token_id]
+        text = self.tokens[token_id]
+        if kind == NORMAL:
+            return self._normal_token_bytes(text)
+        if kind == BYTE:
+            value = byte_token_value(text)
+            return bytes([value]) if value is not None else b""
+        if token_id in self.special_types:
+            return text.encode("utf-8")  # control, user-defined, unknown: their text as written
+        return b""  # unused or undefined tokens stand for nothing
+
+    def _normal_token_bytes(self, text: str) -> bytes:
+        """The bytes of a normal token, spelled in the model's alphabet ("▁" or byte-level characters)."""
         raise NotImplementedError
 
     def token_text(self, token_id: int) -> str:
@@ -233,6 +246,20 @@ class Tokenizer:
     def __repr__(self) -> str:
         return "<%s %s pre=%s vocab=%d bos=%s eos=%s>" % (type(self).__name__, self.kind, self.pre,
                                                          self.vocab_size, self.bos_id, self.eos_id)
+
+
+def byte_token_value(text: str) -> Optional[int]:
+    """The byte a "<0xNN>" token stands for, or None for any other text.
+
+    >>> byte_token_value("<0x0A>"), byte_token_value("<0xF0>"), byte_token_value("hello")
+    (10, 240, None)
+    """
+    if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+        try:
+            return int(text[3:5], 16)
+        except ValueError:
+            return None
+    return None
 
 
 def read_string_list(metadata: Dict[str, Any], key: str) -> List[str]:

@@ -27,8 +27,7 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 import regex
 
 from .errors import TokenizerError
-from .tokenizer import BYTE, NORMAL, Tokenizer
-from .tokenizer_spm import byte_token_value
+from .tokenizer import Tokenizer
 
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -219,14 +218,5 @@ class BPETokenizer(Tokenizer):
                 ids.extend(self.token_ids[c] for c in part if c in self.token_ids)
         return ids
 
-    def token_bytes(self, token_id: int) -> bytes:
-        kind = self.token_types[token_id]
-        text = self.tokens[token_id]
-        if kind == NORMAL:
-            return unspell_bytes(text)
-        if kind == BYTE:
-            value = byte_token_value(text)
-            return bytes([value]) if value is not None else b""
-        if token_id in self.special_types:
-            return text.encode("utf-8")  # control, user-defined, unknown: their text as written
-        return b""  # unused or undefined tokens stand for nothing
+    def _normal_token_bytes(self, text: str) -> bytes:
+        return unspell_bytes(text)

@@ -13,26 +13,12 @@ Decoding undoes it: "▁" becomes " " and byte tokens give back their byte.
 from __future__ import annotations
 
 import heapq
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from .errors import TokenizerError
-from .tokenizer import BYTE, NORMAL, Tokenizer, read_number_list
+from .tokenizer import BYTE, Tokenizer, byte_token_value, read_number_list
 
 SPACE = "\u2581"  # "▁", how SentencePiece writes a space
-
-
-def byte_token_value(text: str) -> Optional[int]:
-    """The byte a "<0xNN>" token stands for, or None for any other text.
-
-    >>> byte_token_value("<0x0A>"), byte_token_value("<0xF0>"), byte_token_value("hello")
-    (10, 240, None)
-    """
-    if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-        try:
-            return int(text[3:5], 16)
-        except ValueError:
-            return None
-    return None
 
 
 def spm_merge(text: str, token_ids: Dict[str, int], scores: List[float]) -> List[str]:
@@ -105,14 +91,5 @@ class SPMTokenizer(Tokenizer):
             raise TokenizerError("no byte token <0x%02X> and no unknown token to stand in for it" % byte)
         return token_id
 
-    def token_bytes(self, token_id: int) -> bytes:
-        kind = self.token_types[token_id]
-        text = self.tokens[token_id]
-        if kind == BYTE:
-            value = byte_token_value(text)
-            return bytes([value]) if value is not None else b""
-        if kind == NORMAL:
-            return text.replace(SPACE, " ").encode("utf-8")
-        if token_id in self.special_types:
-            return text.encode("utf-8")  # control, user-defined, unknown: their text as written
-        return b""  # unused or undefined tokens stand for nothing
+    def _normal_token_bytes(self, text: str) -> bytes:
+        return text.replace(SPACE, " ").encode("utf-8")

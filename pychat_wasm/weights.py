@@ -20,7 +20,7 @@ wasm heap is 2 GiB and must also hold the GGUF file itself, hence the 1.2 GiB de
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -34,14 +34,22 @@ INT8_BLOCK = 32  # weights sharing one int8 scale
 CHUNK_WEIGHTS = 1 << 20  # weights dequantized at a time: bounds the temporary float32 buffer to 4 MB
 
 
+def row_bands(n_rows: int, n_cols: int) -> Iterator[Tuple[int, int]]:
+    """(start, stop) of consecutive row bands holding about CHUNK_WEIGHTS weights each (at least one row).
+
+    >>> list(row_bands(5, CHUNK_WEIGHTS // 2))
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    step = max(1, CHUNK_WEIGHTS // n_cols)
+    for start in range(0, n_rows, step):
+        yield start, min(start + step, n_rows)
+
+
 def chunked_matmul(x: np.ndarray, shape: Tuple[int, int], rows: Callable[[int, int], np.ndarray]) -> np.ndarray:
     """x @ W.T for a matrix W [out, in] stored compressed: decode a band of rows with `rows(start, stop)`,
     multiply, repeat."""
-    n_rows, n_cols = shape
-    out = np.empty((x.shape[0], n_rows), dtype=np.float32)  # [n, out]
-    step = max(1, CHUNK_WEIGHTS // n_cols)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
+    out = np.empty((x.shape[0], shape[0]), dtype=np.float32)  # [n, out]
+    for start, stop in row_bands(*shape):
         out[:, start:stop] = x @ rows(start, stop).T  # [n, in] @ [in, stop-start]
     return out
 
@@ -94,9 +102,7 @@ class Int8Matrix:
         scales = np.empty((n_rows, n_cols // block), dtype=np.float32)
         offsets = np.empty((n_rows, n_cols // block), dtype=np.float32)
         around_zero = getattr(source, "type_id", None) == TYPES_BY_NAME["Q8_0"].id
-        step = max(1, CHUNK_WEIGHTS // n_cols)
-        for start in range(0, n_rows, step):
-            stop = min(start + step, n_rows)
+        for start, stop in row_bands(n_rows, n_cols):
             blocks = source.dequantize_rows(start, stop).reshape(stop - start, -1, block)  # [rows, n_blocks, block]
             band_codes, scales[start:stop], offsets[start:stop] = _fit_codes(blocks, around_zero)
             codes[start:stop] = band_codes.reshape(stop - start, n_cols)
@@ -149,9 +155,8 @@ class Float32Matrix:
     def from_matrix(cls, source: "Matrix") -> "Float32Matrix":
         n_rows, n_cols = source.shape
         weights = np.empty((n_rows, n_cols), dtype=np.float32)
-        step = max(1, CHUNK_WEIGHTS // n_cols)
-        for start in range(0, n_rows, step):
-            weights[start:start + step] = source.dequantize_rows(start, min(start + step, n_rows))
+        for start, stop in row_bands(n_rows, n_cols):
+            weights[start:stop] = source.dequantize_rows(start, stop)
         return cls(weights)
 
     @property

@@ -23,10 +23,10 @@ import json
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from .chat_template import ChatTemplate
-from .cli import model_info
-from .errors import PychatError
+from .errors import NoModelLoadedError, PychatError
 from .gguf_reader import GGUFFile
 from .model import Model, ModelConfig
+from .model_info import model_info
 from .quants import block_format
 from .sampler import Sampler, SamplingSettings
 from .session import ChatEvent, ChatSession
@@ -98,7 +98,7 @@ def load_model(data: Any, name: str, options_json: str = "{}") -> Dict[str, Any]
 
 def _session() -> ChatSession:
     if _worker.session is None:
-        raise PychatError("no model is loaded yet")
+        raise NoModelLoadedError("no model is loaded yet")
     return _worker.session
 
 

@@ -44,6 +44,16 @@ def hf_smollm2_tokenizer(smollm2_path):
 
 
 @pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """arch -> (path of its tiny random GGUF model, transformers' logits [len(TINY_TOKENS), vocab])."""
+    from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits, write_tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny_models")
+    paths = {arch: write_tiny_model(directory / (arch + ".gguf"), arch) for arch in sorted(TINY_SPECS)}
+    return {arch: (path, transformers_logits(path, TINY_TOKENS)) for arch, path in paths.items()}
+
+
+@pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright: use Debian's Chromium (playwright cannot download browsers here)."""
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}

@@ -22,7 +22,7 @@ import gguf
 import numpy as np
 import pytest
 from e2e_helpers import load_build_module  # tests/e2e_helpers.py
-from tiny_models import TINY_SPECS, write_tiny_model  # tests/tiny_models.py
+from tiny_models import TINY_SPECS, TINY_TOKENS  # tests/tiny_models.py
 
 from pychat_wasm.quants import SUPPORTED_TYPES
 
@@ -33,7 +33,6 @@ HARNESS = REPO / "tests" / "pyodide_harness"
 BOOT_TIMEOUT_S = 90
 CHECK_TIMEOUT_S = 120
 
-TINY_TOKENS = [1, 7, 3, 30, 12, 9, 41, 5, 17, 60, 2, 33]  # 12 tokens: crosses tiny gemma3's sliding window of 4
 GOLDEN_MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 GOLDEN_IDS = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # "The capital of France is Paris.<|im_end|>"
 GOLDEN_TOP_LOGITS = {504: 29.78, 38634: 28.30, 7026: 27.07}  # first answer position
@@ -110,7 +109,7 @@ def add_quant_tensors(writer, n_rows: int = 3, n_cols: int = 512) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, smollm2_path):
+def site(tmp_path_factory, smollm2_path, tiny_models):
     """The served directory: the product's Pyodide files and wheel, the runtime, harness and fixtures."""
     root = tmp_path_factory.mktemp("pyodide_site")
     build_site = load_build_module("build_site")
@@ -125,8 +124,8 @@ def site(tmp_path_factory, smollm2_path):
     write_gguf(fixtures / "all_value_types.gguf", add_all_value_types)
     write_gguf(fixtures / "quants.gguf", add_quant_tensors)
     (fixtures / "not_a_model.html").write_text("<!doctype html><html><body>404 Not Found</body></html>")
-    for arch in TINY_SPECS:
-        write_tiny_model(fixtures / ("tiny_%s.gguf" % arch), arch)
+    for arch, (path, _) in tiny_models.items():
+        os.symlink(path, fixtures / ("tiny_%s.gguf" % arch))
     os.symlink(smollm2_path, fixtures / "smollm2.gguf")
     return root, wheel.name
 
@@ -254,23 +253,11 @@ def test_chat_template_matches_transformers(browser_python, hf_smollm2_tokenizer
         assert text == hf_smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def transformers_logits(path: Path, tokens) -> np.ndarray:
-    """The reference: transformers' own implementation of the architecture, loaded from the same GGUF file."""
-    import torch
-    import transformers
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                              torch_dtype=torch.float32)
-    with torch.no_grad():
-        return model(torch.tensor([tokens])).logits[0].numpy()  # [n_tokens, vocab]
-
-
 @pytest.mark.parametrize("policy", ["quantized", "float32"])
 @pytest.mark.parametrize("arch", sorted(TINY_SPECS))
-def test_tiny_model_logits_match_transformers(browser_python, site, arch, policy):
-    root, _ = site
-    name = "tiny_%s.gguf" % arch
-    expected = transformers_logits(root / "fixtures" / name, TINY_TOKENS)
+def test_tiny_model_logits_match_transformers(browser_python, tiny_models, arch, policy):
+    name = "tiny_%s.gguf" % arch  # the site serves tiny_models[arch][0] under this name
+    expected = tiny_models[arch][1]
     got = decode_array(browser_python.run("model_logits", file=name, tokens=TINY_TOKENS, policy=policy))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))

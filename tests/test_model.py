@@ -17,13 +17,12 @@ from pychat_wasm.errors import ContextFullError, InvalidSettingError, Unsupporte
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.model import DEFAULT_CONTEXT_CAP, Model, attention_mask
 from pychat_wasm.weights import Float32Matrix, Int8Matrix, QuantizedMatrix
-from tiny_models import TINY_SPECS, write_tiny_model
+from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 ARCHS = sorted(TINY_SPECS)
-TOKENS = [1, 5, 7, 9, 11, 3, 4, 20, 30, 17, 8, 2]  # 12 positions: crosses the tiny gemma3's window of 4
 
 # The golden SmolLM2 chat prompt of docs/models.md, as transformers' tokenizer renders it with the
 # file's chat template (apply_chat_template, add_generation_prompt=True).
@@ -34,13 +33,6 @@ GOLDEN_ANSWER = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # "The capital of Fran
 GEMMA_TOKENS = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 108, 818]
 
 
-def transformers_logits(directory, filename, tokens):
-    """Logits [len(tokens), vocab] of transformers' own GGUF loader and model, float32 on CPU."""
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32)
-    with torch.no_grad():
-        return hf(torch.tensor([tokens])).logits[0].numpy()
-
-
 def decode_step_by_step(model, tokens, n_prompt):
     """Logits of positions n_prompt-1.. when the first n_prompt tokens go as a batch, the rest one by one."""
     model.reset()
@@ -49,62 +41,51 @@ def decode_step_by_step(model, tokens, n_prompt):
     return np.stack(rows)
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """arch -> (path, transformers' logits of TOKENS)."""
-    directory = tmp_path_factory.mktemp("tiny_models")
-    out = {}
-    for arch in ARCHS:
-        path = write_tiny_model(directory / (arch + ".gguf"), arch)
-        out[arch] = (path, transformers_logits(directory, path.name, TOKENS))
-    return out
-
-
 # -- tiny models: every architecture x policy ------------------------------------------------------
 
 @pytest.mark.parametrize("policy", ["float32", "quantized"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_prompt_batch_matches_transformers(tiny, arch, policy):
-    path, expected = tiny[arch]
+def test_prompt_batch_matches_transformers(tiny_models, arch, policy):
+    path, expected = tiny_models[arch]
     model = Model.from_gguf(path, policy=policy)
     assert model.policy == policy and model.config.arch == arch
-    np.testing.assert_allclose(model.forward(TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-3)
-    assert model.n_past == len(TOKENS)
+    np.testing.assert_allclose(model.forward(TINY_TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-3)
+    assert model.n_past == len(TINY_TOKENS)
 
 
 @pytest.mark.parametrize("policy", ["float32", "quantized"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_decode_through_kv_cache_matches_transformers(tiny, arch, policy):
-    path, expected = tiny[arch]
+def test_decode_through_kv_cache_matches_transformers(tiny_models, arch, policy):
+    path, expected = tiny_models[arch]
     model = Model.from_gguf(path, policy=policy)
-    np.testing.assert_allclose(decode_step_by_step(model, TOKENS, 3), expected[2:], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(decode_step_by_step(model, TINY_TOKENS, 3), expected[2:], rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_int8_policy_is_close(tiny, arch):
+def test_int8_policy_is_close(tiny_models, arch):
     """int8 requantizes the Q5/F16 test weights inexactly: a looser, relative tolerance."""
-    path, expected = tiny[arch]
-    got = Model.from_gguf(path, policy="int8").forward(TOKENS, 0, all_logits=True)
+    path, expected = tiny_models[arch]
+    got = Model.from_gguf(path, policy="int8").forward(TINY_TOKENS, 0, all_logits=True)
     assert np.abs(got - expected).max() <= 0.02 * np.abs(expected).max()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_rewriting_from_an_earlier_position_discards_the_old_tail(tiny, arch):
-    path, expected = tiny[arch]
+def test_rewriting_from_an_earlier_position_discards_the_old_tail(tiny_models, arch):
+    path, expected = tiny_models[arch]
     model = Model.from_gguf(path, policy="float32")
     model.forward([40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 0)  # a different conversation
-    model.forward(TOKENS[:5], 0)
-    np.testing.assert_allclose(model.forward(TOKENS[3:], 3, all_logits=True), expected[3:], rtol=0, atol=1e-3)
+    model.forward(TINY_TOKENS[:5], 0)
+    np.testing.assert_allclose(model.forward(TINY_TOKENS[3:], 3, all_logits=True), expected[3:], rtol=0, atol=1e-3)
 
 
-def test_long_prompt_in_chunks_matches_transformers(tiny, monkeypatch):
+def test_long_prompt_in_chunks_matches_transformers(tiny_models, monkeypatch):
     monkeypatch.setattr(model_module, "PREFILL_CHUNK", 5)
-    path, expected = tiny["gemma3"]
-    np.testing.assert_allclose(Model.from_gguf(path).forward(TOKENS, 0, all_logits=True), expected, atol=1e-3)
+    path, expected = tiny_models["gemma3"]
+    np.testing.assert_allclose(Model.from_gguf(path).forward(TINY_TOKENS, 0, all_logits=True), expected, atol=1e-3)
 
 
-def test_gemma3_layers_follow_the_sliding_window_pattern(tiny):
-    config = Model.from_gguf(tiny["gemma3"][0]).config
+def test_gemma3_layers_follow_the_sliding_window_pattern(tiny_models):
+    config = Model.from_gguf(tiny_models["gemma3"][0]).config
     assert [config.layer_window(i) for i in range(6)] == [4, 4, 4, 4, 4, 0]
     assert [config.layer_rope_base(i) for i in range(6)] == [10000.0] * 5 + [1e6]
     assert config.embed_scale == pytest.approx(8.0) and config.head_dim == 256
@@ -118,8 +99,8 @@ def test_attention_mask_is_causal_and_windowed():
 
 # -- configuration, limits and errors --------------------------------------------------------------
 
-def test_context_length_default_and_override(tiny):
-    path = tiny["llama"][0]
+def test_context_length_default_and_override(tiny_models):
+    path = tiny_models["llama"][0]
     assert Model.from_gguf(path).config.context_length == min(TINY_SPECS["llama"].context_length, DEFAULT_CONTEXT_CAP)
     model = Model.from_gguf(path, context_length=8)
     assert model.cache.k.shape == (2, 2, 8, 16)  # [n_layers, n_kv_heads, context, head_dim]
@@ -127,23 +108,23 @@ def test_context_length_default_and_override(tiny):
         Model.from_gguf(path, context_length=65)
 
 
-def test_context_full_error_says_how_many_tokens(tiny):
-    model = Model.from_gguf(tiny["llama"][0], context_length=8)
-    model.forward(TOKENS[:6], 0)
+def test_context_full_error_says_how_many_tokens(tiny_models):
+    model = Model.from_gguf(tiny_models["llama"][0], context_length=8)
+    model.forward(TINY_TOKENS[:6], 0)
     with pytest.raises(ContextFullError, match="9 tokens .* context of 8 tokens"):
-        model.forward(TOKENS[6:9], 6)
-    assert model.forward(TOKENS[6:8], 6).shape == (TINY_SPECS["llama"].vocab_size,)  # exactly full is fine
+        model.forward(TINY_TOKENS[6:9], 6)
+    assert model.forward(TINY_TOKENS[6:8], 6).shape == (TINY_SPECS["llama"].vocab_size,)  # exactly full is fine
 
 
-def test_bad_positions_and_ids_are_refused(tiny):
-    model = Model.from_gguf(tiny["llama"][0])
-    model.forward(TOKENS[:3], 0)
+def test_bad_positions_and_ids_are_refused(tiny_models):
+    model = Model.from_gguf(tiny_models["llama"][0])
+    model.forward(TINY_TOKENS[:3], 0)
     with pytest.raises(InvalidSettingError, match="gap"):
         model.forward([5], 4)
     with pytest.raises(InvalidSettingError, match="token ids"):
         model.forward([TINY_SPECS["llama"].vocab_size], 3)
     with pytest.raises(InvalidSettingError, match="unknown weight policy"):
-        Model.from_gguf(tiny["llama"][0], policy="float16")
+        Model.from_gguf(tiny_models["llama"][0], policy="float16")
 
 
 def test_unknown_architecture_names_the_supported_ones(tmp_path):
@@ -157,8 +138,8 @@ def test_unknown_architecture_names_the_supported_ones(tmp_path):
         Model.from_gguf(tmp_path / "gpt2.gguf")
 
 
-def test_auto_policy_follows_the_memory_budget(tiny):
-    path = tiny["qwen2"][0]
+def test_auto_policy_follows_the_memory_budget(tiny_models):
+    path = tiny_models["qwen2"][0]
     sizes = {p: Model.from_gguf(path, policy=p).memory_bytes() for p in ("float32", "int8", "quantized")}
     assert sizes["float32"] > 2 * max(sizes["int8"], sizes["quantized"])
     assert Model.from_gguf(path, memory_budget=10 ** 9).policy == "float32"
@@ -194,7 +175,7 @@ def test_int8_error_is_bounded_for_arbitrary_weights():
 
 @pytest.fixture(scope="session")
 def smollm2_reference(smollm2_path):
-    return transformers_logits(smollm2_path.parent, smollm2_path.name, GOLDEN_PROMPT)
+    return transformers_logits(smollm2_path, GOLDEN_PROMPT)
 
 
 @pytest.mark.slow
@@ -224,7 +205,7 @@ def test_smollm2_other_policies_decode_like_transformers(smollm2_path, smollm2_r
 
 @pytest.mark.slow
 def test_gemma3_matches_transformers(gemma3_path):
-    expected = transformers_logits(gemma3_path.parent, gemma3_path.name, GEMMA_TOKENS)
+    expected = transformers_logits(gemma3_path, GEMMA_TOKENS)
     model = Model.from_gguf(GGUFFile.open(str(gemma3_path)), policy="quantized")
     assert model.config.arch == "gemma3" and model.config.head_dim == 256
     np.testing.assert_allclose(model.forward(GEMMA_TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-2)

@@ -58,10 +58,10 @@ def ours(model_paths):
 
 
 @pytest.fixture(scope="session")
-def hf(model_paths):
+def hf(hf_smollm2_tokenizer, gemma3_path):
     transformers = pytest.importorskip("transformers")
-    return {name: transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            for name, path in model_paths.items()}
+    gemma3 = transformers.AutoTokenizer.from_pretrained(str(gemma3_path.parent), gguf_file=gemma3_path.name)
+    return {"smollm2": hf_smollm2_tokenizer, "gemma3": gemma3}
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,10 @@ TINY_SPECS: Dict[str, TinySpec] = {
                        vocab_size=64, context_length=64, tied_output=True, sliding_window=4),
 }
 
+# Token ids the oracle tests feed every tiny model (all below the smallest vocabulary, 64): 12 positions
+# cross the tiny gemma3's sliding window of 4.
+TINY_TOKENS = [1, 7, 3, 30, 12, 9, 41, 5, 17, 60, 2, 33]
+
 # The ggml type each matrix is stored in: a spread of the types the real models use.
 _MATRIX_TYPES = {
     "token_embd": Q.Q8_0, "output": Q.F16,
@@ -139,3 +143,14 @@ def write_tiny_model(path: Path, arch: str, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
+
+
+def transformers_logits(path: Path, tokens: List[int]) -> np.ndarray:
+    """The reference: transformers' own model of the architecture, loaded from the same GGUF file, float32 CPU."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                              dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([tokens])).logits[0].numpy()  # [n_tokens, vocab]

@@ -100,22 +100,13 @@ def test_top_k_matches_hf(top_k):
     np.testing.assert_allclose(probs, ref_probs, rtol=1e-12)
 
 
-@pytest.mark.parametrize("top_p", [0.01, 0.3, 0.5, 0.9, 0.95, 0.999])
+@pytest.mark.parametrize("setting, value, warper", [("top_p", v, TopPLogitsWarper) for v in (0.01, 0.3, 0.5, 0.9, 0.95, 0.999)]
+                         + [("min_p", v, MinPLogitsWarper) for v in (0.01, 0.05, 0.2, 0.9, 1.0)])
 @pytest.mark.parametrize("seed", range(3))
-def test_top_p_matches_hf(top_p, seed):
+def test_top_p_and_min_p_match_hf(setting, value, warper, seed):
     logits = random_logits(seed)
-    ids, probs = ours(logits, top_p=top_p)
-    ref_ids, ref_probs = hf_survivors([TopPLogitsWarper(top_p)], logits)
-    np.testing.assert_array_equal(ids, ref_ids)
-    np.testing.assert_allclose(probs, ref_probs, rtol=1e-12)
-
-
-@pytest.mark.parametrize("min_p", [0.01, 0.05, 0.2, 0.9, 1.0])
-@pytest.mark.parametrize("seed", range(3))
-def test_min_p_matches_hf(min_p, seed):
-    logits = random_logits(seed)
-    ids, probs = ours(logits, min_p=min_p)
-    ref_ids, ref_probs = hf_survivors([MinPLogitsWarper(min_p)], logits)
+    ids, probs = ours(logits, **{setting: value})
+    ref_ids, ref_probs = hf_survivors([warper(value)], logits)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_allclose(probs, ref_probs, rtol=1e-12)
 

@@ -173,6 +173,11 @@ class ChatSession:
         has_system = bool(self.messages) and self.messages[0]["role"] == "system"
         self.system_prompt = self.messages[0]["content"] if has_system else None
 
+    def use_settings(self, settings: SamplingSettings) -> None:
+        """Sample the next answers with `settings` (a new seed sequence starts with them)."""
+        self.settings = settings
+        self.sampler = Sampler(settings)
+
     def cancel(self) -> None:
         """Ask the running `generate` to stop after the current token (safe to call from a signal handler)."""
         self._cancel = True

@@ -28,7 +28,7 @@ from .gguf_reader import GGUFFile
 from .model import Model, ModelConfig
 from .model_info import model_info
 from .quants import block_format
-from .sampler import Sampler, SamplingSettings
+from .sampler import SamplingSettings
 from .session import ChatEvent, ChatSession
 from .tokenizer import load_tokenizer
 
@@ -137,8 +137,7 @@ def settings_from_json(settings_json: str) -> SamplingSettings:
 def begin_turn(user_text: str, settings_json: str = "{}") -> Dict[str, Any]:
     """Add the user's message; the answer then comes from next_event() calls."""
     session = _session()
-    session.settings = settings_from_json(settings_json)
-    session.sampler = Sampler(session.settings)
+    session.use_settings(settings_from_json(settings_json))
     _worker.turn = session.generate(user_text)
     return {"seed": session.sampler.seed}
 

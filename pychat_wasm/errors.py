@@ -64,3 +64,16 @@ class InvalidConversationError(PychatError, ValueError):
 
 class NoModelLoadedError(PychatError):
     """A chat call before any model was loaded."""
+
+
+class TrainingDataError(PychatError, ValueError):
+    """Training data that cannot be used (unreadable, empty, of the wrong shape, too large for memory), or
+    settings it cannot meet (a vocabulary below 256 bytes)."""
+
+
+class GGUFWriteError(PychatError, ValueError):
+    """Input the GGUF writer or its quantizers cannot encode: bad metadata, duplicate names, bad tensors."""
+
+
+class CheckpointError(PychatError, ValueError):
+    """A training checkpoint that is missing, damaged or made for another run."""

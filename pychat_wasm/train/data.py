@@ -1,0 +1,199 @@
+"""Training data: reading the formats people have, and turning them into token ids with loss masks.
+
+Formats (recognised from the content, not the file name):
+
+    RustGPT          a JSON array of strings: sentences, or "User: ... Assistant: ..." chats
+    JSON             a JSON array of {"text": ...} or {"messages": [{"role", "content"}, ...]} objects
+    JSONL            one such object per line
+    plain text       one document per line (a line "User: ... Assistant: ..." is a chat)
+
+A document trains every token; a conversation is rendered with the chat template and trains only the
+assistant's tokens up to and including its end-of-turn token, exactly as a chat session later prompts it.
+
+    >>> parse_training_text('["User: Hi? Assistant: Hello!", "Cats purr."]', "x.json")
+    TrainingData(documents=['Cats purr.'], conversations=[[{'role': 'user', 'content': 'Hi?'}, {'role': 'assistant', 'content': 'Hello!'}]])
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Dict, List, NamedTuple, Sequence
+
+from ..errors import TrainingDataError
+
+Conversation = List[Dict[str, str]]
+MAX_DATA_BYTES = 64 * 2 ** 20  # a larger file would not fit next to the model in the browser's 2 GiB heap
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+_TURN = re.compile(r"(?:^|\s)(User|Assistant):\s*")
+
+
+class TrainingData(NamedTuple):
+    documents: List[str]
+    conversations: List[Conversation]
+
+
+class Example(NamedTuple):
+    ids: List[int]
+    mask: List[int]  # 1 where the token is a target the loss counts
+
+
+def parse_rustgpt_chat(text: str) -> Conversation:
+    """A "User: ... Assistant: ..." string as messages; [] if it is not one.
+
+    >>> parse_rustgpt_chat("User: 2+2? Assistant: 4. User: And 3+3? Assistant: 6.")[2:]
+    [{'role': 'user', 'content': 'And 3+3?'}, {'role': 'assistant', 'content': '6.'}]
+    """
+    parts = _TURN.split(text.strip())
+    if len(parts) < 5 or parts[0].strip() or parts[1] != "User":
+        return []
+    messages = [{"role": role.lower(), "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+    roles_alternate = all(m["role"] == ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(messages))
+    if not roles_alternate or messages[-1]["role"] != "assistant" or not all(m["content"] for m in messages):
+        return []
+    return messages
+
+
+def _conversation(messages: Any, where: str) -> Conversation:
+    if not isinstance(messages, list) or not messages:
+        raise TrainingDataError("%s: \"messages\" must be a non-empty list of {\"role\", \"content\"}" % where)
+    checked = []
+    for m in messages:
+        if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)):
+            raise TrainingDataError("%s: each message needs \"role\" (system, user or assistant) and a string "
+                                    "\"content\", got %s" % (where, json.dumps(m)[:80]))
+        checked.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in checked):
+        raise TrainingDataError("%s: a conversation without an assistant message teaches nothing" % where)
+    return checked
+
+
+def _add_item(item: Any, where: str, data: TrainingData) -> None:
+    if isinstance(item, str):
+        text = item.strip()
+        chat = parse_rustgpt_chat(text)
+        if chat:
+            data.conversations.append(chat)
+        elif text:
+            data.documents.append(text)
+    elif isinstance(item, dict) and isinstance(item.get("text"), str):
+        if item["text"].strip():
+            data.documents.append(item["text"].strip())
+    elif isinstance(item, dict) and "messages" in item:
+        data.conversations.append(_conversation(item["messages"], where))
+    else:
+        raise TrainingDataError("%s: expected a string, {\"text\": ...} or {\"messages\": [...]}, got %s"
+                                % (where, json.dumps(item)[:80]))
+
+
+def parse_training_text(text: str, name: str) -> TrainingData:
+    """Documents and conversations from the text of a training file (see the formats above)."""
+    text = text.lstrip("\ufeff")
+    data = TrainingData([], [])
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except ValueError as exc:
+            raise TrainingDataError("%s looks like JSON but does not parse: %s" % (name, exc)) from None
+        for i, item in enumerate(items):
+            _add_item(item, "%s, item %d" % (name, i + 1), data)
+    elif stripped.startswith("{"):
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise TrainingDataError("%s, line %d is not JSON (JSONL needs one object per line): %s"
+                                        % (name, number, exc)) from None
+            _add_item(item, "%s, line %d" % (name, number), data)
+    else:
+        if "\x00" in text[:4096]:
+            raise TrainingDataError("%s is a binary file, not training text" % name)
+        for line in text.splitlines():
+            _add_item(line, name, data)
+    if not data.documents and not data.conversations:
+        raise TrainingDataError("%s holds no training text" % name)
+    return data
+
+
+def read_training_file(path: str) -> TrainingData:
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise TrainingDataError("cannot read %s: %s" % (path, exc.strerror)) from None
+    if size > MAX_DATA_BYTES:
+        raise TrainingDataError("%s is %.0f MB; training data is limited to %d MB (it is held in memory)"
+                                % (path, size / 1e6, MAX_DATA_BYTES // 2 ** 20))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError:
+        raise TrainingDataError("%s is not UTF-8 text" % path) from None
+    return parse_training_text(text, os.path.basename(path))
+
+
+def builtin_corpus() -> TrainingData:
+    """The corpus shipped with pychat_wasm: original factual sentences and chat pairs (RustGPT format)."""
+    documents = read_training_file(os.path.join(DATA_DIR, "pretrain.json")).documents
+    conversations = read_training_file(os.path.join(DATA_DIR, "chat.json")).conversations
+    return TrainingData(documents, conversations)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_document(tokenizer: Any, text: str, end_id: int) -> Example:
+    ids = tokenizer.encode(text, add_special=False, parse_special=False) + [end_id]
+    return Example(ids, [1] * len(ids))
+
+
+def encode_conversation(tokenizer: Any, template: Any, messages: Conversation) -> Example:
+    """Ids of the rendered conversation; the mask keeps each assistant answer through its end of turn.
+
+    The text is encoded piece by piece, each piece being what one more message (or the generation prompt)
+    adds to the rendering: so the answer's ids are those a chat session's prompt is followed by.
+    """
+    end_of_turn = tokenizer.eos_id
+    ids: List[int] = []
+    mask: List[int] = []
+    rendered = ""
+
+    def append(text: str, trained: bool) -> None:
+        new = tokenizer.encode(text, add_special=False, parse_special=True)
+        if trained and end_of_turn in new:
+            cut = new.index(end_of_turn) + 1  # the glue after the end of turn is the template's, not the answer's
+            mask.extend([1] * cut + [0] * (len(new) - cut))
+        else:
+            mask.extend([1 if trained else 0] * len(new))
+        ids.extend(new)
+
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            prompt = template.render(messages[:i], add_generation_prompt=True)
+            append(prompt[len(rendered):], False)
+            rendered = prompt
+        full = template.render(messages[:i + 1], add_generation_prompt=False)
+        if not full.startswith(rendered):
+            raise TrainingDataError("the chat template renders a conversation differently as it grows; "
+                                    "it cannot be used to mask answers")
+        append(full[len(rendered):], message["role"] == "assistant")
+        rendered = full
+    return Example(ids, mask)
+
+
+def split_validation(items: Sequence[Any], fraction: float = 0.05) -> tuple:
+    """(train, validation): every 1/fraction-th item held out (none for fewer than 20 items).
+
+    >>> train, validation = split_validation(list(range(40)))
+    >>> len(train), validation
+    (38, [10, 30])
+    """
+    every = int(round(1 / fraction))
+    if len(items) < 20:
+        return list(items), []
+    held = set(range(every // 2, len(items), every))
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]

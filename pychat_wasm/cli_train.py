@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .cli_common import CLIError
+from .errors import CheckpointError
 from .train.checkpoint import read_checkpoint, restore, save_checkpoint
 from .train.data import TrainingData, builtin_corpus, read_training_file
 from .train.evaluate import answer_report, session_from_gguf_bytes
@@ -39,8 +40,10 @@ def output_paths(out: str) -> Dict[str, str]:
 
 
 def format_seconds(seconds: float) -> str:
-    """>>> format_seconds(3725.2)
-    '1:02:05'
+    """H:MM:SS, or M:SS under an hour.
+
+    >>> format_seconds(3725.2), format_seconds(75)
+    ('1:02:05', '1:15')
     """
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -48,7 +51,9 @@ def format_seconds(seconds: float) -> str:
 
 
 def progress_line(record: Dict[str, Any], total: int, tokens_per_second: float, eta: float) -> str:
-    """>>> progress_line({"step": 50, "phase": "chat", "loss": 1.2345}, 200, 5120.4, 75)
+    """The progress line of a step.
+
+    >>> progress_line({"step": 50, "phase": "chat", "loss": 1.2345}, 200, 5120.4, 75)
     'chat      [#####---------------]   50/200  loss 1.2345  5,120 tok/s  ETA 1:15'
     """
     done = int(20 * record["step"] / max(1, total))
@@ -147,9 +152,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     paths = output_paths(args.out)
     if os.path.isdir(args.out):
         raise CLIError("--out must be a file name such as my.gguf, not a directory")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise CLIError("the directory of --out %s does not exist" % args.out)
+    if args.checkpoint_every < 1:
+        raise CLIError("--checkpoint-every must be at least 1, got %d" % args.checkpoint_every)
     data = load_data([args.pretrain_data, args.chat_data])
     if args.resume:
         checkpoint = read_checkpoint(args.resume)
+        if checkpoint.kind != ScratchRun.kind:
+            raise CheckpointError("%s was written by a %s run, not by pychat-wasm train"
+                                  % (args.resume, checkpoint.kind))
         run = ScratchRun.from_checkpoint(checkpoint.extra, checkpoint.params, data)
         restore(run, checkpoint)
         say("resuming at step %d of %d (settings from the checkpoint)" % (run.step_count, run.total_steps))

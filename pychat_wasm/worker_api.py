@@ -46,7 +46,7 @@ class _Worker:
 _worker = _Worker()
 
 
-def _reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
+def json_reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
     """Run `function` and answer with JSON; expected failures become {"ok": false, "error": ...}."""
 
     @functools.wraps(function)
@@ -74,7 +74,7 @@ def check_supported(gguf: GGUFFile) -> None:
         block_format(type_id)
 
 
-@_reply
+@json_reply
 def load_model(data: Any, name: str, options_json: str = "{}") -> Dict[str, Any]:
     """Parse and load a model from its bytes (a numpy uint8 array).
 
@@ -102,7 +102,7 @@ def _session() -> ChatSession:
     return _worker.session
 
 
-@_reply
+@json_reply
 def set_conversation(conversation_json: str) -> Dict[str, Any]:
     """Start over with {"system_prompt": str or "", "messages": [{"role", "content"}, ...]}.
 
@@ -133,7 +133,7 @@ def settings_from_json(settings_json: str) -> SamplingSettings:
     return SamplingSettings(**values)
 
 
-@_reply
+@json_reply
 def begin_turn(user_text: str, settings_json: str = "{}") -> Dict[str, Any]:
     """Add the user's message; the answer then comes from next_event() calls."""
     session = _session()
@@ -142,7 +142,7 @@ def begin_turn(user_text: str, settings_json: str = "{}") -> Dict[str, Any]:
     return {"seed": session.sampler.seed}
 
 
-@_reply
+@json_reply
 def next_event() -> Dict[str, Any]:
     """The next event of the running answer, or {"event": null} when it is over."""
     if _worker.turn is None:

@@ -69,12 +69,20 @@ def read_checkpoint(source: Any) -> Checkpoint:
     except OSError as exc:
         raise CheckpointError("cannot read %s: %s" % (name, exc.strerror)) from None
     try:
-        with fileobj, np.load(fileobj, allow_pickle=False) as archive:
-            arrays = {key: np.array(archive[key]) for key in archive.files}
+        with fileobj:
+            archive = np.load(fileobj, allow_pickle=False)
+            if not hasattr(archive, "files"):  # a single .npy array
+                raise ValueError("it holds one array, not an .npz archive")
+            with archive:
+                arrays = {key: np.array(archive[key]) for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError("%s is not a pychat-wasm checkpoint (or it is damaged): %s" % (name, exc)) from None
+        # numpy calls anything it does not recognise "pickled data" and suggests loading it unsafely: don't
+        reason = "it is not an .npz archive" if "pickle" in str(exc) else str(exc)
+        raise CheckpointError("%s is not a pychat-wasm checkpoint (or it is damaged): %s" % (name, reason)) from None
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
     except (KeyError, ValueError):
         raise CheckpointError("%s has no readable metadata: it is not a pychat-wasm checkpoint" % name) from None
     if meta.get("format") != FORMAT:
@@ -82,8 +90,11 @@ def read_checkpoint(source: Any) -> Checkpoint:
                               % (name, meta.get("format"), FORMAT))
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
     optimizer = {k: v for k, v in arrays.items() if k.startswith(("m/", "v/"))}
-    return Checkpoint(meta["kind"], int(meta["step"]), meta["fingerprint"], meta["log"], meta["extra"], params,
-                      optimizer)
+    try:
+        return Checkpoint(str(meta["kind"]), int(meta["step"]), str(meta["fingerprint"]), list(meta["log"]),
+                          dict(meta["extra"]), params, optimizer)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError("%s has incomplete metadata: it is damaged" % name) from None
 
 
 def restore(run: Any, checkpoint: Checkpoint) -> None:

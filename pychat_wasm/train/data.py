@@ -2,7 +2,9 @@
 
 Formats (recognised from the content, not the file name):
 
-    RustGPT          a JSON array of strings: sentences, or "User: ... Assistant: ..." chats
+    RustGPT          a JSON array of strings: sentences, or "User: ... Assistant: ..." chats (RustGPT's
+                     end-of-sequence marker "</s>" at the end of a string is dropped: the model's own end
+                     token takes its place)
     JSON             a JSON array of {"text": ...} or {"messages": [{"role", "content"}, ...]} objects
     JSONL            one such object per line
     plain text       one document per line (a line "User: ... Assistant: ..." is a chat)
@@ -26,6 +28,7 @@ Conversation = List[Dict[str, str]]
 MAX_DATA_BYTES = 64 * 2 ** 20  # a larger file would not fit next to the model in the browser's 2 GiB heap
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 _TURN = re.compile(r"(?:^|\s)(User|Assistant):\s*")
+RUSTGPT_END = "</s>"  # RustGPT's data ends every string with it
 
 
 class TrainingData(NamedTuple):
@@ -72,6 +75,8 @@ def _conversation(messages: Any, where: str) -> Conversation:
 def _add_item(item: Any, where: str, data: TrainingData) -> None:
     if isinstance(item, str):
         text = item.strip()
+        if text.endswith(RUSTGPT_END):
+            text = text[:-len(RUSTGPT_END)].rstrip()
         chat = parse_rustgpt_chat(text)
         if chat:
             data.conversations.append(chat)
@@ -132,6 +137,8 @@ def read_training_file(path: str) -> TrainingData:
             text = fh.read()
     except UnicodeDecodeError:
         raise TrainingDataError("%s is not UTF-8 text" % path) from None
+    except OSError as exc:  # a directory, or no permission to read
+        raise TrainingDataError("cannot read %s: %s" % (path, exc.strerror)) from None
     return parse_training_text(text, os.path.basename(path))
 
 

@@ -47,32 +47,41 @@ def add_metadata_value(writer: GGUFWriter, key: str, value: Any) -> None:
         raise InvalidSettingError("cannot write metadata %s of type %s" % (key, type(value).__name__))
 
 
-def gguf_writer_for(cfg: ModelConfig, params: Dict[str, np.ndarray], tokenizer_metadata: Dict[str, Any],
-                    name: str, ggml_type: str = "F32") -> GGUFWriter:
-    """A GGUFWriter holding the whole model; call .write(path) or .to_bytes()."""
+def tensor_type(array: np.ndarray, ggml_type: str) -> str:
+    """Matrices in the export's type (Q8_0 only where rows fill whole blocks); vectors stay F32."""
+    if array.ndim < 2 or (ggml_type == "Q8_0" and array.shape[-1] % QUANT_BLOCK):
+        return "F32"
+    return ggml_type
+
+
+def model_writer(arch: str, metadata: Dict[str, Any], tensors: Dict[str, np.ndarray], ggml_type: str) -> GGUFWriter:
+    """A GGUFWriter with `metadata` (typed by add_metadata_value) and `tensors` stored as tensor_type says."""
     if ggml_type not in FILE_TYPES:
         raise InvalidSettingError("export type must be one of %s, got %r" % (", ".join(FILE_TYPES), ggml_type))
-    arch = cfg.arch
     writer = GGUFWriter(arch)
-    writer.add_string("general.name", name)
     writer.add_uint32("general.file_type", FILE_TYPES[ggml_type])
+    for key, value in metadata.items():
+        add_metadata_value(writer, key, value)
+    for name, array in tensors.items():
+        if name.endswith((".lora_a", ".lora_b")):
+            raise InvalidSettingError("merge the LoRA adapters before export (%s)" % name)
+        writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32), tensor_type(array, ggml_type))
+    return writer
+
+
+def gguf_writer_for(cfg: ModelConfig, params: Dict[str, np.ndarray], tokenizer_metadata: Dict[str, Any],
+                    name: str, ggml_type: str = "F32") -> GGUFWriter:
+    """A GGUFWriter holding a model trained from scratch; call .write(path) or .to_bytes()."""
+    arch = cfg.arch
+    metadata: Dict[str, Any] = {"general.name": name}
     hyper = {
         "context_length": cfg.trained_context_length, "embedding_length": cfg.dim, "block_count": cfg.n_layers,
         "feed_forward_length": cfg.ffn_dim, "attention.head_count": cfg.n_heads,
         "attention.head_count_kv": cfg.n_kv_heads, "rope.dimension_count": cfg.head_dim,
         "vocab_size": cfg.vocab_size,
     }
-    for key, value in hyper.items():
-        writer.add_uint32("%s.%s" % (arch, key), int(value))
-    writer.add_float32(arch + ".attention.layer_norm_rms_epsilon", cfg.rms_eps)
-    writer.add_float32(arch + ".rope.freq_base", cfg.rope_base)
-    for key, value in tokenizer_metadata.items():
-        add_metadata_value(writer, key, value)
-    for tensor_name, array in params.items():
-        if tensor_name.endswith((".lora_a", ".lora_b")):
-            raise InvalidSettingError("merge the LoRA adapters before export (%s)" % tensor_name)
-        kind = ggml_type if array.ndim == 2 and array.shape[1] % QUANT_BLOCK == 0 else "F32"
-        if array.ndim == 2 and ggml_type == "F16":
-            kind = "F16"
-        writer.add_tensor(tensor_name, np.ascontiguousarray(array, dtype=np.float32), kind)
-    return writer
+    metadata.update(("%s.%s" % (arch, key), int(value)) for key, value in hyper.items())
+    metadata[arch + ".attention.layer_norm_rms_epsilon"] = float(cfg.rms_eps)
+    metadata[arch + ".rope.freq_base"] = float(cfg.rope_base)
+    metadata.update(tokenizer_metadata)
+    return model_writer(arch, metadata, params, ggml_type)

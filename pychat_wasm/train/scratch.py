@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..chat_template import CHATML_TEMPLATE, ChatTemplate
-from ..errors import InvalidSettingError, TrainingDataError
+from ..errors import CheckpointError, InvalidSettingError, TrainingDataError
 from ..gguf_writer import GGUFWriter
 from ..tokenizer_bpe import BPETokenizer
 from . import transformer
@@ -150,4 +150,9 @@ class ScratchRun(TrainingRun):
 
     @classmethod
     def from_checkpoint(cls, extra: Dict[str, Any], params: Dict[str, np.ndarray], data: TrainingData) -> "ScratchRun":
-        return cls(TrainSettings(**extra["settings"]), data, BPEVocabulary(**extra["vocabulary"]), params)
+        try:
+            settings, vocabulary = TrainSettings(**extra["settings"]), BPEVocabulary(**extra["vocabulary"])
+        except (KeyError, TypeError):
+            raise CheckpointError("the checkpoint does not say which run it belongs to: it is damaged or not "
+                                  "from pychat-wasm train") from None
+        return cls(settings, data, vocabulary, params)

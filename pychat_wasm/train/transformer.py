@@ -181,9 +181,10 @@ def _head(params: Params) -> str:
     return "output" if "output.weight" in params else "token_embd"  # tied: the embedding is the head
 
 
-def forward(cfg: ModelConfig, params: Params, ids: np.ndarray, lora_scale: float = 1.0,
-            ) -> Tuple[np.ndarray, List[tuple]]:
-    """Logits [B, T, V] of token ids [B, T] (every sequence starts at position 0), and the tape for backward."""
+def forward_hidden(cfg: ModelConfig, params: Params, ids: np.ndarray, lora_scale: float = 1.0,
+                   ) -> Tuple[np.ndarray, List[tuple]]:
+    """The final normed hidden states [B, T, D] of token ids [B, T] (each sequence starts at position 0),
+    and the tape for backward_hidden."""
     rope = _rope_tables(cfg, ids.shape[1])
     x = ops.embedding_forward(params["token_embd.weight"], ids)  # [B, T, D]
     tape = []
@@ -191,17 +192,14 @@ def forward(cfg: ModelConfig, params: Params, ids: np.ndarray, lora_scale: float
         x, cache = block_forward(cfg, params, "blk.%d." % i, x, rope, lora_scale)
         tape.append(cache)
     x_norm, norm = ops.rms_norm_forward(x, params["output_norm.weight"], cfg.rms_eps)
-    logits = project_forward(params, _head(params), x_norm, lora_scale)  # [B, T, V]
-    tape.append((x_norm, norm, rope))
-    return logits, tape
+    tape.append((norm, rope))
+    return x_norm, tape
 
 
-def backward(cfg: ModelConfig, params: Params, ids: np.ndarray, d_logits: np.ndarray, tape: List[tuple],
-             lora_scale: float = 1.0, trainable: Optional[Set[str]] = None) -> Grads:
-    """Gradients {name: array} of the parameters in `trainable` (all when None), given d loss / d logits."""
-    grads: Grads = {}
-    x_norm, norm, rope = tape[-1]
-    d_x_norm = project_backward(params, _head(params), d_logits, x_norm, lora_scale, grads, trainable)
+def backward_hidden(cfg: ModelConfig, params: Params, ids: np.ndarray, d_x_norm: np.ndarray, tape: List[tuple],
+                    grads: Grads, lora_scale: float = 1.0, trainable: Optional[Set[str]] = None) -> Grads:
+    """Add the gradients of the trainable parameters below the head, given d loss / d hidden [B, T, D]."""
+    norm, rope = tape[-1]
     d_x, d_w = ops.rms_norm_backward(d_x_norm, norm)
     if _wants("output_norm.weight", trainable):
         grads["output_norm.weight"] = d_w
@@ -212,20 +210,38 @@ def backward(cfg: ModelConfig, params: Params, ids: np.ndarray, d_logits: np.nda
     return grads
 
 
+def forward(cfg: ModelConfig, params: Params, ids: np.ndarray, lora_scale: float = 1.0) -> np.ndarray:
+    """Logits [B, T, V] of token ids [B, T]."""
+    hidden, _ = forward_hidden(cfg, params, ids, lora_scale)
+    return project_forward(params, _head(params), hidden, lora_scale)
+
+
 def loss_and_grads(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
                    lora_scale: float = 1.0, trainable: Optional[Set[str]] = None) -> Tuple[float, Grads]:
-    """Mean cross-entropy of predicting targets [B, T] where loss_mask [B, T] is 1, and its gradients."""
-    logits, tape = forward(cfg, params, ids, lora_scale)
-    loss, ce = ops.cross_entropy_forward(logits, targets, loss_mask)
+    """Mean cross-entropy of predicting targets [B, T] where loss_mask [B, T] is 1, and its gradients.
+
+    The output head (the widest matrix) runs only at the positions the loss counts.
+    """
+    hidden, tape = forward_hidden(cfg, params, ids, lora_scale)
+    B, T, D = hidden.shape
+    counted = np.nonzero(loss_mask.reshape(-1))[0]  # [n] flat positions the loss counts
+    h = hidden.reshape(B * T, D)[counted]  # [n, D]
+    logits = project_forward(params, _head(params), h, lora_scale)  # [n, V]
+    loss, ce = ops.cross_entropy_forward(logits, targets.reshape(-1)[counted], loss_mask.reshape(-1)[counted])
     del logits
-    grads = backward(cfg, params, ids, ops.cross_entropy_backward(ce), tape, lora_scale, trainable)
+    grads: Grads = {}
+    d_h = project_backward(params, _head(params), ops.cross_entropy_backward(ce), h, lora_scale, grads, trainable)
+    d_hidden = np.zeros((B * T, D), hidden.dtype)
+    d_hidden[counted] = d_h
+    backward_hidden(cfg, params, ids, d_hidden.reshape(B, T, D), tape, grads, lora_scale, trainable)
     return loss, grads
 
 
 def loss_only(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
               lora_scale: float = 1.0) -> Tuple[float, float]:
     """(summed loss, number of counted positions): for validation, where batches are pooled."""
-    logits, _ = forward(cfg, params, ids, lora_scale)
-    loss, _ = ops.cross_entropy_forward(logits, targets, loss_mask)
-    count = float(loss_mask.sum())
-    return loss * max(count, 1.0), count
+    hidden, _ = forward_hidden(cfg, params, ids, lora_scale)
+    counted = np.nonzero(loss_mask.reshape(-1))[0]
+    logits = project_forward(params, _head(params), hidden.reshape(-1, hidden.shape[-1])[counted], lora_scale)
+    loss, _ = ops.cross_entropy_forward(logits, targets.reshape(-1)[counted], loss_mask.reshape(-1)[counted])
+    return loss * len(counted), float(len(counted))

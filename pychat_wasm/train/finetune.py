@@ -1,0 +1,165 @@
+"""Fine-tuning a GGUF chat model on a user's conversations: LoRA adapters on a frozen copy, or every weight.
+
+    base GGUF --dequantize--> float32 parameters (frozen)  +  LoRA adapters A [r, in], B [out, r]
+    loss on the assistant tokens of conversations rendered with the model's own chat template
+    export: W + (alpha / r) * B @ A for every adapted matrix, written with the base's metadata
+
+The adapters start as in the LoRA paper: A uniform in +-1/sqrt(in), B zero, so training starts exactly at
+the base model. Architectures: those the trainer implements (llama, qwen2); the shared loop is run.py.
+
+    >>> run = FinetuneRun(FinetuneSettings(epochs=3), GGUFFile.open("SmolLM2.gguf"), data)   # doctest: +SKIP
+    >>> while not run.finished: run.step()                                                  # doctest: +SKIP
+    >>> run.gguf_writer("F32").write("tuned.gguf")                                          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from .. import quants
+from ..chat_template import ChatTemplate
+from ..errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
+from ..gguf_reader import GGUFFile
+from ..gguf_writer import GGUFWriter
+from ..model import ModelConfig
+from ..tokenizer import load_tokenizer
+from .data import TrainingData, split_validation
+from .export import model_writer
+from .run import LoopSettings, Phase, TrainingRun
+
+TARGETS = {
+    "attn": ("attn_q", "attn_k", "attn_v", "attn_output"),
+    "attn+mlp": ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"),
+}
+TRAINABLE_ARCHITECTURES = ("llama", "qwen2")
+# Keys the export sets itself rather than copying from the base model.
+OWN_KEYS = ("general.architecture", "general.file_type", "general.alignment")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    rank: int = 8
+    alpha: float = 16.0
+    targets: str = "attn"
+    epochs: int = 3
+    lr: float = 1e-3
+    seq_len: int = 256
+    batch_size: int = 4
+    full: bool = False  # train every weight instead of adapters (small models)
+    seed: int = 0
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        if self.targets not in TARGETS:
+            raise InvalidSettingError("targets must be one of %s, got %r" % (", ".join(TARGETS), self.targets))
+        for name in ("rank", "epochs"):
+            if getattr(self, name) < 1:
+                raise InvalidSettingError("%s must be at least 1, got %r" % (name, getattr(self, name)))
+        if not self.lr > 0:
+            raise InvalidSettingError("the learning rate must be positive, got %r" % self.lr)
+
+    def loop(self) -> LoopSettings:
+        # No weight decay towards zero on a pretrained model's weights; adapters do not need it either.
+        return LoopSettings(seed=self.seed, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                            seq_len=self.seq_len, weight_decay=0.0 if self.full else 0.01)
+
+
+def base_parameters(gguf: GGUFFile) -> Dict[str, np.ndarray]:
+    """Every tensor of the file dequantized to float32, under its GGUF name."""
+    return {name: np.ascontiguousarray(quants.dequantize(gguf.tensor_bytes(name), info.type_id, info.shape),
+                                       dtype=np.float32)
+            for name, info in gguf.tensors.items()}
+
+
+def init_adapters(cfg: ModelConfig, params: Dict[str, np.ndarray], targets: str, rank: int,
+                  seed: int) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, rank])
+    adapters = {}
+    for i in range(cfg.n_layers):
+        for projection in TARGETS[targets]:
+            name = "blk.%d.%s" % (i, projection)
+            out_dim, in_dim = params[name + ".weight"].shape
+            bound = 1.0 / np.sqrt(in_dim)
+            adapters[name + ".lora_a"] = rng.uniform(-bound, bound, (rank, in_dim)).astype(np.float32)
+            adapters[name + ".lora_b"] = np.zeros((out_dim, rank), np.float32)
+    return adapters
+
+
+def file_fingerprint(gguf: GGUFFile) -> str:
+    """sha256 of the base model's bytes: adapters resume only onto the model they were trained on."""
+    return hashlib.sha256(gguf.data).hexdigest()
+
+
+class FinetuneRun(TrainingRun):
+    kind = "finetune"
+
+    def __init__(self, settings: FinetuneSettings, gguf: GGUFFile, data: TrainingData,
+                 trained: Optional[Dict[str, np.ndarray]] = None):
+        config = ModelConfig.from_gguf(gguf)
+        if config.arch not in TRAINABLE_ARCHITECTURES:
+            raise UnsupportedArchitectureError("fine-tuning supports %s models; %s is %s"
+                                               % (" and ".join(TRAINABLE_ARCHITECTURES), gguf.name, config.arch))
+        if not data.conversations:
+            raise TrainingDataError("fine-tuning needs conversations (JSONL {\"messages\": [...]} or "
+                                    "\"User: ... Assistant: ...\" strings)")
+        self.settings, self.gguf, self.data = settings, gguf, data
+        tokenizer = load_tokenizer(gguf)
+        params = base_parameters(gguf)
+        if settings.full:
+            trainable = None
+        else:
+            params.update(init_adapters(config, params, settings.targets, settings.rank, settings.seed))
+            trainable = {name for name in params if name.endswith((".lora_a", ".lora_b"))}
+        for name, value in (trained or {}).items():
+            if name not in params or params[name].shape != value.shape:
+                raise CheckpointError("the checkpoint's %s does not fit %s" % (name, gguf.name))
+            params[name] = value
+        super().__init__(settings.loop(), config, params, tokenizer, ChatTemplate.from_gguf(gguf, tokenizer),
+                         trainable, lora_scale=settings.alpha / settings.rank)
+        chats, held = split_validation(data.conversations)
+        self.trained_on, self.held_out = TrainingData([], chats), TrainingData([], held)
+        examples = self.encode_chats(chats)
+        if not examples:
+            raise TrainingDataError("no assistant answer fits within %d tokens" % settings.seq_len)
+        steps_per_epoch = -(-len(examples) // (settings.batch_size * settings.grad_accum))
+        self.phases = [Phase("finetune", examples, self.encode_chats(held), settings.epochs * steps_per_epoch,
+                             settings.lr)]
+
+    def merged_parameters(self) -> Dict[str, np.ndarray]:
+        """The base tensors with every adapter folded in: W + scale * B @ A."""
+        merged = {}
+        for name, value in self.params.items():
+            if name.endswith((".lora_a", ".lora_b")):
+                continue
+            stem = name[:-len(".weight")]
+            if stem + ".lora_a" in self.params:
+                a, b = self.params[stem + ".lora_a"], self.params[stem + ".lora_b"]
+                value = value + np.float32(self.lora_scale) * (b @ a)  # [out, r] @ [r, in]
+            merged[name] = value
+        return merged
+
+    def gguf_writer(self, ggml_type: str = "F32") -> GGUFWriter:
+        metadata = {k: v for k, v in self.gguf.metadata.items() if k not in OWN_KEYS}
+        return model_writer(self.config.arch, metadata, self.merged_parameters(), ggml_type)
+
+    def checkpoint_params(self) -> Dict[str, np.ndarray]:
+        """Only what is trained: the adapters (or every weight with --full)."""
+        if self.trainable is None:
+            return self.params
+        return {name: self.params[name] for name in sorted(self.trainable)}
+
+    def checkpoint_extra(self) -> Dict[str, Any]:
+        return {"settings": dataclasses.asdict(self.settings), "base": file_fingerprint(self.gguf),
+                "base_name": self.gguf.name}
+
+    @classmethod
+    def from_checkpoint(cls, extra: Dict[str, Any], params: Dict[str, np.ndarray], gguf: GGUFFile,
+                        data: TrainingData) -> "FinetuneRun":
+        if extra.get("base") != file_fingerprint(gguf):
+            raise CheckpointError("this checkpoint was trained on another base model (%s), not on %s"
+                                  % (extra.get("base_name"), gguf.name))
+        return cls(FinetuneSettings(**extra["settings"]), gguf, data, params)
+

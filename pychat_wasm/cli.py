@@ -1,10 +1,11 @@
-"""Command line: `pychat-wasm info|tokenize|detokenize|chat|train`.
+"""Command line: `pychat-wasm info|tokenize|detokenize|chat|train|finetune`.
 
     pychat-wasm info model.gguf
     pychat-wasm tokenize model.gguf "Hello world"      -> [19556, 905]
     pychat-wasm detokenize model.gguf "[19556, 905]"   -> Hello world
     pychat-wasm chat [model.gguf] [--prompt TEXT]
     pychat-wasm train --out my.gguf [--preset tiny|small] ...
+    pychat-wasm finetune [base.gguf] --data chats.jsonl --out tuned.gguf
 
 Errors go to stderr as one line and exit with code 1, never with a traceback.
 """
@@ -15,7 +16,7 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import __version__, cli_chat, cli_train
+from . import __version__, cli_chat, cli_finetune, cli_train
 from .cli_common import CLIError, fail, model_path
 from .errors import PychatError
 from .gguf_reader import GGUFFile
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_chat.add_parser(sub)
     cli_train.add_parser(sub)
+    cli_finetune.add_parser(sub)
     return parser
 
 

@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .cli_common import CLIError
 from .errors import CheckpointError
-from .train.checkpoint import read_checkpoint, restore, save_checkpoint
-from .train.data import TrainingData, builtin_corpus, read_training_file
+from .train.checkpoint import Checkpoint, read_checkpoint, restore, save_checkpoint
+from .train.data import TrainingData, builtin_corpus, merge_data, read_training_file
 from .train.evaluate import answer_report, session_from_gguf_bytes
 from .train.export import FILE_TYPES
 from .train.plot import loss_curve_png
@@ -134,34 +134,68 @@ def report_answers(gguf_bytes: bytes, conversations: List[Any], what: str, repor
 def load_data(paths: List[Optional[str]]) -> TrainingData:
     """The documents and conversations of the given files, or the shipped corpus if none is given."""
     given = [p for p in paths if p]
-    if not given:
-        return builtin_corpus()
-    data = TrainingData([], [])
-    for path in given:
-        part = read_training_file(path)
-        data.documents.extend(part.documents)
-        data.conversations.extend(part.conversations)
-    return data
+    return merge_data(read_training_file(p) for p in given) if given else builtin_corpus()
 
 
 def say(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    paths = output_paths(args.out)
+def check_outputs(args: argparse.Namespace) -> Dict[str, str]:
+    """The output paths of --out, checked before any training time is spent."""
     if os.path.isdir(args.out):
         raise CLIError("--out must be a file name such as my.gguf, not a directory")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise CLIError("the directory of --out %s does not exist" % args.out)
     if args.checkpoint_every < 1:
         raise CLIError("--checkpoint-every must be at least 1, got %d" % args.checkpoint_every)
+    return output_paths(args.out)
+
+
+def read_resume(path: str, kind: str, command: str) -> Checkpoint:
+    checkpoint = read_checkpoint(path)
+    if checkpoint.kind != kind:
+        raise CheckpointError("%s was written by a %s run, not by pychat-wasm %s" % (path, checkpoint.kind, command))
+    return checkpoint
+
+
+def write_model(run: Any, paths: Dict[str, str], outtype: str) -> bytes:
+    """Export the run to paths["model"] (atomically) and return the GGUF bytes."""
+    model_bytes = run.gguf_writer(outtype).to_bytes()
+    with open(paths["model"] + ".tmp", "wb") as fh:
+        fh.write(model_bytes)
+    os.replace(paths["model"] + ".tmp", paths["model"])
+    say("wrote %s (%.1f MB), %s and %s" % (paths["model"], len(model_bytes) / 1e6, paths["log"], paths["chart"]))
+    return model_bytes
+
+
+def finish(run: Any, paths: Dict[str, str], args: argparse.Namespace, title: str) -> Optional[bytes]:
+    """Train to the end, export, and report how well the training answers come back; the model's bytes, or
+    None when Ctrl-C stopped the run (its checkpoint is saved)."""
+    if not run_to_completion(run, paths, args.checkpoint_every, title, say):
+        return None
+    model_bytes = write_model(run, paths, args.outtype)
+    report_answers(model_bytes, run.trained_on.conversations, "training answers", say)
+    say("chat with it: pychat-wasm chat %s" % paths["model"])
+    return model_bytes
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options `train` and `finetune` share."""
+    p.add_argument("--out", required=True, metavar="MODEL.gguf", help="where to write the model")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the whole run (default %(default)s)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run that wrote this checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                   help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--outtype", choices=sorted(FILE_TYPES), default="F32",
+                   help="how the model's matrices are stored (default %(default)s)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    paths = check_outputs(args)
     data = load_data([args.pretrain_data, args.chat_data])
     if args.resume:
-        checkpoint = read_checkpoint(args.resume)
-        if checkpoint.kind != ScratchRun.kind:
-            raise CheckpointError("%s was written by a %s run, not by pychat-wasm train"
-                                  % (args.resume, checkpoint.kind))
+        checkpoint = read_resume(args.resume, ScratchRun.kind, "train")
         run = ScratchRun.from_checkpoint(checkpoint.extra, checkpoint.params, data)
         restore(run, checkpoint)
         say("resuming at step %d of %d (settings from the checkpoint)" % (run.step_count, run.total_steps))
@@ -174,16 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             % (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.vocab_size,
                "{:,}".format(sum(p.size for p in run.params.values())), len(run.data.documents),
                len(run.data.conversations)))
-    if not run_to_completion(run, paths, args.checkpoint_every, "pychat-wasm train: " + run.settings.preset, say):
-        return 130
-    model_bytes = run.gguf_writer(args.outtype).to_bytes()
-    with open(paths["model"] + ".tmp", "wb") as fh:
-        fh.write(model_bytes)
-    os.replace(paths["model"] + ".tmp", paths["model"])
-    say("wrote %s (%.1f MB), %s and %s" % (paths["model"], len(model_bytes) / 1e6, paths["log"], paths["chart"]))
-    report_answers(model_bytes, run.trained_on.conversations, "training answers", say)
-    say("chat with it: pychat-wasm chat %s" % paths["model"])
-    return 0
+    return 0 if finish(run, paths, args, "pychat-wasm train: " + run.settings.preset) else 130
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -194,17 +219,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "of strings (RustGPT's format; \"User: ... Assistant: ...\" strings are chats), JSONL of "
                     "{\"text\"} or {\"messages\"}, or plain text with one document per line. Without data "
                     "options it trains on the corpus shipped with pychat-wasm.")
-    p.add_argument("--out", required=True, metavar="MODEL.gguf", help="where to write the model")
+    add_run_options(p)
     p.add_argument("--pretrain-data", metavar="PATH", help="documents to pretrain on")
     p.add_argument("--chat-data", metavar="PATH", help="conversations to instruction-tune on")
     p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                    help="model size and training length (default %(default)s)")
     p.add_argument("--steps", type=int, metavar="N", help="total optimizer steps (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the whole run (default %(default)s)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run that wrote this checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
-                   help="steps between checkpoints (default %(default)s)")
-    p.add_argument("--outtype", choices=sorted(FILE_TYPES), default="F32",
-                   help="how the model's matrices are stored (default %(default)s)")
     p.set_defaults(func=cmd_train)
     return p

@@ -77,3 +77,7 @@ class GGUFWriteError(PychatError, ValueError):
 
 class CheckpointError(PychatError, ValueError):
     """A training checkpoint that is missing, damaged or made for another run."""
+
+
+class NotEnoughMemoryError(PychatError):
+    """Work that would not fit the memory it may use (the browser gives each worker at most 2 GiB)."""

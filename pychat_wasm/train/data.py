@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, List, NamedTuple, Sequence
+from typing import Any, Dict, Iterable, List, NamedTuple, Sequence
 
 from ..errors import TrainingDataError
 
@@ -140,6 +140,15 @@ def read_training_file(path: str) -> TrainingData:
     except OSError as exc:  # a directory, or no permission to read
         raise TrainingDataError("cannot read %s: %s" % (path, exc.strerror)) from None
     return parse_training_text(text, os.path.basename(path))
+
+
+def merge_data(parts: Iterable[TrainingData]) -> TrainingData:
+    """All documents and all conversations of several files, in order."""
+    data = TrainingData([], [])
+    for part in parts:
+        data.documents.extend(part.documents)
+        data.conversations.extend(part.conversations)
+    return data
 
 
 def builtin_corpus() -> TrainingData:

@@ -57,3 +57,13 @@ def answer_report(session: ChatSession, conversations: Sequence[List[Dict[str, s
         else:
             misses.append((messages[question_at]["content"], expected, got))
     return AnswerReport(exact, len(conversations), misses)
+
+
+def keyword_report(session: ChatSession, items: Sequence[Dict[str, str]]) -> AnswerReport:
+    """How many greedy answers to {"question", "expect"} items contain their expected words (any case)."""
+    misses = []
+    for item in items:
+        got = greedy_answer(session, [], item["question"])
+        if item["expect"].lower() not in got.lower():
+            misses.append((item["question"], item["expect"], got))
+    return AnswerReport(len(items) - len(misses), len(items), misses)

@@ -88,6 +88,17 @@ def init_adapters(cfg: ModelConfig, params: Dict[str, np.ndarray], targets: str,
     return adapters
 
 
+def estimated_bytes(cfg: ModelConfig, n_params: int, settings: FinetuneSettings) -> int:
+    """Roughly the memory a fine-tuning run needs: float32 weights, what trains (gradients, AdamW moments),
+    and the activations the backward pass keeps for one micro-batch."""
+    weights = 4 * n_params
+    trained = 3 * weights if settings.full else 0  # gradient, first and second moment of every weight
+    tokens = settings.batch_size * settings.seq_len
+    per_token = cfg.n_layers * (8 * cfg.dim + 6 * cfg.ffn_dim + 2 * cfg.n_heads * settings.seq_len)
+    logits = 3 * tokens * cfg.vocab_size  # softmax temporaries at the counted positions (at most all of them)
+    return weights + trained + 4 * (tokens * per_token + logits)
+
+
 def file_fingerprint(gguf: GGUFFile) -> str:
     """sha256 of the base model's bytes: adapters resume only onto the model they were trained on."""
     return hashlib.sha256(gguf.data).hexdigest()

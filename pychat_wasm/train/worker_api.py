@@ -14,14 +14,23 @@ in memory, so Continue simply calls train_for again; its checkpoint can also be 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Dict, Optional
 
-from ..errors import NoModelLoadedError, TrainingDataError
+from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
+from ..gguf_reader import GGUFFile
+from ..model import ModelConfig
 from ..worker_api import json_reply
 from .checkpoint import checkpoint_bytes, read_checkpoint, restore
-from .data import MAX_DATA_BYTES, TrainingData, builtin_corpus, parse_training_text
+from .data import (DATA_DIR, MAX_DATA_BYTES, TrainingData, builtin_corpus, merge_data, parse_training_text,
+                   read_training_file)
+from .finetune import FinetuneRun, FinetuneSettings, estimated_bytes
+from .run import TrainingRun
 from .scratch import PRESETS, ScratchRun, TrainSettings
+
+HEAP_BYTES = 2 * 2 ** 30  # what the browser gives one worker's wasm heap
+FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
 
 
 # Seconds one optimizer step takes in the browser (Chromium, 2 cores, measured with web/train_worker.js): the
@@ -31,7 +40,7 @@ BROWSER_SECONDS_PER_STEP = {"quick": 0.15, "tiny": 0.8}
 
 
 class _Training:
-    run: Optional[ScratchRun] = None
+    run: Optional[TrainingRun] = None
 
 
 _training = _Training()
@@ -44,20 +53,16 @@ def _parse_file(item: Dict[str, str]) -> TrainingData:
     return parse_training_text(item["text"], item["name"])
 
 
-def _data(files_json: str) -> TrainingData:
-    """The documents and conversations of [{"name", "text"}, ...], or the shipped corpus for []."""
+def _data(files_json: str, kind: str) -> TrainingData:
+    """The documents and conversations of [{"name", "text"}, ...]; for [] the shipped corpus (scratch) or the
+    shipped fine-tuning example."""
     files = json.loads(files_json)
     if not files:
-        return builtin_corpus()
-    data = TrainingData([], [])
-    for item in files:
-        part = _parse_file(item)
-        data.documents.extend(part.documents)
-        data.conversations.extend(part.conversations)
-    return data
+        return builtin_corpus() if kind == ScratchRun.kind else read_training_file(FINETUNE_EXAMPLE)
+    return merge_data(_parse_file(item) for item in files)
 
 
-def _describe(run: ScratchRun) -> Dict[str, Any]:
+def _describe(run: TrainingRun) -> Dict[str, Any]:
     cfg = run.config
     return {"step": run.step_count, "total_steps": run.total_steps, "finished": run.finished,
             "phases": [{"name": p.name, "steps": p.steps, "examples": len(p.examples)} for p in run.phases],
@@ -67,7 +72,7 @@ def _describe(run: ScratchRun) -> Dict[str, Any]:
             "log": run.log}
 
 
-def _run() -> ScratchRun:
+def _run() -> TrainingRun:
     if _training.run is None:
         raise NoModelLoadedError("no training run has been started")
     return _training.run
@@ -102,9 +107,39 @@ def begin_training(options_json: str, files_json: str) -> Dict[str, Any]:
     options = json.loads(options_json)
     settings = TrainSettings(preset=options.get("preset", "tiny"), seed=int(options.get("seed", 0)),
                              steps=options.get("steps"), name=options.get("name") or "my-model")
-    run = ScratchRun.create(settings, _data(files_json))
+    run = ScratchRun.create(settings, _data(files_json, ScratchRun.kind))
     _training.run = run
     return _describe(run)
+
+
+def _finetune_settings(options: Dict[str, Any]) -> FinetuneSettings:
+    """The page's fine-tuning options; browser defaults keep a 135M model within one worker's heap."""
+    return FinetuneSettings(rank=int(options.get("rank", 8)), targets=options.get("targets", "attn"),
+                            epochs=int(options.get("epochs", 3)), lr=float(options.get("lr", 1e-3)),
+                            seq_len=int(options.get("seq_len", 128)), batch_size=int(options.get("batch_size", 2)),
+                            seed=int(options.get("seed", 0)))
+
+
+@json_reply
+def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str) -> Dict[str, Any]:
+    """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; files as in begin_training, []
+    for the shipped example. Refuses, before allocating, a run that would not fit options["memory_limit"]
+    (default: the browser's 2 GiB heap)."""
+    options = json.loads(options_json)
+    settings = _finetune_settings(options)
+    gguf = GGUFFile(base, name=base_name)
+    n_params = sum(info.n_elements for info in gguf.tensors.values())
+    need = gguf.size + estimated_bytes(ModelConfig.from_gguf(gguf), n_params, settings)
+    limit = int(options.get("memory_limit", HEAP_BYTES))
+    if need > limit:
+        raise NotEnoughMemoryError(
+            "fine-tuning %s needs about %.1f GB (the model as float32 plus activations), more than the %.1f GB "
+            "a browser worker can use: try a smaller model, batch or sequence length"
+            % (base_name, need / 1e9, limit / 1e9))
+    _training.run = None  # free the previous run's weights first
+    run = FinetuneRun(settings, gguf, _data(files_json, FinetuneRun.kind))
+    _training.run = run
+    return dict(_describe(run), memory_bytes=need)
 
 
 @json_reply
@@ -136,10 +171,15 @@ def checkpoint() -> bytes:
 
 
 @json_reply
-def resume_training(data: Any, files_json: str) -> Dict[str, Any]:
-    """Continue a run from its checkpoint bytes (a numpy uint8 array) with the same files it started with."""
+def resume_training(data: Any, files_json: str, base: Any = None, base_name: str = "") -> Dict[str, Any]:
+    """Continue a run from its checkpoint bytes (a numpy uint8 array) with the same files it started with
+    (and, for fine-tuning, the same base model bytes)."""
     saved = read_checkpoint(data)
-    run = ScratchRun.from_checkpoint(saved.extra, saved.params, _data(files_json))
+    if saved.kind == FinetuneRun.kind:
+        gguf = GGUFFile(base, name=base_name)
+        run = FinetuneRun.from_checkpoint(saved.extra, saved.params, gguf, _data(files_json, saved.kind))
+    else:
+        run = ScratchRun.from_checkpoint(saved.extra, saved.params, _data(files_json, saved.kind))
     restore(run, saved)
     _training.run = run
     return _describe(run)

@@ -8,13 +8,20 @@ runs one named check from tests/pyodide_harness/browser_checks.py in that same w
 the engine computed in the browser with an independent reference computed here: gguf-py for the reader
 and dequantization, transformers' conversion of the SmolLM2 tokenizer and its chat templates, and the
 golden greedy answer recorded with transformers and llama.cpp (docs/models.md).
+
+The trainer (pychat_wasm.train, gguf_writer, quantize) is compared with the same computation run natively,
+whose own oracles (torch autograd, HF tokenizers, gguf-py, llama.cpp) are in tests/test_train_*.py and
+friends: gradients of a tiny llama with LoRA, BPE training, byte-identical GGUF writing, a scratch run with
+its checkpoint resumed natively and its export, the training worker API and a LoRA fine-tune.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -30,6 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 HARNESS = REPO / "tests" / "pyodide_harness"
+sys.path.insert(0, str(HARNESS))
+import browser_checks  # noqa: E402  (tests/pyodide_harness/browser_checks.py: its pure helpers run natively too)
+
 BOOT_TIMEOUT_S = 90
 CHECK_TIMEOUT_S = 120
 
@@ -162,8 +172,8 @@ class BrowserPython:
             pytest.fail("%s in Pyodide failed: %s\nbrowser console:\n%s"
                         % (method, error, "\n".join(self.console[-30:])), pytrace=False)
 
-    def run(self, name: str, **args):
-        outcome = json.loads(self.call("run", [name, args], CHECK_TIMEOUT_S))
+    def run(self, name: str, timeout_s: float = CHECK_TIMEOUT_S, **args):
+        outcome = json.loads(self.call("run", [name, args], timeout_s))
         if not outcome["ok"]:
             pytest.fail("check %r raised inside Pyodide:\n%s" % (name, outcome["error"]), pytrace=False)
         return outcome["result"]
@@ -293,3 +303,433 @@ def test_seeded_sampling_is_the_same_as_native(browser_python, settings):
         expected.append(sampler.sample(rows[step % rows.shape[0]], expected))
     assert got == expected
     assert len(set(got)) > 20  # really sampling, not stuck on one id
+
+
+# -- the trainer in Pyodide against the same computations done natively --------------------------------------
+#
+# Here the oracle is the engine itself on this CPython + numpy (BLAS `@` instead of Pyodide's einsum route):
+# the native runs are checked against torch, HF tokenizers, gguf-py and llama.cpp elsewhere (tests/test_train_*,
+# tests/test_bpe.py, tests/test_gguf_writer.py), so equality here carries those checks over to Python 3.8 +
+# numpy 1.17 in wasm. Arrays cross as exact bytes (browser_checks.encode_typed).
+
+TRAIN_CONFIG = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, vocab_size=64, rope_base=500.0)
+TRAIN_SEED = 5
+LORA_RANK, LORA_SCALE, LORA_PROJECTIONS = 4, 1.5, ("attn_q", "attn_v")
+TRAIN_TOLERANCE = 1e-4  # float32 training: losses and gradients (relative), trained parameters (absolute)
+SCRATCH_STEPS, SCRATCH_CHECKPOINT_AT = 8, 4
+SCRATCH_TIMEOUT_S = 300
+
+
+def rel_err(got, expected) -> float:
+    """max |got - expected| / max |expected| (0 for two all-zero arrays)."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert got.shape == expected.shape
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    diff = float(np.abs(got - expected).max()) if expected.size else 0.0
+    return diff / scale if scale else diff
+
+
+def assert_trained_close(got, expected, atol: float = TRAIN_TOLERANCE, max_fraction: float = 0.01) -> None:
+    """Parameters after some AdamW steps, {name: array} both: every element within `atol`, and all but
+    `max_fraction` of them within float32 rounding (1e-6).
+
+    Not a relative bound on the largest difference: AdamW steps by lr * m / (sqrt(v) + eps), which does not
+    depend on the gradient's scale, so an element whose gradient is not much larger than the rounding of its
+    terms moves by a visibly different step when only the summation order changes. Natively, swapping
+    ops.matmul_2d's BLAS route for its einsum route makes the same kind of difference: 8 quick-preset steps
+    leave a few dozen of 12288 FFN weights up to 6e-5 apart while the losses agree to 1e-7.
+    """
+    assert sorted(got) == sorted(expected)
+    far, total = 0, 0
+    for name, value in expected.items():
+        mine = np.asarray(got[name], np.float64).reshape(np.shape(value))
+        diff = np.abs(mine - np.asarray(value, np.float64))
+        assert diff.max() <= atol, "%s: %d of %d elements differ, by up to %.3g" % (
+            name, int((diff > 1e-6).sum()), diff.size, diff.max())
+        far, total = far + int((diff > 1e-6).sum()), total + diff.size
+    assert far <= max_fraction * total, "%d of %d elements differ by more than 1e-6" % (far, total)
+
+
+def decode_bytes(encoded) -> bytes:
+    data = base64.b64decode(encoded["base64"])
+    assert len(data) == encoded["length"] and hashlib.sha256(data).hexdigest() == encoded["sha256"]
+    return data
+
+
+def gradient_case():
+    """The fixed batch (a partial loss mask: a prompt, padding, every other target) and LoRA adapters on q, v."""
+    rng = np.random.default_rng(2024)
+    B, T, V = 3, 10, TRAIN_CONFIG["vocab_size"]
+    tokens = rng.integers(0, V, (B, T + 1))
+    mask = np.ones((B, T))
+    mask[0, :3] = 0  # a prompt the loss does not count
+    mask[1, 7:] = 0  # padding
+    mask[2, ::2] = 0
+    tokens[1, 8:] = 0
+    dim, kv_dim = TRAIN_CONFIG["dim"], TRAIN_CONFIG["n_kv_heads"] * TRAIN_CONFIG["dim"] // TRAIN_CONFIG["n_heads"]
+    adapters = {}
+    for i in range(TRAIN_CONFIG["n_layers"]):
+        for projection, n_out in zip(LORA_PROJECTIONS, (dim, kv_dim)):
+            name = "blk.%d.%s" % (i, projection)
+            adapters[name + ".lora_a"] = rng.standard_normal((LORA_RANK, dim)) / np.sqrt(dim)
+            adapters[name + ".lora_b"] = 0.5 * rng.standard_normal((n_out, LORA_RANK))  # nonzero: lora_a learns too
+    batch = {"ids": tokens[:, :-1].tolist(), "targets": tokens[:, 1:].tolist(), "mask": mask.tolist()}
+    return batch, adapters
+
+
+def test_trainer_data_files_ship_in_the_wheel(browser_python):
+    """pychat_wasm/train/data/*.json(l) are installed with the package, and the shipped corpora read the same."""
+    import pychat_wasm.train.data as data
+
+    got = browser_python.run("train_package_data")
+    assert "site-packages" in got["data_dir"]
+    shipped = sorted(p.name for p in Path(data.DATA_DIR).iterdir() if p.suffix in (".json", ".jsonl"))
+    assert sorted(got["files"]) == shipped
+    for name in shipped:
+        assert got["files"][name] == hashlib.sha256((Path(data.DATA_DIR) / name).read_bytes()).hexdigest(), name
+    corpus = data.builtin_corpus()
+    assert (got["documents"], got["conversations"]) == (len(corpus.documents), len(corpus.conversations))
+    assert got["corpus_sha256"] == hashlib.sha256(json.dumps(corpus).encode()).hexdigest()
+
+
+# (dtype, RoPE tables, relative tolerance). The RoPE tables are float32 cos/sin (layers.rope_angles, as in
+# transformers), and numpy 1.17's float32 cos/sin in wasm are less exact than numpy 2's: up to 3.4e-7 from the
+# true value where numpy 2 is correctly rounded (<= 3.5e-8). With the native tables handed to Pyodide, float64
+# gradients agree to summation order (einsum there, BLAS here); with its own tables, to what those table
+# differences move (2e-7 measured).
+GRADIENT_CASES = {
+    "float64-native-rope": ("float64", "native", 1e-10),
+    "float64-own-rope": ("float64", "own", 1e-6),
+    "float32-own-rope": ("float32", "own", 1e-4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRADIENT_CASES))
+def test_training_gradients_match_native(browser_python, case):
+    """Loss and every gradient (base weights and LoRA adapters) of a tiny llama from init_params(seed)."""
+    from pychat_wasm.layers import rope_frequencies
+    from pychat_wasm.train import transformer
+
+    dtype, rope, tolerance = GRADIENT_CASES[case]
+    cfg = transformer.llama_config(**TRAIN_CONFIG)
+    batch, adapters = gradient_case()
+    native_rope = transformer._rope_tables(cfg, len(batch["ids"][0]))  # float32 cos, sin [T, hd/2]
+    lora = {"scale": LORA_SCALE, "adapters": {n: browser_checks.encode_typed(a) for n, a in adapters.items()}}
+    given = [browser_checks.encode_typed(t) for t in native_rope] if rope == "native" else None
+    got = browser_python.run("train_gradients", config=TRAIN_CONFIG, seed=TRAIN_SEED, dtype=dtype, batch=batch,
+                             lora=lora, rope_tables=given)
+    assert got["matmul_is_einsum"]  # Pyodide takes ops.matmul_2d's einsum route
+    # Each runtime's tables against cos/sin of the same float32 angles, computed exactly (float64).
+    angles = (np.arange(len(batch["ids"][0]), dtype=np.float32)[:, None]
+              * rope_frequencies(cfg.head_dim, cfg.rope_base)[None, :]).astype(np.float64)
+    for mine, theirs, exact in zip(got["rope_tables"], native_rope, (np.cos(angles), np.sin(angles))):
+        mine = browser_checks.decode_typed(mine)
+        assert np.abs(mine - exact).max() <= 1e-6 and np.abs(theirs - exact).max() <= 2 ** -23
+
+    params = transformer.init_params(cfg, TRAIN_SEED, dtype=np.dtype(dtype).type)
+    # The same initial weights bit for bit: numpy 1.17's PCG64 + standard_normal stream is today's.
+    assert got["init_digests"] == {name: browser_checks._sha256(p) for name, p in params.items()}
+    params.update({name: a.astype(dtype) for name, a in adapters.items()})
+    loss, grads = transformer.loss_and_grads(cfg, params, np.array(batch["ids"]), np.array(batch["targets"]),
+                                             np.array(batch["mask"], dtype), LORA_SCALE)
+    assert abs(got["loss"] - loss) / abs(loss) < tolerance
+    assert sorted(got["grads"]) == sorted(grads) == sorted(params)  # every parameter, adapters included
+    errors = {}
+    for name, expected in grads.items():
+        assert expected.dtype == np.dtype(dtype) and got["grad_dtypes"][name] == expected.dtype.str, name
+        errors[name] = rel_err(browser_checks.decode_typed(got["grads"][name]), expected)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < tolerance, "largest relative error: %s %.3g; all: %s" % (worst, errors[worst], errors)
+
+
+BPE_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs!",
+    "low lower lowest newer newest wider widest " * 3,
+    "Numbers: 12345 and 2024-06-01, 3.14159, 1,000,000 and 007.",
+    "<|im_start|>user\nHow are you?<|im_end|>\n<|im_start|>assistant\nI am fine, thanks.<|im_end|>\n",
+    "Ünïcödé wörds: naïve café, Ærø, 北京是中国的首都。 emoji 🙂🚀🙂🚀",
+    "def train(x):\n\treturn x  +   y * 2\n\n    # comment   trailing   ",
+    "don't won't it's we'll they've I'm you'd",
+    "<|endoftext|>Another document after a special token<|endoftext|>",
+]
+
+
+@pytest.mark.parametrize("vocab_size,min_frequency", [(3 + 256 + 120, 2), (3 + 256 + 400, 1)])
+def test_bpe_training_matches_native(browser_python, vocab_size, min_frequency):
+    from pychat_wasm.train.bpe import train_bpe
+
+    got = browser_python.run("bpe_train", texts=BPE_CORPUS, vocab_size=vocab_size, min_frequency=min_frequency)
+    expected = train_bpe(BPE_CORPUS, vocab_size, min_frequency=min_frequency)
+    assert len(expected.merges) > 50
+    assert got["merges"] == expected.merges
+    assert got["tokens"] == expected.tokens
+    assert got["token_types"] == expected.token_types
+
+
+def writer_spec(alignment: int) -> dict:
+    """A GGUF file with metadata of every type GGUFWriter writes and F32 / F16 / Q8_0 tensors with edge cases."""
+    rng = np.random.default_rng(99)
+    f16_edges = np.array([0.0, -0.0, 1.0, -2.0, 65504.0, -65504.0, 6.1e-5, 5.96e-8, 3e-8, 1e-9,
+                          1.0009765625, 1.00048828125, 1.00146484375, 0.1, 1 / 3, 2049.0, 2051.0, -7.5e-6],
+                         np.float32)
+    q8_rows = (rng.standard_normal((6, 96)) * 3).astype(np.float32)
+    q8_rows[1] = 0  # all-zero blocks: d = 0
+    q8_rows[2, :32] = np.arange(32) - 16.5  # halves
+    q8_rows[2, 32:64] = np.linspace(-127, 127, 32) * np.float32(1e-3)
+    q8_rows[3] *= np.float32(1e-38)  # 1/d overflows: ggml's undefined case, encoded as zeros
+    q8_rows[4] *= np.float32(1e5)
+    q8_rows[5, :32] = 0.5
+    tensors = [
+        ["f32_matrix", rng.standard_normal((3, 5)).astype(np.float32), "F32"],
+        ["f32_vector", np.array([0.0, -0.0, 1e-45, -3.4e38, 1.5, 2 ** -126], np.float32), "F32"],
+        ["f32_4d", rng.standard_normal((2, 3, 2, 4)).astype(np.float32), "F32"],
+        ["f16_edges", np.concatenate([f16_edges, rng.standard_normal(14).astype(np.float32)]).reshape(4, 8), "F16"],
+        ["f16_3d", rng.standard_normal((2, 2, 6)).astype(np.float32), "F16"],
+        ["q8_0_rows", q8_rows, "Q8_0"],
+        ["q8_0_vector", (rng.standard_normal(64) * 0.02).astype(np.float32), "Q8_0"],
+    ]
+    metadata = [
+        ["add_uint32", "test.uint32", 4000000000], ["add_uint32", "test.uint32_zero", 0],
+        ["add_int32", "test.int32", -2000000000], ["add_uint64", "test.uint64", 2 ** 64 - 3],
+        ["add_float32", "test.float32", 0.1], ["add_float32", "test.float32_neg", -1.25e-30],
+        ["add_bool", "test.true", True], ["add_bool", "test.false", False],
+        ["add_string", "test.string", "héllo, 世界 🙂\n\t\"quoted\""], ["add_string", "test.empty", ""],
+        ["add_array", "test.array_string", ["a", "", "ü", "<|im_end|>", "Ġhello"], "STRING"],
+        ["add_array", "test.array_int32", [1, -2, 2 ** 31 - 1, -2 ** 31], "INT32"],
+        ["add_array", "test.array_uint32", [0, 7, 2 ** 32 - 1], "UINT32"],
+        ["add_array", "test.array_float32", [0.5, -1.5, 1e-7, 3.4e38], "FLOAT32"],
+        ["add_array", "test.array_empty", [], "INT32"],
+        ["add_array", "test.array_empty_strings", [], "STRING"],
+    ]
+    return {"arch": "llama", "alignment": alignment, "metadata": metadata,
+            "tensors": [[name, browser_checks.encode_typed(a), kind] for name, a, kind in tensors]}
+
+
+@pytest.mark.parametrize("alignment", [32, 64])
+def test_gguf_writer_bytes_match_native(browser_python, tmp_path, alignment):
+    spec = writer_spec(alignment)
+    spec_json = json.dumps(spec)
+    got = browser_python.run("gguf_write", spec_json=spec_json)
+    expected = browser_checks.write_gguf_spec(json.loads(spec_json))
+    assert (got["length"], got["sha256"]) == (len(expected), hashlib.sha256(expected).hexdigest())
+    assert decode_bytes(got) == expected
+
+    # And the native file is what the spec says, by gguf-py's independent reader.
+    path = tmp_path / "written.gguf"
+    path.write_bytes(expected)
+    reader = gguf.GGUFReader(str(path))
+    values = {field.name: field.contents() for field in reader.fields.values()}
+    for entry in spec["metadata"]:
+        key, value = entry[1], entry[2]
+        if isinstance(value, float) or (isinstance(value, list) and entry[3] == "FLOAT32"):
+            np.testing.assert_array_equal(np.float32(values[key]), np.float32(value))
+        else:
+            assert values[key] == value, key
+    tensors = {t.name: t for t in reader.tensors}
+    for name, encoded, kind in spec["tensors"]:
+        original = browser_checks.decode_typed(encoded)
+        tensor = tensors[name]
+        assert tensor.tensor_type.name == kind
+        assert [int(d) for d in reversed(tensor.shape)] == list(original.shape)
+        with np.errstate(all="ignore"):  # gguf-py meets the 1/d overflow of the 1e-38 row too
+            reference = gguf.quants.quantize(original, tensor.tensor_type)
+        assert np.asarray(tensor.data).tobytes() == reference.tobytes(), name  # gguf-py's own encoding
+
+
+def scratch_data():
+    """A small fixed slice of the shipped corpus: documents and chats, enough for validation splits."""
+    from pychat_wasm.train.data import builtin_corpus
+
+    corpus = builtin_corpus()
+    return {"documents": corpus.documents[:40], "conversations": corpus.conversations[:40]}
+
+
+def test_scratch_run_matches_native(browser_python, capsys):
+    """ScratchRun in Pyodide: same tokenizer, same 8 losses, a checkpoint that resumes natively, an export
+    that loads natively with the native run's tensors."""
+    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.quants import dequantize
+    from pychat_wasm.train.checkpoint import read_checkpoint, restore
+    from pychat_wasm.train.data import TrainingData
+    from pychat_wasm.train.scratch import ScratchRun, TrainSettings
+
+    data = scratch_data()
+    got = browser_python.run("scratch_run", data_json=json.dumps(data), steps=SCRATCH_STEPS,
+                             checkpoint_at=SCRATCH_CHECKPOINT_AT, timeout_s=SCRATCH_TIMEOUT_S)
+    training_data = TrainingData(data["documents"], data["conversations"])
+    run = ScratchRun.create(TrainSettings(preset="quick", steps=SCRATCH_STEPS), training_data)
+    assert got["vocabulary"] == run.vocabulary._asdict()
+    assert got["fingerprint"] == run.fingerprint()  # the same examples, phases and batches plan
+    assert got["phases"] == [[p.name, p.steps, len(p.examples), len(p.validation)] for p in run.phases]
+    assert [p.name for p in run.phases] == ["pretrain", "chat"]
+    expected = []
+    for _ in range(SCRATCH_STEPS):
+        expected.append(run.step())
+    assert [r["step"] for r in got["records"]] == list(range(1, SCRATCH_STEPS + 1))
+    for mine, theirs in zip(got["records"], expected):
+        assert mine["phase"] == theirs["phase"] and mine["tokens"] == theirs["tokens"]
+        assert mine["lr"] == theirs["lr"]
+        for key in ("loss", "grad_norm"):
+            assert abs(mine[key] - theirs[key]) / abs(theirs[key]) < TRAIN_TOLERANCE, (mine["step"], key)
+        assert (mine.get("validation") is None) == (theirs.get("validation") is None)
+        if theirs.get("validation"):
+            assert abs(mine["validation"]["loss"] / theirs["validation"]["loss"] - 1) < TRAIN_TOLERANCE
+    assert sum(1 for r in expected if r.get("validation")) == 2  # the end of each phase
+
+    # The Pyodide checkpoint, resumed natively, continues to the native run's numbers.
+    saved = read_checkpoint(decode_bytes(got["checkpoint"]))
+    assert saved.kind == "scratch" and saved.step == SCRATCH_CHECKPOINT_AT
+    resumed = ScratchRun.from_checkpoint(saved.extra, saved.params, training_data)
+    restore(resumed, saved)
+    assert all(p.dtype == np.float32 for p in resumed.params.values())
+    tail = [resumed.step() for _ in range(SCRATCH_STEPS - SCRATCH_CHECKPOINT_AT)]
+    assert resumed.finished
+    for mine, theirs in zip(tail, expected[SCRATCH_CHECKPOINT_AT:]):
+        assert mine["step"] == theirs["step"]
+        assert abs(mine["loss"] - theirs["loss"]) / abs(theirs["loss"]) < TRAIN_TOLERANCE
+    assert_trained_close(resumed.params, run.params)
+
+    # The Pyodide export loads natively: the native export's metadata and layout, the native run's tensors.
+    exported = GGUFFile(np.frombuffer(decode_bytes(got["gguf"]), np.uint8))
+    native = GGUFFile(np.frombuffer(run.gguf_writer().to_bytes(), np.uint8))
+    assert exported.metadata == native.metadata
+    assert {n: (t.shape, t.type_id) for n, t in exported.tensors.items()} == \
+        {n: (t.shape, t.type_id) for n, t in native.tensors.items()}
+    assert_trained_close({name: dequantize(exported.tensor_bytes(name), info.type_id, info.shape)
+                          for name, info in exported.tensors.items()}, run.params)
+
+    pyodide_step = np.array([r["seconds"] for r in got["records"]])
+    native_step = np.array([r["seconds"] for r in expected])
+    with capsys.disabled():  # Pyodide is single-threaded: compare with OPENBLAS_NUM_THREADS=1 for a fair ratio
+        print("\nscratch run (preset quick, %d steps): Pyodide %.3f s/step (median %.3f), native %.4f s/step "
+              "(median %.4f, OPENBLAS_NUM_THREADS=%s): %.1fx; ScratchRun.create %.2f s in Pyodide"
+              % (SCRATCH_STEPS, pyodide_step.mean(), np.median(pyodide_step), native_step.mean(),
+                 np.median(native_step), os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+                 np.median(pyodide_step) / np.median(native_step), got["create_seconds"]))
+
+
+WORKER_FILES = [
+    {"name": "notes.txt", "text": "Cats purr when they are content.\nThe sun rises in the east.\n"
+                                  "Water boils at one hundred degrees Celsius at sea level.\n"
+                                  "Bees make honey from nectar.\nUser: Hi! Assistant: Hello there.\n"},
+    {"name": "chats.jsonl", "text": "\n".join(json.dumps({"messages": m}) for m in [
+        [{"role": "user", "content": "What do bees make?"}, {"role": "assistant", "content": "Honey."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where does the sun rise?"},
+         {"role": "assistant", "content": "In the east."}],
+        [{"role": "user", "content": "Do cats purr?"}, {"role": "assistant", "content": "Yes, when content."}],
+    ])},
+]
+WORKER_OPTIONS = {"preset": "quick", "steps": 40, "seed": 3, "name": "pyodide-test"}  # not finished in 3 slices
+
+
+def test_training_worker_api_in_pyodide(browser_python):
+    """pychat_wasm.train.worker_api as the training worker calls it: ok JSON, typed errors, and the same
+    model as the same calls natively."""
+    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.train import worker_api as api
+
+    files_json, bad_json = json.dumps(WORKER_FILES), json.dumps([{"name": "bad.json", "text": "[1, 2"}])
+    got = browser_python.run("training_worker_api", options_json=json.dumps(WORKER_OPTIONS), files_json=files_json,
+                             bad_files_json=bad_json, slices=3, seconds=0.2)
+    for key in ("limits", "describe", "begin", "train", "status", "resume", "after_resume"):
+        for reply in got["train"] if key == "train" else [got[key]]:
+            assert reply["ok"] is True, (key, reply)
+    assert got["limits"] == json.loads(api.limits())
+    assert got["describe"] == json.loads(api.describe_files(files_json))
+    assert got["begin"]["total_steps"] == WORKER_OPTIONS["steps"] and got["begin"]["step"] == 0
+    assert got["begin"]["data"] == {"documents": 4, "conversations": 4}
+    records = [r for reply in got["train"] for r in reply["records"]]
+    assert all(reply["records"] for reply in got["train"])  # every slice makes progress
+    steps_done = got["status"]["step"]
+    assert [r["step"] for r in records] == list(range(1, steps_done + 1))
+    assert got["train"][-1]["step"] == steps_done
+    for bad in ("bad_describe", "bad_begin"):
+        assert got[bad]["ok"] is False
+        assert got[bad]["error"]["type"] == "TrainingDataError"
+        assert "bad.json" in got[bad]["error"]["message"]
+    assert got["status_after_bad"]["ok"] is True and got["status_after_bad"]["step"] == steps_done
+    assert got["resume"]["step"] == steps_done
+    assert [r["step"] for r in got["after_resume"]["records"]] == [steps_done + 1]
+
+    # The same calls natively: the same losses and the same model.
+    try:
+        begin = json.loads(api.begin_training(json.dumps(WORKER_OPTIONS), files_json))
+        assert {k: v for k, v in begin.items() if k != "log"} == {k: v for k, v in got["begin"].items() if k != "log"}
+        native = [json.loads(api.train_for(0.0))["records"][0] for _ in range(steps_done)]
+        for mine, theirs in zip(records, native):
+            assert mine["step"] == theirs["step"]
+            assert abs(mine["loss"] - theirs["loss"]) / theirs["loss"] < TRAIN_TOLERANCE
+        model = GGUFFile(np.frombuffer(decode_bytes(got["model"]), np.uint8))
+        expected = GGUFFile(np.frombuffer(api.model_bytes(), np.uint8))
+        assert model.metadata == expected.metadata and model.metadata["general.name"] == "pyodide-test"
+        assert_trained_close({name: model.tensor_bytes(name).view(np.float32) for name in model.tensors},
+                             {name: expected.tensor_bytes(name).view(np.float32) for name in expected.tensors})
+        next_step = json.loads(api.train_for(0.0))["records"][0]
+        mine = got["after_resume"]["records"][0]
+        assert abs(mine["loss"] - next_step["loss"]) / next_step["loss"] < TRAIN_TOLERANCE
+    finally:
+        api._training.run = None
+
+
+FINETUNE_SETTINGS = {"rank": 4, "alpha": 8.0, "targets": "attn", "epochs": 2, "lr": 1e-3, "seq_len": 32,
+                     "batch_size": 2, "seed": 1}
+# The tiny model's vocabulary spells no text (its 93 normal tokens are "tok3".."tok95", with no byte tokens), so
+# these conversations are written in its special tokens, which the tokenizer parses in chat text.
+FINETUNE_CONVERSATIONS = [
+    [{"role": "user", "content": "<s><unk><s>"}, {"role": "assistant", "content": "<unk><s><unk></s>"}],
+    [{"role": "user", "content": "<unk>"}, {"role": "assistant", "content": "<s><s><unk><unk><s>"}],
+    [{"role": "system", "content": "<s>"}, {"role": "user", "content": "<s><s>"},
+     {"role": "assistant", "content": "<unk></s>"}],
+    [{"role": "user", "content": "<unk><unk>"}, {"role": "assistant", "content": "<s><unk><s><unk>"}],
+]
+FINETUNE_STEPS = 2
+
+
+@pytest.mark.filterwarnings("ignore:unknown pre-tokenizer")  # the tiny model names none
+def test_finetune_lora_matches_native(browser_python, tiny_models):
+    """FinetuneRun on the tiny llama GGUF: the same adapters, step losses, LoRA gradients on a batch over the
+    whole vocabulary, merged parameters and export."""
+    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.train import transformer
+    from pychat_wasm.train.data import TrainingData
+    from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
+
+    rng = np.random.default_rng(31)
+    tokens = rng.integers(0, TINY_SPECS["llama"].vocab_size, (2, 13))
+    mask = np.ones((2, 12))
+    mask[0, :4] = 0
+    mask[1, 9:] = 0
+    batch = {"ids": tokens[:, :-1].tolist(), "targets": tokens[:, 1:].tolist(), "mask": mask.tolist()}
+    got = browser_python.run("finetune_lora", file="tiny_llama.gguf", settings=FINETUNE_SETTINGS,
+                             conversations=FINETUNE_CONVERSATIONS, steps=FINETUNE_STEPS, batch=batch)
+
+    run = FinetuneRun(FinetuneSettings(**FINETUNE_SETTINGS), GGUFFile.open(str(tiny_models["llama"][0])),
+                      TrainingData([], FINETUNE_CONVERSATIONS))
+    assert got["examples"] == [list(map(list, e)) for e in run.phases[0].examples]
+    assert got["initial_adapter_digests"] == {n: browser_checks._sha256(run.params[n]) for n in sorted(run.trainable)}
+    expected = [run.step() for _ in range(FINETUNE_STEPS)]
+    for mine, theirs in zip(got["records"], expected):
+        assert abs(mine["loss"] - theirs["loss"]) / theirs["loss"] < TRAIN_TOLERANCE
+    assert_trained_close({name: browser_checks.decode_typed(a) for name, a in got["adapters"].items()},
+                         {name: run.params[name] for name in run.trainable})
+    assert any(np.abs(run.params[n]).max() > 0 for n in run.trainable if n.endswith(".lora_b"))  # trained
+
+    loss, grads = transformer.loss_and_grads(run.config, run.params, tokens[:, :-1], tokens[:, 1:],
+                                             mask.astype(np.float32), run.lora_scale, run.trainable)
+    assert abs(got["loss"] - loss) / loss < TRAIN_TOLERANCE
+    assert sorted(got["grads"]) == sorted(grads) == sorted(run.trainable)  # the adapters only
+    for name, expected_grad in grads.items():
+        assert np.abs(expected_grad).max() > 0, name
+        error = rel_err(browser_checks.decode_typed(got["grads"][name]), expected_grad)
+        assert error < TRAIN_TOLERANCE, "%s: relative error %.3g" % (name, error)
+
+    merged = run.merged_parameters()
+    assert all(a["dtype"] == "<f4" for a in got["merged"].values())
+    assert_trained_close({name: browser_checks.decode_typed(a) for name, a in got["merged"].items()}, merged)
+    exported = GGUFFile(np.frombuffer(decode_bytes(got["gguf"]), np.uint8))
+    assert {k: v for k, v in exported.metadata.items()} == \
+        dict(GGUFFile(np.frombuffer(run.gguf_writer().to_bytes(), np.uint8)).metadata)
+    for name, info in exported.tensors.items():
+        np.testing.assert_array_equal(exported.tensor_bytes(name).view(np.float32).reshape(info.shape),
+                                      browser_checks.decode_typed(got["merged"][name]))
+

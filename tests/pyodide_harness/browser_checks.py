@@ -176,3 +176,176 @@ async def seeded_sampling(logits, settings, steps):
     for step in range(steps):
         history.append(sampler.sample(rows[step % rows.shape[0]], history))
     return history
+
+
+# -- the trainer (pychat_wasm.train, gguf_writer, quantize) ----------------------------------------------
+
+def encode_typed(a: np.ndarray) -> dict:
+    """An array of any dtype, bit for bit: {"dtype": numpy's dtype string ("<f8", ...), "shape", "base64"}."""
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_typed(encoded: dict) -> np.ndarray:
+    raw = base64.b64decode(encoded["base64"])
+    return np.frombuffer(raw, dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"]).copy()
+
+
+def encode_bytes(data) -> dict:
+    """Bytes as base64 with their sha256 and length (what the test compares first)."""
+    import hashlib
+    data = bytes(data)
+    return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "base64": base64.b64encode(data).decode("ascii")}
+
+
+@check
+async def train_package_data():
+    """The trainer's shipped data files as installed from the wheel, and the corpora read from them."""
+    import hashlib
+    import os
+    from pychat_wasm.train.data import DATA_DIR, builtin_corpus
+    files = {name: hashlib.sha256(open(os.path.join(DATA_DIR, name), "rb").read()).hexdigest()
+             for name in sorted(os.listdir(DATA_DIR))}
+    corpus = builtin_corpus()
+    return {"data_dir": DATA_DIR, "files": files, "documents": len(corpus.documents),
+            "conversations": len(corpus.conversations),
+            "corpus_sha256": hashlib.sha256(json.dumps(corpus).encode()).hexdigest()}
+
+
+@check
+async def train_gradients(config, seed, dtype, batch, lora, rope_tables=None):
+    """Loss and every gradient of the trainable llama: init_params(seed) in `dtype`, LoRA adapters given
+    (encode_typed arrays, cast to `dtype`), a batch {"ids", "targets", "mask"} of nested lists.
+
+    Also returns the RoPE tables this runtime computes (float32 cos/sin: libm's here). `rope_tables`
+    [cos, sin] (encode_typed), if given, replace them for this computation, so that the gradient arithmetic
+    can be compared on its own."""
+    from pychat_wasm.train import transformer
+    cfg = transformer.llama_config(**config)
+    params = transformer.init_params(cfg, seed, dtype=np.dtype(dtype).type)
+    init_digests = {name: _sha256(value) for name, value in params.items()}
+    for name, encoded in lora["adapters"].items():
+        params[name] = decode_typed(encoded).astype(dtype)
+    ids, targets = np.array(batch["ids"], np.int64), np.array(batch["targets"], np.int64)
+    mask = np.array(batch["mask"], dtype)
+    own_tables = transformer._rope_tables(cfg, ids.shape[1])
+    original = transformer._rope_tables
+    if rope_tables is not None:
+        given = tuple(decode_typed(t) for t in rope_tables)
+        transformer._rope_tables = lambda cfg, n_positions: tuple(t[:n_positions] for t in given)
+    try:
+        start = time.perf_counter()
+        loss, grads = transformer.loss_and_grads(cfg, params, ids, targets, mask, lora["scale"])
+        seconds = time.perf_counter() - start
+    finally:
+        transformer._rope_tables = original
+    return {"loss": loss, "grads": {name: encode_typed(g) for name, g in grads.items()},
+            "grad_dtypes": {name: g.dtype.str for name, g in grads.items()}, "init_digests": init_digests,
+            "rope_tables": [encode_typed(t) for t in own_tables],
+            "seconds": seconds, "matmul_is_einsum": _matmul_is_einsum()}
+
+
+def _sha256(a: np.ndarray) -> str:
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _matmul_is_einsum() -> bool:
+    from pychat_wasm.train import ops
+    return bool(ops.NO_BLAS)
+
+
+@check
+async def bpe_train(texts, vocab_size, min_frequency):
+    from pychat_wasm.train.bpe import train_bpe
+    start = time.perf_counter()
+    vocab = train_bpe(texts, vocab_size, min_frequency=min_frequency)
+    return dict(vocab._asdict(), seconds=time.perf_counter() - start)
+
+
+def write_gguf_spec(spec: dict) -> bytes:
+    """The bytes of the GGUF file `spec` describes: {"arch", "alignment", "metadata": [[method, key, value] or
+    [method, key, values, element type name]], "tensors": [[name, encode_typed float32, ggml type]]}. The test
+    writes the same spec natively with this very function (it is plain engine calls)."""
+    from pychat_wasm.gguf_writer import GGUFWriter, ValueType
+    writer = GGUFWriter(spec["arch"], alignment=spec["alignment"])
+    for entry in spec["metadata"]:
+        method, key, value = entry[:3]
+        if method == "add_array":
+            writer.add_array(key, value, ValueType[entry[3]])
+        else:
+            getattr(writer, method)(key, value)
+    for name, encoded, ggml_type in spec["tensors"]:
+        writer.add_tensor(name, decode_typed(encoded), ggml_type)
+    return writer.to_bytes()
+
+
+@check
+async def gguf_write(spec_json):
+    """A GGUF file written by pychat_wasm.gguf_writer from a JSON spec (JSON text: 64-bit integers stay exact)."""
+    return encode_bytes(write_gguf_spec(json.loads(spec_json)))
+
+
+@check
+async def scratch_run(data_json, steps, checkpoint_at, preset="quick"):
+    """ScratchRun.create(TrainSettings(preset, steps), data) stepped to the end; the checkpoint after
+    `checkpoint_at` steps and the exported F32 GGUF at the end."""
+    from pychat_wasm.train.checkpoint import checkpoint_bytes
+    from pychat_wasm.train.data import TrainingData
+    from pychat_wasm.train.scratch import ScratchRun, TrainSettings
+    data = json.loads(data_json)
+    start = time.perf_counter()
+    run = ScratchRun.create(TrainSettings(preset=preset, steps=steps), TrainingData(data["documents"],
+                                                                                    data["conversations"]))
+    create_seconds = time.perf_counter() - start
+    records, checkpoint = [], None
+    while not run.finished:
+        records.append(run.step())
+        if run.step_count == checkpoint_at:
+            checkpoint = encode_bytes(checkpoint_bytes(run))
+    export = encode_bytes(run.gguf_writer().to_bytes())
+    return {"create_seconds": create_seconds, "records": records, "vocabulary": run.vocabulary._asdict(),
+            "phases": [[p.name, p.steps, len(p.examples), len(p.validation)] for p in run.phases],
+            "fingerprint": run.fingerprint(), "checkpoint": checkpoint, "gguf": export}
+
+
+@check
+async def training_worker_api(options_json, files_json, bad_files_json, slices, seconds):
+    """The training worker's calls as web/train_worker.js makes them, each reply parsed from its JSON."""
+    from pychat_wasm.train import worker_api as api
+    out = {"limits": json.loads(api.limits()),
+           "describe": json.loads(api.describe_files(files_json)),
+           "begin": json.loads(api.begin_training(options_json, files_json)),
+           "train": [json.loads(api.train_for(seconds)) for _ in range(slices)],
+           "status": json.loads(api.status())}
+    out["model"] = encode_bytes(api.model_bytes())
+    checkpoint = api.checkpoint()
+    out["checkpoint"] = encode_bytes(checkpoint)
+    out["bad_describe"] = json.loads(api.describe_files(bad_files_json))
+    out["bad_begin"] = json.loads(api.begin_training(options_json, bad_files_json))
+    out["status_after_bad"] = json.loads(api.status())  # the run in memory is untouched
+    out["resume"] = json.loads(api.resume_training(np.frombuffer(checkpoint, np.uint8), files_json))
+    out["after_resume"] = json.loads(api.train_for(0.0))  # one step more
+    return out
+
+
+@check
+async def finetune_lora(file, settings, conversations, steps, batch):
+    """FinetuneRun on a served GGUF model: `steps` optimizer steps on `conversations`, then the loss and the
+    LoRA gradients on a fixed batch (ids, targets, mask nested lists) and the merged parameters."""
+    from pychat_wasm.train import transformer
+    from pychat_wasm.train.data import TrainingData
+    from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
+    run = FinetuneRun(FinetuneSettings(**settings), await open_gguf(file), TrainingData([], conversations))
+    initial = {name: _sha256(run.params[name]) for name in sorted(run.trainable)}
+    records = [run.step() for _ in range(steps)]
+    ids, targets = np.array(batch["ids"], np.int64), np.array(batch["targets"], np.int64)
+    loss, grads = transformer.loss_and_grads(run.config, run.params, ids, targets,
+                                             np.array(batch["mask"], np.float32), run.lora_scale, run.trainable)
+    return {"records": records, "initial_adapter_digests": initial, "loss": loss,
+            "examples": [list(e) for e in run.phases[0].examples],
+            "adapters": {name: encode_typed(run.params[name]) for name in sorted(run.trainable)},
+            "grads": {name: encode_typed(g) for name, g in grads.items()},
+            "merged": {name: encode_typed(value) for name, value in run.merged_parameters().items()},
+            "gguf": encode_bytes(run.gguf_writer().to_bytes())}

@@ -44,8 +44,8 @@ class FinetuneSettings:
     rank: int = 8
     alpha: float = 16.0
     targets: str = "attn"
-    epochs: int = 3
-    lr: float = 1e-3
+    epochs: int = 6
+    lr: float = 2e-3
     seq_len: int = 256
     batch_size: int = 4
     full: bool = False  # train every weight instead of adapters (small models)

@@ -195,3 +195,12 @@ def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):
         arg=answers_before, timeout=timeout)
     answer = page.locator(".message[data-role=assistant]").nth(answers_before)
     return answer.locator(".content").text_content(), answer.locator(".stats").text_content()
+
+
+def drop_files(page, selector: str, files: Dict[str, bytes]) -> None:
+    """Drop files {name: bytes} on the element at `selector`, as dragging them from the desktop does."""
+    transfer = page.evaluate_handle(
+        "files => { const t = new DataTransfer();"
+        " for (const [name, bytes] of files) t.items.add(new File([new Uint8Array(bytes)], name));"
+        " return t; }", [[name, list(data)] for name, data in files.items()])
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})

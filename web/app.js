@@ -1,7 +1,8 @@
 /*
  * app.js: the page. It starts the Python worker and, at the same time, gets the model's bytes (from
  * IndexedDB, or downloaded with resume into it), hands them to the worker, and keeps the app usable when
- * something fails: a rejected model file, a failed download, a crashed worker. The chat itself is chat.js.
+ * something fails: a rejected model file, a failed download, a crashed worker. The chat itself is chat.js;
+ * training, in a worker of its own, is train_panel.js, which hands each model it makes to addTrainedModel().
  * The page never waits on Python synchronously: everything Python does happens in worker.js.
  *
  * Start-up phases shown in #status[data-phase]: downloading, verifying, starting, loading, ready
@@ -150,6 +151,21 @@
     }
   }
 
+  /* A model the Train panel made: into the cache under its name (replacing an older one of that name), then
+   * loaded for chat once the answer being written, if any, is done. Resolves to true when it is in use. */
+  async function addTrainedModel(name, bytes) {
+    const id = "trained/" + name;
+    await state.store.importFile(new File([bytes], name), {id, source: "trained"});
+    await renderModels();
+    if (state.generating) await state.turn;
+    if (!state.ready) {
+      alertBox("notice", `${name} is in the model list: choose Use once the current model is ready.`);
+      return false;
+    }
+    await switchModel(await state.store.get(id));
+    return Boolean(state.model && state.model.id === id);
+  }
+
   function addModelURL(url) {
     const last = new URL(url, location.href).pathname.split("/").pop() || "model.gguf";
     let name = last;
@@ -231,6 +247,8 @@
       return;
     }
     chat.restore(state.manifest.sampling_defaults);
+    new TrainPanel({boot: {indexURL: state.manifest.pyodide.index_url, wheelURL: state.manifest.wheel},
+                    onModel: addTrainedModel}).wire();
     startPython();
     const savedId = PageUI.loadSaved(SAVED_MODEL, null);
     const saved = savedId && await state.store.get(savedId);

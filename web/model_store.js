@@ -3,7 +3,7 @@
  *
  *     const store = await ModelStore.open();
  *     const bytes = await store.readVerified(id);  // verified ArrayBuffer, or it throws (and deletes the entry)
- *     await store.importFile(file, {id, info});    // a local .gguf into the cache
+ *     await store.importFile(file, {id, info, source});  // a local .gguf into the cache
  *     await store.list(); await store.remove(id);
  *     // downloads, with resume: model_download.js
  *
@@ -174,11 +174,11 @@
       return bytes;
     }
 
-    /* Copy a local File into the cache, chunk by chunk. */
-    async importFile(file, {id, info = null}) {
+    /* Copy a local File (or a File made of bytes, e.g. a model trained here) into the cache, chunk by chunk. */
+    async importFile(file, {id, info = null, source = "file"}) {
       await this.remove(id);
       await this.checkSpace(file.size);
-      let record = {id, name: file.name, url: "", size: file.size, sha256: "", info, source: "file",
+      let record = {id, name: file.name, url: "", size: file.size, sha256: "", info, source,
                     received: 0, chunks: 0, complete: false, added: Date.now()};
       await this.put(record);
       for (let start = 0; start < file.size; start += CHUNK_BYTES) {

@@ -56,8 +56,9 @@
       const partial = record.complete ? "" : ` · partial: ${formatBytes(record.received)} of ${formatBytes(record.size)}`;
       const item = element("li");
       item.dataset.id = record.id;
+      const trained = record.source === "trained" ? " · trained in this browser" : "";
       const details = element("div", `${formatBytes(record.size)} · ${info.architecture || "?"} · ` +
-        `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}`, "details");
+        `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}${trained}`, "details");
       const use = element("button", "Use");
       use.disabled = !record.complete && !record.url;
       use.onclick = () => onUse(record);

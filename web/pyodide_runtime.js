@@ -14,9 +14,17 @@
  *     py.runPython(code)               -> result of the last expression (JS value, or a PyProxy: call .destroy())
  *     py.runPythonAsync(code)          -> Promise of the same; top-level `await` allowed
  *     py.get(name)                     -> a Python global (functions come back callable from JS)
+ *     py.importFunctions(module, names) -> {name: callable} for functions of a Python module, e.g.
+ *                                         py.importFunctions("pychat_wasm.worker_api", ["load_model"]); they
+ *                                         live as long as the worker (their proxies are never destroyed)
  *     py.set(name, value)              -> bind a Python global to a JS value (a JsProxy on the Python side)
  *     py.setBytes(name, bytes)         -> bind a Python global to a numpy uint8 array copied from an
  *                                         ArrayBuffer / typed array (one copy into the wasm heap)
+ *     py.callWithBytes(fn, bytes, ...args)
+ *                                      -> fn(numpy uint8 array copied from `bytes`, ...args): hands bytes to a
+ *                                         Python function (from py.importFunctions); no global is left behind
+ *     py.callForBytes(fn, ...args)     -> fn(...args) returns bytes / bytearray / a uint8 numpy array; this gives
+ *                                         a JS-owned copy as a Uint8Array (no proxy outlives the call)
  *     py.toJs(value)                   -> a PyProxy converted to plain JS (lists, dicts, numbers, strings); other values unchanged
  *     py.versions                      -> {pyodide, python, numpy}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
@@ -50,6 +58,49 @@ function setBytes(pyodide, name, bytes) {
     `import numpy as _np\n` +
     `globals()[${JSON.stringify(name)}] = _np.frombuffer(_js_bytes.to_py(), dtype=_np.uint8)\n` +
     `del _js_bytes, _np`);
+}
+
+function importFunctions(pyodide, moduleName, names) {
+  const importlib = pyodide.runPython("import importlib\nimportlib");
+  const module = importlib.import_module(moduleName);
+  try {
+    return Object.fromEntries(names.map((name) => [name, module[name]]));
+  } finally {
+    module.destroy();
+    importlib.destroy();
+  }
+}
+
+/* fn(a numpy uint8 array holding a copy of `bytes`, ...args). The array's proxy is destroyed afterwards;
+ * Python keeps the array alive for as long as fn keeps a reference to it. */
+function callWithBytes(pyodide, fn, bytes, ...args) {
+  const name = "_call_with_bytes";
+  setBytes(pyodide, name, bytes);
+  const array = pyodide.globals.get(name);
+  pyodide.globals.delete(name);
+  try {
+    return fn(array, ...args);
+  } finally {
+    array.destroy();
+  }
+}
+
+/* A Uint8Array copy of what fn(...args) returns (any object with the buffer protocol, e.g. bytes). The
+ * PyProxy of the result and the buffer view into the wasm heap are both released before returning: the
+ * copy stays valid however the heap grows or the Python object goes away. */
+function callForBytes(fn, ...args) {
+  const result = fn(...args);
+  if (ArrayBuffer.isView(result)) return new Uint8Array(result);  // already converted: copy all the same
+  try {
+    const buffer = result.getBuffer("u8");
+    try {
+      return buffer.data.slice();
+    } finally {
+      buffer.release();
+    }
+  } finally {
+    result.destroy();
+  }
 }
 
 /* Unzip our wheel into site-packages: pure Python, its dependencies are already loaded. */
@@ -102,8 +153,11 @@ import sys, numpy
     runPython: (code) => pyodide.runPython(code),
     runPythonAsync: (code) => pyodide.runPythonAsync(code),
     get: (name) => pyodide.globals.get(name),
+    importFunctions: (moduleName, names) => importFunctions(pyodide, moduleName, names),
     set: (name, value) => pyodide.globals.set(name, value),
     setBytes: (name, bytes) => setBytes(pyodide, name, bytes),
+    callWithBytes: (fn, bytes, ...args) => callWithBytes(pyodide, fn, bytes, ...args),
+    callForBytes,
     toJs,
   };
 };

@@ -18,45 +18,14 @@
  */
 "use strict";
 
-importScripts("pyodide_runtime.js");
+importScripts("pyodide_runtime.js", "worker_protocol.js");
 
-const API_FUNCTIONS = ["set_conversation", "begin_turn", "next_event", "cancel"];
+const API_FUNCTIONS = ["load_model", "set_conversation", "begin_turn", "next_event", "cancel"];
 let py = null;          // the facade from bootPython
 let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
 let stopRequested = false;
-let queue = Promise.resolve();
-
-const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
-
-class PythonFailure extends Error {
-  constructor(error) {
-    super(error.message);
-    this.type = error.type;
-    this.hasModel = error.has_model;
-  }
-}
-
-/* A worker_api answer (JSON text) as an object; {ok: false} becomes a PythonFailure. */
-function checked(replyJSON) {
-  const result = JSON.parse(replyJSON);
-  if (!result.ok) throw new PythonFailure(result.error);
-  return result;
-}
 
 const callApi = (name, ...args) => checked(api[name](...args));
-
-/* An error thrown by Python code is an ordinary failure of that request; anything else (a wasm trap,
- * Pyodide's fatal error) means the interpreter can no longer be trusted. */
-function isFatal(error) {
-  return !(error instanceof PythonFailure) && !self.isPythonError(error) && !(error && error.userFacing);
-}
-
-function describe(error) {
-  if (error instanceof PythonFailure) return {type: error.type, message: error.message, hasModel: error.hasModel};
-  const text = String(error && error.message || error);
-  const lastLine = text.trim().split("\n").pop();  // a Python traceback ends with "Type: message"
-  return {type: error && error.name || "Error", message: lastLine};
-}
 
 const handlers = {
   async boot({indexURL, wheelURL}) {
@@ -64,23 +33,17 @@ const handlers = {
     try {
       py = await self.bootPython({indexURL, wheelURL, onStatus: (text) => postMessage({type: "status", text})});
     } catch (error) {
-      throw Object.assign(error, {userFacing: true});  // e.g. offline without cached files: no restart loop
+      throw userFacing(error);  // e.g. offline without cached files: no restart loop
     }
-    py.runPython("from pychat_wasm import worker_api as _worker_api\n" +
-                 `from pychat_wasm.worker_api import ${API_FUNCTIONS.join(", ")}`);
-    api = Object.fromEntries(API_FUNCTIONS.map((name) => [name, py.get(name)]));
+    api = py.importFunctions("pychat_wasm.worker_api", API_FUNCTIONS);
     return {versions: py.versions, seconds: (performance.now() - started) / 1000};
   },
 
   async load({name, bytes, options}) {
-    if (!api) throw Object.assign(new Error("Python is not running"), {userFacing: true});
+    if (!api) throw userFacing(new Error("Python is not running"));
     const started = performance.now();
-    py.setBytes("_model_bytes", new Uint8Array(bytes));
-    bytes = null;  // the copy lives in the wasm heap now
-    // JSON string literals are valid Python string literals.
-    const call = `_worker_api.load_model(_model_bytes, ${JSON.stringify(name)}, ` +
-                 `${JSON.stringify(JSON.stringify(options || {}))})`;
-    const result = checked(py.runPython(`try:\n    _reply = ${call}\nfinally:\n    del _model_bytes\n_reply`));
+    const result = checked(py.callWithBytes(api.load_model, new Uint8Array(bytes), name,
+                                            JSON.stringify(options || {})));
     return {info: result.info, seconds: (performance.now() - started) / 1000};
   },
 
@@ -103,24 +66,10 @@ const handlers = {
       await nextTask();
     }
   },
-};
 
-async function handle(message) {
-  const {rid, type} = message;
-  try {
-    const result = await handlers[type](message);
-    postMessage({type: "reply", rid, ok: true, ...result});
-  } catch (error) {
-    postMessage({type: "reply", rid, ok: false, error: describe(error)});
-    if (isFatal(error)) postMessage({type: "fatal", message: describe(error).message});
-  }
-}
-
-self.onmessage = (e) => {
-  const message = e.data;
-  if (message.type === "stop") {
+  stop() {  // unqueued: acts on the running chat at once
     stopRequested = true;
-    return;
-  }
-  queue = queue.then(() => handle(message));  // one Python call at a time, in order
+  },
 };
+
+serveRequests(handlers, {unqueued: ["stop"]});

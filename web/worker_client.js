@@ -1,12 +1,13 @@
 /*
- * worker_client.js: the page's handle on worker.js. Requests return promises; chat events go to the
- * callback given with the request; a crash (an uncaught error in the worker, or Python reporting itself
- * broken) rejects whatever is pending and calls onCrash, and the caller decides whether to restart.
+ * worker_client.js: the page's handle on a Python worker: worker.js (chat, the default) or train_worker.js
+ * (training). Requests return promises; events (chat pieces, training progress) go to the callback given
+ * with the request; a crash (an uncaught error in the worker, or Python reporting itself broken) rejects
+ * whatever is pending and calls onCrash, and the caller decides whether to restart.
  *
- *     const python = new PythonWorker({onStatus, onCrash});
+ *     const python = new PythonWorker({onStatus, onCrash});             // {script: "train_worker.js", ...}
  *     await python.request("boot", {indexURL, wheelURL});
  *     await python.request("chat", {text, settings}, {onEvent: (event) => ...});
- *     python.stop();           // the running chat ends after the current token
+ *     python.stop();           // the running chat (or training) ends after the current token (or slice)
  */
 "use strict";
 
@@ -22,13 +23,13 @@ class WorkerRequestError extends Error {
 const workerStopped = () => new WorkerRequestError({type: "WorkerCrashed", message: "the Python worker stopped"});
 
 class PythonWorker {
-  constructor({onStatus = () => {}, onCrash = () => {}} = {}) {
+  constructor({script = "worker.js", onStatus = () => {}, onCrash = () => {}} = {}) {
     this.onStatus = onStatus;
     this.onCrash = onCrash;
     this.pending = new Map();  // rid -> {resolve, reject, onEvent}
     this.nextRid = 1;
     this.crashed = false;
-    this.worker = new Worker("worker.js");
+    this.worker = new Worker(script);
     this.worker.onmessage = (e) => this.receive(e.data);
     this.worker.onerror = (e) => {
       e.preventDefault();

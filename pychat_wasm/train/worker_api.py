@@ -33,10 +33,12 @@ HEAP_BYTES = 2 * 2 ** 30  # what the browser gives one worker's wasm heap
 FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
 
 
-# Seconds one optimizer step takes in the browser (Chromium, 2 cores, measured with web/train_worker.js): the
-# page shows each preset's expected duration from these. Only these presets are offered there ("small" is
-# for the command line).
-BROWSER_SECONDS_PER_STEP = {"quick": 0.15, "tiny": 0.8}
+# Seconds one optimizer step takes in the browser, on average over a run: measured in headless Chromium
+# on 2 cores shared with other jobs, through web/train_worker.js (quick: 110-173 s for its 500 steps; tiny:
+# 1111 s for 900; chat steps take about twice as long as pretraining steps). The page shows each preset's
+# expected duration from these, and a live ETA once it runs. Only these presets are offered there ("small"
+# is for the command line).
+BROWSER_SECONDS_PER_STEP = {"quick": 0.25, "tiny": 1.2}
 
 
 class _Training:
@@ -115,7 +117,8 @@ def begin_training(options_json: str, files_json: str) -> Dict[str, Any]:
 def _finetune_settings(options: Dict[str, Any]) -> FinetuneSettings:
     """The page's fine-tuning options; browser defaults keep a 135M model within one worker's heap."""
     return FinetuneSettings(rank=int(options.get("rank", 8)), targets=options.get("targets", "attn"),
-                            epochs=int(options.get("epochs", 3)), lr=float(options.get("lr", 1e-3)),
+                            epochs=int(options.get("epochs", FinetuneSettings.epochs)),
+                            lr=float(options.get("lr", FinetuneSettings.lr)),
                             seq_len=int(options.get("seq_len", 128)), batch_size=int(options.get("batch_size", 2)),
                             seed=int(options.get("seed", 0)))
 

@@ -1,0 +1,81 @@
+/*
+ * train_worker.js: the classic Web Worker that trains a model from scratch. It has a Pyodide of its own
+ * (through pyodide_runtime.js), so chat keeps working in worker.js and each worker has its own 2 GiB heap.
+ * The Python side is pychat_wasm.train.worker_api. The step loop lives here: one train_for(SLICE_SECONDS)
+ * call, a progress event to the page, a turn of the event loop (where Stop, Save now and file checks get
+ * in), and again. A stopped run stays in memory: Continue is another "train" request.
+ *
+ * Messages in (from worker_client.js: new PythonWorker({script: "train_worker.js"})), each with a request id:
+ *   {type: "boot", indexURL, wheelURL}       -> {limits: {max_data_bytes, presets: [{name, steps, ...}]}}
+ *   {type: "start", options, files}          -> the new run's plan; options {preset, name, seed},
+ *                                               files [{name, text}], [] = the built-in corpus
+ *   {type: "train"}                          -> {step, total_steps, finished}, after progress events, when
+ *                                               the run is finished or stopped
+ *   {type: "describe", files}                -> {files: [{name, documents, conversations}]}    (unqueued)
+ *   {type: "model"}                          -> {bytes: ArrayBuffer (transferred)}: the run's model as a
+ *                                               GGUF file, as it stands                        (unqueued)
+ *   {type: "stop"}                           (no request id) the running "train" ends after its slice
+ * "Unqueued" requests are answered between two slices of a running "train", not after it.
+ * Messages out: {type: "status", text} while booting, {type: "reply", ...} per request,
+ *   {type: "event", rid, event: {kind: "progress", records: [{step, phase, loss, tokens, seconds,
+ *    validation?}], step, total_steps, finished}} during "train", {type: "fatal", message}.
+ */
+"use strict";
+
+importScripts("pyodide_runtime.js", "worker_protocol.js");
+
+const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
+const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "train_for", "model_bytes"];
+let py = null;
+let api = null;         // {name: callable} for the pychat_wasm.train.worker_api functions
+let stopRequested = false;
+
+function callApi(name, ...args) {
+  if (!api) throw userFacing(new Error("Python is not running"));
+  const {ok, ...result} = checked(api[name](...args));
+  return result;
+}
+
+const handlers = {
+  async boot({indexURL, wheelURL}) {
+    try {
+      py = await self.bootPython({indexURL, wheelURL, onStatus: (text) => postMessage({type: "status", text})});
+    } catch (error) {
+      throw userFacing(error);
+    }
+    api = py.importFunctions("pychat_wasm.train.worker_api", API_FUNCTIONS);
+    return {limits: callApi("limits")};
+  },
+
+  start({options, files}) {
+    return callApi("begin_training", JSON.stringify(options), JSON.stringify(files));
+  },
+
+  async train({rid}) {
+    stopRequested = false;
+    for (;;) {
+      const progress = callApi("train_for", SLICE_SECONDS);
+      postMessage({type: "event", rid, event: {kind: "progress", ...progress}});
+      const position = {step: progress.step, total_steps: progress.total_steps, finished: progress.finished};
+      if (position.finished) return position;
+      await nextTask();
+      if (stopRequested) return position;
+    }
+  },
+
+  describe({files}) {
+    return callApi("describe_files", JSON.stringify(files));
+  },
+
+  model() {
+    if (!api) throw userFacing(new Error("Python is not running"));
+    const bytes = py.callForBytes(api.model_bytes);
+    return {bytes: bytes.buffer, transfer: [bytes.buffer]};
+  },
+
+  stop() {
+    stopRequested = true;
+  },
+};
+
+serveRequests(handlers, {unqueued: ["describe", "model", "stop"]});

@@ -62,6 +62,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 130
     if not args.data:
         report_example(model_bytes)
+    say("chat with it: pychat-wasm chat %s" % paths["model"])
     return 0
 
 

@@ -176,7 +176,6 @@ def finish(run: Any, paths: Dict[str, str], args: argparse.Namespace, title: str
         return None
     model_bytes = write_model(run, paths, args.outtype)
     report_answers(model_bytes, run.trained_on.conversations, "training answers", say)
-    say("chat with it: pychat-wasm chat %s" % paths["model"])
     return model_bytes
 
 
@@ -208,7 +207,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             % (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.vocab_size,
                "{:,}".format(sum(p.size for p in run.params.values())), len(run.data.documents),
                len(run.data.conversations)))
-    return 0 if finish(run, paths, args, "pychat-wasm train: " + run.settings.preset) else 130
+    if finish(run, paths, args, "pychat-wasm train: " + run.settings.preset) is None:
+        return 130
+    say("chat with it: pychat-wasm chat %s" % paths["model"])
+    return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

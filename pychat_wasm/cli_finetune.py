@@ -57,6 +57,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         say("fine-tuning %s (%s): %s trainable parameters, %d conversations, %d steps"
             % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
                 args.rank, args.targets), "{:,}".format(trained), len(data.conversations), run.total_steps))
+    if data.documents:
+        say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
+            % len(data.documents))
     model_bytes = finish(run, paths, args, "pychat-wasm finetune")
     if model_bytes is None:
         return 130

@@ -248,7 +248,8 @@
     }
     chat.restore(state.manifest.sampling_defaults);
     new TrainPanel({boot: {indexURL: state.manifest.pyodide.index_url, wheelURL: state.manifest.wheel},
-                    onModel: addTrainedModel}).wire();
+                    onModel: addTrainedModel,
+                    base: {current: () => state.model, read: (spec) => state.store.readVerified(spec.id)}}).wire();
     startPython();
     const savedId = PageUI.loadSaved(SAVED_MODEL, null);
     const saved = savedId && await state.store.get(savedId);

@@ -5,21 +5,58 @@
  * ETA and the loss chart. A finished run (or Save now) hands its GGUF bytes to onModel(name, bytes), which
  * app.js answers by caching the model and loading it for chat.
  *
- *     const panel = new TrainPanel({boot: {indexURL, wheelURL}, onModel: async (name, bytes) => loadedForChat});
+ *     const panel = new TrainPanel({boot: {indexURL, wheelURL}, onModel: async (name, bytes) => loadedForChat,
+ *                                   base: {current, read}});
  *     panel.wire();
  *
- * Modes: MODES lists how a run is set up; "scratch" (a new model and tokenizer) is the one there is. A mode
- * names its worker request and builds its options from the form, so another (fine-tuning the chat model)
- * is one more entry and a few more fields.
+ * Modes: MODES lists how a run is set up: "scratch" (a new model and tokenizer) and "finetune" (LoRA on the
+ * model loaded for chat, whose bytes come from the model cache through `base`). A mode names its worker
+ * request, builds its options from the form, adds what else the request needs (the base model's bytes,
+ * transferred) and says how its result is stored (F32 for scratch models, Q8_0 for fine-tuned ones).
+ *
+ *     base: {current: () => spec of the chat model or null, read: async (spec) => its verified ArrayBuffer}
+ *
+ * self.pychatTrainingOverrides (unset on the page): options merged into a fine-tuning request, for the
+ * end-to-end tests (e.g. {memory_limit: 1e6} to see the memory refusal).
  *
  * #train-status[data-state]: idle (no worker yet), starting, ready, preparing, training, stopping, paused,
  * saving, finished, error.
  */
 "use strict";
 
+/* "SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1" */
+const modelStem = (name) => name.replace(/\.gguf$/i, "");
+
 const MODES = {
-  scratch: {request: "start", options: (panel) => ({preset: panel.$("train-preset").value, seed: 0,
-                                                     name: panel.$("train-name").value.trim() || "my-model"})},
+  scratch: {
+    request: "start", saveAs: "F32", dataLabel: "Built-in corpus (facts and short chats)",
+    defaultName: () => "my-model",
+    options: (panel) => ({preset: panel.$("train-preset").value, seed: 0,
+                          name: panel.$("train-name").value.trim() || "my-model"}),
+    payload: async () => ({}),
+  },
+  finetune: {
+    request: "finetune", saveAs: "Q8_0",
+    dataLabel: "The shipped example (48 chats about Tessmarrow, an invented town)",
+    defaultName: (panel) => { const spec = panel.base.current(); return spec ? modelStem(spec.name) + "-tuned" : "tuned"; },
+    options: (panel) => ({epochs: Number(panel.$("train-epochs").value) || 1,
+                          lr: Number(panel.$("train-lr").value) || 2e-3,
+                          rank: 8, targets: "attn", seq_len: 128, batch_size: 2, seed: 0,
+                          name: panel.$("train-name").value.trim() || MODES.finetune.defaultName(panel),
+                          ...(self.pychatTrainingOverrides || {})}),
+    /* The chat model's bytes from the model cache, moved (not copied) to the training worker. */
+    async payload(panel) {
+      const spec = panel.base.current();
+      if (!spec) throw new Error("Load a model for chat first: fine-tuning starts from it.");
+      let bytes;
+      try {
+        bytes = await panel.base.read(spec);
+      } catch (error) {
+        throw new Error(`${spec.name} is not in the model cache (${error.message}); add it again to fine-tune it.`);
+      }
+      return {base: bytes, baseName: spec.name, transfer: [bytes]};
+    },
+  },
 };
 const SPEED_WINDOW = 20;  // steps that tokens/s and the ETA are averaged over
 
@@ -29,8 +66,10 @@ function formatDuration(seconds) {
 }
 
 class TrainPanel {
-  constructor({boot, onModel}) {
+  constructor({boot, onModel, base}) {
     this.boot = boot;
+    this.base = base;
+    this.autoName = "my-model";  // the name the form was given for its mode; replaced when the mode changes
     this.onModel = onModel;
     this.worker = null;
     this.booted = null;    // promise of limits(), once the worker is asked to start
@@ -61,7 +100,24 @@ class TrainPanel {
     this.$("train-stop").onclick = () => this.stop();
     this.$("train-continue").onclick = () => this.train();
     this.$("train-save").onclick = () => this.save();
+    this.$("train-mode").onchange = () => this.showMode();
+    this.$("train-panel").addEventListener("toggle", () => this.showMode());
+    this.showMode();
     this.show("idle", "Python for training starts when this panel is opened.");
+  }
+
+  /* The form's fields for the chosen mode; a name the user has not typed follows the mode (and base). */
+  showMode() {
+    const modeName = this.$("train-mode").value;
+    const mode = MODES[modeName];
+    this.$("train-scratch-options").hidden = modeName !== "scratch";
+    this.$("train-finetune-options").hidden = modeName !== "finetune";
+    this.$("train-builtin-label").textContent = mode.dataLabel;
+    const spec = this.base.current();
+    this.$("train-base").textContent = spec ? spec.name : "the model loaded for chat (none yet)";
+    const name = this.$("train-name");
+    if (name.value.trim() === this.autoName || !name.value.trim()) name.value = mode.defaultName(this);
+    this.autoName = mode.defaultName(this);
   }
 
   // ---- the worker ---------------------------------------------------------------------------------------
@@ -124,6 +180,7 @@ class TrainPanel {
   async start() {
     const state = this.state;
     if (!["ready", "paused", "finished", "error"].includes(state.phase) || state.saving) return;
+    this.showMode();  // the base model may have changed since the mode was chosen
     const modeName = this.$("train-mode").value;
     const mode = MODES[modeName];
     let files;
@@ -137,10 +194,12 @@ class TrainPanel {
     const options = mode.options(this);
     const before = {...this.$("train-status").dataset};
     this.clearMessage();
-    this.show("preparing", "Preparing the data and the tokenizer…");
+    this.show("preparing", modeName === "finetune" ? "Preparing the base model and the data…"
+                                                   : "Preparing the data and the tokenizer…");
     let plan;
     try {
-      plan = await this.worker.request(mode.request, {options, files});
+      const {transfer = [], ...extra} = await mode.payload(this);
+      plan = await this.worker.request(mode.request, {options, files, ...extra}, {transfer});
     } catch (error) {
       if (error.type === "WorkerCrashed") return;
       this.message("error", `Training could not start: ${error.message}`);
@@ -190,7 +249,7 @@ class TrainPanel {
     this.updateButtons();
     const step = state.step;
     try {
-      const {bytes} = await this.worker.request("model");
+      const {bytes} = await this.worker.request("model", {ggmlType: MODES[state.mode].saveAs});
       const inUse = await this.onModel(state.name, new Uint8Array(bytes));
       this.message("notice", `Saved ${state.name} at step ${step} (${formatBytes(bytes.byteLength)}): it is in ` +
                              `the model list${inUse ? " and in use for chat" : ""}.`);

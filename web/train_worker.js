@@ -9,11 +9,16 @@
  *   {type: "boot", indexURL, wheelURL}       -> {limits: {max_data_bytes, presets: [{name, steps, ...}]}}
  *   {type: "start", options, files}          -> the new run's plan; options {preset, name, seed},
  *                                               files [{name, text}], [] = the built-in corpus
+ *   {type: "finetune", base, baseName, options, files}
+ *                                            -> the plan of a run fine-tuning the model whose GGUF bytes are
+ *                                               `base` (an ArrayBuffer, transferred); options {epochs, lr,
+ *                                               rank, targets, seq_len, batch_size, seed, memory_limit}
  *   {type: "train"}                          -> {step, total_steps, finished}, after progress events, when
  *                                               the run is finished or stopped
  *   {type: "describe", files}                -> {files: [{name, documents, conversations}]}    (unqueued)
- *   {type: "model"}                          -> {bytes: ArrayBuffer (transferred)}: the run's model as a
- *                                               GGUF file, as it stands                        (unqueued)
+ *   {type: "model", ggmlType}                -> {bytes: ArrayBuffer (transferred)}: the run's model as a
+ *                                               GGUF file, as it stands, its weights as ggmlType
+ *                                               ("F32" unless given; "Q8_0" for fine-tuned)     (unqueued)
  *   {type: "stop"}                           (no request id) the running "train" ends after its slice
  * "Unqueued" requests are answered between two slices of a running "train", not after it.
  * Messages out: {type: "status", text} while booting, {type: "reply", ...} per request,
@@ -25,15 +30,19 @@
 importScripts("pyodide_runtime.js", "worker_protocol.js");
 
 const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
-const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "train_for", "model_bytes"];
+const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes"];
 let py = null;
 let api = null;         // {name: callable} for the pychat_wasm.train.worker_api functions
 let stopRequested = false;
 
+function checkedResult(replyJSON) {
+  const {ok, ...result} = checked(replyJSON);
+  return result;
+}
+
 function callApi(name, ...args) {
   if (!api) throw userFacing(new Error("Python is not running"));
-  const {ok, ...result} = checked(api[name](...args));
-  return result;
+  return checkedResult(api[name](...args));
 }
 
 const handlers = {
@@ -49,6 +58,13 @@ const handlers = {
 
   start({options, files}) {
     return callApi("begin_training", JSON.stringify(options), JSON.stringify(files));
+  },
+
+  finetune({base, baseName, options, files}) {
+    if (!api) throw userFacing(new Error("Python is not running"));
+    // One copy into the wasm heap; the transferred buffer is dropped with this message.
+    return checkedResult(py.callWithBytes(api.begin_finetune, new Uint8Array(base), baseName,
+                                          JSON.stringify(options), JSON.stringify(files)));
   },
 
   async train({rid}) {
@@ -67,9 +83,9 @@ const handlers = {
     return callApi("describe_files", JSON.stringify(files));
   },
 
-  model() {
+  model({ggmlType = "F32"}) {
     if (!api) throw userFacing(new Error("Python is not running"));
-    const bytes = py.callForBytes(api.model_bytes);
+    const bytes = py.callForBytes(api.model_bytes, ggmlType);
     return {bytes: bytes.buffer, transfer: [bytes.buffer]};
   },
 

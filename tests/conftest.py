@@ -1,7 +1,6 @@
 """Shared fixtures: the real models the set-up installs, and Chromium launch settings."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +56,24 @@ def tiny_models(tmp_path_factory):
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright: use Debian's Chromium (playwright cannot download browsers here)."""
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, smollm2_path):
+    """The site built from this checkout as build/build_site.py builds dist/site/: one copy per test module,
+    which that module may change (test_e2e rewrites its service worker)."""
+    from e2e_helpers import load_build_module
+
+    out = tmp_path_factory.mktemp("site") / "site"
+    load_build_module("build_site").build_site(out, smollm2_path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    """The module's site served on 127.0.0.1 (with HTTP Range, and the faults a test stages)."""
+    from e2e_helpers import SiteServer
+
+    server = SiteServer(site)
+    yield server
+    server.stop()

@@ -16,8 +16,7 @@ import re
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, SiteServer, ask, load_build_module, set_settings,
-                         wait_ready, write_tiny_gguf)
+from e2e_helpers import ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, set_settings, wait_ready, write_tiny_gguf
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -63,21 +62,6 @@ CORRUPT_MODEL = """async () => {
   tx.objectStore("chunks").put(new Blob([bytes]), key);
   await new Promise((resolve) => { tx.oncomplete = resolve; });
 }"""
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, smollm2_path):
-    """The site built from this checkout (as build/build_site.py builds dist/site/)."""
-    out = tmp_path_factory.mktemp("e2e") / "site"
-    load_build_module("build_site").build_site(out, smollm2_path)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(site):
-    server = SiteServer(site)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from e2e_helpers import ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, drop_files, set_settings, wait_ready
+
 from pychat_wasm.train.scratch import PRESETS
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, SiteServer, ask, drop_files, load_build_module,
-                         set_settings, wait_ready)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -85,20 +85,6 @@ def first_training_chat():
     items = json.loads((REPO / "pychat_wasm" / "train" / "data" / "chat.json").read_text())
     user, assistant = parse_rustgpt_chat(items[0])
     return user["content"], assistant["content"]
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, smollm2_path):
-    out = tmp_path_factory.mktemp("e2e_train") / "site"
-    load_build_module("build_site").build_site(out, smollm2_path)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(site):
-    server = SiteServer(site)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -46,9 +46,9 @@ class Preset:
 
 
 PRESETS = {
-    # quick and tiny are sized for the browser (numpy without BLAS, a chat step costs about twice a pretraining
-    # step): measured there about 0.2 / 0.4 s and 0.7 / 1.5 s per step on a busy 2-core machine, so quick takes
-    # 1-2 minutes and tiny 10-14. quick shows a model learning: a slice of the data, a small model.
+    # quick and tiny are sized for the browser (numpy without BLAS; a chat step costs about twice a pretraining
+    # step): there quick trains in about a minute and tiny in about 7 on 2 cores. quick shows a model learning:
+    # a slice of the data, a small model.
     "quick": Preset(64, 2, 4, 2, 192, 512, 96, 16, 80, 320, 3e-3, 3e-3, max_examples=64),
     "tiny": Preset(128, 4, 4, 2, 384, 1024, 96, 16, 200, 450, 2e-3, 2e-3),
     # natively only: a larger model for larger data

@@ -33,12 +33,12 @@ HEAP_BYTES = 2 * 2 ** 30  # what the browser gives one worker's wasm heap
 FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
 
 
-# Seconds one optimizer step takes in the browser, on average over a run: measured in headless Chromium on 2
-# cores shared with other jobs, through web/train_worker.js (quick 110-173 s for 500 steps, tiny 1111 s for 900,
-# before the presets shrank to 400 and 650 steps; a chat step takes about twice a pretraining step). The page
-# shows each preset's expected duration from these, and a live ETA once it runs. Only these presets are
-# offered there ("small" is for the command line).
-BROWSER_SECONDS_PER_STEP = {"quick": 0.25, "tiny": 1.2}
+# Seconds one optimizer step takes in the browser, on average over a run, with some margin: measured in
+# headless Chromium on 2 cores through web/train_worker.js while another job used a core (quick 62 s for 400
+# steps, tiny 419 s for 650; a chat step takes about twice a pretraining step). The page shows each preset's
+# expected duration from these, and a live ETA once it runs. Only these presets are offered there ("small"
+# is for the command line).
+BROWSER_SECONDS_PER_STEP = {"quick": 0.2, "tiny": 0.8}
 
 
 class _Training:

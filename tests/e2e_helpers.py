@@ -204,3 +204,13 @@ def drop_files(page, selector: str, files: Dict[str, bytes]) -> None:
         " for (const [name, bytes] of files) t.items.add(new File([new Uint8Array(bytes)], name));"
         " return t; }", [[name, list(data)] for name, data in files.items()])
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def open_ready_page(context, url: str, init_script: str, **settings):
+    """A new page of `context` with `init_script` installed, at `url`, ready to chat, with `settings` set."""
+    page = context.new_page()
+    page.add_init_script(init_script)
+    page.goto(url)
+    wait_ready(page)
+    set_settings(page, **settings)
+    return page

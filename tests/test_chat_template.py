@@ -42,7 +42,7 @@ def test_file_template_renders_like_transformers(smollm2, hf_smollm2_tokenizer, 
 
 @pytest.mark.slow
 def test_golden_prompt_ids(smollm2, hf_smollm2_tokenizer):
-    """models.md: the golden prompt is 42 ids, [1, 9690, 198, 2683, 359, 253, ...] ... [2, 198, 1, 520, 9531, 198]."""
+    """The golden prompt (transformers) is 42 ids, [1, 9690, 198, 2683, 359, 253, ...] ... [2, 198, 1, 520, 9531, 198]."""
     gguf_file, tokenizer = smollm2
     messages = CONVERSATIONS[0]
     ids = encode_chat(tokenizer, ChatTemplate.from_gguf(gguf_file, tokenizer).render(messages))

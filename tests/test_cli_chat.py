@@ -1,4 +1,4 @@
-"""`pychat-wasm chat`: the scriptable one-shot answer (golden greedy text from models.md), the interactive
+"""`pychat-wasm chat`: the scriptable one-shot answer (golden greedy text of transformers and llama.cpp), the interactive
 loop in a pseudo-terminal (answer + speed line, Ctrl-C stops an answer, /exit and Ctrl-D quit), and clean
 errors for bad model files."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pychat_wasm.sampler import SamplingSettings
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp greedy agree (models.md)
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp greedy agree
 CHAT = [sys.executable, "-m", "pychat_wasm.cli", "chat"]
 
 

@@ -4,7 +4,7 @@ One page in one browser context walks through a user's life with the app, test b
 that needs an earlier one's result (a first turn, a cached model) sets it up itself when it is missing, so
 each also runs alone with -k. Answers stay short (the model writes about 3-12 tokens a second here,
 depending on load). Answers are compared with the native engine on the same model and
-settings, and the golden answer with the reference transformers and llama.cpp give (docs: models.md).
+settings, and the golden answer with the reference transformers and llama.cpp give.
 The last tests need a first visit of their own, each in a fresh browser context. Tiny GGUF files
 written by e2e_helpers stand in for models that must be rejected or that answer with an HTML payload.
 """
@@ -16,12 +16,13 @@ import re
 
 import pytest
 
-from e2e_helpers import ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, set_settings, wait_ready, write_tiny_gguf
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, open_ready_page, set_settings, wait_ready,
+                         write_tiny_gguf)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy (models.md)
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy
 SECOND_QUESTION = "And of Germany? Answer in one sentence."
 GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16, seed=None)
 SAMPLED = dict(temperature=0.9, top_k=30, top_p=0.9, min_p=0.02, repeat_penalty=1.2, max_tokens=12, seed=1234)
@@ -121,12 +122,7 @@ def fresh_context(browser):
 
 @pytest.fixture(scope="module")
 def chat_page(chat_context, server):
-    page = chat_context.new_page()
-    page.add_init_script(PHASE_RECORDER)
-    page.goto(server.url)
-    wait_ready(page)
-    set_settings(page, **GREEDY)
-    return page
+    return open_ready_page(chat_context, server.url, PHASE_RECORDER, **GREEDY)
 
 
 def alerts(page, kind):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, drop_files, set_settings, wait_ready
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, drop_files, open_ready_page, set_settings,
+                         wait_ready)
 
 from pychat_wasm.train.scratch import PRESETS
 
@@ -98,12 +99,7 @@ def train_context(browser):
 
 @pytest.fixture(scope="module")
 def page(train_context, server):
-    page = train_context.new_page()
-    page.add_init_script(PANEL_RECORDER)
-    page.goto(server.url)
-    wait_ready(page)
-    set_settings(page, **GREEDY)
-    return page
+    return open_ready_page(train_context, server.url, PANEL_RECORDER, **GREEDY)
 
 
 def training(page):
@@ -299,12 +295,7 @@ FINETUNE_STEP_TIMEOUT_MS = 10 * 60_000
 def finetune_page(browser, server):
     context = browser.new_context()
     context.set_default_timeout(PAGE_TIMEOUT_MS)
-    page = context.new_page()
-    page.add_init_script(PANEL_RECORDER)
-    page.goto(server.url)
-    wait_ready(page)
-    set_settings(page, **GREEDY)
-    yield page
+    yield open_ready_page(context, server.url, PANEL_RECORDER, **GREEDY)
     context.close()
 
 

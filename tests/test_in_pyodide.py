@@ -7,7 +7,7 @@ web/pyodide_runtime.js and the harness (tests/pyodide_harness/) from a temporary
 runs one named check from tests/pyodide_harness/browser_checks.py in that same worker and compares what
 the engine computed in the browser with an independent reference computed here: gguf-py for the reader
 and dequantization, transformers' conversion of the SmolLM2 tokenizer and its chat templates, and the
-golden greedy answer recorded with transformers and llama.cpp (docs/models.md).
+golden greedy answer recorded with transformers and llama.cpp.
 
 The trainer (pychat_wasm.train, gguf_writer, quantize) is compared with the same computation run natively,
 whose own oracles (torch autograd, HF tokenizers, gguf-py, llama.cpp) are in tests/test_train_*.py and

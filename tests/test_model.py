@@ -3,7 +3,7 @@
 Tiny random models of every architecture (tests/tiny_models.py) must give transformers' logits within
 1e-3 under every weight policy that reproduces the file's numbers, both when the prompt goes through
 as one batch and token by token through the KV cache. The real models must agree within 1e-2, and
-greedy decoding of the golden SmolLM2 prompt must give the reference ids of docs/models.md.
+greedy decoding of the golden SmolLM2 prompt must give the reference ids recorded with transformers and llama.cpp.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 
 ARCHS = sorted(TINY_SPECS)
 
-# The golden SmolLM2 chat prompt of docs/models.md, as transformers' tokenizer renders it with the
+# The golden SmolLM2 chat prompt (recorded with transformers and llama.cpp), as transformers' tokenizer renders it with the
 # file's chat template (apply_chat_template, add_generation_prompt=True).
 GOLDEN_PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
                  19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582, 6330,
@@ -185,7 +185,7 @@ def test_smollm2_matches_transformers_and_the_golden_answer(smollm2_path, smollm
     logits = model.forward(GOLDEN_PROMPT, 0, all_logits=True)
     np.testing.assert_allclose(logits, smollm2_reference, rtol=0, atol=1e-2)
     top = np.argsort(logits[-1])[::-1][:3]
-    assert top.tolist() == [504, 38634, 7026]  # docs/models.md: 29.78, 28.30, 27.07
+    assert top.tolist() == [504, 38634, 7026]  # transformers: 29.78, 28.30, 27.07
     np.testing.assert_allclose(logits[-1, top], [29.78, 28.30, 27.07], atol=1e-2)
     answer, token = [], int(logits[-1].argmax())
     while len(answer) < len(GOLDEN_ANSWER):

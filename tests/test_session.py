@@ -16,7 +16,7 @@ from pychat_wasm.session import ChatSession, StopStringFilter
 from pychat_wasm.tokenizer import load_tokenizer
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # models.md: transformers and llama.cpp greedy agree
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp greedy agree
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=8)  # the golden answer takes 8, its end token included
 CONTEXT = 256
 SMALL_CONTEXT = 96  # for the tests that fill the context
@@ -102,7 +102,7 @@ def test_greedy_answer_streams_the_golden_text(parts):
     assert stats.stop_reason == "eos" and stats.prompt_tokens == 42 and stats.generated_tokens == 8
     assert session.messages == [{"role": "user", "content": GOLDEN_QUESTION},
                                 {"role": "assistant", "content": GOLDEN_ANSWER}]
-    # First-position logits against the reference values of models.md (transformers and llama.cpp agree).
+    # First-position logits against the reference values transformers and llama.cpp agree on.
     first = sampler.seen[0]
     assert int(np.argmax(first)) == 504 and abs(first[504] - 29.78) < 0.05 and abs(first[38634] - 28.30) < 0.05
 

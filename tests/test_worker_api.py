@@ -9,7 +9,7 @@ import pytest
 from pychat_wasm import worker_api
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy (models.md)
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy
 GREEDY = json.dumps({"temperature": 0, "repeat_penalty": 1.0, "max_tokens": 16})
 
 

@@ -32,7 +32,7 @@
  *     self.isPythonError(error)        -> true for an exception raised by Python code (an ordinary failure),
  *                                         false for a wasm trap or Pyodide's own fatal error
  *
- * Pyodide 0.17.1 facts this relies on (see docs/runtime.md): only a classic worker works (importScripts),
+ * Pyodide 0.17.1 facts this relies on (measured here): only a classic worker works (importScripts),
  * loadPyodide may be called once per worker, the wasm heap never shrinks (terminate the worker to reclaim it),
  * and a wheel whose dependencies all ship with the distribution can simply be unzipped into site-packages.
  */

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from typing import List
 
 from .cli_common import model_path
 from .cli_train import add_run_options, check_outputs, finish, load_data, read_resume, say
@@ -20,7 +22,9 @@ from .gguf_reader import GGUFFile
 from .train.checkpoint import restore
 from .train.data import DATA_DIR
 from .train.evaluate import keyword_report, session_from_gguf_bytes
-from .train.finetune import TARGETS, FinetuneRun, FinetuneSettings
+from .train.data import Conversation
+from .train.finetune import TARGETS, FinetuneRun, FinetuneSettings, check_can_finetune
+from .train.replay import MAX_ANSWER_TOKENS, ReplayAnswers
 
 EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
 EXAMPLE_EVAL = os.path.join(DATA_DIR, "finetune_eval.json")
@@ -37,6 +41,25 @@ def report_example(model_bytes: bytes) -> None:
         say("answers %d of %d %s correctly" % (result.exact, result.total, what))
 
 
+def answer_replay(gguf: GGUFFile, count: int) -> List[Conversation]:
+    """The base model's own answers to `count` general questions, with a counter while it answers."""
+    if not count:
+        return []
+    replay = ReplayAnswers(gguf, count)
+    while not replay.finished:
+        if sys.stderr.isatty():
+            sys.stderr.write("\rthe base model answers general questions to learn beside the data: %d of %d"
+                             % (replay.answered, count))
+            sys.stderr.flush()
+        replay.answer_next()
+    if sys.stderr.isatty():
+        sys.stderr.write("\r")
+    say("replay: %d of %d general questions answered by the base model within %d tokens are learned beside "
+        "the data, so that it keeps answering them (--replay 0 skips this)"
+        % (len(replay.conversations), count, MAX_ANSWER_TOKENS))
+    return replay.conversations
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     paths = check_outputs(args)
     base_path = str(model_path(args.base))
@@ -50,13 +73,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     else:
         settings = FinetuneSettings(rank=args.rank, alpha=args.alpha, targets=args.targets, epochs=args.epochs,
                                     lr=args.lr, seq_len=args.seq_len, batch_size=args.batch, full=args.full,
-                                    seed=args.seed)
-        run = FinetuneRun(settings, gguf, data)
+                                    seed=args.seed, replay=args.replay)
+        check_can_finetune(gguf, data)
+        run = FinetuneRun(settings, gguf, data, replay=answer_replay(gguf, args.replay))
         trained = sum(run.params[name].size for name in run.trainable) if run.trainable else \
             sum(p.size for p in run.params.values())
-        say("fine-tuning %s (%s): %s trainable parameters, %d conversations, %d steps"
+        say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, %d steps"
             % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
-                args.rank, args.targets), "{:,}".format(trained), len(data.conversations), run.total_steps))
+                args.rank, args.targets), "{:,}".format(trained), len(data.conversations), len(run.replay),
+               run.total_steps))
     if data.documents:
         say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
             % len(data.documents))
@@ -92,5 +117,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch", type=int, default=DEFAULTS.batch_size, metavar="B",
                    help="conversations per step (default %(default)s)")
     p.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
+    p.add_argument("--replay", type=int, default=DEFAULTS.replay, metavar="N",
+                   help="general questions the base model answers first; its answers are learned beside the "
+                        "data so that it keeps them (0 to %(default)s, default %(default)s)")
     p.set_defaults(func=cmd_finetune)
     return p

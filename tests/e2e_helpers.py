@@ -98,13 +98,16 @@ def byte_level(text: str) -> str:
 
 
 def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: str = "F32",
-                    head_dim: int = 4, context_length: int = 256) -> Path:
-    """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily.
+                    head_dim: int = 4, context_length: int = 256, then_stop: bool = False) -> Path:
+    """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily, or once
+    and then <|im_end|> with `then_stop`.
 
     Every layer weight is zero, so the residual stream is just the token embedding; the output head is the
     embedding (tied), and the payload's embedding row points the same way as every other row but ten times
-    longer, so its logit wins after any token. `arch`/`weight_type` make files the engine must reject;
-    a large `head_dim` and `context_length` make a small file whose KV cache does not fit in memory.
+    longer, so its logit wins after any token. With `then_stop` the payload's row also points along the last
+    axis, and <|im_end|>'s row only along it, three times longer: after the payload that logit wins (300 to
+    200). `arch`/`weight_type` make files the engine must reject; a large `head_dim` and `context_length`
+    make a small file whose KV cache does not fit in memory.
     """
     import gguf
     from pychat_wasm.tokenizer_bpe import bytes_to_unicode
@@ -123,6 +126,10 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
     embedding[:, 1:] = rng.normal(0, 0.05, (len(tokens), dim - 1))
     embedding[payload_id] = 0
     embedding[payload_id, 0] = 10.0
+    if then_stop:
+        embedding[payload_id, -1] = 10.0
+        embedding[2] = 0
+        embedding[2, -1] = 30.0
 
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name("tiny payload model")

@@ -611,10 +611,10 @@ def test_cli_finetune_writes_model_log_and_chart(bases, tmp_path):
     data = write_jsonl(tmp_path / "chats.jsonl", text_chats(4))
     out = tmp_path / "tuned.gguf"
     result = cli("finetune", bases["text"], "--data", data, "--out", out, "--epochs", 1, "--batch", 2,
-                 "--seq-len", 32)
+                 "--seq-len", 32, "--replay", 0)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "LoRA rank 8 on attn" in result.stderr and "4 conversations, 2 steps" in result.stderr
+    assert "LoRA rank 8 on attn" in result.stderr and "4 conversations + 0 replayed, 2 steps" in result.stderr
     assert "wrote %s" % out in result.stderr and "greedy answers reproduce" in result.stderr
     records = [r for r in json.loads((tmp_path / "tuned.log.json").read_text()) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)

@@ -199,7 +199,10 @@ class TrainPanel {
     let plan;
     try {
       const {transfer = [], ...extra} = await mode.payload(this);
-      plan = await this.worker.request(mode.request, {options, files, ...extra}, {transfer});
+      // Fine-tuning first asks the base model general questions whose answers it learns beside the data.
+      const onEvent = (event) => this.show("preparing", "The base model answers general questions so that it " +
+                                           `keeps them: ${event.answered} of ${event.total}…`);
+      plan = await this.worker.request(mode.request, {options, files, ...extra}, {transfer, onEvent});
     } catch (error) {
       if (error.type === "WorkerCrashed") return;
       this.message("error", `Training could not start: ${error.message}`);

@@ -60,11 +60,13 @@ const handlers = {
     return callApi("begin_training", JSON.stringify(options), JSON.stringify(files));
   },
 
-  finetune({base, baseName, options, files}) {
+  finetune({rid, base, baseName, options, files}) {
     if (!api) throw userFacing(new Error("Python is not running"));
+    // The base model first answers the replay questions: each answer is reported as it comes.
+    const onReplay = (answered, total) => postMessage({type: "event", rid, event: {kind: "replay", answered, total}});
     // One copy into the wasm heap; the transferred buffer is dropped with this message.
     return checkedResult(py.callWithBytes(api.begin_finetune, new Uint8Array(base), baseName,
-                                          JSON.stringify(options), JSON.stringify(files)));
+                                          JSON.stringify(options), JSON.stringify(files), onReplay));
   },
 
   async train({rid}) {

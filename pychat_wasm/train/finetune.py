@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from ..gguf_reader import GGUFFile
 from ..gguf_writer import GGUFWriter
 from ..model import ModelConfig
 from ..tokenizer import load_tokenizer
-from .data import TrainingData, split_validation
+from .data import Conversation, TrainingData, split_validation
 from .export import model_writer
 from .run import LoopSettings, Phase, TrainingRun
 
@@ -51,6 +51,7 @@ class FinetuneSettings:
     full: bool = False  # train every weight instead of adapters (small models)
     seed: int = 0
     grad_accum: int = 1
+    replay: int = 48  # general questions the base model answers first, learned beside the data (replay.py)
 
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
@@ -58,6 +59,8 @@ class FinetuneSettings:
         for name in ("rank", "epochs"):
             if getattr(self, name) < 1:
                 raise InvalidSettingError("%s must be at least 1, got %r" % (name, getattr(self, name)))
+        if self.replay < 0:
+            raise InvalidSettingError("replay must be 0 or more questions, got %r" % self.replay)
         if not self.lr > 0:
             raise InvalidSettingError("the learning rate must be positive, got %r" % self.lr)
 
@@ -105,19 +108,28 @@ def file_fingerprint(gguf: GGUFFile) -> str:
     return hashlib.sha256(gguf.data).hexdigest()
 
 
+def check_can_finetune(gguf: GGUFFile, data: TrainingData) -> ModelConfig:
+    """The base model's configuration, if the trainer implements its architecture and the data has
+    conversations; callers check this before they spend time on replay answers."""
+    config = ModelConfig.from_gguf(gguf)
+    if config.arch not in TRAINABLE_ARCHITECTURES:
+        raise UnsupportedArchitectureError("fine-tuning supports %s models; %s is %s"
+                                           % (" and ".join(TRAINABLE_ARCHITECTURES), gguf.name, config.arch))
+    if not data.conversations:
+        raise TrainingDataError("fine-tuning needs conversations (JSONL {\"messages\": [...]} or "
+                                "\"User: ... Assistant: ...\" strings)")
+    return config
+
+
 class FinetuneRun(TrainingRun):
     kind = "finetune"
 
     def __init__(self, settings: FinetuneSettings, gguf: GGUFFile, data: TrainingData,
-                 trained: Optional[Dict[str, np.ndarray]] = None):
-        config = ModelConfig.from_gguf(gguf)
-        if config.arch not in TRAINABLE_ARCHITECTURES:
-            raise UnsupportedArchitectureError("fine-tuning supports %s models; %s is %s"
-                                               % (" and ".join(TRAINABLE_ARCHITECTURES), gguf.name, config.arch))
-        if not data.conversations:
-            raise TrainingDataError("fine-tuning needs conversations (JSONL {\"messages\": [...]} or "
-                                    "\"User: ... Assistant: ...\" strings)")
-        self.settings, self.gguf, self.data = settings, gguf, data
+                 trained: Optional[Dict[str, np.ndarray]] = None, replay: Sequence[Conversation] = ()):
+        """`replay`: the base model's own answers (replay.ReplayAnswers), trained on beside `data`'s
+        conversations and never held out for validation."""
+        config = check_can_finetune(gguf, data)
+        self.settings, self.gguf, self.data, self.replay = settings, gguf, data, list(replay)
         tokenizer = load_tokenizer(gguf)
         params = base_parameters(gguf)
         if settings.full:
@@ -136,6 +148,7 @@ class FinetuneRun(TrainingRun):
         examples = self.encode_chats(chats)
         if not examples:
             raise TrainingDataError("no assistant answer fits within %d tokens" % settings.seq_len)
+        examples += self.encode_chats(self.replay)
         steps_per_epoch = -(-len(examples) // (settings.batch_size * settings.grad_accum))
         self.phases = [Phase("finetune", examples, self.encode_chats(held), settings.epochs * steps_per_epoch,
                              settings.lr)]
@@ -165,7 +178,7 @@ class FinetuneRun(TrainingRun):
 
     def checkpoint_extra(self) -> Dict[str, Any]:
         return {"settings": dataclasses.asdict(self.settings), "base": file_fingerprint(self.gguf),
-                "base_name": self.gguf.name}
+                "base_name": self.gguf.name, "replay": self.replay}
 
     @classmethod
     def from_checkpoint(cls, extra: Dict[str, Any], params: Dict[str, np.ndarray], gguf: GGUFFile,
@@ -173,5 +186,5 @@ class FinetuneRun(TrainingRun):
         if extra.get("base") != file_fingerprint(gguf):
             raise CheckpointError("this checkpoint was trained on another base model (%s), not on %s"
                                   % (extra.get("base_name"), gguf.name))
-        return cls(FinetuneSettings(**extra["settings"]), gguf, data, params)
+        return cls(FinetuneSettings(**extra["settings"]), gguf, data, params, extra.get("replay", []))
 

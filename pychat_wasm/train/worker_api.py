@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
 from ..gguf_reader import GGUFFile
@@ -25,7 +25,8 @@ from ..worker_api import json_reply
 from .checkpoint import checkpoint_bytes, read_checkpoint, restore
 from .data import (DATA_DIR, MAX_DATA_BYTES, TrainingData, builtin_corpus, merge_data, parse_training_text,
                    read_training_file)
-from .finetune import FinetuneRun, FinetuneSettings, estimated_bytes
+from .finetune import FinetuneRun, FinetuneSettings, check_can_finetune, estimated_bytes
+from .replay import ReplayAnswers
 from .run import TrainingRun
 from .scratch import PRESETS, ScratchRun, TrainSettings
 
@@ -120,14 +121,16 @@ def _finetune_settings(options: Dict[str, Any]) -> FinetuneSettings:
                             epochs=int(options.get("epochs", FinetuneSettings.epochs)),
                             lr=float(options.get("lr", FinetuneSettings.lr)),
                             seq_len=int(options.get("seq_len", 128)), batch_size=int(options.get("batch_size", 2)),
-                            seed=int(options.get("seed", 0)))
+                            seed=int(options.get("seed", 0)), replay=int(options.get("replay", FinetuneSettings.replay)))
 
 
 @json_reply
-def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str) -> Dict[str, Any]:
+def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str,
+                   on_replay: Optional[Callable[[int, int], Any]] = None) -> Dict[str, Any]:
     """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; files as in begin_training, []
     for the shipped example. Refuses, before allocating, a run that would not fit options["memory_limit"]
-    (default: the browser's 2 GiB heap)."""
+    (default: the browser's 2 GiB heap). First the base model answers options["replay"] general questions
+    (replay.py), calling on_replay(answered, total) after each."""
     options = json.loads(options_json)
     settings = _finetune_settings(options)
     gguf = GGUFFile(base, name=base_name)
@@ -139,8 +142,15 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
             "fine-tuning %s needs about %.1f GB (the model as float32 plus activations), more than the %.1f GB "
             "a browser worker can use: try a smaller model, batch or sequence length"
             % (base_name, need / 1e9, limit / 1e9))
+    data = _data(files_json, FinetuneRun.kind)
+    check_can_finetune(gguf, data)
     _training.run = None  # free the previous run's weights first
-    run = FinetuneRun(settings, gguf, _data(files_json, FinetuneRun.kind))
+    replay = ReplayAnswers(gguf, settings.replay)
+    while not replay.finished:
+        replay.answer_next()
+        if on_replay is not None:
+            on_replay(replay.answered, len(replay.questions))
+    run = FinetuneRun(settings, gguf, data, replay=replay.conversations)
     _training.run = run
     return dict(_describe(run), memory_bytes=need)
 

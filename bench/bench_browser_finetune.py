@@ -1,0 +1,104 @@
+"""Fine-tune SmolLM2 on the shipped example in Chromium, from the Train panel to the end, then ask it.
+
+What a visitor does: open the page (SmolLM2-135M loads for chat), open Train, choose "Fine-tune the current
+model" with the shipped example and the panel's defaults, press Start and wait. Measured in one run:
+  - wall time from Start to the saved model in use, steps, seconds per step (the README's browser figure);
+  - the tuned model's greedy answers, through the page's chat, to pychat_wasm/train/data/finetune_eval.json:
+    new phrasings of the taught facts ("taught") and general questions it must still answer ("general");
+  - the same model after a reload with the network off (offline from the model cache).
+
+    $ python bench/bench_browser_finetune.py [--epochs N] [--json results.json]
+
+Needs the built site (python build/build_site.py). Not a test: a full run takes 10-30 minutes here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from e2e_helpers import SiteServer, ask, open_ready_page, set_settings, wait_ready  # noqa: E402
+
+SITE = REPO / "dist" / "site"
+EVAL = REPO / "pychat_wasm" / "train" / "data" / "finetune_eval.json"
+GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=48, seed=None)
+RUN_TIMEOUT_MS = 120 * 60_000
+
+
+def score(page, items) -> dict:
+    """Greedy answers in fresh chats; an answer counts when it contains the expected words (any case)."""
+    misses = []
+    for item in items:
+        page.click("#new-chat")
+        answer, _ = ask(page, item["question"])
+        if item["expect"].lower() not in answer.lower():
+            misses.append({"question": item["question"], "expect": item["expect"], "answer": answer})
+    return {"right": len(items) - len(misses), "total": len(items), "misses": misses}
+
+
+def finetune_in_page(page, epochs) -> dict:
+    page.click("#train-panel summary")
+    page.wait_for_selector("#train-status:not([data-state=idle]):not([data-state=starting])")
+    page.select_option("#train-mode", "finetune")
+    page.check("#train-source-builtin")
+    if epochs:
+        page.fill("#train-epochs", str(epochs))
+    name = page.input_value("#train-name")
+    started = time.time()
+    page.click("#train-start")
+    page.wait_for_selector("#train-status[data-state=finished]", timeout=RUN_TIMEOUT_MS)
+    trained = time.time()
+    wait_ready(page, timeout=RUN_TIMEOUT_MS)
+    state = page.evaluate("pychatTraining")
+    seconds = [r["seconds"] for r in state["records"]]
+    return {"name": name, "epochs": int(page.input_value("#train-epochs")), "steps": state["totalSteps"],
+            "training_seconds": round(trained - started, 1), "until_in_use_seconds": round(time.time() - started, 1),
+            "mean_step_seconds": round(sum(seconds) / len(seconds), 2), "last_loss": state["records"][-1]["loss"],
+            "status": page.text_content("#status")}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, help="epochs (default: the panel's)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not (SITE / "manifest.json").exists():
+        raise SystemExit("dist/site is missing: run `python build/build_site.py` first")
+    questions = json.loads(EVAL.read_text())
+
+    from playwright.sync_api import sync_playwright
+
+    server = SiteServer(SITE)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = browser.new_context()
+            context.set_default_timeout(RUN_TIMEOUT_MS)
+            page = open_ready_page(context, server.url, "", **GREEDY)
+            result = finetune_in_page(page, args.epochs)
+            for kind in ("taught", "general"):
+                result[kind] = score(page, questions[kind])
+            context.set_offline(True)
+            page.reload()
+            wait_ready(page)
+            set_settings(page, **GREEDY)
+            result["offline_status"] = page.text_content("#status")
+            result["offline_taught"] = score(page, questions["taught"][:2])
+            result["chromium"] = browser.version
+            browser.close()
+    finally:
+        server.stop()
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,76 @@
+"""Replay: the base model's own answers to general questions, learned beside the user's conversations.
+
+A few epochs on a handful of facts move a small model's other answers too: after the shipped example alone,
+SmolLM2-135M called St. Petersburg Russia's capital and HCl the formula of water. Training also on what the
+base model itself answers to general questions (rehearsal with targets the model generated) holds those
+answers where they were. The questions are data/replay_questions.json; they share none with the evaluation
+files, so the general questions `finetune` checks afterwards are held out.
+
+    >>> replay = ReplayAnswers(gguf, count=48)                      # doctest: +SKIP
+    >>> while not replay.finished: replay.answer_next()            # doctest: +SKIP
+    >>> replay.conversations[0]                                     # doctest: +SKIP
+    [{'role': 'user', 'content': 'What is the capital of Egypt?'},
+     {'role': 'assistant', 'content': 'The capital of Egypt is Cairo.'}]
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional
+
+from ..errors import InvalidSettingError
+from ..gguf_reader import GGUFFile
+from ..sampler import SamplingSettings
+from ..session import ChatSession
+from .data import DATA_DIR, Conversation
+
+REPLAY_QUESTIONS = os.path.join(DATA_DIR, "replay_questions.json")
+# Answers that run longer are left out: a greedy small model that has not stopped by then mostly rambles,
+# and a cut answer would teach it to stop mid-sentence.
+MAX_ANSWER_TOKENS = 48
+GREEDY = SamplingSettings(temperature=0.0, repeat_penalty=1.0, max_tokens=MAX_ANSWER_TOKENS)
+CONTEXT_TOKENS = 256  # a question and its answer; keeps the KV cache small next to the weights
+
+
+def replay_questions() -> List[str]:
+    with open(REPLAY_QUESTIONS, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+class ReplayAnswers:
+    """Asks the base model the first `count` replay questions, one per `answer_next`, greedily with float32
+    weights (as the trainer holds them), and keeps each answer that ends by itself."""
+
+    def __init__(self, gguf: GGUFFile, count: int):
+        questions = replay_questions()
+        if not 0 <= count <= len(questions):
+            raise InvalidSettingError("replay takes 0 to %d questions, got %r" % (len(questions), count))
+        self.gguf = gguf
+        self.questions = questions[:count]
+        self.answered = 0
+        self.conversations: List[Conversation] = []
+        self._session: Optional[ChatSession] = None
+
+    @property
+    def finished(self) -> bool:
+        return self.answered >= len(self.questions)
+
+    def answer_next(self) -> None:
+        if self._session is None:
+            self._session = ChatSession.from_gguf(self.gguf, policy="float32", context_length=CONTEXT_TOKENS,
+                                                  settings=GREEDY)
+        question = self.questions[self.answered]
+        self._session.restore([])
+        pieces, stop_reason = [], ""
+        for event in self._session.generate(question):
+            if event.kind == "piece":
+                pieces.append(event.text)
+            elif event.kind == "done":
+                stop_reason = event.stats.stop_reason
+        answer = "".join(pieces).strip()
+        if stop_reason == "eos" and answer:
+            self.conversations.append([{"role": "user", "content": question},
+                                       {"role": "assistant", "content": answer}])
+        self.answered += 1
+        if self.finished:
+            self._session = None  # its weights go before training allocates its own copy

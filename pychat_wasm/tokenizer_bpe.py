@@ -24,10 +24,9 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, List, NamedTuple, Tuple
 
-import regex
-
 from .errors import TokenizerError
 from .tokenizer import Tokenizer
+from .unicode_regex import compile_unicode_regex
 
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -80,9 +79,9 @@ def resolve_pre_tokenizer(name: Any) -> Tuple[str, PreTokenizer]:
 def split_pre_tokens(text: str, patterns: List[Any]) -> List[str]:
     """Cut `text` with each compiled regex in turn; text between matches stays a piece of its own.
 
-    >>> split_pre_tokens("Hello world123!", [regex.compile(GPT2_SPLIT)])
+    >>> split_pre_tokens("Hello world123!", [compile_unicode_regex(GPT2_SPLIT)])
     ['Hello', ' world', '123', '!']
-    >>> split_pre_tokens(" 42", [regex.compile(r"\\p{N}"), regex.compile(GPT2_SPLIT)])
+    >>> split_pre_tokens(" 42", [compile_unicode_regex(r"\\p{N}"), compile_unicode_regex(GPT2_SPLIT)])
     [' ', '4', '2']
     """
     pieces = [text] if text else []
@@ -186,7 +185,7 @@ class BPETokenizer(Tokenizer):
         name, pre = resolve_pre_tokenizer(metadata.get("tokenizer.ggml.pre"))
         super().__init__(metadata, pre=name, add_bos_default=pre.add_bos)
         self.pre_tokenizer = pre
-        self.patterns = [regex.compile(p) for p in pre.splits]
+        self.patterns = [compile_unicode_regex(p) for p in pre.splits]
         merges = metadata.get("tokenizer.ggml.merges")
         if not isinstance(merges, list) or (merges and not isinstance(merges[0], str)):
             raise TokenizerError("tokenizer.ggml.merges is missing or not a list of strings: a gpt2 (BPE) "

@@ -13,12 +13,12 @@ import time
 import warnings
 
 import pytest
-import regex
 
 from pychat_wasm.errors import TokenizerError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.tokenizer import load_tokenizer
 from pychat_wasm.tokenizer_bpe import PRE_TOKENIZERS, bytes_to_unicode, split_pre_tokens
+from pychat_wasm.unicode_regex import compile_unicode_regex
 
 CORPUS = [
     "",
@@ -199,7 +199,7 @@ def test_pre_tokenizer_splits_match_hf_tokenizers(name):
     pytest.importorskip("tokenizers")
     patterns = PRE_TOKENIZERS[name].splits
     hf_split = _hf_split(patterns)
-    compiled = [regex.compile(p) for p in patterns]
+    compiled = [compile_unicode_regex(p) for p in patterns]
     for text in CORPUS:
         assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text
 
@@ -208,7 +208,7 @@ def test_gpt2_split_matches_byte_level_pre_tokenizer():
     from tokenizers import pre_tokenizers
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     spell = bytes_to_unicode()
-    compiled = [regex.compile(p) for p in PRE_TOKENIZERS["gpt-2"].splits]
+    compiled = [compile_unicode_regex(p) for p in PRE_TOKENIZERS["gpt-2"].splits]
     for text in CORPUS:
         ours = ["".join(spell[b] for b in w.encode()) for w in split_pre_tokens(text, compiled)]
         assert ours == [w for w, _ in byte_level.pre_tokenize_str(text)], text
@@ -218,7 +218,7 @@ def test_gpt2_split_matches_byte_level_pre_tokenizer():
 def test_regexes_are_the_ones_transformers_uses(name):
     mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
     hf_split = _hf_split([mapping.GGUF_PRE_TOKENIZER_SPLITS[name]])
-    compiled = [regex.compile(p) for p in PRE_TOKENIZERS[name].splits]
+    compiled = [compile_unicode_regex(p) for p in PRE_TOKENIZERS[name].splits]
     for text in CORPUS:
         assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text
 

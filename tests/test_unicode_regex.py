@@ -5,8 +5,8 @@
   over all of Unicode, in both compiled variants.
 - Every pre-tokenizer pattern cuts a large varied corpus (random text across scripts, digits, white
   space runs, contractions, emoji, unassigned code points) exactly as `regex` does.
-- Whole tokenizers give the same ids as with `regex` on the project's tokenizer corpus, for every
-  pre-tokenizer name (SmolLM2's vocabulary re-labelled).
+- Whole tokenizers give the same ids as with `regex` on the project's tokenizer corpus (our tests' texts,
+  llama.cpp's suite, the random texts), for every pre-tokenizer (SmolLM2's vocabulary re-labelled).
 """
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ import pytest
 import regex
 
 from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer_bpe import PRE_TOKENIZERS, BPETokenizer, split_pre_tokens
+from pychat_wasm.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
+from pychat_wasm.tokenizer_bpe import BPETokenizer
 from pychat_wasm.unicode_classes import RANGES
 from pychat_wasm.unicode_regex import UnicodeRegex, compile_unicode_regex, translate
 
 from conftest import REPO
+from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs
 from test_bpe import PROBES
 from test_tokenizer import CORPUS
 
@@ -63,7 +65,15 @@ def random_texts(seed: int, n: int):
     return texts
 
 
-VARIED_CORPUS = CORPUS + PROBES + random_texts(0, 3000)
+def llama_cpp_suite_texts():
+    """The texts of llama.cpp's tokenizer suite (test_llama_cpp_tokenizer_suite.py fails if it is missing)."""
+    try:
+        return sorted({text for name in suite_vocabs() for text in read_cases(name)})
+    except MissingSuite:
+        return []
+
+
+VARIED_CORPUS = CORPUS + PROBES + llama_cpp_suite_texts() + random_texts(0, 3000)
 ENCODABLE_CORPUS = [regex.sub("[\ud800-\udfff]", "\ufffd", t) for t in VARIED_CORPUS]  # no lone surrogates
 
 

@@ -125,6 +125,9 @@ class UnicodeRegex:
     def findall(self, text: str) -> List[str]:
         return self._for(text).findall(text)
 
+    def sub(self, replacement: str, text: str) -> str:
+        return self._for(text).sub(replacement, text)
+
 
 _COMPILED: Dict[str, UnicodeRegex] = {}
 

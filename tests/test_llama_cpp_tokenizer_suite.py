@@ -13,11 +13,13 @@ from pychat_wasm.tokenizer import load_tokenizer
 
 from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs, vocab_path
 
-# The suite's vocabularies by tokenizer model. BERT's WordPiece ("bert") is the one kind we do not run.
-BPE = ["command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe", "mpt", "qwen2",
-       "qwen35", "refact", "starcoder"]
-SPM = ["llama-spm", "phi-3"]
-NOT_SUPPORTED = ["bert-bge"]
+KINDS = {  # the suite's vocabularies by the kind of tokenizer their model is
+    "bpe": ["command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe", "mpt", "qwen2",
+            "qwen35", "refact", "starcoder"],
+    "spm": ["llama-spm", "phi-3"],
+    "wpm": ["bert-bge"],
+}
+KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +31,17 @@ def vocabs():
 
 
 def test_suite_holds_the_vocabularies_we_know(vocabs):
-    assert vocabs == sorted(BPE + SPM + NOT_SUPPORTED)
+    assert vocabs == sorted(KIND_OF)
 
 
-@pytest.mark.parametrize("name", BPE + SPM)
+@pytest.mark.parametrize("name", sorted(KIND_OF))
 def test_ids_match_llama_cpp(vocabs, name):
     tokenizer = load_tokenizer(vocab_path(name))
-    assert tokenizer.kind == ("spm" if name in SPM else "bpe")
+    assert tokenizer.kind == KIND_OF[name]
     cases = read_cases(name)
     assert len(cases) >= 40
     failed = [(text, ids, tokenizer.encode(text, add_special=False, parse_special=False))
               for text, ids in cases.items()
               if tokenizer.encode(text, add_special=False, parse_special=False) != ids]
     assert not failed, "%d of %d cases differ, first: %r" % (len(failed), len(cases), failed[0])
+

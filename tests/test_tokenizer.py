@@ -314,7 +314,7 @@ def test_bad_metadata_raises_tokenizer_error(metadata, message):
 
 
 @pytest.mark.parametrize("module", ["pychat_wasm.tokenizer", "pychat_wasm.tokenizer_bpe", "pychat_wasm.tokenizer_spm",
-                                    "pychat_wasm.pretokenizers", "pychat_wasm.unicode_regex"])
+                                    "pychat_wasm.tokenizer_wpm", "pychat_wasm.pretokenizers", "pychat_wasm.unicode_regex"])
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -97,7 +97,8 @@ def resolve_pre_tokenizer(name: Any) -> Tuple[str, PreTokenizer]:
 
 
 def split_pre_tokens(text: str, patterns: List[Any]) -> List[str]:
-    """Cut `text` with each compiled regex in turn; text between matches stays a piece of its own.
+    """Cut `text` with each pattern in turn (anything with `spans(text)`, as `UnicodeRegex`); text between
+    matches stays a piece of its own.
 
     >>> from pychat_wasm.unicode_regex import compile_unicode_regex
     >>> split_pre_tokens("Hello world123!", [compile_unicode_regex(GPT2_SPLIT)])
@@ -110,8 +111,7 @@ def split_pre_tokens(text: str, patterns: List[Any]) -> List[str]:
         cut: List[str] = []
         for piece in pieces:
             done = 0
-            for m in pattern.finditer(piece):
-                start, end = m.span()
+            for start, end in pattern.spans(piece):
                 if start == end:
                     continue
                 if start > done:

@@ -261,22 +261,23 @@ def test_tokenizer_matches_hf(browser_python, hf_smollm2_tokenizer):
 def test_tokenizer_splitter_matches_regex(browser_python):
     """The regex-free pre-tokenizer under Python 3.8's `re`: the same matches as the `regex` module natively."""
     import regex
-    from test_unicode_regex import ENCODABLE_CORPUS, PATTERNS
+    from test_unicode_regex import ENCODABLE_CORPUS, PATTERNS, RegexSpans
 
     got = browser_python.run("pre_token_digests", patterns=PATTERNS, texts=ENCODABLE_CORPUS)
     for pattern, digest in zip(PATTERNS, got):
-        assert digest == browser_checks.span_digest(regex.compile(pattern), ENCODABLE_CORPUS), pattern
+        assert digest == browser_checks.span_digest(RegexSpans(pattern), ENCODABLE_CORPUS), pattern
 
 
 def test_tokenizer_unicode_classes_match_regex(browser_python):
     import regex
-    from test_unicode_regex import EVERY_CODE_POINT
+    from test_unicode_regex import EVERY_CODE_POINT, NO_SURROGATES
 
     classes = [r"\p{L}+", r"\p{N}+", r"\p{P}+", r"\p{M}+", r"\p{S}+", r"\s+", r"\S+", r"[^\s\p{L}\p{N}]+",
                r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}]+"] + ["(?i:%s)" % c for c in "strevmld"]  # 'ſ' is an s
     got = browser_python.run("unicode_class_spans", patterns=classes)
     for pattern, spans in zip(classes, got):
-        assert spans == [list(m.span()) for m in regex.finditer(pattern, EVERY_CODE_POINT)], pattern
+        assert spans == [[list(m.span()) for m in regex.finditer(pattern, text)]
+                         for text in (EVERY_CODE_POINT, NO_SURROGATES)], pattern
 
 
 @pytest.fixture(scope="module")

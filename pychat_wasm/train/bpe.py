@@ -25,19 +25,20 @@ given the special tokens and `ByteLevel.alphabet()` as its initial alphabet.
 from __future__ import annotations
 
 import heapq
+import re
 from collections import Counter, defaultdict
 from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Set, Tuple
 
-import regex
-
 from ..errors import TrainingDataError
 from ..tokenizer import CONTROL, NORMAL
-from ..tokenizer_bpe import GPT2_SPLIT, bytes_to_unicode, spell_bytes, split_pre_tokens
+from ..pretokenizers import GPT2_SPLIT, split_pre_tokens
+from ..tokenizer_bpe import bytes_to_unicode, spell_bytes
+from ..unicode_regex import compile_unicode_regex
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2, as in SmolLM2
 BYTE_TOKENS = sorted(bytes_to_unicode().values())  # GPT-2's order: "!".."~", then the rest
 PRE_TOKENIZER = "gpt-2"
-_GPT2_PATTERN = regex.compile(GPT2_SPLIT)
+_GPT2_PATTERN = compile_unicode_regex(GPT2_SPLIT)
 
 Pair = Tuple[int, int]
 
@@ -55,7 +56,7 @@ def count_words(texts: Iterable[str], special_tokens: Sequence[str] = SPECIAL_TO
     {'Hi': 1, 'Ġhi': 1, 'hi': 1, '!': 1}
     """
     by_length = sorted(special_tokens, key=len, reverse=True)  # the longest of two that could match
-    specials = regex.compile("|".join(regex.escape(t) for t in by_length)) if by_length else None
+    specials = re.compile("|".join(re.escape(t) for t in by_length)) if by_length else None
     counts: Counter = Counter()
     for text in texts:
         for piece in specials.split(text) if specials else [text]:

@@ -37,10 +37,10 @@ const MODES = {
   },
   finetune: {
     request: "finetune", saveAs: "Q8_0",
-    dataLabel: "The shipped example (48 chats about Tessmarrow, an invented town)",
+    dataLabel: "The shipped example (40 chats about Tessmarrow, an invented town)",
     defaultName: (panel) => { const spec = panel.base.current(); return spec ? modelStem(spec.name) + "-tuned" : "tuned"; },
     options: (panel) => ({epochs: Number(panel.$("train-epochs").value) || 1,
-                          lr: Number(panel.$("train-lr").value) || 2e-3,
+                          lr: Number(panel.$("train-lr").value) || 1.5e-3,
                           rank: 8, targets: "attn", seq_len: 128, batch_size: 2, seed: 0,
                           name: panel.$("train-name").value.trim() || MODES.finetune.defaultName(panel),
                           ...(self.pychatTrainingOverrides || {})}),

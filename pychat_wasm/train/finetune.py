@@ -45,7 +45,7 @@ class FinetuneSettings:
     alpha: float = 16.0
     targets: str = "attn"
     epochs: int = 6
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     seq_len: int = 256
     batch_size: int = 4
     full: bool = False  # train every weight instead of adapters (small models)

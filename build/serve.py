@@ -1,7 +1,9 @@
 """Serve the built site (dist/site/) on 127.0.0.1, with HTTP Range requests and the right MIME types.
 
 Range support is what lets an interrupted model download resume where it stopped instead of starting
-over; `.wasm` must come as `application/wasm` for streaming compilation.
+over; every file carries an ETag and Last-Modified, and a Range request with an If-Range that no longer
+matches gets the whole (changed) file, so a resumed download never splices two versions. `.wasm` must come
+as `application/wasm` for streaming compilation.
 
     $ python build/serve.py                 # http://127.0.0.1:8000/
     $ python build/serve.py --port 0        # any free port; the URL is printed
@@ -9,6 +11,7 @@ over; `.wasm` must come as `application/wasm` for streaming compilation.
 from __future__ import annotations
 
 import argparse
+import email.utils
 import http.server
 import os
 import re
@@ -71,9 +74,15 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404, "File not found")
             return None
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
+        etag = '"%x-%x"' % (stat.st_mtime_ns, size)
+        last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         span = (0, size)
         range_header = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if range_header and if_range not in (None, etag, last_modified):
+            range_header = None  # the file changed since the client's copy began: send all of it
         if range_header:
             span = parse_range(range_header, size)
             if span is None:
@@ -89,6 +98,8 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", self.guess_type(str(path)))
         self.send_header("Content-Length", str(span[1] - span[0]))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         fh = open(path, "rb")

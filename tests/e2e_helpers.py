@@ -98,13 +98,15 @@ def byte_level(text: str) -> str:
 
 
 def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: str = "F32",
-                    head_dim: int = 4, context_length: int = 256) -> Path:
+                    head_dim: int = 4, context_length: int = 256, padding: int = 0) -> Path:
     """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily.
 
     Every layer weight is zero, so the residual stream is just the token embedding; the output head is the
     embedding (tied), and the payload's embedding row points the same way as every other row but ten times
     longer, so its logit wins after any token. `arch`/`weight_type` make files the engine must reject;
     a large `head_dim` and `context_length` make a small file whose KV cache does not fit in memory.
+    `padding` adds a metadata string of that many random hex digits: a bigger file whose every stretch
+    differs, so bytes stored at a wrong offset cannot pass for the right ones.
     """
     import gguf
     from pychat_wasm.tokenizer_bpe import bytes_to_unicode
@@ -145,6 +147,8 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHATML)
+    if padding:
+        writer.add_string("pychat_test.padding", np.random.default_rng(padding).bytes((padding + 1) // 2).hex()[:padding])
 
     quant = gguf.GGMLQuantizationType[weight_type]
 
@@ -214,3 +218,33 @@ def open_ready_page(context, url: str, init_script: str, **settings):
     wait_ready(page)
     set_settings(page, **settings)
     return page
+
+
+# ---- what the page stored ----------------------------------------------------------------------------------
+
+# Every record of the page's model store with the sha256 of the bytes actually stored for it.
+STORED_MODELS = """async () => {
+  const hex = (buffer) => Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+  const out = [];
+  for (const record of await pychat.store.list()) {
+    const bytes = await pychat.store.readAll(record);
+    out.push({id: record.id, complete: record.complete, received: record.received, stored: bytes.byteLength,
+              sha256: hex(await crypto.subtle.digest("SHA-256", bytes)), recorded_sha256: record.sha256});
+  }
+  return out;
+}"""
+
+
+def check_stored_models(page, files: Dict[str, bytes]) -> Dict[str, dict]:
+    """Assert that every model the page stored is a prefix of its true file (`files`: id -> bytes), and a
+    complete one all of it under its own sha256: never a corrupt copy. Returns the records by id."""
+    import hashlib
+
+    records = {r["id"]: r for r in page.evaluate(STORED_MODELS)}
+    for model_id, record in records.items():
+        true = files[model_id]
+        assert record["stored"] == record["received"] <= len(true), record
+        assert record["sha256"] == hashlib.sha256(true[:record["received"]]).hexdigest(), record
+        if record["complete"]:
+            assert record["received"] == len(true) and record["recorded_sha256"] == record["sha256"], record
+    return records

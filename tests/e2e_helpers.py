@@ -194,8 +194,8 @@ def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):
     answers_before = page.locator(".message[data-role=assistant]").count()
     page.fill("#input", text)
     page.press("#input", "Enter")
-    page.wait_for_function(
-        "n => document.querySelectorAll('.message[data-role=assistant][data-done=true]').length > n",
+    page.wait_for_function(  # this answer's end (an earlier answer may have been cut off by an error)
+        "n => (document.querySelectorAll('.message[data-role=assistant]')[n] || {dataset: {}}).dataset.done",
         arg=answers_before, timeout=timeout)
     answer = page.locator(".message[data-role=assistant]").nth(answers_before)
     return answer.locator(".content").text_content(), answer.locator(".stats").text_content()

@@ -6,6 +6,8 @@
  *     await store.importFile(file, {id, info, source});  // a local .gguf into the cache
  *     await store.list(); await store.remove(id);
  *     // downloads, with resume: model_download.js
+ *     const store = await ModelStore.openOrKeepInMemory();  // IndexedDB, or (private browsing, storage
+ *                                                            // disabled) a store that lasts this visit only
  *
  * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, chunks,
  * complete, info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed
@@ -77,6 +79,16 @@
   class ModelStore {
     constructor(db) {
       this.db = db;
+      this.persistent = true;  // the models outlive the visit
+    }
+
+    /* The IndexedDB store, or when IndexedDB cannot be opened a MemoryModelStore whose `unavailable` says why. */
+    static async openOrKeepInMemory() {
+      try {
+        return await ModelStore.open();
+      } catch (error) {
+        return Object.assign(new MemoryModelStore(), {unavailable: String(error && error.message || error)});
+      }
     }
 
     static open() {
@@ -187,6 +199,48 @@
       }
       return this.finish(record);
     }
+  }
+
+  /* The same store in memory: the models last as long as the page (chunks are Blobs, as in IndexedDB). */
+  class MemoryModelStore extends ModelStore {
+    constructor() {
+      super(null);
+      this.persistent = false;
+      this.records = new Map();  // id -> record
+      this.chunks = new Map();   // id -> [Blob, ...]
+    }
+
+    async list() {
+      return Array.from(this.records.values());
+    }
+
+    async get(id) {
+      return this.records.get(id);
+    }
+
+    async put(record) {
+      this.records.set(record.id, {...record});
+    }
+
+    async remove(id) {
+      this.records.delete(id);
+      this.chunks.delete(id);
+    }
+
+    async appendChunk(record, index, bytes) {
+      const chunks = this.chunks.get(record.id) || [];
+      chunks[index] = new Blob([bytes]);
+      this.chunks.set(record.id, chunks);
+      const next = {...record, received: record.received + bytes.byteLength, chunks: index + 1};
+      await this.put(next);
+      return next;
+    }
+
+    async readAll(record) {
+      return new Blob((this.chunks.get(record.id) || []).slice(0, record.chunks)).arrayBuffer();
+    }
+
+    async checkSpace() {}  // memory runs out as an allocation failure, not a quota
   }
 
   ModelStore.CHUNK_BYTES = CHUNK_BYTES;

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "dist" / "site"
@@ -36,6 +37,20 @@ MIME_TYPES = {
     ".ico": "image/x-icon",
     ".txt": "text/plain; charset=utf-8",
 }
+# Only our own files run: no inline script, style or handler, nothing from or to another origin. Pyodide
+# needs 'wasm-unsafe-eval' to compile its WebAssembly, nothing more. web/index.html carries the same policy in a
+# <meta> tag for hosts that cannot set headers (tests/test_site.py checks that the two agree); the header
+# also covers the workers, the service worker and every response the service worker caches, and adds
+# frame-ancestors, which a <meta> policy cannot carry.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+                           "img-src 'self'; connect-src 'self'; worker-src 'self'; object-src 'none'; "
+                           "base-uri 'none'; form-action 'none'")
+CSP_HEADER_ONLY = "; frame-ancestors 'none'"
+# The workers that run Pyodide 0.17 also need 'unsafe-eval': it makes each callable PyProxy with
+# Reflect.construct(Function, ...). A worker's policy is the one its own script arrives with, so the page
+# keeps the strict one.
+PYODIDE_WORKERS = ("worker.js", "train_worker.js")
+WORKER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("'wasm-unsafe-eval'", "'wasm-unsafe-eval' 'unsafe-eval'")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 COPY_CHUNK = 1 << 20
 
@@ -101,11 +116,18 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", last_modified)
         self.send_header("Cache-Control", "no-cache")
+        policy = self.content_security_policy(path.name)
+        if policy:
+            self.send_header("Content-Security-Policy", policy)
         self.end_headers()
         fh = open(path, "rb")
         fh.seek(span[0])
         self.span_length = span[1] - span[0]
         return fh
+
+    def content_security_policy(self, name: str) -> Optional[str]:
+        """The policy the file `name` is served with (a subclass serving other pages may return None)."""
+        return (WORKER_CONTENT_SECURITY_POLICY if name in PYODIDE_WORKERS else CONTENT_SECURITY_POLICY) + CSP_HEADER_ONLY
 
     def copyfile(self, source, outputfile):
         """Send exactly the requested span (the base class would send the file to its end)."""

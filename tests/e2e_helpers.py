@@ -5,6 +5,7 @@ handler, never in build/serve.py itself.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from pathlib import Path
@@ -208,6 +209,28 @@ def drop_files(page, selector: str, files: Dict[str, bytes]) -> None:
         " for (const [name, bytes] of files) t.items.add(new File([new Uint8Array(bytes)], name));"
         " return t; }", [[name, list(data)] for name, data in files.items()])
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+@contextlib.contextmanager
+def new_context(browser):
+    """A browser context of its own (storage, caches, service worker: a first visit), closed afterwards."""
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def alert_texts(page, kind: str) -> List[str]:
+    """The texts of the alerts of `kind` ("error" | "notice") on the page, without their buttons."""
+    return page.locator(".alert[data-kind=%s] > span" % kind).all_text_contents()
+
+
+def chat_worker(page):
+    """The page's chat worker (Playwright's handle: evaluate() runs code inside it)."""
+    (worker,) = [w for w in page.workers if w.url.endswith("/worker.js")]
+    return worker
 
 
 def open_ready_page(context, url: str, init_script: str, **settings):

@@ -138,9 +138,9 @@ class FaultyHandler(serve.SiteHandler):
 class FaultServer(SiteServer):
     """The built site on 127.0.0.1 with model files served by FaultyHandler."""
 
-    def __init__(self, site):
+    def __init__(self, site, handler=FaultyHandler):
         self.models: Dict[str, ModelFile] = {}
-        super().__init__(site, handler=FaultyHandler)
+        super().__init__(site, handler=handler)
 
     def start(self) -> None:
         super().start()

@@ -10,13 +10,12 @@ written by e2e_helpers stand in for models that must be rejected or that answer 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, open_ready_page, set_settings, wait_ready,
+from e2e_helpers import (ANSWER_TIMEOUT_MS, ask, new_context, open_ready_page, set_settings, wait_ready,
                          write_tiny_gguf)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -95,17 +94,6 @@ def native_answers(smollm2_path):
     greedy = dict(GREEDY, repeat_penalty=1.0)
     return {"greedy": native_answer(parts, GOLDEN_QUESTION, greedy, follow_up=SECOND_QUESTION),
             "sampled": native_answer(parts, GOLDEN_QUESTION, SAMPLED, system_prompt=PIRATE)[0]}
-
-
-@contextlib.contextmanager
-def new_context(browser):
-    """A browser context of its own (storage, caches, service worker: a first visit), closed afterwards."""
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 @pytest.fixture(scope="module")

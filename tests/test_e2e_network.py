@@ -19,7 +19,7 @@ import re
 
 import pytest
 
-from e2e_helpers import PAGE_TIMEOUT_MS, ask, check_stored_models, open_ready_page, write_tiny_gguf
+from e2e_helpers import alert_texts, ask, check_stored_models, new_context, open_ready_page, write_tiny_gguf
 from fault_server import Fault, FaultServer, build_fault_site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -53,10 +53,8 @@ def files(fault_site):
 
 @pytest.fixture(scope="module")
 def page(browser, fault_server):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield open_ready_page(context, fault_server.url, "", **SETTINGS)
-    context.close()
+    with new_context(browser) as context:
+        yield open_ready_page(context, fault_server.url, "", **SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +64,6 @@ def tiny_dir(tmp_path_factory):
 
 def tiny_model(tiny_dir, name: str, payload: str) -> bytes:
     return write_tiny_gguf(tiny_dir / name, payload, padding=MODEL_BYTES).read_bytes()
-
-
-def notices(page):
-    return page.locator(".alert[data-kind=notice] > span").all_text_contents()
-
-
-def errors(page):
-    return page.locator(".alert[data-kind=error] > span").all_text_contents()
 
 
 def add_by_url(page, url: str) -> None:
@@ -116,24 +106,24 @@ def assert_chats(page, name, payload, files):
 def test_drops_at_random_offsets_resume_from_the_stored_bytes(page, fault_server, files, tiny_dir):
     rng = random.Random(20261202)
     drops = [Fault(drop_after=rng.randrange(20_000, MODEL_BYTES // 4)) for _ in range(3)]
-    before = len(notices(page))
+    before = len(alert_texts(page, "notice"))
     log = download_by_url(page, fault_server, files, tiny_dir, "drops.gguf", "Drops survived. ", *drops)
     assert_chats(page, "drops.gguf", "Drops survived. ", files)
     starts = assert_each_resume_starts_where_the_stored_bytes_end(log)
     assert len(log) == 4 and 0 < starts[1] < starts[2] < starts[3] < MODEL_BYTES
     etag = fault_server.models["/faulty/drops.gguf"].etag
     assert [r["if_range"] for r in log] == [None, etag, etag, etag]
-    assert [text.split(" (")[0] for text in notices(page)[before:]] == [
+    assert [text.split(" (")[0] for text in alert_texts(page, "notice")[before:]] == [
         "Download interrupted at " + page.evaluate("formatBytes", start) for start in starts[1:]]
 
 
 def test_stalled_connection_is_given_up_and_resumed(page, fault_server, files, tiny_dir):
-    before = len(notices(page))
+    before = len(alert_texts(page, "notice"))
     log = download_by_url(page, fault_server, files, tiny_dir, "stall.gguf", "Stall survived. ",
                           Fault(stall_after=700_000, stall_seconds=30))
     assert_chats(page, "stall.gguf", "Stall survived. ", files)
     assert [r["range"] for r in log] == ["bytes=0-", "bytes=700000-"]
-    assert "Download interrupted at 700.0 kB (no data for 2 s); resuming…" in notices(page)[before:]
+    assert "Download interrupted at 700.0 kB (no data for 2 s); resuming…" in alert_texts(page, "notice")[before:]
 
 
 def test_server_errors_are_retried(page, fault_server, files, tiny_dir):
@@ -150,7 +140,7 @@ def test_server_that_keeps_failing_gets_a_clear_message_and_retry_resumes(page, 
                           Fault(drop_after=500_000), *[Fault(status=503)] * (DOWNLOAD["retries"] + 1))
     page.wait_for_selector(".alert[data-kind=error]:has-text('down.gguf')")
     assert ("Could not load down.gguf: The download of down.gguf stopped at 500.0 kB (HTTP 503 Service "
-            "Unavailable from the server). It will resume from there on the next try." in errors(page))
+            "Unavailable from the server). It will resume from there on the next try." in alert_texts(page, "error"))
     page.wait_for_selector("#status[data-phase=ready]")
     assert page.text_content("#status") == in_use  # the model loaded before is still in use
     (partial,) = [r for i, r in check_stored_models(page, files).items() if i.endswith("/down.gguf")]
@@ -161,12 +151,12 @@ def test_server_that_keeps_failing_gets_a_clear_message_and_retry_resumes(page, 
 
 
 def test_server_that_ignores_range_restarts_from_the_start(page, fault_server, files, tiny_dir):
-    before = len(notices(page))
+    before = len(alert_texts(page, "notice"))
     log = download_by_url(page, fault_server, files, tiny_dir, "norange.gguf", "No range needed. ",
                           Fault(drop_after=600_000), Fault(ignore_range=True))
     assert_chats(page, "norange.gguf", "No range needed. ", files)
     assert [(r["range"], r["status"]) for r in log] == [("bytes=0-", 206), ("bytes=600000-", 200)]
-    assert "The server does not support resuming; downloading from the start." in notices(page)[before:]
+    assert "The server does not support resuming; downloading from the start." in alert_texts(page, "notice")[before:]
 
 
 @pytest.mark.parametrize("etag, ignore_if_range", [(True, False), (True, True), (False, False)],
@@ -174,7 +164,7 @@ def test_server_that_ignores_range_restarts_from_the_start(page, fault_server, f
 def test_file_changed_between_requests_restarts_cleanly(page, fault_server, files, tiny_dir, etag, ignore_if_range):
     name = "changing-%s-%s.gguf" % (etag, ignore_if_range)
     new = tiny_model(tiny_dir, "new-" + name, "The new version. ")
-    before = len(notices(page))
+    before = len(alert_texts(page, "notice"))
     log = download_by_url(page, fault_server, files, tiny_dir, name, "The old version. ",
                           Fault(drop_after=800_000, replace_with=new), Fault(ignore_if_range=ignore_if_range),
                           etag=etag)
@@ -186,7 +176,7 @@ def test_file_changed_between_requests_restarts_cleanly(page, fault_server, file
         ("bytes=0-", 206), ("bytes=800000-", 200)]
     assert [(r["range"], r["status"]) for r in log] == expected
     assert "%s changed on the server since the download began; downloading it again from the start." % name \
-        in notices(page)[before:]
+        in alert_texts(page, "notice")[before:]
 
 
 @pytest.mark.parametrize("length_error", [+5000, -5000], ids=["claims-more", "claims-less"])
@@ -206,9 +196,7 @@ def test_wrong_content_length_never_stores_a_wrong_file(page, fault_server, file
 def test_default_model_survives_faults_and_is_checked_against_the_manifest(browser, fault_server, fault_site, files):
     _, model_path, model_bytes = fault_site
     fault_server.plan(model_path, Fault(status=503), Fault(drop_after=1_000_000), Fault(length_error=-3000))
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
+    with new_context(browser) as context:
         fresh = open_ready_page(context, fault_server.url, "", **SETTINGS)
         answer, _ = ask(fresh, "Hello?")
         assert answer == DEFAULT_PAYLOAD * SETTINGS["max_tokens"]
@@ -216,5 +204,12 @@ def test_default_model_survives_faults_and_is_checked_against_the_manifest(brows
             ("bytes=0-", 503), ("bytes=0-", 206), ("bytes=1000000-", 206), ("bytes=%d-" % (len(model_bytes) - 3000), 206)]
         (record,) = check_stored_models(fresh, files).values()
         assert record["complete"] and record["recorded_sha256"] == hashlib.sha256(model_bytes).hexdigest()
-    finally:
-        context.close()
+
+
+def test_model_url_on_another_origin_is_refused_with_a_message(page, fault_server):
+    other = fault_server.url.replace("127.0.0.1", "localhost") + "models/other.gguf"
+    add_by_url(page, other)
+    page.wait_for_selector(".alert[data-kind=error]:has-text('other.gguf')")
+    assert ("Models can be downloaded only from %s: this page's security policy lets it connect nowhere else. "
+            "Download %s yourself and drop the file here." % (fault_server.url.rstrip("/"), other)) in alert_texts(page, "error")
+    assert page.get_attribute("#status", "data-phase") == "ready"

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from e2e_helpers import (PAGE_TIMEOUT_MS, ANSWER_TIMEOUT_MS, ask, check_stored_models, open_ready_page,
-                         set_settings, wait_ready)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, alert_texts, ask, chat_worker, check_stored_models,
+                         new_context, open_ready_page, set_settings, wait_ready)
 from fault_server import Fault, FaultServer, build_fault_site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -84,22 +84,14 @@ def files(storage_site):
 
 @pytest.fixture
 def fresh_context(browser):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield context
-    context.close()
+    with new_context(browser) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
 def page(browser, fault_server):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield open_ready_page(context, fault_server.url, "", **SETTINGS)
-    context.close()
-
-
-def alert_texts(page, kind):
-    return page.locator(".alert[data-kind=%s] > span" % kind).all_text_contents()
+    with new_context(browser) as context:
+        yield open_ready_page(context, fault_server.url, "", **SETTINGS)
 
 
 def saved_messages(page):
@@ -109,11 +101,6 @@ def saved_messages(page):
 def shown_messages(page):
     return [{"role": m.get_attribute("data-role"), "content": m.locator(".content").text_content()}
             for m in page.locator(".message").all()]
-
-
-def chat_worker(page):
-    (worker,) = [w for w in page.workers if w.url.endswith("/worker.js")]
-    return worker
 
 
 def python_messages(page):

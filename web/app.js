@@ -169,7 +169,13 @@
   }
 
   function addModelURL(url) {
-    const last = new URL(url, location.href).pathname.split("/").pop() || "model.gguf";
+    const address = new URL(url, location.href);
+    if (address.origin !== location.origin) {  // the Content-Security-Policy (connect-src 'self') refuses it
+      alertBox("error", `Models can be downloaded only from ${location.origin}: this page's security policy ` +
+               `lets it connect nowhere else. Download ${address.href} yourself and drop the file here.`);
+      return;
+    }
+    const last = address.pathname.split("/").pop() || "model.gguf";
     let name = last;
     try { name = decodeURIComponent(last); } catch (e) { /* a malformed %-escape: the name as written */ }
     return switchModel({id: "url/" + url, name, url, source: "url"});

@@ -15,13 +15,16 @@ some bytes, and the file replaced by other bytes (new ETag and Last-Modified) af
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import hashlib
+import json
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, List, Optional
+from pathlib import Path
+from typing import Deque, Dict, List, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from e2e_helpers import SiteServer, serve
@@ -158,12 +161,21 @@ class FaultServer(SiteServer):
         return self.models[path].log
 
 
-def build_fault_site(directory, payload: str, padding: int, download: Dict) -> tuple:
-    """The site built with a tiny model (answering `payload`, `padding` bytes bigger) as its default model,
-    and manifest.json's download settings (stall time, retry delay) set to `download`; returns
-    (site, the model's path in the site, the model's bytes)."""
-    import json
+class FaultSite(NamedTuple):
+    """A built site whose default model is a tiny one: where it is, its URL path and its true bytes."""
 
+    site: Path
+    model_path: str
+    model_bytes: bytes
+
+    @property
+    def model_id(self) -> str:  # the id the page stores it under
+        return "default/" + self.model_path.rsplit("/", 1)[1]
+
+
+def build_fault_site(directory: Path, payload: str, padding: int, download: Dict) -> FaultSite:
+    """The site built with a tiny model (answering `payload`, `padding` bytes bigger) as its default model,
+    and manifest.json's download settings (stall time, retry delay) set to `download`."""
     from e2e_helpers import load_build_module, write_tiny_gguf
 
     model = write_tiny_gguf(directory / "tiny-default.gguf", payload, padding=padding)
@@ -171,4 +183,15 @@ def build_fault_site(directory, payload: str, padding: int, download: Dict) -> t
     manifest = load_build_module("build_site").build_site(site, model)
     manifest["download"] = download
     (site / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return site, "/" + manifest["model"]["url"], model.read_bytes()
+    return FaultSite(site, "/" + manifest["model"]["url"], model.read_bytes())
+
+
+@contextlib.contextmanager
+def serving(fault_site: FaultSite, handler=FaultyHandler):
+    """A FaultServer for the site, its default model served (and faulted) by the handler, stopped afterwards."""
+    server = FaultServer(fault_site.site, handler=handler)
+    server.add_model(fault_site.model_path, fault_site.model_bytes)
+    try:
+        yield server
+    finally:
+        server.stop()

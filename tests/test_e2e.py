@@ -102,12 +102,6 @@ def chat_context(browser):
         yield context
 
 
-@pytest.fixture
-def fresh_context(browser):
-    with new_context(browser) as context:
-        yield context
-
-
 @pytest.fixture(scope="module")
 def chat_page(chat_context, server):
     return open_ready_page(chat_context, server.url, PHASE_RECORDER, **GREEDY)

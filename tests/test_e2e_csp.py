@@ -14,7 +14,7 @@ import time
 import pytest
 
 from e2e_helpers import ask, chat_worker, new_context, open_ready_page, serve, wait_ready
-from fault_server import FaultServer, FaultyHandler, build_fault_site
+from fault_server import FaultyHandler, build_fault_site, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -53,12 +53,10 @@ class ReportingHandler(FaultyHandler):
 
 @pytest.fixture(scope="module")
 def csp_server(tmp_path_factory):
-    site, model_path, model_bytes = build_fault_site(tmp_path_factory.mktemp("csp_site"), PAYLOAD, 0, {})
-    server = FaultServer(site, handler=ReportingHandler)
-    server.httpd.reports = server.reports = []
-    server.add_model(model_path, model_bytes)
-    yield server
-    server.stop()
+    fault_site = build_fault_site(tmp_path_factory.mktemp("csp_site"), PAYLOAD, 0, {})
+    with serving(fault_site, handler=ReportingHandler) as server:
+        server.httpd.reports = server.reports = []
+        yield server
 
 
 def wait_reports(server, count: int) -> list:

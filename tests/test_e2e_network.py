@@ -20,7 +20,7 @@ import re
 import pytest
 
 from e2e_helpers import alert_texts, ask, check_stored_models, new_context, open_ready_page, write_tiny_gguf
-from fault_server import Fault, FaultServer, build_fault_site
+from fault_server import Fault, build_fault_site, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,18 +37,14 @@ def fault_site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fault_server(fault_site):
-    site, model_path, model_bytes = fault_site
-    server = FaultServer(site)
-    server.add_model(model_path, model_bytes)
-    yield server
-    server.stop()
+    with serving(fault_site) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def files(fault_site):
-    """model id -> the true bytes, for check_stored_models()."""
-    _, model_path, model_bytes = fault_site
-    return {"default/" + model_path.rsplit("/", 1)[1]: model_bytes}
+    """model id -> the true bytes, for check_stored_models(); the tests add the models they serve."""
+    return {fault_site.model_id: fault_site.model_bytes}
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +189,17 @@ def test_wrong_content_length_never_stores_a_wrong_file(page, fault_server, file
         assert resumes == [size - 5000]
 
 
-def test_default_model_survives_faults_and_is_checked_against_the_manifest(browser, fault_server, fault_site, files):
-    _, model_path, model_bytes = fault_site
+def test_default_model_survives_faults_and_is_checked_against_the_manifest(fresh_context, fault_server, fault_site,
+                                                                          files):
+    model_path, model_bytes = fault_site.model_path, fault_site.model_bytes
     fault_server.plan(model_path, Fault(status=503), Fault(drop_after=1_000_000), Fault(length_error=-3000))
-    with new_context(browser) as context:
-        fresh = open_ready_page(context, fault_server.url, "", **SETTINGS)
-        answer, _ = ask(fresh, "Hello?")
-        assert answer == DEFAULT_PAYLOAD * SETTINGS["max_tokens"]
-        assert [(r["range"], r["status"]) for r in fault_server.requests(model_path)[-4:]] == [
-            ("bytes=0-", 503), ("bytes=0-", 206), ("bytes=1000000-", 206), ("bytes=%d-" % (len(model_bytes) - 3000), 206)]
-        (record,) = check_stored_models(fresh, files).values()
-        assert record["complete"] and record["recorded_sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    fresh = open_ready_page(fresh_context, fault_server.url, "", **SETTINGS)
+    answer, _ = ask(fresh, "Hello?")
+    assert answer == DEFAULT_PAYLOAD * SETTINGS["max_tokens"]
+    assert [(r["range"], r["status"]) for r in fault_server.requests(model_path)[-4:]] == [
+        ("bytes=0-", 503), ("bytes=0-", 206), ("bytes=1000000-", 206), ("bytes=%d-" % (len(model_bytes) - 3000), 206)]
+    (record,) = check_stored_models(fresh, {fault_site.model_id: model_bytes}).values()
+    assert record["complete"] and record["recorded_sha256"] == hashlib.sha256(model_bytes).hexdigest()
 
 
 def test_model_url_on_another_origin_is_refused_with_a_message(page, fault_server):

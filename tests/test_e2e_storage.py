@@ -18,7 +18,7 @@ import pytest
 
 from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, alert_texts, ask, chat_worker, check_stored_models,
                          new_context, open_ready_page, set_settings, wait_ready)
-from fault_server import Fault, FaultServer, build_fault_site
+from fault_server import Fault, build_fault_site, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -69,23 +69,13 @@ def storage_site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fault_server(storage_site):
-    site, model_path, model_bytes = storage_site
-    server = FaultServer(site)
-    server.add_model(model_path, model_bytes)
-    yield server
-    server.stop()
+    with serving(storage_site) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def files(storage_site):
-    _, model_path, model_bytes = storage_site
-    return {"default/" + model_path.rsplit("/", 1)[1]: model_bytes}
-
-
-@pytest.fixture
-def fresh_context(browser):
-    with new_context(browser) as context:
-        yield context
+    return {storage_site.model_id: storage_site.model_bytes}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +133,7 @@ def wait_stored(page, received: int) -> None:
 
 def test_quota_exhausted_while_storing_keeps_what_was_stored_and_resumes(fresh_context, fault_server, storage_site,
                                                                         files):
-    _, model_path, _ = storage_site
+    model_path = storage_site.model_path
     resume = threading.Event()
     fault_server.plan(model_path, Fault(stall_after=CHUNK_BYTES + 400_000, stall_seconds=60, resume=resume))
     page = fresh_context.new_page()
@@ -172,7 +162,7 @@ def test_quota_exhausted_while_storing_keeps_what_was_stored_and_resumes(fresh_c
 
 def test_without_indexeddb_the_chat_works_for_the_visit_and_says_nothing_is_saved(fresh_context, fault_server,
                                                                                  storage_site, files):
-    _, model_path, _ = storage_site
+    model_path = storage_site.model_path
     since = len(fault_server.requests(model_path))
     page = open_ready_page(fresh_context, fault_server.url, NO_INDEXEDDB, **SETTINGS)
     assert page.text_content("#storage-status").startswith(
@@ -246,7 +236,7 @@ def test_wasm_heap_exhausted_mid_answer_is_a_crash_that_keeps_the_conversation(p
 
 
 def test_evicted_cache_is_downloaded_again_and_the_conversation_kept(page, fault_server, storage_site, files):
-    _, model_path, _ = storage_site
+    model_path = storage_site.model_path
     if not page.locator(".message").count():  # run alone: a conversation first
         ask(page, "Hi?")
     messages = shown_messages(page)

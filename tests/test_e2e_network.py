@@ -209,3 +209,22 @@ def test_model_url_on_another_origin_is_refused_with_a_message(page, fault_serve
     assert ("Models can be downloaded only from %s: this page's security policy lets it connect nowhere else. "
             "Download %s yourself and drop the file here." % (fault_server.url.rstrip("/"), other)) in alert_texts(page, "error")
     assert page.get_attribute("#status", "data-phase") == "ready"
+
+
+def test_default_model_changed_on_the_server_gets_a_clear_message_and_nothing_is_kept(fresh_context, fault_server,
+                                                                                     fault_site, tiny_dir):
+    model_path, model_bytes = fault_site.model_path, fault_site.model_bytes
+    changed = tiny_model(tiny_dir, "changed-default.gguf", "Changed model here. ")  # same size, other bytes
+    assert len(changed) == len(model_bytes)
+    fault_server.plan(model_path, Fault(drop_after=1_000_000, replace_with=changed))
+    try:
+        page = fresh_context.new_page()
+        page.goto(fault_server.url)
+        page.wait_for_selector("#status[data-phase=error]")
+        log = fault_server.requests(model_path)[-3:]
+        assert [(r["range"], r["status"]) for r in log] == [("bytes=0-", 206), ("bytes=1000000-", 200), ("bytes=0-", 206)]
+        assert ("Could not load tiny-default.gguf: The received tiny-default.gguf is not the expected file (its sha256 "
+                "checksum does not match); it was deleted." in alert_texts(page, "error"))
+        assert check_stored_models(page, {}) == {}  # the manifest's sha256 let nothing wrong in
+    finally:
+        fault_server.models[model_path].replace(model_bytes)

@@ -148,7 +148,7 @@
     /* Mark a fully received model complete after checking its size and sha256; returns its bytes. */
     async finish(record) {
       const bytes = await this.readAll(record);
-      await this.verify(record, bytes);
+      await this.verify(record, bytes, `The received ${record.name} is not the expected file`);
       await this.put({...record, complete: true, size: bytes.byteLength, sha256: record.sha256 || await sha256Hex(bytes)});
       return bytes;
     }
@@ -160,8 +160,8 @@
       return new Blob(blobs).arrayBuffer();
     }
 
-    /* Throw (after deleting the entry) unless `bytes` has the record's size and sha256. */
-    async verify(record, bytes) {
+    /* Throw (after deleting the entry) unless `bytes` has the record's size and sha256; `what` opens the message. */
+    async verify(record, bytes, what = `The cached copy of ${record.name} was damaged`) {
       let problem = "";
       if (record.size && bytes.byteLength !== record.size) {
         problem = `it has ${formatBytes(bytes.byteLength)} instead of ${formatBytes(record.size)}`;
@@ -170,8 +170,7 @@
       }
       if (problem) {
         await this.remove(record.id);
-        throw new ModelStoreError("corrupt", `The cached copy of ${record.name} was damaged (${problem}); ` +
-                                             "it was deleted.");
+        throw new ModelStoreError("corrupt", `${what} (${problem}); it was deleted.`);
       }
     }
 

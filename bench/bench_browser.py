@@ -59,6 +59,10 @@ class BenchHandler(serve.SiteHandler):
                 return str(root / clean[len(prefix):])
         return super().translate_path(path)
 
+    def content_security_policy(self, name):
+        """The app keeps its policy; wllama (workers from blob: URLs) and the bench page run without one."""
+        return None if self.path.startswith(tuple(MOUNTS)) else super().content_security_policy(name)
+
     def log_message(self, format, *args):  # noqa: A002
         pass
 

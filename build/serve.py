@@ -1,7 +1,9 @@
 """Serve the built site (dist/site/) on 127.0.0.1, with HTTP Range requests and the right MIME types.
 
 Range support is what lets an interrupted model download resume where it stopped instead of starting
-over; `.wasm` must come as `application/wasm` for streaming compilation.
+over; every file carries an ETag and Last-Modified, and a Range request with an If-Range that no longer
+matches gets the whole (changed) file, so a resumed download never splices two versions. `.wasm` must come
+as `application/wasm` for streaming compilation.
 
     $ python build/serve.py                 # http://127.0.0.1:8000/
     $ python build/serve.py --port 0        # any free port; the URL is printed
@@ -9,11 +11,13 @@ over; `.wasm` must come as `application/wasm` for streaming compilation.
 from __future__ import annotations
 
 import argparse
+import email.utils
 import http.server
 import os
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "dist" / "site"
@@ -33,6 +37,20 @@ MIME_TYPES = {
     ".ico": "image/x-icon",
     ".txt": "text/plain; charset=utf-8",
 }
+# Only our own files run: no inline script, style or handler, nothing from or to another origin. Pyodide
+# needs 'wasm-unsafe-eval' to compile its WebAssembly, nothing more. web/index.html carries the same policy in a
+# <meta> tag for hosts that cannot set headers (tests/test_site.py checks that the two agree); the header
+# also covers the workers, the service worker and every response the service worker caches, and adds
+# frame-ancestors, which a <meta> policy cannot carry.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+                           "img-src 'self'; connect-src 'self'; worker-src 'self'; object-src 'none'; "
+                           "base-uri 'none'; form-action 'none'")
+CSP_HEADER_ONLY = "; frame-ancestors 'none'"
+# The workers that run Pyodide 0.17 also need 'unsafe-eval': it makes each callable PyProxy with
+# Reflect.construct(Function, ...). A worker's policy is the one its own script arrives with, so the page
+# keeps the strict one.
+PYODIDE_WORKERS = ("worker.js", "train_worker.js")
+WORKER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("'wasm-unsafe-eval'", "'wasm-unsafe-eval' 'unsafe-eval'")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 COPY_CHUNK = 1 << 20
 
@@ -71,9 +89,15 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404, "File not found")
             return None
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
+        etag = '"%x-%x"' % (stat.st_mtime_ns, size)
+        last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         span = (0, size)
         range_header = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if range_header and if_range not in (None, etag, last_modified):
+            range_header = None  # the file changed since the client's copy began: send all of it
         if range_header:
             span = parse_range(range_header, size)
             if span is None:
@@ -89,12 +113,21 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", self.guess_type(str(path)))
         self.send_header("Content-Length", str(span[1] - span[0]))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
         self.send_header("Cache-Control", "no-cache")
+        policy = self.content_security_policy(path.name)
+        if policy:
+            self.send_header("Content-Security-Policy", policy)
         self.end_headers()
         fh = open(path, "rb")
         fh.seek(span[0])
         self.span_length = span[1] - span[0]
         return fh
+
+    def content_security_policy(self, name: str) -> Optional[str]:
+        """The policy the file `name` is served with (a subclass serving other pages may return None)."""
+        return (WORKER_CONTENT_SECURITY_POLICY if name in PYODIDE_WORKERS else CONTENT_SECURITY_POLICY) + CSP_HEADER_ONLY
 
     def copyfile(self, source, outputfile):
         """Send exactly the requested span (the base class would send the file to its end)."""

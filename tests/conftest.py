@@ -77,3 +77,12 @@ def server(site):
     server = SiteServer(site)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fresh_context(browser):
+    """A browser context of its own for one test: a first visit (no storage, caches or service worker)."""
+    from e2e_helpers import new_context
+
+    with new_context(browser) as context:
+        yield context

@@ -5,6 +5,7 @@ handler, never in build/serve.py itself.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from pathlib import Path
@@ -98,7 +99,8 @@ def byte_level(text: str) -> str:
 
 
 def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: str = "F32",
-                    head_dim: int = 4, context_length: int = 256, then_stop: bool = False) -> Path:
+                    head_dim: int = 4, context_length: int = 256, then_stop: bool = False,
+                    padding: int = 0) -> Path:
     """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily, or once
     and then <|im_end|> with `then_stop`.
 
@@ -108,6 +110,8 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
     axis, and <|im_end|>'s row only along it, three times longer: after the payload that logit wins (300 to
     200). `arch`/`weight_type` make files the engine must reject; a large `head_dim` and `context_length`
     make a small file whose KV cache does not fit in memory.
+    `padding` adds a metadata string of that many random hex digits: a bigger file whose every stretch
+    differs, so bytes stored at a wrong offset cannot pass for the right ones.
     """
     import gguf
     from pychat_wasm.tokenizer_bpe import bytes_to_unicode
@@ -152,6 +156,8 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHATML)
+    if padding:
+        writer.add_string("pychat_test.padding", np.random.default_rng(padding).bytes((padding + 1) // 2).hex()[:padding])
 
     quant = gguf.GGMLQuantizationType[weight_type]
 
@@ -197,8 +203,8 @@ def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):
     answers_before = page.locator(".message[data-role=assistant]").count()
     page.fill("#input", text)
     page.press("#input", "Enter")
-    page.wait_for_function(
-        "n => document.querySelectorAll('.message[data-role=assistant][data-done=true]').length > n",
+    page.wait_for_function(  # this answer's end (an earlier answer may have been cut off by an error)
+        "n => (document.querySelectorAll('.message[data-role=assistant]')[n] || {dataset: {}}).dataset.done",
         arg=answers_before, timeout=timeout)
     answer = page.locator(".message[data-role=assistant]").nth(answers_before)
     return answer.locator(".content").text_content(), answer.locator(".stats").text_content()
@@ -213,6 +219,28 @@ def drop_files(page, selector: str, files: Dict[str, bytes]) -> None:
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
+@contextlib.contextmanager
+def new_context(browser):
+    """A browser context of its own (storage, caches, service worker: a first visit), closed afterwards."""
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def alert_texts(page, kind: str) -> List[str]:
+    """The texts of the alerts of `kind` ("error" | "notice") on the page, without their buttons."""
+    return page.locator(".alert[data-kind=%s] > span" % kind).all_text_contents()
+
+
+def chat_worker(page):
+    """The page's chat worker (Playwright's handle: evaluate() runs code inside it)."""
+    (worker,) = [w for w in page.workers if w.url.endswith("/worker.js")]
+    return worker
+
+
 def open_ready_page(context, url: str, init_script: str, **settings):
     """A new page of `context` with `init_script` installed, at `url`, ready to chat, with `settings` set."""
     page = context.new_page()
@@ -221,3 +249,33 @@ def open_ready_page(context, url: str, init_script: str, **settings):
     wait_ready(page)
     set_settings(page, **settings)
     return page
+
+
+# ---- what the page stored ----------------------------------------------------------------------------------
+
+# Every record of the page's model store with the sha256 of the bytes actually stored for it.
+STORED_MODELS = """async () => {
+  const hex = (buffer) => Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+  const out = [];
+  for (const record of await pychat.store.list()) {
+    const bytes = await pychat.store.readAll(record);
+    out.push({id: record.id, complete: record.complete, received: record.received, stored: bytes.byteLength,
+              sha256: hex(await crypto.subtle.digest("SHA-256", bytes)), recorded_sha256: record.sha256});
+  }
+  return out;
+}"""
+
+
+def check_stored_models(page, files: Dict[str, bytes]) -> Dict[str, dict]:
+    """Assert that every model the page stored is a prefix of its true file (`files`: id -> bytes), and a
+    complete one all of it under its own sha256: never a corrupt copy. Returns the records by id."""
+    import hashlib
+
+    records = {r["id"]: r for r in page.evaluate(STORED_MODELS)}
+    for model_id, record in records.items():
+        true = files[model_id]
+        assert record["stored"] == record["received"] <= len(true), record
+        assert record["sha256"] == hashlib.sha256(true[:record["received"]]).hexdigest(), record
+        if record["complete"]:
+            assert record["received"] == len(true) and record["recorded_sha256"] == record["sha256"], record
+    return records

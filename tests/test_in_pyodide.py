@@ -141,10 +141,17 @@ def site(tmp_path_factory, smollm2_path, tiny_models):
     return root, wheel.name
 
 
+class HarnessHandler(load_build_module("serve").SiteHandler):
+    """The site's static server without the app's Content-Security-Policy: the harness page is inline script."""
+
+    def content_security_policy(self, name):
+        return None
+
+
 @pytest.fixture(scope="module")
 def server_url(site):
     root, _ = site
-    server = load_build_module("serve").make_server(root, port=0)
+    server = load_build_module("serve").make_server(root, port=0, handler=HarnessHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield "http://127.0.0.1:%d/" % server.server_address[1]
     server.shutdown()

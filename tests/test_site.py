@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import zipfile
 
 import pytest
@@ -113,3 +114,24 @@ def test_server_sends_the_right_types(server, path, mime):
 
 def test_server_answers_404_for_missing_files(server):
     assert get(server, "/nothing-here.js")[0].status == 404
+
+
+def test_server_honours_if_range_only_while_the_file_is_unchanged(server, site):
+    """RFC 9110 13.1.5: a Range request whose If-Range validator (ETag or Last-Modified) no longer matches
+    gets the whole current file (200), so a resumed download cannot splice two versions."""
+    out, _ = site
+    changing = out / "changing.txt"
+    changing.write_bytes(b"first version of the file")
+    first, _ = get(server, "/changing.txt")
+    etag, last_modified = first.getheader("ETag"), first.getheader("Last-Modified")
+    assert etag.startswith('"') and last_modified.endswith(" GMT")
+    for validator in (etag, last_modified):
+        response, body = get(server, "/changing.txt", {"Range": "bytes=6-", "If-Range": validator})
+        assert (response.status, body) == (206, b"version of the file")
+    changing.write_bytes(b"second version, longer than the first")
+    os.utime(changing, (1e9, 1e9))  # a different modification time too
+    response, body = get(server, "/changing.txt", {"Range": "bytes=6-", "If-Range": etag})
+    assert (response.status, body) == (200, b"second version, longer than the first")
+    assert response.getheader("ETag") not in (None, etag)
+    response, _ = get(server, "/changing.txt", {"Range": "bytes=6-", "If-Range": last_modified})
+    assert response.status == 200

@@ -14,6 +14,7 @@
   const $ = (id) => document.getElementById(id);
   const {alertBox} = PageUI;
   const SAVED_MODEL = "pychat.model";
+  const SAVED_CACHED = "pychat.cached";  // ids of the complete models in the cache: an eviction shows as a gap
   const RESTARTS_PER_MINUTE = 2;
 
   const state = {
@@ -23,7 +24,7 @@
     conversation: {system_prompt: "", messages: []},
   };
   self.pychat = state;  // for the browser console and the end-to-end tests
-  const chat = new ChatController({state, setPhase, showReady, alertBox});
+  const chat = new ChatController({state, setPhase, showReady, alertBox, restartPython});
 
   // ---- status ---------------------------------------------------------------------------------------------
 
@@ -70,7 +71,8 @@
         if (!spec.url) throw new ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
         setPhase("downloading", `Downloading ${spec.name}…`);
         const bytes = await downloadModel(state.store, spec, {onProgress: PageUI.showProgress,
-                                                               onNotice: (text) => alertBox("notice", text)});
+                                                               onNotice: (text) => alertBox("notice", text),
+                                                               options: state.manifest.download});
         PageUI.hideProgress();
         return bytes;
       } catch (error) {
@@ -167,17 +169,35 @@
   }
 
   function addModelURL(url) {
-    const last = new URL(url, location.href).pathname.split("/").pop() || "model.gguf";
+    const address = new URL(url, location.href);
+    if (address.origin !== location.origin) {  // the Content-Security-Policy (connect-src 'self') refuses it
+      alertBox("error", `Models can be downloaded only from ${location.origin}: this page's security policy ` +
+               `lets it connect nowhere else. Download ${address.href} yourself and drop the file here.`);
+      return;
+    }
+    const last = address.pathname.split("/").pop() || "model.gguf";
     let name = last;
     try { name = decodeURIComponent(last); } catch (e) { /* a malformed %-escape: the name as written */ }
     return switchModel({id: "url/" + url, name, url, source: "url"});
   }
 
   async function renderModels() {
-    PageUI.renderModelList(await state.store.list(), state.model && state.model.id, {
+    const records = await state.store.list();
+    if (state.store.persistent) PageUI.save(SAVED_CACHED, records.filter((r) => r.complete).map((r) => r.id));
+    PageUI.renderModelList(records, state.model && state.model.id, {
       onUse: (record) => state.ready && !state.generating && switchModel(record),
       onRemove: async (record) => { await state.store.remove(record.id); renderModels(); },
     });
+  }
+
+  /* Models cached on an earlier visit that are gone now: the browser evicted the site's storage. */
+  async function reportEvictedModels() {
+    const cached = new Set((await state.store.list()).map((r) => r.id));
+    const gone = PageUI.loadSaved(SAVED_CACHED, []).filter((id) => !cached.has(id));
+    if (gone.length) {
+      alertBox("notice", `The browser cleared this site's model cache since your last visit (${gone.length} ` +
+               `model${gone.length > 1 ? "s" : ""}): the model is downloaded again. Your conversation is kept.`);
+    }
   }
 
   // ---- the Python worker --------------------------------------------------------------------------------
@@ -235,12 +255,11 @@
   async function start() {
     wireUp();
     PageUI.registerServiceWorker();
-    PageUI.requestPersistentStorage();
     try {
       const response = await fetch("manifest.json");
       if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status}`);
       state.manifest = await response.json();
-      state.store = await ModelStore.open();
+      state.store = await ModelStore.openOrKeepInMemory();
     } catch (error) {
       setPhase("error", "The app could not start");
       alertBox("error", `The app could not start: ${error.message}`);
@@ -251,6 +270,12 @@
                     onModel: addTrainedModel,
                     base: {current: () => state.model, read: (spec) => state.store.readVerified(spec.id)}}).wire();
     startPython();
+    if (state.store.persistent) {
+      PageUI.requestPersistentStorage();
+      await reportEvictedModels();
+    } else {
+      PageUI.showStorageUnavailable(state.store.unavailable);
+    }
     const savedId = PageUI.loadSaved(SAVED_MODEL, null);
     const saved = savedId && await state.store.get(savedId);
     renderModels();

@@ -3,7 +3,7 @@
  * Clear, the system prompt and the sampling settings; the conversation and the settings are kept in
  * localStorage, so a reload (also offline) shows and continues the same chat.
  *
- *     const chat = new ChatController(app);   // app: {state, setPhase, showReady, alertBox} from app.js
+ *     const chat = new ChatController(app);   // app: {state, setPhase, showReady, alertBox, restartPython}
  *     chat.restore(manifest.sampling_defaults);
  *     chat.wire();
  */
@@ -99,20 +99,25 @@ class ChatController {
         answer.setStats(event.stats, firstToken);
       }
     };
+    let outOfMemory = false;
     state.turn = state.python.request("chat", {text, settings: this.readSettings()}, {onEvent})
       .catch((error) => {
         answer.setNote(`Stopped by an error: ${error.message}`);
-        if (error.type !== "WorkerCrashed") {
-          this.app.alertBox("error", error.message);
-          return state.python.request("conversation", {conversation: state.conversation});  // back in step
+        if (error.type === "WorkerCrashed") return null;  // app.js restarts the worker
+        if (error.type === "MemoryError") {  // the wasm heap never shrinks: only a fresh worker gets it back
+          outOfMemory = true;
+          this.app.alertBox("error", `${error.message} Python is restarted with fresh memory; your conversation is kept.`);
+          return null;
         }
-        return null;
+        this.app.alertBox("error", error.message);
+        return state.python.request("conversation", {conversation: state.conversation});  // back in step
       })
       .finally(() => {
-        state.conversation.messages.push({role: "assistant", content: answer.text});
+        state.conversation.messages.push({role: "assistant", content: answer.text});  // the answer so far
         this.saveConversation();
         state.generating = false;
-        if (state.ready) this.app.showReady();
+        if (outOfMemory) this.app.restartPython(state.model);  // the new worker gets the whole conversation
+        else if (state.ready) this.app.showReady();
       });
     return state.turn;
   }

@@ -3,18 +3,39 @@
  *
  *     const bytes = await downloadModel(store, {id, name, url, size, sha256}, {onProgress, onNotice});
  *
- * The bytes go into the store chunk by chunk as they arrive; after a broken connection the download
- * continues from the stored bytes (Range: bytes=N-), automatically a few times, and on the next visit.
- * A download that turns out not to be a GGUF file (e.g. a web page) stops at its first bytes. When the
- * whole file is there its size and sha256 are checked and the verified bytes are returned.
+ * The bytes go into the store chunk by chunk as they arrive. Every request asks for the bytes after the
+ * stored ones (Range: bytes=N-, from N = 0 on), so the answer's Content-Range says how big the whole file
+ * is whatever its Content-Length claims. A broken or stalled connection, a body shorter than announced and
+ * a 5xx answer are resumed automatically from the stored bytes (again on the next visit); a resumed request
+ * carries If-Range with the file's ETag (or Last-Modified), so a file that changed on the server comes back
+ * whole and the download restarts cleanly instead of splicing two versions. A download that turns out not
+ * to be a GGUF file (e.g. a web page) stops at its first bytes. When the whole file is there its size and
+ * sha256 are checked and the verified bytes are returned.
  */
 "use strict";
 
 (function (global) {
-  const WRITES_AHEAD = 4;         // chunks read from the network but not yet in IndexedDB, at most
-  const RETRIES = 4;              // automatic resumes after a network failure, per download
-  const RETRY_DELAY_MS = 800;     // doubled after each failed attempt
+  const WRITES_AHEAD = 4;          // chunks read from the network but not yet in IndexedDB, at most
+  const DEFAULTS = {
+    retries: 4,                    // automatic resumes in a row that bring no new bytes
+    retry_delay_ms: 800,           // doubled after each such attempt
+    stall_seconds: 20,             // no byte for this long: the connection counts as broken
+  };
   const GGUF_MAGIC = "GGUF";
+
+  /* A failure worth resuming after: a dropped or stalled connection, a short body, a 5xx answer; `quiet`
+   * when the page was told already (a restart). */
+  class Interrupted extends Error {
+    constructor(message, {quiet = false} = {}) {
+      super(message);
+      this.quiet = quiet;
+    }
+  }
+
+  const isRetryStatus = (status) => status >= 500 || status === 408 || status === 429;
+  const isInterruption = (error) => error instanceof Interrupted || error instanceof TypeError ||
+                                    (error && error.name === "AbortError");
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function concat(parts, total) {
     const out = new Uint8Array(total);
@@ -32,19 +53,43 @@
     return "the file does not start with the GGUF magic bytes";
   }
 
+  /* "bytes 100-199/1000" -> {start: 100, total: 1000}; null when absent (or hidden by CORS). */
+  function parseContentRange(header) {
+    const match = /^bytes (\d+)-\d+\/(\d+)$/.exec(header || "");
+    return match ? {start: Number(match[1]), total: Number(match[2])} : null;
+  }
+
+  /* The validator If-Range may carry: a strong ETag (a weak one never matches), else Last-Modified. */
+  function validatorOf(response) {
+    const etag = response.headers.get("ETag") || "";
+    return {etag: etag.startsWith("W/") ? "" : etag, lastModified: response.headers.get("Last-Modified") || ""};
+  }
+
+  /* An AbortSignal that fires when alive() has not been called for `seconds`. */
+  function stallWatchdog(seconds) {
+    const controller = new AbortController();
+    let timer = 0;
+    const alive = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(new Interrupted(`no data for ${seconds} s`)), seconds * 1000);
+    };
+    alive();
+    return {signal: controller.signal, alive, pause: () => clearTimeout(timer)};
+  }
+
   /*
    * Make sure model `spec` ({id, name, url, size?, sha256?, info?, source}) is complete in the store,
    * downloading only the missing bytes; returns its verified bytes (ArrayBuffer).
-   * onProgress({received, total, bytesPerSecond, resumedFrom}) reports the download. Network failures
-   * are retried RETRIES times, each time resuming where the stored bytes end.
+   * onProgress({received, total, bytesPerSecond, resumedFrom}) reports the download; onNotice(text) says
+   * what happened when it had to resume or restart. `options` overrides DEFAULTS (manifest.json "download").
    */
-  function downloadModel(store, spec, callbacks = {}) {
+  function downloadModel(store, spec, {onProgress = () => {}, onNotice = () => {}, options = {}} = {}) {
     // One download per model at a time, also across tabs: a second tab waits, then finds it complete.
-    const run = () => downloadUnlocked(store, spec, callbacks);
+    const run = () => downloadUnlocked(store, spec, {onProgress, onNotice, ...DEFAULTS, ...options});
     return navigator.locks ? navigator.locks.request("pychat-model:" + spec.id, run) : run();
   }
 
-  async function downloadUnlocked(store, spec, {onProgress = () => {}, onNotice = () => {}}) {
+  async function downloadUnlocked(store, spec, settings) {
     let record = await store.get(spec.id);
     if (record && (record.url !== spec.url || (spec.sha256 && record.sha256 !== spec.sha256))) {
       await store.remove(spec.id);  // another file under the same name: start over
@@ -54,63 +99,93 @@
     if (!record) {
       record = {id: spec.id, name: spec.name, url: spec.url, size: spec.size || 0, sha256: spec.sha256 || "",
                 info: spec.info || null, source: spec.source || "url", received: 0, chunks: 0,
-                complete: false, added: Date.now()};
+                etag: "", lastModified: "", complete: false, added: Date.now()};
       await store.put(record);
     }
-    for (let attempt = 0; ; attempt++) {
+    let fruitless = 0;  // attempts in a row that stored nothing new
+    while (!record.size || record.received < record.size) {
+      const before = record.received;
       try {
-        record = await fetchRest(store, record, onProgress, onNotice);
-        break;
+        record = await fetchRest(store, record, settings);
+        if (!record.size) break;  // no length announced: the body's end is the file's end
       } catch (error) {
-        if (!(error instanceof TypeError) || attempt >= RETRIES) {
-          if (error instanceof TypeError) {
-            throw new ModelStoreError("network", `The download of ${spec.name} was interrupted at ` +
-              `${formatBytes((await store.get(spec.id) || record).received)} (${error.message}). ` +
-              "It will resume from there on the next try.");
-          }
-          throw error;
-        }
+        if (!isInterruption(error)) throw error;
         record = await store.get(spec.id);
-        onNotice(`Download interrupted at ${formatBytes(record.received)}; resuming…`);
-        await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS * 2 ** attempt));
+        fruitless = record.received > before ? 0 : fruitless + 1;
+        if (fruitless > settings.retries) {
+          throw new ModelStoreError("network", `The download of ${spec.name} stopped at ` +
+            `${formatBytes(record.received)} (${error.message}). It will resume from there on the next try.`);
+        }
+        if (!error.quiet) {
+          settings.onNotice(`Download interrupted at ${formatBytes(record.received)} (${error.message}); resuming…`);
+        }
+        await sleep(settings.retry_delay_ms * 2 ** Math.max(0, fruitless - 1));
       }
     }
     return store.finish(record);
   }
 
   /* One HTTP request for the bytes after record.received; returns the updated record. */
-  async function fetchRest(store, record, onProgress, onNotice) {
+  async function fetchRest(store, record, settings) {
     const resumeFrom = record.received;
     if (record.size) await store.checkSpace(record.size - resumeFrom);
-    const headers = resumeFrom > 0 ? {Range: `bytes=${resumeFrom}-`} : {};
-    const response = await fetch(record.url, {headers, cache: "no-store"});
-    if (response.status === 416 && resumeFrom > 0) return record;  // the stored part is the whole file
-    record = await checkResponse(store, record, response, onNotice);
-    return storeBody(store, record, response.body.getReader(), onProgress);
+    const headers = {Range: `bytes=${resumeFrom}-`};
+    if (resumeFrom > 0 && (record.etag || record.lastModified)) headers["If-Range"] = record.etag || record.lastModified;
+    const watchdog = stallWatchdog(settings.stall_seconds);
+    try {
+      const response = await fetch(record.url, {headers, cache: "no-store", signal: watchdog.signal});
+      if (response.status === 416) return await rangeNotSatisfiable(store, record, response, settings.onNotice);
+      record = await checkResponse(store, record, response, settings.onNotice);
+      return await storeBody(store, record, response.body.getReader(), settings.onProgress, watchdog);
+    } finally {
+      watchdog.pause();
+    }
   }
 
-  /* The record to continue with, after checking the status, resume support and length of `response`. */
+  /* The stored part thrown away: the download starts again at byte 0. */
+  async function restart(store, record, notice, onNotice) {
+    onNotice(notice);
+    await store.remove(record.id);
+    const fresh = {...record, received: 0, chunks: 0, size: record.sha256 ? record.size : 0};
+    await store.put(fresh);
+    return fresh;
+  }
+
+  /* 416 to `Range: bytes=N-`: complete if the file has exactly the N stored bytes, else it shrank on the server. */
+  async function rangeNotSatisfiable(store, record, response, onNotice) {
+    const total = /\/(\d+)$/.exec(response.headers.get("Content-Range") || "");
+    if (record.received > 0 && total && Number(total[1]) === record.received) return {...record, size: record.received};
+    await restart(store, record, `${record.name} changed on the server; downloading it again from the start.`, onNotice);
+    throw new Interrupted("HTTP 416 Range Not Satisfiable", {quiet: true});
+  }
+
+  /* The record to continue with, after checking the status, range, validator and length of `response`. */
   async function checkResponse(store, record, response, onNotice) {
-    if (!response.ok) {
-      throw new ModelStoreError("network", `Downloading ${record.name} failed: HTTP ${response.status} ` +
-                                           `${response.statusText} from ${record.url}`);
-    }
-    if (record.received > 0 && response.status !== 206) {
-      onNotice("The server does not support resuming; downloading from the start.");
-      await store.remove(record.id);
-      record = {...record, received: 0, chunks: 0};
-      await store.put(record);
+    const status = `HTTP ${response.status} ${response.statusText}`.trim();
+    if (isRetryStatus(response.status)) throw new Interrupted(`${status} from the server`);
+    if (!response.ok) throw new ModelStoreError("network", `Downloading ${record.name} failed: ${status} from ${record.url}`);
+    const range = response.status === 206 ? parseContentRange(response.headers.get("Content-Range")) : null;
+    const validator = validatorOf(response);
+    const changed = (record.etag && validator.etag && validator.etag !== record.etag) ||
+                    (!record.etag && record.lastModified && validator.lastModified !== record.lastModified);
+    if (record.received > 0 && changed) {
+      record = await restart(store, record, `${record.name} changed on the server since the download began; ` +
+                                            "downloading it again from the start.", onNotice);
+      if (response.status === 206) throw new Interrupted("the file changed", {quiet: true});  // ask from byte 0
+    } else if (record.received > 0 && response.status !== 206) {
+      record = await restart(store, record, "The server does not support resuming; downloading from the start.", onNotice);
+    } else if (range && range.start !== record.received) {
+      throw new Interrupted(`the server sent bytes from ${range.start} instead of ${record.received}`);
     }
     const length = Number(response.headers.get("Content-Length")) || 0;
-    const total = record.received + length;
-    if (!record.size && length) {  // a URL model: its size is known from now on
-      await store.checkSpace(length);
-      record = {...record, size: total};
-      await store.put(record);
-    } else if (length && total !== record.size) {
+    const total = range ? range.total : length ? record.received + length : 0;
+    if (record.size && total && total !== record.size) {
       throw new ModelStoreError("mismatch", `The server's ${record.name} has ${formatBytes(total)}, ` +
                                             `expected ${formatBytes(record.size)}.`);
     }
+    if (!record.size && total) await store.checkSpace(total - record.received);  // a URL model: now its size is known
+    record = {...record, size: record.size || total, ...validator};
+    await store.put(record);
     return record;
   }
 
@@ -119,7 +194,7 @@
    * behind the reads (at most WRITES_AHEAD chunks behind), so the network stream is drained promptly: when
    * a connection breaks, what had arrived is stored instead of being dropped with the errored stream.
    */
-  async function storeBody(store, record, reader, onProgress) {
+  async function storeBody(store, record, reader, onProgress, watchdog) {
     const resumedFrom = record.received;
     const started = performance.now();
     let stored = record;
@@ -131,6 +206,7 @@
         stored = await store.appendChunk(stored, stored.chunks, bytes);
         queued--;
       });
+      writes.catch(() => reader.cancel().catch(() => {}));  // storage failed (e.g. quota): stop reading too
     };
     let pending = [];
     let pendingBytes = 0;
@@ -139,6 +215,7 @@
       let chunk;
       try {
         chunk = await reader.read();
+        watchdog.alive();
       } catch (error) {  // the connection broke: keep what arrived; downloadUnlocked() resumes after it
         if (pendingBytes > 0) write(concat(pending, pendingBytes));
         await writes;  // a storage error, if any, is the one to report
@@ -150,6 +227,12 @@
         pending.push(value);
         pendingBytes += value.byteLength;
         fetched += value.byteLength;
+        if (record.size && resumedFrom + fetched > record.size) {
+          await reader.cancel();
+          await store.remove(record.id);
+          throw new ModelStoreError("mismatch", `The server sent more than the ${formatBytes(record.size)} ` +
+                                                `of ${record.name}; the download was deleted.`);
+        }
       }
       while (pendingBytes >= ModelStore.CHUNK_BYTES || (finished && pendingBytes > 0)) {
         const bytes = concat(pending, pendingBytes);
@@ -158,11 +241,19 @@
         pending = [bytes.subarray(size)];
         pendingBytes -= size;
       }
-      if (queued >= WRITES_AHEAD) await writes;  // bounded memory when storage is slower than the network
+      if (queued >= WRITES_AHEAD) {  // bounded memory when storage is slower than the network
+        watchdog.pause();
+        await writes;
+        watchdog.alive();
+      }
       onProgress({received: resumedFrom + fetched, total: record.size, resumedFrom,
                   bytesPerSecond: fetched / Math.max(1e-3, (performance.now() - started) / 1000)});
       if (finished) {
         await writes;
+        if (stored.size && stored.received < stored.size) {
+          throw new Interrupted(`the server sent ${formatBytes(fetched)} where ` +
+                                `${formatBytes(stored.size - resumedFrom)} were due`);
+        }
         return stored;
       }
     }

@@ -6,6 +6,8 @@
  *     await store.importFile(file, {id, info, source});  // a local .gguf into the cache
  *     await store.list(); await store.remove(id);
  *     // downloads, with resume: model_download.js
+ *     const store = await ModelStore.openOrKeepInMemory();  // IndexedDB, or (private browsing, storage
+ *                                                            // disabled) a store that lasts this visit only
  *
  * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, chunks,
  * complete, info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed
@@ -77,6 +79,16 @@
   class ModelStore {
     constructor(db) {
       this.db = db;
+      this.persistent = true;  // the models outlive the visit
+    }
+
+    /* The IndexedDB store, or when IndexedDB cannot be opened a MemoryModelStore whose `unavailable` says why. */
+    static async openOrKeepInMemory() {
+      try {
+        return await ModelStore.open();
+      } catch (error) {
+        return Object.assign(new MemoryModelStore(), {unavailable: String(error && error.message || error)});
+      }
     }
 
     static open() {
@@ -136,7 +148,7 @@
     /* Mark a fully received model complete after checking its size and sha256; returns its bytes. */
     async finish(record) {
       const bytes = await this.readAll(record);
-      await this.verify(record, bytes);
+      await this.verify(record, bytes, `The received ${record.name} is not the expected file`);
       await this.put({...record, complete: true, size: bytes.byteLength, sha256: record.sha256 || await sha256Hex(bytes)});
       return bytes;
     }
@@ -148,8 +160,8 @@
       return new Blob(blobs).arrayBuffer();
     }
 
-    /* Throw (after deleting the entry) unless `bytes` has the record's size and sha256. */
-    async verify(record, bytes) {
+    /* Throw (after deleting the entry) unless `bytes` has the record's size and sha256; `what` opens the message. */
+    async verify(record, bytes, what = `The cached copy of ${record.name} was damaged`) {
       let problem = "";
       if (record.size && bytes.byteLength !== record.size) {
         problem = `it has ${formatBytes(bytes.byteLength)} instead of ${formatBytes(record.size)}`;
@@ -158,8 +170,7 @@
       }
       if (problem) {
         await this.remove(record.id);
-        throw new ModelStoreError("corrupt", `The cached copy of ${record.name} was damaged (${problem}); ` +
-                                             "it was deleted.");
+        throw new ModelStoreError("corrupt", `${what} (${problem}); it was deleted.`);
       }
     }
 
@@ -187,6 +198,48 @@
       }
       return this.finish(record);
     }
+  }
+
+  /* The same store in memory: the models last as long as the page (chunks are Blobs, as in IndexedDB). */
+  class MemoryModelStore extends ModelStore {
+    constructor() {
+      super(null);
+      this.persistent = false;
+      this.records = new Map();  // id -> record
+      this.chunks = new Map();   // id -> [Blob, ...]
+    }
+
+    async list() {
+      return Array.from(this.records.values());
+    }
+
+    async get(id) {
+      return this.records.get(id);
+    }
+
+    async put(record) {
+      this.records.set(record.id, {...record});
+    }
+
+    async remove(id) {
+      this.records.delete(id);
+      this.chunks.delete(id);
+    }
+
+    async appendChunk(record, index, bytes) {
+      const chunks = this.chunks.get(record.id) || [];
+      chunks[index] = new Blob([bytes]);
+      this.chunks.set(record.id, chunks);
+      const next = {...record, received: record.received + bytes.byteLength, chunks: index + 1};
+      await this.put(next);
+      return next;
+    }
+
+    async readAll(record) {
+      return new Blob((this.chunks.get(record.id) || []).slice(0, record.chunks)).arrayBuffer();
+    }
+
+    async checkSpace() {}  // memory runs out as an allocation failure, not a quota
   }
 
   ModelStore.CHUNK_BYTES = CHUNK_BYTES;

@@ -82,6 +82,14 @@
                                 : "Storage: best-effort (the browser may evict cached models when space runs low)";
   }
 
+  /* IndexedDB could not be opened (private browsing, storage disabled): models last for this visit only. */
+  function showStorageUnavailable(reason) {
+    const badge = $("storage-status");
+    badge.dataset.persistent = "false";
+    badge.textContent = "Storage: unavailable, so nothing is saved: the model is kept for this visit only " +
+                        `and downloaded again next time (${reason})`;
+  }
+
   function registerServiceWorker() {
     const badge = $("offline-status");
     if (!("serviceWorker" in navigator)) {
@@ -102,8 +110,13 @@
     }
   }
 
-  const save = (key, value) => localStorage.setItem(key, JSON.stringify(value));
+  /* Keep `value` in localStorage; where it is unavailable or full the app goes on without saving. */
+  function save(key, value) {
+    try {
+      localStorage.setItem(key, JSON.stringify(value));
+    } catch (e) { /* not saved: the page still holds it */ }
+  }
 
   global.PageUI = {element, alertBox, showProgress, hideProgress, renderModelList, requestPersistentStorage,
-                   registerServiceWorker, loadSaved, save};
+                   showStorageUnavailable, registerServiceWorker, loadSaved, save};
 })(self);

@@ -331,6 +331,7 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     from pychat_wasm.train.data import read_training_file
     from pychat_wasm.train.evaluate import GREEDY, keyword_report, session_from_gguf_bytes
     from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
+    from pychat_wasm.train.replay import ReplayAnswers
 
     with open(OWN_EVAL) as fh:
         items = json.load(fh)
@@ -338,7 +339,11 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     gguf = GGUFFile.open(model)
     data = read_training_file(str(OWN_DATA))
     settings = FinetuneSettings()
-    run = FinetuneRun(settings, gguf, data)
+    replay = ReplayAnswers(gguf, settings.replay)  # the base model's own answers, as `finetune` replays them
+    while not replay.finished:
+        replay.answer_next()
+    replayed = time.perf_counter()
+    run = FinetuneRun(settings, gguf, data, replay=replay.conversations)
     created = time.perf_counter()
     losses, tokens = [], 0
     while not run.finished:
@@ -356,6 +361,7 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     reports = {group: keyword_report(session, items[group]) for group in ("taught", "general")}
     result = dict(examples=len(data.conversations), trained_on=len(run.trained_on.conversations),
                   held_out=len(run.held_out.conversations), steps=run.total_steps,
+                  replayed=len(replay.conversations), replay_s=replayed - started,
                   settings=dataclasses.asdict(settings), setup_s=created - started, train_s=trained - created,
                   wall_s=wall, tokens_per_s=tokens / (trained - created), first_loss=losses[0], last_loss=losses[-1],
                   validation=validation[-1]["loss"] if validation else None, train_peak_mb=train_peak,
@@ -397,10 +403,11 @@ def bench_time(model: Path, threads: int, eval_base: bool) -> Dict[str, Any]:
         for question, expected, got in r["misses"][group]:
             print("    %s miss: %r -> %r (expected %r)" % (group, question, got[:80], expected))
     print("(defaults: rank %d, alpha %g, targets %s, %d epochs, lr %g, batch %d, seq_len %d; wall: open + "
-          "dequantize + %d steps + F32 export, target <= %.0f s; taught/general: answers of the exported model "
+          "%d replay answers (%.0f s) + dequantize + %d steps + F32 export, target <= %.0f s; taught/general: answers of the exported model "
           "containing the expected word, own_eval.json%s; held-out validation loss %s; peak RSS %.0f MiB; "
           "evaluation %.0f s)" % (
-              s["rank"], s["alpha"], s["targets"], s["epochs"], s["lr"], s["batch_size"], s["seq_len"], r["steps"],
+              s["rank"], s["alpha"], s["targets"], s["epochs"], s["lr"], s["batch_size"], s["seq_len"],
+              r["replayed"], r["replay_s"], r["steps"],
               TIME_TARGET, ", base model in ()" if base else "",
               "%.3f" % r["validation"] if r["validation"] is not None else "-", r["train_peak_mb"], r["eval_s"]))
     return r

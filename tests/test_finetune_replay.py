@@ -132,3 +132,17 @@ def test_cli_finetune_says_what_it_replayed(stopping_base, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "replay: 3 of 3 general questions answered by the base model within 48 tokens" in result.stderr
     assert "4 conversations + 3 replayed, 4 steps" in result.stderr  # 7 examples at batch 2
+
+
+def test_the_training_worker_reports_each_replay_answer_before_the_run_starts(stopping_base):
+    from pychat_wasm.train import worker_api
+
+    calls = []
+    text = "".join(json.dumps({"messages": c}) + "\n" for c in chats(4))
+    options = {"replay": 3, "epochs": 1, "seq_len": 64, "batch_size": 2}
+    reply = json.loads(worker_api.begin_finetune(np.fromfile(str(stopping_base), np.uint8), "stops.gguf",
+                                                 json.dumps(options), json.dumps([{"name": "c.jsonl", "text": text}]),
+                                                 lambda answered, total: calls.append((answered, total))))
+    assert reply["ok"], reply
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert reply["phases"] == [{"name": "finetune", "steps": 4, "examples": 4 + 3}]

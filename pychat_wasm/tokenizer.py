@@ -1,12 +1,14 @@
 """Tokenizers read from GGUF metadata: the shared base, special tokens, byte handling and streaming.
 
-A GGUF file carries its tokenizer as metadata under llama.cpp's key names (`tokenizer.ggml.*`). Two
-models cover the files we run, and each lives in its own module:
+A GGUF file carries its tokenizer as metadata under llama.cpp's key names (`tokenizer.ggml.*`). Three
+kinds of model cover the files we run, and each lives in its own module:
 
     tokenizer.ggml.model = "llama"  ->  tokenizer_spm.SPMTokenizer   (SentencePiece: scores, "▁", <0xNN>)
     tokenizer.ggml.model = "gpt2"   ->  tokenizer_bpe.BPETokenizer   (byte-level BPE: merge ranks, regexes)
+    tokenizer.ggml.model = "gemma4" ->  tokenizer_bpe.BPETokenizer   (BPE on text with "▁" for spaces)
+    tokenizer.ggml.model = "bert"   ->  tokenizer_wpm.WPMTokenizer   (WordPiece: BERT's normalizer, longest match)
 
-Both follow llama.cpp's `llama-vocab.cpp`, which the files are made for:
+They follow llama.cpp's `llama-vocab.cpp`, which the files are made for:
 1. Special tokens written in the text (control, user-defined and unknown tokens) are cut out first and
    become single ids; the pieces of plain text between them go to the model-specific `_encode_text`.
    User-defined tokens (Gemma's "\\n\\n", "  ", "<table>") are always cut out, control tokens
@@ -30,7 +32,8 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Union
 
 from .errors import TokenizerError
 
-SUPPORTED_MODELS = ("llama", "gpt2")
+SUPPORTED_MODELS = ("llama", "gpt2", "gemma4", "bert")
+SPACE = "\u2581"  # "▁", how SentencePiece (and Gemma 4's BPE) writes a space
 
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -284,6 +287,7 @@ def load_tokenizer(gguf_file: Any) -> Tokenizer:
     """The tokenizer a GGUF file describes; `gguf_file` is a GGUFFile, a path, or a metadata dict."""
     from .tokenizer_bpe import BPETokenizer
     from .tokenizer_spm import SPMTokenizer
+    from .tokenizer_wpm import WPMTokenizer
 
     if isinstance(gguf_file, dict):
         metadata = gguf_file
@@ -297,5 +301,9 @@ def load_tokenizer(gguf_file: Any) -> Tokenizer:
         return SPMTokenizer(metadata)
     if model == "gpt2":
         return BPETokenizer(metadata)
+    if model == "bert":
+        return WPMTokenizer(metadata)
+    if model == "gemma4":  # llama.cpp names the pre-tokenizer after the model, whatever the metadata says
+        return BPETokenizer(dict(metadata, **{"tokenizer.ggml.pre": "gemma4"}))
     raise TokenizerError("unsupported tokenizer model tokenizer.ggml.model = %r; supported: %s"
                          % (model, ", ".join(SUPPORTED_MODELS)))

@@ -1,106 +1,22 @@
-"""Byte-level BPE tokenizer (`tokenizer.ggml.model = gpt2`): GPT-2, Llama 3, Qwen 2, SmolLM.
+"""Byte-level BPE tokenizer (`tokenizer.ggml.model = gpt2`): GPT-2, Llama 3, Qwen 2, SmolLM; and Gemma 4's BPE.
 
 How llama.cpp's `llm_tokenizer_bpe` turns plain text into ids, and so do we:
-1. Pre-tokenize: regexes named by `tokenizer.ggml.pre` cut the text into words (" world", "123", "\\n").
-   Some names use several regexes in turn; each one re-cuts the pieces the previous one left, and text
-   between its matches stays a piece of its own.
+1. Pre-tokenize: the regexes `tokenizer.ggml.pre` names (see `pretokenizers`) cut the text into words
+   (" world", "123", "\\n").
 2. Spell each word's UTF-8 bytes in GPT-2's printable byte alphabet (space -> "Ġ", newline -> "Ċ").
+   Gemma 4 (`tokenizer.ggml.model = gemma4`) instead keeps the text and writes spaces as "▁".
 3. Merge: repeatedly join the adjacent pair with the lowest merge rank (the leftmost if tied).
+   A piece the merges leave outside the vocabulary becomes its byte tokens.
    Words repeat a lot, so the ids of each word are cached.
-
-Pre-tokenizer names we know (llama.cpp's list, by regex):
-    gpt-2 (and phi-2, mpt, olmo, jais, ...) : GPT-2's regex
-    llama3 / llama-bpe / llama-v3 / ...     : Llama 3's regex (numbers in groups of 1-3), whole-word tokens
-                                              bypass the merges, BOS added by default
-    qwen2 / stablelm2 / deepseek-r1-qwen    : Llama 3's regex with single digits
-    smollm / starcoder / refact / ...       : single digits, then GPT-2's regex
-    default                                 : llama.cpp's default: punctuation runs, then GPT-2's regex,
-                                              then digit runs, then groups of 3 digits
-A missing or unknown name falls back to FALLBACK_PRE ("gpt-2", the regex byte-level BPE started with and
-what transformers applies to names it does not know) with a warning.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List
 
 from .errors import TokenizerError
-from .tokenizer import Tokenizer
+from .pretokenizers import resolve_pre_tokenizer, split_pre_tokens
+from .tokenizer import SPACE, Tokenizer
 from .unicode_regex import compile_unicode_regex
-
-GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-DEFAULT_SPLITS = (r"[\p{P}\$\+<=>\^~\|]+", GPT2_SPLIT, r"\p{N}+", r"[0-9][0-9][0-9]")
-
-
-class PreTokenizer(NamedTuple):
-    splits: Tuple[str, ...]  # regexes applied in turn
-    ignore_merges: bool = False  # a word that is itself a token skips the merges (llama.cpp, Llama 3)
-    add_bos: bool = False  # llama.cpp's default for `add_bos_token` when the metadata has none
-
-
-_GPT2 = PreTokenizer((GPT2_SPLIT,))
-_LLAMA3 = PreTokenizer((LLAMA3_SPLIT,), ignore_merges=True, add_bos=True)
-_QWEN2 = PreTokenizer((QWEN2_SPLIT,))
-_DIGITS_THEN_GPT2 = PreTokenizer((r"\p{N}", GPT2_SPLIT))
-
-PRE_TOKENIZERS: Dict[str, PreTokenizer] = {
-    "default": PreTokenizer(DEFAULT_SPLITS),
-    **dict.fromkeys(("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
-                     "mellum", "modern-bert", "mpt", "olmo", "jais", "exaone4", "roberta-bpe",
-                     "jina-v1-en", "jina-v2-code", "trillion", "granite-docling"), _GPT2),
-    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
-                     "jina-v5-nano"), _LLAMA3),
-    **dict.fromkeys(("dbrx", "smaug-bpe"), PreTokenizer((LLAMA3_SPLIT,))),
-    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan",
-                     "solar-open"), _QWEN2),
-    **dict.fromkeys(("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b",
-                     "mellum2"), _DIGITS_THEN_GPT2),
-}
-FALLBACK_PRE = "gpt-2"
-
-
-def resolve_pre_tokenizer(name: Any) -> Tuple[str, PreTokenizer]:
-    """The pre-tokenizer for a `tokenizer.ggml.pre` name; unknown or missing names warn and fall back.
-
-    >>> resolve_pre_tokenizer("llama-bpe")[1].ignore_merges
-    True
-    """
-    if name in PRE_TOKENIZERS:
-        return name, PRE_TOKENIZERS[name]
-    warnings.warn("unknown pre-tokenizer tokenizer.ggml.pre = %r; using %r (known: %s)"
-                  % (name, FALLBACK_PRE, ", ".join(sorted(PRE_TOKENIZERS))), stacklevel=3)
-    return FALLBACK_PRE, PRE_TOKENIZERS[FALLBACK_PRE]
-
-
-def split_pre_tokens(text: str, patterns: List[Any]) -> List[str]:
-    """Cut `text` with each compiled regex in turn; text between matches stays a piece of its own.
-
-    >>> split_pre_tokens("Hello world123!", [compile_unicode_regex(GPT2_SPLIT)])
-    ['Hello', ' world', '123', '!']
-    >>> split_pre_tokens(" 42", [compile_unicode_regex(r"\\p{N}"), compile_unicode_regex(GPT2_SPLIT)])
-    [' ', '4', '2']
-    """
-    pieces = [text] if text else []
-    for pattern in patterns:
-        cut: List[str] = []
-        for piece in pieces:
-            done = 0
-            for m in pattern.finditer(piece):
-                start, end = m.span()
-                if start == end:
-                    continue
-                if start > done:
-                    cut.append(piece[done:start])
-                cut.append(piece[start:end])
-                done = end
-            if done < len(piece):
-                cut.append(piece[done:])
-        pieces = cut
-    return pieces
 
 
 def bytes_to_unicode() -> Dict[int, str]:
@@ -176,7 +92,7 @@ def bpe_merge(word: str, ranks: Dict[str, int]) -> List[str]:
 
 
 class BPETokenizer(Tokenizer):
-    """Byte-level BPE vocabulary with merge ranks and a named pre-tokenizer, as llama.cpp runs it."""
+    """BPE vocabulary with merge ranks and a named pre-tokenizer, as llama.cpp runs it."""
 
     kind = "bpe"
     CACHE_LIMIT = 50_000  # words; cleared when full
@@ -198,15 +114,19 @@ class BPETokenizer(Tokenizer):
         for word in split_pre_tokens(text, self.patterns):
             cached = self.cache.get(word)
             if cached is None:
-                cached = self._encode_word(spell_bytes(word))
+                cached = self._encode_word(self._spell(word))
                 if len(self.cache) >= self.CACHE_LIMIT:
                     self.cache.clear()
                 self.cache[word] = cached
             ids.extend(cached)
         return ids
 
+    def _spell(self, word: str) -> str:
+        return spell_bytes(word) if self.pre_tokenizer.byte_level else word.replace(" ", SPACE)
+
     def _encode_word(self, spelled: str) -> List[int]:
-        if self.pre_tokenizer.ignore_merges and spelled in self.token_ids:
+        whole_newlines = not self.pre_tokenizer.byte_level and not spelled.strip("\n")  # Gemma 4: "\n\n\n"
+        if (self.pre_tokenizer.ignore_merges or whole_newlines) and spelled in self.token_ids:
             return [self.token_ids[spelled]]
         ids: List[int] = []
         for part in bpe_merge(spelled, self.merge_ranks):
@@ -214,8 +134,15 @@ class BPETokenizer(Tokenizer):
             if token_id is not None:
                 ids.append(token_id)
             else:  # merges that lead outside the vocabulary: fall back to its single byte tokens
-                ids.extend(self.token_ids[c] for c in part if c in self.token_ids)
+                ids.extend(i for i in map(self.token_ids.get, self._byte_token_texts(part)) if i is not None)
         return ids
 
+    def _byte_token_texts(self, part: str) -> List[str]:
+        if self.pre_tokenizer.byte_level:
+            return list(part)  # each character of the byte alphabet is one byte's token
+        return ["<0x%02X>" % b for b in part.encode("utf-8")]
+
     def _normal_token_bytes(self, text: str) -> bytes:
-        return unspell_bytes(text)
+        if self.pre_tokenizer.byte_level:
+            return unspell_bytes(text)
+        return text.replace(SPACE, " ").encode("utf-8")

@@ -16,9 +16,7 @@ import heapq
 from typing import Any, Dict, List
 
 from .errors import TokenizerError
-from .tokenizer import BYTE, Tokenizer, byte_token_value, read_number_list
-
-SPACE = "\u2581"  # "▁", how SentencePiece writes a space
+from .tokenizer import BYTE, SPACE, Tokenizer, byte_token_value, read_number_list
 
 
 def spm_merge(text: str, token_ids: Dict[str, int], scores: List[float]) -> List[str]:

@@ -12,17 +12,22 @@ Escapes whose meaning differs between the two modules (\\d \\w \\b and the rest)
 guessed. Everything else, `(?i:...)` and look-aheads included, means the same to `re`.
 
 Speed: `re` checks a class's code points beyond U+FFFF one range at a time (those below in one table
-look-up), which made `\\p{N}` over plain text ten times slower. So each pattern is compiled twice, with
-and without the ranges beyond U+FFFF, and text that holds no such character (nearly all text) takes the
-second: for it the two match exactly the same.
+look-up), which made `\\p{N}` five to twenty times slower. So each pattern is also compiled with only the
+ranges up to U+FFFF, plus one stand-in per class for all its characters beyond: a surrogate code point,
+which real text never holds (U+D800 stands for every letter beyond U+FFFF, U+D801 for every number, ...).
+Text without characters beyond U+FFFF (nearly all text) is matched as it is; other text is matched after
+each such character is replaced by its class's stand-in, one character for one, so the match spans are
+those of the text. Patterns that name characters beyond U+FFFF or surrogates, and text that holds
+surrogates, take the variant with every range.
 
-    >>> compile_unicode_regex(r" ?\\p{L}+|\\p{N}").findall("héllo 42")
-    ['héllo', '4', '2']
+    >>> compile_unicode_regex(r" ?\\p{L}+|\\p{N}").findall("héllo 42 𝔘𝔫")
+    ['héllo', '4', '2', ' 𝔘𝔫']
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterator, List, Match, Pattern, Tuple
+from bisect import bisect_right
+from typing import Dict, Iterator, List, Pattern, Tuple
 
 from .unicode_classes import RANGES
 
@@ -47,19 +52,58 @@ def _escape(code_point: int) -> str:
 
 
 BMP_LAST = 0xFFFF  # the last code point of the Basic Multilingual Plane
+STAND_INS = {"L": 0xD800, "N": 0xD801, "P": 0xD802, "M": 0xD803, "S": 0xD804, "Cf": 0xD805, "Co": 0xD806}
+NO_CLASS_STAND_IN = 0xD807  # for characters beyond U+FFFF in none of the classes (unassigned ones)
 
 
-def _bmp_part(ranges: Tuple[Tuple[int, int], ...]) -> Tuple[Tuple[int, int], ...]:
-    return tuple((a, min(b, BMP_LAST)) for a, b in ranges if a <= BMP_LAST)
+def _bmp_part(name: str) -> Tuple[Tuple[int, int], ...]:
+    """The class's ranges up to U+FFFF without the stand-ins, plus its stand-in if it has characters beyond."""
+    kept: List[Tuple[int, int]] = []
+    for a, b in RANGES[name]:
+        for lo, hi in ((a, min(b, BMP_LAST, 0xD7FF)), (max(a, 0xD808), min(b, BMP_LAST))):
+            if lo <= hi:
+                kept.append((lo, hi))
+    if RANGES[name][-1][1] > BMP_LAST:
+        kept.append((STAND_INS[name], STAND_INS[name]))
+    return tuple(sorted(kept))
+
+
+def _beyond_bmp() -> Tuple[List[int], List[Tuple[int, int]]]:
+    """Starts of the ranges beyond U+FFFF, and for each (last code point, stand-in), for bisection."""
+    table = sorted((max(a, BMP_LAST + 1), b, STAND_INS[name]) for name in STAND_INS
+                   for a, b in RANGES[name] if b > BMP_LAST)
+    return [a for a, _, _ in table], [(b, stand_in) for _, b, stand_in in table]
 
 
 _BODIES: Dict[str, str] = {name: class_body(ranges) for name, ranges in RANGES.items()}
-_BMP_BODIES: Dict[str, str] = {name: class_body(_bmp_part(ranges)) for name, ranges in RANGES.items()}
+_BMP_BODIES: Dict[str, str] = {name: class_body(_bmp_part(name)) for name in RANGES}
+_STARTS, _LASTS_AND_STAND_INS = _beyond_bmp()
+_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
+_BEYOND_BMP_OR_SURROGATE = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAMES_BEYOND_BMP = re.compile(r"[\ud800-\udfff\U00010000-\U0010ffff]|\\U|\\u[dD][89a-fA-F]")
+
+
+def _stand_in(m) -> str:
+    code_point = ord(m.group())
+    i = bisect_right(_STARTS, code_point) - 1
+    if i >= 0 and code_point <= _LASTS_AND_STAND_INS[i][0]:
+        return chr(_LASTS_AND_STAND_INS[i][1])
+    return chr(NO_CLASS_STAND_IN)
+
+
+def with_stand_ins(text: str) -> str:
+    """`text` with each character beyond U+FFFF replaced by its class's stand-in.
+
+    >>> with_stand_ins("a😀𝔘") == "a" + chr(STAND_INS["S"]) + chr(STAND_INS["L"])
+    True
+    """
+    return _BEYOND_BMP.sub(_stand_in, text)
 
 
 def translate(pattern: str, bmp_only: bool = False) -> str:
-    """A `regex` pattern spelled for `re`: its Unicode classes replaced by their ranges (`bmp_only`: only
-    those up to U+FFFF, for text without characters beyond).
+    """A `regex` pattern spelled for `re`: its Unicode classes replaced by their ranges (`bmp_only`: those
+    up to U+FFFF and the stand-ins, for text without characters beyond or with them replaced).
 
     >>> translate(r"[^\\s\\p{N}]") == "[^" + _BODIES["s"] + _BODIES["N"] + "]"
     True
@@ -109,21 +153,34 @@ def translate(pattern: str, bmp_only: bool = False) -> str:
 
 
 class UnicodeRegex:
-    """A `regex`-syntax pattern matched by `re`, with the fast variant for text within U+0000..U+FFFF."""
+    """A `regex`-syntax pattern matched by `re`; `spans(text)` gives where it matches."""
 
     def __init__(self, pattern: str):
         self.pattern = pattern
         self.full = re.compile(translate(pattern))
         self.bmp = re.compile(translate(pattern, bmp_only=True))
+        self.names_beyond_bmp = _NAMES_BEYOND_BMP.search(pattern) is not None
 
-    def _for(self, text: str) -> Pattern[str]:
-        return self.bmp if text.isascii() or max(text) <= "\uffff" else self.full
-
-    def finditer(self, text: str) -> Iterator[Match[str]]:
-        return self._for(text).finditer(text)
+    def spans(self, text: str) -> Iterator[Tuple[int, int]]:
+        """(start, end) of each match, left to right, as `regex.finditer` finds them."""
+        compiled = self.bmp
+        if not text.isascii() and _BEYOND_BMP_OR_SURROGATE.search(text):
+            if self.names_beyond_bmp or _SURROGATE.search(text):
+                compiled = self.full
+            else:
+                text = with_stand_ins(text)
+        return (m.span() for m in compiled.finditer(text))
 
     def findall(self, text: str) -> List[str]:
-        return self._for(text).findall(text)
+        return [text[start:end] for start, end in self.spans(text)]
+
+    def sub(self, replacement: str, text: str) -> str:
+        pieces: List[str] = []
+        done = 0
+        for start, end in self.spans(text):
+            pieces += [text[done:start], replacement]
+            done = end
+        return "".join(pieces) + text[done:]
 
 
 _COMPILED: Dict[str, UnicodeRegex] = {}

@@ -29,6 +29,7 @@ import gguf
 import numpy as np
 import pytest
 from e2e_helpers import load_build_module  # tests/e2e_helpers.py
+from test_llama_cpp_tokenizer_suite import KIND_OF  # tests/test_llama_cpp_tokenizer_suite.py
 from tiny_models import TINY_SPECS, TINY_TOKENS  # tests/tiny_models.py
 
 from pychat_wasm.quants import SUPPORTED_TYPES
@@ -260,6 +261,54 @@ def test_tokenizer_matches_hf(browser_python, hf_smollm2_tokenizer):
     for text, ids, decoded in zip(TOKENIZER_TEXTS, result["ids"], result["decoded"]):
         assert ids == hf_smollm2_tokenizer.encode(text, add_special_tokens=True), text
         assert decoded == text
+
+
+def test_tokenizer_splitter_matches_regex(browser_python):
+    """The regex-free pre-tokenizer under Python 3.8's `re`: the same matches as the `regex` module natively."""
+    import regex
+    from test_unicode_regex import ENCODABLE_CORPUS, PATTERNS, RegexSpans
+
+    got = browser_python.run("pre_token_digests", patterns=PATTERNS, texts=ENCODABLE_CORPUS)
+    for pattern, digest in zip(PATTERNS, got):
+        assert digest == browser_checks.span_digest(RegexSpans(pattern), ENCODABLE_CORPUS), pattern
+
+
+def test_tokenizer_unicode_classes_match_regex(browser_python):
+    import regex
+    from test_unicode_regex import EVERY_CODE_POINT, NO_SURROGATES
+
+    classes = [r"\p{L}+", r"\p{N}+", r"\p{P}+", r"\p{M}+", r"\p{S}+", r"\s+", r"\S+", r"[^\s\p{L}\p{N}]+",
+               r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}]+"] + ["(?i:%s)" % c for c in "strevmld"]  # 'ſ' is an s
+    got = browser_python.run("unicode_class_spans", patterns=classes)
+    for pattern, spans in zip(classes, got):
+        assert spans == [[list(m.span()) for m in regex.finditer(pattern, text)]
+                         for text in (EVERY_CODE_POINT, NO_SURROGATES)], pattern
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_suite(site):
+    """llama.cpp's tokenizer suite, its vocabularies served as fixtures (llama_cpp_vocabs.py extracts them)."""
+    from llama_cpp_vocabs import MissingSuite, suite_vocabs, vocab_path
+
+    root, _ = site
+    try:
+        names = suite_vocabs()
+    except MissingSuite as missing:
+        pytest.fail(str(missing))
+    for name in names:
+        link = root / "fixtures" / vocab_path(name).name
+        if not link.exists():
+            os.symlink(vocab_path(name), link)
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(KIND_OF))
+def test_tokenizer_llama_cpp_suite(browser_python, llama_cpp_suite, name):
+    from llama_cpp_vocabs import read_cases, vocab_path
+
+    cases = read_cases(name)
+    got = browser_python.run("tokenize_file", file=vocab_path(name).name, texts=list(cases))
+    assert dict(zip(cases, got)) == cases
 
 
 def test_chat_template_matches_transformers(browser_python, hf_smollm2_tokenizer):

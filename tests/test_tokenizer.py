@@ -17,7 +17,8 @@ import pytest
 from pychat_wasm.errors import TokenizerError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.tokenizer import load_tokenizer
-from pychat_wasm.tokenizer_bpe import PRE_TOKENIZERS, bytes_to_unicode, split_pre_tokens
+from pychat_wasm.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
+from pychat_wasm.tokenizer_bpe import bytes_to_unicode
 from pychat_wasm.unicode_regex import compile_unicode_regex
 
 CORPUS = [
@@ -194,7 +195,8 @@ def _hf_split(patterns):
     return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(p), behavior="isolated") for p in patterns])
 
 
-@pytest.mark.parametrize("name", ["default", "gpt-2", "llama-bpe", "llama3", "qwen2", "smollm"])
+@pytest.mark.parametrize("name", ["default", "gpt-2", "llama-bpe", "llama3", "qwen2", "qwen35", "smollm", "falcon",
+                                  "deepseek-llm", "deepseek-coder", "gemma4"])
 def test_pre_tokenizer_splits_match_hf_tokenizers(name):
     pytest.importorskip("tokenizers")
     patterns = PRE_TOKENIZERS[name].splits
@@ -264,7 +266,8 @@ def _hf_bpe_tokenizer(vocab, pre):
     return tok
 
 
-@pytest.mark.parametrize("pre", ["default", "gpt-2", "llama-bpe", "qwen2", "smollm"])
+@pytest.mark.parametrize("pre", ["default", "gpt-2", "llama-bpe", "qwen2", "qwen35", "smollm", "falcon", "deepseek-llm",
+                                 "deepseek-coder"])
 def test_bpe_per_pre_tokenizer_matches_hf_tokenizers(tmp_path, smollm2_vocab, pre):
     ours = load_tokenizer(_write_bpe_gguf(tmp_path / "tiny.gguf", smollm2_vocab, pre))
     ref = _hf_bpe_tokenizer(smollm2_vocab, pre)
@@ -310,7 +313,8 @@ def test_bad_metadata_raises_tokenizer_error(metadata, message):
             load_tokenizer(metadata)
 
 
-@pytest.mark.parametrize("module", ["pychat_wasm.tokenizer", "pychat_wasm.tokenizer_bpe", "pychat_wasm.tokenizer_spm"])
+@pytest.mark.parametrize("module", ["pychat_wasm.tokenizer", "pychat_wasm.tokenizer_bpe", "pychat_wasm.tokenizer_spm",
+                                    "pychat_wasm.tokenizer_wpm", "pychat_wasm.pretokenizers", "pychat_wasm.unicode_regex"])
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -5,29 +5,36 @@
   over all of Unicode, in both compiled variants.
 - Every pre-tokenizer pattern cuts a large varied corpus (random text across scripts, digits, white
   space runs, contractions, emoji, unassigned code points) exactly as `regex` does.
-- Whole tokenizers give the same ids as with `regex` on the project's tokenizer corpus, for every
-  pre-tokenizer name (SmolLM2's vocabulary re-labelled).
+- Whole tokenizers give the same ids as with `regex` on the project's tokenizer corpus (our tests' texts,
+  llama.cpp's suite, the random texts), for every pre-tokenizer (SmolLM2's vocabulary re-labelled).
 """
 from __future__ import annotations
 
 import importlib.util
 import random
 import sys
+import unicodedata
 
 import pytest
 import regex
 
+from pychat_wasm import tokenizer_wpm
 from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer_bpe import PRE_TOKENIZERS, BPETokenizer, split_pre_tokens
-from pychat_wasm.unicode_classes import RANGES
+from pychat_wasm.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
+from pychat_wasm.tokenizer_bpe import BPETokenizer
+from pychat_wasm.unicode_classes import RANGES, UNICODEDATA_VERSION
 from pychat_wasm.unicode_regex import UnicodeRegex, compile_unicode_regex, translate
 
 from conftest import REPO
+from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs
 from test_bpe import PROBES
 from test_tokenizer import CORPUS
 
 EVERY_CODE_POINT = "".join(map(chr, range(sys.maxunicode + 1)))
-PATTERNS = sorted({p for pre in PRE_TOKENIZERS.values() for p in pre.splits})
+NO_SURROGATES = EVERY_CODE_POINT[:0xD800] + EVERY_CODE_POINT[0xE000:]  # matched with the stand-ins
+BMP_NO_SURROGATES = NO_SURROGATES[:0x10000 - 0x800]  # matched as it is
+PATTERNS = sorted({p for pre in PRE_TOKENIZERS.values() for p in pre.splits}
+                  | {tokenizer_wpm.WORD.pattern, tokenizer_wpm.DROPPED.pattern, tokenizer_wpm.DROPPED_WITH_MARKS.pattern})
 
 # Characters worth many draws: every kind of white space (and U+001C..U+001F, white space to `re` only),
 # ASCII digits and other numbers, the letters of the contractions, apostrophes, punctuation and symbols.
@@ -39,6 +46,16 @@ SCRIPT_RANGES = [(0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0
                  (0x1D400, 0x1D7FF), (0x1F300, 0x1FAFF), (0x20000, 0x2A6DF), (0xE0000, 0xE01EF)]
 CONTRACTIONS = ["'s", "'S", "'t", "'re", "'RE", "'rE", "'ve", "'Ve", "'m", "'M", "'ll", "'LL", "'lL", "'d", "'D",
                 "'ſ", "’s", "''s", "'x"]
+
+
+class RegexSpans:
+    """A `regex` pattern with the `spans` of our `UnicodeRegex`, to run our splitter with the reference."""
+
+    def __init__(self, pattern: str):
+        self.compiled = regex.compile(pattern)
+
+    def spans(self, text: str):
+        return (m.span() for m in self.compiled.finditer(text))
 
 
 def random_texts(seed: int, n: int):
@@ -63,11 +80,22 @@ def random_texts(seed: int, n: int):
     return texts
 
 
-VARIED_CORPUS = CORPUS + PROBES + random_texts(0, 3000)
+def llama_cpp_suite_texts():
+    """The texts of llama.cpp's tokenizer suite (test_llama_cpp_tokenizer_suite.py fails if it is missing)."""
+    try:
+        return sorted({text for name in suite_vocabs() for text in read_cases(name)})
+    except MissingSuite:
+        return []
+
+
+VARIED_CORPUS = CORPUS + PROBES + llama_cpp_suite_texts() + random_texts(0, 3000)
 ENCODABLE_CORPUS = [regex.sub("[\ud800-\udfff]", "\ufffd", t) for t in VARIED_CORPUS]  # no lone surrogates
 
 
 def test_range_table_is_what_the_generator_makes_from_regex():
+    if unicodedata.unidata_version != UNICODEDATA_VERSION:
+        pytest.skip("the WordPiece maps come from unicodedata %s; this Python has %s"
+                    % (UNICODEDATA_VERSION, unicodedata.unidata_version))
     spec = importlib.util.spec_from_file_location("generate_unicode_classes",
                                                   REPO / "scripts" / "generate_unicode_classes.py")
     generator = importlib.util.module_from_spec(spec)
@@ -76,15 +104,14 @@ def test_range_table_is_what_the_generator_makes_from_regex():
     assert generator.generate() == committed, "run scripts/generate_unicode_classes.py (regex %s)" % regex.__version__
 
 
-@pytest.mark.parametrize("cls", [r"\p{L}", r"\p{N}", r"\p{P}", r"\p{M}", r"\p{S}", r"\s", r"\S",
+@pytest.mark.parametrize("cls", [r"\p{L}", r"\p{N}", r"\p{P}", r"\p{M}", r"\p{S}", r"\s", r"\S", r"\p{Cc}", r"\p{Cf}",
+                                 r"\p{Co}", r"\p{Cs}",
                                  r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]", r"[\p{P}\$\+<=>\^~\|]", r"[\p{L}\p{M}]",
                                  r"[^\s\p{L}\p{M}\p{N}]"])
 def test_class_matches_the_code_points_regex_matches(cls):
-    expected = [m.span() for m in regex.finditer("(?:%s)+" % cls, EVERY_CODE_POINT)]
-    assert [m.span() for m in compile_unicode_regex("(?:%s)+" % cls).full.finditer(EVERY_CODE_POINT)] == expected
-    bmp = EVERY_CODE_POINT[:0x10000]
-    assert [m.span() for m in compile_unicode_regex("(?:%s)+" % cls).finditer(bmp)] == \
-        [m.span() for m in regex.finditer("(?:%s)+" % cls, bmp)]
+    ours, reference = compile_unicode_regex("(?:%s)+" % cls), RegexSpans("(?:%s)+" % cls)
+    for text in (EVERY_CODE_POINT, NO_SURROGATES, BMP_NO_SURROGATES):  # all ranges; stand-ins; text as it is
+        assert list(ours.spans(text)) == list(reference.spans(text))
 
 
 def test_case_insensitive_contractions_match_what_regex_matches():
@@ -92,22 +119,21 @@ def test_case_insensitive_contractions_match_what_regex_matches():
     for letter in "strevmld":
         text = "\x00'".join(EVERY_CODE_POINT)
         pattern = "(?i:'%s)" % letter
-        assert [m.span() for m in compile_unicode_regex(pattern).full.finditer(text)] == \
-            [m.span() for m in regex.finditer(pattern, text)], letter
+        assert list(compile_unicode_regex(pattern).spans(text)) == list(RegexSpans(pattern).spans(text)), letter
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_pattern_finds_what_regex_finds(pattern):
-    ours, reference = compile_unicode_regex(pattern), regex.compile(pattern)
+    ours, reference = compile_unicode_regex(pattern), RegexSpans(pattern)
     for text in VARIED_CORPUS:
-        assert [m.span() for m in ours.finditer(text)] == [m.span() for m in reference.finditer(text)], repr(text)
+        assert list(ours.spans(text)) == list(reference.spans(text)), repr(text)
 
 
 @pytest.mark.parametrize("name", sorted({n for n, pre in PRE_TOKENIZERS.items() if len(pre.splits) > 1}))
 def test_chained_splits_match_regex(name):
     splits = PRE_TOKENIZERS[name].splits
     ours = [compile_unicode_regex(p) for p in splits]
-    reference = [regex.compile(p) for p in splits]
+    reference = [RegexSpans(p) for p in splits]
     text = "".join(VARIED_CORPUS)
     assert split_pre_tokens(text, ours) == split_pre_tokens(text, reference)
 
@@ -134,6 +160,6 @@ def smollm2_metadata(smollm2_path):
 def test_ids_equal_the_ids_with_regex(smollm2_metadata, pre):
     ours = BPETokenizer(dict(smollm2_metadata, **{"tokenizer.ggml.pre": pre}))
     with_regex = BPETokenizer(dict(smollm2_metadata, **{"tokenizer.ggml.pre": pre}))
-    with_regex.patterns = [regex.compile(p) for p in with_regex.pre_tokenizer.splits]
+    with_regex.patterns = [RegexSpans(p) for p in with_regex.pre_tokenizer.splits]
     for text in ENCODABLE_CORPUS:
         assert ours.encode(text, add_special=False) == with_regex.encode(text, add_special=False), repr(text)

@@ -31,7 +31,8 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Set, Tuple
 
 from ..errors import TrainingDataError
 from ..tokenizer import CONTROL, NORMAL
-from ..tokenizer_bpe import GPT2_SPLIT, bytes_to_unicode, spell_bytes, split_pre_tokens
+from ..pretokenizers import GPT2_SPLIT, split_pre_tokens
+from ..tokenizer_bpe import bytes_to_unicode, spell_bytes
 from ..unicode_regex import compile_unicode_regex
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2, as in SmolLM2

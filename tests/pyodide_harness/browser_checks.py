@@ -12,6 +12,7 @@ here, and a test in test_in_pyodide.py that runs it by name and compares its res
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import sys
 import time
@@ -132,6 +133,41 @@ async def tokenize(texts):
     _, tok = await smollm2()
     encoded = [tok.encode(text) for text in texts]
     return {"ids": encoded, "decoded": [tok.decode(ids) for ids in encoded]}
+
+
+def span_digest(compiled, texts) -> str:
+    """sha256 over each text's match spans of a pattern with `spans(text)` (ours here, `regex`'s natively)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(json.dumps(list(compiled.spans(text))).encode())
+    return digest.hexdigest()
+
+
+@check
+async def pre_token_digests(patterns, texts):
+    """Per pattern, the digest of its matches over `texts`, found by the engine's regex-free splitter."""
+    from pychat_wasm.unicode_regex import compile_unicode_regex
+    return [span_digest(compile_unicode_regex(p), texts) for p in patterns]
+
+
+@check
+async def unicode_class_spans(patterns):
+    """Per pattern, its match spans over every code point, and over all but the surrogates (built here: too
+    big to send)."""
+    from pychat_wasm.unicode_regex import compile_unicode_regex
+    every_code_point = "".join(map(chr, range(sys.maxunicode + 1)))
+    no_surrogates = every_code_point[:0xD800] + every_code_point[0xE000:]  # matched with the stand-ins
+    return [[list(compile_unicode_regex(p).spans(text)) for text in (every_code_point, no_surrogates)]
+            for p in patterns]
+
+
+@check
+async def tokenize_file(file, texts):
+    """Ids of each text in the tokenizer of a served GGUF file, add_special and parse_special off."""
+    from pychat_wasm.tokenizer import load_tokenizer
+    tokenizer = load_tokenizer(await open_gguf(file))
+    _cache.pop(file)  # vocabulary files are large and each is used once
+    return [tokenizer.encode(text, add_special=False, parse_special=False) for text in texts]
 
 
 @check

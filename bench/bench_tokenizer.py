@@ -1,0 +1,73 @@
+"""Tokenizer speed: the engine's regex-free pre-tokenizer (`re` + generated Unicode ranges) next to `regex`.
+
+Encodes a mixed text (our test corpus, the package's source code, Chinese, emoji) with SmolLM2's tokenizer
+twice per splitter: cold (empty word cache) and warm (every word cached, so the split dominates), and times
+each pre-tokenizer pattern alone. Prints seconds and the ratio re / regex (below 1: ours is faster).
+
+    $ python bench/bench_tokenizer.py [--repeat 5]
+
+Needs the models (scripts/setup.sh) and `regex` (the `[dev]` extras). Not a test: figures depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import SMOLLM2  # noqa: E402
+from test_tokenizer import CORPUS  # noqa: E402
+from test_unicode_regex import RegexSpans  # noqa: E402
+
+from pychat_wasm.pretokenizers import PRE_TOKENIZERS  # noqa: E402
+from pychat_wasm.tokenizer import load_tokenizer  # noqa: E402
+from pychat_wasm.unicode_regex import compile_unicode_regex  # noqa: E402
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    source = "".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "pychat_wasm").glob("*.py")))
+    text = "\n".join(CORPUS) * 20 + source[:100_000]
+    print("text: %d characters" % len(text))
+
+    tokenizer = load_tokenizer(SMOLLM2)
+    splits = tokenizer.pre_tokenizer.splits
+    print("%-34s %10s %10s %8s" % ("SmolLM2 encode", "re s", "regex s", "ratio"))
+    for label, clear_cache in (("cold (word cache cleared)", True), ("warm (words cached)", False)):
+        seconds = {}
+        for name, compile_pattern in (("re", compile_unicode_regex), ("regex", RegexSpans)):
+            tokenizer.patterns = [compile_pattern(p) for p in splits]
+            tokenizer.encode(text)
+
+            def encode():
+                if clear_cache:
+                    tokenizer.cache.clear()
+                tokenizer.encode(text)
+            seconds[name] = best_of(args.repeat, encode)
+        print("%-34s %10.4f %10.4f %8.2f" % (label, seconds["re"], seconds["regex"], seconds["re"] / seconds["regex"]))
+
+    print("%-34s %10s %10s %8s" % ("pattern alone (all matches)", "re s", "regex s", "ratio"))
+    for pattern in sorted({p for pre in PRE_TOKENIZERS.values() for p in pre.splits}):
+        ours, reference = compile_unicode_regex(pattern), RegexSpans(pattern)
+        t_re = best_of(args.repeat, lambda: sum(1 for _ in ours.spans(text)))
+        t_regex = best_of(args.repeat, lambda: sum(1 for _ in reference.spans(text)))
+        print("%-34s %10.4f %10.4f %8.2f" % (pattern[:34], t_re, t_regex, t_re / t_regex))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""llama.cpp's tokenizer test suite: its `models/ggml-vocab-*.gguf` files with their `.inp`/`.out` cases.
+
+npm `node-llama-cpp` (package.json, installed by scripts/setup.sh) ships the llama.cpp sources it builds
+from as a git bundle. The vocabularies are taken out of it once, into .cache/ (gitignored), keyed by the
+bundle's commit. The cases are read as llama.cpp's tests/test-tokenizer-0.cpp reads them:
+- `.inp` holds the texts separated by "\\n__ggml_vocab_test__\\n" (a separator at the very end does not
+  start another text); `.out` has one line per text, the expected ids separated by spaces;
+- the cases are a map from text to ids, so a text given twice keeps its last ids;
+- each text is tokenized with add_special and parse_special off.
+"""
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+from conftest import REPO
+
+BUNDLE = REPO / "node_modules" / "node-llama-cpp" / "llama" / "gitRelease.bundle"
+CACHE = REPO / ".cache" / "llama.cpp-vocabs"
+SEPARATOR = "\n__ggml_vocab_test__\n"
+
+
+class MissingSuite(Exception):
+    pass
+
+
+def _git(*args: str, cwd: Path) -> bytes:
+    return subprocess.run(["git", *args], cwd=str(cwd), check=True, capture_output=True).stdout
+
+
+def vocab_dir() -> Path:
+    """The directory holding the suite's ggml-vocab-* files, taken out of the bundle on first use."""
+    if not BUNDLE.exists():
+        raise MissingSuite("%s is missing: run scripts/setup.sh (npm installs node-llama-cpp)" % BUNDLE)
+    (commit, _), = [line.split() for line in _git("bundle", "list-heads", str(BUNDLE), cwd=REPO).decode().splitlines()
+                    if line.endswith(" HEAD")]
+    target = CACHE / commit
+    if target.exists():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=str(CACHE)) as scratch:
+        clone = Path(scratch) / "llama.cpp"
+        _git("clone", "--quiet", "--no-checkout", str(BUNDLE), str(clone), cwd=REPO)
+        archive = Path(scratch) / "models.tar"
+        archive.write_bytes(_git("archive", "HEAD", "models", cwd=clone))
+        out = Path(scratch) / "out"
+        out.mkdir()
+        with tarfile.open(str(archive)) as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if member.isfile() and name.startswith("ggml-vocab-"):
+                    (out / name).write_bytes(tar.extractfile(member).read())
+        try:
+            out.rename(target)  # atomic: a concurrent run either sees all files or none
+        except OSError:
+            if not target.exists():
+                raise
+    return target
+
+
+def suite_vocabs() -> List[str]:
+    """Names of the vocabularies that have cases, e.g. "llama-spm" for ggml-vocab-llama-spm.gguf."""
+    return sorted(p.name[len("ggml-vocab-"):-len(".gguf.inp")] for p in vocab_dir().glob("ggml-vocab-*.gguf.inp"))
+
+
+def vocab_path(name: str) -> Path:
+    return vocab_dir() / ("ggml-vocab-%s.gguf" % name)
+
+
+def read_cases(name: str) -> Dict[str, List[int]]:
+    """text -> expected ids, as test-tokenizer-0.cpp's read_tests builds them."""
+    path = vocab_path(name)
+    raw = Path(str(path) + ".inp").read_bytes().decode("utf-8")
+    texts: List[str] = []
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(SEPARATOR, pos)
+        if end < 0:
+            texts.append(raw[pos:])
+            break
+        texts.append(raw[pos:end])
+        pos = end + len(SEPARATOR)
+    lines = Path(str(path) + ".out").read_bytes().decode("utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # std::getline yields no line after a final newline
+    if len(lines) != len(texts):
+        raise ValueError("%s: %d texts but %d lines of ids" % (path.name, len(texts), len(lines)))
+    return {text: [int(t) for t in line.split()] for text, line in zip(texts, lines)}
+

@@ -155,16 +155,17 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=int, default=2, help="golden-prompt runs (each after a reload)")
     parser.add_argument("--long-tokens", type=int, default=64, help="tokens of the longer greedy answer")
     parser.add_argument("--json", type=Path, help="also write all raw figures here")
+    parser.add_argument("--site", type=Path, default=SITE, help="the built site (e.g. an older build, to compare)")
     args = parser.parse_args(argv)
-    if not (SITE / "manifest.json").exists():
-        raise SystemExit("dist/site is missing: run `python build/build_site.py` first")
-    manifest = json.loads((SITE / "manifest.json").read_text())
-    model_path = SITE / manifest["model"]["url"]
+    if not (args.site / "manifest.json").exists():
+        raise SystemExit("%s is missing: run `python build/build_site.py` first" % args.site)
+    manifest = json.loads((args.site / "manifest.json").read_text())
+    model_path = args.site / manifest["model"]["url"]
     prompts = {"golden": rendered_prompt(model_path, GOLDEN_QUESTION), "long": rendered_prompt(model_path, LONG_QUESTION)}
 
     from playwright.sync_api import sync_playwright
 
-    server = SiteServer(SITE, BenchHandler)
+    server = SiteServer(args.site, BenchHandler)
     url = server.url
     started = time.time()
     try:
@@ -178,6 +179,7 @@ def main(argv=None) -> None:
         server.stop()
     summary = summarize(ours, theirs)
     summary["chromium"] = version
+    summary["pyodide"] = manifest["pyodide"]["version"]
     summary["bench_seconds"] = round(time.time() - started, 1)
     print(json.dumps(summary, indent=1, ensure_ascii=False))
     if args.json:

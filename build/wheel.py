@@ -1,7 +1,7 @@
 """Build the pychat-wasm wheel that the browser worker installs into Pyodide.
 
-The wheel is pure Python (numpy, Jinja2 and regex come from the Pyodide distribution), so it is built
-once with pip and served next to the Pyodide files. The build runs on a copy of the package sources in
+The wheel is pure Python (numpy, Jinja2 and MarkupSafe are served beside it: build/browser_packages.py),
+so it is built once with pip and served next to the Pyodide files. The build runs on a copy of the package sources in
 a scratch directory, so it never writes `build/` or `*.egg-info` into the working tree and two builds
 running at the same time cannot trip over each other.
 

@@ -1,6 +1,6 @@
 """pychat_wasm: a readable pure-Python/numpy GGUF inference engine that also runs in the browser.
 
-Runs on CPython 3.11 + numpy 2.x and on Pyodide 0.17 (Python 3.8 + numpy 1.17), so every
-module keeps to the language and numpy features both have.
+Runs on CPython + numpy natively and on Pyodide 0.27 (Python 3.12 + numpy 2.0) in the browser; the
+code still keeps to Python 3.8 and numpy 1.17 features, so it also runs where those are all there is.
 """
 __version__ = "0.1.0"

@@ -80,4 +80,4 @@ class CheckpointError(PychatError, ValueError):
 
 
 class NotEnoughMemoryError(PychatError):
-    """Work that would not fit the memory it may use (the browser gives each worker at most 2 GiB)."""
+    """Work that would not fit the memory it may use (the browser gives each worker at most 4 GiB)."""

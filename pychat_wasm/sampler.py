@@ -5,7 +5,7 @@ min-p, then one draw from the remaining distribution. A temperature of 0 means g
 the repetition penalty).
 
 Reproducibility: given the same logits, the same seed gives the same tokens on every platform (CPython +
-numpy 2, Pyodide + numpy 1.17). The random numbers come from our own SplitMix64 in Python integers, ties are
+numpy, Pyodide's Python + numpy in wasm). The random numbers come from our own SplitMix64 in Python integers, ties are
 broken by token id with a stable sort, and the probabilities are computed in float64.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ Every matrix, whatever its policy, answers the same two questions:
     >>> w.dequantize_rows(0, 2)  # -> float32 [2, in]  # doctest: +SKIP
 
 `choose_policy` picks the fastest policy whose estimated bytes fit a memory budget; the browser's
-wasm heap is 2 GiB and must also hold the GGUF file itself, hence the 1.2 GiB default.
+wasm heap (4 GiB, any one array under 2 GiB) must also hold the GGUF file itself, hence the 1.2 GiB default.
 """
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ lifetimes.
     '{"ok": true, "event": {"kind": "progress", ...}}'
 
 The token loop lives in the worker's JS: it calls next_event() once per step and yields to its event
-loop in between, which is where a Stop message gets through (Pyodide 0.17 has no interrupt buffer here).
+loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
+cross-origin isolation).
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def json_reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
-        return ("Out of memory: the browser gives Python at most 2 GiB, and this model does not fit "
-                "(%s). Try a smaller model." % (exc or "allocation failed"))
+        return ("Out of memory: the browser gives Python at most 4 GiB (2 GiB for any one array), and this "
+                "model does not fit (%s). Try a smaller model." % (exc or "allocation failed"))
     return str(exc)
 
 

@@ -11,12 +11,13 @@ written by e2e_helpers stand in for models that must be rejected or that answer 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, ask, new_context, open_ready_page, set_settings, wait_ready,
-                         write_tiny_gguf)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page,
+                         set_settings, wait_ready, write_tiny_gguf)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -132,6 +133,13 @@ def test_first_visit_downloads_and_caches_the_model(chat_page, server, model_sha
         {"true": "Storage: persistent", "false": "Storage: best-effort"}[granted])
     wait_offline_ready(chat_page)
     assert "SmolLM2-135M-Instruct.Q4_1.gguf · llama · " in chat_page.text_content("#model-badge")
+
+
+def test_page_shows_the_runtime_versions(chat_page):
+    """The versions Pyodide 0.27.7's own lock file names (installed from npm), as the running worker reports them."""
+    lock = json.loads((REPO / "node_modules" / "pyodide" / "pyodide-lock.json").read_text())
+    assert chat_page.text_content("#runtime-badge") == "Runtime: Pyodide %s · Python %s · numpy %s" % (
+        lock["info"]["version"], lock["info"]["python"], lock["packages"]["numpy"]["version"])
 
 
 def test_greedy_answer_is_the_native_engines(chat_page, native_answers):
@@ -261,8 +269,9 @@ def test_unsupported_model_shows_its_error(chat_page, tmp_path, arch, weight_typ
 
 
 def test_model_too_big_for_the_heap_reports_out_of_memory_and_recovers(chat_page, tmp_path):
-    # 12 MB on disk, but its KV cache (4096 positions x 65536-wide heads, keys and values) needs 2 GiB.
-    path = write_tiny_gguf(tmp_path / "huge-cache.gguf", "Hi!", head_dim=65536, context_length=4096)
+    # 25 MB on disk, but its KV cache (4096 positions x 131008-wide heads) is two arrays of 2 GiB - 1 MiB:
+    # each under the 2 GiB limit of one array, together more than the 4 GiB heap with anything else in it.
+    path = write_tiny_gguf(tmp_path / "huge-cache.gguf", "Hi!", head_dim=131008, context_length=4096)
     upload(chat_page, path.name, path.read_bytes())
     chat_page.wait_for_selector(".alert[data-kind=error]:has-text('Could not load huge-cache.gguf: Out of memory')")
     wait_ready(chat_page)  # a fresh worker (the heap never shrinks) with the model used before

@@ -9,13 +9,16 @@ import zipfile
 
 import pytest
 
-from e2e_helpers import SiteServer, load_build_module
+from e2e_helpers import REPO, SiteServer, load_build_module
 
+# What a classic worker fetches to boot Pyodide 0.27.7 and load numpy (pyodide.mjs, the .d.ts and .map files
+# and console.html of the npm package are not needed), and the pure-Python wheels Jinja2 runs on.
 NEEDED_PYODIDE_FILES = {
-    "pyodide.js", "pyodide.asm.js", "pyodide.asm.data", "pyodide.asm.wasm", "packages.json",
-    "numpy.js", "numpy.data", "Jinja2.js", "Jinja2.data", "MarkupSafe.js", "MarkupSafe.data",
-    "regex.js", "regex.data",
+    "pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json",
+    "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl",
 }
+DEPENDENCY_WHEELS = ["wheels/markupsafe-3.0.3-py3-none-any.whl", "wheels/jinja2-3.1.6-py3-none-any.whl"]
+PYODIDE_LOCK = REPO / "node_modules" / "pyodide" / "pyodide-lock.json"
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,42 @@ def server(site):
 def test_only_the_pyodide_files_that_run_are_copied(site):
     out, manifest = site
     assert {p.name for p in (out / "pyodide").iterdir()} == NEEDED_PYODIDE_FILES
-    assert sum(p.stat().st_size for p in (out / "pyodide").iterdir()) < 32e6
-    assert manifest["pyodide"]["version"] == "0.17.1"
-    assert manifest["pyodide"]["packages"] == {"numpy": "1.17.5", "Jinja2": "2.11.3", "MarkupSafe": "1.1.1",
-                                               "regex": "2021.4.4"}
+    assert sum(p.stat().st_size for p in (out / "pyodide").iterdir()) < 18e6
+    for name in NEEDED_PYODIDE_FILES - {"numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"}:  # the npm files as they are
+        assert (out / "pyodide" / name).read_bytes() == (PYODIDE_LOCK.parent / name).read_bytes(), name
+    lock = json.loads(PYODIDE_LOCK.read_text())
+    numpy = lock["packages"]["numpy"]
+    assert manifest["pyodide"] == {
+        "npm_package": "pyodide", "version": "0.27.7", "python": "3.12.7", "index_url": "pyodide/",
+        "packages": {"numpy": {"version": "2.0.2", "sha256": numpy["sha256"], "file": numpy["file_name"]}},
+        "wheels": [{"name": "MarkupSafe", "version": "3.0.3", "url": DEPENDENCY_WHEELS[0]},
+                   {"name": "Jinja2", "version": "3.1.6", "url": DEPENDENCY_WHEELS[1]}]}
+    assert hashlib.sha256((out / "pyodide" / numpy["file_name"]).read_bytes()).hexdigest() == numpy["sha256"]
+    assert manifest["boot"] == {"indexURL": "pyodide/", "wheelURLs": DEPENDENCY_WHEELS + [manifest["wheel"]]}
+
+
+def test_markupsafe_wheel_is_plain_python(site):
+    """No compiled extension can load in wasm: the MarkupSafe wheel carries Python sources only."""
+    out, _ = site
+    wheel = zipfile.ZipFile(out / DEPENDENCY_WHEELS[0])
+    assert {"markupsafe/__init__.py", "markupsafe/_native.py"} <= set(wheel.namelist())
+    assert not [name for name in wheel.namelist() if name.endswith((".so", ".pyd"))]
+    assert "Root-Is-Purelib: true" in wheel.read("markupsafe-3.0.3.dist-info/WHEEL").decode()
+
+
+def test_a_numpy_wheel_that_is_not_pyodides_is_refused(tmp_path):
+    """The build uses the numpy wheel only if its sha256 is the one in Pyodide 0.27.7's own lock file."""
+    packages = load_build_module("browser_packages")
+    numpy = json.loads(PYODIDE_LOCK.read_text())["packages"]["numpy"]
+    good = (packages.CACHE / numpy["file_name"]).read_bytes()
+    (tmp_path / numpy["file_name"]).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped
+    for wheel in packages.python_wheels():
+        (tmp_path / wheel[2].name).write_bytes(wheel[2].read_bytes())
+    with pytest.raises(SystemExit, match="sha256 .* but Pyodide's pyodide-lock.json expects %s" % numpy["sha256"]):
+        load_build_module("build_site").copy_pyodide(tmp_path / "out", packages_dir=tmp_path)
+    (tmp_path / numpy["file_name"]).unlink()
+    with pytest.raises(SystemExit, match="is missing: run scripts/setup.sh"):
+        load_build_module("build_site").copy_pyodide(tmp_path / "out", packages_dir=tmp_path)
 
 
 def test_manifest_lists_every_file_with_its_size_and_sha256(site, smollm2_path):
@@ -58,7 +93,7 @@ def test_service_worker_precaches_the_shell_python_and_wheel_but_not_the_model(s
     out, manifest = site
     precache = manifest["precache"]
     assert {"./", "index.html", "app.js", "worker.js", "pyodide_runtime.js", "pyodide/pyodide.asm.wasm",
-            manifest["wheel"]} <= set(precache)
+            "pyodide/python_stdlib.zip", *manifest["boot"]["wheelURLs"]} <= set(precache)
     assert not any(path.endswith(".gguf") for path in precache) and "sw.js" not in precache
     sw = (out / "sw.js").read_text()
     assert 'const BUILD_ID = "%s";' % manifest["build_id"] in sw and "__BUILD_ID__" not in sw

@@ -208,8 +208,13 @@
       onStatus: (text) => { state.pythonStatus = text; setPhase(state.phase.phase, state.phase.text); },
       onCrash: workerCrashed,
     });
-    state.booted = state.python.request("boot", {indexURL: state.manifest.pyodide.index_url, wheelURL: state.manifest.wheel})
-      .then((reply) => { state.pythonStatus = ""; return reply; });
+    state.booted = state.python.request("boot", state.manifest.boot)
+      .then((reply) => {
+        state.pythonStatus = "";
+        const {pyodide, python, numpy} = reply.versions;
+        $("runtime-badge").textContent = `Runtime: Pyodide ${pyodide} · Python ${python} · numpy ${numpy}`;
+        return reply;
+      });
     state.booted.catch((error) => {
       if (error.type === "WorkerCrashed") return;
       setPhase("error", "Python could not start");
@@ -266,7 +271,7 @@
       return;
     }
     chat.restore(state.manifest.sampling_defaults);
-    new TrainPanel({boot: {indexURL: state.manifest.pyodide.index_url, wheelURL: state.manifest.wheel},
+    new TrainPanel({boot: state.manifest.boot,
                     onModel: addTrainedModel,
                     base: {current: () => state.model, read: (spec) => state.store.readVerified(spec.id)}}).wire();
     startPython();

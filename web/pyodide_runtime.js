@@ -3,9 +3,11 @@
  *
  *     importScripts("pyodide_runtime.js");
  *     const py = await self.bootPython({
- *       indexURL: "pyodide/",                        // folder holding pyodide.js, pyodide.asm.*, packages.json, numpy.*, ...
- *       packages: ["numpy", "Jinja2", "regex"],      // optional; this is the default (names as in packages.json)
- *       wheelURL: "pychat_wasm-0.1.0-py3-none-any.whl", // optional; our engine, installed into site-packages
+ *       indexURL: "pyodide/",                  // folder holding pyodide.js, pyodide.asm.*, python_stdlib.zip,
+ *                                              // pyodide-lock.json and the numpy wheel
+ *       packages: ["numpy"],                   // optional; packages of pyodide-lock.json found in indexURL
+ *       wheelURLs: ["wheels/markupsafe-3.0.3-py3-none-any.whl", "wheels/jinja2-3.1.6-py3-none-any.whl",
+ *                   "wheels/pychat_wasm-0.1.0-py3-none-any.whl"],  // pure-Python wheels, installed as they are
  *       onStatus: (text) => postMessage({status: text}), // optional progress messages
  *     });
  *
@@ -26,27 +28,23 @@
  *     py.callForBytes(fn, ...args)     -> fn(...args) returns bytes / bytearray / a uint8 numpy array; this gives
  *                                         a JS-owned copy as a Uint8Array (no proxy outlives the call)
  *     py.toJs(value)                   -> a PyProxy converted to plain JS (lists, dicts, numbers, strings); other values unchanged
- *     py.versions                      -> {pyodide, python, numpy}
+ *     py.versions                      -> {pyodide, python, numpy}, e.g. {pyodide: "0.27.7", python: "3.12.7",
+ *                                         numpy: "2.0.2"}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
  *
  *     self.isPythonError(error)        -> true for an exception raised by Python code (an ordinary failure),
  *                                         false for a wasm trap or Pyodide's own fatal error
  *
- * Pyodide 0.17.1 facts this relies on (measured here): only a classic worker works (importScripts),
- * loadPyodide may be called once per worker, the wasm heap never shrinks (terminate the worker to reclaim it),
- * and a wheel whose dependencies all ship with the distribution can simply be unzipped into site-packages.
+ * Pyodide 0.27.7 facts this relies on: a classic worker boots it with importScripts(indexURL + "pyodide.js");
+ * loadPackage takes lock-file names (fetched from indexURL, sha256-checked against the lock file) and wheel
+ * URLs alike, and installs wheels into site-packages without resolving their dependencies (so the list
+ * names them all); an attribute fetched from a PyProxy is destroyed with it unless copied; loadPyodide
+ * may be called once per worker; the wasm heap is 4 GiB (one array under 2 GiB) and never shrinks
+ * (terminate the worker to reclaim it).
  */
 "use strict";
 
-const DEFAULT_PACKAGES = ["numpy", "Jinja2", "regex"];
-
-async function fetchBytes(url) {
-  const response = await fetch(url);
-  if (!response.ok) {
-    throw new Error(`fetching ${url} failed: HTTP ${response.status}`);
-  }
-  return new Uint8Array(await response.arrayBuffer());
-}
+const DEFAULT_PACKAGES = ["numpy"];
 
 /* Copy bytes into the wasm heap as a numpy uint8 array bound to the Python global `name`. */
 function setBytes(pyodide, name, bytes) {
@@ -60,14 +58,13 @@ function setBytes(pyodide, name, bytes) {
     `del _js_bytes, _np`);
 }
 
+/* Attributes of a PyProxy are borrowed (destroyed with it): each function gets a proxy of its own. */
 function importFunctions(pyodide, moduleName, names) {
-  const importlib = pyodide.runPython("import importlib\nimportlib");
-  const module = importlib.import_module(moduleName);
+  const module = pyodide.pyimport(moduleName);
   try {
-    return Object.fromEntries(names.map((name) => [name, module[name]]));
+    return Object.fromEntries(names.map((name) => [name, module[name].copy()]));
   } finally {
     module.destroy();
-    importlib.destroy();
   }
 }
 
@@ -103,17 +100,6 @@ function callForBytes(fn, ...args) {
   }
 }
 
-/* Unzip our wheel into site-packages: pure Python, its dependencies are already loaded. */
-function installWheel(pyodide, wheelBytes) {
-  setBytes(pyodide, "_wheel_bytes", wheelBytes);
-  pyodide.runPython(`
-import importlib, io, site, zipfile
-zipfile.ZipFile(io.BytesIO(_wheel_bytes.tobytes())).extractall(site.getsitepackages()[0])
-importlib.invalidate_caches()
-del _wheel_bytes
-`);
-}
-
 function toJs(value) {
   if (value && typeof value.toJs === "function") {
     const converted = value.toJs();
@@ -123,33 +109,31 @@ function toJs(value) {
   return value;
 }
 
-/* Pyodide 0.17.1 hands an exception raised by Python code to JS as an Error named "PythonError". */
-self.isPythonError = (error) => Boolean(error && error.name === "PythonError");
+/* Pyodide hands an exception raised by Python code to JS as a PythonError. */
+self.isPythonError = (error) => Boolean(error && error.constructor && error.constructor.name === "PythonError");
 
-self.bootPython = async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURL, onStatus} = {}) {
+self.bootPython = async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus} = {}) {
   const status = onStatus || (() => {});
-  const base = indexURL.endsWith("/") ? indexURL : indexURL + "/";
+  const base = new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;
   status("loading Pyodide");
   importScripts(base + "pyodide.js");
   const pyodide = await loadPyodide({indexURL: base});
-  status(`loading ${packages.join(", ")}`);
+  status("loading numpy and the engine");
   const failures = [];
-  await pyodide.loadPackage(packages, () => {}, (message) => failures.push(message));
+  const wheels = wheelURLs.map((url) => new URL(url, self.location.href).href);  // loadPackage wants them whole
+  await pyodide.loadPackage([...packages, ...wheels],
+                            {messageCallback: () => {}, errorCallback: (message) => failures.push(message)});
   if (failures.length) {
     throw new Error("loading Python packages failed: " + failures.join("; "));
   }
-  if (wheelURL) {
-    status("installing the engine");
-    installWheel(pyodide, await fetchBytes(wheelURL));
-  }
-  const versions = toJs(pyodide.runPython(`
-import sys, numpy
-{"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__version__}
+  const versions = JSON.parse(pyodide.runPython(`
+import json, sys, numpy
+json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__version__})
 `));
   status("Python ready");
   return {
     pyodide,
-    versions: {pyodide: pyodide.version, python: versions.get("python"), numpy: versions.get("numpy")},
+    versions: {pyodide: pyodide.version, ...versions},
     runPython: (code) => pyodide.runPython(code),
     runPythonAsync: (code) => pyodide.runPythonAsync(code),
     get: (name) => pyodide.globals.get(name),

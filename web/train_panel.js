@@ -5,7 +5,7 @@
  * ETA and the loss chart. A finished run (or Save now) hands its GGUF bytes to onModel(name, bytes), which
  * app.js answers by caching the model and loading it for chat.
  *
- *     const panel = new TrainPanel({boot: {indexURL, wheelURL}, onModel: async (name, bytes) => loadedForChat,
+ *     const panel = new TrainPanel({boot: {indexURL, wheelURLs}, onModel: async (name, bytes) => loadedForChat,
  *                                   base: {current, read}});
  *     panel.wire();
  *

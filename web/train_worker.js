@@ -1,12 +1,12 @@
 /*
  * train_worker.js: the classic Web Worker that trains a model from scratch. It has a Pyodide of its own
- * (through pyodide_runtime.js), so chat keeps working in worker.js and each worker has its own 2 GiB heap.
+ * (through pyodide_runtime.js), so chat keeps working in worker.js and each worker has its own 4 GiB heap.
  * The Python side is pychat_wasm.train.worker_api. The step loop lives here: one train_for(SLICE_SECONDS)
  * call, a progress event to the page, a turn of the event loop (where Stop, Save now and file checks get
  * in), and again. A stopped run stays in memory: Continue is another "train" request.
  *
  * Messages in (from worker_client.js: new PythonWorker({script: "train_worker.js"})), each with a request id:
- *   {type: "boot", indexURL, wheelURL}       -> {limits: {max_data_bytes, presets: [{name, steps, ...}]}}
+ *   {type: "boot", indexURL, wheelURLs}      -> {limits: {max_data_bytes, presets: [{name, steps, ...}]}}
  *   {type: "start", options, files}          -> the new run's plan; options {preset, name, seed},
  *                                               files [{name, text}], [] = the built-in corpus
  *   {type: "finetune", base, baseName, options, files}
@@ -46,9 +46,9 @@ function callApi(name, ...args) {
 }
 
 const handlers = {
-  async boot({indexURL, wheelURL}) {
+  async boot({indexURL, wheelURLs}) {
     try {
-      py = await self.bootPython({indexURL, wheelURL, onStatus: (text) => postMessage({type: "status", text})});
+      py = await self.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
     } catch (error) {
       throw userFacing(error);
     }

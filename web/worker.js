@@ -5,7 +5,7 @@
  * from the page gets in between two tokens.
  *
  * Messages in (from worker_client.js), each with a request id `rid`:
- *   {type: "boot", indexURL, wheelURL}
+ *   {type: "boot", indexURL, wheelURLs}
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}
  *   {type: "conversation", conversation: {system_prompt, messages}}
  *   {type: "chat", text, settings}
@@ -28,10 +28,10 @@ let stopRequested = false;
 const callApi = (name, ...args) => checked(api[name](...args));
 
 const handlers = {
-  async boot({indexURL, wheelURL}) {
+  async boot({indexURL, wheelURLs}) {
     const started = performance.now();
     try {
-      py = await self.bootPython({indexURL, wheelURL, onStatus: (text) => postMessage({type: "status", text})});
+      py = await self.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
     } catch (error) {
       throw userFacing(error);  // e.g. offline without cached files: no restart loop
     }

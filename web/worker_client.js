@@ -5,7 +5,7 @@
  * whatever is pending and calls onCrash, and the caller decides whether to restart.
  *
  *     const python = new PythonWorker({onStatus, onCrash});             // {script: "train_worker.js", ...}
- *     await python.request("boot", {indexURL, wheelURL});
+ *     await python.request("boot", {indexURL, wheelURLs});
  *     await python.request("chat", {text, settings}, {onEvent: (event) => ...});
  *     python.stop();           // the running chat (or training) ends after the current token (or slice)
  */

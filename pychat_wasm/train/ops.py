@@ -23,7 +23,8 @@ import numpy as np
 Cache = Tuple[Any, ...]
 
 # Pyodide's numpy has no BLAS: there `@` is a naive loop that strides through the right operand, and
-# einsum over contiguous operands is 2-15x faster. Natively BLAS `@` is 5x faster than einsum.
+# einsum over contiguous operands is faster (numpy 2.0.2 in Pyodide 0.27.7: 1.3-7x on training shapes, e.g.
+# [512, 128] @ [128, 4096] 206 ms against 1446 ms). Natively BLAS `@` is 5x faster than einsum.
 NO_BLAS = sys.platform == "emscripten"
 
 

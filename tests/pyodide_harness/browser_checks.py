@@ -81,11 +81,16 @@ async def smollm2():
 
 @check
 async def runtime_versions():
+    import importlib.metadata
+    import importlib.util
     import jinja2
-    import regex
+    import markupsafe
     import pychat_wasm
     return {"python": list(sys.version_info[:3]), "numpy": np.__version__, "jinja2": jinja2.__version__,
-            "regex": regex.__version__, "platform": sys.platform, "pychat_wasm": pychat_wasm.__file__}
+            "markupsafe": importlib.metadata.version("markupsafe"),
+            "markupsafe_escape": markupsafe._escape_inner.__module__,
+            "regex_installed": importlib.util.find_spec("regex") is not None,
+            "platform": sys.platform, "pychat_wasm": pychat_wasm.__file__}
 
 
 @check

@@ -1,13 +1,13 @@
 /* Test worker: boots Python through the product's web/pyodide_runtime.js, loads browser_checks.py and
- * runs its checks on request. Messages: {id, type: "boot", indexURL, wheelURL, checksURL, fixturesURL}
+ * runs its checks on request. Messages: {id, type: "boot", indexURL, wheelURLs, checksURL, fixturesURL}
  * and {id, type: "run", name, args}; each is answered with {id, result} or {id, error}. */
 "use strict";
 importScripts("pyodide_runtime.js");
 
 let py = null;
 
-async function boot({indexURL, wheelURL, checksURL, fixturesURL}) {
-  py = await self.bootPython({indexURL, wheelURL, onStatus: (status) => postMessage({status})});
+async function boot({indexURL, wheelURLs, checksURL, fixturesURL}) {
+  py = await self.bootPython({indexURL, wheelURLs, onStatus: (status) => postMessage({status})});
   const checksSource = await (await fetch(checksURL)).text();
   py.set("_checks_source", checksSource);
   py.runPython(`

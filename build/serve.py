@@ -46,11 +46,6 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-e
                            "img-src 'self'; connect-src 'self'; worker-src 'self'; object-src 'none'; "
                            "base-uri 'none'; form-action 'none'")
 CSP_HEADER_ONLY = "; frame-ancestors 'none'"
-# The workers that run Pyodide 0.17 also need 'unsafe-eval': it makes each callable PyProxy with
-# Reflect.construct(Function, ...). A worker's policy is the one its own script arrives with, so the page
-# keeps the strict one.
-PYODIDE_WORKERS = ("worker.js", "train_worker.js")
-WORKER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("'wasm-unsafe-eval'", "'wasm-unsafe-eval' 'unsafe-eval'")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 COPY_CHUNK = 1 << 20
 
@@ -127,7 +122,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
 
     def content_security_policy(self, name: str) -> Optional[str]:
         """The policy the file `name` is served with (a subclass serving other pages may return None)."""
-        return (WORKER_CONTENT_SECURITY_POLICY if name in PYODIDE_WORKERS else CONTENT_SECURITY_POLICY) + CSP_HEADER_ONLY
+        return CONTENT_SECURITY_POLICY + CSP_HEADER_ONLY
 
     def copyfile(self, source, outputfile):
         """Send exactly the requested span (the base class would send the file to its end)."""

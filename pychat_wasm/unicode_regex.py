@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from typing import Dict, Iterator, List, Pattern, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from .unicode_classes import RANGES
 

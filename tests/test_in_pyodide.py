@@ -272,7 +272,6 @@ def test_tokenizer_matches_hf(browser_python, hf_smollm2_tokenizer):
 
 def test_tokenizer_splitter_matches_regex(browser_python):
     """The regex-free pre-tokenizer under Pyodide's `re`: the same matches as the `regex` module natively."""
-    import regex
     from test_unicode_regex import ENCODABLE_CORPUS, PATTERNS, RegexSpans
 
     got = browser_python.run("pre_token_digests", patterns=PATTERNS, texts=ENCODABLE_CORPUS)

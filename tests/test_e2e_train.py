@@ -282,7 +282,7 @@ def test_trained_model_is_kept_and_answers_offline(page, train_context, server):
 
 # ---- fine-tuning the chat model (SmolLM2, the default) -----------------------------------------------------
 # A page of its own, in a fresh context, so that the model loaded for chat is the default one whatever ran
-# above. A full fine-tune of the shipped example (bench/bench_browser_finetune.py runs one to the end) is
+# above. A full fine-tune of the shipped example (bench/bench_browser_train.py runs one to the end) is
 # too long for CI: the tests start a one-epoch run, watch a few steps, stop it,
 # and save the model as it stands with Save now, which takes the same path as a finished run. They replay
 # REPLAY of the 48 general questions (the base model answers each at about 10 tokens/s here).

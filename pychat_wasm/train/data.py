@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Sequence
 from ..errors import TrainingDataError
 
 Conversation = List[Dict[str, str]]
-MAX_DATA_BYTES = 64 * 2 ** 20  # a larger file would not fit next to the model in the browser's 2 GiB heap
+MAX_DATA_BYTES = 64 * 2 ** 20  # a larger file would crowd the model out of the browser's wasm heap
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 _TURN = re.compile(r"(?:^|\s)(User|Assistant):\s*")
 RUSTGPT_END = "</s>"  # RustGPT's data ends every string with it

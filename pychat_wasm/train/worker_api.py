@@ -30,7 +30,7 @@ from .replay import ReplayAnswers
 from .run import TrainingRun
 from .scratch import PRESETS, ScratchRun, TrainSettings
 
-HEAP_BYTES = 2 * 2 ** 30  # what the browser gives one worker's wasm heap
+HEAP_BYTES = 4 * 2 ** 30  # what Pyodide 0.27 gives one worker's wasm heap (any one array under 2 GiB)
 FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
 
 
@@ -129,7 +129,7 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
                    on_replay: Optional[Callable[[int, int], Any]] = None) -> Dict[str, Any]:
     """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; files as in begin_training, []
     for the shipped example. Refuses, before allocating, a run that would not fit options["memory_limit"]
-    (default: the browser's 2 GiB heap). First the base model answers options["replay"] general questions
+    (default: the browser's 4 GiB heap). First the base model answers options["replay"] general questions
     (replay.py), calling on_replay(answered, total) after each."""
     options = json.loads(options_json)
     settings = _finetune_settings(options)

@@ -1,4 +1,5 @@
-"""Fine-tune SmolLM2 on the shipped example in Chromium, from the Train panel to the end, then ask it.
+"""Fine-tune SmolLM2 on the shipped example in Chromium, from the Train panel to the end, then ask it
+(or, with --scratch PRESET, time a training run from scratch on the built-in corpus).
 
 What a visitor does: open the page (SmolLM2-135M loads for chat), open Train, choose "Fine-tune the current
 model" with the shipped example and the panel's defaults, press Start and wait. Measured in one run:
@@ -7,7 +8,8 @@ model" with the shipped example and the panel's defaults, press Start and wait. 
     new phrasings of the taught facts ("taught") and general questions it must still answer ("general");
   - the same model after a reload with the network off (offline from the model cache).
 
-    $ python bench/bench_browser_finetune.py [--epochs N] [--json results.json]
+    $ python bench/bench_browser_train.py [--epochs N] [--json results.json]
+    $ python bench/bench_browser_train.py --scratch quick
 
 Needs the built site (python build/build_site.py). Not a test: a full run takes 10-30 minutes here.
 """
@@ -43,11 +45,14 @@ def score(page, items) -> dict:
     return {"right": len(items) - len(misses), "total": len(items), "misses": misses}
 
 
-def finetune_in_page(page, epochs) -> dict:
+def train_in_page(page, epochs=None, preset=None) -> dict:
+    """Fine-tune the chat model (or, given a preset, train from scratch) on the shipped data, to the end."""
     page.click("#train-panel summary")
     page.wait_for_selector("#train-status:not([data-state=idle]):not([data-state=starting])")
-    page.select_option("#train-mode", "finetune")
+    page.select_option("#train-mode", "scratch" if preset else "finetune")
     page.check("#train-source-builtin")
+    if preset:
+        page.select_option("#train-preset", preset)
     if epochs:
         page.fill("#train-epochs", str(epochs))
     name = page.input_value("#train-name")
@@ -58,7 +63,8 @@ def finetune_in_page(page, epochs) -> dict:
     wait_ready(page, timeout=RUN_TIMEOUT_MS)
     state = page.evaluate("pychatTraining")
     seconds = [r["seconds"] for r in state["records"]]
-    return {"name": name, "epochs": int(page.input_value("#train-epochs")), "steps": state["totalSteps"],
+    return {"name": name, "preset": preset, "epochs": None if preset else int(page.input_value("#train-epochs")),
+            "steps": state["totalSteps"],
             "training_seconds": round(trained - started, 1), "until_in_use_seconds": round(time.time() - started, 1),
             "mean_step_seconds": round(sum(seconds) / len(seconds), 2), "last_loss": state["records"][-1]["loss"],
             "status": page.text_content("#status")}
@@ -67,6 +73,7 @@ def finetune_in_page(page, epochs) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, help="epochs (default: the panel's)")
+    parser.add_argument("--scratch", metavar="PRESET", help="time training from scratch with this preset instead")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if not (SITE / "manifest.json").exists():
@@ -82,15 +89,16 @@ def main(argv=None) -> None:
             context = browser.new_context()
             context.set_default_timeout(RUN_TIMEOUT_MS)
             page = open_ready_page(context, server.url, "", **GREEDY)
-            result = finetune_in_page(page, args.epochs)
-            for kind in ("taught", "general"):
-                result[kind] = score(page, questions[kind])
-            context.set_offline(True)
-            page.reload()
-            wait_ready(page)
-            set_settings(page, **GREEDY)
-            result["offline_status"] = page.text_content("#status")
-            result["offline_taught"] = score(page, questions["taught"][:2])
+            result = train_in_page(page, args.epochs, args.scratch)
+            if not args.scratch:
+                for kind in ("taught", "general"):
+                    result[kind] = score(page, questions[kind])
+                context.set_offline(True)
+                page.reload()
+                wait_ready(page)
+                set_settings(page, **GREEDY)
+                result["offline_status"] = page.text_content("#status")
+                result["offline_taught"] = score(page, questions["taught"][:2])
             result["chromium"] = browser.version
             browser.close()
     finally:

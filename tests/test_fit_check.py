@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import re
+import subprocess
+import sys
 import tracemalloc
 
 import gguf as gguf_py
@@ -103,3 +106,18 @@ def test_an_oversize_model_is_refused_before_its_download(gemma3_path):
     assert {row["verdict"] for row in reply["fit"]["policies"].values()} == {DOES_NOT_FIT}
     with pytest.raises(InvalidSettingError, match="between 1 and the model's 32768"):
         fit_check(GGUFFile.header(header, size), 40000)
+
+
+def test_cli_info_prints_the_fit_table(smollm2_path):
+    limit = 400 * 10 ** 6
+    result = subprocess.run([sys.executable, "-m", "pychat_wasm.cli", "info", str(smollm2_path), "--context", "2048",
+                             "--memory-limit", str(limit)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    kv = "%.1f MB" % (KV_PER_TOKEN["smollm2"] * 2048 / 1e6)  # 94.4 MB
+    assert "fit check at 2048 tokens of context (trained for 8192), memory limit 400.0 MB" in result.stdout
+    float32 = re.search(r"float32 .*%s .* does not fit: needs (\S+) MB, has 400.0 MB" % kv, result.stdout)
+    assert float32 and float(float32.group(1)) > 400  # 4 bytes for each of its 134.5M weights alone: 538 MB
+    assert re.search(r"int8 .*%s .* fits\n" % kv, result.stdout) and "best policy: int8" in result.stdout
+    refused = subprocess.run([sys.executable, "-m", "pychat_wasm.cli", "info", str(smollm2_path), "--context",
+                              "9000"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "context_length must be between 1 and the model's 8192" in refused.stderr

@@ -9,7 +9,9 @@
       manifest.json                            names, sizes, sha256 and versions of all of the above
 
 The service worker precaches everything the manifest lists under `precache` in a cache named after the
-build id (a hash of all files), so any change to the site replaces the old cache. The model is not
+build id (a hash of all files' contents), so any change to the site replaces the old cache, and a rebuild
+of unchanged sources keeps it: the build is reproducible (build/wheel.py writes the wheel with fixed
+timestamps and order; the manifest holds no build time). The model is not
 precached: the page downloads it with resume and keeps it in IndexedDB.
 
     $ python build/build_site.py [--model path/to/model.gguf] [--out dist/site]
@@ -107,8 +109,10 @@ def file_entries(out: Path, paths) -> dict:
     return {p: {"size": (out / p).stat().st_size, "sha256": sha256_of(out / p)} for p in paths}
 
 
-def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str = DEFAULT_MODEL_SOURCE) -> dict:
-    """Build the site into `out` (replacing it) and return the manifest."""
+def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str = DEFAULT_MODEL_SOURCE,
+               sources: Path = REPO) -> dict:
+    """Build the site into `out` (replacing it) and return the manifest. The engine's wheel is built from the
+    checkout `sources`. The result is reproducible: the same inputs give the same bytes in every file."""
     if not model.exists():
         raise SystemExit("%s is missing: run scripts/setup.sh (it installs the default model)" % model)
     if out.exists():
@@ -118,7 +122,7 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str =
     for name in shell:
         shutil.copy2(WEB / name, out / name)
     pyodide = copy_pyodide(out)
-    wheel = load_wheel_builder()(out / "wheels")
+    wheel = load_wheel_builder()(out / "wheels", sources)
     model_path = "models/" + model.name
     link_or_copy(model, out / model_path)
 

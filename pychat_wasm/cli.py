@@ -1,6 +1,6 @@
 """Command line: `pychat-wasm info|tokenize|detokenize|chat|train|finetune`.
 
-    pychat-wasm info model.gguf
+    pychat-wasm info model.gguf [--context N] [--memory-limit BYTES]   (with the fit check: fit_check.py)
     pychat-wasm tokenize model.gguf "Hello world"      -> [19556, 905]
     pychat-wasm detokenize model.gguf "[19556, 905]"   -> Hello world
     pychat-wasm chat [model.gguf] [--prompt TEXT]
@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from . import __version__, cli_chat, cli_finetune, cli_train
 from .cli_common import CLIError, fail, model_path
 from .errors import PychatError
+from .fit_check import HEAP_LIMIT, fit_check, format_fit_table
 from .gguf_reader import GGUFFile
 from .model_info import model_info
 from .tokenizer import load_tokenizer
@@ -41,11 +42,14 @@ def _print_info(info: Dict[str, Any]) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = model_info(GGUFFile.open(str(model_path(args.model))))
+    gguf = GGUFFile.open(str(model_path(args.model)))
+    info = model_info(gguf)
+    fit = fit_check(gguf, args.context, args.memory_limit)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(dict(info, fit=fit), indent=2))
     else:
         _print_info(info)
+        print("\n".join(format_fit_table(fit)))
     return 0
 
 
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a GGUF model file")
     p.add_argument("model", nargs="?", help="path to a .gguf file (default: the installed SmolLM2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--context", type=int, help="context length for the fit check (default: min(trained, 4096))")
+    p.add_argument("--memory-limit", type=int, default=HEAP_LIMIT,
+                   help="bytes the fit check measures against (default: the browser's 4 GiB heap)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("tokenize", help="print the token ids of a text as a JSON list")

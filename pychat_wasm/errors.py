@@ -22,6 +22,10 @@ class TruncatedFileError(GGUFError):
     """The file ends before the header or a tensor's data does."""
 
 
+class HeaderTruncatedError(TruncatedFileError):
+    """The first bytes of a file given to describe it end before its header does: fetch more of them."""
+
+
 class CorruptHeaderError(GGUFError):
     """The header holds impossible values: absurd counts, lengths or offsets."""
 

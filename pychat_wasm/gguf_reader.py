@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import mmap
 import struct
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .errors import (CorruptHeaderError, NotGGUFError, TruncatedFileError,
+from .errors import (CorruptHeaderError, HeaderTruncatedError, NotGGUFError, TruncatedFileError,
                      UnsupportedVersionError)
 from .ggml_types import ggml_type
 
@@ -146,15 +146,33 @@ class _Cursor:
         raise CorruptHeaderError("unknown metadata value type %d for key %r" % (value_type, key))
 
 
+class _HeaderCursor(_Cursor):
+    """A cursor over the first bytes of a file of `size` bytes: counts are checked against the whole file,
+    reads against the bytes at hand, and running out of them means the prefix ends inside the header."""
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise HeaderTruncatedError(
+                "the header does not end within the first %d bytes (reading %s at offset %d): fetch more of"
+                " the file" % (len(self.buf), what, self.pos))
+
+    def count(self, what: str, min_item_bytes: int) -> int:
+        n = _Cursor.count(self, what, min_item_bytes)
+        self.need(n * min_item_bytes, what)  # the items start within the bytes at hand
+        return n
+
+
 class GGUFFile:
     """A parsed GGUF file whose tensor data stays in the original buffer (mmap or bytes)."""
 
-    def __init__(self, data: Any, name: str = "<buffer>"):
-        """Parse `data`, any bytes-like object (bytes, bytearray, memoryview, numpy uint8, mmap)."""
+    def __init__(self, data: Any, name: str = "<buffer>", file_size: Optional[int] = None):
+        """Parse `data`, any bytes-like object (bytes, bytearray, memoryview, numpy uint8, mmap).
+        `file_size`: `data` is only the first bytes of a file this big (see GGUFFile.header)."""
         self.name = name
         self.data = np.frombuffer(data, dtype=np.uint8)  # zero-copy uint8 view of the whole file
-        self.size = int(self.data.size)
-        cur = _Cursor(memoryview(self.data), self.size)
+        self.size = int(self.data.size) if file_size is None else int(file_size)
+        cursor = _Cursor if file_size is None else _HeaderCursor
+        cur = cursor(memoryview(self.data), self.size)
         self._read_magic_and_version(cur)
         n_tensors = cur.count("tensor count", 24)
         n_kv = cur.count("metadata key count", 13)
@@ -180,6 +198,18 @@ class GGUFFile:
             except ValueError:  # an empty file cannot be mapped
                 mapped = b""
         return cls(mapped, name=str(path))
+
+    @classmethod
+    def header(cls, prefix: Any, file_size: int, name: str = "<header>") -> "GGUFFile":
+        """Parse the header from the first bytes of a file of `file_size` bytes (a Range request's answer).
+
+        Metadata and tensor infos are complete; the tensor data is not there (tensor_bytes() is cut short),
+        so this serves to describe a model before downloading it. HeaderTruncatedError: fetch more bytes."""
+        if file_size < len(prefix):
+            raise CorruptHeaderError("%s: %d bytes given for a file of %d" % (name, len(prefix), file_size))
+        if len(prefix) < 24:  # magic, version and the two counts
+            raise HeaderTruncatedError("%d bytes are too few for a GGUF header: fetch more" % len(prefix))
+        return cls(prefix, name=name, file_size=file_size)
 
     # -- header pieces -------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import quants
 from .errors import ContextFullError, GGUFError, InvalidSettingError, UnsupportedArchitectureError
-from .gguf_reader import GGUFFile
+from .gguf_reader import GGUFFile, TensorInfo
 from .kv_cache import KVCache
 from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
 from .weights import DEFAULT_MEMORY_BUDGET, Matrix, QuantizedMatrix, choose_policy, store_matrix
@@ -178,11 +178,16 @@ def _load_layer(gguf_file: GGUFFile, i: int, policy: str) -> LayerWeights:
         post_ffn_norm=vector("post_ffw_norm.weight"))
 
 
-def _matrices_to_store(gguf_file: GGUFFile) -> List[QuantizedMatrix]:
-    """Every matrix the forward pass multiplies with; token_embd only when it is the output head."""
+def stored_matrix_infos(gguf_file: GGUFFile) -> List[TensorInfo]:
+    """Every matrix the forward pass multiplies with (kept as the policy says); token_embd only when it is
+    the output head. From the header alone: the fit check (fit_check.py) sizes them before any download."""
     head = "output.weight" if "output.weight" in gguf_file.tensors else "token_embd.weight"
-    return [_tensor(gguf_file, name) for name, info in gguf_file.tensors.items()
+    return [info for name, info in gguf_file.tensors.items()
             if len(info.shape) == 2 and (name.startswith("blk.") or name == head)]
+
+
+def _matrices_to_store(gguf_file: GGUFFile) -> List[QuantizedMatrix]:
+    return [_tensor(gguf_file, info.name) for info in stored_matrix_infos(gguf_file)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 from .chat_template import ChatTemplate
 from .errors import NoModelLoadedError, PychatError
+from .fit_check import HEAP_LIMIT, fit_check
 from .gguf_reader import GGUFFile
 from .model import Model, ModelConfig
 from .model_info import model_info
@@ -73,6 +74,18 @@ def check_supported(gguf: GGUFFile) -> None:
     """Raise UnsupportedQuantTypeError for a tensor type the engine cannot decode, before loading anything."""
     for type_id in sorted({info.type_id for info in gguf.tensors.values()}):
         block_format(type_id)
+
+
+@json_reply
+def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str, Any]:
+    """Before downloading a model: describe it and say whether it fits, from its first bytes (a numpy uint8
+    array, e.g. a Range request's answer) and the whole file's size. HeaderTruncatedError: fetch more bytes.
+    options: {"context_length", "memory_limit"} (default: the engine's default context, the 4 GiB heap)."""
+    options = json.loads(options_json)
+    gguf = GGUFFile.header(header, int(file_size), name=options.get("name", "<header>"))
+    check_supported(gguf)
+    return {"info": model_info(gguf),
+            "fit": fit_check(gguf, options.get("context_length"), options.get("memory_limit", HEAP_LIMIT))}
 
 
 @json_reply

@@ -252,6 +252,23 @@ def test_gguf_typed_errors(browser_python):
     assert raised["cut in tensor data"][0] == "TruncatedFileError"
 
 
+def test_fit_check_from_the_header_is_the_native_one(browser_python, smollm2_path):
+    """The page's fit check before a download: the header bytes alone give the figures native CPython computes
+    from the whole file; too few bytes ask for more."""
+    from pychat_wasm.fit_check import fit_check
+    from pychat_wasm.gguf_reader import GGUFFile
+
+    header_end = int(gguf.GGUFReader(str(smollm2_path)).data_offset)
+    options = {"context_length": 2048, "memory_limit": 300 * 10 ** 6}
+    reply = browser_python.run("fit_check_of_header", file="smollm2.gguf", n_bytes=header_end, options=options)
+    assert reply["ok"], reply
+    assert reply["fit"] == fit_check(GGUFFile.open(str(smollm2_path)), 2048, 300 * 10 ** 6)
+    # 98 MB file + 168 MB of int8 weights + 94 MB KV cache > 300 MB: int8 only with a shorter context
+    assert reply["fit"]["best"] == "quantized" and reply["fit"]["policies"]["int8"]["context_length"] < 2048
+    short = browser_python.run("fit_check_of_header", file="smollm2.gguf", n_bytes=header_end // 2, options={})
+    assert not short["ok"] and short["error"]["type"] == "HeaderTruncatedError"
+
+
 @pytest.mark.parametrize("type_name", SUPPORTED_TYPES)
 def test_dequantize_matches_gguf_py(browser_python, site, type_name):
     root, _ = site

@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import zipfile
 
 import pytest
@@ -103,6 +104,46 @@ def test_wheel_carries_the_worker_api(site):
     out, manifest = site
     names = zipfile.ZipFile(out / manifest["wheel"]).namelist()
     assert {"pychat_wasm/worker_api.py", "pychat_wasm/session.py", "pychat_wasm/model.py"} <= set(names)
+
+
+def site_files(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_building_twice_gives_byte_identical_sites(site, smollm2_path, tmp_path):
+    """Reproducible builds: the same sources give the same bytes in every file, so the same build id and a
+    returning user's offline cache survives a deploy that changed nothing."""
+    out, manifest = site
+    again = load_build_module("build_site").build_site(tmp_path / "site", smollm2_path)
+    first, second = site_files(out), site_files(tmp_path / "site")
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+    assert again["build_id"] == manifest["build_id"]
+    wheel = zipfile.ZipFile(out / manifest["wheel"])
+    names = wheel.namelist()
+    assert names[-1].endswith(".dist-info/RECORD") and names == sorted(names, key=lambda n: (".dist-info/" in n,
+                                                                                              n.endswith("RECORD"), n))
+    assert {info.date_time for info in wheel.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert {info.external_attr >> 16 for info in wheel.infolist()} == {0o100644}
+
+
+def test_changing_one_source_byte_changes_the_wheel_and_the_build_id(site, smollm2_path, tmp_path):
+    out, manifest = site
+    sources = tmp_path / "checkout"
+    shutil.copytree(REPO / "pychat_wasm", sources / "pychat_wasm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, sources / name)
+    engine = sources / "pychat_wasm" / "sampler.py"
+    data = engine.read_bytes()
+    engine.write_bytes(data + b"#")  # one byte more, in a comment
+    changed = load_build_module("build_site").build_site(tmp_path / "site", smollm2_path, sources=sources)
+    assert changed["build_id"] != manifest["build_id"]
+    before = site_files(out)
+    differing = {name for name, data in site_files(tmp_path / "site").items() if before[name] != data}
+    assert differing == {manifest["wheel"], "sw.js", "manifest.json"}
+    rebuilt = zipfile.ZipFile(tmp_path / "site" / changed["wheel"]).read("pychat_wasm/sampler.py")
+    assert rebuilt == data + b"#"
 
 
 def get(server, path, headers=None, method="GET"):

@@ -121,6 +121,14 @@ async def gguf_typed_errors(file, html_file):
 
 
 @check
+async def fit_check_of_header(file, n_bytes, options):
+    """worker_api.check_fit as the page calls it: the first n_bytes of the file and the whole file's size."""
+    from pychat_wasm.worker_api import check_fit
+    data = await fetch_fixture(file)
+    return json.loads(check_fit(data[:n_bytes], int(data.size), json.dumps(options)))
+
+
+@check
 async def dequantize(file, tensor):
     from pychat_wasm.quants import dequantize
     f = await open_gguf(file)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 import jinja2.compiler
@@ -28,6 +29,8 @@ from jinja2.exceptions import SecurityError
 MAX_TEXT = 4_000_000  # characters (or items) of any value a template builds: ~16 MB of str at worst
 MAX_WORK = 100_000_000  # estimated characters a single call may touch (s.replace('', t) is len(s) * len(t))
 MAX_STEPS = 200_000  # Python line events per render (a 100-message chat takes ~20,000): ~0.1 s natively
+MAX_BUILT = 50_000_000  # characters all checked operations of one render may build together
+MAX_SECONDS = 1.0  # and, whatever the steps cost, no render runs longer than this
 MAX_INT_BITS = 100_000  # integers a template computes (a ** b, a * a in a loop) stay below 2 ** this
 
 
@@ -41,7 +44,22 @@ def _size(value: Any) -> int:
     return 0
 
 
+class _Budget:
+    """What the render in progress has used (renders do not nest: a template cannot start one)."""
+
+    built = 0
+    steps = 0
+    started = 0.0
+
+
+def _charge(n_chars: int) -> None:
+    _Budget.built += n_chars
+    if _Budget.built > MAX_BUILT:
+        raise SecurityError("the template built more than %d characters in all" % MAX_BUILT)
+
+
 def _check_result(value: Any) -> Any:
+    _charge(_size(value))
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         raise SecurityError("the template computed an integer of %d bits (at most %d)"
                             % (value.bit_length(), MAX_INT_BITS))
@@ -85,8 +103,10 @@ def _check_format_string(text: str) -> None:
 def checked_concat(parts: Iterable[Any]) -> str:
     """`a ~ b`: Jinja's string join, refusing results over MAX_TEXT."""
     pieces = [str(p) for p in parts]
-    if sum(len(p) for p in pieces) > MAX_TEXT:
+    total = sum(len(p) for p in pieces)
+    if total > MAX_TEXT:
         raise SecurityError("the template joins strings into more than %d characters" % MAX_TEXT)
+    _charge(total)
     return "".join(pieces)
 
 
@@ -126,7 +146,8 @@ class BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return _check_result(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's API)
-        owner = getattr(__obj, "__self__", None)
+        method = getattr(__obj, "__wrapped__", __obj)  # Jinja 3 wraps str.format at attribute access
+        owner = getattr(method, "__self__", None)
         if isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map"):
             _check_format_string(owner)
         _check_arguments([owner] + list(args) + list(kwargs.values()))
@@ -134,21 +155,23 @@ class BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
 
 
 def render_bounded(template: Any, variables: dict) -> str:
-    """Render with at most MAX_STEPS Python line events and MAX_TEXT characters of output."""
-    steps = [0]
-
-    def count_steps(frame: Any, event: str, arg: Any) -> Any:
-        steps[0] += 1
-        if steps[0] > MAX_STEPS:
-            raise SecurityError("the template ran for more than %d steps" % MAX_STEPS)
-        return count_steps
-
+    """Render within MAX_STEPS line events, MAX_BUILT characters built, MAX_SECONDS and MAX_TEXT of output."""
+    _Budget.built, _Budget.steps, _Budget.started = 0, 0, time.perf_counter()
     previous = sys.gettrace()
-    sys.settrace(count_steps)
+    sys.settrace(_count_step)
     try:
         return checked_concat(_collect(template.generate(**variables)))
     finally:
         sys.settrace(previous)
+
+
+def _count_step(frame: Any, event: str, arg: Any) -> Any:
+    _Budget.steps += 1
+    if _Budget.steps > MAX_STEPS:
+        raise SecurityError("the template ran for more than %d steps" % MAX_STEPS)
+    if _Budget.steps % 1024 == 0 and time.perf_counter() - _Budget.started > MAX_SECONDS:
+        raise SecurityError("the template ran for more than %g s" % MAX_SECONDS)
+    return _count_step
 
 
 def _collect(pieces: Iterator[str]) -> Iterator[str]:

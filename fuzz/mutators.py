@@ -35,7 +35,7 @@ HOSTILE_TEMPLATES = [
     "{{ (['x' * 99999] * 99999)|join }}",
     "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
     "{{ messages.append(1) }}", "{{ raise_exception('no') }}", "{% for m in messages %}{{ m.content",
-    "{{ messages[0]['content'] ~ messages[10**6] }}", "{{ strftime_now('%Y' * 10**6) }}",
+    "{{ messages[0]['content'] ~ nothing.attribute.deeper }}", "{{ strftime_now('%Y' * 10**7) }}",
     "{% for m in messages %}{{ m['content'] | tojson(indent=10**8) }}{% endfor %}",
 ]
 TEXTS = ["Hi", "Hello world! How are you?", "<|im_start|>user\nx<|im_end|>", "<start_of_turn>model\n",

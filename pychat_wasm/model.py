@@ -100,12 +100,6 @@ class ModelConfig:
             raise InvalidModelError("%s lacks the 2-D tensor token_embd.weight: the file is incomplete or corrupt"
                                     % gguf_file.name)
         head_dim = metadata_int(gguf_file, "attention.key_length", dim // max(n_heads, 1))
-        if metadata_int(gguf_file, "attention.value_length", head_dim) != head_dim:
-            raise InvalidModelError("%s: attention.value_length differs from key_length, which this engine does "
-                                    "not support" % gguf_file.name)
-        if metadata_int(gguf_file, "rope.dimension_count", head_dim) != head_dim:
-            raise InvalidModelError("%s: rope.dimension_count differs from the head dimension %d (partial RoPE), "
-                                    "which this engine does not support" % (gguf_file.name, head_dim))
         config = cls(
             arch=arch, n_layers=metadata_int(gguf_file, "block_count"), dim=dim, n_heads=n_heads,
             n_kv_heads=metadata_int(gguf_file, "attention.head_count_kv", n_heads), head_dim=head_dim,
@@ -118,6 +112,12 @@ class ModelConfig:
             sliding_window=window, global_layer_every=traits.global_layer_every,
             local_rope_base=traits.local_rope_base)
         check_config(config, gguf_file.name)
+        if metadata_int(gguf_file, "attention.value_length", head_dim) != head_dim:
+            raise InvalidModelError("%s: attention.value_length differs from key_length, which this engine does "
+                                    "not support" % gguf_file.name)
+        if metadata_int(gguf_file, "rope.dimension_count", head_dim) != head_dim:
+            raise InvalidModelError("%s: rope.dimension_count differs from the head dimension %d (partial RoPE), "
+                                    "which this engine does not support" % (gguf_file.name, head_dim))
         if not 1 <= context_length <= trained:
             raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d"
                                       % (trained, context_length))

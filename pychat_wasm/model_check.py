@@ -208,7 +208,7 @@ def count_nonfinite(raw: np.ndarray, type_id: int) -> int:
     if block.fields is None:
         return int(np.count_nonzero(~np.isfinite(blocks)))
     bad = np.zeros(blocks.shape, dtype=bool)
-    for field, (dtype, _) in block.fields.items():
-        if dtype.kind == "f":  # the float16 scales; codes are integers
+    for field, spec in block.fields.items():
+        if spec[0].kind == "f":  # the float16 scales; codes are integers
             bad |= ~np.isfinite(blocks[field])
     return int(np.count_nonzero(bad))

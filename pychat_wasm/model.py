@@ -111,13 +111,7 @@ class ModelConfig:
             embed_scale=math.sqrt(dim) if traits.scale_embeddings and dim > 0 else 1.0,
             sliding_window=window, global_layer_every=traits.global_layer_every,
             local_rope_base=traits.local_rope_base)
-        check_config(config, gguf_file.name)
-        if metadata_int(gguf_file, "attention.value_length", head_dim) != head_dim:
-            raise InvalidModelError("%s: attention.value_length differs from key_length, which this engine does "
-                                    "not support" % gguf_file.name)
-        if metadata_int(gguf_file, "rope.dimension_count", head_dim) != head_dim:
-            raise InvalidModelError("%s: rope.dimension_count differs from the head dimension %d (partial RoPE), "
-                                    "which this engine does not support" % (gguf_file.name, head_dim))
+        check_config(config, gguf_file)
         if not 1 <= context_length <= trained:
             raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d"
                                       % (trained, context_length))

@@ -75,8 +75,9 @@ def short_value(value: Any) -> Any:
 # Hyperparameters
 
 
-def check_config(config: "ModelConfig", name: str) -> None:
+def check_config(config: "ModelConfig", gguf_file: GGUFFile) -> None:
     """Hyperparameters the forward pass can run with, before any tensor is looked at."""
+    name = gguf_file.name
     for field in ("n_layers", "dim", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size",
                   "trained_context_length"):
         if getattr(config, field) < 1:
@@ -97,6 +98,12 @@ def check_config(config: "ModelConfig", name: str) -> None:
     if config.sliding_window < 0:
         raise InvalidModelError("%s: attention.sliding_window %d is negative: the file is corrupt"
                                 % (name, config.sliding_window))
+    if metadata_int(gguf_file, "attention.value_length", config.head_dim) != config.head_dim:
+        raise InvalidModelError("%s: attention.value_length differs from key_length, which this engine does "
+                                "not support" % name)
+    if metadata_int(gguf_file, "rope.dimension_count", config.head_dim) != config.head_dim:
+        raise InvalidModelError("%s: rope.dimension_count differs from the head dimension %d (partial RoPE), "
+                                "which this engine does not support" % (name, config.head_dim))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from gguf import GGUFReader
 
 from gguf_edit import rewrite_gguf
 from pychat_wasm import worker_api
-from pychat_wasm.errors import InvalidModelError, TokenizerError
+from pychat_wasm.errors import ContextFullError, InvalidModelError, TokenizerError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.model import Model, ModelConfig
 from pychat_wasm.model_check import check_model
@@ -196,3 +196,12 @@ def test_the_real_model_passes_and_a_wrong_head_count_does_not(smollm2_path):
     with pytest.raises(InvalidModelError, match=r"blk.0.attn_k.weight has shape \(192, 576\), but the metadata "
                                                 r"implies \(576, 576\)"):
         check_model(gguf, dataclasses.replace(config, n_kv_heads=9))
+
+
+def test_a_rendered_prompt_far_beyond_the_context_is_refused_before_tokenizing(tiny, tmp_path):
+    """A template that writes 200,000 characters for a 64-token context: the BPE would spend seconds on it."""
+    path = rewrite_gguf(tiny["llama"], tmp_path / "long.gguf",
+                        metadata={"tokenizer.chat_template": "{{ 'tok' * 66666 }}"})
+    session = ChatSession.from_gguf(GGUFFile.open(str(path)))
+    with pytest.raises(ContextFullError, match="199998 characters"):
+        list(session.generate("Hi"))

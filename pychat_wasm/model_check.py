@@ -113,7 +113,7 @@ def check_config(config: "ModelConfig", gguf_file: GGUFFile) -> None:
 def expected_shapes(config: "ModelConfig") -> Iterator[Tuple[str, Tuple[int, ...], bool]]:
     """(name, numpy shape, required) of every tensor the forward pass may read, in llama.cpp's naming.
 
-    Optional tensors (q/k/v biases outside qwen2, rope_freqs, a separate output head) are used when present.
+    Optional tensors (q/k/v biases, rope_freqs, a separate output head) are used when present, as in llama.cpp.
     """
     c = config
     q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
@@ -134,7 +134,7 @@ def expected_shapes(config: "ModelConfig") -> Iterator[Tuple[str, Tuple[int, ...
         yield blk + "ffn_up.weight", (c.ffn_dim, c.dim), True
         yield blk + "ffn_down.weight", (c.dim, c.ffn_dim), True
         for bias, size in (("attn_q.bias", q_dim), ("attn_k.bias", kv_dim), ("attn_v.bias", kv_dim)):
-            yield blk + bias, (size,), c.arch == "qwen2"
+            yield blk + bias, (size,), False  # qwen2 files have them, but llama.cpp runs without them too
         yield blk + "attn_q_norm.weight", (c.head_dim,), gemma
         yield blk + "attn_k_norm.weight", (c.head_dim,), gemma
         yield blk + "post_attention_norm.weight", (c.dim,), gemma

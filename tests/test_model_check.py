@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ from pychat_wasm.model import Model, ModelConfig
 from pychat_wasm.model_check import check_model
 from pychat_wasm.session import ChatSession
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,7 @@ def test_a_tensor_of_the_wrong_shape_is_named_with_expected_and_found_shape(tiny
 
 
 MISSING = [("llama", "blk.0.ffn_norm.weight"), ("llama", "output_norm.weight"), ("llama", "blk.1.ffn_up.weight"),
-           ("qwen2", "blk.1.attn_v.bias"), ("gemma3", "blk.2.post_ffw_norm.weight"),
+           ("qwen2", "blk.1.ffn_gate.weight"), ("gemma3", "blk.2.post_ffw_norm.weight"),
            ("gemma3", "blk.4.attn_k_norm.weight")]
 
 
@@ -205,3 +210,37 @@ def test_a_rendered_prompt_far_beyond_the_context_is_refused_before_tokenizing(t
     session = ChatSession.from_gguf(GGUFFile.open(str(path)))
     with pytest.raises(ContextFullError, match="199998 characters"):
         list(session.generate("Hi"))
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_verdicts(tiny, tmp_path_factory):
+    """llama.cpp's load of every faulty file of WRONG_SHAPES and MISSING (one node run): {(arch, tensor): result}."""
+    directory = tmp_path_factory.mktemp("faulty")
+    files = {}
+    for arch, tensor, wrong in WRONG_SHAPES:
+        reader = GGUFReader(str(tiny[arch]))
+        rows = int(next(t for t in reader.tensors if t.name == tensor).shape[-1])
+        found = wrong(TINY_SPECS[arch]._replace(vocab_size=rows))
+        files[(arch, tensor)] = rewrite_gguf(tiny[arch], directory / ("shape-%d.gguf" % len(files)),
+                                             tensors={tensor: np.zeros(found, np.float32)})
+    for arch, tensor in MISSING:
+        files[(arch, "missing " + tensor)] = rewrite_gguf(tiny[arch], directory / ("missing-%d.gguf" % len(files)),
+                                                          tensors={tensor: None})
+    paths = [str(p) for p in files.values()] + [str(p) for p in tiny.values()]
+    done = subprocess.run(["node", str(REPO / "tests" / "llama_cpp_load.mjs")], input=json.dumps(paths),
+                          capture_output=True, text=True, cwd=str(REPO), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_path = {r["path"]: r for r in json.loads(done.stdout.strip().splitlines()[-1])}
+    intact = [((arch, "intact"), path) for arch, path in tiny.items()]
+    return {key: by_path[str(path)] for key, path in list(files.items()) + intact}
+
+
+@pytest.mark.slow
+def test_llama_cpp_refuses_the_same_files_and_names_the_same_tensors(llama_cpp_verdicts):
+    """The reference loader agrees: every file our checks refuse, llama.cpp refuses too, naming the tensor."""
+    for (arch, fault), verdict in llama_cpp_verdicts.items():
+        if fault == "intact":
+            assert verdict["loaded"], (arch, verdict)
+            continue
+        tensor = fault.replace("missing ", "")
+        assert not verdict["loaded"] and any(tensor in line for line in verdict["log"]), (arch, fault, verdict)

@@ -2,14 +2,15 @@
 
 Jinja2's ImmutableSandboxedEnvironment already blocks Python internals (`__class__`, `__globals__`, ...),
 attribute writes and ranges over 100,000 items. A hostile template can still ask for unbounded time
-(nested loops) or memory (`'x' * 10**9`, `9 ** 9 ** 9`, doubling a string in a loop, `center(10**9)`).
+(nested loops) or memory (`'x' * 10**9`, `9 ** (9 ** 9)`, doubling a string in a loop, `center(10**9)`).
 Here every way to grow a value is checked before it runs:
 
     operators   *, **, %, + on sequences and numbers     calls and filters   their arguments and results
     `~` joins   (through our own code generator)           output              the rendered text
     steps       Python line events while rendering (sys.settrace), so loops without output stop too
 
-Anything over a bound raises SecurityError, which the chat template reports as a TemplateError.
+Anything over a bound raises SecurityError, which the chat template reports as a TemplateError. The bounds
+hold per render_bounded call (it resets them); a plain `render()` shares one running budget.
 
     >>> BoundedSandbox().from_string("{{ 'ab' * 3 }}").render()
     'ababab'

@@ -2,7 +2,8 @@
 
 A GGUF file may carry `tokenizer.chat_template`, a Jinja2 template written for HF transformers.
 Templates in downloaded files are untrusted code, so they render in Jinja2's immutable sandbox
-(no attribute writes, no access to Python internals, bounded `range`). Files without a template get
+(no attribute writes, no access to Python internals) with bounds on steps, sizes and output
+(template_sandbox.py). Files without a template get
 a built-in fallback: Gemma's turn format for gemma-family models, ChatML for everything else.
 
     >>> t = ChatTemplate(CHATML_TEMPLATE, bos_token="", eos_token="<|im_end|>")
@@ -12,6 +13,7 @@ a built-in fallback: Gemma's turn format for gemma-family models, ChatML for eve
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from typing import Any, Dict, List, Optional
 
@@ -20,6 +22,7 @@ import jinja2.ext
 import jinja2.sandbox
 
 from .errors import TemplateError
+from .template_sandbox import BoundedSandbox, bounded_filter, render_bounded
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -57,13 +60,23 @@ def _tojson(value: Any, indent: Optional[int] = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
-def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
+def _environment() -> BoundedSandbox:
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = bounded_filter(_tojson)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     return env
+
+
+@functools.lru_cache(maxsize=8)
+def _compile(source: str) -> jinja2.Template:
+    """The compiled template; compiling costs milliseconds, and a reload brings the same source again."""
+    try:
+        return _environment().from_string(source)
+    except jinja2.TemplateError as exc:
+        raise TemplateError("the chat template does not compile: %s" % exc) from None
+    except (RecursionError, MemoryError) as exc:  # deeply nested expressions
+        raise TemplateError("the chat template does not compile: %s" % type(exc).__name__) from None
 
 
 class ChatTemplate:
@@ -74,10 +87,7 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.builtin = builtin  # name of the fallback in use, or None for the file's own template
-        try:
-            self._template = _environment().from_string(source)
-        except jinja2.TemplateError as exc:
-            raise TemplateError("the chat template does not compile: %s" % exc) from None
+        self._template = _compile(source)
 
     @classmethod
     def from_gguf(cls, gguf_file: Any, tokenizer: Any) -> "ChatTemplate":
@@ -98,9 +108,9 @@ class ChatTemplate:
                tools: Optional[list] = None, **extra: Any) -> str:
         """Render `messages` ([{"role": ..., "content": ...}]) to prompt text."""
         try:
-            return self._template.render(
-                messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
-                bos_token=self.bos_token, eos_token=self.eos_token, **extra)
+            return render_bounded(self._template, dict(
+                extra, messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                bos_token=self.bos_token, eos_token=self.eos_token))
         except TemplateError:
             raise
         except jinja2.exceptions.SecurityError as exc:

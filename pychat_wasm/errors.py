@@ -30,6 +30,12 @@ class CorruptHeaderError(GGUFError):
     """The header holds impossible values: absurd counts, lengths or offsets."""
 
 
+class InvalidModelError(GGUFError):
+    """The tensors or hyperparameters contradict the architecture: a missing tensor, a shape that disagrees
+    with the metadata, head counts that do not divide, a vocabulary that does not match the embedding,
+    NaN or infinite weights."""
+
+
 class UnknownTensorTypeError(GGUFError):
     """A tensor's ggml type id is not one we know."""
 

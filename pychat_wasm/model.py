@@ -26,9 +26,11 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from . import quants
-from .errors import ContextFullError, GGUFError, InvalidSettingError, UnsupportedArchitectureError
+from .errors import (ContextFullError, GGUFError, InvalidModelError, InvalidSettingError,
+                     UnsupportedArchitectureError)
 from .gguf_reader import GGUFFile, TensorInfo
 from .kv_cache import KVCache
+from .model_check import short_value, check_config, check_model, metadata_float, metadata_int
 from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
 from .weights import DEFAULT_MEMORY_BUDGET, Matrix, QuantizedMatrix, choose_policy, store_matrix
 
@@ -83,38 +85,37 @@ class ModelConfig:
     @classmethod
     def from_gguf(cls, gguf_file: GGUFFile, context_length: Optional[int] = None) -> "ModelConfig":
         arch = gguf_file.metadata.get("general.architecture")
-        if arch not in ARCHITECTURES:
+        if not isinstance(arch, str) or arch not in ARCHITECTURES:
             raise UnsupportedArchitectureError("%s has architecture %r; supported architectures: %s"
-                                               % (gguf_file.name, arch, ", ".join(ARCHITECTURES)))
+                                               % (gguf_file.name, short_value(arch), ", ".join(ARCHITECTURES)))
         traits = ARCHITECTURES[arch]
 
-        def need(key: str) -> object:
-            value = gguf_file.arch_value(key)
-            if value is None:
-                raise GGUFError("%s lacks the metadata key %s.%s" % (gguf_file.name, arch, key))
-            return value
-
-        dim, n_heads = int(need("embedding_length")), int(need("attention.head_count"))
-        trained = int(need("context_length"))
+        dim, n_heads = metadata_int(gguf_file, "embedding_length"), metadata_int(gguf_file, "attention.head_count")
+        trained = metadata_int(gguf_file, "context_length")
         if context_length is None:
             context_length = min(trained, DEFAULT_CONTEXT_CAP)
+        window = metadata_int(gguf_file, "attention.sliding_window", 0) if traits.global_layer_every else 0
+        embedding = gguf_file.tensors.get("token_embd.weight")
+        if embedding is None or len(embedding.shape) != 2:
+            raise InvalidModelError("%s lacks the 2-D tensor token_embd.weight: the file is incomplete or corrupt"
+                                    % gguf_file.name)
+        head_dim = metadata_int(gguf_file, "attention.key_length", dim // max(n_heads, 1))
+        config = cls(
+            arch=arch, n_layers=metadata_int(gguf_file, "block_count"), dim=dim, n_heads=n_heads,
+            n_kv_heads=metadata_int(gguf_file, "attention.head_count_kv", n_heads), head_dim=head_dim,
+            ffn_dim=metadata_int(gguf_file, "feed_forward_length"), vocab_size=embedding.shape[0],
+            context_length=context_length, trained_context_length=trained,
+            rms_eps=metadata_float(gguf_file, "attention.layer_norm_rms_epsilon"),
+            rope_base=metadata_float(gguf_file, "rope.freq_base", 10000.0),
+            rope_style=traits.rope_style, activation=traits.activation,
+            embed_scale=math.sqrt(dim) if traits.scale_embeddings and dim > 0 else 1.0,
+            sliding_window=window, global_layer_every=traits.global_layer_every,
+            local_rope_base=traits.local_rope_base)
+        check_config(config, gguf_file)
         if not 1 <= context_length <= trained:
             raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d"
                                       % (trained, context_length))
-        window = int(gguf_file.arch_value("attention.sliding_window", 0)) if traits.global_layer_every else 0
-        return cls(
-            arch=arch, n_layers=int(need("block_count")), dim=dim, n_heads=n_heads,
-            n_kv_heads=int(gguf_file.arch_value("attention.head_count_kv", n_heads)),
-            head_dim=int(gguf_file.arch_value("attention.key_length", dim // n_heads)),
-            ffn_dim=int(need("feed_forward_length")),
-            vocab_size=_tensor(gguf_file, "token_embd.weight").shape[0],
-            context_length=context_length, trained_context_length=trained,
-            rms_eps=float(need("attention.layer_norm_rms_epsilon")),
-            rope_base=float(gguf_file.arch_value("rope.freq_base", 10000.0)),
-            rope_style=traits.rope_style, activation=traits.activation,
-            embed_scale=math.sqrt(dim) if traits.scale_embeddings else 1.0,
-            sliding_window=window, global_layer_every=traits.global_layer_every,
-            local_rope_base=traits.local_rope_base)
+        return config
 
     def layer_window(self, layer: int) -> int:
         """How many positions back this layer attends (0: all of them)."""
@@ -229,6 +230,7 @@ class Model:
         if not isinstance(gguf_file, GGUFFile):
             gguf_file = GGUFFile.open(gguf_file)
         config = ModelConfig.from_gguf(gguf_file, context_length)
+        check_model(gguf_file, config)  # every tensor present, shaped as the metadata says, finite
         if policy == "auto":
             kv_bytes = KVCache.bytes_needed(config.n_layers, config.n_kv_heads, config.context_length, config.head_dim)
             budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
@@ -262,7 +264,10 @@ class Model:
         self.n_past = start_pos  # anything cached from here on is being replaced
         chunks = [self._forward_chunk(ids[i:i + PREFILL_CHUNK], start_pos + i, all_logits)
                   for i in range(0, n_tokens, PREFILL_CHUNK)]
-        return np.concatenate(chunks) if all_logits else chunks[-1][-1]
+        logits = np.concatenate(chunks) if all_logits else chunks[-1][-1]
+        if not np.isfinite(logits).all():  # finite weights can still overflow when they are absurdly large
+            raise InvalidModelError("the model computed NaN or infinite logits: its weights are corrupt")
+        return logits
 
     def _forward_chunk(self, ids: np.ndarray, start_pos: int, all_logits: bool) -> np.ndarray:
         cfg = self.config

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .chat_template import ChatTemplate, encode_chat
-from .errors import ContextFullError, InvalidConversationError, PychatError
+from .errors import ContextFullError, InvalidConversationError, PychatError, TokenizerError
 from .sampler import Sampler, SamplingSettings
 
 PROMPT_CHUNK = 32  # prompt tokens per forward call: cancellation and progress are checked between chunks
+MAX_CHARS_PER_TOKEN = 64  # a rendered prompt longer than this times the context cannot fit, whatever the vocabulary
 
 
 @dataclass
@@ -205,7 +206,11 @@ class ChatSession:
         yield ChatEvent("done", stats=answer.stats)
 
     def _render(self) -> List[int]:
-        return encode_chat(self.tokenizer, self.template.render(self.messages, add_generation_prompt=True))
+        text = self.template.render(self.messages, add_generation_prompt=True)
+        if len(text) > MAX_CHARS_PER_TOKEN * self.context_length:  # cannot fit: do not spend time tokenizing it
+            raise ContextFullError("the prompt has %d characters, far more than the context of %d tokens holds"
+                                   % (len(text), self.context_length))
+        return encode_chat(self.tokenizer, text)
 
     def _fit_prompt(self) -> Tuple[List[int], int]:
         """The prompt ids, after dropping the oldest user/assistant messages until the prompt leaves room for
@@ -221,6 +226,8 @@ class ChatSession:
                 dropped += 1
             dropped += 1
             ids = self._render()
+        if not ids:
+            raise TokenizerError("the prompt encodes to no tokens: this model's vocabulary cannot write the text")
         if len(ids) >= self.context_length:
             raise ContextFullError("the message is too long: the prompt has %d tokens and the context holds %d"
                                    % (len(ids), self.context_length))

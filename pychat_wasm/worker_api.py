@@ -28,6 +28,7 @@ from .errors import NoModelLoadedError, PychatError
 from .fit_check import HEAP_LIMIT, fit_check
 from .gguf_reader import GGUFFile
 from .model import Model, ModelConfig
+from .model_check import check_model
 from .model_info import model_info
 from .quants import block_format
 from .sampler import SamplingSettings
@@ -92,14 +93,16 @@ def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str
 def load_model(data: Any, name: str, options_json: str = "{}") -> Dict[str, Any]:
     """Parse and load a model from its bytes (a numpy uint8 array).
 
-    Everything that can reject a file without touching the weights runs first (magic, header, tensor types,
-    architecture, tokenizer, chat template), so a bad file leaves the previous model loaded and usable.
+    Everything that can reject a file before the weights are built runs first (magic, header, tensor types,
+    architecture, tensor shapes and values, tokenizer, chat template), so a bad file leaves the previous model
+    loaded and usable.
     options: {"context_length", "policy", "memory_budget"}, all optional.
     """
     options = json.loads(options_json)
     gguf = GGUFFile(data, name=name)
     check_supported(gguf)
-    ModelConfig.from_gguf(gguf, options.get("context_length"))  # UnsupportedArchitectureError, missing keys
+    # UnsupportedArchitectureError, InvalidModelError (missing or misshapen tensors, NaN weights, ...)
+    check_model(gguf, ModelConfig.from_gguf(gguf, options.get("context_length")))
     tokenizer = load_tokenizer(gguf)
     template = ChatTemplate.from_gguf(gguf, tokenizer)
     _worker.session = _worker.turn = None  # free the old weights before building the new ones

@@ -340,6 +340,14 @@ def test_chat_template_matches_transformers(browser_python, hf_smollm2_tokenizer
         assert text == hf_smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def test_hostile_templates_and_nan_blocks_are_caught_in_pyodide(browser_python):
+    """The sandbox's bounds (sys.settrace, Jinja 2's code generator) and the NaN scan (numpy 1.17) in wasm."""
+    from fuzz.mutators import HOSTILE_TEMPLATES
+    result = browser_python.run("robustness", templates=HOSTILE_TEMPLATES)
+    assert result["raised"] == ["TemplateError"] * len(HOSTILE_TEMPLATES)
+    assert result["nonfinite_blocks"] == 2
+
+
 @pytest.mark.parametrize("policy", ["quantized", "float32"])
 @pytest.mark.parametrize("arch", sorted(TINY_SPECS))
 def test_tiny_model_logits_match_transformers(browser_python, tiny_models, arch, policy):

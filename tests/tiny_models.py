@@ -19,6 +19,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFWriter, quantize
 
+from pychat_wasm.chat_template import CHATML_TEMPLATE
+
 
 class TinySpec(NamedTuple):
     dim: int
@@ -31,6 +33,7 @@ class TinySpec(NamedTuple):
     context_length: int
     tied_output: bool
     sliding_window: int  # 0: none
+    chat: bool = False  # a vocabulary that writes any text (chat_vocabulary) instead of a placeholder one
 
 
 TINY_SPECS: Dict[str, TinySpec] = {
@@ -114,6 +117,9 @@ def _add_metadata(w: GGUFWriter, arch: str, s: TinySpec) -> None:
     else:
         w.add_rope_dimension_count(s.head_dim)
         w.add_rope_freq_base(10000.0)
+    if s.chat:
+        _add_chat_vocabulary(w, arch)
+        return
     # A small byte-level vocabulary: transformers reads the vocabulary even when only the model loads.
     tokens = ["<unk>", "<s>", "</s>"] + ["tok%d" % i for i in range(3, s.vocab_size)]
     w.add_tokenizer_model("gpt2")
@@ -124,9 +130,50 @@ def _add_metadata(w: GGUFWriter, arch: str, s: TinySpec) -> None:
     w.add_eos_token_id(2)
 
 
-def write_tiny_model(path: Path, arch: str, seed: int = 0) -> Path:
-    """Write a tiny random `arch` model (a key of TINY_SPECS) to `path` and return the path."""
+def chat_vocabulary(arch: str) -> List[str]:
+    """A vocabulary that can write any text: every byte has a token, plus the chat format's control tokens.
+
+    llama and qwen2 get a byte-level BPE (GPT-2's byte-to-character map, ChatML's tokens), gemma3 a
+    SentencePiece vocabulary with <0xNN> byte fallback and Gemma's turn tokens.
+    """
+    if arch == "gemma3":
+        return (["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+                + ["<0x%02X>" % b for b in range(256)] + ["\u2581", "\u2581t", "e", "\u2581the", "o"])
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    shifted = [b for b in range(256) if b not in printable]
+    byte_chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(shifted))]
+    return ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_chars + ["\u0120t", "he", "\u0120the"]
+
+
+def _add_chat_vocabulary(w: GGUFWriter, arch: str) -> None:
+    tokens = chat_vocabulary(arch)
+    if arch == "gemma3":
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_types([3] * 6 + [6] * 256 + [1] * (len(tokens) - 262))
+        w.add_token_scores([0.0] * 262 + [-1.0 - i for i in range(len(tokens) - 262)])
+        w.add_bool("tokenizer.ggml.add_space_prefix", False)
+        w.add_bos_token_id(2)
+        w.add_eos_token_id(1)
+        return
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_token_merges(["\u0120 t", "h e", "\u0120t he"])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_chat_template(CHATML_TEMPLATE)
+
+
+def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False) -> Path:
+    """Write a tiny random `arch` model (a key of TINY_SPECS) to `path` and return the path.
+
+    chat: give it chat_vocabulary(arch), so that any conversation encodes and a chat turn runs.
+    """
     spec = TINY_SPECS[arch]
+    if chat:
+        spec = spec._replace(chat=True, vocab_size=len(chat_vocabulary(arch)))
     rng = np.random.default_rng(seed)
     writer = GGUFWriter(str(path), arch)
     _add_metadata(writer, arch, spec)

@@ -187,6 +187,24 @@ async def chat_template(conversations):
 
 
 @check
+async def robustness(templates):
+    """The error each hostile chat template raises, and the NaN/inf blocks found in three Q4_1 blocks."""
+    from pychat_wasm.chat_template import ChatTemplate
+    from pychat_wasm.model_check import count_nonfinite
+    raised = []
+    for source in templates:
+        try:
+            ChatTemplate(source).render([{"role": "user", "content": "Hi"}])
+            raised.append(None)
+        except Exception as e:
+            raised.append(type(e).__name__)
+    blocks = np.zeros(3 * 20, np.uint8)  # Q4_1 block: d f16, m f16, 16 bytes of codes
+    blocks[20:22] = np.frombuffer(np.array([np.nan], np.float16).tobytes(), np.uint8)  # block 1: d
+    blocks[42:44] = np.frombuffer(np.array([np.inf], np.float16).tobytes(), np.uint8)  # block 2: m
+    return {"raised": raised, "nonfinite_blocks": count_nonfinite(blocks, 3)}
+
+
+@check
 async def model_logits(file, tokens, policy):
     from pychat_wasm.model import Model
     model = Model.from_gguf(await open_gguf(file), policy=policy)

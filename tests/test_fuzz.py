@@ -1,0 +1,62 @@
+"""The fuzzer (fuzz/): a bounded run finds nothing, and its oracle does catch each kind of finding.
+
+The long run is `fuzz/long_run.sh` (README, "Robustness: loading and fuzzing"); CI runs a fixed seed here.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fuzz import fuzz_gguf
+
+CI_SEED = 20261202
+CI_CASES = 800  # 15 s on an idle core, under a minute on a busy one
+CI_DEADLINE = 5.0  # CPU seconds: a hang detector that a busy CI machine cannot trip (the long run uses 1 s)
+
+
+def test_a_bounded_run_finds_no_untyped_error_hang_or_excess_allocation(tmp_path):
+    summary = fuzz_gguf.fuzz(CI_CASES, seed=CI_SEED, deadline=CI_DEADLINE, out=tmp_path)
+    assert summary["findings"] == {}, (summary, [p.read_text()[:3000] for p in tmp_path.glob("*.txt")])
+    # The cases reach every stage: the reader refuses some, the model checks others, and some chat.
+    outcomes = summary["outcomes"]
+    assert outcomes.get("chatted", 0) > 50 and outcomes.get("InvalidModelError", 0) > 20
+    assert outcomes.get("CorruptHeaderError", 0) > 100 and outcomes.get("TemplateError", 0) > 5
+
+
+def _untyped(*args):
+    return {}["no such key"]
+
+
+def _runaway(*args):
+    while True:
+        pass
+
+
+def _hoard(*args):
+    hoard = bytearray(200 * 2 ** 20)
+    return "hoarded %d bytes" % len(hoard)
+
+
+def _out_of_memory(*args):
+    raise MemoryError("numpy asked for 3 TiB")
+
+
+@pytest.mark.parametrize("target, kind", [
+    (_untyped, "untyped KeyError at tests/test_fuzz.py"), (_runaway, "hang at tests/test_fuzz.py"),
+    (_hoard, "allocation over bound"), (_out_of_memory, "memory at tests/test_fuzz.py"),
+])
+def test_the_oracle_reports_each_kind_of_finding_with_a_reproducer(monkeypatch, tmp_path, target, kind):
+    monkeypatch.setattr(fuzz_gguf, "run_case", target)
+    summary = fuzz_gguf.fuzz(fuzz_gguf.TRACE_EVERY, seed=1, deadline=0.3, out=tmp_path)
+    assert any(found.startswith(kind) for found in summary["findings"]), summary
+    reproducers = list(tmp_path.glob("*.gguf"))
+    assert reproducers and all(r.with_suffix(".txt").exists() for r in reproducers)
+    assert json.loads((tmp_path / "summary.json").read_text())["findings"] == summary["findings"]
+
+
+def test_a_case_is_the_same_bytes_every_time(tmp_path):
+    seeds = fuzz_gguf.build_seeds(tmp_path)
+    first = [fuzz_gguf.make_case(seeds, 7, i)[1] for i in range(20)]
+    assert first == [fuzz_gguf.make_case(seeds, 7, i)[1] for i in range(20)]
+    assert len(set(first)) == 20

@@ -29,6 +29,17 @@ def load_build_module(name: str):
 serve = load_build_module("serve")
 
 
+def copy_checkout(directory: Path) -> Path:
+    """The engine's sources as build_site(sources=...) reads them, copied into `directory` for a test to change."""
+    import shutil
+
+    shutil.copytree(REPO / "pychat_wasm", directory / "pychat_wasm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, directory / name)
+    return directory
+
+
 # ---- the server ------------------------------------------------------------------------------------------
 
 class RecordingHandler(serve.SiteHandler):

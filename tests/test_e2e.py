@@ -348,6 +348,10 @@ def test_new_build_replaces_the_old_offline_cache(chat_page, site):
     sw = site / "sw.js"
     sw.write_text(re.sub(r'const BUILD_ID = "\w+";', 'const BUILD_ID = "feedfacefeedface";', sw.read_text()))
     chat_page.reload()
+    chat_page.wait_for_selector("#update-notice:not([hidden])")  # the new worker waits for the user's reload
+    assert old_cache in chat_page.evaluate("caches.keys()")
+    wait_ready(chat_page)  # the old build runs on meanwhile
+    chat_page.reload()  # the user's own reload (not the notice's button): the page hands over before it starts
     wait_ready(chat_page)  # the removed model was in use: the page is back on the default one
     assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
     chat_page.wait_for_function("async () => (await caches.keys()).join() === 'pychat-shell-feedfacefeedface'")

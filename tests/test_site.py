@@ -5,12 +5,11 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import zipfile
 
 import pytest
 
-from e2e_helpers import REPO, SiteServer, load_build_module
+from e2e_helpers import REPO, SiteServer, copy_checkout, load_build_module
 
 # What a classic worker fetches to boot Pyodide 0.27.7 and load numpy (pyodide.mjs, the .d.ts and .map files
 # and console.html of the npm package are not needed), and the pure-Python wheels Jinja2 runs on.
@@ -129,11 +128,7 @@ def test_building_twice_gives_byte_identical_sites(site, smollm2_path, tmp_path)
 
 def test_changing_one_source_byte_changes_the_wheel_and_the_build_id(site, smollm2_path, tmp_path):
     out, manifest = site
-    sources = tmp_path / "checkout"
-    shutil.copytree(REPO / "pychat_wasm", sources / "pychat_wasm", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, sources / name)
+    sources = copy_checkout(tmp_path / "checkout")
     engine = sources / "pychat_wasm" / "sampler.py"
     data = engine.read_bytes()
     engine.write_bytes(data + b"#")  # one byte more, in a comment

@@ -2,7 +2,8 @@
  * app.js: the page. It starts the Python worker and, at the same time, gets the model's bytes (from
  * IndexedDB, or downloaded with resume into it), hands them to the worker, and keeps the app usable when
  * something fails: a rejected model file, a failed download, a crashed worker. The chat itself is chat.js;
- * training, in a worker of its own, is train_panel.js, which hands each model it makes to addTrainedModel().
+ * training, in a worker of its own, is train_panel.js, which hands each model it makes to addTrainedModel();
+ * new builds of the app are offered and switched to by app_update.js.
  * The page never waits on Python synchronously: everything Python does happens in worker.js.
  *
  * Start-up phases shown in #status[data-phase]: downloading, verifying, starting, loading, ready
@@ -258,8 +259,10 @@
   }
 
   async function start() {
+    const updates = new AppUpdates({state, setPhase});
+    if (await updates.switchIfWaiting()) return;  // a new version waited for this reload: the page reloads into it
     wireUp();
-    PageUI.registerServiceWorker();
+    PageUI.registerServiceWorker().then((registration) => registration && updates.watch(registration));
     try {
       const response = await fetch("manifest.json");
       if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status}`);

@@ -90,16 +90,19 @@
                         `and downloaded again next time (${reason})`;
   }
 
+  /* Register sw.js and show when the app works offline; resolves to the registration (null without one). */
   function registerServiceWorker() {
     const badge = $("offline-status");
     if (!("serviceWorker" in navigator)) {
       badge.textContent = "Offline: not supported by this browser";
-      return;
+      return Promise.resolve(null);
     }
-    navigator.serviceWorker.register("sw.js")
+    const registered = navigator.serviceWorker.register("sw.js");
+    registered
       .then(() => navigator.serviceWorker.ready)
       .then(() => { badge.dataset.ready = "true"; badge.textContent = "Offline: ready (app and Python are cached)"; })
       .catch((error) => { badge.textContent = `Offline: unavailable (${error.message})`; });
+    return registered.catch(() => null);
   }
 
   function loadSaved(key, fallback) {

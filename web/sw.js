@@ -2,11 +2,14 @@
  * sw.js: the service worker that makes the app work offline after the first visit.
  *
  * On install it precaches everything manifest.json lists under `precache` (app shell, Pyodide files, our
- * wheel) into a cache named after the build id, which build_site.py writes in place of the placeholder
- * below: a new build is a new service worker with a new cache, and activation deletes the old caches.
- * Requests are answered cache-first. Model files (.gguf) are left to the network: the page downloads them
- * with Range requests and keeps them in IndexedDB. manifest.json is network-first so the page learns about
- * a new build, with the cached copy as the offline fallback.
+ * wheel) and manifest.json itself into a cache named after the build id, which build_site.py writes in place
+ * of the placeholder below: a new build is a new service worker with a new cache. A new worker does not take
+ * over on its own: it waits until the page (app_update.js) posts {type: "skipWaiting"}, which the page does
+ * only when the user reloads and no answer is being written. Its activation, which comes only after its
+ * install (the whole precache) succeeded, deletes the old app caches; the models, in IndexedDB, are never
+ * touched. Requests are answered cache-first from this build's cache, manifest.json too, so a page always
+ * runs one build's files. Model files (.gguf) are left to the network: the page downloads them with Range
+ * requests and keeps them in IndexedDB.
  */
 "use strict";
 
@@ -36,21 +39,12 @@ async function cacheFirst(request) {
   return cached || fetch(request);
 }
 
-async function networkFirst(request) {
-  const cache = await caches.open(CACHE_NAME);
-  try {
-    const response = await fetch(request, {cache: "no-store"});
-    if (response.ok) await cache.put(MANIFEST, response.clone());
-    return response;
-  } catch (error) {
-    const cached = await cache.match(MANIFEST);
-    if (cached) return cached;
-    throw error;
-  }
-}
-
 self.addEventListener("install", (event) => {
-  event.waitUntil(precache().then(() => self.skipWaiting()));
+  event.waitUntil(precache());  // a failed precache fails the install: the old worker and its cache stay
+});
+
+self.addEventListener("message", (event) => {
+  if (event.data && event.data.type === "skipWaiting") self.skipWaiting();
 });
 
 self.addEventListener("activate", (event) => {
@@ -62,9 +56,5 @@ self.addEventListener("fetch", (event) => {
   const url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== self.location.origin) return;
   if (url.pathname.endsWith(".gguf")) return;  // models: network (with Range), cached in IndexedDB by the page
-  if (url.pathname.endsWith("/" + MANIFEST)) {
-    event.respondWith(networkFirst(request));
-    return;
-  }
   event.respondWith(cacheFirst(request));
 });

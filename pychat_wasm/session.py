@@ -14,6 +14,12 @@ The session is driven by a generator, so a browser worker can run it one token a
 Event kinds: "progress" (prompt tokens processed so far), "piece" (answer text, in order), "notice" (something
 the user should know, e.g. old turns were dropped), and a final "done" carrying `GenerationStats`.
 
+Context budget: "progress", "piece" and "done" events carry `budget`, the token ids the answer occupies in the
+context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
+answer = the rendered prompt's tokens + the tokens generated so far; `dropped` = how many of the oldest
+user/assistant messages (since the last reset/restore) the trimming took out of the context; `will_drop_next`
+= the next message will make it drop more (used + reserve > context, reserve being the room kept for an answer).
+
 KV reuse: the session remembers which token ids the model's KV cache holds. A new prompt is rendered from the
 whole conversation and only the part after the longest common prefix is run through the model, which gives
 the same logits as recomputing everything.
@@ -68,10 +74,11 @@ class ChatEvent:
     text: str = ""
     progress: Tuple[int, int] = (0, 0)  # (prompt tokens processed, prompt tokens to process)
     stats: Optional[GenerationStats] = None
+    budget: Optional[Dict[str, Any]] = None  # see "Context budget" in the module docstring
 
     def as_dict(self) -> Dict[str, Any]:
         return {"kind": self.kind, "text": self.text, "progress": list(self.progress),
-                "stats": self.stats.as_dict() if self.stats else None}
+                "stats": self.stats.as_dict() if self.stats else None, "budget": self.budget}
 
 
 class StopStringFilter:
@@ -122,6 +129,8 @@ class _Answer:
 
     text: List[str] = field(default_factory=list)
     stats: GenerationStats = field(default_factory=GenerationStats)
+    prompt_tokens: int = 0  # the whole rendered prompt, reused tokens included
+    system_tokens: int = 0  # its leading part that comes before the first user/assistant message
 
 
 class ChatSession:
@@ -141,6 +150,8 @@ class ChatSession:
         self.end_ids = set(tokenizer.end_of_turn_ids) | {tokenizer.eos_id}
         self.messages: List[Dict[str, str]] = []
         self.cached_ids: List[int] = []  # token ids whose keys/values the model's cache holds, in order
+        self.dropped = 0  # oldest user/assistant messages trimmed out since the last reset/restore
+        self._budget: Optional[Dict[str, Any]] = None  # of the last answer, until the conversation changes
         self._cancel = False
         self.reset()
 
@@ -160,6 +171,8 @@ class ChatSession:
     def reset(self) -> None:
         """Forget the conversation (the system prompt stays; its cached keys/values are reused)."""
         self.messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        self.dropped = 0
+        self._budget = None
 
     def restore(self, messages: Sequence[Dict[str, str]]) -> None:
         """Continue a saved conversation (e.g. after a page reload); a first "system" message is its system
@@ -172,6 +185,8 @@ class ChatSession:
         self.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         has_system = bool(self.messages) and self.messages[0]["role"] == "system"
         self.system_prompt = self.messages[0]["content"] if has_system else None
+        self.dropped = 0
+        self._budget = None
 
     def use_settings(self, settings: SamplingSettings) -> None:
         """Sample the next answers with `settings` (a new seed sequence starts with them)."""
@@ -196,21 +211,62 @@ class ChatSession:
         if dropped:
             yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
                                       "is kept)." % (dropped, "s" if dropped > 1 else ""))
-        answer = _Answer()
+        self.dropped += dropped
+        answer = _Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(prompt_ids))
         answer.stats.seed = self.sampler.seed
         try:
-            yield from self._run(prompt_ids, answer)
+            for event in self._run(prompt_ids, answer):
+                if event.kind != "notice":
+                    event.budget = self._answer_budget(answer)
+                yield event
         finally:
             self.messages.append({"role": "assistant", "content": "".join(answer.text)})
-        yield ChatEvent("done", stats=answer.stats)
+        yield ChatEvent("done", stats=answer.stats, budget=self._answer_budget(answer))
+
+    # ---- context budget -------------------------------------------------------------------------------------
+
+    def budget(self) -> Dict[str, Any]:
+        """The context budget now: that of the last answer, or, before any answer since the conversation was
+        set, of the conversation rendered as it stands (nothing generated yet)."""
+        if self._budget is not None:
+            return dict(self._budget)
+        if not self.messages:
+            return self._make_budget(0, 0, 0)
+        ids = encode_chat(self.tokenizer, self.template.render(self.messages, add_generation_prompt=False))
+        return self._make_budget(len(ids), self._system_tokens(ids), 0)
+
+    def _answer_budget(self, answer: _Answer) -> Dict[str, Any]:
+        self._budget = self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens)
+        return self._budget
+
+    def _make_budget(self, prompt: int, system: int, answer: int) -> Dict[str, Any]:
+        used = prompt + answer
+        reserve = self._answer_room()
+        return {"used": used, "context": self.context_length, "system": system, "history": prompt - system,
+                "answer": answer, "reserve": reserve, "dropped": self.dropped,
+                "will_drop_next": used + reserve > self.context_length}
+
+    def _system_tokens(self, prompt_ids: List[int]) -> int:
+        """How many leading prompt ids come before the first user/assistant message: the system prompt and the
+        template's preamble (found as the prefix shared with the conversation cut down to the system part)."""
+        first_turn = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+        if not self.messages[first_turn:]:
+            return len(prompt_ids)
+        head = self.messages[:first_turn] + [{"role": "user", "content": ""}]
+        head_ids = encode_chat(self.tokenizer, self.template.render(head, add_generation_prompt=False))
+        return _common_prefix_length(head_ids, prompt_ids)
+
+    def _answer_room(self) -> int:
+        """Tokens a prompt must leave free for the answer: a quarter of the context, or max_tokens if smaller."""
+        return min(self.settings.max_tokens, self.context_length // 4)
 
     def _render(self) -> List[int]:
         return encode_chat(self.tokenizer, self.template.render(self.messages, add_generation_prompt=True))
 
     def _fit_prompt(self) -> Tuple[List[int], int]:
         """The prompt ids, after dropping the oldest user/assistant messages until the prompt leaves room for
-        an answer (a quarter of the context, or max_tokens if smaller). Returns (ids, messages dropped)."""
-        room = min(self.settings.max_tokens, self.context_length // 4)
+        an answer (`_answer_room`). Returns (ids, messages dropped)."""
+        room = self._answer_room()
         first_turn = 1 if self.messages[0]["role"] == "system" else 0
         dropped = 0
         ids = self._render()

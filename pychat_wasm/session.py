@@ -18,7 +18,8 @@ Context budget: "progress", "piece" and "done" events carry `budget`, the token 
 context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
 answer = the rendered prompt's tokens + the tokens generated so far; `dropped` = how many of the oldest
 user/assistant messages (since the last reset/restore) the trimming took out of the context; `will_drop_next`
-= the next message will make it drop more (used + reserve > context, reserve being the room kept for an answer).
+= a next message as long as the last one will make it drop more: used + reserve > context, the reserve being
+the room kept for an answer plus the last user message's tokens (its role header included).
 
 KV reuse: the session remembers which token ids the model's KV cache holds. A new prompt is rendered from the
 whole conversation and only the part after the longest common prefix is run through the model, which gives
@@ -131,6 +132,7 @@ class _Answer:
     stats: GenerationStats = field(default_factory=GenerationStats)
     prompt_tokens: int = 0  # the whole rendered prompt, reused tokens included
     system_tokens: int = 0  # its leading part that comes before the first user/assistant message
+    message_tokens: int = 0  # its trailing part that the user's message added
 
 
 class ChatSession:
@@ -212,7 +214,8 @@ class ChatSession:
             yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
                                       "is kept)." % (dropped, "s" if dropped > 1 else ""))
         self.dropped += dropped
-        answer = _Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(prompt_ids))
+        answer = _Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(prompt_ids),
+                         message_tokens=len(prompt_ids) - len(self._encode(self.messages[:-1])))
         answer.stats.seed = self.sampler.seed
         try:
             for event in self._run(prompt_ids, answer):
@@ -230,18 +233,17 @@ class ChatSession:
         set, of the conversation rendered as it stands (nothing generated yet)."""
         if self._budget is not None:
             return dict(self._budget)
-        if not self.messages:
-            return self._make_budget(0, 0, 0)
-        ids = encode_chat(self.tokenizer, self.template.render(self.messages, add_generation_prompt=False))
-        return self._make_budget(len(ids), self._system_tokens(ids), 0)
+        ids = self._encode(self.messages)
+        return self._make_budget(len(ids), self._system_tokens(ids), 0, 0)
 
     def _answer_budget(self, answer: _Answer) -> Dict[str, Any]:
-        self._budget = self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens)
+        self._budget = self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens,
+                                         answer.message_tokens)
         return self._budget
 
-    def _make_budget(self, prompt: int, system: int, answer: int) -> Dict[str, Any]:
+    def _make_budget(self, prompt: int, system: int, answer: int, next_message: int) -> Dict[str, Any]:
         used = prompt + answer
-        reserve = self._answer_room()
+        reserve = self._answer_room() + next_message
         return {"used": used, "context": self.context_length, "system": system, "history": prompt - system,
                 "answer": answer, "reserve": reserve, "dropped": self.dropped,
                 "will_drop_next": used + reserve > self.context_length}
@@ -253,15 +255,17 @@ class ChatSession:
         if not self.messages[first_turn:]:
             return len(prompt_ids)
         head = self.messages[:first_turn] + [{"role": "user", "content": ""}]
-        head_ids = encode_chat(self.tokenizer, self.template.render(head, add_generation_prompt=False))
-        return _common_prefix_length(head_ids, prompt_ids)
+        return _common_prefix_length(self._encode(head), prompt_ids)
 
     def _answer_room(self) -> int:
         """Tokens a prompt must leave free for the answer: a quarter of the context, or max_tokens if smaller."""
         return min(self.settings.max_tokens, self.context_length // 4)
 
-    def _render(self) -> List[int]:
-        return encode_chat(self.tokenizer, self.template.render(self.messages, add_generation_prompt=True))
+    def _encode(self, messages: List[Dict[str, str]], add_generation_prompt: bool = False) -> List[int]:
+        """The token ids of `messages` rendered with the chat template (none for no messages)."""
+        if not messages:
+            return []
+        return encode_chat(self.tokenizer, self.template.render(messages, add_generation_prompt=add_generation_prompt))
 
     def _fit_prompt(self) -> Tuple[List[int], int]:
         """The prompt ids, after dropping the oldest user/assistant messages until the prompt leaves room for
@@ -269,14 +273,14 @@ class ChatSession:
         room = self._answer_room()
         first_turn = 1 if self.messages[0]["role"] == "system" else 0
         dropped = 0
-        ids = self._render()
+        ids = self._encode(self.messages, add_generation_prompt=True)
         while len(ids) + room > self.context_length and len(self.messages) - first_turn > 1:
             del self.messages[first_turn]  # oldest user message, then its answer, ...
             if len(self.messages) - first_turn > 1 and self.messages[first_turn]["role"] == "assistant":
                 del self.messages[first_turn]
                 dropped += 1
             dropped += 1
-            ids = self._render()
+            ids = self._encode(self.messages, add_generation_prompt=True)
         if len(ids) >= self.context_length:
             raise ContextFullError("the message is too long: the prompt has %d tokens and the context holds %d"
                                    % (len(ids), self.context_length))

@@ -246,7 +246,7 @@ def test_budget_after_a_trim_is_what_the_session_holds(small_parts):
     model, tokenizer, template = small_parts
     session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=4), system_prompt="Be brief.")
     sent = []  # every user/assistant message of the conversation, the dropped ones too
-    warned = False
+    warned, warnings = False, 0
     for i in range(5):
         sent.append({"role": "user", "content": long_message(i)})
         _, events = run_turn(session, long_message(i))
@@ -262,14 +262,16 @@ def test_budget_after_a_trim_is_what_the_session_holds(small_parts):
         system_only = encode_chat(tokenizer, template.render(session.messages[:1], add_generation_prompt=False))
         assert budget["system"] >= len(system_only)
         assert budget["system"] + budget["history"] == len(prompt) and budget["answer"] == stats.generated_tokens
-        assert budget["context"] == SMALL_CONTEXT and budget["reserve"] == 4
+        before_message = encode_chat(tokenizer, template.render(session.messages[:-2], add_generation_prompt=False))
+        assert budget["context"] == SMALL_CONTEXT and budget["reserve"] == 4 + len(prompt) - len(before_message)
         assert sent[budget["dropped"]:] == session.messages[1:]  # the oldest `dropped` ones are gone, no others
-        assert budget["will_drop_next"] == (budget["used"] + 4 > SMALL_CONTEXT)
+        assert budget["will_drop_next"] == (budget["used"] + budget["reserve"] > SMALL_CONTEXT)
         assert session.budget() == budget
         pieces = [e.budget["answer"] for e in events if e.kind == "piece"]
         assert pieces == sorted(pieces) and all(e.budget["used"] <= SMALL_CONTEXT for e in events if e.budget)
         warned = budget["will_drop_next"]
-    assert session.budget()["dropped"] >= 2
+        warnings += warned
+    assert session.budget()["dropped"] >= 2 and warnings
     session.restore(session.messages[:-2])
     idle = session.budget()
     assert idle["dropped"] == 0 and idle["answer"] == 0

@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from .chat_template import ChatTemplate, encode_chat
 from .errors import ContextFullError, InvalidConversationError, PychatError
 from .sampler import Sampler, SamplingSettings
+from .stop_strings import StopStringFilter
 
 PROMPT_CHUNK = 32  # prompt tokens per forward call: cancellation and progress are checked between chunks
 
@@ -80,48 +81,6 @@ class ChatEvent:
     def as_dict(self) -> Dict[str, Any]:
         return {"kind": self.kind, "text": self.text, "progress": list(self.progress),
                 "stats": self.stats.as_dict() if self.stats else None, "budget": self.budget}
-
-
-class StopStringFilter:
-    """Streams text but holds back anything that could be the start of a stop string.
-
-    >>> f = StopStringFilter(["</s>"])
-    >>> f.feed("Hello <"), f.feed("/"), f.feed("s> more"), f.stopped
-    ('Hello ', '', '', True)
-    """
-
-    def __init__(self, stop_strings: Sequence[str]):
-        self.stop_strings = [s for s in stop_strings if s]
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """The text that is now safe to show."""
-        self.pending += text
-        hits = [self.pending.find(s) for s in self.stop_strings if s in self.pending]
-        if hits:
-            self.stopped = True
-            safe, self.pending = self.pending[: min(hits)], ""
-            return safe
-        held = self._longest_partial_stop()
-        safe = self.pending[: len(self.pending) - held]
-        self.pending = self.pending[len(safe):]
-        return safe
-
-    def flush(self) -> str:
-        """Whatever was held back, once the answer is over without a stop string."""
-        rest, self.pending = self.pending, ""
-        return rest
-
-    def _longest_partial_stop(self) -> int:
-        """Length of the longest suffix of `pending` that is a proper prefix of a stop string."""
-        longest = 0
-        for stop in self.stop_strings:
-            for n in range(min(len(stop) - 1, len(self.pending)), longest, -1):
-                if self.pending.endswith(stop[:n]):
-                    longest = n
-                    break
-        return longest
 
 
 @dataclass

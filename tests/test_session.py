@@ -12,7 +12,8 @@ from pychat_wasm.errors import ContextFullError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.model import Model
 from pychat_wasm.sampler import Sampler, SamplingSettings
-from pychat_wasm.session import ChatSession, StopStringFilter
+from pychat_wasm.session import ChatSession
+from pychat_wasm.stop_strings import StopStringFilter
 from pychat_wasm.tokenizer import load_tokenizer
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."

@@ -351,6 +351,8 @@ def test_context_budget_is_live_warns_and_marks_dropped_turns(chat_page, tmp_pat
     assert messages.nth(0).locator(".dropped").text_content() == "Dropped from the model's context"
     chat_page.click("#new-chat")
     chat_page.wait_for_selector("#messages .message", state="detached")
+    chat_page.locator("#models li", has_text="budget.gguf").get_by_role("button", name="Remove").click()
+    chat_page.locator("#models li", has_text="budget.gguf").wait_for(state="detached")  # the cache as it was
 
 
 def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page, tmp_path):

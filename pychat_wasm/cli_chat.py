@@ -4,8 +4,8 @@
     pychat-wasm chat model.gguf --system "Be brief."   # interactive, another model
     pychat-wasm chat --prompt "What is 2+2?" --temperature 0    # one answer on stdout, greedy
 
-Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /exit, and
-prints prompt and generation speed after every answer. Ctrl-C stops the answer being written; Ctrl-C or
+Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
+/exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the answer being written; Ctrl-C or
 Ctrl-D at the prompt ends the program. In one-shot mode only the answer goes to stdout; speed and notices go
 to stderr.
 """
@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import signal
 import sys
-from typing import Iterator, TextIO
+from typing import Any, Dict, Iterator, TextIO
 
 from .cli_common import CLIError, model_path
 from .errors import PychatError
@@ -30,6 +30,7 @@ HELP = """commands:
   /help           this text
   /reset          start a new conversation (keeps the system prompt)
   /system TEXT    set a new system prompt and start a new conversation
+  /context        tokens used of the context, and whether the next message will drop old turns
   /exit           quit (also /quit, Ctrl-D, or Ctrl-C at the prompt)
 Ctrl-C while the model writes stops the answer."""
 
@@ -106,7 +107,19 @@ def stream_answer(session: ChatSession, text: str, out: TextIO, report: TextIO) 
     out.flush()
     stopped = " (stopped)" if stats.stop_reason == "cancelled" else ""
     print("[%s%s]" % (stats.summary(), stopped), file=report, flush=True)
+    print(context_status(session.budget()), file=report, flush=True)
     return stats
+
+
+def context_status(budget: Dict[str, Any]) -> str:
+    """'[context: 812/2048 tokens (system 31, history 700, answer 81)]', with what the trimming did or will do."""
+    line = "[context: %d/%d tokens (system %d, history %d, answer %d)" % (
+        budget["used"], budget["context"], budget["system"], budget["history"], budget["answer"])
+    if budget["dropped"]:
+        line += "; %d oldest message%s dropped" % (budget["dropped"], "s" if budget["dropped"] > 1 else "")
+    if budget["will_drop_next"]:
+        line += "; the next message will drop the oldest turns"
+    return line + "]"
 
 
 @contextlib.contextmanager
@@ -157,6 +170,8 @@ def run_command(session: ChatSession, text: str) -> bool:
         session.system_prompt = rest.strip() or None
         session.reset()
         print("[new conversation with %s]" % ("that system prompt" if rest.strip() else "the default system prompt"))
+    elif name == "/context":
+        print(context_status(session.budget()))
     elif name == "/help":
         print(HELP)
     else:

@@ -14,6 +14,13 @@ The session is driven by a generator, so a browser worker can run it one token a
 Event kinds: "progress" (prompt tokens processed so far), "piece" (answer text, in order), "notice" (something
 the user should know, e.g. old turns were dropped), and a final "done" carrying `GenerationStats`.
 
+Context budget: "progress", "piece" and "done" events carry `budget`, the token ids the answer occupies in the
+context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
+answer = the rendered prompt's tokens + the tokens generated so far; `dropped` = how many of the oldest
+user/assistant messages (since the last reset/restore) the trimming took out of the context; `will_drop_next`
+= a next message as long as the last one will make it drop more: used + reserve > context, the reserve being
+the room kept for an answer plus the last user message's tokens (its role header included).
+
 KV reuse: the session remembers which token ids the model's KV cache holds. A new prompt is rendered from the
 whole conversation and only the part after the longest common prefix is run through the model, which gives
 the same logits as recomputing everything.
@@ -27,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from .chat_template import ChatTemplate, encode_chat
 from .errors import ContextFullError, InvalidConversationError, PychatError, TokenizerError
 from .sampler import Sampler, SamplingSettings
+from .stop_strings import StopStringFilter
 
 PROMPT_CHUNK = 32  # prompt tokens per forward call: cancellation and progress are checked between chunks
 MAX_CHARS_PER_TOKEN = 64  # a rendered prompt longer than this times the context cannot fit, whatever the vocabulary
@@ -69,52 +77,11 @@ class ChatEvent:
     text: str = ""
     progress: Tuple[int, int] = (0, 0)  # (prompt tokens processed, prompt tokens to process)
     stats: Optional[GenerationStats] = None
+    budget: Optional[Dict[str, Any]] = None  # see "Context budget" in the module docstring
 
     def as_dict(self) -> Dict[str, Any]:
         return {"kind": self.kind, "text": self.text, "progress": list(self.progress),
-                "stats": self.stats.as_dict() if self.stats else None}
-
-
-class StopStringFilter:
-    """Streams text but holds back anything that could be the start of a stop string.
-
-    >>> f = StopStringFilter(["</s>"])
-    >>> f.feed("Hello <"), f.feed("/"), f.feed("s> more"), f.stopped
-    ('Hello ', '', '', True)
-    """
-
-    def __init__(self, stop_strings: Sequence[str]):
-        self.stop_strings = [s for s in stop_strings if s]
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """The text that is now safe to show."""
-        self.pending += text
-        hits = [self.pending.find(s) for s in self.stop_strings if s in self.pending]
-        if hits:
-            self.stopped = True
-            safe, self.pending = self.pending[: min(hits)], ""
-            return safe
-        held = self._longest_partial_stop()
-        safe = self.pending[: len(self.pending) - held]
-        self.pending = self.pending[len(safe):]
-        return safe
-
-    def flush(self) -> str:
-        """Whatever was held back, once the answer is over without a stop string."""
-        rest, self.pending = self.pending, ""
-        return rest
-
-    def _longest_partial_stop(self) -> int:
-        """Length of the longest suffix of `pending` that is a proper prefix of a stop string."""
-        longest = 0
-        for stop in self.stop_strings:
-            for n in range(min(len(stop) - 1, len(self.pending)), longest, -1):
-                if self.pending.endswith(stop[:n]):
-                    longest = n
-                    break
-        return longest
+                "stats": self.stats.as_dict() if self.stats else None, "budget": self.budget}
 
 
 @dataclass
@@ -123,6 +90,9 @@ class _Answer:
 
     text: List[str] = field(default_factory=list)
     stats: GenerationStats = field(default_factory=GenerationStats)
+    prompt_tokens: int = 0  # the whole rendered prompt, reused tokens included
+    system_tokens: int = 0  # its leading part that comes before the first user/assistant message
+    message_tokens: int = 0  # its trailing part that the user's message added
 
 
 class ChatSession:
@@ -142,6 +112,8 @@ class ChatSession:
         self.end_ids = set(tokenizer.end_of_turn_ids) | {tokenizer.eos_id}
         self.messages: List[Dict[str, str]] = []
         self.cached_ids: List[int] = []  # token ids whose keys/values the model's cache holds, in order
+        self.dropped = 0  # oldest user/assistant messages trimmed out since the last reset/restore
+        self._budget: Optional[Dict[str, Any]] = None  # of the last answer, until the conversation changes
         self._cancel = False
         self.reset()
 
@@ -161,6 +133,8 @@ class ChatSession:
     def reset(self) -> None:
         """Forget the conversation (the system prompt stays; its cached keys/values are reused)."""
         self.messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        self.dropped = 0
+        self._budget = None
 
     def restore(self, messages: Sequence[Dict[str, str]]) -> None:
         """Continue a saved conversation (e.g. after a page reload); a first "system" message is its system
@@ -173,6 +147,8 @@ class ChatSession:
         self.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         has_system = bool(self.messages) and self.messages[0]["role"] == "system"
         self.system_prompt = self.messages[0]["content"] if has_system else None
+        self.dropped = 0
+        self._budget = None
 
     def use_settings(self, settings: SamplingSettings) -> None:
         """Sample the next answers with `settings` (a new seed sequence starts with them)."""
@@ -197,16 +173,59 @@ class ChatSession:
         if dropped:
             yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
                                       "is kept)." % (dropped, "s" if dropped > 1 else ""))
-        answer = _Answer()
+        self.dropped += dropped
+        answer = _Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(prompt_ids),
+                         message_tokens=len(prompt_ids) - len(self._encode(self.messages[:-1])))
         answer.stats.seed = self.sampler.seed
         try:
-            yield from self._run(prompt_ids, answer)
+            for event in self._run(prompt_ids, answer):
+                if event.kind != "notice":
+                    event.budget = self._answer_budget(answer)
+                yield event
         finally:
             self.messages.append({"role": "assistant", "content": "".join(answer.text)})
-        yield ChatEvent("done", stats=answer.stats)
+        yield ChatEvent("done", stats=answer.stats, budget=self._answer_budget(answer))
 
-    def _render(self) -> List[int]:
-        text = self.template.render(self.messages, add_generation_prompt=True)
+    # ---- context budget -------------------------------------------------------------------------------------
+
+    def budget(self) -> Dict[str, Any]:
+        """The context budget now: that of the last answer, or, before any answer since the conversation was
+        set, of the conversation rendered as it stands (nothing generated yet)."""
+        if self._budget is not None:
+            return dict(self._budget)
+        ids = self._encode(self.messages)
+        return self._make_budget(len(ids), self._system_tokens(ids), 0, 0)
+
+    def _answer_budget(self, answer: _Answer) -> Dict[str, Any]:
+        self._budget = self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens,
+                                         answer.message_tokens)
+        return self._budget
+
+    def _make_budget(self, prompt: int, system: int, answer: int, next_message: int) -> Dict[str, Any]:
+        used = prompt + answer
+        reserve = self._answer_room() + next_message
+        return {"used": used, "context": self.context_length, "system": system, "history": prompt - system,
+                "answer": answer, "reserve": reserve, "dropped": self.dropped,
+                "will_drop_next": used + reserve > self.context_length}
+
+    def _system_tokens(self, prompt_ids: List[int]) -> int:
+        """How many leading prompt ids come before the first user/assistant message: the system prompt and the
+        template's preamble (found as the prefix shared with the conversation cut down to the system part)."""
+        first_turn = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+        if not self.messages[first_turn:]:
+            return len(prompt_ids)
+        head = self.messages[:first_turn] + [{"role": "user", "content": ""}]
+        return _common_prefix_length(self._encode(head), prompt_ids)
+
+    def _answer_room(self) -> int:
+        """Tokens a prompt must leave free for the answer: a quarter of the context, or max_tokens if smaller."""
+        return min(self.settings.max_tokens, self.context_length // 4)
+
+    def _encode(self, messages: List[Dict[str, str]], add_generation_prompt: bool = False) -> List[int]:
+        """The token ids of `messages` rendered with the chat template (none for no messages)."""
+        if not messages:
+            return []
+        text = self.template.render(messages, add_generation_prompt=add_generation_prompt)
         if len(text) > MAX_CHARS_PER_TOKEN * self.context_length:  # cannot fit: do not spend time tokenizing it
             raise ContextFullError("the prompt has %d characters, far more than the context of %d tokens holds"
                                    % (len(text), self.context_length))
@@ -214,18 +233,18 @@ class ChatSession:
 
     def _fit_prompt(self) -> Tuple[List[int], int]:
         """The prompt ids, after dropping the oldest user/assistant messages until the prompt leaves room for
-        an answer (a quarter of the context, or max_tokens if smaller). Returns (ids, messages dropped)."""
-        room = min(self.settings.max_tokens, self.context_length // 4)
+        an answer (`_answer_room`). Returns (ids, messages dropped)."""
+        room = self._answer_room()
         first_turn = 1 if self.messages[0]["role"] == "system" else 0
         dropped = 0
-        ids = self._render()
+        ids = self._encode(self.messages, add_generation_prompt=True)
         while len(ids) + room > self.context_length and len(self.messages) - first_turn > 1:
             del self.messages[first_turn]  # oldest user message, then its answer, ...
             if len(self.messages) - first_turn > 1 and self.messages[first_turn]["role"] == "assistant":
                 del self.messages[first_turn]
                 dropped += 1
             dropped += 1
-            ids = self._render()
+            ids = self._encode(self.messages, add_generation_prompt=True)
         if not ids:
             raise TokenizerError("the prompt encodes to no tokens: this model's vocabulary cannot write the text")
         if len(ids) >= self.context_length:

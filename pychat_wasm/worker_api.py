@@ -135,7 +135,13 @@ def set_conversation(conversation_json: str) -> Dict[str, Any]:
     messages = [m for m in conversation.get("messages", []) if m.get("role") in ("user", "assistant")]
     if messages:
         session.restore(session.messages + messages)
-    return {"messages": len(session.messages)}
+    return {"messages": len(session.messages), "budget": session.budget()}
+
+
+@json_reply
+def context_budget() -> Dict[str, Any]:
+    """The session's context budget now (see pychat_wasm.session): {"budget": {used, context, ...}}."""
+    return {"budget": _session().budget()}
 
 
 def settings_from_json(settings_json: str) -> SamplingSettings:

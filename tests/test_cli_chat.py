@@ -88,10 +88,15 @@ def test_interactive_answer_speed_line_ctrl_c_and_exit(smollm2_path):
         child.sendline(GOLDEN_QUESTION)
         child.expect_exact(GOLDEN_ANSWER)
         child.expect(r"\[42 prompt tokens, [\d.]+ tok/s \| 8 tokens, [\d.]+ tok/s\]")
+        child.expect_exact("[context: 50/256 tokens (system ")  # the golden prompt's 42 tokens + the 8 generated
         child.expect_exact("> ")
 
         child.sendline("/help")
         child.expect_exact("/reset")
+        child.expect_exact("/context")
+        child.expect_exact("> ")
+        child.sendline("/context")
+        child.expect_exact("[context: 50/256 tokens")
         child.expect_exact("> ")
 
         request = "Write a very long story about a dragon who learns to bake bread."
@@ -110,6 +115,30 @@ def test_interactive_answer_speed_line_ctrl_c_and_exit(smollm2_path):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_context_status_warns_and_counts_dropped_messages(smollm2_path):
+    """With a 96-token context, long messages fill it: the status line warns, then reports the dropped ones."""
+    child = pexpect.spawn(sys.executable, ["-m", "pychat_wasm.cli", "chat", str(smollm2_path), "--context", "96",
+                                           "-n", "4", "--temperature", "0", "--system", "Be brief."],
+                          cwd=str(REPO), encoding="utf-8", timeout=120, dimensions=(40, 200))
+    try:
+        child.expect_exact("> ")
+        seen = []
+        for i in range(4):
+            child.sendline("Message %d. Remember: apple, river, mountain, candle, violin." % i)
+            child.expect(r"\[context: (\d+)/96 tokens \(system \d+, history \d+, answer [1-4]\)([^\]]*)\]")
+            seen.append((int(child.match.group(1)), child.match.group(2)))
+            child.expect_exact("> ")
+        assert any("the next message will drop the oldest turns" in extra for _, extra in seen)
+        assert "oldest messages dropped" in seen[-1][1] and all(used <= 96 for used, _ in seen)
+        child.sendline("/context")
+        child.expect_exact("[context: %d/96 tokens" % seen[-1][0])
+        child.expect_exact("> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
 
 
 @pytest.mark.parametrize("key", ["ctrl-d", "ctrl-c"])

@@ -306,6 +306,55 @@ def test_own_model_is_cached_and_its_output_shown_as_text(chat_page, tmp_path):
     assert chat_page.evaluate("window.__xss") is None
 
 
+# Records every text the context meter shows into window.__meter (one entry per event the page handles).
+METER_RECORDER = """() => {
+  window.__meter = [];
+  const meter = document.getElementById("context-budget");
+  new MutationObserver(() => window.__meter.push(meter.textContent)).observe(meter, {childList: true});
+}"""
+
+
+def chatml_tokens(messages, generation_prompt=True):
+    """Tokens of `messages` in the tiny model's ChatML with its byte-level vocabulary: one per special token,
+    one per byte of everything else (the messages avoid " a", its only merge)."""
+    per_message = [2 + len(("%s\n%s" % (m["role"], m["content"])).encode()) + 1 for m in messages]
+    return sum(per_message) + (1 + len(b"assistant\n") if generation_prompt else 0)
+
+
+def test_context_budget_is_live_warns_and_marks_dropped_turns(chat_page, tmp_path):
+    """A 96-token model answering "zz" 3 times: the meter counts each token as it streams, warns once the
+    next message will not fit, and after the trim the 2 oldest messages are marked and no longer counted."""
+    path = write_tiny_gguf(tmp_path / "budget.gguf", "zz", context_length=96)
+    upload(chat_page, "budget.gguf", path.read_bytes())
+    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('budget.gguf')")
+    chat_page.click("#new-chat")
+    chat_page.wait_for_selector("#context-budget:has-text('Context: 0 / 96 tokens')")
+    set_settings(chat_page, max_tokens=3)
+    chat_page.evaluate(METER_RECORDER)
+    sent = []
+    for i in range(3):
+        sent.append({"role": "user", "content": "m%d 0123456789" % i})
+        answer, _ = ask(chat_page, sent[-1]["content"])
+        assert answer == "zz" * 3
+        sent.append({"role": "assistant", "content": answer})
+    kept = sent[2:]  # the reference: a 3rd prompt of all 5 messages + 3 answer tokens would not fit in 96
+    assert chatml_tokens(sent[:-1]) + 3 > 96 >= chatml_tokens(kept[:-1]) + 3
+    used = [chatml_tokens(sent[:1]) + n for n in range(4)]  # the 1st answer: prompt, then one more per token
+    shown = [re.match(r"Context: (\d+) / 96 tokens", text).group(1) for text in chat_page.evaluate("window.__meter")]
+    assert [int(n) for n in shown[:4]] == used
+    meter = chat_page.text_content("#context-budget")
+    assert meter.startswith("Context: %d / 96 tokens" % (chatml_tokens(kept[:-1]) + 3))
+    warnings = [text for text in chat_page.evaluate("window.__meter") if "will be dropped" in text]
+    assert warnings and "will be dropped" not in chat_page.evaluate("window.__meter")[3]
+    messages = chat_page.locator("#messages .message")
+    assert [messages.nth(i).get_attribute("data-dropped") for i in range(6)] == ["true"] * 2 + [None] * 4
+    assert messages.nth(0).locator(".dropped").text_content() == "Dropped from the model's context"
+    chat_page.click("#new-chat")
+    chat_page.wait_for_selector("#messages .message", state="detached")
+    chat_page.locator("#models li", has_text="budget.gguf").get_by_role("button", name="Remove").click()
+    chat_page.locator("#models li", has_text="budget.gguf").wait_for(state="detached")  # the cache as it was
+
+
 def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page, tmp_path):
     if "payload.gguf" not in chat_page.text_content("#status"):  # run alone: the previous test's model
         use_payload_model(chat_page, tmp_path)

@@ -12,7 +12,8 @@ from pychat_wasm.errors import ContextFullError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.model import Model
 from pychat_wasm.sampler import Sampler, SamplingSettings
-from pychat_wasm.session import ChatSession, StopStringFilter
+from pychat_wasm.session import ChatSession
+from pychat_wasm.stop_strings import StopStringFilter
 from pychat_wasm.tokenizer import load_tokenizer
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
@@ -238,3 +239,41 @@ def test_answer_that_reaches_the_end_of_the_context_stops_with_a_notice(small_pa
     assert events[-1].stats.prompt_tokens > SMALL_CONTEXT * 3 // 5  # little room was left: the test stays short
     assert any(e.kind == "notice" and "context is full" in e.text for e in events)
     assert len(session.cached_ids) == SMALL_CONTEXT
+
+
+def test_budget_after_a_trim_is_what_the_session_holds(small_parts):
+    """The reported budget equals the kept messages re-rendered and encoded, plus the generated tokens, and the
+    KV cache position; `dropped` counts exactly the messages no longer rendered; the warning comes true."""
+    model, tokenizer, template = small_parts
+    session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=4), system_prompt="Be brief.")
+    sent = []  # every user/assistant message of the conversation, the dropped ones too
+    warned, warnings = False, 0
+    for i in range(5):
+        sent.append({"role": "user", "content": long_message(i)})
+        _, events = run_turn(session, long_message(i))
+        sent.append(session.messages[-1])
+        dropped_now = any(e.kind == "notice" and "dropped" in e.text for e in events)
+        assert dropped_now or not warned  # a warning at the last answer means this message dropped turns
+        done = events[-1]
+        budget, stats = done.budget, done.stats
+        prompt = encode_chat(tokenizer, template.render(session.messages[:-1]))
+        assert budget["used"] == len(prompt) + stats.generated_tokens
+        fed_back = stats.generated_tokens - (1 if stats.stop_reason == "eos" else 0)  # an end token is not run
+        assert budget["used"] == model.n_past + stats.generated_tokens - fed_back
+        system_only = encode_chat(tokenizer, template.render(session.messages[:1], add_generation_prompt=False))
+        assert budget["system"] >= len(system_only)
+        assert budget["system"] + budget["history"] == len(prompt) and budget["answer"] == stats.generated_tokens
+        before_message = encode_chat(tokenizer, template.render(session.messages[:-2], add_generation_prompt=False))
+        assert budget["context"] == SMALL_CONTEXT and budget["reserve"] == 4 + len(prompt) - len(before_message)
+        assert sent[budget["dropped"]:] == session.messages[1:]  # the oldest `dropped` ones are gone, no others
+        assert budget["will_drop_next"] == (budget["used"] + budget["reserve"] > SMALL_CONTEXT)
+        assert session.budget() == budget
+        pieces = [e.budget["answer"] for e in events if e.kind == "piece"]
+        assert pieces == sorted(pieces) and all(e.budget["used"] <= SMALL_CONTEXT for e in events if e.budget)
+        warned = budget["will_drop_next"]
+        warnings += warned
+    assert session.budget()["dropped"] >= 2 and warnings
+    session.restore(session.messages[:-2])
+    idle = session.budget()
+    assert idle["dropped"] == 0 and idle["answer"] == 0
+    assert idle["used"] == len(encode_chat(tokenizer, template.render(session.messages, add_generation_prompt=False)))

@@ -54,12 +54,18 @@ def test_greedy_turn_streams_the_reference_answer(loaded):
     assert kinds[0] == "progress" and kinds[-1] == "done" and kinds.count("piece") == 7
     stats = events[-1]["stats"]
     assert stats["prompt_tokens"] == 42 and stats["generated_tokens"] == 8 and stats["stop_reason"] == "eos"
+    budgets = [e["budget"] for e in events if e["kind"] != "notice"]
+    assert [b["answer"] for b in budgets] == [0, 0] + list(range(1, 8)) + [8]  # 2 prompt chunks, then per token
+    assert budgets[-1]["used"] == 42 + 8 and budgets[-1]["history"] + budgets[-1]["system"] == 42
+    assert budgets[-1]["dropped"] == 0 and budgets[-1]["will_drop_next"] is False
+    assert call(worker_api.context_budget)["budget"] == budgets[-1]
 
 
 def test_restored_conversation_reuses_the_cache(loaded):
     conversation = {"system_prompt": "", "messages": [
         {"role": "user", "content": GOLDEN_QUESTION}, {"role": "assistant", "content": GOLDEN_ANSWER}]}
-    call(worker_api.set_conversation, json.dumps(conversation))
+    budget = call(worker_api.set_conversation, json.dumps(conversation))["budget"]
+    assert budget["used"] == 42 + 8 + 1 and budget["answer"] == 0  # golden prompt, answer + end token, newline
     events, text = run_turn("And of Germany? Answer in one sentence.")
     assert "Berlin" in text
     assert events[-1]["stats"]["reused_tokens"] >= 42 + 7

@@ -103,7 +103,7 @@
     PageUI.save(SAVED_MODEL, spec.id);
     const record = await state.store.get(spec.id);
     if (record && !record.info) await state.store.put({...record, info});
-    await state.python.request("conversation", {conversation: state.conversation});
+    await chat.syncConversation();
     const types = Object.keys(info.tensor_types || {}).join(", ");
     $("model-badge").textContent = `Model: ${spec.name} · ${info.architecture} · ${types}`;
     showReady();

@@ -1,7 +1,9 @@
 /*
  * chat.js: the conversation. Send (Enter), the answer streamed into the message list, Stop, New chat,
  * Clear, the system prompt and the sampling settings; the conversation and the settings are kept in
- * localStorage, so a reload (also offline) shows and continues the same chat.
+ * localStorage, so a reload (also offline) shows and continues the same chat. The context budget (tokens
+ * used of the model's context, live while an answer streams) is shown under the messages, with a warning
+ * before the oldest turns get dropped; the messages the engine dropped are marked in the transcript.
  *
  *     const chat = new ChatController(app);   // app: {state, setPhase, showReady, alertBox, restartPython}
  *     chat.restore(manifest.sampling_defaults);
@@ -17,6 +19,7 @@ class ChatController {
     this.app = app;
     this.state = app.state;
     this.view = new ChatView(document.getElementById("messages"));
+    this.meter = document.getElementById("context-budget");
   }
 
   $(id) {
@@ -69,6 +72,24 @@ class ChatController {
     }
   }
 
+  /* "Context: 52 / 96 tokens (system 20 · history 28 · answer 4)", a warning, and the dropped-message marks. */
+  showBudget(budget) {
+    if (!budget) return;
+    const parts = `system ${budget.system} · history ${budget.history} · answer ${budget.answer}`;
+    let text = `Context: ${budget.used} / ${budget.context} tokens (${parts})`;
+    if (budget.will_drop_next) text += ". The oldest turns will be dropped at the next message.";
+    this.meter.textContent = text;
+    this.meter.dataset.warning = String(budget.will_drop_next);
+    this.view.markDropped(budget.dropped);
+  }
+
+  /* Hand the conversation to the worker (the session starts over with it) and show its budget. */
+  async syncConversation() {
+    const reply = await this.state.python.request("conversation", {conversation: this.state.conversation});
+    this.showBudget(reply.budget);
+    return reply;
+  }
+
   saveConversation() {
     PageUI.save(SAVED_CONVERSATION, this.state.conversation);
   }
@@ -91,12 +112,15 @@ class ChatController {
         if (firstToken === null) firstToken = (performance.now() - started) / 1000;
         answer.append(event.text);
         this.view.scroll();
+        this.showBudget(event.budget);
       } else if (event.kind === "progress") {
         answer.setNote(`Reading the prompt: ${event.progress[0]} / ${event.progress[1]} tokens`);
+        this.showBudget(event.budget);
       } else if (event.kind === "notice") {
         answer.addNotice(event.text);
       } else if (event.kind === "done") {
         answer.setStats(event.stats, firstToken);
+        this.showBudget(event.budget);
       }
     };
     let outOfMemory = false;
@@ -110,7 +134,7 @@ class ChatController {
           return null;
         }
         this.app.alertBox("error", error.message);
-        return state.python.request("conversation", {conversation: state.conversation});  // back in step
+        return this.syncConversation();  // back in step
       })
       .finally(() => {
         state.conversation.messages.push({role: "assistant", content: answer.text});  // the answer so far
@@ -138,7 +162,7 @@ class ChatController {
     state.conversation = {system_prompt: this.$("system-prompt").value, messages: []};
     this.saveConversation();
     this.view.clear();
-    if (state.ready) await state.python.request("conversation", {conversation: state.conversation});
+    if (state.ready) await this.syncConversation();
   }
 }
 

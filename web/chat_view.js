@@ -6,6 +6,7 @@
  *     view.add("user", "Hi!");
  *     const answer = view.add("assistant", "");
  *     answer.append("Hello");  answer.setStats({...});
+ *     view.markDropped(2);      // the 2 oldest messages are no longer in the model's context
  */
 "use strict";
 
@@ -52,21 +53,35 @@ class MessageView {
   addNotice(text) {
     this.root.insertBefore(PageUI.element("div", text, "notice"), this.footer);
   }
+
+  markDropped() {
+    if (this.root.dataset.dropped === "true") return;
+    this.root.dataset.dropped = "true";
+    this.root.insertBefore(PageUI.element("div", "Dropped from the model's context", "dropped"), this.content);
+  }
 }
 
 class ChatView {
   constructor(root) {
     this.root = root;
+    this.messages = [];  // the MessageViews in conversation order
   }
 
   add(role, text) {
     const view = new MessageView(this.root, role, text);
+    this.messages.push(view);
     this.scroll();
     return view;
   }
 
+  /* The `count` oldest messages were trimmed out of the context: the model no longer sees them. */
+  markDropped(count) {
+    for (const view of this.messages.slice(0, count)) view.markDropped();
+  }
+
   clear() {
     this.root.replaceChildren();
+    this.messages = [];
   }
 
   scroll() {

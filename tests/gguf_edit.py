@@ -1,7 +1,7 @@
 """Copy a GGUF file with gguf-py (its reader and writer, independent of ours), changing one thing on the way.
 
     >>> rewrite_gguf(src, dst, metadata={"llama.attention.head_count": 3})          # doctest: +SKIP
-    >>> rewrite_gguf(src, dst, tensors={"blk.0.ffn_norm.weight": None})             # doctest: +SKIP (drop)
+    >>> rewrite_gguf(src, dst, tensors={"blk.0.ffn_norm.weight": None})  # drops it     # doctest: +SKIP
     >>> rewrite_gguf(src, dst, tensors={"blk.0.attn_k.weight": np.zeros((16, 64), np.float32)})  # doctest: +SKIP
 
 A metadata value of None drops the key (a new key is added); a tensor given as a float32 array replaces the

@@ -58,7 +58,14 @@ def train_in_page(page, epochs=None, preset=None) -> dict:
     name = page.input_value("#train-name")
     started = time.time()
     page.click("#train-start")
-    page.wait_for_selector("#train-status[data-state=finished]", timeout=RUN_TIMEOUT_MS)
+    while page.get_attribute("#train-status", "data-state") != "finished":  # progress every half minute
+        if time.time() - started > RUN_TIMEOUT_MS / 1000:
+            raise SystemExit("no finished run after %d minutes" % (RUN_TIMEOUT_MS // 60_000))
+        print("%5.0f s  %s  step %s" % (time.time() - started, page.text_content("#train-status"),
+                                       page.text_content("#train-step")), file=sys.stderr, flush=True)
+        if page.get_attribute("#train-status", "data-state") == "paused":
+            raise SystemExit("the run paused: %s" % page.text_content("#train-message"))
+        time.sleep(30)
     trained = time.time()
     wait_ready(page, timeout=RUN_TIMEOUT_MS)
     state = page.evaluate("pychatTraining")
@@ -89,6 +96,8 @@ def main(argv=None) -> None:
             context = browser.new_context()
             context.set_default_timeout(RUN_TIMEOUT_MS)
             page = open_ready_page(context, server.url, "", **GREEDY)
+            page.on("console", lambda m: m.type == "error" and print("console:", m.text, file=sys.stderr))
+            page.on("pageerror", lambda e: print("page error:", e, file=sys.stderr))
             result = train_in_page(page, args.epochs, args.scratch)
             if not args.scratch:
                 for kind in ("taught", "general"):

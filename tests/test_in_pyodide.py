@@ -462,6 +462,17 @@ def gradient_case():
     return batch, adapters
 
 
+def test_training_matmul_beyond_the_wasm32_iterator_limit(browser_python):
+    """A 150 x 576 @ 576 x 49152 product (4.2e9 triples; einsum alone refuses 2^31 in wasm32) equals numpy's
+    `@` natively, exactly: small integer inputs make every sum exact in float32."""
+    n, k, m = 150, 576, 49152
+    got = browser_python.run("large_matmul", n=n, k=k, m=m, seed=3)
+    rng = np.random.default_rng(3)
+    a = rng.integers(-2, 3, (n, k)).astype(np.float32)
+    b = rng.integers(-2, 3, (k, m)).astype(np.float32)
+    assert got == {"einsum": True, "sha256": browser_checks._sha256(a @ b)}
+
+
 def test_trainer_data_files_ship_in_the_wheel(browser_python):
     """pychat_wasm/train/data/*.json(l) are installed with the package, and the shipped corpora read the same."""
     import pychat_wasm.train.data as data

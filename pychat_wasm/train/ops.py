@@ -26,13 +26,32 @@ Cache = Tuple[Any, ...]
 # einsum over contiguous operands is faster (numpy 2.0.2 in Pyodide 0.27.7: 1.3-7x on training shapes, e.g.
 # [512, 128] @ [128, 4096] 206 ms against 1446 ms). Natively BLAS `@` is 5x faster than einsum.
 NO_BLAS = sys.platform == "emscripten"
+# einsum iterates over all N * K * M index triples at once; wasm32's 32-bit sizes refuse 2^31 or more
+# ("ValueError: iterator is too large", e.g. 139 positions x 576 x SmolLM2's 49152-token head).
+EINSUM_MAX_ITERATIONS = 2 ** 30
 
 
 def matmul_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a [N, K] @ b [K, M] by the fastest route this numpy has."""
     if NO_BLAS:
-        return np.einsum("nk,km->nm", np.ascontiguousarray(a), np.ascontiguousarray(b))
+        return einsum_matmul(a, b, EINSUM_MAX_ITERATIONS)
     return a @ b
+
+
+def einsum_matmul(a: np.ndarray, b: np.ndarray, max_iterations: int) -> np.ndarray:
+    """a [N, K] @ b [K, M] with einsum, in blocks of rows and columns of at most `max_iterations` triples."""
+    (n, k), m = a.shape, b.shape[1]
+    cols = min(m, max(1, max_iterations // k))
+    rows = min(n, max(1, max_iterations // (k * cols)))
+    a = np.ascontiguousarray(a)
+    if rows == n and cols == m:
+        return np.einsum("nk,km->nm", a, np.ascontiguousarray(b))
+    out = np.empty((n, m), np.result_type(a, b))
+    for j in range(0, m, cols):
+        block = np.ascontiguousarray(b[:, j:j + cols])  # [K, cols]
+        for i in range(0, n, rows):
+            out[i:i + rows, j:j + cols] = np.einsum("nk,km->nm", a[i:i + rows], block)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -324,6 +324,17 @@ def _matmul_is_einsum() -> bool:
 
 
 @check
+async def large_matmul(n, k, m, seed):
+    """ops.matmul_2d on a product of more than 2^31 index triples (an output head at a long batch): its
+    result's digest, from inputs that native numpy can rebuild."""
+    from pychat_wasm.train import ops
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-2, 3, (n, k)).astype(np.float32)
+    b = rng.integers(-2, 3, (k, m)).astype(np.float32)
+    return {"einsum": _matmul_is_einsum(), "sha256": _sha256(ops.matmul_2d(a, b))}
+
+
+@check
 async def bpe_train(texts, vocab_size, min_frequency):
     from pychat_wasm.train.bpe import train_bpe
     start = time.perf_counter()

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page,
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, REPO, ask, new_context, open_ready_page,
                          set_settings, wait_ready, write_tiny_gguf)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -401,7 +401,7 @@ def test_new_build_replaces_the_old_offline_cache(chat_page, site):
     assert old_cache in chat_page.evaluate("caches.keys()")
     wait_ready(chat_page)  # the old build runs on meanwhile
     chat_page.reload()  # the user's own reload (not the notice's button): the page hands over before it starts
-    wait_ready(chat_page)  # the removed model was in use: the page is back on the default one
+    wait_ready(chat_page, timeout=2 * PAGE_TIMEOUT_MS)  # two page loads: the handover, then the new build  # the removed model was in use: the page is back on the default one
     assert chat_page.text_content("#status") == "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
     chat_page.wait_for_function("async () => (await caches.keys()).join() === 'pychat-shell-feedfacefeedface'")
     assert old_cache != "pychat-shell-feedfacefeedface"

@@ -65,7 +65,10 @@ class AppUpdates {
 
   /* The waiting worker takes over (sw.js removes the old caches), then the page reloads with its files. */
   activate(worker) {
-    navigator.serviceWorker.addEventListener("controllerchange", () => location.reload(), {once: true});
+    const reload = () => location.reload();
+    navigator.serviceWorker.addEventListener("controllerchange", reload, {once: true});
+    // A worker that another tab already activated (or that was replaced meanwhile) sends no controllerchange.
+    worker.addEventListener("statechange", () => { if (worker.state === "redundant") reload(); });
     worker.postMessage({type: "skipWaiting"});
   }
 }

@@ -339,11 +339,9 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     gguf = GGUFFile.open(model)
     data = read_training_file(str(OWN_DATA))
     settings = FinetuneSettings()
-    replay = ReplayAnswers(gguf, settings.replay)  # the base model's own answers, as `finetune` replays them
-    while not replay.finished:
-        replay.answer_next()
+    replay = ReplayAnswers(gguf, settings.replay).answer_all()  # the base model's own answers, as `finetune` has
     replayed = time.perf_counter()
-    run = FinetuneRun(settings, gguf, data, replay=replay.conversations)
+    run = FinetuneRun(settings, gguf, data, replay=replay)
     created = time.perf_counter()
     losses, tokens = [], 0
     while not run.finished:
@@ -361,7 +359,7 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     reports = {group: keyword_report(session, items[group]) for group in ("taught", "general")}
     result = dict(examples=len(data.conversations), trained_on=len(run.trained_on.conversations),
                   held_out=len(run.held_out.conversations), steps=run.total_steps,
-                  replayed=len(replay.conversations), replay_s=replayed - started,
+                  replayed=len(replay), replay_s=replayed - started,
                   settings=dataclasses.asdict(settings), setup_s=created - started, train_s=trained - created,
                   wall_s=wall, tokens_per_s=tokens / (trained - created), first_loss=losses[0], last_loss=losses[-1],
                   validation=validation[-1]["loss"] if validation else None, train_peak_mb=train_peak,

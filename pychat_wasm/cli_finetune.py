@@ -45,13 +45,14 @@ def answer_replay(gguf: GGUFFile, count: int) -> List[Conversation]:
     """The base model's own answers to `count` general questions, with a counter while it answers."""
     if not count:
         return []
-    replay = ReplayAnswers(gguf, count)
-    while not replay.finished:
+    def show(answered: int, total: int) -> None:
         if sys.stderr.isatty():
             sys.stderr.write("\rthe base model answers general questions to learn beside the data: %d of %d"
-                             % (replay.answered, count))
+                             % (answered, total))
             sys.stderr.flush()
-        replay.answer_next()
+
+    replay = ReplayAnswers(gguf, count)
+    replay.answer_all(show)
     if sys.stderr.isatty():
         sys.stderr.write("\r")
     say("replay: %d of %d general questions answered by the base model within %d tokens are learned beside "

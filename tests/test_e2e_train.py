@@ -311,10 +311,7 @@ def replayed(smollm2_path):
     from pychat_wasm.gguf_reader import GGUFFile
     from pychat_wasm.train.replay import ReplayAnswers
 
-    replay = ReplayAnswers(GGUFFile.open(str(smollm2_path)), REPLAY)
-    while not replay.finished:
-        replay.answer_next()
-    return len(replay.conversations)
+    return len(ReplayAnswers(GGUFFile.open(str(smollm2_path)), REPLAY).answer_all())
 
 
 @pytest.fixture(scope="module")

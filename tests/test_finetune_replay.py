@@ -41,11 +41,9 @@ def stopping_base(tmp_path_factory) -> Path:
 
 
 def answer_all(replay: ReplayAnswers) -> list:
-    """answer_next until finished; the `answered` count after each call."""
+    """answer_all; the `answered` count after each answer."""
     counts = []
-    while not replay.finished:
-        replay.answer_next()
-        counts.append(replay.answered)
+    replay.answer_all(lambda answered, total: counts.append(answered))
     return counts
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from ..errors import InvalidSettingError
 from ..gguf_reader import GGUFFile
@@ -74,3 +74,11 @@ class ReplayAnswers:
         self.answered += 1
         if self.finished:
             self._session = None  # its weights go before training allocates its own copy
+
+    def answer_all(self, on_answer: Optional[Callable[[int, int], Any]] = None) -> List[Conversation]:
+        """Answer the remaining questions, calling on_answer(answered, total) after each; the kept answers."""
+        while not self.finished:
+            self.answer_next()
+            if on_answer is not None:
+                on_answer(self.answered, len(self.questions))
+        return self.conversations

@@ -145,12 +145,8 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
     data = _data(files_json, FinetuneRun.kind)
     check_can_finetune(gguf, data)
     _training.run = None  # free the previous run's weights first
-    replay = ReplayAnswers(gguf, settings.replay)
-    while not replay.finished:
-        replay.answer_next()
-        if on_replay is not None:
-            on_replay(replay.answered, len(replay.questions))
-    run = FinetuneRun(settings, gguf, data, replay=replay.conversations)
+    replayed = ReplayAnswers(gguf, settings.replay).answer_all(on_replay)
+    run = FinetuneRun(settings, gguf, data, replay=replayed)
     _training.run = run
     return dict(_describe(run), memory_bytes=need)
 

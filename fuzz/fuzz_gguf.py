@@ -174,14 +174,15 @@ def _run_chunk(args: Tuple[int, int, int, float]) -> dict:
 
 
 def fuzz(cases: int, seed: int = 0, processes: int = 1, deadline: float = 1.0, out: Optional[Path] = None,
-         chunk: int = 500, log=None) -> dict:
-    """Run `cases` cases; returns {"cases", "outcomes", "findings": {kind: count}, "first": {kind: index}}."""
+         chunk: int = 500, log=None, start: int = 0) -> dict:
+    """Run cases start...start + cases - 1 of `seed` (a long run can go on where a stopped one ended);
+    returns {"cases", "outcomes", "findings": {kind: count}, "first": {kind: index}}."""
     outcomes: Dict[str, int] = collections.Counter()
     counts: Dict[str, int] = collections.Counter()
     first: Dict[str, int] = {}
     started = time.time()
     with tempfile.TemporaryDirectory() as seed_dir:
-        jobs = [(seed, i, min(i + chunk, cases), deadline) for i in range(0, cases, chunk)]
+        jobs = [(seed, i, min(i + chunk, start + cases), deadline) for i in range(start, start + cases, chunk)]
         if processes > 1:
             pool = multiprocessing.get_context("fork").Pool(processes, _init_worker, (seed_dir,))
             results = pool.imap_unordered(_run_chunk, jobs)
@@ -200,7 +201,7 @@ def fuzz(cases: int, seed: int = 0, processes: int = 1, deadline: float = 1.0, o
                     first[finding.kind] = finding.index
                     if out is not None:
                         _write_reproducer(out, seed, finding, data)
-            summary = {"cases": done, "planned": cases, "seed": seed, "seconds": round(time.time() - started, 1),
+            summary = {"cases": done, "planned": cases, "seed": seed, "start": start, "seconds": round(time.time() - started, 1),
                        "outcomes": dict(sorted(outcomes.items())), "findings": dict(counts), "first": first}
             if out is not None:  # after every chunk, so a long run stopped early still reports its figure
                 (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -226,6 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="index of the first case (go on where a run stopped)")
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--deadline", type=float, default=1.0, help="CPU seconds per case before it counts as a hang")
     p.add_argument("--out", type=Path, default=Path("fuzz-out"))
@@ -239,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1 if finding else 0
     args.out.mkdir(parents=True, exist_ok=True)
     summary = fuzz(args.cases, args.seed, args.processes, args.deadline, args.out,
-                   log=lambda line: print(line, flush=True))
+                   log=lambda line: print(line, flush=True), start=args.start)
     print(json.dumps(summary, indent=1))
     return 1 if summary["findings"] else 0
 

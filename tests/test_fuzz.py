@@ -60,3 +60,11 @@ def test_a_case_is_the_same_bytes_every_time(tmp_path):
     first = [fuzz_gguf.make_case(seeds, 7, i)[1] for i in range(20)]
     assert first == [fuzz_gguf.make_case(seeds, 7, i)[1] for i in range(20)]
     assert len(set(first)) == 20
+
+
+def test_a_run_can_go_on_where_a_stopped_one_ended(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(fuzz_gguf, "run_one", lambda seeds, seed, index, deadline: (ran.append(index), "ok", None, b"")[1:])
+    summary = fuzz_gguf.fuzz(7, seed=1, out=tmp_path, chunk=3, start=618_000)
+    assert sorted(ran) == list(range(618_000, 618_007))
+    assert summary["cases"] == 7 and summary["start"] == 618_000

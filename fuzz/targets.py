@@ -20,7 +20,7 @@ from pychat_wasm.tokenizer import load_tokenizer
 
 from .mutators import TEXTS
 
-MAX_EVENTS = 8  # a turn of max_tokens=2 has progress, pieces and done: far fewer events
+ANSWER_EVENTS = 3  # a turn of max_tokens=2: two pieces and done, after its prompt's progress events
 
 
 def run_case(data: bytes, rng: random.Random, policy: str, run_worker: bool) -> str:
@@ -56,20 +56,22 @@ def _tokenizer_and_template(gguf: GGUFFile, rng: random.Random, text: str) -> No
 
 def _worker_turn(data: bytes, policy: str, text: str) -> str:
     """The browser worker's path: load_model, then one turn of up to two tokens."""
-    reply = json.loads(worker_api.load_model(np.frombuffer(data, np.uint8), "case.gguf",
-                                             json.dumps({"policy": policy})))
-    if not reply["ok"]:
-        return _typed(reply)
+    loaded = json.loads(worker_api.load_model(np.frombuffer(data, np.uint8), "case.gguf",
+                                              json.dumps({"policy": policy})))
+    if not loaded["ok"]:
+        return _typed(loaded)
     reply = json.loads(worker_api.begin_turn(text, json.dumps({"max_tokens": 2, "seed": 7})))
     if not reply["ok"]:
         return _typed(reply)
-    for _ in range(MAX_EVENTS):
+    # Each progress event reports at least one more prompt token, and the prompt fits the context.
+    max_events = ANSWER_EVENTS + loaded["info"]["context_length"] + 1
+    for _ in range(max_events):
         reply = json.loads(worker_api.next_event())
         if not reply["ok"]:
             return _typed(reply)
         if reply["event"] is None:
             return "chatted"
-    raise AssertionError("a two-token turn did not end after %d events" % MAX_EVENTS)
+    raise AssertionError("a two-token turn did not end after %d events" % max_events)
 
 
 def _typed(reply: dict) -> str:

@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional
 
 from .gguf_reader import GGUFFile, TensorInfo
 from .kv_cache import KVCache
-from .model import ModelConfig, stored_matrix_infos
+from .model import ModelConfig
+from .model_weights import stored_matrix_infos
 from .weights import POLICIES, estimate_bytes
 
 HEAP_LIMIT = 4 * 2 ** 30  # Pyodide 0.27's wasm heap

@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import quants
-from .errors import (ContextFullError, GGUFError, InvalidModelError, InvalidSettingError,
-                     UnsupportedArchitectureError)
-from .gguf_reader import GGUFFile, TensorInfo
+from .errors import ContextFullError, InvalidModelError, InvalidSettingError, UnsupportedArchitectureError
+from .gguf_reader import GGUFFile
 from .kv_cache import KVCache
 from .model_check import short_value, check_config, check_model, metadata_float, metadata_int
+from .model_weights import (LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head,
+                            matrices_to_store)
 from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
-from .weights import DEFAULT_MEMORY_BUDGET, Matrix, QuantizedMatrix, choose_policy, store_matrix
+from .tensor_parallel import Collective, ShardPlan, head_blocks
+from .weights import DEFAULT_MEMORY_BUDGET, choose_policy
 
 DEFAULT_CONTEXT_CAP = 4096  # KV cache for SmolLM2 at 4096 positions: 189 MB
 PREFILL_CHUNK = 256  # prompt tokens per batch: bounds the attention scores to [heads, 256, context]
@@ -126,116 +127,59 @@ class ModelConfig:
         return self.local_rope_base if self.layer_window(layer) else self.rope_base
 
 
-def _tensor(gguf_file: GGUFFile, name: str) -> QuantizedMatrix:
-    info = gguf_file.tensors.get(name)
-    if info is None:
-        raise GGUFError("%s lacks the tensor %s" % (gguf_file.name, name))
-    return QuantizedMatrix(gguf_file.tensor_bytes(name), info.type_id, info.shape)
-
-
-def _vector(gguf_file: GGUFFile, name: str) -> Optional[np.ndarray]:
-    """A 1-D tensor (norm weights, biases) as float32, or None if the architecture has none."""
-    info = gguf_file.tensors.get(name)
-    if info is None:
-        return None
-    return np.array(quants.dequantize(gguf_file.tensor_bytes(name), info.type_id, info.shape), dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# Weights: the parameter tree mirrors the call tree
-
-
-class LayerWeights(NamedTuple):
-    attn_norm: np.ndarray  # [dim]
-    wq: Matrix  # [n_heads * head_dim, dim]
-    wk: Matrix  # [n_kv_heads * head_dim, dim]
-    wv: Matrix  # [n_kv_heads * head_dim, dim]
-    wo: Matrix  # [dim, n_heads * head_dim]
-    q_bias: Optional[np.ndarray]  # qwen2
-    k_bias: Optional[np.ndarray]
-    v_bias: Optional[np.ndarray]
-    q_norm: Optional[np.ndarray]  # gemma3: RMSNorm of each head's query [head_dim]
-    k_norm: Optional[np.ndarray]
-    post_attn_norm: Optional[np.ndarray]  # gemma3: norm of the attention output [dim]
-    ffn_norm: np.ndarray  # [dim]
-    w_gate: Matrix  # [ffn_dim, dim]
-    w_up: Matrix  # [ffn_dim, dim]
-    w_down: Matrix  # [dim, ffn_dim]
-    post_ffn_norm: Optional[np.ndarray]  # gemma3
-
-
-def _load_layer(gguf_file: GGUFFile, i: int, policy: str) -> LayerWeights:
-    blk = "blk.%d." % i
-    matrix = lambda name: store_matrix(_tensor(gguf_file, blk + name + ".weight"), policy)  # noqa: E731
-    vector = lambda name: _vector(gguf_file, blk + name)  # noqa: E731
-    return LayerWeights(
-        attn_norm=vector("attn_norm.weight"),
-        wq=matrix("attn_q"), wk=matrix("attn_k"), wv=matrix("attn_v"), wo=matrix("attn_output"),
-        q_bias=vector("attn_q.bias"), k_bias=vector("attn_k.bias"), v_bias=vector("attn_v.bias"),
-        q_norm=vector("attn_q_norm.weight"), k_norm=vector("attn_k_norm.weight"),
-        post_attn_norm=vector("post_attention_norm.weight"),
-        ffn_norm=vector("ffn_norm.weight"),
-        w_gate=matrix("ffn_gate"), w_up=matrix("ffn_up"), w_down=matrix("ffn_down"),
-        post_ffn_norm=vector("post_ffw_norm.weight"))
-
-
-def stored_matrix_infos(gguf_file: GGUFFile) -> List[TensorInfo]:
-    """Every matrix the forward pass multiplies with (kept as the policy says); token_embd only when it is
-    the output head. From the header alone: the fit check (fit_check.py) sizes them before any download."""
-    head = "output.weight" if "output.weight" in gguf_file.tensors else "token_embd.weight"
-    return [info for name, info in gguf_file.tensors.items()
-            if len(info.shape) == 2 and (name.startswith("blk.") or name == head)]
-
-
-def _matrices_to_store(gguf_file: GGUFFile) -> List[QuantizedMatrix]:
-    return [_tensor(gguf_file, info.name) for info in stored_matrix_infos(gguf_file)]
-
-
 # ----------------------------------------------------------------------------------------------
 # The model
 
 
 def feed_forward(x: np.ndarray, w: LayerWeights, activation: str) -> np.ndarray:
     gate = ACTIVATIONS[activation](w.w_gate.matmul(x))  # [n, ffn_dim]
-    return w.w_down.matmul(gate * w.w_up.matmul(x))  # [n, ffn_dim] -> [n, dim]
+    return w.w_down.matmul(gate * w.w_up.matmul(x))  # [n, ffn_dim] -> [n, dim] (a shard's partial sum)
 
 
 class Model:
-    def __init__(self, gguf_file: GGUFFile, config: ModelConfig, policy: str):
-        self.config, self.policy = config, policy
-        self.token_embedding = _tensor(gguf_file, "token_embd.weight")  # rows dequantized per lookup
-        self.layers = [_load_layer(gguf_file, i, policy) for i in range(config.n_layers)]
-        self.output_norm = _vector(gguf_file, "output_norm.weight")
-        self.rope_factors = _vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
+    """The forward pass; with `shard` and `collective`, one worker's part of a model split across workers
+    (tensor_parallel.py): the same calls, the same logits, 1/N of the weights and of the work."""
+
+    def __init__(self, gguf_file: GGUFFile, config: ModelConfig, policy: str, shard: Optional[ShardPlan] = None,
+                 collective: Optional[Collective] = None):
+        self.config, self.policy, self.shard, self.collective = config, policy, shard, collective
+        self.token_embedding = gguf_matrix(gguf_file, "token_embd.weight")  # rows dequantized per lookup
+        self.layers = [load_layer(gguf_file, i, policy, config.head_dim, shard) for i in range(config.n_layers)]
+        self.output_norm = gguf_vector(gguf_file, "output_norm.weight")
+        self.rope_factors = gguf_vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
         # Looked up per layer at every token, so worked out once: RoPE base and window per layer, and the
         # RoPE frequencies [head_dim/2] of each distinct base.
         self.layer_rope_bases = [config.layer_rope_base(i) for i in range(config.n_layers)]
         self.layer_windows = [config.layer_window(i) for i in range(config.n_layers)]
         self.inv_freqs = {base: rope_frequencies(config.head_dim, base, self.rope_factors)
                           for base in set(self.layer_rope_bases)}
-        if "output.weight" in gguf_file.tensors:
-            self.output = store_matrix(_tensor(gguf_file, "output.weight"), policy)  # [vocab, dim]
-        else:  # tied: the embedding matrix is also the output head
-            self.output = store_matrix(self.token_embedding, policy)
-        self.cache = KVCache(config.n_layers, config.n_kv_heads, config.context_length, config.head_dim)
+        self.output = load_output_head(gguf_file, self.token_embedding, policy, shard)  # [vocab (this worker's rows), dim]
+        # This worker's query heads, in blocks of equal GQA groups (one block unless the model is sharded)
+        self.head_blocks = head_blocks(shard, config.n_heads, config.n_kv_heads)
+        self.n_kv_heads = sum(b.n_kv for b in self.head_blocks)  # KV and query heads this worker computes
+        self.n_heads = sum(b.n_kv * b.group for b in self.head_blocks)
+        self.cache = KVCache(config.n_layers, self.n_kv_heads, config.context_length, config.head_dim)
         self.n_past = 0
 
     @classmethod
     def from_gguf(cls, gguf_file, policy: str = "auto", context_length: Optional[int] = None,
-                  memory_budget: Optional[int] = None) -> "Model":
+                  memory_budget: Optional[int] = None, shard: Optional[ShardPlan] = None,
+                  collective: Optional[Collective] = None) -> "Model":
         """Build from a GGUFFile or a path.
 
-        policy: "auto" (the fastest that fits memory_budget) or one of weights.POLICIES.
+        policy: "auto" (the fastest that fits memory_budget: for a shard, its own part) or one of
+        weights.POLICIES. shard and collective: see tensor_parallel.py.
         """
         if not isinstance(gguf_file, GGUFFile):
             gguf_file = GGUFFile.open(gguf_file)
         config = ModelConfig.from_gguf(gguf_file, context_length)
         check_model(gguf_file, config)  # every tensor present, shaped as the metadata says, finite
         if policy == "auto":
-            kv_bytes = KVCache.bytes_needed(config.n_layers, config.n_kv_heads, config.context_length, config.head_dim)
+            kv_heads = sum(b.n_kv for b in head_blocks(shard, config.n_heads, config.n_kv_heads))
+            kv_bytes = KVCache.bytes_needed(config.n_layers, kv_heads, config.context_length, config.head_dim)
             budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-            policy = choose_policy(_matrices_to_store(gguf_file), kv_bytes, budget)
-        return cls(gguf_file, config, policy)
+            policy = choose_policy(matrices_to_store(gguf_file, shard, config.head_dim), kv_bytes, budget)
+        return cls(gguf_file, config, policy, shard, collective)
 
     def reset(self) -> None:
         self.n_past = 0
@@ -278,27 +222,42 @@ class Model:
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w.attn_norm, cfg.rms_eps)
             h = self._attention(i, w, h, start_pos, ropes[self.layer_rope_bases[i]], masks[self.layer_windows[i]])
+            self._sum(h)
             if w.post_attn_norm is not None:
                 h = rms_norm(h, w.post_attn_norm, cfg.rms_eps)
             x = x + h  # residual
             h = rms_norm(x, w.ffn_norm, cfg.rms_eps)
             h = feed_forward(h, w, cfg.activation)
+            self._sum(h)
             if w.post_ffn_norm is not None:
                 h = rms_norm(h, w.post_ffn_norm, cfg.rms_eps)
             x = x + h  # residual
         self.n_past = start_pos + len(ids)
         if not all_logits:
             x = x[-1:]  # only the last token's logits are wanted
-        return self.output.matmul(rms_norm(x, self.output_norm, cfg.rms_eps))  # [n, vocab]
+        return self._gather(self.output.matmul(rms_norm(x, self.output_norm, cfg.rms_eps)))  # [n, vocab]
+
+    def _sum(self, partial: np.ndarray) -> None:
+        """A shard's partial product [n, dim] becomes the whole one (the same numbers in every worker)."""
+        if self.collective is not None:
+            self.collective.sum_(partial)
+
+    def _gather(self, logits: np.ndarray) -> np.ndarray:
+        """This worker's vocabulary columns [n, rows] of the logits -> all of them [n, vocab]."""
+        if self.collective is None:
+            return logits
+        full = np.empty((logits.shape[0], self.config.vocab_size), dtype=np.float32)
+        for row in range(logits.shape[0]):
+            self.collective.gather(np.ascontiguousarray(logits[row]), full[row], self.shard.vocab[0])
+        return full
 
     def _attention(self, layer: int, w: LayerWeights, x: np.ndarray, start_pos: int,
                    rope: Tuple[np.ndarray, np.ndarray], mask: Tuple[int, np.ndarray]) -> np.ndarray:
         cfg = self.config
-        n, hd, n_kv = x.shape[0], cfg.head_dim, cfg.n_kv_heads
-        group = cfg.n_heads // n_kv  # query heads sharing one kv head (GQA)
-        q = linear(x, w.wq, w.q_bias).reshape(n, cfg.n_heads, hd)  # [n, n_heads, head_dim]
-        k = linear(x, w.wk, w.k_bias).reshape(n, n_kv, hd)  # [n, n_kv, head_dim]
-        v = linear(x, w.wv, w.v_bias).reshape(n, n_kv, hd)
+        n, hd = x.shape[0], cfg.head_dim
+        q = linear(x, w.wq, w.q_bias).reshape(n, self.n_heads, hd)  # [n, n_heads, head_dim]
+        k = linear(x, w.wk, w.k_bias).reshape(n, self.n_kv_heads, hd)  # [n, n_kv, head_dim]
+        v = linear(x, w.wv, w.v_bias).reshape(n, self.n_kv_heads, hd)
         if w.q_norm is not None:
             q, k = rms_norm(q, w.q_norm, cfg.rms_eps), rms_norm(k, w.k_norm, cfg.rms_eps)
         # Scores scale by 1/sqrt(head_dim), as in llama.cpp; Gemma 3's query_pre_attn_scalar is the same 256.
@@ -309,10 +268,15 @@ class Model:
         first, additive = mask
         keys = self.cache.keys(layer, first, start_pos + n)  # [n_kv, m, head_dim]
         values = self.cache.values(layer, first, start_pos + n)  # [n_kv, m, head_dim]
-        # Query head h reads kv head h // group: line the groups up behind their kv head.
-        q = q.reshape(n, n_kv, group, hd).transpose(1, 2, 0, 3).reshape(n_kv, group * n, hd)
-        scores = (q @ keys.transpose(0, 2, 1)).reshape(n_kv, group, n, -1) + additive  # [n_kv, group, n, m]
-        probs = softmax(scores).reshape(n_kv, group * n, -1)  # [n_kv, group * n, m]
-        out = (probs @ values).reshape(n_kv, group, n, hd)  # [n_kv, group, n, head_dim]
-        out = out.transpose(2, 0, 1, 3).reshape(n, cfg.n_heads * hd)  # [n, n_heads * head_dim]
-        return w.wo.matmul(out)  # [n, dim]
+        outs = []
+        for b in self.head_blocks:
+            # Query head h of the block reads its KV head h // group: line the groups up behind their KV head.
+            qb = q[:, b.first_head:b.first_head + b.n_kv * b.group]  # [n, n_kv * group, head_dim]
+            qb = qb.reshape(n, b.n_kv, b.group, hd).transpose(1, 2, 0, 3).reshape(b.n_kv, b.group * n, hd)
+            kv = slice(b.first_kv, b.first_kv + b.n_kv)
+            scores = (qb @ keys[kv].transpose(0, 2, 1)).reshape(b.n_kv, b.group, n, -1) + additive  # [n_kv, group, n, m]
+            probs = softmax(scores).reshape(b.n_kv, b.group * n, -1)  # [n_kv, group * n, m]
+            out = (probs @ values[kv]).reshape(b.n_kv, b.group, n, hd)  # [n_kv, group, n, head_dim]
+            outs.append(out.transpose(2, 0, 1, 3).reshape(n, b.n_kv * b.group * hd))  # [n, heads * head_dim]
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)  # [n, n_heads * head_dim]
+        return w.wo.matmul(out)  # [n, dim] (a shard's partial sum)

@@ -13,7 +13,7 @@ Shapes follow llama.cpp's layout: a matrix [out_features, in_features] is stored
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from gguf import GGMLQuantizationType as Q
@@ -166,12 +166,13 @@ def _add_chat_vocabulary(w: GGUFWriter, arch: str) -> None:
     w.add_chat_template(CHATML_TEMPLATE)
 
 
-def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False) -> Path:
+def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False, spec: Optional[TinySpec] = None) -> Path:
     """Write a tiny random `arch` model (a key of TINY_SPECS) to `path` and return the path.
 
     chat: give it chat_vocabulary(arch), so that any conversation encodes and a chat turn runs.
+    spec: other shapes than TINY_SPECS[arch].
     """
-    spec = TINY_SPECS[arch]
+    spec = spec or TINY_SPECS[arch]
     if chat:
         spec = spec._replace(chat=True, vocab_size=len(chat_vocabulary(arch)))
     rng = np.random.default_rng(seed)

@@ -1,0 +1,141 @@
+"""A model split across workers (pychat_wasm/tensor_parallel.py) computes what the whole model computes.
+
+The workers here are threads that sum and gather through Python lists and a barrier: the same calls, in the
+same order, that web/tensor_parallel.js serves through a SharedArrayBuffer in the browser. The reference is
+the unsplit Model on the same file (itself tested against transformers and llama.cpp in test_model.py).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from pychat_wasm.errors import InvalidSettingError
+from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.model import Model, ModelConfig
+from pychat_wasm.tensor_parallel import Collective, max_workers, plan_shards
+from pychat_wasm.weights import Int8Matrix
+from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model
+
+# 9 query heads over 3 KV heads (SmolLM2's proportions): 2 workers get 4 and 5 heads, and KV head 1 is on both.
+SPECS = {
+    "llama-9-3": ("llama", TINY_SPECS["llama"]._replace(dim=288, n_heads=9, n_kv_heads=3, head_dim=32)),
+    "qwen2": ("qwen2", TINY_SPECS["qwen2"]),
+    "gemma3": ("gemma3", TINY_SPECS["gemma3"]),
+}
+
+
+class ThreadCollective(Collective):
+    """Workers as threads: each puts its part in a shared slot, all wait, all read every slot in rank order."""
+
+    def __init__(self, rank: int, slots: list, barrier: threading.Barrier):
+        self.rank, self.workers, self.slots, self.barrier = rank, len(slots), slots, barrier
+
+    def _exchange(self, value):
+        self.slots[self.rank] = value
+        self.barrier.wait()
+        values = list(self.slots)
+        self.barrier.wait()  # nobody overwrites a slot before everyone has read it
+        return values
+
+    def sum_(self, x):
+        parts = self._exchange(x.copy())
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
+        x[...] = total
+
+    def gather(self, part, out, start):
+        for begin, values in self._exchange((start, part.copy())):
+            out[begin:begin + len(values)] = values
+
+
+def sharded_models(path, workers, policy, context_length=None):
+    gguf = GGUFFile.open(path)
+    plans = plan_shards(ModelConfig.from_gguf(gguf, context_length), workers)
+    slots, barrier = [None] * workers, threading.Barrier(workers)
+    return [Model.from_gguf(gguf, policy=policy, context_length=context_length, shard=plan,
+                            collective=ThreadCollective(plan.rank, slots, barrier)) for plan in plans]
+
+
+def run_all(models, tokens, start_pos, all_logits=False):
+    with ThreadPoolExecutor(len(models)) as pool:
+        return list(pool.map(lambda m: m.forward(tokens, start_pos, all_logits), models))
+
+
+@pytest.fixture(scope="module")
+def tiny_paths(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tp")
+    return {name: write_tiny_model(folder / (name + ".gguf"), arch, seed=5, spec=spec)
+            for name, (arch, spec) in SPECS.items()}
+
+
+@pytest.mark.parametrize("name, workers, policy", [
+    ("llama-9-3", 2, "float32"), ("llama-9-3", 3, "float32"), ("llama-9-3", 2, "quantized"),
+    ("llama-9-3", 2, "int8"), ("qwen2", 2, "quantized"), ("qwen2", 3, "float32"), ("gemma3", 2, "float32"),
+])
+def test_every_worker_computes_the_whole_models_logits(tiny_paths, name, workers, policy):
+    whole = Model.from_gguf(tiny_paths[name], policy=policy)
+    shards = sharded_models(tiny_paths[name], workers, policy)
+    expected = whole.forward(TINY_TOKENS, 0, all_logits=True)  # a prompt crossing gemma3's window
+    got = run_all(shards, TINY_TOKENS, 0, all_logits=True)
+    scale = np.abs(expected).max()
+    for logits in got:
+        np.testing.assert_array_equal(logits, got[0])  # every worker holds the same numbers, bit for bit
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * scale)  # float32: the same sums in another order
+    token = int(expected[-1].argmax())
+    for step in range(4):  # then token by token from the KV cache, greedy
+        expected = whole.forward([token], len(TINY_TOKENS) + step)
+        got = run_all(shards, [token], len(TINY_TOKENS) + step)
+        np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+        assert int(got[0].argmax()) == int(expected.argmax())
+        token = int(expected.argmax())
+
+
+def test_a_worker_holds_only_its_share_of_the_weights(tiny_paths):
+    whole = Model.from_gguf(tiny_paths["llama-9-3"], policy="float32")
+    shards = sharded_models(tiny_paths["llama-9-3"], 2, "float32")
+    assert [m.n_heads for m in shards] == [4, 5] and [m.n_kv_heads for m in shards] == [2, 2]
+    layer = [m.layers[0] for m in shards]
+    assert [w.wq.shape for w in layer] == [(4 * 32, 288), (5 * 32, 288)]
+    assert [w.wo.shape for w in layer] == [(288, 4 * 32), (288, 5 * 32)]
+    assert [w.w_down.shape[1] for w in layer] == [32, 64]  # 96 FFN units in whole blocks of 32
+    assert [m.output.shape[0] for m in shards] == [48, 48]
+    assert sum(m.memory_bytes() for m in shards) < 1.25 * whole.memory_bytes()
+
+
+def test_columns_that_cut_a_quantization_block_are_kept_as_int8(tiny_paths):
+    # qwen2's wo is Q4_0 (blocks of 32 columns); 3 workers get heads of 16 columns: 16, 16 and 32.
+    shards = sharded_models(tiny_paths["qwen2"], 3, "quantized")
+    assert [type(m.layers[0].wo).__name__ for m in shards] == ["Int8Matrix", "Int8Matrix", "QuantizedMatrix"]
+    assert isinstance(shards[0].layers[0].wo, Int8Matrix)
+
+
+def test_plans_balance_each_phase_and_refuse_what_does_not_split(tiny_paths):
+    config = ModelConfig.from_gguf(GGUFFile.open(tiny_paths["llama-9-3"]))
+    plans = plan_shards(config, 2)
+    assert [p.heads for p in plans] == [(0, 4), (4, 9)] and [p.kv_heads for p in plans] == [(0, 2), (1, 3)]
+    assert [p.ffn for p in plans] == [(0, 32), (32, 96)] and [p.vocab for p in plans] == [(0, 48), (48, 96)]
+    assert max_workers(config) == 3  # 96 FFN units make 3 blocks of 32
+    with pytest.raises(InvalidSettingError, match="splits into 1 to 3 workers, not 4"):
+        plan_shards(config, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["smollm2", "gemma3"])
+def test_real_models_split_in_two_give_the_same_logits(request, model_name):
+    path = request.getfixturevalue(model_name + "_path")
+    prompt = [1, 9690, 198, 2683, 314, 253, 5356, 30] if model_name == "smollm2" else [2, 818, 5279, 529, 7001, 563]
+    whole = Model.from_gguf(path, policy="float32", context_length=64)
+    expected = whole.forward(prompt, 0)
+    shards = sharded_models(path, 2, "float32", context_length=64)
+    got = run_all(shards, prompt, 0)
+    np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-4)
+    token = int(expected.argmax())
+    for step in range(3):
+        expected, got = whole.forward([token], len(prompt) + step), run_all(shards, [token], len(prompt) + step)
+        np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-4)
+        assert int(got[0].argmax()) == int(expected.argmax())
+        token = int(expected.argmax())

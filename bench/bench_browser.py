@@ -1,13 +1,15 @@
 """Benchmark the in-browser chat in Chromium, next to wllama (llama.cpp in wasm) on the same model.
 
-Measures, in one Chromium run on 127.0.0.1:
-  - pychat-wasm: time to ready on a first visit (download + Python + model load) and on a cached visit
-    (service worker + IndexedDB), time to first token and generation speed for the golden prompt,
-    and generation speed on a longer greedy answer;
-  - wllama 3.8.1 (npm @wllama/wllama, single thread: no COOP/COEP here): model load, time to first
-    token and generation speed on the same prompts, rendered with the same chat template.
+Measures, in one Chromium run on 127.0.0.1 (served with COOP/COEP, so the page is cross-origin isolated):
+  - pychat-wasm with 1 worker and with N workers splitting each token (--workers, default 1 and 2): time to
+    ready on a first visit (download + Python + model load) and on a cached visit (service worker +
+    IndexedDB), time to first token, prompt and generation speed for the golden prompt, and generation speed
+    on a longer greedy answer;
+  - wllama 3.8.1 (npm @wllama/wllama) with 1 thread and with N threads: model load, time to first token,
+    prompt and generation speed on the same prompts, rendered with the same chat template.
+The summary gives the ratios (same run) and projects 4 workers from the measured 1 -> 2 scaling.
 
-    $ python bench/bench_browser.py [--runs 2] [--long-tokens 64] [--json results.json]
+    $ python bench/bench_browser.py [--runs 2] [--long-tokens 64] [--workers 1 2] [--json results.json]
 
 Needs the built site (python build/build_site.py) and node_modules (scripts/setup.sh). Not a test:
 figures depend on the machine; the target is >= 2 tokens/s generation for SmolLM2-135M.
@@ -79,21 +81,29 @@ def rendered_prompt(model_path: Path, question: str) -> str:
 
 
 def parse_stats(line: str) -> dict:
-    """'8 tokens · 3.8 tok/s · first token 7.85 s · prompt 42 new + 0 cached tokens' -> numbers."""
+    """'8 tokens · 3.8 tok/s · first token 7.85 s · prompt 42 new + 0 cached tokens' -> numbers (the prompt
+    speed: new prompt tokens over the time to the first token)."""
     tokens, tps = re.match(r"(\d+) tokens · ([\d.]+) tok/s", line).groups()
     first = re.search(r"first token ([\d.]+) s", line)
-    return {"tokens": int(tokens), "tokens_per_second": float(tps),
-            "first_token_seconds": float(first.group(1)) if first else None}
+    prompt = re.search(r"prompt (\d+) new", line)
+    stats = {"tokens": int(tokens), "tokens_per_second": float(tps),
+             "first_token_seconds": float(first.group(1)) if first else None}
+    if first and prompt:
+        stats["prompt_tokens_per_second"] = round(int(prompt.group(1)) / float(first.group(1)), 2)
+    return stats
 
 
-def bench_pychat(browser, url: str, runs: int, long_tokens: int) -> dict:
+def bench_pychat(browser, url: str, runs: int, long_tokens: int, workers: int) -> dict:
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.add_init_script(READY_RECORDER)
-    results = {"ready_cold_seconds": None, "ready_cached_seconds": [], "golden": [], "long": None}
+    page.add_init_script("localStorage.setItem('pychat.workers', JSON.stringify(%d))" % workers)
+    results = {"workers": workers, "ready_cold_seconds": None, "ready_cached_seconds": [], "golden": [],
+               "long": None}
     page.goto(url)
     wait_ready(page, TIMEOUT_MS)
+    results["status"] = page.text_content("#status")
     results["ready_cold_seconds"] = page.evaluate("window.__readyAt") / 1000
     for run in range(runs):
         set_settings(page, max_tokens=16, **GREEDY)
@@ -111,14 +121,15 @@ def bench_pychat(browser, url: str, runs: int, long_tokens: int) -> dict:
     return results
 
 
-def bench_wllama(browser, url: str, model_url: str, prompts: dict, runs: int, long_tokens: int) -> dict:
+def bench_wllama(browser, url: str, model_url: str, prompts: dict, runs: int, long_tokens: int,
+                 threads: int) -> dict:
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.goto(url + "bench/wllama_bench.html")
     page.wait_for_function("window.wllamaBenchReady === true")
-    load = page.evaluate("a => wllamaBench.load(a)", {"modelURL": url + model_url, "nThreads": 1})
-    results = {"load_seconds": load["seconds"], "golden": [], "long": None}
+    load = page.evaluate("a => wllamaBench.load(a)", {"modelURL": url + model_url, "nThreads": threads})
+    results = {"threads": load["threads"], "load_seconds": load["seconds"], "golden": [], "long": None}
     for run in range(runs):
         # A different prefix each run would be needed to defeat llama.cpp's prompt cache; report its cache_n.
         results["golden"].append(page.evaluate("a => wllamaBench.complete(a)",
@@ -128,26 +139,51 @@ def bench_wllama(browser, url: str, model_url: str, prompts: dict, runs: int, lo
     return results
 
 
-def summarize(ours: dict, theirs: dict) -> dict:
-    first_golden = theirs["golden"][0]
-    ours_tps = ours["long"]["tokens_per_second"]
-    theirs_tps = theirs["long"]["timings"]["predicted_per_second"] if theirs["long"]["timings"] else None
+def summarize_pychat(ours: dict) -> dict:
+    golden = ours["golden"]
     return {
-        "pychat_ready_cold_s": round(ours["ready_cold_seconds"], 2),
-        "pychat_ready_cached_s": round(statistics.median(ours["ready_cached_seconds"]), 2),
-        "pychat_golden_first_token_s": round(statistics.median(g["first_token_seconds"] for g in ours["golden"]), 2),
-        "pychat_golden_generation_tok_s": round(statistics.median(g["tokens_per_second"] for g in ours["golden"]), 2),
-        "pychat_long_generation_tok_s": ours_tps,
-        "pychat_golden_answer": ours["golden"][0]["answer"],
-        "wllama_load_s": round(theirs["load_seconds"], 2),
-        "wllama_golden_first_token_s": round(first_golden["firstTokenSeconds"], 2),
-        "wllama_golden_prompt_tokens": first_golden["timings"] and first_golden["timings"]["prompt_n"],
-        "wllama_golden_answer": first_golden["text"],
-        "wllama_long_generation_tok_s": round(theirs_tps, 2) if theirs_tps else None,
-        "generation_ratio_wllama_over_pychat": round(theirs_tps / ours_tps, 2) if theirs_tps and ours_tps else None,
-        "first_token_ratio_pychat_over_wllama": round(
-            statistics.median(g["first_token_seconds"] for g in ours["golden"]) / first_golden["firstTokenSeconds"], 2),
+        "status": ours["status"],
+        "ready_cold_s": round(ours["ready_cold_seconds"], 2),
+        "ready_cached_s": round(statistics.median(ours["ready_cached_seconds"]), 2),
+        "golden_first_token_s": round(statistics.median(g["first_token_seconds"] for g in golden), 2),
+        "golden_prompt_tok_s": round(statistics.median(g["prompt_tokens_per_second"] for g in golden), 2),
+        "golden_generation_tok_s": round(statistics.median(g["tokens_per_second"] for g in golden), 2),
+        "long_generation_tok_s": ours["long"]["tokens_per_second"],
+        "golden_answer": golden[0]["answer"],
+        "long_answer": ours["long"]["answer"],
     }
+
+
+def summarize_wllama(theirs: dict) -> dict:
+    first = theirs["golden"][0]
+    long_timings = theirs["long"]["timings"] or {}
+    return {
+        "threads": theirs["threads"],
+        "load_s": round(theirs["load_seconds"], 2),
+        "golden_first_token_s": round(first["firstTokenSeconds"], 2),
+        "golden_prompt_tokens": first["timings"] and first["timings"]["prompt_n"],
+        "golden_prompt_tok_s": first["timings"] and round(first["timings"]["prompt_per_second"], 2),
+        "golden_answer": first["text"],
+        "long_generation_tok_s": long_timings.get("predicted_per_second") and round(long_timings["predicted_per_second"], 2),
+    }
+
+
+def ratios(pychat: dict, wllama: dict) -> dict:
+    """Generation speed (the longer answer) as ratios within this run, and 4 workers projected from 1 -> 2:
+    Amdahl's law with the parallel share p that makes 1 -> 2 workers give the measured speed-up."""
+    gen = {"pychat_%dw" % w: s["long_generation_tok_s"] for w, s in pychat.items()}
+    gen.update({"wllama_%dt" % t: s["long_generation_tok_s"] for t, s in wllama.items()})
+    out = {"generation_tok_s": gen}
+    best = max(pychat)
+    for threads in sorted(wllama):
+        if gen.get("wllama_%dt" % threads):
+            out["pychat_%dw_over_wllama_%dt" % (best, threads)] = round(gen["pychat_%dw" % best] / gen["wllama_%dt" % threads], 2)
+    if 1 in pychat and 2 in pychat:
+        speedup = gen["pychat_2w"] / gen["pychat_1w"]
+        parallel = min(1.0, max(0.0, 2 * (1 - 1 / speedup)))
+        out["pychat_speedup_1_to_2_workers"] = round(speedup, 2)
+        out["pychat_projected_4w_tok_s"] = round(gen["pychat_1w"] / ((1 - parallel) + parallel / 4), 2)
+    return out
 
 
 def main(argv=None) -> None:
@@ -156,6 +192,8 @@ def main(argv=None) -> None:
     parser.add_argument("--long-tokens", type=int, default=64, help="tokens of the longer greedy answer")
     parser.add_argument("--json", type=Path, help="also write all raw figures here")
     parser.add_argument("--site", type=Path, default=SITE, help="the built site (e.g. an older build, to compare)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="pychat-wasm workers per token and wllama threads to measure")
     args = parser.parse_args(argv)
     if not (args.site / "manifest.json").exists():
         raise SystemExit("%s is missing: run `python build/build_site.py` first" % args.site)
@@ -171,13 +209,16 @@ def main(argv=None) -> None:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            ours = bench_pychat(browser, url, args.runs, args.long_tokens)
-            theirs = bench_wllama(browser, url, manifest["model"]["url"], prompts, args.runs, args.long_tokens)
+            ours = {n: bench_pychat(browser, url, args.runs, args.long_tokens, n) for n in args.workers}
+            theirs = {n: bench_wllama(browser, url, manifest["model"]["url"], prompts, args.runs, args.long_tokens, n)
+                      for n in args.workers}
             version = browser.version
             browser.close()
     finally:
         server.stop()
-    summary = summarize(ours, theirs)
+    pychat = {n: summarize_pychat(r) for n, r in ours.items()}
+    wllama = {n: summarize_wllama(r) for n, r in theirs.items()}
+    summary = {"pychat": pychat, "wllama": wllama, "ratios": ratios(pychat, wllama)}
     summary["chromium"] = version
     summary["pyodide"] = manifest["pyodide"]["version"]
     summary["bench_seconds"] = round(time.time() - started, 1)

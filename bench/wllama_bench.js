@@ -1,7 +1,7 @@
 /*
  * wllama_bench.js: load a GGUF model in wllama and time greedy completions, for bench_browser.py.
  *
- *     await window.wllamaBench.load({modelURL, nThreads})          -> {seconds}
+ *     await window.wllamaBench.load({modelURL, nThreads})          -> {seconds, threads}  (threads it runs)
  *     await window.wllamaBench.complete({prompt, maxTokens})       -> {text, firstTokenSeconds, timings}
  *
  * The prompt is already rendered with the model's chat template, so both engines see the same tokens.
@@ -15,7 +15,7 @@ async function load({modelURL, nThreads}) {
   wllama = new Wllama({default: "/wllama/wasm/wllama.wasm"}, {logger: LoggerWithoutDebug, suppressNativeLog: true});
   await wllama.loadModelFromUrl(new URL(modelURL, location.href).href,
                                 {n_threads: nThreads, n_ctx: 1024, n_gpu_layers: 0, useCache: false});
-  return {seconds: (performance.now() - started) / 1000};
+  return {seconds: (performance.now() - started) / 1000, threads: wllama.getNumThreads()};
 }
 
 async function complete({prompt, maxTokens}) {

@@ -46,6 +46,11 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-e
                            "img-src 'self'; connect-src 'self'; worker-src 'self'; object-src 'none'; "
                            "base-uri 'none'; form-action 'none'")
 CSP_HEADER_ONLY = "; frame-ancestors 'none'"
+# Cross-origin isolation: the workers that split each token share a SharedArrayBuffer and wait with
+# Atomics.wait (web/worker_pool.js), which a page gets only when isolated. Every file is our own, so nothing is
+# blocked. A host that cannot send these gets them from the service worker (web/sw.js): from the second load on.
+ISOLATION_HEADERS = (("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Embedder-Policy", "require-corp"),
+                     ("Cross-Origin-Resource-Policy", "same-origin"))
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 COPY_CHUNK = 1 << 20
 
@@ -114,6 +119,8 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         policy = self.content_security_policy(path.name)
         if policy:
             self.send_header("Content-Security-Policy", policy)
+        for name, value in self.isolation_headers():
+            self.send_header(name, value)
         self.end_headers()
         fh = open(path, "rb")
         fh.seek(span[0])
@@ -123,6 +130,10 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
     def content_security_policy(self, name: str) -> Optional[str]:
         """The policy the file `name` is served with (a subclass serving other pages may return None)."""
         return CONTENT_SECURITY_POLICY + CSP_HEADER_ONLY
+
+    def isolation_headers(self):
+        """COOP / COEP / CORP (a subclass playing a host that sends none returns ())."""
+        return ISOLATION_HEADERS
 
     def copyfile(self, source, outputfile):
         """Send exactly the requested span (the base class would send the file to its end)."""

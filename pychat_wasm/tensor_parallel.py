@@ -72,6 +72,11 @@ def _even_spans(total: int, parts: int, unit: int = 1) -> List[Span]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def ffn_block(gguf_file) -> int:
+    """The quantization block of the FFN down matrix: its columns split in whole blocks."""
+    return TYPES_BY_ID[gguf_file.tensors["blk.0.ffn_down.weight"].type_id].block_size
+
+
 def max_workers(config, block: int = 32) -> int:
     """How many workers this model's shapes split into: every worker needs a query head and a block of FFN
     units (`block`: the quantization block of the FFN down matrix, whose columns are split)."""

@@ -23,6 +23,8 @@ import functools
 import json
 from typing import Any, Callable, Dict, Iterator, Optional
 
+import numpy as np
+
 from .chat_template import ChatTemplate
 from .errors import NoModelLoadedError, PychatError
 from .fit_check import HEAP_LIMIT, fit_check
@@ -33,6 +35,7 @@ from .model_info import model_info
 from .quants import block_format
 from .sampler import SamplingSettings
 from .session import ChatEvent, ChatSession
+from .tensor_parallel import Collective, ffn_block, max_workers, plan_shards
 from .tokenizer import load_tokenizer
 
 
@@ -89,27 +92,59 @@ def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str
             "fit": fit_check(gguf, options.get("context_length"), options.get("memory_limit", HEAP_LIMIT))}
 
 
+class SharedMemoryCollective(Collective):
+    """The browser's workers of one model (web/tensor_parallel.js): JS reads and writes the numpy arrays
+    in this worker's wasm memory at their addresses, so nothing is converted or copied by Pyodide."""
+
+    def __init__(self, js_collective: Any, rank: int, workers: int):
+        self.js, self.rank, self.workers = js_collective, rank, workers
+
+    def sum_(self, x):
+        self.js.sum(_address(x), x.size)
+
+    def gather(self, part, out, start):
+        self.js.gather(_address(part), part.size, _address(out), out.size, start)
+
+
+def _address(array) -> int:
+    if array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise ValueError("the workers exchange C-contiguous float32 arrays, not %s" % array.dtype)
+    return array.__array_interface__["data"][0]
+
+
 @json_reply
-def load_model(data: Any, name: str, options_json: str = "{}") -> Dict[str, Any]:
+def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = None) -> Dict[str, Any]:
     """Parse and load a model from its bytes (a numpy uint8 array).
 
     Everything that can reject a file before the weights are built runs first (magic, header, tensor types,
     architecture, tensor shapes and values, tokenizer, chat template), so a bad file leaves the previous model
     loaded and usable.
-    options: {"context_length", "policy", "memory_budget"}, all optional.
+    options: {"context_length", "policy", "memory_budget"}, all optional; for one of several workers sharing
+    the model, also {"rank", "workers"} and connect(n): the collective of the first n workers (the model may
+    split into fewer than asked; a worker beyond them holds no model and answers {"idle": true}).
     """
     options = json.loads(options_json)
     gguf = GGUFFile(data, name=name)
     check_supported(gguf)
+    config = ModelConfig.from_gguf(gguf, options.get("context_length"))
     # UnsupportedArchitectureError, InvalidModelError (missing or misshapen tensors, NaN weights, ...)
-    check_model(gguf, ModelConfig.from_gguf(gguf, options.get("context_length")))
+    check_model(gguf, config)
     tokenizer = load_tokenizer(gguf)
     template = ChatTemplate.from_gguf(gguf, tokenizer)
+    rank = int(options.get("rank", 0))
+    workers = min(int(options.get("workers", 1)), max_workers(config, ffn_block(gguf)))
     _worker.session = _worker.turn = None  # free the old weights before building the new ones
+    if rank >= workers:
+        return {"idle": True, "workers": workers}
+    shard = collective = None
+    if workers > 1:
+        shard = plan_shards(config, workers, ffn_block(gguf))[rank]
+        collective = SharedMemoryCollective(connect(workers), rank, workers)
     model = Model.from_gguf(gguf, policy=options.get("policy", "auto"), context_length=options.get("context_length"),
-                            memory_budget=options.get("memory_budget"))
+                            memory_budget=options.get("memory_budget"), shard=shard, collective=collective)
     _worker.session = ChatSession(model, tokenizer, template)
-    return {"info": dict(model_info(gguf), context_length=model.config.context_length, policy=model.policy,
+    return {"workers": workers,
+            "info": dict(model_info(gguf), context_length=model.config.context_length, policy=model.policy,
                          memory_bytes=model.memory_bytes())}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import threading
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -199,6 +200,14 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
 
 # ---- page actions ------------------------------------------------------------------------------------------
 
+POOL_SIZE = os.cpu_count() or 1  # the page's default: one worker per core the browser reports
+
+
+def ready_status(model_name: str, workers: int = POOL_SIZE) -> str:
+    """The status line once `model_name` is loaded into `workers` workers."""
+    return "Ready: %s · %d worker%s" % (model_name, workers, "s" if workers > 1 else "")
+
+
 def wait_ready(page, timeout: int = PAGE_TIMEOUT_MS) -> None:
     page.wait_for_selector("#status[data-phase=ready]", timeout=timeout)
 
@@ -246,10 +255,15 @@ def alert_texts(page, kind: str) -> List[str]:
     return page.locator(".alert[data-kind=%s] > span" % kind).all_text_contents()
 
 
+def chat_workers(page):
+    """The page's chat workers in rank order (Playwright's handles: evaluate() runs code inside one)."""
+    workers = [w for w in page.workers if w.url.endswith("/worker.js")]
+    return sorted(workers, key=lambda w: w.evaluate("pool.rank"))
+
+
 def chat_worker(page):
-    """The page's chat worker (Playwright's handle: evaluate() runs code inside it)."""
-    (worker,) = [w for w in page.workers if w.url.endswith("/worker.js")]
-    return worker
+    """The first chat worker: the one whose events the page shows."""
+    return chat_workers(page)[0]
 
 
 def open_ready_page(context, url: str, init_script: str, **settings):

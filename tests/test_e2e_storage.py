@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, alert_texts, ask, chat_worker, check_stored_models,
-                         new_context, open_ready_page, set_settings, wait_ready)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, POOL_SIZE, alert_texts, ask, chat_worker, chat_workers,
+                         check_stored_models, new_context, open_ready_page, set_settings, wait_ready)
 from fault_server import Fault, build_fault_site, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -194,8 +194,11 @@ def test_worker_killed_mid_answer_keeps_the_conversation(page):
     assert_conversation_kept(page, answer.text_content())
 
 
-def test_out_of_memory_mid_answer_restarts_python_and_keeps_the_conversation(page):
-    chat_worker(page).evaluate("""() => py.runPython(`
+@pytest.mark.parametrize("rank", sorted({0, POOL_SIZE - 1}))
+def test_out_of_memory_mid_answer_restarts_python_and_keeps_the_conversation(page, rank):
+    # Worker 0 writes the answer; with several workers, the last one failing alone must stop the others too
+    # (they wait for it at a barrier) and the page must restart all of them.
+    chat_workers(page)[rank].evaluate("""() => py.runPython(`
 import pychat_wasm.worker_api as w
 _session = w._worker.session
 _forward, _calls = _session._forward, []

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, drop_files, open_ready_page, set_settings,
-                         wait_ready)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, drop_files, open_ready_page, ready_status,
+                         set_settings, wait_ready)
 
 from pychat_wasm.train.scratch import PRESETS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_STATUS = "Ready: SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_STATUS = ready_status("SmolLM2-135M-Instruct.Q4_1.gguf")
 MODEL_NAME = "corpus-quick"
 GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=64, seed=None)
 TRAINING_TIMEOUT_MS = 15 * 60_000  # the quick preset: 1-3 minutes here, more when other jobs share the 2 cores
@@ -252,7 +252,7 @@ def test_finished_model_is_listed_in_use_and_gives_the_training_answer(page):
     assert page.text_content("#train-status") == "Finished: %s is in the model list." % MODEL_NAME
     entry = page.locator("#models li", has_text=MODEL_NAME).text_content()
     assert "%s (in use)" % MODEL_NAME in entry and "· llama · F32 · trained in this browser" in entry
-    assert page.text_content("#status") == "Ready: " + MODEL_NAME
+    assert page.text_content("#status") == ready_status(MODEL_NAME)
     set_settings(page, **GREEDY)
     page.click("#new-chat")  # the question on its own, as it was trained
     answer, _ = ask(page, question)
@@ -268,7 +268,7 @@ def test_trained_model_is_kept_and_answers_offline(page, train_context, server):
     try:
         page.reload()
         wait_ready(page)
-        assert page.text_content("#status") == "Ready: " + MODEL_NAME
+        assert page.text_content("#status") == ready_status(MODEL_NAME)
         assert "%s (in use)" % MODEL_NAME in page.text_content("#models")
         page.click("#new-chat")
         answer, _ = ask(page, question, timeout=ANSWER_TIMEOUT_MS)
@@ -361,7 +361,7 @@ def test_finetune_that_does_not_fit_shows_the_memory_message_and_changes_nothing
     assert panel_state(page) == state and training(page)["plan"] is None
     assert page.text_content("#train-step") == "–" and page.is_disabled("#train-stop")
     assert page.text_content("#models") == models
-    assert page.text_content("#status") == "Ready: " + BASE_NAME
+    assert page.text_content("#status") == ready_status(BASE_NAME)
 
 
 def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_page, replayed):
@@ -391,7 +391,7 @@ def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_pa
     paused_at = training(page)["step"]
     time.sleep(3)
     assert training(page)["step"] == paused_at
-    assert page.text_content("#status") == "Ready: " + BASE_NAME
+    assert page.text_content("#status") == ready_status(BASE_NAME)
     set_settings(page, max_tokens=4)
     answer, stats = ask(page, "Hi!")
     assert answer and stats.startswith("4 tokens")
@@ -407,7 +407,7 @@ def test_saved_finetuned_model_is_listed_and_used_for_chat(finetune_page, replay
                            timeout=FINETUNE_STEP_TIMEOUT_MS)
     assert "in use for chat" in page.text_content("#train-message")
     wait_ready(page)
-    assert page.text_content("#status") == "Ready: " + TUNED_NAME
+    assert page.text_content("#status") == ready_status(TUNED_NAME)
     entry = page.locator("#models li", has_text=TUNED_NAME).text_content()
     assert "%s (in use)" % TUNED_NAME in entry and "Q8_0" in entry and "trained in this browser" in entry, entry
     size = page.evaluate("""async (id) => (await (await ModelStore.open()).get(id)).size""", "trained/" + TUNED_NAME)
@@ -421,7 +421,7 @@ def test_saved_finetuned_model_is_listed_and_used_for_chat(finetune_page, replay
 
 def test_finetuned_model_is_kept_and_answers_offline(finetune_page, replayed, server):
     page = finetune_page
-    if page.text_content("#status") != "Ready: " + TUNED_NAME:
+    if page.text_content("#status") != ready_status(TUNED_NAME):
         test_saved_finetuned_model_is_listed_and_used_for_chat(page, replayed)
     short = dict(GREEDY, max_tokens=8)
     set_settings(page, **short)
@@ -433,7 +433,7 @@ def test_finetuned_model_is_kept_and_answers_offline(finetune_page, replayed, se
     try:
         page.reload()
         wait_ready(page)
-        assert page.text_content("#status") == "Ready: " + TUNED_NAME
+        assert page.text_content("#status") == ready_status(TUNED_NAME)
         set_settings(page, **short)
         page.click("#new-chat")
         offline, _ = ask(page, "What is the capital of France?")

@@ -15,7 +15,8 @@
   const $ = (id) => document.getElementById(id);
   const {alertBox} = PageUI;
   const SAVED_MODEL = "pychat.model";
-  const SAVED_CACHED = "pychat.cached";  // ids of the complete models in the cache: an eviction shows as a gap
+  const SAVED_CACHED = "pychat.cached";
+  const SAVED_WORKERS = "pychat.workers";  // "auto" or how many workers split each token  // ids of the complete models in the cache: an eviction shows as a gap
   const RESTARTS_PER_MINUTE = 2;
 
   const state = {
@@ -40,7 +41,8 @@
   /* The model in state.model is loaded and the app takes questions. */
   function showReady() {
     state.ready = true;
-    setPhase("ready", `Ready: ${state.model.name}`);
+    const workers = state.python.workers;
+    setPhase("ready", `Ready: ${state.model.name} · ${workers} worker${workers > 1 ? "s" : ""}`);
   }
 
   function updateButtons() {
@@ -205,7 +207,8 @@
 
   function startPython() {
     state.pythonStatus = "starting";
-    state.python = new PythonWorker({
+    state.python = new WorkerPool({
+      size: WorkerPool.defaultSize(PageUI.loadSaved(SAVED_WORKERS, "auto")),
       onStatus: (text) => { state.pythonStatus = text; setPhase(state.phase.phase, state.phase.text); },
       onCrash: workerCrashed,
     });
@@ -247,8 +250,29 @@
 
   // ---- start-up -------------------------------------------------------------------------------------------
 
+  /* The workers setting: "auto" (one per core) or a number; a change restarts Python with that many. */
+  function wireWorkers() {
+    const select = $("workers");
+    const cores = Math.max(1, navigator.hardwareConcurrency || 1);
+    const isolated = WorkerPool.canShare();
+    const choices = [["auto", `auto (${isolated ? cores : 1})`]];
+    for (let n = 1; n <= cores; n++) choices.push([String(n), String(n)]);
+    select.replaceChildren(...choices.map(([value, label]) => new Option(label, value)));
+    select.value = PageUI.loadSaved(SAVED_WORKERS, "auto");
+    select.disabled = !isolated;
+    $("workers-hint").textContent = isolated
+      ? "Each token is split between the workers: one per core is fastest."
+      : "One worker: several need a cross-origin isolated page (it is after the first visit, once the " +
+        "service worker serves it; reload).";
+    select.onchange = () => {
+      PageUI.save(SAVED_WORKERS, select.value);
+      if (state.ready && !state.generating && state.model) restartPython(state.model);
+    };
+  }
+
   function wireUp() {
     chat.wire();
+    wireWorkers();
     $("model-file").onchange = (e) => { if (e.target.files[0]) addModelFile(e.target.files[0]); e.target.value = ""; };
     $("url-form").onsubmit = (e) => { e.preventDefault(); if ($("model-url").value) addModelURL($("model-url").value); };
     document.addEventListener("dragover", (e) => e.preventDefault());

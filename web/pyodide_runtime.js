@@ -28,6 +28,9 @@
  *     py.callForBytes(fn, ...args)     -> fn(...args) returns bytes / bytearray / a uint8 numpy array; this gives
  *                                         a JS-owned copy as a Uint8Array (no proxy outlives the call)
  *     py.toJs(value)                   -> a PyProxy converted to plain JS (lists, dicts, numbers, strings); other values unchanged
+ *     py.heapF32()                     -> the wasm heap as a Float32Array (a numpy array's data starts at its
+ *                                         address / 4); ask again after each call into Python, since a heap
+ *                                         that grows gets a new view
  *     py.versions                      -> {pyodide, python, numpy}, e.g. {pyodide: "0.27.7", python: "3.12.7",
  *                                         numpy: "2.0.2"}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
@@ -143,5 +146,6 @@ json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__versio
     callWithBytes: (fn, bytes, ...args) => callWithBytes(pyodide, fn, bytes, ...args),
     callForBytes,
     toJs,
+    heapF32: () => pyodide._module.HEAPF32,
   };
 };

@@ -10,6 +10,10 @@
  * touched. Requests are answered cache-first from this build's cache, manifest.json too, so a page always
  * runs one build's files. Model files (.gguf) are left to the network: the page downloads them with Range
  * requests and keeps them in IndexedDB.
+ *
+ * Every response it serves carries the cross-origin isolation headers (COOP, COEP, CORP) whether or not the
+ * host sent them: the workers that split each token need an isolated page (web/worker_pool.js). On a host
+ * that sends none, the first visit therefore runs one worker and every load after it the full pool.
  */
 "use strict";
 
@@ -18,13 +22,39 @@ const CACHE_PREFIX = "pychat-shell-";
 const CACHE_NAME = CACHE_PREFIX + BUILD_ID;
 const MANIFEST = "manifest.json";
 
+const ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
+                           "Cross-Origin-Resource-Policy": "same-origin"};
+
+/* The response with the isolation headers it lacks. The body is read whole: a body streamed through the
+ * service worker would keep it busy until the page reads it to the end, and a busy worker holds back a
+ * waiting new version (app_update.js) until the browser times the request out. */
+async function isolated(response) {
+  const missing = Object.entries(ISOLATION_HEADERS).filter(([name]) => !response.headers.has(name));
+  if (!missing.length || response.type === "opaque" || response.type === "opaqueredirect") return response;
+  const headers = new Headers(response.headers);
+  for (const [name, value] of missing) headers.set(name, value);
+  return new Response(await response.blob(), {status: response.status, statusText: response.statusText, headers});
+}
+
+async function fetchForCache(path) {
+  const response = await fetch(new Request(path, {cache: "reload"}));
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return isolated(response);
+}
+
+/* Everything the manifest lists, with the isolation headers, into this build's cache: all or nothing. */
 async function precache() {
   const cache = await caches.open(CACHE_NAME);
-  const response = await fetch(MANIFEST, {cache: "reload"});
-  if (!response.ok) throw new Error(`${MANIFEST}: HTTP ${response.status}`);
-  const manifest = await response.clone().json();
-  await cache.addAll(manifest.precache.map((path) => new Request(path, {cache: "reload"})));
-  await cache.put(MANIFEST, response);
+  try {
+    const manifestResponse = await fetchForCache(MANIFEST);
+    const manifest = await manifestResponse.clone().json();
+    const responses = await Promise.all(manifest.precache.map(fetchForCache));
+    await Promise.all(manifest.precache.map((path, i) => cache.put(path, responses[i])));
+    await cache.put(MANIFEST, manifestResponse);
+  } catch (error) {
+    await caches.delete(CACHE_NAME);  // a later install starts over
+    throw error;
+  }
 }
 
 async function removeOldCaches() {
@@ -36,7 +66,7 @@ async function removeOldCaches() {
 async function cacheFirst(request) {
   const cache = await caches.open(CACHE_NAME);
   const cached = await cache.match(request, {ignoreSearch: true});
-  return cached || fetch(request);
+  return cached || isolated(await fetch(request));  // the cache holds them with the isolation headers
 }
 
 self.addEventListener("install", (event) => {

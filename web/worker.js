@@ -4,8 +4,12 @@
  * Python step per call to worker_api.next_event(), then a turn of the event loop so that a Stop message
  * from the page gets in between two tokens.
  *
+ * One of several workers sharing a model (worker_pool.js) also gets its rank, the number of workers and
+ * the SharedArrayBuffer through which the shards add up their products (tensor_parallel.js); the workers
+ * then agree on Stop through it, so that all of them end the answer at the same token.
+ *
  * Messages in (from worker_client.js), each with a request id `rid`:
- *   {type: "boot", indexURL, wheelURLs}
+ *   {type: "boot", indexURL, wheelURLs, rank, workers, shared}
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}
  *   {type: "conversation", conversation: {system_prompt, messages}}
  *   {type: "chat", text, settings}
@@ -18,17 +22,20 @@
  */
 "use strict";
 
-importScripts("pyodide_runtime.js", "worker_protocol.js");
+importScripts("pyodide_runtime.js", "worker_protocol.js", "tensor_parallel.js");
 
 const API_FUNCTIONS = ["load_model", "set_conversation", "begin_turn", "next_event", "cancel"];
 let py = null;          // the facade from bootPython
 let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
 let stopRequested = false;
+let pool = {rank: 0, workers: 1, shared: null};
+let collective = null;  // set while this worker holds a shard of a model split across workers
 
 const callApi = (name, ...args) => checked(api[name](...args));
 
 const handlers = {
-  async boot({indexURL, wheelURLs}) {
+  async boot({indexURL, wheelURLs, rank = 0, workers = 1, shared = null}) {
+    pool = {rank, workers, shared};
     const started = performance.now();
     try {
       py = await self.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
@@ -42,9 +49,15 @@ const handlers = {
   async load({name, bytes, options}) {
     if (!api) throw userFacing(new Error("Python is not running"));
     const started = performance.now();
+    const connect = (workers) => {  // Python asks once it knows how many workers the model splits into
+      collective = TensorParallel.collective({shared: pool.shared, rank: pool.rank, workers, heap: py.heapF32});
+      return collective;
+    };
+    collective = null;
     const result = checked(py.callWithBytes(api.load_model, new Uint8Array(bytes), name,
-                                            JSON.stringify(options || {})));
-    return {info: result.info, seconds: (performance.now() - started) / 1000};
+                                            JSON.stringify(options || {}), connect));
+    return {info: result.info, idle: Boolean(result.idle), workers: result.workers,
+            seconds: (performance.now() - started) / 1000};
   },
 
   async conversation({conversation}) {
@@ -52,18 +65,23 @@ const handlers = {
   },
 
   async chat({rid, text, settings}) {
-    callApi("begin_turn", text, JSON.stringify(settings || {}));
-    stopRequested = false;
-    for (;;) {
-      if (stopRequested) {
-        api.cancel();
-        stopRequested = false;
+    try {
+      callApi("begin_turn", text, JSON.stringify(settings || {}));
+      stopRequested = false;
+      for (;;) {
+        if (collective ? collective.fromFirst(stopRequested ? 1 : 0) : stopRequested) {  // worker 0 decides
+          api.cancel();
+          stopRequested = false;
+        }
+        const {event} = callApi("next_event");
+        if (!event) return {};
+        postMessage({type: "event", rid, event});
+        if (event.kind === "done") return {stats: event.stats};
+        await nextTask();
       }
-      const {event} = callApi("next_event");
-      if (!event) return {};
-      postMessage({type: "event", rid, event});
-      if (event.kind === "done") return {stats: event.stats};
-      await nextTask();
+    } catch (error) {
+      if (collective) collective.abort();  // the other workers wait for this one at a barrier: free them
+      throw error;
     }
   },
 

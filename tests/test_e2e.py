@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
+from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
                          set_settings, wait_ready, write_tiny_gguf)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -392,22 +392,6 @@ def test_cached_models_can_be_removed(chat_page, server, site, tmp_path):
         chat_page.locator("#models li", has_text=name).get_by_role("button", name="Remove").click()
         chat_page.locator("#models li", has_text=name).wait_for(state="detached")
     assert [r["id"] for r in chat_page.evaluate(CACHED_MODEL, "")] == ["default/SmolLM2-135M-Instruct.Q4_1.gguf"]
-
-
-def test_new_build_replaces_the_old_offline_cache(chat_page, site):
-    wait_offline_ready(chat_page)
-    (old_cache,) = chat_page.evaluate("caches.keys()")
-    sw = site / "sw.js"
-    sw.write_text(re.sub(r'const BUILD_ID = "\w+";', 'const BUILD_ID = "feedfacefeedface";', sw.read_text()))
-    chat_page.reload()
-    chat_page.wait_for_selector("#update-notice:not([hidden])")  # the new worker waits for the user's reload
-    assert old_cache in chat_page.evaluate("caches.keys()")
-    wait_ready(chat_page)  # the old build runs on meanwhile
-    chat_page.reload()  # the user's own reload (not the notice's button): the page hands over before it starts
-    wait_ready(chat_page, timeout=2 * PAGE_TIMEOUT_MS)  # two page loads: the handover, then the new build  # the removed model was in use: the page is back on the default one
-    assert chat_page.text_content("#status") == READY
-    chat_page.wait_for_function("async () => (await caches.keys()).join() === 'pychat-shell-feedfacefeedface'")
-    assert old_cache != "pychat-shell-feedfacefeedface"
 
 
 def test_missing_storage_space_says_how_much_is_needed(fresh_context, server):

@@ -284,7 +284,7 @@
 
   async function start() {
     const updates = new AppUpdates({state, setPhase});
-    if (await updates.switchIfWaiting()) return;  // a new version waited for this reload: the page reloads into it
+    await updates.startOrHandOver();  // a new version waited for this reload: the page reloads into it
     wireUp();
     PageUI.registerServiceWorker().then((registration) => registration && updates.watch(registration));
     try {

@@ -6,10 +6,13 @@
  * The models live in IndexedDB, which no service worker touches: they stay cached across updates.
  *
  *     const updates = new AppUpdates({state, setPhase});  // state.generating / state.turn: the chat's answer
- *     if (await updates.switchIfWaiting()) return;        // a new version waited: the page reloads into it
+ *     await updates.startOrHandOver();                    // a new version waited: the page reloads into it
  *     updates.watch(registration);
  */
 "use strict";
+
+const ASK_AGAIN_MS = 2000;
+const HANDOVER_MS = 8000;
 
 class AppUpdates {
   constructor({state, setPhase}) {
@@ -19,13 +22,16 @@ class AppUpdates {
   }
 
   /* At start-up, before the app does anything: a new version waiting is activated and the page reloads into
-   * it. Resolves to true when that reload is coming. */
-  async switchIfWaiting() {
-    if (!("serviceWorker" in navigator) || !navigator.serviceWorker.controller) return false;
+   * it, normally at once. A browser may hold the new version back (Chromium waits until the old worker has
+   * no request in flight, which took minutes under test automation): after HANDOVER_MS this build starts
+   * after all, the notice stays, and the page reloads into the new version once it takes over and no
+   * answer is being written. Resolves when the app should start. */
+  async startOrHandOver() {
+    if (!("serviceWorker" in navigator) || !navigator.serviceWorker.controller) return;
     const registration = await navigator.serviceWorker.getRegistration();
-    if (!registration || !registration.waiting) return false;
+    if (!registration || !registration.waiting) return;
     this.activate(registration.waiting);
-    return true;
+    await new Promise((resolve) => setTimeout(resolve, HANDOVER_MS));
   }
 
   /* Offer each new version that finishes installing while the page is open. */
@@ -65,11 +71,17 @@ class AppUpdates {
 
   /* The waiting worker takes over (sw.js removes the old caches), then the page reloads with its files. */
   activate(worker) {
-    const reload = () => location.reload();
+    const ask = () => worker.postMessage({type: "skipWaiting"});
+    const asking = setInterval(ask, ASK_AGAIN_MS);  // again until it takes over: a message can be lost
+    const reload = async () => {
+      clearInterval(asking);
+      while (this.state.generating) await this.state.turn;
+      location.reload();
+    };
     navigator.serviceWorker.addEventListener("controllerchange", reload, {once: true});
     // A worker that another tab already activated (or that was replaced meanwhile) sends no controllerchange.
     worker.addEventListener("statechange", () => { if (worker.state === "redundant") reload(); });
-    worker.postMessage({type: "skipWaiting"});
+    ask();
   }
 }
 

@@ -198,6 +198,7 @@ def test_worker_killed_mid_answer_keeps_the_conversation(page):
 def test_out_of_memory_mid_answer_restarts_python_and_keeps_the_conversation(page, rank):
     # Worker 0 writes the answer; with several workers, the last one failing alone must stop the others too
     # (they wait for it at a barrier) and the page must restart all of them.
+    page.evaluate("document.querySelectorAll('.alert').forEach((a) => a.remove())")  # the other rank's run
     chat_workers(page)[rank].evaluate("""() => py.runPython(`
 import pychat_wasm.worker_api as w
 _session = w._worker.session

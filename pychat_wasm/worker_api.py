@@ -132,13 +132,14 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
     tokenizer = load_tokenizer(gguf)
     template = ChatTemplate.from_gguf(gguf, tokenizer)
     rank = int(options.get("rank", 0))
-    workers = min(int(options.get("workers", 1)), max_workers(config, ffn_block(gguf)))
+    block = ffn_block(gguf)
+    workers = min(int(options.get("workers", 1)), max_workers(config, block))
     _worker.session = _worker.turn = None  # free the old weights before building the new ones
     if rank >= workers:
         return {"idle": True, "workers": workers}
     shard = collective = None
     if workers > 1:
-        shard = plan_shards(config, workers, ffn_block(gguf))[rank]
+        shard = plan_shards(config, workers, block)[rank]
         collective = SharedMemoryCollective(connect(workers), rank, workers)
     model = Model.from_gguf(gguf, policy=options.get("policy", "auto"), context_length=options.get("context_length"),
                             memory_budget=options.get("memory_budget"), shard=shard, collective=collective)

@@ -284,7 +284,6 @@
 
   async function start() {
     const updates = new AppUpdates({state, setPhase});
-    await updates.startOrHandOver();  // a new version waited for this reload: the page reloads into it
     wireUp();
     PageUI.registerServiceWorker().then((registration) => registration && updates.watch(registration));
     try {

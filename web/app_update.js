@@ -1,37 +1,24 @@
 /*
  * app_update.js: new builds. A new build's service worker installs into a cache of its own and waits (sw.js);
  * meanwhile the open page runs its own build unchanged and shows "A new version is available" in
- * #update-notice. The switch happens on the user's reload: the Reload button in the notice (which waits for
- * the answer being written, if any, to end), or a reload of the page, which hands over before the app starts.
- * The models live in IndexedDB, which no service worker touches: they stay cached across updates.
+ * #update-notice. The switch happens when the user clicks the notice's Reload button, which waits for the
+ * answer being written, if any, to end. A plain reload of the page keeps this build and offers the new one
+ * again: a waiting worker asked to take over while the page starts made Chromium hold back the new page's
+ * Python workers for minutes. The models live in IndexedDB, which no service worker touches: they stay
+ * cached across updates.
  *
  *     const updates = new AppUpdates({state, setPhase});  // state.generating / state.turn: the chat's answer
- *     await updates.startOrHandOver();                    // a new version waited: the page reloads into it
  *     updates.watch(registration);
  */
 "use strict";
 
 const ASK_AGAIN_MS = 2000;
-const HANDOVER_MS = 8000;
 
 class AppUpdates {
   constructor({state, setPhase}) {
     this.state = state;
     this.setPhase = setPhase;
     this.registration = null;
-  }
-
-  /* At start-up, before the app does anything: a new version waiting is activated and the page reloads into
-   * it, normally at once. A browser may hold the new version back (Chromium waits until the old worker has
-   * no request in flight, which took minutes under test automation): after HANDOVER_MS this build starts
-   * after all, the notice stays, and the page reloads into the new version once it takes over and no
-   * answer is being written. Resolves when the app should start. */
-  async startOrHandOver() {
-    if (!("serviceWorker" in navigator) || !navigator.serviceWorker.controller) return;
-    const registration = await navigator.serviceWorker.getRegistration();
-    if (!registration || !registration.waiting) return;
-    this.activate(registration.waiting);
-    await new Promise((resolve) => setTimeout(resolve, HANDOVER_MS));
   }
 
   /* Offer each new version that finishes installing while the page is open. */

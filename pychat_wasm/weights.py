@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence, Tuple, Union
 import numpy as np
 
 from . import quants
+from .products import matmul_transposed
 from .errors import InvalidSettingError
 from .ggml_types import TYPES_BY_NAME, row_nbytes
 
@@ -50,7 +51,7 @@ def chunked_matmul(x: np.ndarray, shape: Tuple[int, int], rows: Callable[[int, i
     multiply, repeat."""
     out = np.empty((x.shape[0], shape[0]), dtype=np.float32)  # [n, out]
     for start, stop in row_bands(*shape):
-        out[:, start:stop] = x @ rows(start, stop).T  # [n, in] @ [in, stop-start]
+        out[:, start:stop] = matmul_transposed(x, rows(start, stop))  # [n, in] @ [in, stop-start]
     return out
 
 
@@ -126,7 +127,7 @@ class Int8Matrix:
         # the offsets cost one small product instead of an addition per weight.
         block_sums = x.reshape(x.shape[0], -1, self.block).sum(axis=2)  # [n, n_blocks]
         out = chunked_matmul(x, self.shape, self.scaled_codes)  # [n, out]
-        out += block_sums @ self.offsets.T  # [n, n_blocks] @ [n_blocks, out]
+        out += matmul_transposed(block_sums, self.offsets)  # [n, n_blocks] @ [n_blocks, out]
         return out
 
 
@@ -167,7 +168,7 @@ class Float32Matrix:
         return self.weights[start:stop]
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.weights.T  # [n, in] @ [in, out]; rows of W stay contiguous for the inner loop
+        return matmul_transposed(x, self.weights)  # [n, in] @ [in, out]
 
 
 Matrix = Union[QuantizedMatrix, Int8Matrix, Float32Matrix]

@@ -421,7 +421,7 @@ def assert_trained_close(got, expected, atol: float = TRAIN_TOLERANCE, max_fract
     Not a relative bound on the largest difference: AdamW steps by lr * m / (sqrt(v) + eps), which does not
     depend on the gradient's scale, so an element whose gradient is not much larger than the rounding of its
     terms moves by a visibly different step when only the summation order changes. Natively, swapping
-    ops.matmul_2d's BLAS route for its einsum route makes the same kind of difference: 8 quick-preset steps
+    products.matmul's BLAS route for its einsum route makes the same kind of difference: 8 quick-preset steps
     leave a few dozen of 12288 FFN weights up to 6e-5 apart while the losses agree to 1e-7.
     """
     assert sorted(got) == sorted(expected)
@@ -462,15 +462,17 @@ def gradient_case():
     return batch, adapters
 
 
-def test_training_matmul_beyond_the_wasm32_iterator_limit(browser_python):
-    """A 150 x 576 @ 576 x 49152 product (4.2e9 triples; einsum alone refuses 2^31 in wasm32) equals numpy's
-    `@` natively, exactly: small integer inputs make every sum exact in float32."""
+def test_matmul_beyond_the_wasm32_iterator_limit(browser_python):
+    """A 150 x 576 @ 576 x 49152 product (4.2e9 triples; einsum alone refuses 2^31 in wasm32), as the trainer
+    and as the engine's layers compute it, equals numpy's `@` natively, exactly: small integer inputs make
+    every sum exact in float32."""
     n, k, m = 150, 576, 49152
     got = browser_python.run("large_matmul", n=n, k=k, m=m, seed=3)
     rng = np.random.default_rng(3)
     a = rng.integers(-2, 3, (n, k)).astype(np.float32)
     b = rng.integers(-2, 3, (k, m)).astype(np.float32)
-    assert got == {"einsum": True, "sha256": browser_checks._sha256(a @ b)}
+    digest = browser_checks._sha256(a @ b)
+    assert got == {"einsum": True, "sha256": digest, "sha256_transposed": digest}
 
 
 def test_trainer_data_files_ship_in_the_wheel(browser_python):
@@ -514,7 +516,7 @@ def test_training_gradients_match_native(browser_python, case):
     given = [browser_checks.encode_typed(t) for t in native_rope] if rope == "native" else None
     got = browser_python.run("train_gradients", config=TRAIN_CONFIG, seed=TRAIN_SEED, dtype=dtype, batch=batch,
                              lora=lora, rope_tables=given)
-    assert got["matmul_is_einsum"]  # Pyodide takes ops.matmul_2d's einsum route
+    assert got["matmul_is_einsum"]  # Pyodide takes products.matmul's einsum route
     # Each runtime's tables against cos/sin of the same float32 angles, computed exactly (float64).
     angles = (np.arange(len(batch["ids"][0]), dtype=np.float32)[:, None]
               * rope_frequencies(cfg.head_dim, cfg.rope_base)[None, :]).astype(np.float64)

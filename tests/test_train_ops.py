@@ -207,11 +207,3 @@ def test_cross_entropy(rng, mask_kind):
         nll = -np.take_along_axis(log_p, targets[..., None], -1)[..., 0]
         assert abs(loss - (nll * mask).sum() / mask.sum()) < 1e-12
         assert not d_logits[mask == 0].any()  # masked positions get no gradient
-
-
-@pytest.mark.parametrize("limit", [10 ** 9, 5000, 700, 1])
-def test_einsum_matmul_in_blocks_equals_matmul(rng, limit):
-    """The browser's matmul (einsum, cut into blocks under wasm32's iterator limit) against numpy's `@`."""
-    a = rng.standard_normal((13, 40))
-    b = rng.standard_normal((40, 29))
-    np.testing.assert_allclose(ops.einsum_matmul(a, b, limit), a @ b, rtol=1e-12, atol=1e-12)

@@ -15,44 +15,13 @@ F FFN width, V vocabulary.
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ..products import matmul
+
 Cache = Tuple[Any, ...]
-
-# Pyodide's numpy has no BLAS: there `@` is a naive loop that strides through the right operand, and
-# einsum over contiguous operands is faster (numpy 2.0.2 in Pyodide 0.27.7: 1.3-7x on training shapes, e.g.
-# [512, 128] @ [128, 4096] 206 ms against 1446 ms). Natively BLAS `@` is 5x faster than einsum.
-NO_BLAS = sys.platform == "emscripten"
-# einsum iterates over all N * K * M index triples at once; wasm32's 32-bit sizes refuse 2^31 or more
-# ("ValueError: iterator is too large", e.g. 139 positions x 576 x SmolLM2's 49152-token head).
-EINSUM_MAX_ITERATIONS = 2 ** 30
-
-
-def matmul_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a [N, K] @ b [K, M] by the fastest route this numpy has."""
-    if NO_BLAS:
-        return einsum_matmul(a, b, EINSUM_MAX_ITERATIONS)
-    return a @ b
-
-
-def einsum_matmul(a: np.ndarray, b: np.ndarray, max_iterations: int) -> np.ndarray:
-    """a [N, K] @ b [K, M] with einsum, in blocks of rows and columns of at most `max_iterations` triples."""
-    (n, k), m = a.shape, b.shape[1]
-    cols = min(m, max(1, max_iterations // k))
-    rows = min(n, max(1, max_iterations // (k * cols)))
-    a = np.ascontiguousarray(a)
-    if rows == n and cols == m:
-        return np.einsum("nk,km->nm", a, np.ascontiguousarray(b))
-    out = np.empty((n, m), np.result_type(a, b))
-    for j in range(0, m, cols):
-        block = np.ascontiguousarray(b[:, j:j + cols])  # [K, cols]
-        for i in range(0, n, rows):
-            out[i:i + rows, j:j + cols] = np.einsum("nk,km->nm", a[i:i + rows], block)
-    return out
-
 
 # ----------------------------------------------------------------------------------------------
 # Embedding
@@ -93,7 +62,7 @@ def rms_norm_backward(d_y: np.ndarray, cache: Cache) -> Tuple[np.ndarray, np.nda
 
 
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
-    y = matmul_2d(x.reshape(-1, x.shape[-1]), weight.T).reshape(x.shape[:-1] + (-1,))  # [..., in] -> [..., out]
+    y = matmul(x.reshape(-1, x.shape[-1]), weight.T).reshape(x.shape[:-1] + (-1,))  # [..., in] -> [..., out]
     return y if bias is None else y + bias
 
 
@@ -101,10 +70,10 @@ def linear_backward(d_y: np.ndarray, x: np.ndarray, weight: np.ndarray, need_wei
                     ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(d_x, d_weight); d_weight is None for a frozen weight (saves the larger half of the work)."""
     d_y2 = d_y.reshape(-1, d_y.shape[-1])  # [N, out]
-    d_x = matmul_2d(d_y2, weight).reshape(x.shape)  # [N, out] -> [..., in]
+    d_x = matmul(d_y2, weight).reshape(x.shape)  # [N, out] -> [..., in]
     if not need_weight_grad:
         return d_x, None
-    d_weight = matmul_2d(d_y2.T, x.reshape(-1, x.shape[-1]))  # [out, in]
+    d_weight = matmul(d_y2.T, x.reshape(-1, x.shape[-1]))  # [out, in]
     return d_x, d_weight
 
 

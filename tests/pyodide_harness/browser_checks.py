@@ -319,19 +319,21 @@ def _sha256(a: np.ndarray) -> str:
 
 
 def _matmul_is_einsum() -> bool:
-    from pychat_wasm.train import ops
-    return bool(ops.NO_BLAS)
+    from pychat_wasm import products
+    return bool(products.NO_BLAS)
 
 
 @check
 async def large_matmul(n, k, m, seed):
-    """ops.matmul_2d on a product of more than 2^31 index triples (an output head at a long batch): its
-    result's digest, from inputs that native numpy can rebuild."""
-    from pychat_wasm.train import ops
+    """products.matmul and matmul_transposed (the trainer's and the engine's) on a product of more than
+    2^31 index triples (an output head at a long batch): their results' digests, from inputs that native
+    numpy can rebuild."""
+    from pychat_wasm import products
     rng = np.random.default_rng(seed)
     a = rng.integers(-2, 3, (n, k)).astype(np.float32)
     b = rng.integers(-2, 3, (k, m)).astype(np.float32)
-    return {"einsum": _matmul_is_einsum(), "sha256": _sha256(ops.matmul_2d(a, b))}
+    return {"einsum": _matmul_is_einsum(), "sha256": _sha256(products.matmul(a, b)),
+            "sha256_transposed": _sha256(products.matmul_transposed(a, np.ascontiguousarray(b.T)))}
 
 
 @check

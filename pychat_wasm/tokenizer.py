@@ -50,6 +50,20 @@ END_OF_TURN_TEXTS = (
     "<|file_sep|>",
 )
 END_OF_TURN_ID_KEYS = ("eos_token_id", "eot_token_id", "eom_token_id")
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    r"""`text` as a browser's TextEncoder reads it: a surrogate pair becomes its character, a lone surrogate
+    U+FFFD. Strings from JS or from JSON escapes can hold lone surrogates; UTF-8, and so every tokenizer,
+    cannot.
+
+    >>> well_formed("a\ud800b") == "a\ufffdb", well_formed("\ud83d\ude00") == "\U0001f600"
+    (True, True)
+    """
+    if not SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 class SpecialTokenMatcher:
@@ -184,7 +198,8 @@ class Tokenizer:
     # -- encoding ----------------------------------------------------------------------------------
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> List[int]:
-        """Token ids of `text`; BOS/EOS as the metadata says when `add_special`."""
+        """Token ids of `text` (lone surrogates read as U+FFFD); BOS/EOS as the metadata says when `add_special`."""
+        text = well_formed(text)
         ids: List[int] = []
         if add_special and self.add_bos:
             ids.append(self.bos_id)  # type: ignore[arg-type]

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import warnings
 
@@ -79,6 +81,27 @@ def metadata(model_paths):
 @pytest.mark.parametrize("text", CORPUS)
 def test_ids_match_transformers(ours, hf, model, text):
     assert ours[model].encode(text, add_special=False) == hf[model].encode(text, add_special_tokens=False)
+
+
+# Text with lone surrogates (a JS string cut inside an emoji, then sent to Python as JSON) cannot be UTF-8:
+# the engine reads it as the page's own TextEncoder does, and the reference for that reading is Node's.
+SURROGATE_TEXTS = ["broken \ud83d emoji", "tail \udc00", "pair \ud83d\ude00 whole", "\ud800\ud800x", "\udfff"]
+
+
+def browser_reading(texts):
+    script = ("const texts = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify(texts.map((t) => new TextDecoder().decode(new TextEncoder().encode(t)))));")
+    out = subprocess.run(["node", "-e", script], input=json.dumps(texts), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_lone_surrogates_are_read_as_a_browser_reads_them(ours, hf, model):
+    read = browser_reading(SURROGATE_TEXTS)
+    assert "\ufffd" in read[0] and "\U0001f600" in read[2]  # the reference did replace and pair
+    for text, as_read in zip(SURROGATE_TEXTS, read):
+        assert ours[model].encode(text, add_special=False) == hf[model].encode(as_read, add_special_tokens=False)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from . import __version__, cli_chat, cli_finetune, cli_train
 from .cli_common import CLIError, fail, model_path
 from .errors import PychatError
-from .fit_check import HEAP_LIMIT, fit_check, format_fit_table
+from .fit_check import MODEL_HEAP, fit_check, format_fit_table
 from .gguf_reader import GGUFFile
 from .model_info import model_info
 from .tokenizer import load_tokenizer
@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="path to a .gguf file (default: the installed SmolLM2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--context", type=int, help="context length for the fit check (default: min(trained, 4096))")
-    p.add_argument("--memory-limit", type=int, default=HEAP_LIMIT,
-                   help="bytes the fit check measures against (default: the browser's 4 GiB heap)")
+    p.add_argument("--memory-limit", type=int, default=MODEL_HEAP,
+                   help="bytes the fit check measures against (default: the browser's 4 GiB heap less the 256 MiB Python keeps)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("tokenize", help="print the token ids of a text as a JSON list")

@@ -8,7 +8,8 @@ whole file): tensor shapes and types size the weights, the hyperparameters size 
                      of the file (quantized), the token embedding (always a view) and float32 norm vectors
     allocated        bytes the load allocates beyond the file: the copies and vectors, then the KV cache
     KV cache         2 (keys, values) x 4 bytes x layers x kv heads x context x head_dim
-    total            file + allocated weights + KV cache, against the memory limit (4 GiB in the browser)
+    total            file + allocated weights + KV cache, against the memory limit (in the browser the
+                     4 GiB heap less RUNTIME_RESERVE for Python itself)
 
 and one verdict: "fits", "fits with a shorter context" (the largest context that fits, at least
 MIN_CONTEXT tokens) or "does not fit" (needs X, has Y). No single array may reach 2 GiB either (wasm).
@@ -28,6 +29,10 @@ from .model_weights import stored_matrix_infos
 from .weights import POLICIES, estimate_bytes
 
 HEAP_LIMIT = 4 * 2 ** 30  # Pyodide 0.27's wasm heap
+# What Python keeps of the heap for itself: 36 MB after boot (Pyodide, numpy, the engine); loading SmolLM2 left the
+# heap 118 MB above the model's own bytes (transient buffers, fragmentation). The rest is the model's.
+RUNTIME_RESERVE = 256 * 2 ** 20
+MODEL_HEAP = HEAP_LIMIT - RUNTIME_RESERVE
 MAX_ARRAY_BYTES = 2 ** 31  # any one array must stay under 2 GiB in wasm
 MIN_CONTEXT = 256  # a shorter context than this is no chat: the model does not fit
 FITS, FITS_SHORTER, DOES_NOT_FIT = "fits", "fits with a shorter context", "does not fit"
@@ -65,7 +70,7 @@ def _verdict(fixed: int, kv_per_token: int, context: int, largest: int, limit: i
             "message": "does not fit: needs %s, has %s" % (_size(needs), _size(limit))}
 
 
-def fit_check(gguf: GGUFFile, context_length: Optional[int] = None, memory_limit: int = HEAP_LIMIT) -> Dict[str, Any]:
+def fit_check(gguf: GGUFFile, context_length: Optional[int] = None, memory_limit: int = MODEL_HEAP) -> Dict[str, Any]:
     """The figures and verdict of every policy at `context_length` (default: the engine's default context),
     and the fastest policy that fits ("best"; None if none fits at any context)."""
     config = ModelConfig.from_gguf(gguf, context_length)  # InvalidSettingError for a context out of range

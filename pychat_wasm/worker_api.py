@@ -27,7 +27,7 @@ import numpy as np
 
 from .chat_template import ChatTemplate
 from .errors import NoModelLoadedError, PychatError
-from .fit_check import HEAP_LIMIT, fit_check
+from .fit_check import MODEL_HEAP, fit_check
 from .gguf_reader import GGUFFile
 from .model import Model, ModelConfig
 from .model_check import check_model
@@ -84,12 +84,13 @@ def check_supported(gguf: GGUFFile) -> None:
 def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str, Any]:
     """Before downloading a model: describe it and say whether it fits, from its first bytes (a numpy uint8
     array, e.g. a Range request's answer) and the whole file's size. HeaderTruncatedError: fetch more bytes.
-    options: {"context_length", "memory_limit"} (default: the engine's default context, the 4 GiB heap)."""
+    options: {"context_length", "memory_limit"} (default: the engine's default context, the 4 GiB heap less
+    what Python keeps of it)."""
     options = json.loads(options_json)
     gguf = GGUFFile.header(header, int(file_size), name=options.get("name", "<header>"))
     check_supported(gguf)
     return {"info": model_info(gguf),
-            "fit": fit_check(gguf, options.get("context_length"), options.get("memory_limit", HEAP_LIMIT))}
+            "fit": fit_check(gguf, options.get("context_length"), options.get("memory_limit", MODEL_HEAP))}
 
 
 class SharedMemoryCollective(Collective):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -92,8 +93,17 @@ class SiteServer:
     def model_requests(self, since: int = 0) -> List[Dict[str, Optional[str]]]:
         return [entry for entry in self.log[since:] if entry["path"].endswith(".gguf")]
 
+    def downloads(self, since: int = 0) -> List[Dict[str, Optional[str]]]:
+        """The model requests that are no fit check's read of the header (web/fit_check.js)."""
+        return [entry for entry in self.model_requests(since) if not is_header_read(entry)]
+
     def cut_next_model_download(self, after_bytes: int) -> None:
         self.httpd.cut_model_after = after_bytes
+
+
+def is_header_read(entry: Dict[str, Optional[str]]) -> bool:
+    """A fit check's Range request for the first bytes of a model: bytes=0-N (a download asks bytes=N-)."""
+    return bool(entry.get("range") and re.match(r"bytes=0-\d+$", entry["range"]))
 
 
 # ---- tiny GGUF models --------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ that misbehave on purpose, one planned fault per request.
     server.plan("/faulty/a.gguf", Fault(drop_after=40_000), Fault(status=503), Fault(ignore_range=True))
     # the page downloads; each request takes the next planned fault; with none left it is served correctly
     server.requests("/faulty/a.gguf")                   # [{"range", "if_range", "status", "sent"}, ...]
+    server.header_reads("/faulty/a.gguf")               # the fit check's reads of the first bytes, apart
+
+The faults are the download's: a fit check's read of the header (`Range: bytes=0-N`, web/fit_check.js) takes
+none and is logged on its own, so each test plans and checks its download as if no header were read.
 
 Served correctly means RFC 9110: `Range: bytes=N-` gets 206 with Content-Range, a Range with a stale If-Range
 (neither the current ETag nor Last-Modified) gets 200 with the whole current file, a start past the end 416.
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Deque, Dict, List, NamedTuple, Optional
 from urllib.parse import urlsplit
 
-from e2e_helpers import SiteServer, serve
+from e2e_helpers import SiteServer, is_header_read, serve
 
 DROP_PAUSE_SECONDS = 0.3  # between the last byte and a dropped connection: the page has read what was sent
 
@@ -53,6 +57,7 @@ class ModelFile:
         self.modified = time.time() - 3600
         self.faults: Deque[Fault] = deque()
         self.log: List[Dict] = []
+        self.header_log: List[Dict] = []
         self.replace(data)
 
     def replace(self, data: bytes) -> None:
@@ -79,9 +84,10 @@ class FaultyHandler(serve.SiteHandler):
         pass
 
     def serve_model(self, model: ModelFile) -> None:
-        fault = model.faults.popleft() if model.faults else Fault()
         entry = {"range": self.headers.get("Range"), "if_range": self.headers.get("If-Range"), "sent": 0}
-        model.log.append(entry)
+        header_read = is_header_read(entry)
+        fault = model.faults.popleft() if model.faults and not header_read else Fault()
+        (model.header_log if header_read else model.log).append(entry)
         data = model.data
         if fault.status:
             entry["status"] = fault.status
@@ -159,6 +165,9 @@ class FaultServer(SiteServer):
 
     def requests(self, path: str) -> List[Dict]:
         return self.models[path].log
+
+    def header_reads(self, path: str) -> List[Dict]:
+        return self.models[path].header_log
 
 
 class FaultSite(NamedTuple):

@@ -14,10 +14,12 @@ import hashlib
 import json
 import re
 
+import numpy as np
 import pytest
-
 from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
                          set_settings, wait_ready, write_tiny_gguf)
+
+from pychat_wasm import worker_api
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -125,7 +127,11 @@ def test_first_visit_downloads_and_caches_the_model(chat_page, server, model_sha
     assert any(re.match(r"[\d.]+ MB of 98\.4 MB · [1-9]\d?% · [\d.]+ (MB|kB)/s$", line) for line in progress), progress
     assert re.match(r"98\.4 MB of 98\.4 MB · 100% · [\d.]+ (MB|kB)/s$", progress[-1])
     assert chat_page.is_hidden("#progress-box")  # the bar goes away once the model is stored
-    assert server.model_requests() == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": "bytes=0-"}]
+    # The fit check read the header first (its 1.9 MB need the second, 8x larger window), then the download.
+    path = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert server.model_requests() == [{"path": path, "range": r} for r in ("bytes=0-262143", "bytes=0-2097151", "bytes=0-")]
+    assert phases.index("verifying") < phases.index("downloading")
+    assert chat_page.text_content("#fit-status") == "SmolLM2-135M-Instruct.Q4_1.gguf: fits"
     assert chat_page.evaluate(CACHED_MODEL, "default/") == [{
         "id": "default/SmolLM2-135M-Instruct.Q4_1.gguf", "complete": True, "size": 98362432,
         "sha256": model_sha256, "received": 98362432}]
@@ -269,15 +275,75 @@ def test_unsupported_model_shows_its_error(chat_page, tmp_path, arch, weight_typ
     assert chat_page.text_content("#status") == READY
 
 
-def test_model_too_big_for_the_heap_reports_out_of_memory_and_recovers(chat_page, tmp_path):
-    # 25 MB on disk, but its KV cache (4096 positions x 131008-wide heads) is two arrays of 2 GiB - 1 MiB:
-    # each under the 2 GiB limit of one array, together more than the 4 GiB heap with anything else in it.
-    path = write_tiny_gguf(tmp_path / "huge-cache.gguf", "Hi!", head_dim=131008, context_length=4096)
-    upload(chat_page, path.name, path.read_bytes())
-    chat_page.wait_for_selector(".alert[data-kind=error]:has-text('Could not load huge-cache.gguf: Out of memory')")
-    wait_ready(chat_page)  # a fresh worker (the heap never shrinks) with the model used before
+def native_fit(path, file_size=None, context_length=None):
+    """What worker_api.check_fit says natively of the file's first MB (the page asks Python in the browser)."""
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(1 << 20), np.uint8)
+    options = json.dumps({"context_length": context_length})
+    return json.loads(worker_api.check_fit(header, file_size or path.stat().st_size, options))["fit"]
+
+
+def test_model_too_big_is_refused_before_its_download(chat_page, server, site):
+    # A 3 GB file (sparse: the tiny model, then nothing): one array of it would pass wasm's 2 GiB.
+    (site / "extra").mkdir(exist_ok=True)
+    path = write_tiny_gguf(site / "extra" / "huge.gguf", "Hi!")
+    with open(path, "r+b") as f:
+        f.truncate(3_000_000_000)
+    fit = native_fit(path)
+    assert fit["best"] is None
+    message = fit["policies"]["quantized"]["message"]  # 'does not fit: one array needs 3.00 GB, ...'
+    since = len(server.log)
+    chat_page.fill("#model-url", server.url + "extra/huge.gguf")
+    chat_page.click("#model-url-add")
+    chat_page.wait_for_selector(".alert[data-kind=error]:has-text('Could not load huge.gguf: %s')" % message)
+    wait_ready(chat_page)  # the model used before, still loaded
     assert chat_page.text_content("#status") == READY
-    assert "huge-cache.gguf" not in chat_page.text_content("#models")
+    assert chat_page.text_content("#fit-status") == "huge.gguf: " + message
+    assert [r["range"] for r in server.model_requests(since)] == ["bytes=0-262143"]  # the header, no download
+    assert "huge.gguf" not in chat_page.text_content("#models")
+
+
+def test_model_whose_cache_fits_only_a_shorter_context_runs_with_it(chat_page, tmp_path):
+    # 25 MB on disk, but its KV cache at 4096 positions (x 131008-wide heads) would not leave the heap room.
+    path = write_tiny_gguf(tmp_path / "huge-cache.gguf", "Hi!", head_dim=131008, context_length=4096)
+    fit = native_fit(path)
+    errors_before = alert_count(chat_page, "error")
+    shorter = fit["policies"][fit["best"]]
+    assert shorter["verdict"] == "fits with a shorter context" and 256 <= shorter["context_length"] < 4096
+    upload(chat_page, path.name, path.read_bytes())
+    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('huge-cache.gguf')")
+    assert chat_page.text_content("#fit-status") == "huge-cache.gguf: " + shorter["message"]
+    assert any(t.startswith("huge-cache.gguf %s: it runs with that context" % shorter["message"])
+               for t in alerts(chat_page, "notice"))
+    assert "/ %d tokens" % shorter["context_length"] in chat_page.text_content("#context-budget")
+    assert alert_count(chat_page, "error") == errors_before  # loaded into a fresh Python: no out-of-memory
+    remove_cached(chat_page, path.name)
+
+
+def test_the_context_picker_reloads_the_model_with_that_context(chat_page, tmp_path):
+    path = write_tiny_gguf(tmp_path / "picked.gguf", "Hi!", context_length=4096)
+    upload(chat_page, path.name, path.read_bytes())
+    chat_page.wait_for_selector("#status[data-phase=ready]:has-text('picked.gguf')")
+    assert "/ 4096 tokens" in chat_page.text_content("#context-budget")
+    chat_page.fill("#context-length", "512")
+    chat_page.dispatch_event("#context-length", "change")
+    chat_page.wait_for_function("() => document.getElementById('context-budget').textContent.includes('/ 512 tokens')")
+    wait_ready(chat_page)
+    assert chat_page.evaluate("JSON.parse(localStorage.getItem('pychat.context'))") == 512
+    chat_page.fill("#context-length", "")  # back to each model's default for the tests after this one
+    chat_page.dispatch_event("#context-length", "change")
+    chat_page.wait_for_function("() => document.getElementById('context-budget').textContent.includes('/ 4096 tokens')")
+    wait_ready(chat_page)
+    remove_cached(chat_page, path.name)
+
+
+def alert_count(page, kind):
+    return len(alerts(page, kind))
+
+
+def remove_cached(page, name):
+    page.locator("#models li", has_text=name).get_by_role("button", name="Remove").click()
+    page.locator("#models li", has_text=name).wait_for(state="detached")
 
 
 def use_payload_model(page, tmp_path):
@@ -374,7 +440,9 @@ def test_crashed_worker_is_restarted_and_the_app_stays_usable(chat_page, tmp_pat
 def test_model_from_a_url_is_downloaded_cached_and_used(chat_page, server, site):
     since = len(server.log)
     use_url_model(chat_page, server, site)
-    assert server.model_requests(since) == [{"path": "/extra/url-model.gguf", "range": "bytes=0-"}]
+    assert server.model_requests(since) == [{"path": "/extra/url-model.gguf", "range": r}
+                                            for r in ("bytes=0-262143", "bytes=0-")]  # its header, then the file
+    assert chat_page.text_content("#fit-status") == "url-model.gguf: fits"
     assert "url-model.gguf (in use)" in chat_page.locator("#models li", has_text="url-model.gguf").text_content()
     (record,) = chat_page.evaluate(CACHED_MODEL, "url/")
     assert record["complete"] and record["size"] == (site / "extra" / "url-model.gguf").stat().st_size
@@ -402,7 +470,7 @@ def test_missing_storage_space_says_how_much_is_needed(fresh_context, server):
     page.wait_for_selector("#status[data-phase=error]")
     assert ("Not enough storage for the model: it needs 98.4 MB more, the browser allows 40.0 MB for this site."
             in alerts(page, "error")[0])
-    assert server.model_requests(since) == []
+    assert server.model_requests(since) and server.downloads(since) == []  # refused after the header alone
 
 
 def test_interrupted_download_resumes_with_a_range_request(fresh_context, server, model_sha256):
@@ -411,7 +479,7 @@ def test_interrupted_download_resumes_with_a_range_request(fresh_context, server
     server.cut_next_model_download(60_000_000)
     page.goto(server.url)
     wait_ready(page)
-    requests = server.model_requests(since)
+    requests = server.downloads(since)
     assert [r["range"] == "bytes=0-" for r in requests] == [True, False]
     # What the page had read is kept; what the browser still buffered when the connection broke is
     # lost with the stream, so the download resumes at the cut or somewhat before it, never at 0.
@@ -428,5 +496,5 @@ def test_two_tabs_download_the_model_once(fresh_context, server, model_sha256):
         page.goto(server.url, wait_until="commit")
     for page in pages:
         wait_ready(page)
-    assert server.model_requests(since) == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": "bytes=0-"}]
+    assert server.downloads(since) == [{"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "range": "bytes=0-"}]
     assert pages[1].evaluate(CACHED_MODEL, "default/")[0]["sha256"] == model_sha256

@@ -6,7 +6,8 @@ Each download must end in a verified model that chats (its answer is the payload
 to say) or in a clear message; the bytes in IndexedDB are checked against the true file after every
 test (a prefix of it, or all of it: never a corrupt copy); and a resume must really resume: the server's
 log shows each Range request starting where the bytes before it ended. The reference is the server's own
-record of what it sent, and RFC 9110 for Range / If-Range.
+record of what it sent, and RFC 9110 for Range / If-Range. The fit check's reads of a header before each
+download (web/fit_check.js) are served correctly and logged apart: the faults are the download's.
 
 Most tests add a model by URL on one shared page (no known sha256: the ETag guards it); one test runs
 the default model, whose size and sha256 the build manifest states, through a fresh first visit.
@@ -109,6 +110,8 @@ def test_drops_at_random_offsets_resume_from_the_stored_bytes(page, fault_server
     assert len(log) == 4 and 0 < starts[1] < starts[2] < starts[3] < MODEL_BYTES
     etag = fault_server.models["/faulty/drops.gguf"].etag
     assert [r["if_range"] for r in log] == [None, etag, etag, etag]
+    # Before any of it, the fit check read the header once: the resumes do not read it again.
+    assert [(r["range"], r["status"]) for r in fault_server.header_reads("/faulty/drops.gguf")] == [("bytes=0-262143", 206)]
     assert [text.split(" (")[0] for text in alert_texts(page, "notice")[before:]] == [
         "Download interrupted at " + page.evaluate("formatBytes", start) for start in starts[1:]]
 

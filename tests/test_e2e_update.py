@@ -62,7 +62,7 @@ def test_update_is_offered_and_applied_on_reload_with_the_model_kept(browser, bu
         with new_context(browser) as context:
             page = open_ready_page(context, server.url, RECORDER, temperature=0, max_tokens=LONG_ANSWER)
             page.wait_for_selector("#offline-status[data-ready=true]")
-            assert [r["path"] for r in server.model_requests()] == ["/" + manifest_a["model"]["url"]]
+            assert [r["path"] for r in server.downloads()] == ["/" + manifest_a["model"]["url"]]
             assert page.is_hidden("#update-notice")  # the first visit's worker is no update
 
             deploy(server, site_b)

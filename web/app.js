@@ -15,8 +15,9 @@
   const $ = (id) => document.getElementById(id);
   const {alertBox} = PageUI;
   const SAVED_MODEL = "pychat.model";
-  const SAVED_CACHED = "pychat.cached";
-  const SAVED_WORKERS = "pychat.workers";  // "auto" or how many workers split each token  // ids of the complete models in the cache: an eviction shows as a gap
+  const SAVED_CACHED = "pychat.cached";  // ids of the complete models in the cache: an eviction shows as a gap
+  const SAVED_CONTEXT = "pychat.context";  // the context length asked for, or null: the model's default
+  const SAVED_WORKERS = "pychat.workers";  // "auto" or how many workers split each token
   const RESTARTS_PER_MINUTE = 2;
 
   const state = {
@@ -89,15 +90,43 @@
     const previous = state.model;
     state.ready = false;
     try {
+      const record = await state.store.get(spec.id);
+      const download = spec.url && !(record && record.complete);
+      let fit = download  // before the download
+        ? await checkFit({name: spec.name, url: spec.url, stored: record ? record.received || 0 : 0}, previous) : null;
       const bytes = await obtainBytes(spec);
-      setPhase("starting", "Starting Python…");
-      await state.booted;
+      if (!fit) fit = await checkFit({name: spec.name, bytes}, previous);
+      if (fit.freshHeap && previous) return restartPython(spec);  // now cached: loaded from there
+      const options = fit.options;
       setPhase("loading", `Loading ${spec.name} into Python…`);
-      const reply = await state.python.request("load", {name: spec.name, bytes, options: {}}, {transfer: [bytes]});
+      const reply = await state.python.request("load", {name: spec.name, bytes, options}, {transfer: [bytes]});
       await modelLoaded(spec, reply.info);
     } catch (error) {
       await modelFailed(spec, error, previous);
     }
+  }
+
+  /* The context length asked for in #context-length, or null for the model's default. */
+  function chosenContext() {
+    const value = Number($("context-length").value);
+    return value > 0 ? Math.floor(value) : null;
+  }
+
+  /* Does the model fit (fit_check.js)? Shows the verdict; resolves to {options: the load options (a shorter
+   * context when only that fits), freshHeap}, or rejects with the verdict, leaving the model in use
+   * (`previous`) as it was. */
+  async function checkFit(source, previous) {
+    setPhase("starting", "Starting Python…");
+    await state.booted;
+    setPhase("verifying", `Checking whether ${source.name} fits…`);
+    const asked = chosenContext();
+    const verdict = await FitCheck.run({python: state.python, store: state.store, ...source, contextLength: asked});
+    $("fit-status").textContent = `${source.name}: ${verdict.text}`;
+    if (!verdict.fits) throw new WorkerRequestError({type: "DoesNotFit", message: verdict.text, hasModel: Boolean(previous)});
+    const shorter = verdict.contextLength && verdict.policy && verdict.text !== "fits";
+    if (shorter) alertBox("notice", `${source.name} ${verdict.text}: it runs with that context.`);
+    const options = shorter || asked ? {context_length: shorter ? verdict.contextLength : asked} : {};
+    return {options, freshHeap: verdict.freshHeap};
   }
 
   async function modelLoaded(spec, info) {
@@ -141,10 +170,15 @@
     const spec = {id: `file/${file.name}/${file.size}`, name: file.name, url: "", source: "file"};
     const previous = state.model;
     state.ready = false;
-    setPhase("loading", `Loading ${file.name} into Python…`);
     try {
+      const {options, freshHeap} = await checkFit({name: file.name, file}, previous);  // before reading it whole
+      if (freshHeap && previous) {  // into the cache, then from there into a fresh Python (a rejection removes it)
+        await state.store.importFile(file, {id: spec.id});
+        return restartPython(await state.store.get(spec.id));
+      }
+      setPhase("loading", `Loading ${file.name} into Python…`);
       const bytes = await file.arrayBuffer();
-      const reply = await state.python.request("load", {name: file.name, bytes, options: {}}, {transfer: [bytes]});
+      const reply = await state.python.request("load", {name: file.name, bytes, options}, {transfer: [bytes]});
       try {
         await state.store.importFile(file, {id: spec.id, info: reply.info});
       } catch (error) {
@@ -270,9 +304,20 @@
     };
   }
 
+  /* The context picker: a change reloads the model in use with that context (after its fit check). */
+  function wireContext() {
+    const input = $("context-length");
+    input.value = PageUI.loadSaved(SAVED_CONTEXT, null) || "";
+    input.onchange = () => {
+      PageUI.save(SAVED_CONTEXT, chosenContext());
+      if (state.ready && !state.generating && state.model) switchModel(state.model);
+    };
+  }
+
   function wireUp() {
     chat.wire();
     wireWorkers();
+    wireContext();
     $("model-file").onchange = (e) => { if (e.target.files[0]) addModelFile(e.target.files[0]); e.target.value = ""; };
     $("url-form").onsubmit = (e) => { e.preventDefault(); if ($("model-url").value) addModelURL($("model-url").value); };
     document.addEventListener("dragover", (e) => e.preventDefault());

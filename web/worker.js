@@ -24,7 +24,7 @@
 
 importScripts("pyodide_runtime.js", "worker_protocol.js", "tensor_parallel.js");
 
-const API_FUNCTIONS = ["load_model", "set_conversation", "begin_turn", "next_event", "cancel"];
+const API_FUNCTIONS = ["check_fit", "load_model", "set_conversation", "begin_turn", "next_event", "cancel"];
 let py = null;          // the facade from bootPython
 let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
 let stopRequested = false;
@@ -44,6 +44,12 @@ const handlers = {
     }
     api = py.importFunctions("pychat_wasm.worker_api", API_FUNCTIONS);
     return {versions: py.versions, seconds: (performance.now() - started) / 1000};
+  },
+
+  /* The fit report of a model from its first bytes (fit_check.js), or HeaderTruncatedError: send more. */
+  async checkFit({header, fileSize, options}) {
+    if (!api) throw userFacing(new Error("Python is not running"));
+    return checked(py.callWithBytes(api.check_fit, new Uint8Array(header), fileSize, JSON.stringify(options || {})));
   },
 
   async load({name, bytes, options}) {

@@ -5,6 +5,7 @@
  *
  *     const python = new WorkerPool({size: WorkerPool.defaultSize(), onStatus, onCrash});
  *     await python.request("boot", {indexURL, wheelURLs});       // every worker boots its own Pyodide
+ *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
  *     await python.request("chat", {text, settings}, {onEvent});  // events come from worker 0
  *     python.stop(); python.workers;                              // workers holding the model, e.g. 2
@@ -50,6 +51,7 @@ class WorkerPool {
       return this.all(this.members, (m, rank) => m.request("boot", {...payload, rank, workers, shared}));
     }
     if (type === "load") return this.load(payload, transfer);
+    if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
     if (type === "chat" && payload.settings && payload.settings.seed == null) {
       payload = {...payload, settings: {...payload.settings, seed: randomSeed()}};
     }

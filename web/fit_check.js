@@ -1,0 +1,89 @@
+/*
+ * fit_check.js: before a model is downloaded (or a dropped file read whole), its GGUF header alone says
+ * whether it fits: the weights under each storage policy and the KV cache at the chosen context, against the
+ * worker's heap (Python computes these: pychat_wasm/fit_check.py through worker_api.check_fit), and the file
+ * against the browser's storage estimate (store.checkSpace, which throws the "Not enough storage" error). Classic script, one namespace:
+ *
+ *     const verdict = await FitCheck.run({python, store, name, url | file | bytes, stored, contextLength});
+ *                            // stored: bytes of a resumed download already in the store
+ *     verdict.fits           false: refuse (verdict.text says "does not fit: needs X, has Y")
+ *     verdict.contextLength  the context to load with (shorter than asked when only that fits; null: default)
+ *     verdict.text           "fits", "fits with a shorter context (N tokens)" or "does not fit: ..."
+ *     verdict.freshHeap      true: it needs more than half the heap, so load it into a Python holding nothing
+ *
+ * The header of a URL comes from Range requests for its first bytes (256 KiB, then 8x more while the header
+ * goes on); a server that sends the whole file instead is read only that far. When the first bytes cannot be
+ * fetched at all, or are no GGUF file, the check is skipped: the download and the load then meet the same
+ * failure and report it as they always do.
+ */
+"use strict";
+
+(function () {
+  const FIRST_BYTES = 256 * 1024;
+  const GROWTH = 8;
+
+  /* {bytes: ArrayBuffer of at most `length` first bytes, size: the whole file's}, or null (no answer). */
+  async function firstBytes({url, file, bytes}, length) {
+    if (bytes) return {bytes: bytes.slice(0, length), size: bytes.byteLength};  // a cached model's
+    if (file) return {bytes: await file.slice(0, length).arrayBuffer(), size: file.size};
+    let response;
+    try {
+      response = await fetch(url, {headers: {Range: `bytes=0-${length - 1}`}, cache: "no-store"});
+    } catch (error) {
+      return null;
+    }
+    const total = response.status === 206 ? /\/(\d+)$/.exec(response.headers.get("Content-Range") || "")
+      : response.status === 200 ? [null, response.headers.get("Content-Length")] : null;
+    if (!total || !total[1]) {
+      if (response.body) response.body.cancel();
+      return null;
+    }
+    const reader = response.body.getReader();
+    const first = new Uint8Array(Math.min(length, Number(total[1])));
+    for (let filled = 0; filled < first.length;) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      const part = value.subarray(0, first.length - filled);
+      first.set(part, filled);
+      filled += part.length;
+    }
+    reader.cancel();  // a server that ignored the Range: the rest is not wanted
+    return {bytes: first.buffer, size: Number(total[1])};
+  }
+
+  /* Anything else (a web page, say) is left to the download and the load, which say what it is instead. */
+  const isGGUF = (bytes) => new TextDecoder().decode(new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength))) === "GGUF";
+
+  async function run({python, store, name, url = "", file = null, bytes = null, stored = 0, contextLength = null}) {
+    for (let length = FIRST_BYTES; ; length *= GROWTH) {
+      const header = await firstBytes({url, file, bytes}, length);
+      if (!header) return {fits: true, contextLength, text: "not checked (the server did not answer)"};
+      if (!isGGUF(header.bytes)) return {fits: true, contextLength, text: "not checked (not a GGUF file)"};
+      let reply;
+      try {
+        reply = await python.request("checkFit", {header: header.bytes, fileSize: header.size,
+                                                  options: {name, context_length: contextLength}},
+                                     {transfer: [header.bytes]});
+      } catch (error) {
+        if (error.type === "HeaderTruncatedError" && length < header.size) continue;
+        throw error;  // not a GGUF file, an unsupported one, a context out of range: said before any download
+      }
+      if (!bytes) await store.checkSpace(header.size - stored);  // ModelStoreError "quota": says what is missing
+      return verdict(reply.fit);
+    }
+  }
+
+  function verdict(report) {
+    const best = report.best && report.policies[report.best];
+    if (!best) {
+      const smallest = Object.values(report.policies).pop();  // quantized: the least memory
+      return {fits: false, contextLength: null, text: smallest.message};
+    }
+    // Near the heap's size the model needs one that holds nothing else: a heap never shrinks, and what an
+    // earlier model left behind splits it (two 1.9 GB KV arrays failed beside SmolLM2's freed 1 GB).
+    return {fits: true, contextLength: best.context_length, text: best.message, policy: report.best,
+            freshHeap: best.total_bytes > report.memory_limit / 2};
+  }
+
+  self.FitCheck = {run, FIRST_BYTES};
+})();

@@ -123,10 +123,9 @@
     const verdict = await FitCheck.run({python: state.python, store: state.store, ...source, contextLength: asked});
     $("fit-status").textContent = `${source.name}: ${verdict.text}`;
     if (!verdict.fits) throw new WorkerRequestError({type: "DoesNotFit", message: verdict.text, hasModel: Boolean(previous)});
-    const shorter = verdict.contextLength && verdict.policy && verdict.text !== "fits";
-    if (shorter) alertBox("notice", `${source.name} ${verdict.text}: it runs with that context.`);
-    const options = shorter || asked ? {context_length: shorter ? verdict.contextLength : asked} : {};
-    return {options, freshHeap: verdict.freshHeap};
+    if (verdict.shorterContext) alertBox("notice", `${source.name} ${verdict.text}: it runs with that context.`);
+    const contextLength = verdict.shorterContext || asked;
+    return {options: contextLength ? {context_length: contextLength} : {}, freshHeap: verdict.freshHeap};
   }
 
   async function modelLoaded(spec, info) {

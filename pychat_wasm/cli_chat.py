@@ -3,11 +3,13 @@
     pychat-wasm chat                                   # interactive, the installed SmolLM2
     pychat-wasm chat model.gguf --system "Be brief."   # interactive, another model
     pychat-wasm chat --prompt "What is 2+2?" --temperature 0    # one answer on stdout, greedy
+    pychat-wasm chat --prompt "List three fruits." --stop "3."  # the answer ends before the first "3."
 
 Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
 /exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the answer being written; Ctrl-C or
 Ctrl-D at the prompt ends the program. In one-shot mode only the answer goes to stdout; speed and notices go
-to stderr.
+to stderr. A sampling option out of range exits with status 2 (as argparse does for a malformed one) and the
+message the page shows for the same value: both go through sampler.settings_from_mapping.
 """
 from __future__ import annotations
 
@@ -17,15 +19,17 @@ import signal
 import sys
 from typing import Any, Dict, Iterator, TextIO
 
-from .cli_common import CLIError, model_path
-from .errors import PychatError
+from .cli_common import fail, model_path
+from .errors import InvalidSettingsError, PychatError
 from .gguf_reader import GGUFFile
 from .model import DEFAULT_CONTEXT_CAP
-from .sampler import SamplingSettings
+from .sampler import SamplingSettings, settings_from_mapping
 from .session import ChatSession, GenerationStats
+from .stop_strings import MAX_STOP_STRINGS, stop_strings_from_values
 from .weights import POLICIES
 
 DEFAULTS = SamplingSettings()
+USAGE_ERROR = 2  # the exit status argparse gives a malformed option; an out-of-range value is the same mistake
 HELP = """commands:
   /help           this text
   /reset          start a new conversation (keeps the system prompt)
@@ -44,17 +48,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--prompt", metavar="TEXT", help="answer this one message, print only the answer and exit")
     p.add_argument("--system", metavar="TEXT", help="system prompt (default: the chat template's own, if any)")
     p.add_argument("--temperature", type=float, metavar="T", default=DEFAULTS.temperature,
-                   help="0 = greedy, higher = more varied (default %(default)s)")
+                   help="0 = greedy (the same answer every time); the repeat penalty still applies: "
+                        "--repeat-penalty 1 turns it off; higher = more varied (default %(default)s)")
     p.add_argument("--top-k", type=int, metavar="K", default=DEFAULTS.top_k, help="0 = off (default %(default)s)")
     p.add_argument("--top-p", type=float, metavar="P", default=DEFAULTS.top_p, help="1 = off (default %(default)s)")
     p.add_argument("--min-p", type=float, metavar="P", default=DEFAULTS.min_p, help="0 = off (default %(default)s)")
     p.add_argument("--repeat-penalty", type=float, metavar="R", default=DEFAULTS.repeat_penalty,
                    help="1 = off (default %(default)s)")
     p.add_argument("--repeat-last-n", type=int, metavar="N", default=DEFAULTS.repeat_last_n,
-                   help="tokens the penalty looks back on (default %(default)s)")
+                   help="tokens the penalty looks back on, 0 = off (default %(default)s)")
     p.add_argument("-n", "--max-tokens", type=int, metavar="N", default=DEFAULTS.max_tokens,
                    help="longest answer in tokens (default %(default)s)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed for reproducible answers (default: random)")
+    p.add_argument("--stop", action="append", metavar="TEXT",
+                   help="end the answer where this text appears, without it; repeatable, up to %d"
+                        % MAX_STOP_STRINGS)
     p.add_argument("--context", type=int, metavar="N",
                    help="context length in tokens (default: the model's, at most %d)" % DEFAULT_CONTEXT_CAP)
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
@@ -65,27 +73,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def settings_from_args(args: argparse.Namespace) -> SamplingSettings:
-    if args.max_tokens < 1:
-        raise CLIError("--max-tokens must be at least 1")
-    if args.context is not None and args.context < 16:
-        raise CLIError("--context must be at least 16 tokens")
-    return SamplingSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
-                            max_tokens=args.max_tokens, seed=args.seed)
+    """The sampling options, checked by the code that checks the page's form (InvalidSettingsError)."""
+    return settings_from_mapping(vars(args))  # the options are named as SamplingSettings' fields
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and chat; PychatError/OSError propagate to cli.main, which prints them without a traceback."""
-    settings = settings_from_args(args)
+    """Load the model and chat; PychatError/OSError propagate to cli.main, which prints them without a traceback.
+    The context length is checked where the page's is, in ModelConfig.from_gguf."""
+    try:
+        settings, stop_strings = settings_from_args(args), stop_strings_from_values(args.stop)
+    except InvalidSettingsError as exc:
+        fail(str(exc))
+        return USAGE_ERROR
     path = model_path(args.model)
     if args.prompt is None:
         print("loading %s ..." % path, file=sys.stderr)
-    gguf = GGUFFile.open(str(path))
-    trained = gguf.arch_value("context_length")
-    if args.context is not None and trained is not None and args.context > int(trained):
-        raise CLIError("--context %d is more than this model's context of %d tokens" % (args.context, trained))
-    session = ChatSession.from_gguf(gguf, policy=args.policy, context_length=args.context,
-                                    system_prompt=args.system, settings=settings)
+    session = ChatSession.from_gguf(GGUFFile.open(str(path)), policy=args.policy, context_length=args.context,
+                                    system_prompt=args.system, settings=settings, stop_strings=stop_strings)
     if args.prompt is not None:
         stream_answer(session, args.prompt, sys.stdout, report=sys.stderr)
         return 0

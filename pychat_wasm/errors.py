@@ -68,6 +68,11 @@ class InvalidSettingError(PychatError, ValueError):
     """A setting or argument outside what the model allows (context length, policy, token ids)."""
 
 
+class InvalidSettingsError(InvalidSettingError):
+    """A sampling setting or stop string the user chose that is out of range or not a number: the CLI's options
+    and the page's form are checked by the same code (sampler.settings_from_mapping), with the same message."""
+
+
 class InvalidConversationError(PychatError, ValueError):
     """A conversation to restore whose messages are not {"role": system/user/assistant, "content": text}."""
 

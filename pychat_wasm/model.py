@@ -8,18 +8,22 @@ Supports three decoder-only architectures that differ only in a few named places
               norms after attention and FFN, GELU (tanh) FFN, and 5 of every 6 layers
               attending only to a sliding window (with their own RoPE base)
 
-The prompt goes through as matrices of up to PREFILL_CHUNK tokens, later tokens one at a time; both
-write keys and values into a preallocated KV cache. The numpy building blocks (rms_norm, RoPE, masks)
-are in layers.py. References: llama2.c's run.c, transformers' modeling_llama / modeling_qwen2 /
-modeling_gemma3, llama.cpp's src/models/.
+forward() takes any number of tokens and runs them as matrices of up to FORWARD_BATCH_TOKENS rows, which
+bounds its memory for callers that pass a whole prompt (tests, benchmarks). The chat session passes smaller
+pieces on its own (session.PROMPT_CHUNK, so it can report progress and see a Stop between them), then one
+token at a time; every call writes keys and values into a preallocated KV cache. The numpy building blocks
+(rms_norm, RoPE, masks) are in layers.py. References: llama2.c's run.c, transformers' modeling_llama /
+modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
 
     >>> model = Model.from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
     >>> logits = model.forward([1, 9690, 198], start_pos=0)             # -> [vocab]  # doctest: +SKIP
     >>> logits = model.forward([int(logits.argmax())], start_pos=3)     # doctest: +SKIP
+    >>> model.forward([1, 9690], start_pos=0, logits=False)            # fills the cache only  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence, Tuple
 
@@ -36,7 +40,7 @@ from .tensor_parallel import Collective, ShardPlan, head_blocks
 from .weights import DEFAULT_MEMORY_BUDGET, choose_policy
 
 DEFAULT_CONTEXT_CAP = 4096  # KV cache for SmolLM2 at 4096 positions: 189 MB
-PREFILL_CHUNK = 256  # prompt tokens per batch: bounds the attention scores to [heads, 256, context]
+FORWARD_BATCH_TOKENS = 256  # tokens per pass through the layers: bounds the scores to [heads, 256, context]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,8 +117,10 @@ class ModelConfig:
             sliding_window=window, global_layer_every=traits.global_layer_every,
             local_rope_base=traits.local_rope_base)
         check_config(config, gguf_file)
-        if not 1 <= context_length <= trained:
-            raise InvalidSettingError("context_length must be between 1 and the model's %d, got %d"
+        # The one check of a chosen context: the CLI's --context, the page's and check_fit's context_length.
+        whole = isinstance(context_length, numbers.Integral) and not isinstance(context_length, bool)
+        if not (whole and 1 <= context_length <= trained):
+            raise InvalidSettingError("context_length must be between 1 and the model's %d tokens, not %r"
                                       % (trained, context_length))
         return config
 
@@ -191,11 +197,19 @@ class Model:
         unique = {id(a): a for a in arrays if a is not None}
         return sum(int(a.nbytes) for a in unique.values())
 
-    def forward(self, tokens: Sequence[int], start_pos: int, all_logits: bool = False) -> np.ndarray:
-        """Run `tokens` at positions start_pos...; logits [len(tokens), vocab] if all_logits else [vocab]."""
+    def forward(self, tokens: Sequence[int], start_pos: int, all_logits: bool = False,
+                logits: bool = True) -> Optional[np.ndarray]:
+        """Run `tokens` at positions start_pos...; logits [len(tokens), vocab] if all_logits else [vocab].
+
+        logits=False only fills the KV cache and returns None: the final norm and the vocabulary head, the
+        largest product of a prompt chunk whose logits nobody reads, are skipped. A sharded model's workers
+        must all pass the same flags, since the head's gather is a collective call.
+        """
         n_tokens, end = len(tokens), start_pos + len(tokens)
         if n_tokens == 0:
             raise InvalidSettingError("forward needs at least one token")
+        if all_logits and not logits:
+            raise InvalidSettingError("all_logits asks for the logits that logits=False skips")
         if end > self.config.context_length:
             raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
                                    % (end, self.config.context_length, start_pos, end - 1))
@@ -206,14 +220,19 @@ class Model:
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise InvalidSettingError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
         self.n_past = start_pos  # anything cached from here on is being replaced
-        chunks = [self._forward_chunk(ids[i:i + PREFILL_CHUNK], start_pos + i, all_logits)
-                  for i in range(0, n_tokens, PREFILL_CHUNK)]
-        logits = np.concatenate(chunks) if all_logits else chunks[-1][-1]
-        if not np.isfinite(logits).all():  # finite weights can still overflow when they are absurdly large
+        wanted = []  # hidden states [n, dim] of the tokens whose logits are asked for
+        for begin in range(0, n_tokens, FORWARD_BATCH_TOKENS):
+            hidden = self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], start_pos + begin)  # [n, dim]
+            wanted = wanted + [hidden] if all_logits else [hidden[-1:]]
+        if not logits:
+            return None
+        rows = self._vocab_logits(np.concatenate(wanted))  # [n, vocab]
+        if not np.isfinite(rows).all():  # finite weights can still overflow when they are absurdly large
             raise InvalidModelError("the model computed NaN or infinite logits: its weights are corrupt")
-        return logits
+        return rows if all_logits else rows[0]
 
-    def _forward_chunk(self, ids: np.ndarray, start_pos: int, all_logits: bool) -> np.ndarray:
+    def _run_layers(self, ids: np.ndarray, start_pos: int) -> np.ndarray:
+        """The hidden states [n, dim] after the last layer; keys and values go into the cache on the way."""
         cfg = self.config
         x = self.token_embedding.rows(ids) * np.float32(cfg.embed_scale)  # [n, dim]
         positions = np.arange(start_pos, start_pos + len(ids))
@@ -233,9 +252,11 @@ class Model:
                 h = rms_norm(h, w.post_ffn_norm, cfg.rms_eps)
             x = x + h  # residual
         self.n_past = start_pos + len(ids)
-        if not all_logits:
-            x = x[-1:]  # only the last token's logits are wanted
-        return self._gather(self.output.matmul(rms_norm(x, self.output_norm, cfg.rms_eps)))  # [n, vocab]
+        return x
+
+    def _vocab_logits(self, hidden: np.ndarray) -> np.ndarray:
+        """Hidden states [n, dim] -> logits [n, vocab]: the final norm and the output head."""
+        return self._gather(self.output.matmul(rms_norm(hidden, self.output_norm, self.config.rms_eps)))
 
     def _sum(self, partial: np.ndarray) -> None:
         """A shard's partial product [n, dim] becomes the whole one (the same numbers in every worker)."""

@@ -9,8 +9,8 @@
 
 Each supported type is a block format (quants_legacy.py, quants_k.py): a numpy dtype for one block
 and a vectorized decoder. Here they are registered by type id, sizes are checked, and tensors are
-decoded CHUNK_WEIGHTS weights at a time straight into a preallocated output, so the temporaries of a
-178 MB embedding stay about a megabyte each. Results are bit-exact against ggml and gguf-py.
+decoded WEIGHTS_PER_DECODE_STEP weights at a time straight into a preallocated output, so the
+temporaries of a 178 MB embedding stay about a megabyte each. Results are bit-exact against ggml and gguf-py.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from .ggml_types import TYPES_BY_NAME, ggml_type, row_nbytes
 from .quants_k import K_FORMATS
 from .quants_legacy import LEGACY_FORMATS
 
-# Weights decoded per step (1 MiB of float32 output); temporaries scale with it.
-CHUNK_WEIGHTS = 1 << 18
+# Weights one decoder call turns into floats (1 MiB of float32 output); its temporaries scale with it.
+# (weights.WEIGHTS_PER_ROW_BAND, the rows a matrix product decodes at once, is a separate, larger bound.)
+WEIGHTS_PER_DECODE_STEP = 1 << 18
 
 
 def _register(formats: Sequence[Any]) -> Dict[int, Any]:
@@ -107,6 +108,6 @@ def _dequantize_into(fmt: Any, data: np.ndarray, out: np.ndarray) -> None:
     if blocks.shape[0] == 0:
         return
     out_blocks = out.reshape(blocks.shape[0], -1)  # [n_blocks, block_size]
-    step = max(1, CHUNK_WEIGHTS // max(1, out_blocks.shape[1]))
+    step = max(1, WEIGHTS_PER_DECODE_STEP // max(1, out_blocks.shape[1]))
     for first in range(0, blocks.shape[0], step):
         fmt.dequantize_blocks(blocks[first:first + step], out_blocks[first:first + step])

@@ -4,26 +4,36 @@ The pipeline follows the order of Hugging Face `generate()`: repetition penalty,
 min-p, then one draw from the remaining distribution. A temperature of 0 means greedy decoding (argmax after
 the repetition penalty).
 
+The settings a user chooses (CLI options, the page's form) become SamplingSettings through
+settings_from_mapping, which checks each one against its SETTING_RULES entry.
+
 Reproducibility: given the same logits, the same seed gives the same tokens on every platform (CPython +
 numpy, Pyodide's Python + numpy in wasm). The random numbers come from our own SplitMix64 in Python integers, ties are
 broken by token id with a stable sort, and the probabilities are computed in float64.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import InvalidSettingsError
+
 _MASK64 = (1 << 64) - 1
+MAX_TEMPERATURE = 10  # far past where the answers are noise; a bound keeps typos like 70 from slipping through
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
     """Generation settings shared by the CLI and the web UI (the defaults live here and nowhere else).
 
-    temperature     0.7   0 = greedy; higher = more varied answers
+    temperature     0.7   0 = greedy (the same answer every time; the repeat penalty still applies); higher =
+                          more varied answers
     top_k           40    keep the 40 most likely tokens (0 = off)
     top_p           0.95  keep the smallest set of tokens whose probability adds up to 0.95 (1 = off)
     min_p           0.05  drop tokens less than 5% as likely as the best one (0 = off)
@@ -31,6 +41,8 @@ class SamplingSettings:
     repeat_last_n   64    how many recent tokens (prompt included) the penalty looks at
     max_tokens      512   longest answer, in tokens
     seed            None  None = a fresh random seed per session; an int gives reproducible answers
+
+    The values a user may choose are in SETTING_RULES; settings_from_mapping checks them.
 
     >>> SamplingSettings(temperature=0).is_greedy
     True
@@ -48,6 +60,84 @@ class SamplingSettings:
     @property
     def is_greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class SettingRule:
+    """The values one sampling setting accepts, and its name as a user sees it."""
+
+    label: str  # as the CLI's --help and the page's form name it
+    whole: bool  # an integer setting: a whole float such as 5.0 (JSON has no integers of its own) is accepted
+    low: Union[int, float]
+    high: Union[int, float] = math.inf
+    low_excluded: bool = False  # the range starts just above `low`
+    hint: str = ""  # what a special value means
+
+    def describe(self) -> str:
+        """'a whole number of at least 1', 'a number above 0 and at most 1 (1 = off)', ..."""
+        bounded = self.high != math.inf
+        if self.low_excluded:
+            bounds = "above %s" % self.low + (" and at most %s" % self.high if bounded else "")
+        else:
+            bounds = "from %s to %s" % (self.low, self.high) if bounded else "of at least %s" % self.low
+        hint = " (%s)" % self.hint if self.hint else ""
+        return "%s %s%s" % ("a whole number" if self.whole else "a number", bounds, hint)
+
+    def checked(self, value: Any) -> Union[int, float]:
+        """`value` as an int (whole settings) or a float; InvalidSettingsError if the rule refuses it."""
+        number = self._as_number(value)
+        if number is None or not self._in_range(number):
+            raise InvalidSettingsError("%s must be %s, not %r" % (self.label, self.describe(), value))
+        return number
+
+    def _in_range(self, number: Union[int, float]) -> bool:
+        above_low = number > self.low if self.low_excluded else number >= self.low
+        return above_low and number <= self.high
+
+    def _as_number(self, value: Any) -> Optional[Union[int, float]]:
+        """The number `value` stands for, or None for a bool, a text, NaN, infinity or a fraction of a whole."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None
+        if self.whole:
+            if isinstance(value, numbers.Integral):
+                return int(value)
+            return int(value) if math.isfinite(value) and float(value).is_integer() else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range
+            return None
+        return number if math.isfinite(number) else None
+
+
+SETTING_RULES = {
+    "temperature": SettingRule("temperature", False, 0, MAX_TEMPERATURE, hint="0 = greedy"),
+    "top_k": SettingRule("top-k", True, 0, hint="0 = off"),
+    "top_p": SettingRule("top-p", False, 0, 1, low_excluded=True, hint="1 = off"),
+    "min_p": SettingRule("min-p", False, 0, 1, hint="0 = off"),
+    "repeat_penalty": SettingRule("repeat penalty", False, 0, low_excluded=True, hint="1 = off"),
+    "repeat_last_n": SettingRule("repeat last n", True, 0, hint="0 = off"),
+    "max_tokens": SettingRule("max tokens", True, 1),
+    "seed": SettingRule("seed", True, 0, 2 ** 63 - 1),
+}
+
+
+def settings_from_mapping(values: Mapping[str, Any], base: SamplingSettings = SamplingSettings()) -> SamplingSettings:
+    """`base` changed by `values`, each value checked by its SETTING_RULES entry: the one path by which the CLI's
+    options and the page's form (worker_api.settings_from_json) become settings, with the same messages.
+
+    Keys are SamplingSettings' field names; unknown keys are ignored and a None value keeps base's value.
+
+    >>> settings_from_mapping({"temperature": 0, "top_k": 5.0, "seed": None, "colour": "blue"}).top_k
+    5
+    >>> settings_from_mapping({"max_tokens": 0})
+    Traceback (most recent call last):
+    pychat_wasm.errors.InvalidSettingsError: max tokens must be a whole number of at least 1, not 0
+    """
+    if not isinstance(values, Mapping):
+        raise InvalidSettingsError("the settings must map names to values, not be a %s" % type(values).__name__)
+    changes = {name: rule.checked(values[name]) for name, rule in SETTING_RULES.items()
+               if values.get(name) is not None}
+    return replace(base, **changes)
 
 
 class SplitMix64:

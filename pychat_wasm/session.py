@@ -12,13 +12,17 @@ The session is driven by a generator, so a browser worker can run it one token a
             print("\\n%.1f tok/s" % event.stats.generation_tps)
 
 Event kinds: "progress" (prompt tokens processed so far), "piece" (answer text, in order), "notice" (something
-the user should know, e.g. old turns were dropped), and a final "done" carrying `GenerationStats`.
+the user should know, e.g. old turns were dropped), and a final "done" carrying `GenerationStats` and the whole
+answer. Only a turn that gets to "done" changes the session's conversation.
+
+Who owns the conversation: the CLI lets the session keep it (`generate(text)` adds a message); the page keeps
+its own and sends it whole each turn (`reply(messages)`), so nothing is kept twice.
 
 Context budget: "progress", "piece" and "done" events carry `budget`, the token ids the answer occupies in the
 context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
 answer = the rendered prompt's tokens + the tokens generated so far; `dropped` = how many of the oldest
-user/assistant messages (since the last reset/restore) the trimming took out of the context; `will_drop_next`
-= a next message as long as the last one will make it drop more: used + reserve > context, the reserve being
+user/assistant messages (of those given to `reply`, or since the last reset/restore) the trimming took out of
+the context; `will_drop_next` = a next message as long as the last one will make it drop more: used + reserve > context, the reserve being
 the room kept for an answer plus the last user message's tokens (its role header included).
 
 KV reuse: the session remembers which token ids the model's KV cache holds. A new prompt is rendered from the
@@ -28,71 +32,16 @@ the same logits as recomputing everything.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .chat_events import Answer, ChatEvent, GenerationStats
 from .chat_template import ChatTemplate, encode_chat
-from .errors import ContextFullError, InvalidConversationError, PychatError, TokenizerError
+from .errors import ContextFullError, InvalidConversationError, TokenizerError
 from .sampler import Sampler, SamplingSettings
 from .stop_strings import StopStringFilter
 
 PROMPT_CHUNK = 32  # prompt tokens per forward call: cancellation and progress are checked between chunks
 MAX_CHARS_PER_TOKEN = 64  # a rendered prompt longer than this times the context cannot fit, whatever the vocabulary
-
-
-@dataclass
-class GenerationStats:
-    """Counts and timings of one answer."""
-
-    prompt_tokens: int = 0  # prompt tokens run through the model (new ones only)
-    reused_tokens: int = 0  # prompt tokens whose keys/values were already in the cache
-    prompt_seconds: float = 0.0
-    generated_tokens: int = 0  # tokens sampled, the closing end-of-turn token included
-    generation_seconds: float = 0.0
-    stop_reason: str = ""  # "eos" | "stop_string" | "length" | "cancelled" | "context_full"
-    seed: Optional[int] = None
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
-
-    @property
-    def generation_tps(self) -> float:
-        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        """One line for people: '42 prompt tokens, 310.5 tok/s | 8 tokens, 35.1 tok/s'."""
-        return "%d prompt tokens, %.1f tok/s | %d tokens, %.1f tok/s" % (
-            self.prompt_tokens, self.prompt_tps, self.generated_tokens, self.generation_tps)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return dict(asdict(self), prompt_tps=self.prompt_tps, generation_tps=self.generation_tps)
-
-
-@dataclass
-class ChatEvent:
-    """One step of `ChatSession.generate`; `as_dict()` gives plain data for postMessage/JSON."""
-
-    kind: str  # "progress" | "piece" | "notice" | "done"
-    text: str = ""
-    progress: Tuple[int, int] = (0, 0)  # (prompt tokens processed, prompt tokens to process)
-    stats: Optional[GenerationStats] = None
-    budget: Optional[Dict[str, Any]] = None  # see "Context budget" in the module docstring
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"kind": self.kind, "text": self.text, "progress": list(self.progress),
-                "stats": self.stats.as_dict() if self.stats else None, "budget": self.budget}
-
-
-@dataclass
-class _Answer:
-    """The answer being generated: shown text and bookkeeping for the stats."""
-
-    text: List[str] = field(default_factory=list)
-    stats: GenerationStats = field(default_factory=GenerationStats)
-    prompt_tokens: int = 0  # the whole rendered prompt, reused tokens included
-    system_tokens: int = 0  # its leading part that comes before the first user/assistant message
-    message_tokens: int = 0  # its trailing part that the user's message added
 
 
 class ChatSession:
@@ -139,21 +88,21 @@ class ChatSession:
     def restore(self, messages: Sequence[Dict[str, str]]) -> None:
         """Continue a saved conversation (e.g. after a page reload); a first "system" message is its system
         prompt, otherwise the template's default applies. The cache keeps whatever prefix still matches."""
-        for message in messages:
-            if message.get("role") not in ("system", "user", "assistant") or not isinstance(
-                    message.get("content"), str):
-                raise InvalidConversationError("a restored message needs role system/user/assistant and text "
-                                               "content: %r" % (message,))
-        self.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        has_system = bool(self.messages) and self.messages[0]["role"] == "system"
-        self.system_prompt = self.messages[0]["content"] if has_system else None
+        self.messages = _checked_messages(messages)
+        self.system_prompt = self.messages[0]["content"] if _has_system(self.messages) else None
         self.dropped = 0
         self._budget = None
 
     def use_settings(self, settings: SamplingSettings) -> None:
-        """Sample the next answers with `settings` (a new seed sequence starts with them)."""
+        """Sample the next answers with `settings`. The fixed seed in use continues its random stream, so turn
+        after turn a seeded conversation is one reproducible stream (as in the CLI); another seed, or none,
+        starts a new stream."""
+        same_stream = settings.seed is not None and settings.seed == self.sampler.seed
         self.settings = settings
-        self.sampler = Sampler(settings)
+        if same_stream:
+            self.sampler.settings = settings
+        else:
+            self.sampler = Sampler(settings)
 
     def cancel(self) -> None:
         """Ask the running `generate` to stop after the current token (safe to call from a signal handler)."""
@@ -162,59 +111,74 @@ class ChatSession:
     # ---- one answer -----------------------------------------------------------------------------------------
 
     def generate(self, user_text: str) -> Iterator[ChatEvent]:
-        """Add a user message and stream the assistant's answer as events (see the module docstring)."""
+        """Add a user message to the session's conversation and stream the assistant's answer as events (see
+        the module docstring)."""
+        return self._turn(self.messages, user_text, dropped_before=self.dropped)
+
+    def reply(self, messages: Sequence[Dict[str, str]]) -> Iterator[ChatEvent]:
+        """Answer a conversation its owner keeps (the page): a first "system" message, if any, then user and
+        assistant messages ending with the user's. Like restore(messages[:-1]) + generate(last message), except
+        that a turn that fails leaves the session as it was."""
+        messages = _checked_messages(messages)
+        if not messages or messages[-1]["role"] != "user":
+            raise InvalidConversationError("a conversation to answer ends with a user message")
+        return self._turn(messages[:-1], messages[-1]["content"], dropped_before=0)
+
+    def _turn(self, history: List[Dict[str, str]], user_text: str, dropped_before: int) -> Iterator[ChatEvent]:
+        """Answer `user_text` after `history`. Only a turn that ends (an end token, a stop, max tokens, Stop)
+        changes the session: its messages become those the prompt kept plus the answer."""
         self._cancel = False
-        self.messages.append({"role": "user", "content": user_text})
-        try:
-            prompt_ids, dropped = self._fit_prompt()
-        except PychatError:
-            self.messages.pop()
-            raise
+        prompt_ids, kept, dropped = self._fit_prompt(list(history) + [{"role": "user", "content": user_text}])
         if dropped:
             yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
                                       "is kept)." % (dropped, "s" if dropped > 1 else ""))
-        self.dropped += dropped
-        answer = _Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(prompt_ids),
-                         message_tokens=len(prompt_ids) - len(self._encode(self.messages[:-1])))
+        answer = Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(kept, prompt_ids),
+                         message_tokens=len(prompt_ids) - len(self._encode(kept[:-1])),
+                         dropped=dropped_before + dropped)
         answer.stats.seed = self.sampler.seed
-        try:
-            for event in self._run(prompt_ids, answer):
-                if event.kind != "notice":
-                    event.budget = self._answer_budget(answer)
-                yield event
-        finally:
-            self.messages.append({"role": "assistant", "content": "".join(answer.text)})
-        yield ChatEvent("done", stats=answer.stats, budget=self._answer_budget(answer))
+        for event in self._run(prompt_ids, answer):
+            if event.kind != "notice":
+                event.budget = self._answer_budget(answer)
+            yield event
+        text = "".join(answer.text)
+        self.messages = kept + [{"role": "assistant", "content": text}]
+        self.system_prompt = kept[0]["content"] if _has_system(kept) else None
+        self.dropped = answer.dropped
+        yield ChatEvent("done", text=text, stats=answer.stats, budget=self._answer_budget(answer))
 
     # ---- context budget -------------------------------------------------------------------------------------
 
-    def budget(self) -> Dict[str, Any]:
+    def budget(self, messages: Optional[Sequence[Dict[str, str]]] = None) -> Dict[str, Any]:
         """The context budget now: that of the last answer, or, before any answer since the conversation was
-        set, of the conversation rendered as it stands (nothing generated yet)."""
-        if self._budget is not None:
+        set, of the conversation rendered as it stands (nothing generated yet). Given `messages` (as for
+        `reply`, without trimming), the budget they would take before an answer; the session is unchanged."""
+        if messages is None and self._budget is not None:
             return dict(self._budget)
-        ids = self._encode(self.messages)
-        return self._make_budget(len(ids), self._system_tokens(ids), 0, 0)
+        messages = self.messages if messages is None else _checked_messages(messages)
+        ids = self._encode(messages)
+        dropped = self.dropped if messages is self.messages else 0
+        return self._make_budget(len(ids), self._system_tokens(messages, ids), 0, 0, dropped)
 
-    def _answer_budget(self, answer: _Answer) -> Dict[str, Any]:
+    def _answer_budget(self, answer: Answer) -> Dict[str, Any]:
         self._budget = self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens,
-                                         answer.message_tokens)
+                                         answer.message_tokens, answer.dropped)
         return self._budget
 
-    def _make_budget(self, prompt: int, system: int, answer: int, next_message: int) -> Dict[str, Any]:
+    def _make_budget(self, prompt: int, system: int, answer: int, next_message: int, dropped: int) -> Dict[str, Any]:
         used = prompt + answer
         reserve = self._answer_room() + next_message
         return {"used": used, "context": self.context_length, "system": system, "history": prompt - system,
-                "answer": answer, "reserve": reserve, "dropped": self.dropped,
+                "answer": answer, "reserve": reserve, "dropped": dropped,
                 "will_drop_next": used + reserve > self.context_length}
 
-    def _system_tokens(self, prompt_ids: List[int]) -> int:
-        """How many leading prompt ids come before the first user/assistant message: the system prompt and the
-        template's preamble (found as the prefix shared with the conversation cut down to the system part)."""
-        first_turn = 1 if self.messages and self.messages[0]["role"] == "system" else 0
-        if not self.messages[first_turn:]:
+    def _system_tokens(self, messages: List[Dict[str, str]], prompt_ids: List[int]) -> int:
+        """How many leading ids of the prompt of `messages` come before the first user/assistant message: the
+        system prompt and the template's preamble (the prefix shared with the conversation cut down to the
+        system part)."""
+        first_turn = 1 if _has_system(messages) else 0
+        if not messages[first_turn:]:
             return len(prompt_ids)
-        head = self.messages[:first_turn] + [{"role": "user", "content": ""}]
+        head = messages[:first_turn] + [{"role": "user", "content": ""}]
         return _common_prefix_length(self._encode(head), prompt_ids)
 
     def _answer_room(self) -> int:
@@ -231,28 +195,49 @@ class ChatSession:
                                    % (len(text), self.context_length))
         return encode_chat(self.tokenizer, text)
 
-    def _fit_prompt(self) -> Tuple[List[int], int]:
-        """The prompt ids, after dropping the oldest user/assistant messages until the prompt leaves room for
-        an answer (`_answer_room`). Returns (ids, messages dropped)."""
-        room = self._answer_room()
-        first_turn = 1 if self.messages[0]["role"] == "system" else 0
-        dropped = 0
-        ids = self._encode(self.messages, add_generation_prompt=True)
-        while len(ids) + room > self.context_length and len(self.messages) - first_turn > 1:
-            del self.messages[first_turn]  # oldest user message, then its answer, ...
-            if len(self.messages) - first_turn > 1 and self.messages[first_turn]["role"] == "assistant":
-                del self.messages[first_turn]
-                dropped += 1
-            dropped += 1
-            ids = self._encode(self.messages, add_generation_prompt=True)
+    def _fit_prompt(self, messages: List[Dict[str, str]]) -> Tuple[List[int], List[Dict[str, str]], int]:
+        """The prompt of `messages` after dropping the fewest oldest whole turns (a user message and what
+        follows it up to the next one) for the prompt to leave room for an answer (`_answer_room`); the system
+        prompt and the last user message always stay. Returns (ids, the messages kept, how many were dropped).
+
+        Fewer messages never make a longer prompt, so the cut is found by bisection: a few encodings, however
+        long the conversation."""
+        first_turn = 1 if _has_system(messages) else 0
+        turns = messages[first_turn:]
+        cuts = [0] + [i for i, m in enumerate(turns) if m["role"] == "user" and i > 0]  # where a kept part may start
+        encoded: Dict[int, Optional[List[int]]] = {}
+
+        def prompt(cut: int) -> Optional[List[int]]:  # the ids when turns[:cut] are dropped; None: far too long
+            if cut not in encoded:
+                try:
+                    encoded[cut] = self._encode(messages[:first_turn] + turns[cut:], add_generation_prompt=True)
+                except ContextFullError:
+                    encoded[cut] = None
+            return encoded[cut]
+
+        def fits(cut: int) -> bool:
+            ids = prompt(cut)
+            return ids is not None and len(ids) + self._answer_room() <= self.context_length
+
+        low, high = 0, len(cuts) - 1  # the first fitting cut is in cuts[low..high] (the last one, if none fits)
+        while low < high:
+            middle = (low + high) // 2
+            if fits(cuts[middle]):
+                high = middle
+            else:
+                low = middle + 1
+        cut = cuts[low]
+        ids = prompt(cut)
+        if ids is None:
+            self._encode(messages[:first_turn] + turns[cut:])  # raises the ContextFullError that says why
         if not ids:
             raise TokenizerError("the prompt encodes to no tokens: this model's vocabulary cannot write the text")
         if len(ids) >= self.context_length:
             raise ContextFullError("the message is too long: the prompt has %d tokens and the context holds %d"
                                    % (len(ids), self.context_length))
-        return ids, dropped
+        return ids, messages[:first_turn] + turns[cut:], cut
 
-    def _run(self, prompt_ids: List[int], answer: _Answer) -> Iterator[ChatEvent]:
+    def _run(self, prompt_ids: List[int], answer: Answer) -> Iterator[ChatEvent]:
         """Process the new part of the prompt, then sample, stream and feed back tokens until a stop."""
         stats = answer.stats
         start = time.perf_counter()
@@ -308,14 +293,30 @@ class ChatSession:
         new_ids = prompt_ids[reuse:]
         stats.prompt_tokens = len(new_ids)
         for begin in range(0, len(new_ids), PROMPT_CHUNK):
-            logits = self._forward(new_ids[begin: begin + PROMPT_CHUNK])
-            yield logits, min(begin + PROMPT_CHUNK, len(new_ids)), len(new_ids)
+            end = min(begin + PROMPT_CHUNK, len(new_ids))
+            logits = self._forward(new_ids[begin:end], logits=end == len(new_ids))  # only the last chunk's are read
+            yield logits, end, len(new_ids)
 
-    def _forward(self, ids: List[int]):
+    def _forward(self, ids: List[int], logits: bool = True):
         """Run `ids` after the cached tokens; the cache bookkeeping changes only once the model has finished."""
-        logits = self.model.forward(ids, start_pos=len(self.cached_ids))  # [vocab] for the last token
+        out = self.model.forward(ids, start_pos=len(self.cached_ids), logits=logits)  # [vocab] of the last, or None
         self.cached_ids.extend(ids)
-        return logits
+        return out
+
+
+def _has_system(messages: Sequence[Dict[str, str]]) -> bool:
+    return bool(messages) and messages[0]["role"] == "system"
+
+
+def _checked_messages(messages: Sequence[Dict[str, str]]) -> List[Dict[str, str]]:
+    """A copy of `messages` as plain {"role", "content"} dicts; InvalidConversationError for anything else."""
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "user", "assistant") or (role == "system" and i > 0) or not isinstance(
+                message.get("content"), str):
+            raise InvalidConversationError("a message needs the role system (first only), user or assistant, and "
+                                           "text content: %r" % (message,))
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

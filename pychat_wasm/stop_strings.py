@@ -1,7 +1,38 @@
-"""Streaming answer text while holding back anything that could become a stop string."""
+"""Stop strings: the ones a user gives, checked; and streaming answer text while holding back anything that
+could become one."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, List, Sequence
+
+from .errors import InvalidSettingsError
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_CHARACTERS = 200  # a longer one is a paste gone wrong, and each is searched for at every token
+
+
+def stop_strings_from_values(values: Any) -> List[str]:
+    """The stop strings a user gave (the CLI's --stop), checked: at most 16, each a non-empty text of at most
+    200 characters. None or an empty list: no stop strings.
+
+    >>> stop_strings_from_values(["User:", "\\n\\n"])
+    ['User:', '\\n\\n']
+    >>> stop_strings_from_values(["User:", ""])
+    Traceback (most recent call last):
+    pychat_wasm.errors.InvalidSettingsError: a stop string must be a non-empty text, not ''
+    """
+    if values is None:
+        return []
+    if not isinstance(values, (list, tuple)):
+        raise InvalidSettingsError("the stop strings must be a list of texts, not a %s" % type(values).__name__)
+    if len(values) > MAX_STOP_STRINGS:
+        raise InvalidSettingsError("there can be at most %d stop strings, not %d" % (MAX_STOP_STRINGS, len(values)))
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise InvalidSettingsError("a stop string must be a non-empty text, not %r" % (value,))
+        if len(value) > MAX_STOP_STRING_CHARACTERS:
+            raise InvalidSettingsError("a stop string can be at most %d characters long, not %d"
+                                       % (MAX_STOP_STRING_CHARACTERS, len(value)))
+    return list(values)
 
 
 class StopStringFilter:

@@ -32,16 +32,19 @@ from .ggml_types import TYPES_BY_NAME, row_nbytes
 POLICIES = ("float32", "int8", "quantized")  # fastest first
 DEFAULT_MEMORY_BUDGET = 1.2 * 2 ** 30  # bytes for cached weights + KV cache
 INT8_BLOCK = 32  # weights sharing one int8 scale
-CHUNK_WEIGHTS = 1 << 20  # weights dequantized at a time: bounds the temporary float32 buffer to 4 MB
+# Weights in one band of rows of a compressed matrix decoded at a time (for a product, or to store it under
+# another policy): bounds that temporary float32 buffer to 4 MB. quants.WEIGHTS_PER_DECODE_STEP splits the
+# decoding of one band further.
+WEIGHTS_PER_ROW_BAND = 1 << 20
 
 
 def row_bands(n_rows: int, n_cols: int) -> Iterator[Tuple[int, int]]:
-    """(start, stop) of consecutive row bands holding about CHUNK_WEIGHTS weights each (at least one row).
+    """(start, stop) of consecutive row bands of about WEIGHTS_PER_ROW_BAND weights each (at least one row).
 
-    >>> list(row_bands(5, CHUNK_WEIGHTS // 2))
+    >>> list(row_bands(5, WEIGHTS_PER_ROW_BAND // 2))
     [(0, 2), (2, 4), (4, 5)]
     """
-    step = max(1, CHUNK_WEIGHTS // n_cols)
+    step = max(1, WEIGHTS_PER_ROW_BAND // n_cols)
     for start in range(0, n_rows, step):
         yield start, min(start + step, n_rows)
 

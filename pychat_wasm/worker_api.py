@@ -8,20 +8,20 @@ lifetimes.
 
     >>> load_model(np.fromfile("SmolLM2-135M-Instruct.Q4_1.gguf", np.uint8), "SmolLM2")   # doctest: +SKIP
     '{"ok": true, "info": {"architecture": "llama", ...}}'
-    >>> begin_turn("Hi!", '{"temperature": 0, "max_tokens": 8}')                          # doctest: +SKIP
+    >>> begin_turn('{"messages": [{"role": "user", "content": "Hi!"}], "settings": {"temperature": 0}}')  # doctest: +SKIP
     >>> next_event()                                                                      # doctest: +SKIP
     '{"ok": true, "event": {"kind": "progress", ...}}'
 
-The token loop lives in the worker's JS: it calls next_event() once per step and yields to its event
+The page owns the conversation: each turn sends it whole (begin_turn), and Python keeps only what the KV cache
+holds. The token loop lives in the worker's JS: it calls next_event(stop) once per step and yields to its event
 loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
 cross-origin isolation).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -33,13 +33,11 @@ from .model import Model, ModelConfig
 from .model_check import check_model
 from .model_info import model_info
 from .quants import block_format
-from .sampler import SamplingSettings
+from .sampler import settings_from_mapping
 from .session import ChatEvent, ChatSession
+from .stop_strings import stop_strings_from_values
 from .tensor_parallel import Collective, ffn_block, max_workers, plan_shards
 from .tokenizer import load_tokenizer
-
-
-INTEGER_SETTINGS = ("top_k", "repeat_last_n", "max_tokens", "seed")
 
 
 class _Worker:
@@ -157,56 +155,52 @@ def _session() -> ChatSession:
 
 
 @json_reply
-def set_conversation(conversation_json: str) -> Dict[str, Any]:
-    """Start over with {"system_prompt": str or "", "messages": [{"role", "content"}, ...]}.
-
-    An empty system prompt means the chat template's own default. The KV cache is kept: the next turn
-    reuses whatever prefix of the new conversation it already holds.
-    """
-    conversation = json.loads(conversation_json)
+def last_turn() -> Dict[str, Any]:
+    """What the last answer used: {"messages": the system prompt (if any), the messages its prompt kept and
+    the answer; "budget"}. The page owns the conversation; this is for checking that the two agree."""
     session = _session()
-    _worker.turn = None
+    return {"messages": session.messages, "budget": session.budget()}
+
+
+@json_reply
+def conversation_budget(conversation_json: str) -> Dict[str, Any]:
+    """The context budget of a conversation as it stands, before any answer: {"budget": {used, ...}}.
+    conversation: {"system_prompt", "messages"} as for begin_turn."""
+    return {"budget": _session().budget(_conversation(json.loads(conversation_json)))}
+
+
+def _conversation(conversation: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The messages the session renders: the system prompt first (none when empty: the template's default),
+    then the conversation's messages."""
     system = conversation.get("system_prompt") or None
-    session.system_prompt = system
-    session.reset()
-    messages = [m for m in conversation.get("messages", []) if m.get("role") in ("user", "assistant")]
-    if messages:
-        session.restore(session.messages + messages)
-    return {"messages": len(session.messages), "budget": session.budget()}
+    return ([{"role": "system", "content": system}] if system else []) + list(conversation.get("messages") or [])
 
 
 @json_reply
-def context_budget() -> Dict[str, Any]:
-    """The session's context budget now (see pychat_wasm.session): {"budget": {used, context, ...}}."""
-    return {"budget": _session().budget()}
-
-
-def settings_from_json(settings_json: str) -> SamplingSettings:
-    """SamplingSettings from the page's form; unknown keys are ignored, empty (null) ones keep their defaults.
-
-    >>> settings_from_json('{"temperature": 0, "top_k": 5.0, "seed": null, "colour": "blue"}')
-    SamplingSettings(temperature=0.0, top_k=5, top_p=0.95, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64, max_tokens=512, seed=None)
-    """
-    names = {f.name for f in dataclasses.fields(SamplingSettings)}
-    values = {name: int(value) if name in INTEGER_SETTINGS else float(value)
-              for name, value in json.loads(settings_json).items() if name in names and value is not None}
-    return SamplingSettings(**values)
-
-
-@json_reply
-def begin_turn(user_text: str, settings_json: str = "{}") -> Dict[str, Any]:
-    """Add the user's message; the answer then comes from next_event() calls."""
+def begin_turn(turn_json: str) -> Dict[str, Any]:
+    """Answer the conversation the page owns, sent whole: {"system_prompt", "messages": [{"role", "content"},
+    ... ending with the user's], "settings": {...}, "stop": [stop strings]}. The answer then comes from
+    next_event() calls; its "done" event carries the whole answer and budget.dropped, how many of the oldest
+    messages the prompt left out. A turn that fails leaves the session as it was."""
+    turn = json.loads(turn_json)
+    settings = settings_from_mapping(turn.get("settings") or {})  # checked as the CLI's options are
+    stop_strings = stop_strings_from_values(turn.get("stop") or [])
     session = _session()
-    session.use_settings(settings_from_json(settings_json))
-    _worker.turn = session.generate(user_text)
+    events = session.reply(_conversation(turn))  # InvalidConversationError: nothing has changed yet
+    session.stop_strings = stop_strings
+    session.use_settings(settings)
+    _worker.turn = events
     return {"seed": session.sampler.seed}
 
 
 @json_reply
-def next_event() -> Dict[str, Any]:
-    """The next event of the running answer, or {"event": null} when it is over."""
+def next_event(stop: bool = False) -> Dict[str, Any]:
+    """The next event of the running answer, or {"event": null} when it is over. stop=True (the page's Stop)
+    ends the answer after the current step: this event is then its "done"."""
     if _worker.turn is None:
         return {"event": None}
+    if stop:
+        _session().cancel()
     try:
         event = next(_worker.turn)
     except StopIteration:
@@ -218,9 +212,3 @@ def next_event() -> Dict[str, Any]:
     if event.kind == "done":
         _worker.turn = None
     return {"event": event.as_dict()}
-
-
-def cancel() -> None:
-    """Ask the running answer to stop after the current step; next_event() then finishes it."""
-    if _worker.session is not None:
-        _worker.session.cancel()

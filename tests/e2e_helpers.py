@@ -237,7 +237,30 @@ def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):
         "n => (document.querySelectorAll('.message[data-role=assistant]')[n] || {dataset: {}}).dataset.done",
         arg=answers_before, timeout=timeout)
     answer = page.locator(".message[data-role=assistant]").nth(answers_before)
-    return answer.locator(".content").text_content(), answer.locator(".stats").text_content()
+    return shown_messages(page, "assistant")[answers_before]["content"], answer.locator(".stats").text_content()
+
+
+def shown_messages(page, role: Optional[str] = None) -> List[Dict[str, str]]:
+    """The messages on the page [{role, content}] (of `role` only, if given), each with the text it shows as
+    written (Markdown source) rather than as rendered."""
+    return page.evaluate("""(role) => pychat.chat.view.messages.map((m) => ({role: m.root.dataset.role, content: m.text}))
+                                        .filter((m) => !role || m.role === role)""", role)
+
+
+# The conversation on the page as IndexedDB holds it: [{role, content}, ...].
+SAVED_MESSAGES = """async () => {
+  const saved = await pychat.conversations.get(pychat.conversation.id);
+  return saved ? saved.messages.map(({role, content}) => ({role, content})) : [];
+}"""
+
+
+def saved_messages(page) -> List[Dict[str, str]]:
+    return page.evaluate(SAVED_MESSAGES)
+
+
+def python_messages(page) -> List[Dict[str, str]]:
+    """What Python's last answer used: the system prompt if any, the messages its prompt kept, the answer."""
+    return page.evaluate("async () => (await pychat.python.request('lastTurn')).messages")
 
 
 def drop_files(page, selector: str, files: Dict[str, bytes]) -> None:

@@ -1,6 +1,6 @@
-"""`pychat-wasm chat`: the scriptable one-shot answer (golden greedy text of transformers and llama.cpp), the interactive
-loop in a pseudo-terminal (answer + speed line, Ctrl-C stops an answer, /exit and Ctrl-D quit), and clean
-errors for bad model files."""
+"""`pychat-wasm chat`: the scriptable one-shot answer (golden greedy text of transformers and llama.cpp), stop
+strings, the interactive loop in a pseudo-terminal (answer + speed line, Ctrl-C stops an answer, /exit and
+Ctrl-D quit), and clean errors for bad model files and option values (the page's messages for the same values)."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,9 @@ import pytest
 
 from pychat_wasm import cli_chat
 from pychat_wasm.cli import build_parser
-from pychat_wasm.sampler import SamplingSettings
+from pychat_wasm.errors import InvalidSettingsError
+from pychat_wasm.sampler import SamplingSettings, settings_from_mapping
+from pychat_wasm.stop_strings import stop_strings_from_values
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
@@ -62,14 +64,59 @@ def test_bad_model_file_fails_cleanly(tmp_path, contents, message):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def test_stop_strings_cut_the_greedy_answer(smollm2_path):
+    greedy = [str(smollm2_path), "--prompt", GOLDEN_QUESTION, "--temperature", "0", "--context", "256"]
+    whole = run_chat(*greedy)
+    assert whole.returncode == 0 and whole.stdout == GOLDEN_ANSWER + "\n", whole.stderr
+    cut = run_chat(*greedy, "--stop", "Paris", "--stop", " of")  # the earlier of the two ends the answer
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stdout == GOLDEN_ANSWER[:GOLDEN_ANSWER.index(" of")] + "\n" == "The capital\n"
+
+
+def refusal(check, value):
+    with pytest.raises(InvalidSettingsError) as raised:
+        check(value)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--max-tokens", "0"], refusal(settings_from_mapping, {"max_tokens": 0})),
+    (["--top-p", "0"], refusal(settings_from_mapping, {"top_p": 0.0})),
+    (["--temperature", "nan"], refusal(settings_from_mapping, {"temperature": float("nan")})),
+    (["--seed", "-1"], refusal(settings_from_mapping, {"seed": -1})),
+    (["--stop", "User:", "--stop", ""], refusal(stop_strings_from_values, ["User:", ""])),
+])
+def test_sampling_values_out_of_range_exit_2_with_the_pages_message(smollm2_path, option, message):
+    result = run_chat(str(smollm2_path), "--prompt", GOLDEN_QUESTION, *option)
+    assert (result.returncode, result.stderr, result.stdout) == (2, "error: %s\n" % message, "")
+
+
+def test_max_tokens_message_names_the_setting():
+    message = refusal(settings_from_mapping, {"max_tokens": 0})
+    assert message == "max tokens must be a whole number of at least 1, not 0"
+
+
 @pytest.mark.parametrize("option,message", [
-    (["-n", "0"], "--max-tokens"),
-    (["--context", "100000"], "more than this model's context of 8192"),
+    (["--context", "100000"], "context_length must be between 1 and the model's 8192 tokens, not 100000"),
+    (["--context", "0"], "context_length must be between 1 and the model's 8192 tokens, not 0"),
     (["--context", "40"], "the message is too long"),
 ])
-def test_bad_option_values_fail_cleanly(smollm2_path, option, message):
+def test_bad_context_values_fail_cleanly(smollm2_path, option, message):
     result = run_chat(str(smollm2_path), "--prompt", GOLDEN_QUESTION, *option)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_explains_greedy_and_the_repeat_penalty(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no wrapping inside the phrases
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["chat", "--help"])
+    help_lines = capsys.readouterr().out.splitlines()
+    temperature = next(line for line in help_lines if line.strip().startswith("--temperature"))
+    penalty = next(line for line in help_lines if line.strip().startswith("--repeat-penalty"))
+    assert "0 = greedy (the same answer every time); the repeat penalty still applies: --repeat-penalty 1 turns " \
+           "it off" in temperature
+    assert "1 = off" in penalty
+    assert any(line.strip().startswith("--stop TEXT") for line in help_lines)
 
 
 # ---- interactive, in a pseudo-terminal ----------------------------------------------------------------------

@@ -46,7 +46,7 @@ def page(browser, plain_host):
 
 def golden_answer(page) -> str:
     set_settings(page, **GREEDY)
-    page.click("#clear")
+    page.click("#new-chat")
     answer, _ = ask(page, GOLDEN_QUESTION)
     return answer
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from e2e_helpers import (SiteServer, alert_texts, ask, copy_checkout, load_build_module, new_context,
-                         open_ready_page, wait_ready, write_tiny_gguf)
+                         open_ready_page, saved_messages, wait_ready, write_tiny_gguf)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -86,7 +86,7 @@ def test_update_is_offered_and_applied_on_reload_with_the_model_kept(browser, bu
             wait_ready(page)
             assert page.evaluate("sessionStorage.getItem('clickWhileGenerating')") == "true"
             assert page.evaluate("sessionStorage.getItem('leftWhileGenerating')") == "false"
-            saved = page.evaluate("JSON.parse(localStorage.getItem('pychat.conversation')).messages")
+            saved = saved_messages(page)
             assert saved[-1] == {"role": "assistant", "content": PAYLOAD * LONG_ANSWER}
 
             # B runs, the model came from IndexedDB, A's cache is gone.

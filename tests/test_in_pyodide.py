@@ -124,7 +124,7 @@ def site(tmp_path_factory, smollm2_path, tiny_models):
     """The served directory: the product's Pyodide files and wheel, the runtime, harness and fixtures."""
     root = tmp_path_factory.mktemp("pyodide_site")
     build_site = load_build_module("build_site")
-    runtime = build_site.copy_pyodide(root)  # the same file selection the product ships
+    dependency_wheels = build_site.copy_pyodide(root)  # the same file selection the product ships
     wheel = build_site.load_wheel_builder()(root / "wheels")
     shutil.copy(REPO / "web" / "pyodide_runtime.js", root)
     for path in HARNESS.iterdir():
@@ -138,7 +138,7 @@ def site(tmp_path_factory, smollm2_path, tiny_models):
     for arch, (path, _) in tiny_models.items():
         os.symlink(path, fixtures / ("tiny_%s.gguf" % arch))
     os.symlink(smollm2_path, fixtures / "smollm2.gguf")
-    return root, [entry["url"] for entry in runtime["wheels"]] + ["wheels/" + wheel.name]
+    return root, dependency_wheels + ["wheels/" + wheel.name]
 
 
 class HarnessHandler(load_build_module("serve").SiteHandler):

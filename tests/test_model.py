@@ -7,6 +7,8 @@ greedy decoding of the golden SmolLM2 prompt must give the reference ids recorde
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -78,10 +80,31 @@ def test_rewriting_from_an_earlier_position_discards_the_old_tail(tiny_models, a
     np.testing.assert_allclose(model.forward(TINY_TOKENS[3:], 3, all_logits=True), expected[3:], rtol=0, atol=1e-3)
 
 
-def test_long_prompt_in_chunks_matches_transformers(tiny_models, monkeypatch):
-    monkeypatch.setattr(model_module, "PREFILL_CHUNK", 5)
+def test_long_prompt_in_batches_matches_transformers(tiny_models, monkeypatch):
+    monkeypatch.setattr(model_module, "FORWARD_BATCH_TOKENS", 5)
     path, expected = tiny_models["gemma3"]
     np.testing.assert_allclose(Model.from_gguf(path).forward(TINY_TOKENS, 0, all_logits=True), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_chunks_without_logits_fill_the_same_cache(tiny_models, arch, monkeypatch):
+    """logits=False skips only the vocabulary head: the cache is the same, so the next chunk's logits are too."""
+    monkeypatch.setattr(model_module, "FORWARD_BATCH_TOKENS", 3)  # the 4-token chunks span two batches
+    path, expected = tiny_models[arch]
+    with_logits, without = Model.from_gguf(path, policy="float32"), Model.from_gguf(path, policy="float32")
+    head_rows = []
+    vocab_head = without.output.matmul
+    monkeypatch.setattr(without.output, "matmul", lambda x: head_rows.append(x.shape[0]) or vocab_head(x))
+    for begin in (0, 4):
+        with_logits.forward(TINY_TOKENS[begin:begin + 4], begin)
+        assert without.forward(TINY_TOKENS[begin:begin + 4], begin, logits=False) is None
+    assert head_rows == [] and without.n_past == with_logits.n_past == 8
+    np.testing.assert_array_equal(without.cache.k, with_logits.cache.k)
+    np.testing.assert_array_equal(without.cache.v, with_logits.cache.v)
+    last = without.forward(TINY_TOKENS[8:], 8)
+    np.testing.assert_array_equal(last, with_logits.forward(TINY_TOKENS[8:], 8))
+    np.testing.assert_allclose(last, expected[-1], rtol=0, atol=1e-3)
+    assert head_rows == [1]  # only the last token's logits, once
 
 
 def test_gemma3_layers_follow_the_sliding_window_pattern(tiny_models):
@@ -104,8 +127,11 @@ def test_context_length_default_and_override(tiny_models):
     assert Model.from_gguf(path).config.context_length == min(TINY_SPECS["llama"].context_length, DEFAULT_CONTEXT_CAP)
     model = Model.from_gguf(path, context_length=8)
     assert model.cache.k.shape == (2, 2, 8, 16)  # [n_layers, n_kv_heads, context, head_dim]
-    with pytest.raises(InvalidSettingError, match="between 1 and"):
-        Model.from_gguf(path, context_length=65)
+    for bad in (65, 0, 8.0, True, "8"):  # beyond the trained 64, or not an integer
+        with pytest.raises(InvalidSettingError, match="context_length must be between 1 and the model's 64 tokens, "
+                                                      "not %s$" % re.escape(repr(bad))):
+            Model.from_gguf(path, context_length=bad)
+    assert Model.from_gguf(path, context_length=64).config.context_length == 64
 
 
 def test_context_full_error_says_how_many_tokens(tiny_models):
@@ -123,6 +149,8 @@ def test_bad_positions_and_ids_are_refused(tiny_models):
         model.forward([5], 4)
     with pytest.raises(InvalidSettingError, match="token ids"):
         model.forward([TINY_SPECS["llama"].vocab_size], 3)
+    with pytest.raises(InvalidSettingError, match="all_logits asks for the logits that logits=False skips"):
+        model.forward([5], 3, all_logits=True, logits=False)
     with pytest.raises(InvalidSettingError, match="unknown weight policy"):
         Model.from_gguf(tiny_models["llama"][0], policy="float16")
 

@@ -64,10 +64,10 @@ def test_supported_types_are_exactly_the_promised_ones():
     assert sorted(quants.SUPPORTED_TYPES) == sorted(ALL_TYPES)
 
 
-@pytest.mark.parametrize("chunk", [quants.CHUNK_WEIGHTS, ODD_CHUNK], ids=["default-chunk", "odd-chunk"])
+@pytest.mark.parametrize("chunk", [quants.WEIGHTS_PER_DECODE_STEP, ODD_CHUNK], ids=["default-chunk", "odd-chunk"])
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_random_blocks_match_gguf(name, chunk, monkeypatch):
-    monkeypatch.setattr(quants, "CHUNK_WEIGHTS", chunk)
+    monkeypatch.setattr(quants, "WEIGHTS_PER_DECODE_STEP", chunk)
     raw = random_rows(name, 40, seed=ALL_TYPES.index(name))
     ours = quants.dequantize(raw, TYPES_BY_NAME[name].id, (40, ROW_WEIGHTS))
     assert_bits_equal(ours, reference(raw, name), name)
@@ -89,7 +89,7 @@ def test_quantized_weights_match_gguf(name):
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_row_ranges_equal_slices_of_the_reference(name, monkeypatch):
-    monkeypatch.setattr(quants, "CHUNK_WEIGHTS", ODD_CHUNK)
+    monkeypatch.setattr(quants, "WEIGHTS_PER_DECODE_STEP", ODD_CHUNK)
     raw = random_rows(name, 37, seed=100 + ALL_TYPES.index(name))
     expected = reference(raw, name)  # [37, 512]
     type_id = TYPES_BY_NAME[name].id
@@ -142,7 +142,7 @@ def test_chunking_keeps_temporaries_small(name):
     n_rows = (1 << 23) // ROW_WEIGHTS  # 8M weights: a whole-tensor uint8 temporary alone is 8 MB
     raw = np.tile(random_rows(name, 16, seed=11), (n_rows // 16, 1))
     type_id = TYPES_BY_NAME[name].id
-    limit = 2 * 4 * quants.CHUNK_WEIGHTS  # two chunks of float32
+    limit = 2 * 4 * quants.WEIGHTS_PER_DECODE_STEP  # two chunks of float32
     whole = extra_peak_bytes(lambda: quants.dequantize(raw, type_id, (n_rows, ROW_WEIGHTS)))
     band = extra_peak_bytes(lambda: quants.dequantize_rows(raw, type_id, ROW_WEIGHTS, 100, n_rows - 100))
     assert whole < limit, "%s: %d extra bytes" % (name, whole)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pychat_wasm.chat_template import ChatTemplate, encode_chat
-from pychat_wasm.errors import ContextFullError
+from pychat_wasm.errors import ContextFullError, InvalidConversationError
 from pychat_wasm.gguf_reader import GGUFFile
 from pychat_wasm.model import Model
 from pychat_wasm.sampler import Sampler, SamplingSettings
@@ -277,3 +277,71 @@ def test_budget_after_a_trim_is_what_the_session_holds(small_parts):
     idle = session.budget()
     assert idle["dropped"] == 0 and idle["answer"] == 0
     assert idle["used"] == len(encode_chat(tokenizer, template.render(session.messages, add_generation_prompt=False)))
+
+
+# ---- a conversation the page owns (reply) -----------------------------------------------------------------
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def test_a_fixed_seed_continues_one_stream_when_the_settings_come_with_every_turn(parts):
+    """The page sends its settings each turn (use_settings); the CLI sets them once: the same answers."""
+    settings = SamplingSettings(temperature=1.0, seed=11, max_tokens=12)
+    cli = new_session(parts, settings)
+    cli_answers = [run_turn(cli, q)[0] for q in ("Tell me a story.", "Another one.")]
+    page = new_session(parts, settings)
+    conversation, page_answers = [], []
+    for question in ("Tell me a story.", "Another one."):
+        page.use_settings(SamplingSettings(temperature=1.0, seed=11, max_tokens=12))
+        conversation.append(user(question))
+        events = list(page.reply(conversation))
+        page_answers.append(events[-1].text)
+        conversation.append({"role": "assistant", "content": events[-1].text})
+    assert page_answers == cli_answers
+    restarted = new_session(parts, settings)  # a new seed sequence each turn would answer the second one so:
+    run_turn(restarted, "Tell me a story.")
+    restarted.use_settings(SamplingSettings(temperature=1.0, seed=12, max_tokens=12))
+    restarted.use_settings(settings)
+    assert run_turn(restarted, "Another one.")[0] != cli_answers[1]
+
+
+def test_reply_answers_the_conversation_it_is_given_and_a_failure_changes_nothing(parts):
+    session = new_session(parts, system_prompt="Be brief.")
+    history = [{"role": "system", "content": "Answer briefly."}, user("What is 2 + 2?"),
+               {"role": "assistant", "content": "4."}, user(GOLDEN_QUESTION)]
+    events = list(session.reply(history))
+    assert events[-1].kind == "done" and events[-1].text == "".join(e.text for e in events if e.kind == "piece")
+    assert session.messages == history + [{"role": "assistant", "content": events[-1].text}]
+    assert session.system_prompt == "Answer briefly."
+    before = (list(session.messages), list(session.cached_ids), session.budget())
+    with pytest.raises(ContextFullError):
+        list(session.reply([user("word " * 400)]))
+    assert (session.messages, session.cached_ids, session.budget()) == before
+    for bad in ([], [{"role": "assistant", "content": "Hi"}], [user("a"), {"role": "system", "content": "late"}],
+                [{"role": "user", "content": None}]):
+        with pytest.raises(InvalidConversationError):
+            session.reply(bad)
+    assert (session.messages, session.cached_ids) == before[:2]
+
+
+def test_the_trim_drops_the_fewest_oldest_turns_that_make_room(small_parts):
+    """The bisection finds what dropping one turn after another would: checked against that, for conversations
+    of every length up to twelve turns, with the budget's `dropped` counting from the conversation given."""
+    model, tokenizer, template = small_parts
+    session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=4), system_prompt="Be brief.")
+    system = [{"role": "system", "content": "Be brief."}]
+    room = session._answer_room()
+    turns = []
+    for i in range(12):
+        turns.append(user(long_message(i) if i % 3 else "Hi %d" % i))
+        dropped = 0  # one turn after another, as the session did before
+        while (len(encode_chat(tokenizer, template.render(system + turns[dropped:], add_generation_prompt=True)))
+               + room > SMALL_CONTEXT and dropped < len(turns) - 1):
+            dropped += 2
+        ids, kept, cut = session._fit_prompt(system + turns)
+        assert (cut, kept) == (dropped, system + turns[dropped:])
+        turns.append({"role": "assistant", "content": "Yes %d." % i})
+    events = list(session.reply(system + turns[:-1]))
+    assert events[-1].budget["dropped"] == dropped and session.messages[1:-1] == turns[dropped:-1]

@@ -21,6 +21,11 @@ DEPENDENCY_WHEELS = ["wheels/markupsafe-3.0.3-py3-none-any.whl", "wheels/jinja2-
 PYODIDE_LOCK = REPO / "node_modules" / "pyodide" / "pyodide-lock.json"
 
 
+def engine_wheel(manifest):
+    """The engine's wheel: the workers install it last, after its dependencies."""
+    return manifest["boot"]["wheelURLs"][-1]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, smollm2_path):
     out = tmp_path_factory.mktemp("site") / "site"
@@ -41,15 +46,11 @@ def test_only_the_pyodide_files_that_run_are_copied(site):
     assert sum(p.stat().st_size for p in (out / "pyodide").iterdir()) < 18e6
     for name in NEEDED_PYODIDE_FILES - {"numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"}:  # the npm files as they are
         assert (out / "pyodide" / name).read_bytes() == (PYODIDE_LOCK.parent / name).read_bytes(), name
-    lock = json.loads(PYODIDE_LOCK.read_text())
-    numpy = lock["packages"]["numpy"]
-    assert manifest["pyodide"] == {
-        "npm_package": "pyodide", "version": "0.27.7", "python": "3.12.7", "index_url": "pyodide/",
-        "packages": {"numpy": {"version": "2.0.2", "sha256": numpy["sha256"], "file": numpy["file_name"]}},
-        "wheels": [{"name": "MarkupSafe", "version": "3.0.3", "url": DEPENDENCY_WHEELS[0]},
-                   {"name": "Jinja2", "version": "3.1.6", "url": DEPENDENCY_WHEELS[1]}]}
-    assert hashlib.sha256((out / "pyodide" / numpy["file_name"]).read_bytes()).hexdigest() == numpy["sha256"]
-    assert manifest["boot"] == {"indexURL": "pyodide/", "wheelURLs": DEPENDENCY_WHEELS + [manifest["wheel"]]}
+    numpy = json.loads(PYODIDE_LOCK.read_text())["packages"]["numpy"]
+    assert manifest["files"]["pyodide/" + numpy["file_name"]]["sha256"] == numpy["sha256"]  # Pyodide's own numpy
+    assert manifest["pyodide"] == {"version": "0.27.7"}
+    assert manifest["boot"] == {"indexURL": "pyodide/", "wheelURLs": DEPENDENCY_WHEELS + [engine_wheel(manifest)]}
+    assert engine_wheel(manifest).startswith("wheels/pychat_wasm-") and engine_wheel(manifest).endswith(".whl")
 
 
 def test_markupsafe_wheel_is_plain_python(site):
@@ -82,7 +83,10 @@ def test_manifest_lists_every_file_with_its_size_and_sha256(site, smollm2_path):
     for path, entry in manifest["files"].items():
         data = (out / path).read_bytes()
         assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, path
+    # Only fields something reads (see build_site's docstring): the page, sw.js, the workers' boot, the tests
+    assert set(manifest) == {"build_id", "pyodide", "boot", "precache", "files", "model", "sampling_defaults"}
     model = manifest["model"]
+    assert set(model) == {"name", "url", "size", "sha256", "architecture", "quant_types"}  # web/app.js defaultSpec
     assert model["sha256"] == hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
     assert (model["size"], model["architecture"], model["url"]) == (
         98362432, "llama", "models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -101,7 +105,7 @@ def test_service_worker_precaches_the_shell_python_and_wheel_but_not_the_model(s
 
 def test_wheel_carries_the_worker_api(site):
     out, manifest = site
-    names = zipfile.ZipFile(out / manifest["wheel"]).namelist()
+    names = zipfile.ZipFile(out / engine_wheel(manifest)).namelist()
     assert {"pychat_wasm/worker_api.py", "pychat_wasm/session.py", "pychat_wasm/model.py"} <= set(names)
 
 
@@ -118,7 +122,7 @@ def test_building_twice_gives_byte_identical_sites(site, smollm2_path, tmp_path)
     assert sorted(first) == sorted(second)
     assert [name for name in first if first[name] != second[name]] == []
     assert again["build_id"] == manifest["build_id"]
-    wheel = zipfile.ZipFile(out / manifest["wheel"])
+    wheel = zipfile.ZipFile(out / engine_wheel(manifest))
     names = wheel.namelist()
     assert names[-1].endswith(".dist-info/RECORD") and names == sorted(names, key=lambda n: (".dist-info/" in n,
                                                                                               n.endswith("RECORD"), n))
@@ -136,8 +140,8 @@ def test_changing_one_source_byte_changes_the_wheel_and_the_build_id(site, smoll
     assert changed["build_id"] != manifest["build_id"]
     before = site_files(out)
     differing = {name for name, data in site_files(tmp_path / "site").items() if before[name] != data}
-    assert differing == {manifest["wheel"], "sw.js", "manifest.json"}
-    rebuilt = zipfile.ZipFile(tmp_path / "site" / changed["wheel"]).read("pychat_wasm/sampler.py")
+    assert differing == {engine_wheel(manifest), "sw.js", "manifest.json"}
+    rebuilt = zipfile.ZipFile(tmp_path / "site" / engine_wheel(changed)).read("pychat_wasm/sampler.py")
     assert rebuilt == data + b"#"
 
 

@@ -60,9 +60,10 @@ def sharded_models(path, workers, policy, context_length=None):
                             collective=ThreadCollective(plan.rank, slots, barrier)) for plan in plans]
 
 
-def run_all(models, tokens, start_pos, all_logits=False):
+def run_all(models, tokens, start_pos, **flags):
+    """Every worker's forward(tokens, start_pos, **flags), each on its own thread."""
     with ThreadPoolExecutor(len(models)) as pool:
-        return list(pool.map(lambda m: m.forward(tokens, start_pos, all_logits), models))
+        return list(pool.map(lambda m: m.forward(tokens, start_pos, **flags), models))
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,18 @@ def test_every_worker_computes_the_whole_models_logits(tiny_paths, name, workers
         np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
         assert int(got[0].argmax()) == int(expected.argmax())
         token = int(expected.argmax())
+
+
+@pytest.mark.parametrize("name", ["llama-9-3", "gemma3"])
+def test_workers_that_all_skip_the_head_stay_in_step(tiny_paths, name):
+    """logits=False in every worker (each worker's session passes the same flags for the same prompt chunks)
+    skips the head's gather in all of them: the caches they fill still give the whole model's next logits."""
+    whole = Model.from_gguf(tiny_paths[name], policy="float32")
+    shards = sharded_models(tiny_paths[name], 2, "float32")
+    assert run_all(shards, TINY_TOKENS[:8], 0, logits=False) == [None, None]
+    expected = whole.forward(TINY_TOKENS, 0)
+    for logits in run_all(shards, TINY_TOKENS[8:], 8):
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_a_worker_holds_only_its_share_of_the_weights(tiny_paths):

@@ -2,34 +2,49 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from pychat_wasm import worker_api
+from pychat_wasm.errors import InvalidSettingsError
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
 GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy
-GREEDY = json.dumps({"temperature": 0, "repeat_penalty": 1.0, "max_tokens": 16})
+GREEDY = {"temperature": 0, "repeat_penalty": 1.0, "max_tokens": 16}
 
 
 def call(function, *args):
     return json.loads(function(*args))
 
 
-def run_turn(text, settings=GREEDY, cancel_after=None):
-    """Drive one answer as worker.js does; returns (events, text)."""
-    assert call(worker_api.begin_turn, text, settings)["ok"]
+def turn(messages, settings=GREEDY, system_prompt="", stop=()):
+    return json.dumps({"system_prompt": system_prompt, "messages": messages, "settings": settings,
+                       "stop": list(stop)})
+
+
+def run_turn(messages, settings=GREEDY, cancel_after=None, **options):
+    """Drive one answer of the conversation `messages` as worker.js does; returns (events, text)."""
+    reply = call(worker_api.begin_turn, turn(messages, settings, **options))
+    assert reply["ok"], reply
     events = []
     while True:
-        reply = call(worker_api.next_event)
+        stop = cancel_after is not None and sum(e["kind"] == "piece" for e in events) == cancel_after
+        reply = call(worker_api.next_event, stop)
         assert reply["ok"], reply
         if reply["event"] is None:
             break
         events.append(reply["event"])
-        if cancel_after is not None and sum(e["kind"] == "piece" for e in events) == cancel_after:
-            worker_api.cancel()
     return events, "".join(e["text"] for e in events if e["kind"] == "piece")
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +62,8 @@ def test_load_reports_what_the_page_shows(loaded):
 
 
 def test_greedy_turn_streams_the_reference_answer(loaded):
-    call(worker_api.set_conversation, json.dumps({"system_prompt": "", "messages": []}))
-    events, text = run_turn(GOLDEN_QUESTION)
-    assert text == GOLDEN_ANSWER
+    events, text = run_turn([user(GOLDEN_QUESTION)])
+    assert text == GOLDEN_ANSWER and events[-1]["text"] == GOLDEN_ANSWER  # "done" carries the whole answer
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "progress" and kinds[-1] == "done" and kinds.count("piece") == 7
     stats = events[-1]["stats"]
@@ -58,22 +72,51 @@ def test_greedy_turn_streams_the_reference_answer(loaded):
     assert [b["answer"] for b in budgets] == [0, 0] + list(range(1, 8)) + [8]  # 2 prompt chunks, then per token
     assert budgets[-1]["used"] == 42 + 8 and budgets[-1]["history"] + budgets[-1]["system"] == 42
     assert budgets[-1]["dropped"] == 0 and budgets[-1]["will_drop_next"] is False
-    assert call(worker_api.context_budget)["budget"] == budgets[-1]
+    used = call(worker_api.last_turn)
+    assert used["budget"] == budgets[-1]
+    assert used["messages"] == [user(GOLDEN_QUESTION), assistant(GOLDEN_ANSWER)]
 
 
-def test_restored_conversation_reuses_the_cache(loaded):
-    conversation = {"system_prompt": "", "messages": [
-        {"role": "user", "content": GOLDEN_QUESTION}, {"role": "assistant", "content": GOLDEN_ANSWER}]}
-    budget = call(worker_api.set_conversation, json.dumps(conversation))["budget"]
+def test_a_conversation_sent_whole_reuses_the_cache(loaded):
+    history = [user(GOLDEN_QUESTION), assistant(GOLDEN_ANSWER)]
+    budget = call(worker_api.conversation_budget, json.dumps({"system_prompt": "", "messages": history}))["budget"]
     assert budget["used"] == 42 + 8 + 1 and budget["answer"] == 0  # golden prompt, answer + end token, newline
-    events, text = run_turn("And of Germany? Answer in one sentence.")
+    run_turn([user(GOLDEN_QUESTION)])
+    events, text = run_turn(history + [user("And of Germany? Answer in one sentence.")])
     assert "Berlin" in text
     assert events[-1]["stats"]["reused_tokens"] >= 42 + 7
 
 
+def test_regenerating_reuses_the_prompt_and_gives_the_same_greedy_answer(loaded):
+    first, text = run_turn([user(GOLDEN_QUESTION)])
+    again, text_again = run_turn([user(GOLDEN_QUESTION)])
+    assert text_again == text == GOLDEN_ANSWER
+    assert again[-1]["stats"]["reused_tokens"] == 41 and again[-1]["stats"]["prompt_tokens"] == 1
+
+
+def test_a_failed_turn_leaves_python_as_it_was(loaded):
+    run_turn([user(GOLDEN_QUESTION)])
+    before = call(worker_api.last_turn)
+    reply = call(worker_api.begin_turn, turn([user("word " * 5000)]))
+    assert reply["ok"]  # the conversation is well formed; the prompt is built at the first event
+    reply = call(worker_api.next_event)
+    assert reply["ok"] is False and reply["error"]["type"] == "ContextFullError"
+    assert call(worker_api.last_turn) == before
+    for bad in ([], [assistant("Hi")], [{"role": "robot", "content": "x"}], [user(5)]):
+        reply = call(worker_api.begin_turn, turn(bad))
+        assert reply["ok"] is False and reply["error"]["type"] == "InvalidConversationError", bad
+    assert call(worker_api.last_turn) == before
+
+
+def test_stop_strings_come_with_the_turn(loaded):
+    _, text = run_turn([user(GOLDEN_QUESTION)], stop=["France"])
+    assert text == GOLDEN_ANSWER[:GOLDEN_ANSWER.index("France")]
+    _, text = run_turn([user(GOLDEN_QUESTION)])
+    assert text == GOLDEN_ANSWER  # the next turn has no stop strings
+
+
 def test_cancel_ends_the_answer_after_the_current_token(loaded):
-    call(worker_api.set_conversation, json.dumps({"system_prompt": "", "messages": []}))
-    events, text = run_turn("Write a long story about a dragon.", json.dumps({"max_tokens": 100, "seed": 1}),
+    events, text = run_turn([user("Write a long story about a dragon.")], {"max_tokens": 100, "seed": 1},
                             cancel_after=2)
     stats = events[-1]["stats"]
     assert stats["stop_reason"] == "cancelled" and stats["generated_tokens"] <= 3
@@ -87,7 +130,7 @@ def test_rejected_file_keeps_the_loaded_model(loaded):
     assert reply["error"]["type"] == "NotGGUFError"
     assert "HTML page" in reply["error"]["message"]
     assert reply["error"]["has_model"] is True
-    _, text = run_turn("Hi", json.dumps({"temperature": 0, "max_tokens": 2}))
+    _, text = run_turn([user("Hi")], {"temperature": 0, "max_tokens": 2})
     assert text
 
 
@@ -102,9 +145,15 @@ def test_out_of_memory_is_reported_as_data(loaded, smollm2_path, monkeypatch):
     assert reply["error"]["has_model"] is False  # the old weights were dropped to make room: reload them
 
 
-def test_settings_from_the_form():
-    settings = worker_api.settings_from_json(
-        '{"temperature": 0, "top_k": 5.0, "seed": null, "max_tokens": "7", "unknown": 1}')
-    assert (settings.temperature, settings.top_k, settings.max_tokens, settings.seed) == (0.0, 5, 7, None)
-    assert isinstance(settings.top_k, int)
-    assert worker_api.settings_from_json("{}") == worker_api.SamplingSettings()
+@pytest.mark.parametrize("settings", [{"max_tokens": 0}, {"max_tokens": "7"}])
+def test_settings_out_of_range_are_refused_with_the_clis_message(loaded, settings):
+    """The page gets, as data, the message `pychat-wasm chat` prints for the same value (sampler.py's rules),
+    and the turn does not start."""
+    before = call(worker_api.last_turn)
+    message = "max tokens must be a whole number of at least 1, not %r" % (settings["max_tokens"],)
+    reply = call(worker_api.begin_turn, turn([user("Hi")], settings))
+    assert reply["ok"] is False
+    assert (reply["error"]["type"], reply["error"]["message"]) == ("InvalidSettingsError", message)
+    assert call(worker_api.next_event) == {"ok": True, "event": None} and call(worker_api.last_turn) == before
+    reply = call(worker_api.begin_turn, turn([user("Hi")], stop=[""]))
+    assert reply["ok"] is False and reply["error"]["type"] == "InvalidSettingsError"

@@ -24,10 +24,11 @@
     manifest: null, store: null, python: null, booted: null, pythonStatus: "", phase: {phase: "starting", text: ""},
     model: null,            // spec of the model loaded in the worker
     ready: false, generating: false, turn: null, crashes: [],
-    conversation: {system_prompt: "", messages: []},
+    conversations: null,    // the saved conversations (conversation_store.js)
+    conversation: null,     // the one on the page: {id, title, system_prompt, messages, ...}
   };
   self.pychat = state;  // for the browser console and the end-to-end tests
-  const chat = new ChatController({state, setPhase, showReady, alertBox, restartPython});
+  const chat = state.chat = new ChatController({state, setPhase, showReady, alertBox, restartPython});
 
   // ---- status ---------------------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@
     PageUI.save(SAVED_MODEL, spec.id);
     const record = await state.store.get(spec.id);
     if (record && !record.info) await state.store.put({...record, info});
-    await chat.syncConversation();
+    chat.showStoredBudget();
     const types = Object.keys(info.tensor_types || {}).join(", ");
     $("model-badge").textContent = `Model: ${spec.name} · ${info.architecture} · ${types}`;
     showReady();
@@ -314,7 +315,7 @@
   }
 
   function wireUp() {
-    chat.wire();
+    PageUI.foldPanelsOnNarrowScreens();
     wireWorkers();
     wireContext();
     $("model-file").onchange = (e) => { if (e.target.files[0]) addModelFile(e.target.files[0]); e.target.value = ""; };
@@ -340,7 +341,8 @@
       alertBox("error", `The app could not start: ${error.message}`);
       return;
     }
-    chat.restore(state.manifest.sampling_defaults);
+    await chat.restore(state.manifest.sampling_defaults);
+    chat.wire();
     new TrainPanel({boot: state.manifest.boot,
                     onModel: addTrainedModel,
                     base: {current: () => state.model, read: (spec) => state.store.readVerified(spec.id)}}).wire();

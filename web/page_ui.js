@@ -1,6 +1,7 @@
 /*
  * page_ui.js: the page's small DOM pieces that hold no application state: alerts, the download progress
- * bar, the list of cached models, the storage and offline badges, and values saved in localStorage.
+ * bar, the list of cached models, the storage and offline badges, the panels folded on a phone, and values saved
+ * in localStorage.
  * Every text that comes from outside (file names, model metadata, error messages) goes in via textContent.
  */
 "use strict";
@@ -105,6 +106,17 @@
     return registered.catch(() => null);
   }
 
+  /* On a narrow screen (a phone, as styles.css's "Narrow screens" section sees it) the chat fills the screen and
+   * the panels below it start folded: every <details> of the side panel and of the conversation list is closed.
+   * Call once at start-up; returns whether it folded them. Wide screens keep the page's own open/closed state. */
+  const NARROW_SCREEN = "(max-width: 800px)";
+
+  function foldPanelsOnNarrowScreens() {
+    if (!global.matchMedia || !global.matchMedia(NARROW_SCREEN).matches) return false;
+    for (const details of document.querySelectorAll("main > aside details, #conversations details")) details.open = false;
+    return true;
+  }
+
   function loadSaved(key, fallback) {
     try {
       return JSON.parse(localStorage.getItem(key)) || fallback;
@@ -121,5 +133,5 @@
   }
 
   global.PageUI = {element, alertBox, showProgress, hideProgress, renderModelList, requestPersistentStorage,
-                   showStorageUnavailable, registerServiceWorker, loadSaved, save};
+                   showStorageUnavailable, registerServiceWorker, foldPanelsOnNarrowScreens, loadSaved, save};
 })(self);

@@ -8,23 +8,28 @@
  * the SharedArrayBuffer through which the shards add up their products (tensor_parallel.js); the workers
  * then agree on Stop through it, so that all of them end the answer at the same token.
  *
+ * This is the protocol, written down once; each request calls the named pychat_wasm.worker_api function.
+ * The page owns the conversation and sends it whole with every turn; Python keeps only its KV cache.
  * Messages in (from worker_client.js), each with a request id `rid`:
  *   {type: "boot", indexURL, wheelURLs, rank, workers, shared}
- *   {type: "load", name, bytes: ArrayBuffer (transferred), options}
- *   {type: "conversation", conversation: {system_prompt, messages}}
- *   {type: "chat", text, settings}
+ *   {type: "checkFit", header: ArrayBuffer, fileSize, options}            check_fit
+ *   {type: "load", name, bytes: ArrayBuffer (transferred), options}      load_model
+ *   {type: "chat", turn: {system_prompt, messages, settings, stop}}      begin_turn, then next_event(stop)
+ *   {type: "budget", conversation: {system_prompt, messages}}            conversation_budget
+ *   {type: "lastTurn"}                                                   last_turn: what the last answer used
  *   {type: "stop"}                                   (no rid: acts on the running chat at once)
  * Messages out:
  *   {type: "status", text}                           start-up progress
  *   {type: "reply", rid, ok, ...result | error}      one per request
- *   {type: "event", rid, event}                      chat stream: progress / piece / notice / done
+ *   {type: "event", rid, event}                      chat stream: progress / piece / notice / done (the whole
+ *                                                    answer, and budget.dropped: the oldest messages left out)
  *   {type: "fatal", message}                         Python itself is broken: the page restarts the worker
  */
 "use strict";
 
 importScripts("pyodide_runtime.js", "worker_protocol.js", "tensor_parallel.js");
 
-const API_FUNCTIONS = ["check_fit", "load_model", "set_conversation", "begin_turn", "next_event", "cancel"];
+const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "last_turn"];
 let py = null;          // the facade from bootPython
 let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
 let stopRequested = false;
@@ -66,20 +71,21 @@ const handlers = {
             seconds: (performance.now() - started) / 1000};
   },
 
-  async conversation({conversation}) {
-    return callApi("set_conversation", JSON.stringify(conversation));
+  async budget({conversation}) {
+    return callApi("conversation_budget", JSON.stringify(conversation));
   },
 
-  async chat({rid, text, settings}) {
+  async lastTurn() {
+    return callApi("last_turn");
+  },
+
+  async chat({rid, turn}) {
     try {
-      callApi("begin_turn", text, JSON.stringify(settings || {}));
+      callApi("begin_turn", JSON.stringify(turn));
       stopRequested = false;
       for (;;) {
-        if (collective ? collective.fromFirst(stopRequested ? 1 : 0) : stopRequested) {  // worker 0 decides
-          api.cancel();
-          stopRequested = false;
-        }
-        const {event} = callApi("next_event");
+        const stop = collective ? collective.fromFirst(stopRequested ? 1 : 0) === 1 : stopRequested;  // worker 0 decides
+        const {event} = callApi("next_event", stop);
         if (!event) return {};
         postMessage({type: "event", rid, event});
         if (event.kind === "done") return {stats: event.stats};

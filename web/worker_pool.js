@@ -7,7 +7,7 @@
  *     await python.request("boot", {indexURL, wheelURLs});       // every worker boots its own Pyodide
  *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
- *     await python.request("chat", {text, settings}, {onEvent});  // events come from worker 0
+ *     await python.request("chat", {turn}, {onEvent});  // events come from worker 0 (turn: see worker.js)
  *     python.stop(); python.workers;                              // workers holding the model, e.g. 2
  *
  * Every worker gets every request and runs the same session on the same numbers, so all of them pick the
@@ -52,8 +52,8 @@ class WorkerPool {
     }
     if (type === "load") return this.load(payload, transfer);
     if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
-    if (type === "chat" && payload.settings && payload.settings.seed == null) {
-      payload = {...payload, settings: {...payload.settings, seed: randomSeed()}};
+    if (type === "chat" && payload.turn.settings.seed == null) {
+      payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
     }
     return this.all(this.active, (m, rank) => m.request(type, payload, {onEvent: rank === 0 ? onEvent : null}));
   }

@@ -1,0 +1,218 @@
+"""The chat product in the real page in Chromium: the page owns the conversation and Python answers what it
+is sent (checked by asking Python what its last answer used), regenerate and edit-and-resend give the native
+engine's greedy answers, conversations survive reloads, switch, rename, delete, export and import, settings
+are checked by the engine's own code (pychat_wasm.sampler.settings_from_mapping), Escape stops, stop strings
+cut the answer. References: pychat_wasm.session.ChatSession natively, the tiny model's ChatML token counts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, new_context, open_ready_page, python_messages,
+                         saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
+
+from pychat_wasm.errors import InvalidSettingsError
+from pychat_wasm.sampler import settings_from_mapping
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16, seed=None)
+QUESTION = "What is the capital of France? Answer in one sentence."
+EDITED = "What is the capital of Italy? Answer in one sentence."
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+@pytest.fixture(scope="module")
+def native(smollm2_path):
+    """The native engine's greedy answer to a conversation (a list of messages ending with the user's)."""
+    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.sampler import SamplingSettings
+    from pychat_wasm.session import ChatSession
+
+    session = ChatSession.from_gguf(GGUFFile.open(str(smollm2_path)), settings=SamplingSettings(**GREEDY))
+    return lambda messages: list(session.reply(messages))[-1].text
+
+
+@pytest.fixture(scope="module")
+def context(browser):
+    with new_context(browser) as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def page(context, server):
+    return open_ready_page(context, server.url, "", **GREEDY)
+
+
+def new_chat(page):
+    page.click("#new-chat")
+    page.wait_for_selector("#messages .message", state="detached")
+
+
+def wait_answered(page, count):
+    """Until the page shows `count` finished answers and takes the next message."""
+    page.wait_for_function("n => document.querySelectorAll('.message[data-role=assistant][data-done]').length === n",
+                           arg=count, timeout=ANSWER_TIMEOUT_MS)
+    wait_ready(page)
+
+
+def titles(page):
+    return page.locator("#conversation-list li .title").all_text_contents()
+
+
+def test_regenerate_and_edit_and_resend_give_the_native_engines_greedy_answers(page, native):
+    new_chat(page)
+    answer, _ = ask(page, QUESTION)
+    assert answer == native([user(QUESTION)])
+    page.get_by_role("button", name="Regenerate").click()
+    wait_answered(page, 1)
+    stats = page.text_content(".message[data-role=assistant] .stats")
+    assert "prompt 1 new + 41 cached tokens" in stats  # the prompt was still in the KV cache
+    assert shown_messages(page) == [user(QUESTION), assistant(answer)] == saved_messages(page)
+    page.locator(".message[data-role=user]").get_by_role("button", name="Edit").click()
+    page.fill(".message[data-role=user] .editor textarea", EDITED)
+    page.press(".message[data-role=user] .editor textarea", "Enter")
+    wait_answered(page, 1)
+    edited = [user(EDITED), assistant(native([user(EDITED)]))]
+    assert shown_messages(page) == edited == saved_messages(page) == python_messages(page)
+    assert "Rome" in edited[1]["content"]
+
+
+def test_a_setting_out_of_range_is_refused_with_the_engines_message_and_nothing_is_lost(page):
+    before = saved_messages(page)
+    with pytest.raises(InvalidSettingsError) as refused:
+        settings_from_mapping({"max_tokens": 0})
+    set_settings(page, max_tokens=0)
+    page.fill("#input", "Hello there")
+    page.press("#input", "Enter")
+    page.wait_for_selector(".alert[data-kind=error]")
+    assert alert_texts(page, "error") == [str(refused.value)]
+    wait_ready(page)
+    assert saved_messages(page) == before == shown_messages(page)
+    assert page.input_value("#input") == "Hello there"  # back where it was typed
+    page.evaluate("document.querySelectorAll('.alert').forEach((a) => a.remove())")
+    page.fill("#input", "")
+    set_settings(page, **GREEDY)
+
+
+def test_stop_strings_cut_the_answer_and_escape_stops_it(page):
+    new_chat(page)
+    page.fill("#stop-strings", "France")
+    page.dispatch_event("#stop-strings", "input")
+    assert ask(page, QUESTION)[0] == "The capital of "
+    page.fill("#stop-strings", "")
+    page.dispatch_event("#stop-strings", "input")
+    set_settings(page, max_tokens=200)
+    page.fill("#input", "Write a long story about a dragon who learns to cook.")
+    page.press("#input", "Enter")
+    page.wait_for_function("() => (document.querySelectorAll('.message[data-role=assistant] .content')[1] || {})"
+                           ".textContent", timeout=ANSWER_TIMEOUT_MS)
+    page.keyboard.press("Escape")
+    wait_answered(page, 2)
+    stats = page.locator(".message[data-role=assistant] .stats").nth(1).text_content()
+    assert stats.endswith("stopped") and int(stats.split(" tokens")[0]) < 20, stats
+    set_settings(page, **GREEDY)
+
+
+def test_conversations_survive_reloads_switch_rename_delete_export_and_import(page, tmp_path):
+    new_chat(page)
+    colour = ask(page, "Name a colour.")[0]
+    new_chat(page)
+    fruit = ask(page, "Name a fruit.")[0]
+    assert titles(page)[:2] == ["Name a fruit.", "Name a colour."]  # newest first, titled by the first message
+    item = page.locator("#conversation-list li", has_text="Name a colour.")
+    item.get_by_role("button", name="Rename").click()
+    page.fill("#conversation-list li input", "Colours")
+    page.press("#conversation-list li input", "Enter")
+    page.wait_for_selector("#conversation-list li .title:text-is('Colours')")
+
+    page.reload()
+    wait_ready(page)
+    assert "Colours" in titles(page) and "Name a fruit." in titles(page)
+    assert shown_messages(page) == [user("Name a fruit."), assistant(fruit)]  # the one in use before
+    page.locator("#conversation-list li .title", has_text="Colours").click()
+    page.wait_for_selector("#conversation-list li[aria-current=true] .title:text-is('Colours')")
+    assert shown_messages(page) == [user("Name a colour."), assistant(colour)]
+    set_settings(page, **GREEDY)
+    ask(page, "Another one?")
+    assert python_messages(page) == saved_messages(page) == shown_messages(page)  # this conversation was sent
+    assert len(shown_messages(page)) == 4
+
+    with page.expect_download() as download:
+        page.click("#conversation-export")
+    exported = json.loads(open(download.value.path(), encoding="utf-8").read())
+    assert exported["format"] == "pychat-conversations" and len(exported["conversations"]) == len(titles(page))
+    count = len(titles(page))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#conversation-list li", has_text="Colours").get_by_role("button", name="Delete").click()
+    page.wait_for_function("n => document.querySelectorAll('#conversation-list li').length === n", arg=count - 1)
+    assert "Colours" not in titles(page) and shown_messages(page) != []  # the newest other one is shown
+
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(exported), encoding="utf-8")
+    page.set_input_files("#conversation-import", str(path))
+    page.wait_for_function("n => document.querySelectorAll('#conversation-list li').length === n", arg=2 * count - 1)
+    page.locator("#conversation-list li .title", has_text="Colours").click()
+    page.wait_for_selector("#conversation-list li[aria-current=true] .title:text-is('Colours')")
+    assert len(shown_messages(page)) == 4
+
+    bad = {"not-json.json": "{oops",
+           "other.json": json.dumps({"hello": "world"}),
+           "robot.json": json.dumps({"format": "pychat-conversations",
+                                     "conversations": [{"messages": [{"role": "robot", "content": "x"}]}]})}
+    messages = {"not-json.json": "Could not import not-json.json: The file is not JSON",
+                "other.json": "Could not import other.json: The file is not a pychat-wasm conversation export",
+                "robot.json": "Could not import robot.json: Conversation 1: message 1 has no role user or assistant"}
+    for name, text in bad.items():
+        page.evaluate("document.querySelectorAll('.alert').forEach((a) => a.remove())")
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        page.set_input_files("#conversation-import", str(tmp_path / name))
+        page.wait_for_selector(".alert[data-kind=error]")
+        assert alert_texts(page, "error")[0].startswith(messages[name])
+        assert len(titles(page)) == 2 * count - 1  # nothing imported
+
+
+def chatml_tokens(messages, generation_prompt=True):
+    """Tokens of `messages` in the tiny model's ChatML: one per special token, one per byte of the rest."""
+    per_message = [2 + len(("%s\n%s" % (m["role"], m["content"])).encode()) + 1 for m in messages]
+    return sum(per_message) + (1 + len(b"assistant\n") if generation_prompt else 0)
+
+
+def test_a_trim_and_a_failed_turn_leave_page_and_python_agreeing(page, tmp_path):
+    """A 96-token model answering "zz" 3 times: after the trim Python used the newest messages of the page's
+    conversation and the page marks the others; a message too long for the context fails and changes
+    neither side."""
+    path = write_tiny_gguf(tmp_path / "small.gguf", "zz", context_length=96)
+    page.set_input_files("#model-file", files=[{"name": "small.gguf", "mimeType": "application/octet-stream",
+                                                "buffer": path.read_bytes()}])
+    page.wait_for_selector("#status[data-phase=ready]:has-text('small.gguf')")
+    new_chat(page)
+    set_settings(page, max_tokens=3)
+    sent = []
+    for i in range(3):
+        sent.append(user("m%d 0123456789" % i))
+        sent.append(assistant(ask(page, sent[-1]["content"])[0]))
+    assert chatml_tokens(sent[:-1]) + 3 > 96 >= chatml_tokens(sent[2:-1]) + 3  # the 3rd prompt drops one turn
+    assert saved_messages(page) == sent == shown_messages(page)
+    assert python_messages(page) == sent[2:]
+    dropped = page.locator("#messages .message").evaluate_all("ms => ms.map((m) => m.dataset.dropped === 'true')")
+    assert dropped == [True, True, False, False, False, False]
+
+    page.fill("#input", "x" * 200)  # its prompt alone is longer than the context
+    page.press("#input", "Enter")
+    page.wait_for_selector(".alert[data-kind=error]:has-text('too long')")
+    wait_ready(page)
+    assert saved_messages(page) == sent == shown_messages(page)
+    assert python_messages(page) == sent[2:]
+    assert page.input_value("#input") == "x" * 200
+    page.fill("#input", "")
+    sent += [user("m3"), assistant(ask(page, "m3")[0])]
+    assert python_messages(page) == sent[-len(python_messages(page)):] and saved_messages(page) == sent
+    page.locator("#models li", has_text="small.gguf").get_by_role("button", name="Remove").click()

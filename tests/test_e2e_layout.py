@@ -1,0 +1,160 @@
+"""The page's layout and colours in Chromium: a phone-sized viewport (390x844) where the chat fills the screen
+and the settings fold away below it, and the colour scheme following the system's (prefers-color-scheme).
+
+The phone page is one browser context walked through in order (loaded, then a question answered); the colour
+checks open the page in a context of each scheme and read the computed colours, without waiting for the model.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from e2e_helpers import PAGE_TIMEOUT_MS, REPO, ask, set_settings, wait_ready
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
+GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy (as in test_e2e.py)
+GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16)
+MIN_TAP_HEIGHT = 40
+
+# Where the page's parts are, in CSS pixels of the viewport, and what scrolls.
+GEOMETRY = """() => {
+  const rect = (e) => { const r = e.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height}; };
+  const box = (selector) => { const e = document.querySelector(selector); return e ? rect(e) : null; };
+  const buttons = {};
+  for (const button of document.querySelectorAll("#composer button"))
+    if (button.offsetParent) buttons[button.id || button.textContent] = rect(button);
+  return {
+    viewport: {width: innerWidth, height: innerHeight},
+    scrollWidth: document.documentElement.scrollWidth, bodyScrollWidth: document.body.scrollWidth,
+    scrollHeight: document.documentElement.scrollHeight,
+    chat: box("#chat"), messages: box("#messages"), composer: box("#composer"), input: box("#input"),
+    aside: box("main > aside"), conversations: box("#conversations"), buttons,
+    details: [...document.querySelectorAll("main > aside details, #conversations details")].map((d) => ({
+      summary: d.querySelector("summary").textContent, open: d.open,
+      summaryHeight: d.querySelector("summary").getBoundingClientRect().height})),
+  };
+}"""
+
+COLOURS = """() => {
+  const style = (selector, property) => getComputedStyle(document.querySelector(selector))[property];
+  return {bodyBackground: style("body", "backgroundColor"), bodyText: style("body", "color"),
+          chatBackground: style("#chat", "backgroundColor"), inputBackground: style("#input", "backgroundColor"),
+          inputText: style("#input", "color"), mutedText: style(".tagline", "color"),
+          scheme: style(":root", "colorScheme")};
+}"""
+
+
+def luminance(css_colour: str) -> float:
+    """WCAG relative luminance of an rgb()/rgba() colour as getComputedStyle gives it (0 black .. 1 white)."""
+    channels = [float(v) for v in re.findall(r"[\d.]+", css_colour)[:3]]
+    linear = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    high, low = sorted([luminance(a), luminance(b)], reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def inside(box, viewport) -> bool:
+    return box is not None and box["top"] >= 0 and box["left"] >= 0 and \
+        box["bottom"] <= viewport["height"] and box["right"] <= viewport["width"]
+
+
+def open_page(browser, url, **options):
+    context = browser.new_context(**options)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(url)
+    return context, page
+
+
+@pytest.fixture(scope="module")
+def phone_page(browser, server):
+    context, page = open_page(browser, server.url, viewport=PHONE, color_scheme="light")
+    wait_ready(page)
+    yield page
+    context.close()
+
+
+def check_fits_the_phone(geometry):
+    viewport = geometry["viewport"]
+    assert viewport == PHONE
+    assert geometry["scrollWidth"] <= viewport["width"] and geometry["bodyScrollWidth"] <= viewport["width"], geometry
+    assert inside(geometry["composer"], viewport), geometry
+    assert geometry["scrollHeight"] <= viewport["height"], "the page itself does not scroll, main does: %s" % geometry
+    assert "send" in geometry["buttons"] and "stop" in geometry["buttons"], geometry["buttons"]
+    for name, button in geometry["buttons"].items():
+        assert inside(button, viewport), (name, geometry)
+        assert button["height"] >= MIN_TAP_HEIGHT, (name, button)
+
+
+def test_phone_chat_fills_the_screen_and_settings_fold_below(phone_page):
+    geometry = phone_page.evaluate(GEOMETRY)
+    check_fits_the_phone(geometry)
+    viewport = geometry["viewport"]
+    chat, aside = geometry["chat"], geometry["aside"]
+    assert chat["bottom"] >= viewport["height"] - 40 and chat["height"] >= 0.6 * viewport["height"], geometry
+    assert geometry["input"]["width"] >= 0.8 * viewport["width"] and geometry["input"]["height"] >= MIN_TAP_HEIGHT
+    assert aside["top"] >= chat["bottom"], "the settings come after the chat: %s" % geometry
+    if geometry["conversations"]:
+        assert geometry["conversations"]["top"] >= chat["bottom"], "so does the list: %s" % geometry
+    assert geometry["details"] and not any(d["open"] for d in geometry["details"]), geometry["details"]
+    assert all(d["summaryHeight"] >= MIN_TAP_HEIGHT for d in geometry["details"]), geometry["details"]
+
+
+def test_phone_answers_and_keeps_the_composer_on_screen(phone_page):
+    # The sampling settings are folded on a phone: open them as a user would, set them, fold them again.
+    sampling = phone_page.locator("main > aside details:has(#settings) > summary")
+    sampling.click()
+    set_settings(phone_page, **GREEDY)
+    sampling.click()
+    answer, stats = ask(phone_page, GOLDEN_QUESTION)
+    assert answer.strip() == GOLDEN_ANSWER and "tokens" in stats
+    phone_page.evaluate("() => document.querySelector('main').scrollTo(0, 0)")
+    geometry = phone_page.evaluate(GEOMETRY)
+    check_fits_the_phone(geometry)
+    last = phone_page.locator(".message[data-role=assistant]").last.bounding_box()
+    messages = geometry["messages"]
+    assert messages["top"] <= last["y"] < messages["bottom"], (last, messages)  # the answer is on screen
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_colours_follow_the_system_scheme(browser, server, scheme):
+    context, page = open_page(browser, server.url, viewport=DESKTOP, color_scheme=scheme)
+    try:
+        page.wait_for_selector("#composer")
+        colours = page.evaluate(COLOURS)
+        layout = page.evaluate(GEOMETRY)
+    finally:
+        context.close()
+    background, text = luminance(colours["bodyBackground"]), luminance(colours["bodyText"])
+    if scheme == "dark":
+        assert background < 0.05 and text > 0.6, colours
+        assert luminance(colours["chatBackground"]) < 0.05 and luminance(colours["inputBackground"]) < 0.05, colours
+    else:
+        assert background > 0.8 and text < 0.05, colours
+        assert luminance(colours["chatBackground"]) > 0.8 and luminance(colours["inputBackground"]) > 0.8, colours
+    assert contrast(colours["bodyBackground"], colours["bodyText"]) >= 7, colours
+    assert contrast(colours["chatBackground"], colours["mutedText"]) >= 4.5, colours
+    assert contrast(colours["inputBackground"], colours["inputText"]) >= 7, colours
+    assert colours["scheme"] == "light dark", colours
+    # the desktop layout: chat on the left, settings on the right, side by side
+    assert layout["aside"]["left"] >= layout["chat"]["right"] and layout["aside"]["top"] < layout["chat"]["bottom"]
+    assert all(d["open"] for d in layout["details"] if d["summary"] != "Train a model"), layout["details"]
+
+
+def test_every_colour_is_a_custom_property():
+    """Colours are written once, in the custom properties of styles.css's colour section (light and dark),
+    and used through var(): a colour written into a rule would stay the same in the other scheme."""
+    css = re.sub(r"/\*.*?\*/", "", (REPO / "web" / "styles.css").read_text(), flags=re.S)
+    literal = re.compile(r"#[0-9a-fA-F]{3,8}\b|\b(?:rgba?|hsla?|hwb|lab|lch|oklab|oklch)\(|"
+                         r":\s*(?:white|black|red|green|blue|gray|grey)\b")
+    offending = [declaration.strip() for declaration in re.split(r"[;{}]", css)
+                 if literal.search(declaration) and not declaration.strip().startswith("--")]
+    assert not offending, offending

@@ -1,0 +1,160 @@
+/*
+ * conversation_store.js: the saved conversations, in IndexedDB (or, when it cannot be opened, as in some
+ * private windows, in localStorage), and their export / import as JSON.
+ *
+ *     const store = await ConversationStore.open();
+ *     const conversation = ConversationStore.create({system_prompt: ""});  // {id, title, system_prompt, messages, ...}
+ *     await store.put(conversation); await store.get(id); await store.list(); await store.remove(id);
+ *     const text = ConversationStore.exportJSON(await store.list());
+ *     const imported = ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
+ *
+ * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
+ * "assistant", content}], created, updated} (times in ms). The title comes from the first message until the
+ * user renames it. The page owns the conversation: Python gets it whole at every turn (chat.js).
+ */
+"use strict";
+
+(function (global) {
+  const DB_NAME = "pychat-conversations";
+  const STORE = "conversations";
+  const FORMAT = "pychat-conversations";
+  const FALLBACK_KEY = "pychat.conversations";  // localStorage, without IndexedDB
+  const MAX_IMPORT_BYTES = 50 * 1024 * 1024;
+  const TITLE_CHARS = 60;
+
+  class ConversationImportError extends Error {
+    constructor(message) {
+      super(message);
+      this.name = "ConversationImportError";
+    }
+  }
+
+  const request = (r) => new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+
+  function newId() {
+    return "c-" + Date.now().toString(36) + "-" + Array.from(crypto.getRandomValues(new Uint8Array(6)),
+      (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /* "What is the capital of France?" from the first message, on one line and cut at TITLE_CHARS. */
+  function titleFrom(messages) {
+    const first = messages.find((m) => m.role === "user");
+    const text = first ? first.content.replace(/\s+/g, " ").trim() : "";
+    if (!text) return "New chat";
+    return text.length > TITLE_CHARS ? text.slice(0, TITLE_CHARS - 1).trimEnd() + "…" : text;
+  }
+
+  function create({system_prompt = "", messages = [], title = null} = {}) {
+    const now = Date.now();
+    return {id: newId(), title: title || titleFrom(messages), titled: Boolean(title), system_prompt,
+            messages, created: now, updated: now};
+  }
+
+  /* The conversation after a change of its messages: a new title (unless the user chose one), a new time. */
+  function touched(conversation) {
+    const title = conversation.titled ? conversation.title : titleFrom(conversation.messages);
+    return {...conversation, title, updated: Date.now()};
+  }
+
+  function exportJSON(conversations) {
+    const plain = conversations.map(({title, titled, system_prompt, messages, created, updated}) =>
+      ({title, titled, system_prompt, messages: messages.map(({role, content}) => ({role, content})), created, updated}));
+    return JSON.stringify({format: FORMAT, version: 1, conversations: plain}, null, 1);
+  }
+
+  /* One imported conversation checked field by field; `where` names it in the message ("conversation 2"). */
+  function checkedConversation(value, where) {
+    const fail = (why) => { throw new ConversationImportError(`${where}: ${why}`); };
+    if (!value || typeof value !== "object" || Array.isArray(value)) fail("not an object");
+    if (!Array.isArray(value.messages)) fail("no list of messages");
+    const messages = value.messages.map((m, i) => {
+      if (!m || (m.role !== "user" && m.role !== "assistant")) fail(`message ${i + 1} has no role user or assistant`);
+      if (typeof m.content !== "string") fail(`message ${i + 1} has no text content`);
+      return {role: m.role, content: m.content};
+    });
+    if (value.system_prompt != null && typeof value.system_prompt !== "string") fail("the system prompt is not text");
+    if (value.title != null && typeof value.title !== "string") fail("the title is not text");
+    const title = value.titled && value.title ? value.title.slice(0, 200) : null;
+    const conversation = create({system_prompt: value.system_prompt || "", messages, title});
+    const time = (t) => (Number.isFinite(t) && t > 0 ? t : conversation.created);
+    return {...conversation, created: time(value.created), updated: time(value.updated)};
+  }
+
+  /* The conversations in an exported file (or one conversation on its own), each with a fresh id, so an
+   * import never overwrites; anything else is a ConversationImportError that says what is wrong. */
+  function parseImport(text) {
+    if (text.length > MAX_IMPORT_BYTES) {
+      throw new ConversationImportError(`The file is too large to be a conversation export (over ${MAX_IMPORT_BYTES / 1048576} MB).`);
+    }
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch (error) {
+      throw new ConversationImportError(`The file is not JSON (${error.message}).`);
+    }
+    if (data && data.format === FORMAT && Array.isArray(data.conversations)) {
+      return data.conversations.map((c, i) => checkedConversation(c, `Conversation ${i + 1}`));
+    }
+    if (data && Array.isArray(data.messages)) return [checkedConversation(data, "The conversation")];
+    throw new ConversationImportError("The file is not a pychat-wasm conversation export: it has neither " +
+                                      `"format": "${FORMAT}" with a list of conversations nor a list of messages.`);
+  }
+
+  class ConversationStore {
+    constructor(db) {
+      this.db = db;  // null: kept in `memory`, saved to localStorage at each change (while it takes them)
+      this.memory = new Map(db ? [] : (PageUI.loadSaved(FALLBACK_KEY, [])).map((c) => [c.id, c]));
+    }
+
+    static async open() {
+      try {
+        const opening = indexedDB.open(DB_NAME, 1);
+        opening.onupgradeneeded = () => opening.result.createObjectStore(STORE, {keyPath: "id"});
+        return new ConversationStore(await request(opening));
+      } catch (error) {
+        return new ConversationStore(null);
+      }
+    }
+
+    saveFallback() {
+      try {
+        localStorage.setItem(FALLBACK_KEY, JSON.stringify([...this.memory.values()]));
+      } catch (error) { /* full or disabled: they last for this visit */ }
+    }
+
+    async run(mode, operation) {
+      const tx = this.db.transaction(STORE, mode);
+      const result = await request(operation(tx.objectStore(STORE)));
+      await new Promise((resolve, reject) => { tx.oncomplete = resolve; tx.onerror = tx.onabort = () => reject(tx.error); });
+      return result;
+    }
+
+    /* Newest first. */
+    async list() {
+      const all = this.db ? await this.run("readonly", (s) => s.getAll()) : [...this.memory.values()];
+      return all.sort((a, b) => b.updated - a.updated);
+    }
+
+    async get(id) {
+      if (id == null) return null;
+      return (this.db ? await this.run("readonly", (s) => s.get(id)) : this.memory.get(id)) || null;
+    }
+
+    async put(conversation) {
+      if (this.db) await this.run("readwrite", (s) => s.put(conversation));
+      else { this.memory.set(conversation.id, conversation); this.saveFallback(); }
+    }
+
+    async remove(id) {
+      if (this.db) await this.run("readwrite", (s) => s.delete(id));
+      else { this.memory.delete(id); this.saveFallback(); }
+    }
+  }
+
+  Object.assign(ConversationStore, {create, touched, titleFrom, exportJSON, parseImport});
+  global.ConversationStore = ConversationStore;
+  global.ConversationImportError = ConversationImportError;
+})(self);

@@ -232,7 +232,9 @@ def filtered_distribution(logits: np.ndarray, settings: SamplingSettings):
 
     The penalty is applied by the caller. Returns (ids [n], probs [n] float64).
     """
-    scaled = np.asarray(logits, dtype=np.float64) / settings.temperature  # [vocab]
+    logits = np.asarray(logits, dtype=np.float64)  # [vocab]
+    with np.errstate(over="ignore"):  # shifted to a maximum of 0 first: a tiny temperature gives -inf, never NaN
+        scaled = (logits - logits.max()) / settings.temperature  # [vocab]
     ids = top_k_candidates(scaled, settings.top_k)  # [k]
     probs = softmax64(scaled[ids])  # [k], renormalized over the survivors as HF's chained warpers do
     keep = top_p_cutoff(probs, settings.top_p)

@@ -195,3 +195,13 @@ def test_temperature_sharpens_the_distribution():
                        minlength=3)
     hot = np.bincount(draw_many(SamplingSettings(seed=1, **NO_FILTERS), 2000, logits), minlength=3)
     assert cold[0] > 0.8 * 2000 and 0.45 * 2000 < hot[0] < 0.55 * 2000
+
+
+@pytest.mark.parametrize("temperature", [1e-320, 1e-30, 1e-3])
+def test_a_tiny_temperature_samples_the_best_token_not_nan(temperature):
+    """Dividing raw logits by 1e-320 overflows to inf and gave NaN probabilities (a wrong token); the limit of
+    a vanishing temperature is the argmax."""
+    logits = np.array([3.0, 9.5, -2.0, 9.0], dtype=np.float32)
+    ids, probs = filtered_distribution(logits, SamplingSettings(**dict(NO_FILTERS, temperature=temperature)))
+    assert np.isfinite(probs).all() and int(ids[0]) == 1 and probs[0] > 0.99
+    assert set(draw_many(SamplingSettings(seed=5, **dict(NO_FILTERS, temperature=temperature)), 50, logits)) == {1}

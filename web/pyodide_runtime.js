@@ -11,7 +11,9 @@
  *       onStatus: (text) => postMessage({status: text}), // optional progress messages
  *     });
  *
- * bootPython resolves to a small facade; nothing else in the product touches the Pyodide API:
+ * bootPython resolves to a small facade; nothing else in the product touches the Pyodide API. The app calls
+ * named Python functions only (importFunctions, callWithBytes, callForBytes); running source text (runPython,
+ * get, set) is for the test harness (tests/pyodide_harness) and the browser console:
  *
  *     py.runPython(code)               -> result of the last expression (JS value, or a PyProxy: call .destroy())
  *     py.runPythonAsync(code)          -> Promise of the same; top-level `await` allowed
@@ -20,8 +22,6 @@
  *                                         py.importFunctions("pychat_wasm.worker_api", ["load_model"]); they
  *                                         live as long as the worker (their proxies are never destroyed)
  *     py.set(name, value)              -> bind a Python global to a JS value (a JsProxy on the Python side)
- *     py.setBytes(name, bytes)         -> bind a Python global to a numpy uint8 array copied from an
- *                                         ArrayBuffer / typed array (one copy into the wasm heap)
  *     py.callWithBytes(fn, bytes, ...args)
  *                                      -> fn(numpy uint8 array copied from `bytes`, ...args): hands bytes to a
  *                                         Python function (from py.importFunctions); no global is left behind
@@ -48,18 +48,6 @@
 "use strict";
 
 const DEFAULT_PACKAGES = ["numpy"];
-
-/* Copy bytes into the wasm heap as a numpy uint8 array bound to the Python global `name`. */
-function setBytes(pyodide, name, bytes) {
-  const view = ArrayBuffer.isView(bytes)
-    ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    : new Uint8Array(bytes);
-  pyodide.globals.set("_js_bytes", view);
-  pyodide.runPython(
-    `import numpy as _np\n` +
-    `globals()[${JSON.stringify(name)}] = _np.frombuffer(_js_bytes.to_py(), dtype=_np.uint8)\n` +
-    `del _js_bytes, _np`);
-}
 
 /* Attributes of a PyProxy are borrowed (destroyed with it): each function gets a proxy of its own. */
 function importFunctions(pyodide, moduleName, names) {
@@ -142,7 +130,6 @@ json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__versio
     get: (name) => pyodide.globals.get(name),
     importFunctions: (moduleName, names) => importFunctions(pyodide, moduleName, names),
     set: (name, value) => pyodide.globals.set(name, value),
-    setBytes: (name, bytes) => setBytes(pyodide, name, bytes),
     callWithBytes: (fn, bytes, ...args) => callWithBytes(pyodide, fn, bytes, ...args),
     callForBytes,
     toJs,

@@ -107,16 +107,16 @@ def bench_pychat(browser, url: str, runs: int, long_tokens: int, workers: int) -
     results["ready_cold_seconds"] = page.evaluate("window.__readyAt") / 1000
     for run in range(runs):
         set_settings(page, max_tokens=16, **GREEDY)
-        answer, stats = ask(page, GOLDEN_QUESTION, TIMEOUT_MS)  # a fresh worker: the whole prompt is new
+        page.click("#new-chat")  # the question on its own; a fresh worker: the whole prompt is new
+        answer, stats = ask(page, GOLDEN_QUESTION, TIMEOUT_MS)
         results["golden"].append(dict(parse_stats(stats), answer=answer))
-        page.click("#clear")
         page.reload()
         wait_ready(page, TIMEOUT_MS)
         results["ready_cached_seconds"].append(page.evaluate("window.__readyAt") / 1000)
     set_settings(page, max_tokens=long_tokens, **GREEDY)
+    page.click("#new-chat")
     answer, stats = ask(page, LONG_QUESTION, TIMEOUT_MS)
     results["long"] = dict(parse_stats(stats), answer=answer)
-    page.click("#clear")
     context.close()
     return results
 

@@ -213,6 +213,13 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
 POOL_SIZE = os.cpu_count() or 1  # the page's default: one worker per core the browser reports
 
 
+def chatml_tokens(messages, generation_prompt=True):
+    """Tokens of `messages` in the tiny model's ChatML with its byte-level vocabulary: one per special token,
+    one per byte of everything else (the messages avoid " a", its only merge)."""
+    per_message = [2 + len(("%s\n%s" % (m["role"], m["content"])).encode()) + 1 for m in messages]
+    return sum(per_message) + (1 + len(b"assistant\n") if generation_prompt else 0)
+
+
 def ready_status(model_name: str, workers: int = POOL_SIZE) -> str:
     """The status line once `model_name` is loaded into `workers` workers."""
     return "Ready: %s · %d worker%s" % (model_name, workers, "s" if workers > 1 else "")

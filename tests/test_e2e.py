@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
-                         set_settings, wait_ready, write_tiny_gguf)
+                         set_settings, wait_ready, write_tiny_gguf, chatml_tokens)
 
 from pychat_wasm import worker_api
 
@@ -48,14 +48,14 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 CACHED_MODEL = """async (prefix) => {
-  const store = await ModelStore.open();
+  const store = await Pychat.ModelStore.open();
   return (await store.list()).filter((r) => r.id.startsWith(prefix))
     .map((r) => ({id: r.id, complete: r.complete, size: r.size, sha256: r.sha256, received: r.received}));
 }"""
 
 # Flip one byte in the 4th stored chunk of the default model, as a disk error would.
 CORRUPT_MODEL = """async () => {
-  const store = await ModelStore.open();
+  const store = await Pychat.ModelStore.open();
   const record = (await store.list()).find((r) => r.id.startsWith("default/"));
   const key = [record.id, 3];
   const read = store.db.transaction("chunks").objectStore("chunks").get(key);
@@ -378,13 +378,6 @@ METER_RECORDER = """() => {
   const meter = document.getElementById("context-budget");
   new MutationObserver(() => window.__meter.push(meter.textContent)).observe(meter, {childList: true});
 }"""
-
-
-def chatml_tokens(messages, generation_prompt=True):
-    """Tokens of `messages` in the tiny model's ChatML with its byte-level vocabulary: one per special token,
-    one per byte of everything else (the messages avoid " a", its only merge)."""
-    per_message = [2 + len(("%s\n%s" % (m["role"], m["content"])).encode()) + 1 for m in messages]
-    return sum(per_message) + (1 + len(b"assistant\n") if generation_prompt else 0)
 
 
 def test_context_budget_is_live_warns_and_marks_dropped_turns(chat_page, tmp_path):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, new_context, open_ready_page, python_messages,
-                         saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, chatml_tokens, new_context, open_ready_page,
+                         python_messages, saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
 
 from pychat_wasm.errors import InvalidSettingsError
 from pychat_wasm.sampler import settings_from_mapping
@@ -177,12 +177,6 @@ def test_conversations_survive_reloads_switch_rename_delete_export_and_import(pa
         page.wait_for_selector(".alert[data-kind=error]")
         assert alert_texts(page, "error")[0].startswith(messages[name])
         assert len(titles(page)) == 2 * count - 1  # nothing imported
-
-
-def chatml_tokens(messages, generation_prompt=True):
-    """Tokens of `messages` in the tiny model's ChatML: one per special token, one per byte of the rest."""
-    per_message = [2 + len(("%s\n%s" % (m["role"], m["content"])).encode()) + 1 for m in messages]
-    return sum(per_message) + (1 + len(b"assistant\n") if generation_prompt else 0)
 
 
 def test_a_trim_and_a_failed_turn_leave_page_and_python_agreeing(page, tmp_path):

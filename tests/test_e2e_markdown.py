@@ -100,7 +100,7 @@ ALLOWED_TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote
 RENDER_IN_VIEW = """async ({text, pieces}) => {
   const root = document.getElementById("messages");
   root.replaceChildren();
-  const view = new ChatView(root);
+  const view = new Pychat.ChatView(root);
   const whole = view.add("assistant", text);
   const streamed = view.add("assistant", "");
   for (const piece of pieces) streamed.append(piece);
@@ -172,7 +172,7 @@ def lab(lab_context, lab_server):
     """The lab page, fresh: no flag set, no popup left open."""
     page = lab_context.new_page()
     page.goto(lab_server.url + LAB_PAGE)
-    page.wait_for_function("() => window.ChatView && window.Markdown && Markdown.available()")
+    page.wait_for_function("() => window.Pychat && Pychat.ChatView && Pychat.Markdown && Pychat.Markdown.available()")
     yield page
     for other in lab_context.pages:
         other.close()
@@ -264,9 +264,9 @@ def test_streaming_piece_by_piece_gives_the_dom_of_the_whole_text(lab):
 def test_append_renders_once_a_frame_and_the_end_at_once(lab):
     result = lab.evaluate("""async () => {
       const calls = [];
-      const render = Markdown.render;
-      Markdown.render = (text) => { calls.push(text); return render(text); };
-      const view = new ChatView(document.getElementById("messages"));
+      const render = Pychat.Markdown.render;
+      Pychat.Markdown.render = (text) => { calls.push(text); return render(text); };
+      const view = new Pychat.ChatView(document.getElementById("messages"));
       const answer = view.add("assistant", "");
       const before = calls.length;
       for (const piece of ["**He", "llo", "** wor", "ld"]) answer.append(piece);
@@ -278,7 +278,7 @@ def test_append_renders_once_a_frame_and_the_end_at_once(lab):
                        stop_reason: "eos"}, 0.5);
       const afterStats = calls.slice(before);
       await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
-      Markdown.render = render;
+      Pychat.Markdown.render = render;
       return {synchronous, afterFrame, afterStats, finalCalls: calls.length - before,
               html: answer.markdown.innerHTML, text: answer.text, content: answer.content.textContent,
               contentHidden: answer.content.hidden, done: answer.root.dataset.done};
@@ -294,7 +294,7 @@ def test_append_renders_once_a_frame_and_the_end_at_once(lab):
 
 def test_a_half_streamed_fence_is_already_code(lab):
     result = lab.evaluate("""async () => {
-      const view = new ChatView(document.getElementById("messages"));
+      const view = new Pychat.ChatView(document.getElementById("messages"));
       const answer = view.add("assistant", "");
       const frame = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
       const snapshot = () => {
@@ -319,7 +319,7 @@ def test_a_half_streamed_fence_is_already_code(lab):
 def test_user_messages_stay_plain_text(lab):
     text = "**not bold** <b>not a tag</b>\n    indented  twice\n\n# not a heading"
     result = lab.evaluate("""(text) => {
-      const view = new ChatView(document.getElementById("messages"));
+      const view = new Pychat.ChatView(document.getElementById("messages"));
       const mine = view.add("user", text);
       return {content: mine.content.textContent, text: mine.text, children: mine.content.children.length,
               markdown: mine.root.querySelectorAll(".markdown").length, hidden: mine.content.hidden,
@@ -365,7 +365,7 @@ def test_the_sanitizer_alone_also_stops_raw_html(lab):
     """The second guard: HTML given to DOMPurify with markdown.js's rules, as if marked had let it through."""
     result = lab.evaluate("""async () => {
       const root = document.getElementById("messages");
-      root.append(Markdown.sanitize(
+      root.append(Pychat.Markdown.sanitize(
         '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>' +
         '<a href="javascript:window.__pwned=3">a</a><a href="&#106;avascript:window.__pwned=4">b</a>' +
         '<a href="https://example.com" onclick="window.__pwned=5" style="color:red" class="alert">c</a>' +
@@ -407,7 +407,7 @@ def test_real_chat_answer_renders_markdown_under_the_policy_and_offline(browser,
         context.set_offline(True)
         page.reload()
         page.wait_for_selector(".message[data-role=assistant] .markdown strong")
-        assert page.evaluate("Markdown.available()") is True
+        assert page.evaluate("Pychat.Markdown.available()") is True
         assert page.locator(".message[data-role=assistant] .markdown strong").all_text_contents() == ["Bold", "Bold"]
         assert page.evaluate("window.__pwned") is None
         assert page.evaluate("window.__violations") == []

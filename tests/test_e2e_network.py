@@ -114,7 +114,7 @@ def test_drops_at_random_offsets_resume_from_the_stored_bytes(page, fault_server
     reads = fault_server.header_reads("/faulty/drops.gguf")
     assert reads and reads[0]["range"] == "bytes=0-262143" and all(r["status"] == 206 for r in reads)
     assert [text.split(" (")[0] for text in alert_texts(page, "notice")[before:]] == [
-        "Download interrupted at " + page.evaluate("formatBytes", start) for start in starts[1:]]
+        "Download interrupted at " + page.evaluate("Pychat.formatBytes", start) for start in starts[1:]]
 
 
 def test_stalled_connection_is_given_up_and_resumed(page, fault_server, files, tiny_dir):

@@ -410,7 +410,7 @@ def test_saved_finetuned_model_is_listed_and_used_for_chat(finetune_page, replay
     assert page.text_content("#status") == ready_status(TUNED_NAME)
     entry = page.locator("#models li", has_text=TUNED_NAME).text_content()
     assert "%s (in use)" % TUNED_NAME in entry and "Q8_0" in entry and "trained in this browser" in entry, entry
-    size = page.evaluate("""async (id) => (await (await ModelStore.open()).get(id)).size""", "trained/" + TUNED_NAME)
+    size = page.evaluate("""async (id) => (await (await Pychat.ModelStore.open()).get(id)).size""", "trained/" + TUNED_NAME)
     assert 100e6 < size < 200e6, size  # Q8_0: about 145 MB, not the 540 MB of F32
     set_settings(page, max_tokens=8)
     page.click("#new-chat")

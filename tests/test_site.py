@@ -5,7 +5,11 @@ import hashlib
 import http.client
 import json
 import os
+import re
+import shutil
+import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -210,3 +214,113 @@ def test_server_honours_if_range_only_while_the_file_is_unchanged(server, site):
     assert response.getheader("ETag") not in (None, etag)
     response, _ = get(server, "/changing.txt", {"Range": "bytes=6-", "If-Range": last_modified})
     assert response.status == 200
+
+
+# ---- the scripts of the page and its workers: one namespace, self.Pychat ---------------------------------------
+
+WEB = REPO / "web"
+NAMESPACE_OPEN = '(function (Pychat) {\n  "use strict";\n'
+NAMESPACE_CLOSE = "})(self.Pychat = self.Pychat || {});\n"
+OWN_GLOBALS = {"Pychat", "pychat", "pychatTraining", "onmessage"}  # the self.X a script may set
+ONE_EXPRESSION = r"""
+const fs = require("fs"), vm = require("vm");
+const out = {};
+for (const path of JSON.parse(process.argv[1])) {
+  const code = fs.readFileSync(path, "utf8").trimEnd().replace(/;$/, "");
+  try { new vm.Script("(" + code + "\n)", {filename: path}); out[path] = null; } catch (e) { out[path] = String(e); }
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def classic_scripts():
+    """The page's scripts and the workers' (sw.js, the service worker, shares nothing with them)."""
+    return sorted(p for p in WEB.glob("*.js") if p.name != "sw.js")
+
+
+def exported_names(text):
+    """The top-level keys of the `Object.assign(Pychat, {...})` of a script."""
+    opening = "Object.assign(Pychat, {"
+    if opening not in text:
+        return []
+    entries, depth, entry = [], 0, ""
+    for char in text[text.index(opening) + len(opening):]:
+        if char in "{[(":
+            depth += 1
+        elif char in ")]}" and depth:
+            depth -= 1
+        elif char in ",}" and not depth:
+            entries.append(entry)
+            entry = ""
+            if char == "}":
+                break
+            continue
+        entry += char
+    return [entry.split(":")[0].strip() for entry in entries]
+
+
+def destructured_names(text):
+    """The names of `const {a, b} = Pychat;` (a, b) and `const {c} = Pychat.X;` (X) in a script."""
+    names = set()
+    for listed, member in re.findall(r"const \{([^}]*)\} = Pychat(?:\.(\w+))?;", text):
+        names |= {member} if member else {name.strip() for name in listed.split(",")}
+    return names
+
+
+def used_names(text):
+    """The names a script reads from the namespace: Pychat.X anywhere (header examples too), and destructured."""
+    return set(re.findall(r"\bPychat\.(\w+)", text)) | destructured_names(text)
+
+
+def test_every_script_is_one_iife_over_the_pychat_namespace():
+    """Classic scripts share one global scope: a top-level const, function or class of one is a global that every
+    later script sees (and collides with). So each file is one IIFE taking self.Pychat: the whole file, comments
+    aside, parses as a single expression (V8 refuses any declaration or second statement beside it), and the
+    only globals it sets are the namespace, the console's and tests' pychat / pychatTraining, and onmessage."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed: run scripts/setup.sh")
+    scripts = classic_scripts()
+    assert {"app.js", "worker.js", "train_worker.js", "pyodide_runtime.js"} <= {p.name for p in scripts}
+    done = subprocess.run([node, "-e", ONE_EXPRESSION, json.dumps([str(p) for p in scripts])],
+                          capture_output=True, text=True, check=True)
+    errors = {Path(path).name: error for path, error in json.loads(done.stdout).items() if error}
+    assert errors == {}
+    for path in scripts:
+        text = path.read_text()
+        code = text[text.index("*/\n") + 3:] if text.startswith("/*") else text
+        assert code.startswith(NAMESPACE_OPEN) and code.endswith(NAMESPACE_CLOSE), path.name
+        assert set(re.findall(r"\b(?:self|window|globalThis)\.(\w+)\s*=(?!=)", text)) <= OWN_GLOBALS, path.name
+
+
+def test_the_namespace_holds_what_the_scripts_use_in_load_order():
+    """Each name of Pychat comes from one file and is used by another. A page script reads only names of the
+    page's scripts, and destructures (at load) only those of scripts index.html loads before it; a worker reads
+    only names of the scripts it imports, in importScripts order."""
+    texts = {p.name: p.read_text() for p in classic_scripts()}
+    exports = {}
+    for name, text in texts.items():
+        for export in exported_names(text):
+            assert export not in exports, (export, name, exports.get(export))
+            exports[export] = name
+    assert set(exports.values()) == set(texts) - {"app.js", "worker.js", "train_worker.js"}  # all but the entry points
+    for export, name in exports.items():
+        assert any(export in used_names(text) for other, text in texts.items() if other != name), (export, name)
+
+    page = [src for src in re.findall(r'<script src="([^"]+)"></script>', (WEB / "index.html").read_text())
+            if not src.startswith("vendor/")]
+    assert set(page) | {"worker.js", "train_worker.js", "pyodide_runtime.js", "worker_protocol.js"} == set(texts)
+    loaded = set()
+    for name in page:
+        loaded |= set(exported_names(texts[name]))
+        assert destructured_names(texts[name]) <= loaded, (name, destructured_names(texts[name]) - loaded)
+    page_exports = {export for name in page for export in exported_names(texts[name])}
+    for name in page:
+        assert used_names(texts[name]) <= page_exports, (name, used_names(texts[name]) - page_exports)
+
+    for worker in ("worker.js", "train_worker.js"):
+        (imports,) = re.findall(r"importScripts\(([^)]*)\);", texts[worker])
+        available = set()
+        for name in re.findall(r'"([^"]+)"', imports) + [worker]:
+            available |= set(exported_names(texts[name]))
+            assert used_names(texts[name]) <= available, (worker, name, used_names(texts[name]) - available)

@@ -9,11 +9,11 @@
  * Start-up phases shown in #status[data-phase]: downloading, verifying, starting, loading, ready
  * (then generating / stopping during an answer, error when nothing works).
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function () {
   const $ = (id) => document.getElementById(id);
-  const {alertBox} = PageUI;
+  const {alertBox} = Pychat.PageUI;
   const SAVED_MODEL = "pychat.model";
   const SAVED_CACHED = "pychat.cached";  // ids of the complete models in the cache: an eviction shows as a gap
   const SAVED_CONTEXT = "pychat.context";  // the context length asked for, or null: the model's default
@@ -28,7 +28,7 @@
     conversation: null,     // the one on the page: {id, title, system_prompt, messages, ...}
   };
   self.pychat = state;  // for the browser console and the end-to-end tests
-  const chat = state.chat = new ChatController({state, setPhase, showReady, alertBox, restartPython});
+  const chat = state.chat = new Pychat.ChatController({state, setPhase, showReady, alertBox, restartPython});
 
   // ---- status ---------------------------------------------------------------------------------------------
 
@@ -73,12 +73,14 @@
           setPhase("verifying", `Checking ${spec.name}…`);
           return await state.store.readVerified(spec.id);
         }
-        if (!spec.url) throw new ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
+        if (!spec.url) {
+          throw new Pychat.ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
+        }
         setPhase("downloading", `Downloading ${spec.name}…`);
-        const bytes = await downloadModel(state.store, spec, {onProgress: PageUI.showProgress,
-                                                               onNotice: (text) => alertBox("notice", text),
-                                                               options: state.manifest.download});
-        PageUI.hideProgress();
+        const bytes = await Pychat.downloadModel(state.store, spec, {onProgress: Pychat.PageUI.showProgress,
+                                                                      onNotice: (text) => alertBox("notice", text),
+                                                                      options: state.manifest.download});
+        Pychat.PageUI.hideProgress();
         return bytes;
       } catch (error) {
         if (error.kind !== "corrupt" || !spec.url || attempt > 0) throw error;
@@ -121,9 +123,12 @@
     await state.booted;
     setPhase("verifying", `Checking whether ${source.name} fits…`);
     const asked = chosenContext();
-    const verdict = await FitCheck.run({python: state.python, store: state.store, ...source, contextLength: asked});
+    const verdict = await Pychat.FitCheck.run({python: state.python, store: state.store, ...source,
+                                              contextLength: asked});
     $("fit-status").textContent = `${source.name}: ${verdict.text}`;
-    if (!verdict.fits) throw new WorkerRequestError({type: "DoesNotFit", message: verdict.text, hasModel: Boolean(previous)});
+    if (!verdict.fits) {
+      throw new Pychat.WorkerRequestError({type: "DoesNotFit", message: verdict.text, hasModel: Boolean(previous)});
+    }
     if (verdict.shorterContext) alertBox("notice", `${source.name} ${verdict.text}: it runs with that context.`);
     const contextLength = verdict.shorterContext || asked;
     return {options: contextLength ? {context_length: contextLength} : {}, freshHeap: verdict.freshHeap};
@@ -131,7 +136,7 @@
 
   async function modelLoaded(spec, info) {
     state.model = {...spec, info};
-    PageUI.save(SAVED_MODEL, spec.id);
+    Pychat.PageUI.save(SAVED_MODEL, spec.id);
     const record = await state.store.get(spec.id);
     if (record && !record.info) await state.store.put({...record, info});
     chat.showStoredBudget();
@@ -142,18 +147,18 @@
   }
 
   async function modelFailed(spec, error, previous) {
-    PageUI.hideProgress();
+    Pychat.PageUI.hideProgress();
     if (error.type === "WorkerCrashed") return;  // the crash handler restarts everything
     alertBox("error", `Could not load ${spec.name}: ${error.message}`,
              spec.url ? {label: "Retry", run: () => switchModel(spec)} : null);
-    if (error instanceof WorkerRequestError && spec.source !== "default") {
+    if (error instanceof Pychat.WorkerRequestError && spec.source !== "default") {
       await state.store.remove(spec.id);  // Python rejected the file: do not keep it
       renderModels();
     }
     // What to fall back on: the model used before, else the default one (unless that is what failed).
     const fallback = previous && previous.id !== spec.id ? previous : spec.source !== "default" ? defaultSpec() : null;
     // A failed download or a file Python rejected up front leaves the loaded model as it was.
-    if (previous && (!(error instanceof WorkerRequestError) || error.hasModel)) {
+    if (previous && (!(error instanceof Pychat.WorkerRequestError) || error.hasModel)) {
       state.model = previous;
       showReady();
     } else if (error.type === "MemoryError" && fallback) {
@@ -220,8 +225,8 @@
 
   async function renderModels() {
     const records = await state.store.list();
-    if (state.store.persistent) PageUI.save(SAVED_CACHED, records.filter((r) => r.complete).map((r) => r.id));
-    PageUI.renderModelList(records, state.model && state.model.id, {
+    if (state.store.persistent) Pychat.PageUI.save(SAVED_CACHED, records.filter((r) => r.complete).map((r) => r.id));
+    Pychat.PageUI.renderModelList(records, state.model && state.model.id, {
       onUse: (record) => state.ready && !state.generating && switchModel(record),
       onRemove: async (record) => { await state.store.remove(record.id); renderModels(); },
     });
@@ -230,7 +235,7 @@
   /* Models cached on an earlier visit that are gone now: the browser evicted the site's storage. */
   async function reportEvictedModels() {
     const cached = new Set((await state.store.list()).map((r) => r.id));
-    const gone = PageUI.loadSaved(SAVED_CACHED, []).filter((id) => !cached.has(id));
+    const gone = Pychat.PageUI.loadSaved(SAVED_CACHED, []).filter((id) => !cached.has(id));
     if (gone.length) {
       alertBox("notice", `The browser cleared this site's model cache since your last visit (${gone.length} ` +
                `model${gone.length > 1 ? "s" : ""}): the model is downloaded again. Your conversation is kept.`);
@@ -241,8 +246,8 @@
 
   function startPython() {
     state.pythonStatus = "starting";
-    state.python = new WorkerPool({
-      size: WorkerPool.defaultSize(PageUI.loadSaved(SAVED_WORKERS, "auto")),
+    state.python = new Pychat.WorkerPool({
+      size: Pychat.WorkerPool.defaultSize(Pychat.PageUI.loadSaved(SAVED_WORKERS, "auto")),
       onStatus: (text) => { state.pythonStatus = text; setPhase(state.phase.phase, state.phase.text); },
       onCrash: workerCrashed,
     });
@@ -288,18 +293,18 @@
   function wireWorkers() {
     const select = $("workers");
     const cores = Math.max(1, navigator.hardwareConcurrency || 1);
-    const isolated = WorkerPool.canShare();
+    const isolated = Pychat.WorkerPool.canShare();
     const choices = [["auto", `auto (${isolated ? cores : 1})`]];
     for (let n = 1; n <= cores; n++) choices.push([String(n), String(n)]);
     select.replaceChildren(...choices.map(([value, label]) => new Option(label, value)));
-    select.value = PageUI.loadSaved(SAVED_WORKERS, "auto");
+    select.value = Pychat.PageUI.loadSaved(SAVED_WORKERS, "auto");
     select.disabled = !isolated;
     $("workers-hint").textContent = isolated
       ? "Each token is split between the workers: one per core is fastest."
       : "One worker: several need a cross-origin isolated page (it is after the first visit, once the " +
         "service worker serves it; reload).";
     select.onchange = () => {
-      PageUI.save(SAVED_WORKERS, select.value);
+      Pychat.PageUI.save(SAVED_WORKERS, select.value);
       if (state.ready && !state.generating && state.model) restartPython(state.model);
     };
   }
@@ -307,15 +312,15 @@
   /* The context picker: a change reloads the model in use with that context (after its fit check). */
   function wireContext() {
     const input = $("context-length");
-    input.value = PageUI.loadSaved(SAVED_CONTEXT, null) || "";
+    input.value = Pychat.PageUI.loadSaved(SAVED_CONTEXT, null) || "";
     input.onchange = () => {
-      PageUI.save(SAVED_CONTEXT, chosenContext());
+      Pychat.PageUI.save(SAVED_CONTEXT, chosenContext());
       if (state.ready && !state.generating && state.model) switchModel(state.model);
     };
   }
 
   function wireUp() {
-    PageUI.foldPanelsOnNarrowScreens();
+    Pychat.PageUI.foldPanelsOnNarrowScreens();
     wireWorkers();
     wireContext();
     $("model-file").onchange = (e) => { if (e.target.files[0]) addModelFile(e.target.files[0]); e.target.value = ""; };
@@ -328,14 +333,14 @@
   }
 
   async function start() {
-    const updates = new AppUpdates({state, setPhase});
+    const updates = new Pychat.AppUpdates({state, setPhase});
     wireUp();
-    PageUI.registerServiceWorker().then((registration) => registration && updates.watch(registration));
+    Pychat.PageUI.registerServiceWorker().then((registration) => registration && updates.watch(registration));
     try {
       const response = await fetch("manifest.json");
       if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status}`);
       state.manifest = await response.json();
-      state.store = await ModelStore.openOrKeepInMemory();
+      state.store = await Pychat.ModelStore.openOrKeepInMemory();
     } catch (error) {
       setPhase("error", "The app could not start");
       alertBox("error", `The app could not start: ${error.message}`);
@@ -343,21 +348,21 @@
     }
     await chat.restore(state.manifest.sampling_defaults);
     chat.wire();
-    new TrainPanel({boot: state.manifest.boot,
-                    onModel: addTrainedModel,
-                    base: {current: () => state.model, read: (spec) => state.store.readVerified(spec.id)}}).wire();
+    new Pychat.TrainPanel({boot: state.manifest.boot,
+                           onModel: addTrainedModel,
+                           base: {current: () => state.model, read: (spec) => state.store.readVerified(spec.id)}}).wire();
     startPython();
     if (state.store.persistent) {
-      PageUI.requestPersistentStorage();
+      Pychat.PageUI.requestPersistentStorage();
       await reportEvictedModels();
     } else {
-      PageUI.showStorageUnavailable(state.store.unavailable);
+      Pychat.PageUI.showStorageUnavailable(state.store.unavailable);
     }
-    const savedId = PageUI.loadSaved(SAVED_MODEL, null);
+    const savedId = Pychat.PageUI.loadSaved(SAVED_MODEL, null);
     const saved = savedId && await state.store.get(savedId);
     renderModels();
     await switchModel(saved && saved.complete ? saved : defaultSpec());
   }
 
   start();
-})();
+})(self.Pychat = self.Pychat || {});

@@ -3,7 +3,7 @@
  * An answer is shown as Markdown rendered by web/markdown.js, which lets no HTML of the model's through: a
  * model that answers "<img src=x onerror=...>" shows exactly those characters.
  *
- *     const view = new ChatView(document.getElementById("messages"));
+ *     const view = new Pychat.ChatView(document.getElementById("messages"));
  *     view.add("user", "Hi!");
  *     const answer = view.add("assistant", "");
  *     answer.append("**Hel");  answer.append("lo**");   // rendered at most once an animation frame
@@ -14,159 +14,161 @@
  * Every message's .content element holds its text as written; an answer's is hidden and its rendering is
  * shown in the .markdown element after it.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-/* "8 tokens · 2.9 tok/s · first token 3.10 s · prompt 42 new + 0 cached" */
-function formatStats(stats, firstTokenSeconds) {
-  const parts = [`${stats.generated_tokens} tokens`, `${stats.generation_tps.toFixed(1)} tok/s`];
-  if (firstTokenSeconds !== null) parts.push(`first token ${firstTokenSeconds.toFixed(2)} s`);
-  parts.push(`prompt ${stats.prompt_tokens} new + ${stats.reused_tokens} cached tokens`);
-  if (stats.stop_reason === "cancelled") parts.push("stopped");
-  if (stats.stop_reason === "length") parts.push("max tokens reached");
-  return parts.join(" · ");
-}
+  /* "8 tokens · 2.9 tok/s · first token 3.10 s · prompt 42 new + 0 cached" */
+  function formatStats(stats, firstTokenSeconds) {
+    const parts = [`${stats.generated_tokens} tokens`, `${stats.generation_tps.toFixed(1)} tok/s`];
+    if (firstTokenSeconds !== null) parts.push(`first token ${firstTokenSeconds.toFixed(2)} s`);
+    parts.push(`prompt ${stats.prompt_tokens} new + ${stats.reused_tokens} cached tokens`);
+    if (stats.stop_reason === "cancelled") parts.push("stopped");
+    if (stats.stop_reason === "length") parts.push("max tokens reached");
+    return parts.join(" · ");
+  }
 
-class MessageView {
-  constructor(root, role, text) {
-    const {element} = PageUI;
-    this.root = element("div", "", "message");
-    this.root.dataset.role = role;
-    this.root.appendChild(element("div", role === "user" ? "You" : "Model", "role"));
-    this.source = text || "";  // the raw text (an answer's Markdown)
-    this.content = element("div", this.source, "content");
-    this.root.appendChild(this.content);
-    if (role !== "user") {
+  class MessageView {
+    constructor(root, role, text) {
+      const {element} = Pychat.PageUI;
+      this.root = element("div", "", "message");
+      this.root.dataset.role = role;
+      this.root.appendChild(element("div", role === "user" ? "You" : "Model", "role"));
+      this.source = text || "";  // the raw text (an answer's Markdown)
+      this.content = element("div", this.source, "content");
+      this.root.appendChild(this.content);
+      if (role !== "user") {
+        this.content.hidden = true;
+        this.markdown = element("div", undefined, "markdown");
+        this.root.appendChild(this.markdown);
+      }
+      this.footer = element("div", "", "stats");
+      this.root.appendChild(this.footer);
+      root.appendChild(this.root);
+      this.frame = 0;          // the requestAnimationFrame of the next render, 0 if none is due
+      this.rendered = null;    // the source the .markdown element shows
+      this.finish();
+    }
+
+    append(text) {
+      this.source += text;
+      this.content.textContent = this.source;
+      if (this.markdown && !this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
+    }
+
+    get text() {
+      return this.source;
+    }
+
+    /* Render the text as it is now, at once (append renders on the next animation frame). */
+    finish() {
+      if (this.frame) cancelAnimationFrame(this.frame);
+      this.frame = 0;
+      this.render();
+    }
+
+    /* The Markdown rendered anew. Only the top-level blocks from the first one that changed are replaced, so
+     * while an answer streams the finished paragraphs and code blocks (a text selection, a "Copied") stay. The
+     * list stays scrolled to the bottom if it was there. */
+    render() {
+      if (!this.markdown || this.rendered === this.source) return;
+      this.rendered = this.source;
+      const list = this.root.parentNode;
+      const atBottom = list && list.scrollHeight - list.scrollTop - list.clientHeight < 8;
+      const fresh = Array.from(Pychat.Markdown.render(this.source).childNodes);
+      const shown = this.markdown.childNodes;
+      let same = 0;
+      while (same < shown.length && same < fresh.length && shown[same].isEqualNode(fresh[same])) same++;
+      while (shown.length > same) this.markdown.lastChild.remove();
+      this.markdown.append(...fresh.slice(same));
+      if (atBottom) list.scrollTop = list.scrollHeight;
+    }
+
+    setNote(text) {
+      this.footer.textContent = text;
+    }
+
+    setStats(stats, firstTokenSeconds) {
+      this.finish();
+      this.footer.textContent = formatStats(stats, firstTokenSeconds);
+      this.root.dataset.done = "true";
+    }
+
+    addNotice(text) {
+      this.root.insertBefore(Pychat.PageUI.element("div", text, "notice"), this.footer);
+    }
+
+    /* A small button under the message (Edit, Regenerate). */
+    addAction(label, onClick) {
+      if (!this.actions) {
+        this.actions = Pychat.PageUI.element("div", undefined, "actions");
+        this.root.appendChild(this.actions);
+      }
+      const button = Pychat.PageUI.element("button", label, "action");
+      button.type = "button";
+      button.onclick = onClick;
+      this.actions.appendChild(button);
+      return button;
+    }
+
+    /* The message's text in an editor with Send and Cancel; onSend(text) returns true when it took the text
+     * (the chat then shows the conversation anew), false to keep editing. */
+    editText(onSend) {
+      const {element} = Pychat.PageUI;
+      const editor = element("div", undefined, "editor");
+      const input = element("textarea");
+      input.value = this.text;
+      input.rows = Math.min(12, this.text.split("\n").length + 1);
+      input.setAttribute("aria-label", "Edit the message");
+      const send = element("button", "Send", "action");
+      const cancel = element("button", "Cancel", "action");
+      const close = () => { editor.remove(); this.content.hidden = false; if (this.actions) this.actions.hidden = false; };
+      send.onclick = () => { if (onSend(input.value)) close(); };
+      cancel.onclick = close;
+      input.onkeydown = (e) => {
+        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send.onclick(); }
+        if (e.key === "Escape") { e.stopPropagation(); close(); }
+      };
+      editor.append(input, send, cancel);
       this.content.hidden = true;
-      this.markdown = element("div", undefined, "markdown");
-      this.root.appendChild(this.markdown);
+      if (this.actions) this.actions.hidden = true;
+      this.root.insertBefore(editor, this.content);
+      input.focus();
     }
-    this.footer = element("div", "", "stats");
-    this.root.appendChild(this.footer);
-    root.appendChild(this.root);
-    this.frame = 0;          // the requestAnimationFrame of the next render, 0 if none is due
-    this.rendered = null;    // the source the .markdown element shows
-    this.finish();
-  }
 
-  append(text) {
-    this.source += text;
-    this.content.textContent = this.source;
-    if (this.markdown && !this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
-  }
-
-  get text() {
-    return this.source;
-  }
-
-  /* Render the text as it is now, at once (append renders on the next animation frame). */
-  finish() {
-    if (this.frame) cancelAnimationFrame(this.frame);
-    this.frame = 0;
-    this.render();
-  }
-
-  /* The Markdown rendered anew. Only the top-level blocks from the first one that changed are replaced, so
-   * while an answer streams the finished paragraphs and code blocks (a text selection, a "Copied") stay. The
-   * list stays scrolled to the bottom if it was there. */
-  render() {
-    if (!this.markdown || this.rendered === this.source) return;
-    this.rendered = this.source;
-    const list = this.root.parentNode;
-    const atBottom = list && list.scrollHeight - list.scrollTop - list.clientHeight < 8;
-    const fresh = Array.from(Markdown.render(this.source).childNodes);
-    const shown = this.markdown.childNodes;
-    let same = 0;
-    while (same < shown.length && same < fresh.length && shown[same].isEqualNode(fresh[same])) same++;
-    while (shown.length > same) this.markdown.lastChild.remove();
-    this.markdown.append(...fresh.slice(same));
-    if (atBottom) list.scrollTop = list.scrollHeight;
-  }
-
-  setNote(text) {
-    this.footer.textContent = text;
-  }
-
-  setStats(stats, firstTokenSeconds) {
-    this.finish();
-    this.footer.textContent = formatStats(stats, firstTokenSeconds);
-    this.root.dataset.done = "true";
-  }
-
-  addNotice(text) {
-    this.root.insertBefore(PageUI.element("div", text, "notice"), this.footer);
-  }
-
-  /* A small button under the message (Edit, Regenerate). */
-  addAction(label, onClick) {
-    if (!this.actions) {
-      this.actions = PageUI.element("div", undefined, "actions");
-      this.root.appendChild(this.actions);
+    markDropped() {
+      if (this.root.dataset.dropped === "true") return;
+      this.root.dataset.dropped = "true";
+      this.root.insertBefore(Pychat.PageUI.element("div", "Dropped from the model's context", "dropped"), this.content);
     }
-    const button = PageUI.element("button", label, "action");
-    button.type = "button";
-    button.onclick = onClick;
-    this.actions.appendChild(button);
-    return button;
   }
 
-  /* The message's text in an editor with Send and Cancel; onSend(text) returns true when it took the text
-   * (the chat then shows the conversation anew), false to keep editing. */
-  editText(onSend) {
-    const {element} = PageUI;
-    const editor = element("div", undefined, "editor");
-    const input = element("textarea");
-    input.value = this.text;
-    input.rows = Math.min(12, this.text.split("\n").length + 1);
-    input.setAttribute("aria-label", "Edit the message");
-    const send = element("button", "Send", "action");
-    const cancel = element("button", "Cancel", "action");
-    const close = () => { editor.remove(); this.content.hidden = false; if (this.actions) this.actions.hidden = false; };
-    send.onclick = () => { if (onSend(input.value)) close(); };
-    cancel.onclick = close;
-    input.onkeydown = (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send.onclick(); }
-      if (e.key === "Escape") { e.stopPropagation(); close(); }
-    };
-    editor.append(input, send, cancel);
-    this.content.hidden = true;
-    if (this.actions) this.actions.hidden = true;
-    this.root.insertBefore(editor, this.content);
-    input.focus();
+  class ChatView {
+    constructor(root) {
+      this.root = root;
+      this.messages = [];  // the MessageViews in conversation order
+    }
+
+    add(role, text) {
+      const view = new MessageView(this.root, role, text);
+      this.messages.push(view);
+      this.scroll();
+      return view;
+    }
+
+    /* The `count` oldest messages were trimmed out of the context: the model no longer sees them. */
+    markDropped(count) {
+      for (const view of this.messages.slice(0, count)) view.markDropped();
+    }
+
+    clear() {
+      this.root.replaceChildren();
+      this.messages = [];
+    }
+
+    scroll() {
+      this.root.scrollTop = this.root.scrollHeight;
+    }
   }
 
-  markDropped() {
-    if (this.root.dataset.dropped === "true") return;
-    this.root.dataset.dropped = "true";
-    this.root.insertBefore(PageUI.element("div", "Dropped from the model's context", "dropped"), this.content);
-  }
-}
-
-class ChatView {
-  constructor(root) {
-    this.root = root;
-    this.messages = [];  // the MessageViews in conversation order
-  }
-
-  add(role, text) {
-    const view = new MessageView(this.root, role, text);
-    this.messages.push(view);
-    this.scroll();
-    return view;
-  }
-
-  /* The `count` oldest messages were trimmed out of the context: the model no longer sees them. */
-  markDropped(count) {
-    for (const view of this.messages.slice(0, count)) view.markDropped();
-  }
-
-  clear() {
-    this.root.replaceChildren();
-    this.messages = [];
-  }
-
-  scroll() {
-    this.root.scrollTop = this.root.scrollHeight;
-  }
-}
-
-self.ChatView = ChatView;
+  Object.assign(Pychat, {ChatView});
+})(self.Pychat = self.Pychat || {});

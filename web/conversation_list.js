@@ -3,104 +3,106 @@
  * it, export them all as JSON, import such a file (checked by conversation_store.js: a bad file is refused
  * with a message and changes nothing). New chat is chat.js's.
  *
- *     const list = new ConversationList({store, onOpen: (id) => ..., onDeleted: (id) => ..., alertBox});
+ *     const list = new Pychat.ConversationList({store, onOpen: (id) => ..., onDeleted: (id) => ..., alertBox});
  *     list.wire();  list.render(currentId);
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-class ConversationList {
-  constructor({store, onOpen, onDeleted, alertBox}) {
-    Object.assign(this, {store, onOpen, onDeleted, alertBox});
-    this.root = document.getElementById("conversation-list");
-    this.currentId = null;
-  }
-
-  wire() {
-    document.getElementById("conversation-export").onclick = () => this.exportAll();
-    document.getElementById("conversation-import").onchange = (e) => {
-      if (e.target.files[0]) this.importFile(e.target.files[0]);
-      e.target.value = "";
-    };
-  }
-
-  /* Newest first; the one in use is marked (aria-current). */
-  async render(currentId = this.currentId) {
-    this.currentId = currentId;
-    const {element} = PageUI;
-    const items = (await this.store.list()).map((conversation) => {
-      const item = element("li");
-      item.dataset.id = conversation.id;
-      if (conversation.id === currentId) item.setAttribute("aria-current", "true");
-      const open = element("button", conversation.title, "title");
-      open.title = `${conversation.messages.length} messages · ${new Date(conversation.updated).toLocaleString()}`;
-      open.onclick = () => this.onOpen(conversation.id);
-      const rename = element("button", "Rename", "rename");
-      rename.onclick = () => this.rename(item, conversation);
-      const remove = element("button", "Delete", "delete");
-      remove.onclick = () => this.remove(conversation);
-      item.append(open, rename, remove);
-      return item;
-    });
-    this.root.replaceChildren(...items);
-  }
-
-  /* The title becomes an input: Enter keeps the new title, Escape (or leaving it empty) keeps the old. */
-  rename(item, conversation) {
-    const input = document.createElement("input");
-    input.value = conversation.title;
-    input.maxLength = 200;
-    input.setAttribute("aria-label", "Conversation title");
-    item.querySelector(".title").replaceWith(input);
-    input.focus();
-    input.select();
-    let finished = false;
-    const finish = async (keep) => {
-      if (finished) return;
-      finished = true;
-      const title = input.value.trim();
-      if (keep && title && title !== conversation.title) {
-        const latest = await this.store.get(conversation.id);  // an answer may have been saved meanwhile
-        if (latest) await this.store.put({...latest, title, titled: true});
-      }
-      this.render();
-    };
-    input.onkeydown = (e) => {
-      if (e.key === "Enter") { e.preventDefault(); finish(true); }
-      if (e.key === "Escape") { e.stopPropagation(); finish(false); }
-    };
-    input.onblur = () => finish(true);
-  }
-
-  async remove(conversation) {
-    if (!confirm(`Delete "${conversation.title}"? This cannot be undone (Export keeps a copy).`)) return;
-    await this.store.remove(conversation.id);
-    await this.onDeleted(conversation.id);
-    this.render();
-  }
-
-  exportAll() {
-    this.store.list().then((conversations) => {
-      const blob = new Blob([ConversationStore.exportJSON(conversations)], {type: "application/json"});
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = `pychat-conversations-${new Date().toISOString().slice(0, 10)}.json`;
-      link.click();
-      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
-    });
-  }
-
-  async importFile(file) {
-    let conversations;
-    try {
-      conversations = ConversationStore.parseImport(await file.text());
-    } catch (error) {
-      this.alertBox("error", `Could not import ${file.name}: ${error.message}`);
-      return;
+  class ConversationList {
+    constructor({store, onOpen, onDeleted, alertBox}) {
+      Object.assign(this, {store, onOpen, onDeleted, alertBox});
+      this.root = document.getElementById("conversation-list");
+      this.currentId = null;
     }
-    for (const conversation of conversations) await this.store.put(conversation);
-    this.alertBox("notice", `Imported ${conversations.length} conversation${conversations.length === 1 ? "" : "s"} from ${file.name}.`);
-    await this.render();
-  }
-}
 
-self.ConversationList = ConversationList;
+    wire() {
+      document.getElementById("conversation-export").onclick = () => this.exportAll();
+      document.getElementById("conversation-import").onchange = (e) => {
+        if (e.target.files[0]) this.importFile(e.target.files[0]);
+        e.target.value = "";
+      };
+    }
+
+    /* Newest first; the one in use is marked (aria-current). */
+    async render(currentId = this.currentId) {
+      this.currentId = currentId;
+      const {element} = Pychat.PageUI;
+      const items = (await this.store.list()).map((conversation) => {
+        const item = element("li");
+        item.dataset.id = conversation.id;
+        if (conversation.id === currentId) item.setAttribute("aria-current", "true");
+        const open = element("button", conversation.title, "title");
+        open.title = `${conversation.messages.length} messages · ${new Date(conversation.updated).toLocaleString()}`;
+        open.onclick = () => this.onOpen(conversation.id);
+        const rename = element("button", "Rename", "rename");
+        rename.onclick = () => this.rename(item, conversation);
+        const remove = element("button", "Delete", "delete");
+        remove.onclick = () => this.remove(conversation);
+        item.append(open, rename, remove);
+        return item;
+      });
+      this.root.replaceChildren(...items);
+    }
+
+    /* The title becomes an input: Enter keeps the new title, Escape (or leaving it empty) keeps the old. */
+    rename(item, conversation) {
+      const input = document.createElement("input");
+      input.value = conversation.title;
+      input.maxLength = 200;
+      input.setAttribute("aria-label", "Conversation title");
+      item.querySelector(".title").replaceWith(input);
+      input.focus();
+      input.select();
+      let finished = false;
+      const finish = async (keep) => {
+        if (finished) return;
+        finished = true;
+        const title = input.value.trim();
+        if (keep && title && title !== conversation.title) {
+          const latest = await this.store.get(conversation.id);  // an answer may have been saved meanwhile
+          if (latest) await this.store.put({...latest, title, titled: true});
+        }
+        this.render();
+      };
+      input.onkeydown = (e) => {
+        if (e.key === "Enter") { e.preventDefault(); finish(true); }
+        if (e.key === "Escape") { e.stopPropagation(); finish(false); }
+      };
+      input.onblur = () => finish(true);
+    }
+
+    async remove(conversation) {
+      if (!confirm(`Delete "${conversation.title}"? This cannot be undone (Export keeps a copy).`)) return;
+      await this.store.remove(conversation.id);
+      await this.onDeleted(conversation.id);
+      this.render();
+    }
+
+    exportAll() {
+      this.store.list().then((conversations) => {
+        const blob = new Blob([Pychat.ConversationStore.exportJSON(conversations)], {type: "application/json"});
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = `pychat-conversations-${new Date().toISOString().slice(0, 10)}.json`;
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+      });
+    }
+
+    async importFile(file) {
+      let conversations;
+      try {
+        conversations = Pychat.ConversationStore.parseImport(await file.text());
+      } catch (error) {
+        this.alertBox("error", `Could not import ${file.name}: ${error.message}`);
+        return;
+      }
+      for (const conversation of conversations) await this.store.put(conversation);
+      this.alertBox("notice", `Imported ${conversations.length} conversation${conversations.length === 1 ? "" : "s"} from ${file.name}.`);
+      await this.render();
+    }
+  }
+
+  Object.assign(Pychat, {ConversationList});
+})(self.Pychat = self.Pychat || {});

@@ -2,19 +2,19 @@
  * conversation_store.js: the saved conversations, in IndexedDB (or, when it cannot be opened, as in some
  * private windows, in localStorage), and their export / import as JSON.
  *
- *     const store = await ConversationStore.open();
- *     const conversation = ConversationStore.create({system_prompt: ""});  // {id, title, system_prompt, messages, ...}
+ *     const store = await Pychat.ConversationStore.open();
+ *     const conversation = Pychat.ConversationStore.create({system_prompt: ""});  // {id, title, system_prompt, messages, ...}
  *     await store.put(conversation); await store.get(id); await store.list(); await store.remove(id);
- *     const text = ConversationStore.exportJSON(await store.list());
- *     const imported = ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
+ *     const text = Pychat.ConversationStore.exportJSON(await store.list());
+ *     const imported = Pychat.ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
  *
  * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
  * "assistant", content}], created, updated} (times in ms). The title comes from the first message until the
  * user renames it. The page owns the conversation: Python gets it whole at every turn (chat.js).
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function (global) {
   const DB_NAME = "pychat-conversations";
   const STORE = "conversations";
   const FORMAT = "pychat-conversations";
@@ -106,7 +106,7 @@
   class ConversationStore {
     constructor(db) {
       this.db = db;  // null: kept in `memory`, saved to localStorage at each change (while it takes them)
-      this.memory = new Map(db ? [] : (PageUI.loadSaved(FALLBACK_KEY, [])).map((c) => [c.id, c]));
+      this.memory = new Map(db ? [] : (Pychat.PageUI.loadSaved(FALLBACK_KEY, [])).map((c) => [c.id, c]));
     }
 
     static async open() {
@@ -155,6 +155,5 @@
   }
 
   Object.assign(ConversationStore, {create, touched, titleFrom, exportJSON, parseImport});
-  global.ConversationStore = ConversationStore;
-  global.ConversationImportError = ConversationImportError;
-})(self);
+  Object.assign(Pychat, {ConversationStore});
+})(self.Pychat = self.Pychat || {});

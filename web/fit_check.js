@@ -4,7 +4,7 @@
  * worker's heap (Python computes these: pychat_wasm/fit_check.py through worker_api.check_fit), and the file
  * against the browser's storage estimate (store.checkSpace, which throws the "Not enough storage" error). Classic script, one namespace:
  *
- *     const verdict = await FitCheck.run({python, store, name, url | file | bytes, stored, contextLength});
+ *     const verdict = await Pychat.FitCheck.run({python, store, name, url | file | bytes, stored, contextLength});
  *                            // stored: bytes of a resumed download already in the store
  *     verdict.fits           false: refuse (verdict.text says "does not fit: needs X, has Y")
  *     verdict.shorterContext the context to load with when only one shorter than asked fits, else null
@@ -16,9 +16,9 @@
  * fetched at all, or are no GGUF file, the check is skipped: the download and the load then meet the same
  * failure and report it as they always do.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function () {
   const FIRST_BYTES = 256 * 1024;
   const GROWTH = 8;
 
@@ -86,5 +86,5 @@
     return {fits: true, shorterContext, text: best.message, freshHeap};
   }
 
-  self.FitCheck = {run, FIRST_BYTES};
-})();
+  Object.assign(Pychat, {FitCheck: {run, FIRST_BYTES}});
+})(self.Pychat = self.Pychat || {});

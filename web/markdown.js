@@ -1,7 +1,7 @@
 /*
  * markdown.js: a model's answer, written in Markdown, as DOM nodes that cannot run anything.
  *
- *     const fragment = Markdown.render("**Hi** there\n\n```python\nprint(1)\n```");
+ *     const fragment = Pychat.Markdown.render("**Hi** there\n\n```python\nprint(1)\n```");
  *     element.replaceChildren(fragment);
  *
  * The parser is marked (GitHub-flavoured Markdown, a line break is a <br>), the sanitizer DOMPurify: both
@@ -24,9 +24,9 @@
  * Each code block then gets a bar with its language and a Copy button (made here with createElement, never
  * from HTML) that puts the block's text on the clipboard and says "Copied".
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function (global) {
   const LINK_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
   const ALLOWED_TAGS = ["p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li",
                         "em", "strong", "del", "code", "pre", "a", "table", "thead", "tbody", "tr", "th", "td"];
@@ -96,8 +96,8 @@
   let purifier = null;  // a DOMPurify instance of our own, with our hooks
   function setUp() {
     if (parser) return true;
-    if (!global.marked || !global.DOMPurify) return false;
-    const purify = global.DOMPurify(global);
+    if (!self.marked || !self.DOMPurify) return false;
+    const purify = self.DOMPurify(self);
     if (!purify.isSupported) return false;  // an unsupported DOMPurify returns its input as it is
     purify.addHook("uponSanitizeAttribute", (node, data) => {
       if (data.attrName === "class" && !(node.nodeName === "CODE" && CODE_CLASS.test(data.attrValue))) {
@@ -115,7 +115,7 @@
         node.removeAttribute("href");  // an <a> without href is plain text
       }
     });
-    parser = new global.marked.Marked({gfm: true, breaks: true, renderer});
+    parser = new self.marked.Marked({gfm: true, breaks: true, renderer});
     purifier = purify;
     return true;
   }
@@ -196,5 +196,5 @@
   }
 
   /* available(): whether marked and a supported DOMPurify are there (else render() gives plain text). */
-  global.Markdown = {render, sanitize, safeURL, available: setUp};
-})(self);
+  Object.assign(Pychat, {Markdown: {render, sanitize, safeURL, available: setUp}});
+})(self.Pychat = self.Pychat || {});

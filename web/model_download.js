@@ -1,7 +1,7 @@
 /*
  * model_download.js: download a model into the ModelStore, resuming with HTTP Range requests.
  *
- *     const bytes = await downloadModel(store, {id, name, url, size, sha256}, {onProgress, onNotice});
+ *     const bytes = await Pychat.downloadModel(store, {id, name, url, size, sha256}, {onProgress, onNotice});
  *
  * The bytes go into the store chunk by chunk as they arrive. Every request asks for the bytes after the
  * stored ones (Range: bytes=N-, from N = 0 on), so the answer's Content-Range says how big the whole file
@@ -12,9 +12,10 @@
  * to be a GGUF file (e.g. a web page) stops at its first bytes. When the whole file is there its size and
  * sha256 are checked and the verified bytes are returned.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function (global) {
+  const {ModelStore, ModelStoreError, formatBytes} = Pychat;  // model_store.js
   const WRITES_AHEAD = 4;          // chunks read from the network but not yet in IndexedDB, at most
   const DEFAULTS = {
     retries: 4,                    // automatic resumes in a row that bring no new bytes
@@ -268,5 +269,5 @@
                                           describeNonGGUF(firstBytes.subarray(0, 64)) + ".");
   }
 
-  global.downloadModel = downloadModel;
-})(self);
+  Object.assign(Pychat, {downloadModel});
+})(self.Pychat = self.Pychat || {});

@@ -1,13 +1,13 @@
 /*
  * model_store.js: models cached in IndexedDB, chunk by chunk, and verified before use.
  *
- *     const store = await ModelStore.open();
+ *     const store = await Pychat.ModelStore.open();
  *     const bytes = await store.readVerified(id);  // verified ArrayBuffer, or it throws (and deletes the entry)
  *     await store.importFile(file, {id, info, source});  // a local .gguf into the cache
  *     await store.list(); await store.remove(id);
  *     // downloads, with resume: model_download.js
- *     const store = await ModelStore.openOrKeepInMemory();  // IndexedDB, or (private browsing, storage
- *                                                            // disabled) a store that lasts this visit only
+ *     const store = await Pychat.ModelStore.openOrKeepInMemory();  // IndexedDB, or (private browsing, storage
+ *                                                                   // disabled) a store that lasts this visit only
  *
  * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, chunks,
  * complete, info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed
@@ -18,9 +18,9 @@
  *
  * Classic script (no modules): the page loads it with <script>, so it also works in a classic worker.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function (global) {
   const DB_NAME = "pychat-models";
   const DB_VERSION = 1;
   const CHUNK_BYTES = 8 * 1024 * 1024;
@@ -243,7 +243,5 @@
   }
 
   ModelStore.CHUNK_BYTES = CHUNK_BYTES;
-  global.ModelStore = ModelStore;
-  global.ModelStoreError = ModelStoreError;
-  global.formatBytes = formatBytes;
-})(self);
+  Object.assign(Pychat, {ModelStore, ModelStoreError, formatBytes});
+})(self.Pychat = self.Pychat || {});

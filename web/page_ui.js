@@ -4,9 +4,10 @@
  * in localStorage.
  * Every text that comes from outside (file names, model metadata, error messages) goes in via textContent.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function (global) {
+  const {formatBytes} = Pychat;  // model_store.js
   const $ = (id) => document.getElementById(id);
 
   /* A new element with its text (as textContent, never HTML) and class: element("div", text, "notice"). */
@@ -112,7 +113,7 @@
   const NARROW_SCREEN = "(max-width: 800px)";
 
   function foldPanelsOnNarrowScreens() {
-    if (!global.matchMedia || !global.matchMedia(NARROW_SCREEN).matches) return false;
+    if (!self.matchMedia || !self.matchMedia(NARROW_SCREEN).matches) return false;
     for (const details of document.querySelectorAll("main > aside details, #conversations details")) details.open = false;
     return true;
   }
@@ -132,6 +133,7 @@
     } catch (e) { /* not saved: the page still holds it */ }
   }
 
-  global.PageUI = {element, alertBox, showProgress, hideProgress, renderModelList, requestPersistentStorage,
-                   showStorageUnavailable, registerServiceWorker, foldPanelsOnNarrowScreens, loadSaved, save};
-})(self);
+  Object.assign(Pychat, {PageUI: {element, alertBox, showProgress, hideProgress, renderModelList,
+                                  requestPersistentStorage, showStorageUnavailable, registerServiceWorker,
+                                  foldPanelsOnNarrowScreens, loadSaved, save}});
+})(self.Pychat = self.Pychat || {});

@@ -2,7 +2,7 @@
  * pyodide_runtime.js: the one place that knows Pyodide. Load it in a CLASSIC Web Worker:
  *
  *     importScripts("pyodide_runtime.js");
- *     const py = await self.bootPython({
+ *     const py = await Pychat.bootPython({
  *       indexURL: "pyodide/",                  // folder holding pyodide.js, pyodide.asm.*, python_stdlib.zip,
  *                                              // pyodide-lock.json and the numpy wheel
  *       packages: ["numpy"],                   // optional; packages of pyodide-lock.json found in indexURL
@@ -35,7 +35,7 @@
  *                                         numpy: "2.0.2"}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
  *
- *     self.isPythonError(error)        -> true for an exception raised by Python code (an ordinary failure),
+ *     Pychat.isPythonError(error)      -> true for an exception raised by Python code (an ordinary failure),
  *                                         false for a wasm trap or Pyodide's own fatal error
  *
  * Pyodide 0.27.7 facts this relies on: a classic worker boots it with importScripts(indexURL + "pyodide.js");
@@ -45,94 +45,104 @@
  * may be called once per worker; the wasm heap is 4 GiB (one array under 2 GiB) and never shrinks
  * (terminate the worker to reclaim it).
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-const DEFAULT_PACKAGES = ["numpy"];
+  const DEFAULT_PACKAGES = ["numpy"];
 
-/* Attributes of a PyProxy are borrowed (destroyed with it): each function gets a proxy of its own. */
-function importFunctions(pyodide, moduleName, names) {
-  const module = pyodide.pyimport(moduleName);
-  try {
-    return Object.fromEntries(names.map((name) => [name, module[name].copy()]));
-  } finally {
-    module.destroy();
-  }
-}
-
-/* fn(a numpy uint8 array holding a copy of `bytes`, ...args). The array's proxy is destroyed afterwards;
- * Python keeps the array alive for as long as fn keeps a reference to it. */
-function callWithBytes(pyodide, fn, bytes, ...args) {
-  const name = "_call_with_bytes";
-  setBytes(pyodide, name, bytes);
-  const array = pyodide.globals.get(name);
-  pyodide.globals.delete(name);
-  try {
-    return fn(array, ...args);
-  } finally {
-    array.destroy();
-  }
-}
-
-/* A Uint8Array copy of what fn(...args) returns (any object with the buffer protocol, e.g. bytes). The
- * PyProxy of the result and the buffer view into the wasm heap are both released before returning: the
- * copy stays valid however the heap grows or the Python object goes away. */
-function callForBytes(fn, ...args) {
-  const result = fn(...args);
-  if (ArrayBuffer.isView(result)) return new Uint8Array(result);  // already converted: copy all the same
-  try {
-    const buffer = result.getBuffer("u8");
+  /* Attributes of a PyProxy are borrowed (destroyed with it): each function gets a proxy of its own. */
+  function importFunctions(pyodide, moduleName, names) {
+    const module = pyodide.pyimport(moduleName);
     try {
-      return buffer.data.slice();
+      return Object.fromEntries(names.map((name) => [name, module[name].copy()]));
     } finally {
-      buffer.release();
+      module.destroy();
     }
-  } finally {
-    result.destroy();
   }
-}
 
-function toJs(value) {
-  if (value && typeof value.toJs === "function") {
-    const converted = value.toJs();
-    value.destroy();
-    return converted;
+  /* fn(a numpy uint8 array holding a copy of `bytes`, ...args). The array's proxy is destroyed afterwards;
+   * Python keeps the array alive for as long as fn keeps a reference to it. */
+  function callWithBytes(pyodide, fn, bytes, ...args) {
+    const view = ArrayBuffer.isView(bytes)
+      ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      : new Uint8Array(bytes);
+    pyodide.globals.set("_js_bytes", view);
+    pyodide.runPython(
+      "import numpy as _np\n" +
+      "_call_with_bytes = _np.frombuffer(_js_bytes.to_py(), dtype=_np.uint8)\n" +
+      "del _js_bytes, _np");
+    const array = pyodide.globals.get("_call_with_bytes");
+    pyodide.globals.delete("_call_with_bytes");
+    try {
+      return fn(array, ...args);
+    } finally {
+      array.destroy();
+    }
   }
-  return value;
-}
 
-/* Pyodide hands an exception raised by Python code to JS as a PythonError. */
-self.isPythonError = (error) => Boolean(error && error.constructor && error.constructor.name === "PythonError");
-
-self.bootPython = async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus} = {}) {
-  const status = onStatus || (() => {});
-  const base = new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;
-  status("loading Pyodide");
-  importScripts(base + "pyodide.js");
-  const pyodide = await loadPyodide({indexURL: base});
-  status("loading numpy and the engine");
-  const failures = [];
-  const wheels = wheelURLs.map((url) => new URL(url, self.location.href).href);  // loadPackage wants them whole
-  await pyodide.loadPackage([...packages, ...wheels],
-                            {messageCallback: () => {}, errorCallback: (message) => failures.push(message)});
-  if (failures.length) {
-    throw new Error("loading Python packages failed: " + failures.join("; "));
+  /* A Uint8Array copy of what fn(...args) returns (any object with the buffer protocol, e.g. bytes). The
+   * PyProxy of the result and the buffer view into the wasm heap are both released before returning: the
+   * copy stays valid however the heap grows or the Python object goes away. */
+  function callForBytes(fn, ...args) {
+    const result = fn(...args);
+    if (ArrayBuffer.isView(result)) return new Uint8Array(result);  // already converted: copy all the same
+    try {
+      const buffer = result.getBuffer("u8");
+      try {
+        return buffer.data.slice();
+      } finally {
+        buffer.release();
+      }
+    } finally {
+      result.destroy();
+    }
   }
-  const versions = JSON.parse(pyodide.runPython(`
+
+  function toJs(value) {
+    if (value && typeof value.toJs === "function") {
+      const converted = value.toJs();
+      value.destroy();
+      return converted;
+    }
+    return value;
+  }
+
+  /* Pyodide hands an exception raised by Python code to JS as a PythonError. */
+  const isPythonError = (error) => Boolean(error && error.constructor && error.constructor.name === "PythonError");
+
+  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus} = {}) {
+    const status = onStatus || (() => {});
+    const base = new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;
+    status("loading Pyodide");
+    importScripts(base + "pyodide.js");
+    const pyodide = await loadPyodide({indexURL: base});
+    status("loading numpy and the engine");
+    const failures = [];
+    const wheels = wheelURLs.map((url) => new URL(url, self.location.href).href);  // loadPackage wants them whole
+    await pyodide.loadPackage([...packages, ...wheels],
+                              {messageCallback: () => {}, errorCallback: (message) => failures.push(message)});
+    if (failures.length) {
+      throw new Error("loading Python packages failed: " + failures.join("; "));
+    }
+    const versions = JSON.parse(pyodide.runPython(`
 import json, sys, numpy
 json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__version__})
 `));
-  status("Python ready");
-  return {
-    pyodide,
-    versions: {pyodide: pyodide.version, ...versions},
-    runPython: (code) => pyodide.runPython(code),
-    runPythonAsync: (code) => pyodide.runPythonAsync(code),
-    get: (name) => pyodide.globals.get(name),
-    importFunctions: (moduleName, names) => importFunctions(pyodide, moduleName, names),
-    set: (name, value) => pyodide.globals.set(name, value),
-    callWithBytes: (fn, bytes, ...args) => callWithBytes(pyodide, fn, bytes, ...args),
-    callForBytes,
-    toJs,
-    heapF32: () => pyodide._module.HEAPF32,
-  };
-};
+    status("Python ready");
+    return {
+      pyodide,
+      versions: {pyodide: pyodide.version, ...versions},
+      runPython: (code) => pyodide.runPython(code),
+      runPythonAsync: (code) => pyodide.runPythonAsync(code),
+      get: (name) => pyodide.globals.get(name),
+      importFunctions: (moduleName, names) => importFunctions(pyodide, moduleName, names),
+      set: (name, value) => pyodide.globals.set(name, value),
+      callWithBytes: (fn, bytes, ...args) => callWithBytes(pyodide, fn, bytes, ...args),
+      callForBytes,
+      toJs,
+      heapF32: () => pyodide._module.HEAPF32,
+    };
+  }
+
+  Object.assign(Pychat, {bootPython, isPythonError});
+})(self.Pychat = self.Pychat || {});

@@ -2,16 +2,16 @@
  * tensor_parallel.js: the workers of one model add up their partial products through a SharedArrayBuffer
  * (pychat_wasm/tensor_parallel.py says what each worker computes). Classic script, one namespace:
  *
- *     TensorParallel.sharedBytes(workers)             -> the SharedArrayBuffer size the page allocates
- *     const c = TensorParallel.collective({shared, rank, workers, heap: () => HEAPF32})   (in each worker)
+ *     Pychat.TensorParallel.sharedBytes(workers)      -> the SharedArrayBuffer size the page allocates
+ *     const c = Pychat.TensorParallel.collective({shared, rank, workers, heap: () => HEAPF32})   (in each worker)
  *     c.sum(address, length)                          float32 array at `address` of this worker's wasm heap
  *                                                     becomes the sum over the workers, in rank order
  *     c.gather(address, length, outAddress, total, start)   every worker's slice into out[total]
  *     c.fromFirst(value)                              rank 0's value, in every worker (e.g. "stop now")
  *     c.abort()                                       make every waiting worker throw: a worker failed
- *     TensorParallel.abort(shared)                    the same, from the page (a worker died)
- *     TensorParallel.ABORT_MESSAGE                    what the waiting workers throw then
- *     TensorParallel.reset(shared)                    after all workers failed alike: go on
+ *     Pychat.TensorParallel.abort(shared)             the same, from the page (a worker died)
+ *     Pychat.TensorParallel.ABORT_MESSAGE             what the waiting workers throw then
+ *     Pychat.TensorParallel.reset(shared)             after all workers failed alike: go on
  *
  * Python calls sum and gather with the addresses of its numpy arrays (worker_api.SharedMemoryCollective);
  * every worker makes the same calls in the same order. Each call is one barrier: the workers write their part
@@ -23,9 +23,9 @@
  *
  * Layout: Int32 control words, then 2 sets of (workers slots + 1 gather window) of SLOT_FLOATS floats.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-(function () {
   const CONTROL_WORDS = 16;
   const ARRIVED = 0, GENERATION = 1, ABORTED = 2;
   const SLOT_FLOATS = 1 << 18;  // 1 MiB: a prefill chunk of 256 tokens x 1024 dims; longer arrays go in pieces
@@ -109,5 +109,5 @@
     return {rank, workers, sum, gather, fromFirst, abort: () => abort(shared)};
   }
 
-  self.TensorParallel = {sharedBytes, collective, abort, reset, ABORT_MESSAGE};
-})();
+  Object.assign(Pychat, {TensorParallel: {sharedBytes, collective, abort, reset, ABORT_MESSAGE}});
+})(self.Pychat = self.Pychat || {});

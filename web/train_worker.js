@@ -25,75 +25,77 @@
  *   {type: "event", rid, event: {kind: "progress", records: [{step, phase, loss, tokens, seconds,
  *    validation?}], step, total_steps, finished}} during "train", {type: "fatal", message}.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-importScripts("pyodide_runtime.js", "worker_protocol.js");
+  importScripts("pyodide_runtime.js", "worker_protocol.js");
 
-const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
-const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes"];
-let py = null;
-let api = null;         // {name: callable} for the pychat_wasm.train.worker_api functions
-let stopRequested = false;
+  const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
+  const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes"];
+  let py = null;
+  let api = null;         // {name: callable} for the pychat_wasm.train.worker_api functions
+  let stopRequested = false;
 
-function checkedResult(replyJSON) {
-  const {ok, ...result} = checked(replyJSON);
-  return result;
-}
+  function checkedResult(replyJSON) {
+    const {ok, ...result} = Pychat.checked(replyJSON);
+    return result;
+  }
 
-function callApi(name, ...args) {
-  if (!api) throw userFacing(new Error("Python is not running"));
-  return checkedResult(api[name](...args));
-}
+  function callApi(name, ...args) {
+    if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+    return checkedResult(api[name](...args));
+  }
 
-const handlers = {
-  async boot({indexURL, wheelURLs}) {
-    try {
-      py = await self.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
-    } catch (error) {
-      throw userFacing(error);
-    }
-    api = py.importFunctions("pychat_wasm.train.worker_api", API_FUNCTIONS);
-    return {limits: callApi("limits")};
-  },
+  const handlers = {
+    async boot({indexURL, wheelURLs}) {
+      try {
+        py = await Pychat.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
+      } catch (error) {
+        throw Pychat.userFacing(error);
+      }
+      api = py.importFunctions("pychat_wasm.train.worker_api", API_FUNCTIONS);
+      return {limits: callApi("limits")};
+    },
 
-  start({options, files}) {
-    return callApi("begin_training", JSON.stringify(options), JSON.stringify(files));
-  },
+    start({options, files}) {
+      return callApi("begin_training", JSON.stringify(options), JSON.stringify(files));
+    },
 
-  finetune({rid, base, baseName, options, files}) {
-    if (!api) throw userFacing(new Error("Python is not running"));
-    // The base model first answers the replay questions: each answer is reported as it comes.
-    const onReplay = (answered, total) => postMessage({type: "event", rid, event: {kind: "replay", answered, total}});
-    // One copy into the wasm heap; the transferred buffer is dropped with this message.
-    return checkedResult(py.callWithBytes(api.begin_finetune, new Uint8Array(base), baseName,
-                                          JSON.stringify(options), JSON.stringify(files), onReplay));
-  },
+    finetune({rid, base, baseName, options, files}) {
+      if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+      // The base model first answers the replay questions: each answer is reported as it comes.
+      const onReplay = (answered, total) => postMessage({type: "event", rid, event: {kind: "replay", answered, total}});
+      // One copy into the wasm heap; the transferred buffer is dropped with this message.
+      return checkedResult(py.callWithBytes(api.begin_finetune, new Uint8Array(base), baseName,
+                                            JSON.stringify(options), JSON.stringify(files), onReplay));
+    },
 
-  async train({rid}) {
-    stopRequested = false;
-    for (;;) {
-      const progress = callApi("train_for", SLICE_SECONDS);
-      postMessage({type: "event", rid, event: {kind: "progress", ...progress}});
-      const position = {step: progress.step, total_steps: progress.total_steps, finished: progress.finished};
-      if (position.finished) return position;
-      await nextTask();
-      if (stopRequested) return position;
-    }
-  },
+    async train({rid}) {
+      stopRequested = false;
+      for (;;) {
+        const progress = callApi("train_for", SLICE_SECONDS);
+        postMessage({type: "event", rid, event: {kind: "progress", ...progress}});
+        const position = {step: progress.step, total_steps: progress.total_steps, finished: progress.finished};
+        if (position.finished) return position;
+        await Pychat.nextTask();
+        if (stopRequested) return position;
+      }
+    },
 
-  describe({files}) {
-    return callApi("describe_files", JSON.stringify(files));
-  },
+    describe({files}) {
+      return callApi("describe_files", JSON.stringify(files));
+    },
 
-  model({ggmlType = "F32"}) {
-    if (!api) throw userFacing(new Error("Python is not running"));
-    const bytes = py.callForBytes(api.model_bytes, ggmlType);
-    return {bytes: bytes.buffer, transfer: [bytes.buffer]};
-  },
+    model({ggmlType = "F32"}) {
+      if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+      const bytes = py.callForBytes(api.model_bytes, ggmlType);
+      return {bytes: bytes.buffer, transfer: [bytes.buffer]};
+    },
 
-  stop() {
-    stopRequested = true;
-  },
-};
+    stop() {
+      stopRequested = true;
+    },
+  };
 
-serveRequests(handlers, {unqueued: ["describe", "model", "stop"]});
+  Pychat.serveRequests(handlers, {unqueued: ["describe", "model", "stop"]});
+})(self.Pychat = self.Pychat || {});

@@ -25,81 +25,89 @@
  *                                                    answer, and budget.dropped: the oldest messages left out)
  *   {type: "fatal", message}                         Python itself is broken: the page restarts the worker
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-importScripts("pyodide_runtime.js", "worker_protocol.js", "tensor_parallel.js");
+  importScripts("pyodide_runtime.js", "worker_protocol.js", "tensor_parallel.js");
 
-const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "last_turn"];
-let py = null;          // the facade from bootPython
-let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
-let stopRequested = false;
-let pool = {rank: 0, workers: 1, shared: null};
-let collective = null;  // set while this worker holds a shard of a model split across workers
+  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "last_turn"];
+  let py = null;          // the facade from bootPython
+  let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
+  let stopRequested = false;
+  let pool = {rank: 0, workers: 1, shared: null};
+  let collective = null;  // set while this worker holds a shard of a model split across workers
 
-const callApi = (name, ...args) => checked(api[name](...args));
+  // self.py, self.api and self.pool: these three as they are now (getters), for the browser console and the
+  // end-to-end tests, which evaluate `pool.rank` and `py.runPython(...)` and patch `api.next_event` in this
+  // worker (tests/e2e_helpers.py, tests/test_e2e_storage.py).
+  Object.defineProperties(self, {py: {get: () => py}, api: {get: () => api}, pool: {get: () => pool}});
 
-const handlers = {
-  async boot({indexURL, wheelURLs, rank = 0, workers = 1, shared = null}) {
-    pool = {rank, workers, shared};
-    const started = performance.now();
-    try {
-      py = await self.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
-    } catch (error) {
-      throw userFacing(error);  // e.g. offline without cached files: no restart loop
-    }
-    api = py.importFunctions("pychat_wasm.worker_api", API_FUNCTIONS);
-    return {versions: py.versions, seconds: (performance.now() - started) / 1000};
-  },
+  const callApi = (name, ...args) => Pychat.checked(api[name](...args));
 
-  /* The fit report of a model from its first bytes (fit_check.js), or HeaderTruncatedError: send more. */
-  async checkFit({header, fileSize, options}) {
-    if (!api) throw userFacing(new Error("Python is not running"));
-    return checked(py.callWithBytes(api.check_fit, new Uint8Array(header), fileSize, JSON.stringify(options || {})));
-  },
-
-  async load({name, bytes, options}) {
-    if (!api) throw userFacing(new Error("Python is not running"));
-    const started = performance.now();
-    const connect = (workers) => {  // Python asks once it knows how many workers the model splits into
-      collective = TensorParallel.collective({shared: pool.shared, rank: pool.rank, workers, heap: py.heapF32});
-      return collective;
-    };
-    collective = null;
-    const result = checked(py.callWithBytes(api.load_model, new Uint8Array(bytes), name,
-                                            JSON.stringify(options || {}), connect));
-    return {info: result.info, idle: Boolean(result.idle), workers: result.workers,
-            seconds: (performance.now() - started) / 1000};
-  },
-
-  async budget({conversation}) {
-    return callApi("conversation_budget", JSON.stringify(conversation));
-  },
-
-  async lastTurn() {
-    return callApi("last_turn");
-  },
-
-  async chat({rid, turn}) {
-    try {
-      callApi("begin_turn", JSON.stringify(turn));
-      stopRequested = false;
-      for (;;) {
-        const stop = collective ? collective.fromFirst(stopRequested ? 1 : 0) === 1 : stopRequested;  // worker 0 decides
-        const {event} = callApi("next_event", stop);
-        if (!event) return {};
-        postMessage({type: "event", rid, event});
-        if (event.kind === "done") return {stats: event.stats};
-        await nextTask();
+  const handlers = {
+    async boot({indexURL, wheelURLs, rank = 0, workers = 1, shared = null}) {
+      pool = {rank, workers, shared};
+      const started = performance.now();
+      try {
+        py = await Pychat.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
+      } catch (error) {
+        throw Pychat.userFacing(error);  // e.g. offline without cached files: no restart loop
       }
-    } catch (error) {
-      if (collective) collective.abort();  // the other workers wait for this one at a barrier: free them
-      throw error;
-    }
-  },
+      api = py.importFunctions("pychat_wasm.worker_api", API_FUNCTIONS);
+      return {versions: py.versions, seconds: (performance.now() - started) / 1000};
+    },
 
-  stop() {  // unqueued: acts on the running chat at once
-    stopRequested = true;
-  },
-};
+    /* The fit report of a model from its first bytes (fit_check.js), or HeaderTruncatedError: send more. */
+    async checkFit({header, fileSize, options}) {
+      if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+      return Pychat.checked(py.callWithBytes(api.check_fit, new Uint8Array(header), fileSize,
+                                             JSON.stringify(options || {})));
+    },
 
-serveRequests(handlers, {unqueued: ["stop"]});
+    async load({name, bytes, options}) {
+      if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+      const started = performance.now();
+      const connect = (workers) => {  // Python asks once it knows how many workers the model splits into
+        collective = Pychat.TensorParallel.collective({shared: pool.shared, rank: pool.rank, workers, heap: py.heapF32});
+        return collective;
+      };
+      collective = null;
+      const result = Pychat.checked(py.callWithBytes(api.load_model, new Uint8Array(bytes), name,
+                                                     JSON.stringify(options || {}), connect));
+      return {info: result.info, idle: Boolean(result.idle), workers: result.workers,
+              seconds: (performance.now() - started) / 1000};
+    },
+
+    async budget({conversation}) {
+      return callApi("conversation_budget", JSON.stringify(conversation));
+    },
+
+    async lastTurn() {
+      return callApi("last_turn");
+    },
+
+    async chat({rid, turn}) {
+      try {
+        callApi("begin_turn", JSON.stringify(turn));
+        stopRequested = false;
+        for (;;) {
+          const stop = collective ? collective.fromFirst(stopRequested ? 1 : 0) === 1 : stopRequested;  // worker 0 decides
+          const {event} = callApi("next_event", stop);
+          if (!event) return {};
+          postMessage({type: "event", rid, event});
+          if (event.kind === "done") return {stats: event.stats};
+          await Pychat.nextTask();
+        }
+      } catch (error) {
+        if (collective) collective.abort();  // the other workers wait for this one at a barrier: free them
+        throw error;
+      }
+    },
+
+    stop() {  // unqueued: acts on the running chat at once
+      stopRequested = true;
+    },
+  };
+
+  Pychat.serveRequests(handlers, {unqueued: ["stop"]});
+})(self.Pychat = self.Pychat || {});

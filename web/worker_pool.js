@@ -3,7 +3,7 @@
  * (tensor parallel: each holds a shard of the model and they add up their partial products through a
  * SharedArrayBuffer, see tensor_parallel.js). It answers the same requests as one PythonWorker:
  *
- *     const python = new WorkerPool({size: WorkerPool.defaultSize(), onStatus, onCrash});
+ *     const python = new Pychat.WorkerPool({size: Pychat.WorkerPool.defaultSize(), onStatus, onCrash});
  *     await python.request("boot", {indexURL, wheelURLs});       // every worker boots its own Pyodide
  *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
@@ -14,103 +14,105 @@
  * same tokens (a missing seed is chosen here, once for all). When they disagree (one failed, or one died)
  * the pool is broken: it stops every worker and reports a crash, and the page starts a fresh pool.
  */
-"use strict";
+(function (Pychat) {
+  "use strict";
 
-class WorkerPool {
-  /* Several workers need cross-origin isolation (SharedArrayBuffer, Atomics.wait in workers); `wanted`
-   * is a number or "auto" (the cores the browser reports). More workers than cores only slows a token. */
-  static canShare() {
-    return Boolean(self.crossOriginIsolated) && typeof SharedArrayBuffer !== "undefined";
-  }
-
-  static defaultSize(wanted = "auto") {
-    if (!WorkerPool.canShare()) return 1;
-    const cores = Math.max(1, navigator.hardwareConcurrency || 1);
-    return wanted === "auto" ? cores : Math.max(1, Math.min(cores, Number(wanted) || 1));
-  }
-
-  constructor({size = 1, onStatus = () => {}, onCrash = () => {}} = {}) {
-    this.onCrash = onCrash;
-    this.crashed = false;
-    this.shared = size > 1 ? new SharedArrayBuffer(TensorParallel.sharedBytes(size)) : null;
-    this.members = Array.from({length: size}, (_, rank) => new PythonWorker({
-      onStatus: rank === 0 ? onStatus : () => {},
-      onCrash: (reason) => this.crash(size > 1 ? `worker ${rank + 1} of ${size}: ${reason}` : reason),
-    }));
-    this.active = this.members;  // the workers holding a shard of the loaded model
-  }
-
-  get workers() {
-    return this.active.length;
-  }
-
-  async request(type, payload = {}, {onEvent = null, transfer = []} = {}) {
-    if (this.crashed) throw workerStopped();
-    if (type === "boot") {
-      const shared = this.shared, workers = this.members.length;
-      return this.all(this.members, (m, rank) => m.request("boot", {...payload, rank, workers, shared}));
+  class WorkerPool {
+    /* Several workers need cross-origin isolation (SharedArrayBuffer, Atomics.wait in workers); `wanted`
+     * is a number or "auto" (the cores the browser reports). More workers than cores only slows a token. */
+    static canShare() {
+      return Boolean(self.crossOriginIsolated) && typeof SharedArrayBuffer !== "undefined";
     }
-    if (type === "load") return this.load(payload, transfer);
-    if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
-    if (type === "chat" && payload.turn.settings.seed == null) {
-      payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
+
+    static defaultSize(wanted = "auto") {
+      if (!WorkerPool.canShare()) return 1;
+      const cores = Math.max(1, navigator.hardwareConcurrency || 1);
+      return wanted === "auto" ? cores : Math.max(1, Math.min(cores, Number(wanted) || 1));
     }
-    return this.all(this.active, (m, rank) => m.request(type, payload, {onEvent: rank === 0 ? onEvent : null}));
-  }
 
-  /* Every worker gets its own copy of the model's bytes (the original goes to worker 0). */
-  async load({name, bytes, options = {}}) {
-    const copies = this.members.map((_, rank) => (rank === 0 ? bytes : bytes.slice(0)));
-    const workers = this.members.length;
-    const replies = await this.all(this.members, (m, rank) => m.request(
-      "load", {name, bytes: copies[rank], options: {...options, rank, workers}}, {transfer: [copies[rank]]}),
-    {all: true});
-    this.active = this.members.filter((_, rank) => !replies[rank].idle);
-    return replies[0];
-  }
-
-  /* Run one request on each of `members`; resolves to worker 0's reply (or to all of them). When the
-   * workers fail alike (a context too long for this model) that failure is the answer; when they disagree
-   * the pool is broken. A MemoryError is reported as such: the page restarts Python for fresh memory. */
-  async all(members, send, {all = false} = {}) {
-    const results = await Promise.allSettled(members.map(send));
-    const failures = results.filter((r) => r.status === "rejected").map((r) => r.reason);
-    if (!failures.length) return all ? results.map((r) => r.value) : results[0].value;
-    if (this.crashed || failures.some((e) => e.type === "WorkerCrashed")) throw workerStopped();
-    const same = failures.length === members.length && failures.every((e) => e.type === failures[0].type &&
-                                                                            e.message === failures[0].message);
-    if (same) {
-      if (this.shared) TensorParallel.reset(this.shared);  // each freed the others: nobody waits any more
-      throw failures[0];
+    constructor({size = 1, onStatus = () => {}, onCrash = () => {}} = {}) {
+      this.onCrash = onCrash;
+      this.crashed = false;
+      this.shared = size > 1 ? new SharedArrayBuffer(Pychat.TensorParallel.sharedBytes(size)) : null;
+      this.members = Array.from({length: size}, (_, rank) => new Pychat.PythonWorker({
+        onStatus: rank === 0 ? onStatus : () => {},
+        onCrash: (reason) => this.crash(size > 1 ? `worker ${rank + 1} of ${size}: ${reason}` : reason),
+      }));
+      this.active = this.members;  // the workers holding a shard of the loaded model
     }
-    const cause = failures.find((e) => !String(e.message).includes(TensorParallel.ABORT_MESSAGE)) || failures[0];
-    if (cause.type === "MemoryError") throw cause;
-    this.crash(cause.message);
-    throw workerStopped();
+
+    get workers() {
+      return this.active.length;
+    }
+
+    async request(type, payload = {}, {onEvent = null, transfer = []} = {}) {
+      if (this.crashed) throw Pychat.workerStopped();
+      if (type === "boot") {
+        const shared = this.shared, workers = this.members.length;
+        return this.all(this.members, (m, rank) => m.request("boot", {...payload, rank, workers, shared}));
+      }
+      if (type === "load") return this.load(payload, transfer);
+      if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
+      if (type === "chat" && payload.turn.settings.seed == null) {
+        payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
+      }
+      return this.all(this.active, (m, rank) => m.request(type, payload, {onEvent: rank === 0 ? onEvent : null}));
+    }
+
+    /* Every worker gets its own copy of the model's bytes (the original goes to worker 0). */
+    async load({name, bytes, options = {}}) {
+      const copies = this.members.map((_, rank) => (rank === 0 ? bytes : bytes.slice(0)));
+      const workers = this.members.length;
+      const replies = await this.all(this.members, (m, rank) => m.request(
+        "load", {name, bytes: copies[rank], options: {...options, rank, workers}}, {transfer: [copies[rank]]}),
+      {all: true});
+      this.active = this.members.filter((_, rank) => !replies[rank].idle);
+      return replies[0];
+    }
+
+    /* Run one request on each of `members`; resolves to worker 0's reply (or to all of them). When the
+     * workers fail alike (a context too long for this model) that failure is the answer; when they disagree
+     * the pool is broken. A MemoryError is reported as such: the page restarts Python for fresh memory. */
+    async all(members, send, {all = false} = {}) {
+      const results = await Promise.allSettled(members.map(send));
+      const failures = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+      if (!failures.length) return all ? results.map((r) => r.value) : results[0].value;
+      if (this.crashed || failures.some((e) => e.type === "WorkerCrashed")) throw Pychat.workerStopped();
+      const same = failures.length === members.length && failures.every((e) => e.type === failures[0].type &&
+                                                                              e.message === failures[0].message);
+      if (same) {
+        if (this.shared) Pychat.TensorParallel.reset(this.shared);  // each freed the others: nobody waits any more
+        throw failures[0];
+      }
+      const cause = failures.find((e) => !String(e.message).includes(Pychat.TensorParallel.ABORT_MESSAGE)) || failures[0];
+      if (cause.type === "MemoryError") throw cause;
+      this.crash(cause.message);
+      throw Pychat.workerStopped();
+    }
+
+    stop() {
+      for (const member of this.members) member.stop();
+    }
+
+    crash(reason) {
+      if (this.crashed) return;
+      this.terminate();
+      this.onCrash(reason);
+    }
+
+    /* End every worker (their wasm heaps go with them); one stuck waiting for another is woken first. */
+    terminate() {
+      this.crashed = true;
+      if (this.shared) Pychat.TensorParallel.abort(this.shared);
+      for (const member of this.members) member.terminate();
+    }
   }
 
-  stop() {
-    for (const member of this.members) member.stop();
+  /* A seed for a turn without one: the same for every worker, so they sample the same tokens. */
+  function randomSeed() {
+    const [high, low] = crypto.getRandomValues(new Uint32Array(2));
+    return (high >>> 11) * 2 ** 32 + low;  // 53 bits: exact as a JS number
   }
 
-  crash(reason) {
-    if (this.crashed) return;
-    this.terminate();
-    this.onCrash(reason);
-  }
-
-  /* End every worker (their wasm heaps go with them); one stuck waiting for another is woken first. */
-  terminate() {
-    this.crashed = true;
-    if (this.shared) TensorParallel.abort(this.shared);
-    for (const member of this.members) member.terminate();
-  }
-}
-
-/* A seed for a turn without one: the same for every worker, so they sample the same tokens. */
-function randomSeed() {
-  const [high, low] = crypto.getRandomValues(new Uint32Array(2));
-  return (high >>> 11) * 2 ** 32 + low;  // 53 bits: exact as a JS number
-}
-
-self.WorkerPool = WorkerPool;
+  Object.assign(Pychat, {WorkerPool});
+})(self.Pychat = self.Pychat || {});

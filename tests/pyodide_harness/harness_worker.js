@@ -7,7 +7,7 @@ importScripts("pyodide_runtime.js");
 let py = null;
 
 async function boot({indexURL, wheelURLs, checksURL, fixturesURL}) {
-  py = await self.bootPython({indexURL, wheelURLs, onStatus: (status) => postMessage({status})});
+  py = await self.Pychat.bootPython({indexURL, wheelURLs, onStatus: (status) => postMessage({status})});
   const checksSource = await (await fetch(checksURL)).text();
   py.set("_checks_source", checksSource);
   py.runPython(`

@@ -42,10 +42,20 @@ GEOMETRY = """() => {
 
 COLOURS = """() => {
   const style = (selector, property) => getComputedStyle(document.querySelector(selector))[property];
+  const rgb = (colour) => {  // as getComputedStyle writes it
+    const probe = document.createElement("span");
+    probe.style.color = colour;
+    document.body.append(probe);
+    const value = getComputedStyle(probe).color;
+    probe.remove();
+    return value;
+  };
+  const chart = new Pychat.LossChart(document.getElementById("train-chart")).colors;
   return {bodyBackground: style("body", "backgroundColor"), bodyText: style("body", "color"),
           chatBackground: style("#chat", "backgroundColor"), inputBackground: style("#input", "backgroundColor"),
           inputText: style("#input", "color"), mutedText: style(".tagline", "color"),
-          scheme: style(":root", "colorScheme")};
+          scheme: style(":root", "colorScheme"), chartBackground: style("#train-chart", "backgroundColor"),
+          chartAxis: rgb(chart.axis), chartTrain: rgb(chart.train), chartValidation: rgb(chart.validation)};
 }"""
 
 
@@ -137,6 +147,7 @@ def test_colours_follow_the_system_scheme(browser, server, scheme):
     if scheme == "dark":
         assert background < 0.05 and text > 0.6, colours
         assert luminance(colours["chatBackground"]) < 0.05 and luminance(colours["inputBackground"]) < 0.05, colours
+        assert luminance(colours["chartBackground"]) < 0.05, colours  # the loss chart is dark too
     else:
         assert background > 0.8 and text < 0.05, colours
         assert luminance(colours["chatBackground"]) > 0.8 and luminance(colours["inputBackground"]) > 0.8, colours
@@ -144,6 +155,8 @@ def test_colours_follow_the_system_scheme(browser, server, scheme):
     assert contrast(colours["chatBackground"], colours["mutedText"]) >= 4.5, colours
     assert contrast(colours["inputBackground"], colours["inputText"]) >= 7, colours
     assert colours["scheme"] == "light dark", colours
+    for line in ("chartAxis", "chartTrain", "chartValidation"):  # the loss chart draws in the scheme's colours
+        assert contrast(colours["chartBackground"], colours[line]) >= 3, (line, colours)
     # the desktop layout: chat on the left, settings on the right, side by side
     assert layout["aside"]["left"] >= layout["chat"]["right"] and layout["aside"]["top"] < layout["chat"]["bottom"]
     assert all(d["open"] for d in layout["details"] if d["summary"] != "Train a model"), layout["details"]

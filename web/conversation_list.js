@@ -98,8 +98,13 @@
         this.alertBox("error", `Could not import ${file.name}: ${error.message}`);
         return;
       }
-      for (const conversation of conversations) await this.store.put(conversation);
-      this.alertBox("notice", `Imported ${conversations.length} conversation${conversations.length === 1 ? "" : "s"} from ${file.name}.`);
+      const {fingerprint} = Pychat.ConversationStore;
+      const here = new Set((await this.store.list()).map(fingerprint));
+      const added = conversations.filter((conversation) => !here.has(fingerprint(conversation)));
+      for (const conversation of added) await this.store.put(conversation);
+      const skipped = conversations.length - added.length;
+      this.alertBox("notice", `Imported ${added.length} conversation${added.length === 1 ? "" : "s"} from ${file.name}` +
+                    (skipped ? ` (${skipped} already here).` : "."));
       await this.render();
     }
   }

@@ -59,6 +59,11 @@
     return {...conversation, title, updated: Date.now()};
   }
 
+  /* What makes two conversations the same one for an import: when it began and what was said. */
+  function fingerprint({created, messages}) {
+    return JSON.stringify([created, messages.map(({role, content}) => [role, content])]);
+  }
+
   function exportJSON(conversations) {
     const plain = conversations.map(({title, titled, system_prompt, messages, created, updated}) =>
       ({title, titled, system_prompt, messages: messages.map(({role, content}) => ({role, content})), created, updated}));
@@ -154,6 +159,6 @@
     }
   }
 
-  Object.assign(ConversationStore, {create, touched, titleFrom, exportJSON, parseImport});
+  Object.assign(ConversationStore, {create, touched, titleFrom, fingerprint, exportJSON, parseImport});
   Object.assign(Pychat, {ConversationStore});
 })(self.Pychat = self.Pychat || {});

@@ -26,7 +26,14 @@
   class LossChart {
     constructor(canvas) {
       this.canvas = canvas;
-      this.colors = {raw: "#b9c8ee", train: "#2f5fd0", validation: "#d0462f", axis: "#5d6677", grid: "#e3e6ec"};
+    }
+
+    /* The chart's colours, from styles.css (--chart-raw, --chart-train, ...): they follow light and dark mode. */
+    get colors() {
+      const style = getComputedStyle(this.canvas);
+      const color = (name) => style.getPropertyValue("--chart-" + name).trim();
+      return {raw: color("raw"), train: color("train"), validation: color("validation"), axis: color("axis"),
+              grid: color("grid")};
     }
 
     /* The canvas at the size it is shown, in device pixels; returns the 2D context scaled to CSS pixels. */

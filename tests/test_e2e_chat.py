@@ -183,6 +183,40 @@ def test_conversations_survive_reloads_switch_rename_delete_export_and_import(pa
         assert len(titles(page)) == count  # nothing imported
 
 
+def start_long_answer(page, question):
+    """Send `question` with room for a 200-token answer; returns once its first piece is on the page."""
+    set_settings(page, max_tokens=200)
+    answers = page.locator(".message[data-role=assistant]").count()
+    page.fill("#input", question)
+    page.press("#input", "Enter")
+    page.wait_for_function("n => (document.querySelectorAll('.message[data-role=assistant] .content')[n] || {})"
+                           ".textContent", arg=answers, timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_renaming_or_deleting_a_conversation_while_its_answer_streams_sticks(page):
+    new_chat(page)
+    ask(page, "Name a lighthouse.")  # the conversation is in the list once its first answer is saved
+    start_long_answer(page, "Write a long story about its keeper.")
+    page.locator("#conversation-list li[aria-current=true]").get_by_role("button", name="Rename").click()
+    page.fill("#conversation-list li input", "Lighthouse")
+    page.press("#conversation-list li input", "Enter")
+    page.keyboard.press("Escape")
+    wait_ready(page)
+    page.wait_for_selector("#conversation-list li[aria-current=true] .title:text-is('Lighthouse')")
+    assert page.evaluate("async () => (await pychat.conversations.get(pychat.conversation.id)).title") == "Lighthouse"
+
+    start_long_answer(page, "And another one, about a baker.")
+    count = len(titles(page))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#conversation-list li", has_text="Lighthouse").get_by_role("button", name="Delete").click()
+    page.wait_for_function("n => document.querySelectorAll('#conversation-list li').length === n", arg=count - 1)
+    wait_ready(page)
+    page.reload()
+    wait_ready(page)
+    assert "Lighthouse" not in titles(page) and len(titles(page)) == count - 1  # the stopped answer did not bring it back
+    set_settings(page, **GREEDY)
+
+
 def test_a_trim_and_a_failed_turn_leave_page_and_python_agreeing(page, tmp_path):
     """A 96-token model answering "zz" 3 times: after the trim Python used the newest messages of the page's
     conversation and the page marks the others; a message too long for the context fails and changes

@@ -51,7 +51,7 @@
       const copy = Pychat.PageUI.loadSaved(SAVED_CURRENT, null);
       if (copy && copy.id && !(await store.get(copy.id))) await store.put(copy);  // new, or the store was cleared
       this.list = new Pychat.ConversationList({store, onOpen: (id) => this.open(id),
-                                               onDeleted: (id) => this.deleted(id), alertBox: this.app.alertBox});
+                                               beforeDelete: (id) => this.leave(id), alertBox: this.app.alertBox});
       const current = (copy && await store.get(copy.id)) || (await store.list())[0];
       this.show(current || Pychat.ConversationStore.create());
     }
@@ -141,7 +141,9 @@
 
     /* Saved with a fresh title (from the first message) and time; the list shows it first. */
     async save(conversation) {
-      const saved = Pychat.ConversationStore.touched(conversation);
+      const stored = await this.state.conversations.get(conversation.id);  // renamed while the answer streamed?
+      const named = stored && stored.titled ? {title: stored.title, titled: true} : {};
+      const saved = Pychat.ConversationStore.touched({...conversation, ...named});
       if (this.state.conversation.id === saved.id) this.state.conversation = saved;
       await this.state.conversations.put(saved);
       if (this.state.conversation.id === saved.id) Pychat.PageUI.save(SAVED_CURRENT, saved);
@@ -291,11 +293,15 @@
     }
 
     /* The conversation in use was deleted: the newest other one, or a new one. */
-    async deleted(id) {
+    /* The conversation `id` is about to be deleted: a running answer in it ends (and is saved) first, and the
+     * newest other conversation, or a new one, takes its place on the page. */
+    async leave(id) {
+      if (this.state.conversation.id === id) {
+        await this.settle();
+        const others = (await this.state.conversations.list()).filter((c) => c.id !== id);
+        this.show(others[0] || Pychat.ConversationStore.create());
+      }
       if (Pychat.PageUI.loadSaved(SAVED_CURRENT, {}).id === id) localStorage.removeItem(SAVED_CURRENT);
-      if (this.state.conversation.id !== id) return;
-      await this.settle();
-      this.show((await this.state.conversations.list())[0] || Pychat.ConversationStore.create());
     }
 
     /* A new system prompt applies from the next answer on: the conversation keeps its messages. */

@@ -3,15 +3,15 @@
  * it, export them all as JSON, import such a file (checked by conversation_store.js: a bad file is refused
  * with a message and changes nothing). New chat is chat.js's.
  *
- *     const list = new Pychat.ConversationList({store, onOpen: (id) => ..., onDeleted: (id) => ..., alertBox});
+ *     const list = new Pychat.ConversationList({store, onOpen: (id) => ..., beforeDelete: (id) => ..., alertBox});
  *     list.wire();  list.render(currentId);
  */
 (function (Pychat) {
   "use strict";
 
   class ConversationList {
-    constructor({store, onOpen, onDeleted, alertBox}) {
-      Object.assign(this, {store, onOpen, onDeleted, alertBox});
+    constructor({store, onOpen, beforeDelete, alertBox}) {
+      Object.assign(this, {store, onOpen, beforeDelete, alertBox});
       this.root = document.getElementById("conversation-list");
       this.currentId = null;
     }
@@ -74,8 +74,8 @@
 
     async remove(conversation) {
       if (!confirm(`Delete "${conversation.title}"? This cannot be undone (Export keeps a copy).`)) return;
+      await this.beforeDelete(conversation.id);  // an answer still being written there ends first
       await this.store.remove(conversation.id);
-      await this.onDeleted(conversation.id);
       this.render();
     }
 

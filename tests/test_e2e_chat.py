@@ -247,4 +247,9 @@ def test_a_trim_and_a_failed_turn_leave_page_and_python_agreeing(page, tmp_path)
     page.fill("#input", "")
     sent += [user("m3"), assistant(ask(page, "m3")[0])]
     assert python_messages(page) == sent[-len(python_messages(page)):] and saved_messages(page) == sent
+    marks = page.locator("#messages .message").evaluate_all("ms => ms.map((m) => m.dataset.dropped === 'true')")
+    assert marks == [True] * (len(sent) - len(python_messages(page))) + [False] * len(python_messages(page))
+    page.reload()
+    wait_ready(page)
+    assert page.locator("#messages .message").evaluate_all("ms => ms.map((m) => m.dataset.dropped === 'true')") == marks
     page.locator("#models li", has_text="small.gguf").get_by_role("button", name="Remove").click()

@@ -132,6 +132,13 @@ def test_phone_answers_and_keeps_the_composer_on_screen(phone_page):
     last = phone_page.locator(".message[data-role=assistant]").last.bounding_box()
     messages = geometry["messages"]
     assert messages["top"] <= last["y"] < messages["bottom"], (last, messages)  # the answer is on screen
+    # New chat is at hand by the composer (the conversation list is folded below the chat)
+    new_chat = phone_page.evaluate("() => { const r = document.getElementById('composer-new-chat')"
+                                   ".getBoundingClientRect(); return {top: r.top, bottom: r.bottom, left: r.left, "
+                                   "right: r.right, height: r.height}; }")
+    assert inside(new_chat, PHONE) and new_chat["height"] >= 40, new_chat
+    phone_page.click("#composer-new-chat")
+    phone_page.wait_for_selector("#messages .message", state="detached")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -141,6 +148,7 @@ def test_colours_follow_the_system_scheme(browser, server, scheme):
         page.wait_for_selector("#composer")
         colours = page.evaluate(COLOURS)
         layout = page.evaluate(GEOMETRY)
+        assert page.is_hidden("#composer-new-chat")  # the desktop has the list's New chat in view
     finally:
         context.close()
     background, text = luminance(colours["bodyBackground"]), luminance(colours["bodyText"])

@@ -64,6 +64,7 @@
       document.addEventListener("keydown", (e) => { if (e.key === "Escape" && this.state.generating) this.stop(); });
       this.$("stop").onclick = () => this.stop();
       this.$("new-chat").onclick = () => this.newChat();
+      this.$("composer-new-chat").onclick = () => this.newChat();
       this.$("system-prompt").onchange = () => this.changeSystemPrompt();
       const saveSettings = () => Pychat.PageUI.save(SAVED_SETTINGS, {...this.readSettings(), stop: this.readStops()});
       this.$("settings").oninput = saveSettings;
@@ -111,6 +112,7 @@
       if (conversation.messages.length) Pychat.PageUI.save(SAVED_CURRENT, conversation);
       this.$("system-prompt").value = conversation.system_prompt || "";
       this.renderMessages(conversation.messages);
+      this.view.markDropped(conversation.dropped || 0);  // as the last answer's prompt left them out
       this.meter.textContent = "";
       this.list.render(conversation.id);
       if (this.state.ready) this.showStoredBudget();
@@ -255,7 +257,8 @@
           }
           const reply = {role: "assistant", content: text, stats: done && done.stats, first_token: firstToken};
           if (state.conversation.id === conversation.id) this.offerRegenerate(answer);
-          return this.save({...conversation, messages: messages.concat(reply)});
+          const dropped = done ? done.budget.dropped : conversation.dropped || 0;  // marked again after a reload
+          return this.save({...conversation, messages: messages.concat(reply), dropped});
         })
         .finally(() => {
           state.generating = false;
@@ -292,7 +295,6 @@
       if (conversation) this.show(conversation);
     }
 
-    /* The conversation in use was deleted: the newest other one, or a new one. */
     /* The conversation `id` is about to be deleted: a running answer in it ends (and is saved) first, and the
      * newest other conversation, or a new one, takes its place on the page. */
     async leave(id) {

@@ -9,7 +9,8 @@
  *     const imported = Pychat.ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
  *
  * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
- * "assistant", content}], created, updated} (times in ms). The title comes from the first message until the
+ * "assistant", content, stats?}], dropped (how many of the oldest messages the last answer's prompt left out),
+ * created, updated} (times in ms). The title comes from the first message until the
  * user renames it. The page owns the conversation: Python gets it whole at every turn (chat.js).
  */
 (function (Pychat) {

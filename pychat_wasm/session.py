@@ -22,8 +22,9 @@ Context budget: "progress", "piece" and "done" events carry `budget`, the token 
 context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
 answer = the rendered prompt's tokens + the tokens generated so far; `dropped` = how many of the oldest
 user/assistant messages (of those given to `reply`, or since the last reset/restore) the trimming took out of
-the context; `will_drop_next` = a next message as long as the last one will make it drop more: used + reserve > context, the reserve being
-the room kept for an answer plus the last user message's tokens (its role header included).
+the context; `will_drop_next` = a next message as long as the last one will make it drop more: used + reserve >
+context, the reserve being the room kept for an answer plus the last user message's tokens (its role header
+included).
 
 KV reuse: the session remembers which token ids the model's KV cache holds. A new prompt is rendered from the
 whole conversation and only the part after the longest common prefix is run through the model, which gives

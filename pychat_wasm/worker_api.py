@@ -184,7 +184,7 @@ def begin_turn(turn_json: str) -> Dict[str, Any]:
     messages the prompt left out. A turn that fails leaves the session as it was."""
     turn = json.loads(turn_json)
     settings = settings_from_mapping(turn.get("settings") or {})  # checked as the CLI's options are
-    stop_strings = stop_strings_from_values(turn.get("stop") or [])
+    stop_strings = stop_strings_from_values(turn.get("stop"))
     session = _session()
     events = session.reply(_conversation(turn))  # InvalidConversationError: nothing has changed yet
     session.stop_strings = stop_strings

@@ -146,9 +146,11 @@
       const stored = await this.state.conversations.get(conversation.id);  // renamed while the answer streamed?
       const named = stored && stored.titled ? {title: stored.title, titled: true} : {};
       const saved = Pychat.ConversationStore.touched({...conversation, ...named});
-      if (this.state.conversation.id === saved.id) this.state.conversation = saved;
+      if (this.state.conversation.id === saved.id) {
+        this.state.conversation = saved;
+        Pychat.PageUI.save(SAVED_CURRENT, saved);
+      }
       await this.state.conversations.put(saved);
-      if (this.state.conversation.id === saved.id) Pychat.PageUI.save(SAVED_CURRENT, saved);
       this.list.render(this.state.conversation.id);
       return saved;
     }
@@ -208,12 +210,11 @@
       const state = this.state;
       const conversation = state.conversation;
       if (messages.length === conversation.messages.length + 1) {  // a new message: the rest stays as shown
-        this.offerRegenerate(null);
         this.addMessage(messages[messages.length - 1], messages.length - 1);
       } else {  // regenerate, or edit and send: from there on it changes
         this.renderMessages(messages);
-        this.offerRegenerate(null);
       }
+      this.offerRegenerate(null);
       const answer = this.view.add("assistant", "");
       state.generating = true;
       this.app.setPhase("generating", "Writing…");
@@ -253,7 +254,7 @@
           if (!done && !text) {  // failed before its first piece: as it was, the message back in the input
             if (unsent !== null && !this.$("input").value) this.$("input").value = unsent;
             if (state.conversation.id === conversation.id) this.renderMessages(conversation.messages);
-            return conversation;
+            return;
           }
           const reply = {role: "assistant", content: text, stats: done && done.stats, first_token: firstToken};
           if (state.conversation.id === conversation.id) this.offerRegenerate(answer);

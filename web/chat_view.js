@@ -45,14 +45,13 @@
       this.root.appendChild(this.footer);
       root.appendChild(this.root);
       this.frame = 0;          // the requestAnimationFrame of the next render, 0 if none is due
-      this.rendered = null;    // the source the .markdown element shows
+      this.rendered = null;    // the source .content and .markdown show
       this.finish();
     }
 
     append(text) {
       this.source += text;
-      this.content.textContent = this.source;
-      if (this.markdown && !this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
+      if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
     }
 
     get text() {
@@ -70,8 +69,10 @@
      * while an answer streams the finished paragraphs and code blocks (a text selection, a "Copied") stay. The
      * list stays scrolled to the bottom if it was there. */
     render() {
-      if (!this.markdown || this.rendered === this.source) return;
+      if (this.rendered === this.source) return;
       this.rendered = this.source;
+      this.content.textContent = this.source;
+      if (!this.markdown) return;
       const list = this.root.parentNode;
       const atBottom = list && list.scrollHeight - list.scrollTop - list.clientHeight < 8;
       const fresh = Array.from(Pychat.Markdown.render(this.source).childNodes);

@@ -160,6 +160,6 @@
     }
   }
 
-  Object.assign(ConversationStore, {create, touched, titleFrom, fingerprint, exportJSON, parseImport});
+  Object.assign(ConversationStore, {create, touched, fingerprint, exportJSON, parseImport});
   Object.assign(Pychat, {ConversationStore});
 })(self.Pychat = self.Pychat || {});

@@ -71,9 +71,9 @@ class BenchHandler(serve.SiteHandler):
 
 def rendered_prompt(model_path: Path, question: str) -> str:
     """The golden prompt as text, through our chat template (what both engines tokenize)."""
-    from pychat_wasm.chat_template import ChatTemplate
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.tokenizer import load_tokenizer
+    from pychat_wasm.chat.template import ChatTemplate
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.tokenizers import load_tokenizer
 
     gguf = GGUFFile.open(str(model_path))
     tokenizer = load_tokenizer(gguf)

@@ -4,7 +4,7 @@
 What a visitor does: open the page (SmolLM2-135M loads for chat), open Train, choose "Fine-tune the current
 model" with the shipped example and the panel's defaults, press Start and wait. Measured in one run:
   - wall time from Start to the saved model in use, steps, seconds per step (the README's browser figure);
-  - the tuned model's greedy answers, through the page's chat, to pychat_wasm/train/data/finetune_eval.json:
+  - the tuned model's greedy answers, through the page's chat, to pychat_wasm/train/corpus/finetune_eval.json:
     new phrasings of the taught facts ("taught") and general questions it must still answer ("general");
   - the same model after a reload with the network off (offline from the model cache).
 
@@ -29,7 +29,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from e2e_helpers import SiteServer, ask, open_ready_page, set_settings, wait_ready  # noqa: E402
 
 SITE = REPO / "dist" / "site"
-EVAL = REPO / "pychat_wasm" / "train" / "data" / "finetune_eval.json"
+EVAL = REPO / "pychat_wasm" / "train" / "corpus" / "finetune_eval.json"
 GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=48, seed=None)
 RUN_TIMEOUT_MS = 120 * 60_000
 

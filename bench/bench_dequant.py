@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pychat_wasm import quants  # noqa: E402
-from pychat_wasm.ggml_types import TYPES_BY_NAME  # noqa: E402
+from pychat_wasm.gguf import quants  # noqa: E402
+from pychat_wasm.gguf.ggml_types import TYPES_BY_NAME  # noqa: E402
 
 try:
     import gguf

@@ -8,7 +8,7 @@
    as a second row, on attention and MLP (q, k, v, o, gate, up, down), AdamW, at batch 1 x 128 and
    4 x 256 tokens. The parent dequantizes the base model with pychat_wasm.train.finetune.base_parameters
    and saves it, with the token sequences, to a temporary .npz. The sequences are real text: the
-   conversations of pychat_wasm/train/data/finetune_example.jsonl rendered with the model's chat template
+   conversations of pychat_wasm/train/corpus/finetune_example.jsonl rendered with the model's chat template
    and concatenated (repeated if needed) into B sequences of exactly T + 1 ids (inputs and targets
    overlap by all but one), every target counted by the loss. Two child processes then train on them:
      numpy   the product's own path: a FinetuneRun built from the GGUF (dequantized base, adapters from
@@ -63,7 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SEQUENCE_DATA = REPO / "pychat_wasm" / "train" / "data" / "finetune_example.jsonl"
+SEQUENCE_DATA = REPO / "pychat_wasm" / "train" / "corpus" / "finetune_example.jsonl"
 OWN_DATA = REPO / "examples" / "finetune_small" / "own_data.jsonl"
 OWN_EVAL = REPO / "examples" / "finetune_small" / "own_eval.json"
 RANK, ALPHA = 8, 16.0
@@ -108,10 +108,10 @@ def run_child(args: List[str], threads: int) -> Dict[str, Any]:
 def save_inputs(model: Path, shapes: List[Tuple[int, int]], path: str) -> Dict[str, Any]:
     import numpy as np
 
-    from pychat_wasm.chat_template import ChatTemplate
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.model import ModelConfig
-    from pychat_wasm.tokenizer import load_tokenizer
+    from pychat_wasm.chat.template import ChatTemplate
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.forward import ModelConfig
+    from pychat_wasm.tokenizers import load_tokenizer
     from pychat_wasm.train.data import encode_conversation, read_training_file
     from pychat_wasm.train.finetune import base_parameters
 
@@ -167,7 +167,7 @@ def child_numpy(model: str, data: str, targets: str, b: int, t: int, warmup: int
                 repeats: int) -> Dict[str, Any]:
     import numpy as np
 
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.train.data import Example, read_training_file
     from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
     from pychat_wasm.train.run import Phase
@@ -201,9 +201,9 @@ def child_torch(model: str, data: str, targets: str, b: int, t: int, warmup: int
     sys.path.insert(0, str(REPO / "tests"))
     import torch_llama  # the independent torch model the trainer's tests check against
 
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.layers import rope_angles, rope_frequencies
-    from pychat_wasm.model import ModelConfig
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.layers import rope_angles, rope_frequencies
+    from pychat_wasm.model.forward import ModelConfig
     from pychat_wasm.train.finetune import init_adapters
 
     torch.set_num_threads(threads)
@@ -246,8 +246,8 @@ def child_torch(model: str, data: str, targets: str, b: int, t: int, warmup: int
 
 def estimate_mb(meta: Dict[str, Any], targets: str, b: int, t: int) -> float:
     """What the browser worker's memory check expects: GGUF size + finetune.estimated_bytes."""
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.model import ModelConfig
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.forward import ModelConfig
     from pychat_wasm.train.finetune import FinetuneSettings, estimated_bytes
 
     gguf = GGUFFile.open(meta["model"])
@@ -326,8 +326,8 @@ def bench_speed(model: Path, shapes: List[Tuple[int, int]], threads: int, warmup
 
 
 def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.session import ChatSession
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.chat.session import ChatSession
     from pychat_wasm.train.data import read_training_file
     from pychat_wasm.train.evaluate import GREEDY, keyword_report, session_from_gguf_bytes
     from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings

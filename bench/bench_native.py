@@ -27,12 +27,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pychat_wasm.chat_template import ChatTemplate, encode_chat  # noqa: E402
-from pychat_wasm.cli_common import model_path  # noqa: E402
-from pychat_wasm.gguf_reader import GGUFFile  # noqa: E402
-from pychat_wasm.model import Model  # noqa: E402
-from pychat_wasm.tokenizer import load_tokenizer  # noqa: E402
-from pychat_wasm.weights import POLICIES  # noqa: E402
+from pychat_wasm.chat.template import ChatTemplate, encode_chat  # noqa: E402
+from pychat_wasm.cli.common import model_path  # noqa: E402
+from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
+from pychat_wasm.model.forward import Model  # noqa: E402
+from pychat_wasm.tokenizers import load_tokenizer  # noqa: E402
+from pychat_wasm.model.matrices import POLICIES  # noqa: E402
 
 NODE_SCRIPT = REPO / "bench" / "llama_cpp_bench.mjs"
 USER_MESSAGE = (

@@ -23,9 +23,9 @@ from conftest import SMOLLM2  # noqa: E402
 from test_tokenizer import CORPUS  # noqa: E402
 from test_unicode_regex import RegexSpans  # noqa: E402
 
-from pychat_wasm.pretokenizers import PRE_TOKENIZERS  # noqa: E402
-from pychat_wasm.tokenizer import load_tokenizer  # noqa: E402
-from pychat_wasm.unicode_regex import compile_unicode_regex  # noqa: E402
+from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS  # noqa: E402
+from pychat_wasm.tokenizers import load_tokenizer  # noqa: E402
+from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex  # noqa: E402
 
 
 def best_of(repeat: int, fn) -> float:
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    source = "".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "pychat_wasm").glob("*.py")))
+    source = "".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "pychat_wasm").rglob("*.py")))
     text = "\n".join(CORPUS) * 20 + source[:100_000]
     print("text: %d characters" % len(text))
 

@@ -185,7 +185,7 @@ def child_torch(path: str, threads: int, warmup: int, repeats: int) -> Dict[str,
     sys.path.insert(0, str(REPO / "tests"))
     import torch_llama  # the independent torch model the trainer's tests check against
 
-    from pychat_wasm.layers import rope_angles, rope_frequencies
+    from pychat_wasm.model.layers import rope_angles, rope_frequencies
 
     torch.set_num_threads(threads)
     meta, params, steps = load_inputs(path)

@@ -34,8 +34,8 @@ from typing import List, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pychat_wasm.gguf_reader import GGUFFile  # noqa: E402
-from pychat_wasm.sampler import SamplingSettings  # noqa: E402
+from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
+from pychat_wasm.chat.sampler import SamplingSettings  # noqa: E402
 
 WEB = REPO / "web"
 OUT = REPO / "dist" / "site"

@@ -11,12 +11,12 @@ import random
 
 import numpy as np
 
-from pychat_wasm import worker_api
-from pychat_wasm.chat_template import ChatTemplate
+from pychat_wasm.browser import chat_worker as worker_api
+from pychat_wasm.chat.template import ChatTemplate
 from pychat_wasm.errors import PychatError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.model_info import model_info
-from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.info import model_info
+from pychat_wasm.tokenizers import load_tokenizer
 
 from .mutators import TEXTS
 

@@ -1,4 +1,4 @@
-"""Write pychat_wasm/unicode_classes.py: the Unicode data the tokenizers use, as code point ranges.
+"""Write pychat_wasm/tokenizers/unicode_classes.py: the Unicode data the tokenizers use, as code point ranges.
 
 The engine cuts text with the standard `re` module, which has no `\\p{L}`; it spells each class as the
 ranges listed here. They come from the `regex` module (the one HF tokenizers' patterns are written for),
@@ -8,7 +8,7 @@ character maps, which `regex` does not expose: they come from this Python's `uni
 records its version), made the way llama.cpp's scripts/gen-unicode-data.py makes them.
 tests/test_unicode_regex.py regenerates the file and compares.
 
-    $ python scripts/generate_unicode_classes.py          # rewrites pychat_wasm/unicode_classes.py
+    $ python scripts/generate_unicode_classes.py          # rewrites pychat_wasm/tokenizers/unicode_classes.py
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 
 import regex
 
-TARGET = Path(__file__).resolve().parent.parent / "pychat_wasm" / "unicode_classes.py"
+TARGET = Path(__file__).resolve().parent.parent / "pychat_wasm" / "tokenizers" / "unicode_classes.py"
 CLASSES = {  # name in our patterns -> the `regex` class it stands for
     "L": r"\p{L}",  # letters
     "N": r"\p{N}",  # numbers

@@ -114,7 +114,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 
 def byte_level(text: str) -> str:
     """GPT-2's byte-to-printable-character spelling of `text` (a space becomes 'Ġ')."""
-    from pychat_wasm.tokenizer_bpe import bytes_to_unicode
+    from pychat_wasm.tokenizers.bpe import bytes_to_unicode
 
     table = bytes_to_unicode()
     return "".join(table[b] for b in text.encode("utf-8"))
@@ -136,7 +136,7 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
     differs, so bytes stored at a wrong offset cannot pass for the right ones.
     """
     import gguf
-    from pychat_wasm.tokenizer_bpe import bytes_to_unicode
+    from pychat_wasm.tokenizers.bpe import bytes_to_unicode
 
     dim = 8 if weight_type == "F32" else 256  # quantized rows are whole 256-weight blocks
     ffn, n_heads, n_kv = 2 * dim, 2, 1

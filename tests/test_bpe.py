@@ -17,9 +17,10 @@ import pytest
 import regex
 
 from pychat_wasm.errors import TrainingDataError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer import CONTROL, NORMAL, load_tokenizer
-from pychat_wasm.tokenizer_bpe import BPETokenizer
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.tokenizers import load_tokenizer
+from pychat_wasm.tokenizers.base import CONTROL, NORMAL
+from pychat_wasm.tokenizers.bpe import BPETokenizer
 from pychat_wasm.train.bpe import BYTE_TOKENS, SPECIAL_TOKENS, gguf_tokenizer_metadata, train_bpe
 
 PARAGRAPHS = [
@@ -198,7 +199,7 @@ def test_special_tokens_must_be_distinct():
 
 
 def test_thousand_merges_on_100kb_in_seconds():
-    source = "".join(p.read_text(encoding="utf-8") for p in sorted(Path("pychat_wasm").glob("*.py")))
+    source = "".join(p.read_text(encoding="utf-8") for p in sorted(Path("pychat_wasm").rglob("*.py")))
     texts = (source * 2)[:100_000].splitlines(keepends=True)
     start = time.perf_counter()
     vocab = train_bpe(texts, len(SPECIAL_TOKENS) + 256 + 1000)

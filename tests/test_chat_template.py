@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from pychat_wasm.chat_template import CHATML_TEMPLATE, ChatTemplate, encode_chat
+from pychat_wasm.chat.template import CHATML_TEMPLATE, ChatTemplate, encode_chat
 from pychat_wasm.errors import TemplateError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.tokenizers import load_tokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],

@@ -11,11 +11,11 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pychat_wasm import cli_chat
-from pychat_wasm.cli import build_parser
+from pychat_wasm.cli import chat as cli_chat
+from pychat_wasm.cli.main import build_parser
 from pychat_wasm.errors import InvalidSettingsError
-from pychat_wasm.sampler import SamplingSettings, settings_from_mapping
-from pychat_wasm.stop_strings import stop_strings_from_values
+from pychat_wasm.chat.sampler import SamplingSettings, settings_from_mapping
+from pychat_wasm.chat.stop_strings import stop_strings_from_values
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."

@@ -19,7 +19,7 @@ import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
                          set_settings, wait_ready, write_tiny_gguf, chatml_tokens)
 
-from pychat_wasm import worker_api
+from pychat_wasm.browser import chat_worker as worker_api
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -75,8 +75,8 @@ def model_sha256(smollm2_path):
 
 def native_answer(parts, question, settings, system_prompt=None, follow_up=None):
     """The native engine's answers, in one conversation; parts = (model, tokenizer, template)."""
-    from pychat_wasm.sampler import SamplingSettings
-    from pychat_wasm.session import ChatSession
+    from pychat_wasm.chat.sampler import SamplingSettings
+    from pychat_wasm.chat.session import ChatSession
 
     session = ChatSession(*parts, settings=SamplingSettings(**settings), system_prompt=system_prompt)
     return ["".join(e.text for e in session.generate(q) if e.kind == "piece")
@@ -87,10 +87,10 @@ def native_answer(parts, question, settings, system_prompt=None, follow_up=None)
 def native_answers(smollm2_path):
     """Greedy answers to the two questions in one conversation, then one sampled with a seed and a
     system prompt: what the page must show for the same settings."""
-    from pychat_wasm.chat_template import ChatTemplate
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.model import Model
-    from pychat_wasm.tokenizer import load_tokenizer
+    from pychat_wasm.chat.template import ChatTemplate
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.forward import Model
+    from pychat_wasm.tokenizers import load_tokenizer
 
     gguf = GGUFFile.open(str(smollm2_path))
     tokenizer = load_tokenizer(gguf)

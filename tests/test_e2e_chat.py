@@ -1,8 +1,8 @@
 """The chat product in the real page in Chromium: the page owns the conversation and Python answers what it
 is sent (checked by asking Python what its last answer used), regenerate and edit-and-resend give the native
 engine's greedy answers, conversations survive reloads, switch, rename, delete, export and import, settings
-are checked by the engine's own code (pychat_wasm.sampler.settings_from_mapping), Escape stops, stop strings
-cut the answer. References: pychat_wasm.session.ChatSession natively, the tiny model's ChatML token counts."""
+are checked by the engine's own code (pychat_wasm.chat.sampler.settings_from_mapping), Escape stops, stop strings
+cut the answer. References: pychat_wasm.chat.session.ChatSession natively, the tiny model's ChatML token counts."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, chatml_tokens, new
                          python_messages, saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
 
 from pychat_wasm.errors import InvalidSettingsError
-from pychat_wasm.sampler import settings_from_mapping
+from pychat_wasm.chat.sampler import settings_from_mapping
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,9 +32,9 @@ def assistant(text):
 @pytest.fixture(scope="module")
 def native(smollm2_path):
     """The native engine's greedy answer to a conversation (a list of messages ending with the user's)."""
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.sampler import SamplingSettings
-    from pychat_wasm.session import ChatSession
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.chat.sampler import SamplingSettings
+    from pychat_wasm.chat.session import ChatSession
 
     session = ChatSession.from_gguf(GGUFFile.open(str(smollm2_path)), settings=SamplingSettings(**GREEDY))
     return lambda messages: list(session.reply(messages))[-1].text

@@ -186,7 +186,7 @@ def test_out_of_memory_mid_answer_restarts_python_and_keeps_the_conversation(pag
     # (they wait for it at a barrier) and the page must restart all of them.
     page.evaluate("document.querySelectorAll('.alert').forEach((a) => a.remove())")  # the other rank's run
     chat_workers(page)[rank].evaluate("""() => py.runPython(`
-import pychat_wasm.worker_api as w
+import pychat_wasm.browser.chat_worker as w
 _session = w._worker.session
 _forward, _calls = _session._forward, []
 def _failing_forward(ids, **options):

@@ -6,7 +6,7 @@ bad files that change nothing, Stop and Continue, the finished model in the mode
 same model after a reload without network. A test that needs an earlier one's state (a run started, a model
 trained) gets there itself when it is missing, so each also runs alone with -k.
 
-The quick preset trains on the first 64 chats of pychat_wasm/train/data/chat.json until it repeats them
+The quick preset trains on the first 64 chats of pychat_wasm/train/corpus/chat.json until it repeats them
 exactly; the first one (not held out for validation) is the question asked.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def first_training_chat():
     """(question, answer) of the first conversation of the shipped chat corpus."""
     from pychat_wasm.train.data import parse_rustgpt_chat
 
-    items = json.loads((REPO / "pychat_wasm" / "train" / "data" / "chat.json").read_text())
+    items = json.loads((REPO / "pychat_wasm" / "train" / "corpus" / "chat.json").read_text())
     user, assistant = parse_rustgpt_chat(items[0])
     return user["content"], assistant["content"]
 
@@ -296,7 +296,7 @@ REPLAY = 2
 def example_training_chats() -> int:
     """The shipped example's chats that train (every 20th is held out for validation)."""
     from pychat_wasm.train.data import read_training_file, split_validation
-    from pychat_wasm.train.worker_api import FINETUNE_EXAMPLE
+    from pychat_wasm.browser.train_worker import FINETUNE_EXAMPLE
 
     return len(split_validation(read_training_file(FINETUNE_EXAMPLE).conversations)[0])
 
@@ -308,7 +308,7 @@ EXAMPLE_TRAINING_CHATS = example_training_chats()
 def replayed(smollm2_path):
     """How many of the first REPLAY questions SmolLM2 answers within the limit, worked out natively: the
     worker's greedy answers must be the same."""
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.train.replay import ReplayAnswers
 
     return len(ReplayAnswers(GGUFFile.open(str(smollm2_path)), REPLAY).answer_all())

@@ -40,7 +40,7 @@ def builds(tmp_path_factory):
     build_site = load_build_module("build_site").build_site
     manifest_a = build_site(directory / "a", model)
     sources = copy_checkout(directory / "checkout")
-    engine = sources / "pychat_wasm" / "sampler.py"
+    engine = sources / "pychat_wasm" / "chat" / "sampler.py"
     engine.write_bytes(engine.read_bytes() + b"#")  # one byte more, in a comment
     manifest_b = build_site(directory / "b", model, sources=sources)
     assert manifest_a["build_id"] != manifest_b["build_id"]

@@ -39,10 +39,10 @@ import numpy as np
 import pytest
 
 from pychat_wasm.errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.layers import rope_angles, rope_frequencies
-from pychat_wasm.model import Model
-from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.layers import rope_angles, rope_frequencies
+from pychat_wasm.model.forward import Model
+from pychat_wasm.tokenizers import load_tokenizer
 from pychat_wasm.train import transformer
 from pychat_wasm.train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from pychat_wasm.train.data import DATA_DIR, Example, TrainingData
@@ -653,7 +653,7 @@ def test_cli_finetune_errors_are_one_line(bases, tmp_path, case, message):
 _SMOLLM2_CHILD = textwrap.dedent("""
     import json, sys, time
     import numpy as np
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.train import transformer
     from pychat_wasm.train.data import read_training_file
     from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings

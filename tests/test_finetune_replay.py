@@ -24,7 +24,7 @@ import pytest
 from e2e_helpers import write_tiny_gguf
 
 from pychat_wasm.errors import InvalidSettingError
-from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from pychat_wasm.train.data import DATA_DIR, TrainingData, encode_conversation
 from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
@@ -133,7 +133,7 @@ def test_cli_finetune_says_what_it_replayed(stopping_base, tmp_path):
 
 
 def test_the_training_worker_reports_each_replay_answer_before_the_run_starts(stopping_base):
-    from pychat_wasm.train import worker_api
+    from pychat_wasm.browser import train_worker as worker_api
 
     calls = []
     text = "".join(json.dumps({"messages": c}) + "\n" for c in chats(4))

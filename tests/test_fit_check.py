@@ -1,4 +1,4 @@
-"""The fit check (pychat_wasm/fit_check.py): its figures against the memory a real load allocates, its
+"""The fit check (pychat_wasm/model/fit_check.py): its figures against the memory a real load allocates, its
 header-only parse against the whole file, and its verdicts."""
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import gguf as gguf_py
 import numpy as np
 import pytest
 
-from pychat_wasm import worker_api
+from pychat_wasm.browser import chat_worker as worker_api
 from pychat_wasm.errors import HeaderTruncatedError, InvalidSettingError
-from pychat_wasm.fit_check import DOES_NOT_FIT, FITS, FITS_SHORTER, MIN_CONTEXT, fit_check
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.model import Model
+from pychat_wasm.model.fit_check import DOES_NOT_FIT, FITS, FITS_SHORTER, MIN_CONTEXT, fit_check
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.forward import Model
 
 CONTEXT = 1024
 # KV bytes per token from the models' published configs: 2 (k, v) x 4 bytes x layers x kv heads x head_dim.

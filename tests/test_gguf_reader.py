@@ -9,7 +9,7 @@ import pytest
 
 from pychat_wasm.errors import (CorruptHeaderError, GGUFError, NotGGUFError, TruncatedFileError,
                                 UnknownTensorTypeError, UnsupportedVersionError)
-from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.gguf.reader import GGUFFile
 
 SCALARS = [
     ("u8", "add_uint8", 200), ("i8", "add_int8", -100), ("u16", "add_uint16", 60000), ("i16", "add_int16", -30000),

@@ -16,12 +16,12 @@ import pytest
 gguf = pytest.importorskip("gguf")
 import gguf.quants  # noqa: E402
 
-from pychat_wasm import quants  # noqa: E402
+from pychat_wasm.gguf import quants  # noqa: E402
 from pychat_wasm.errors import GGUFWriteError, PychatError  # noqa: E402
-from pychat_wasm.ggml_types import TYPES_BY_NAME  # noqa: E402
-from pychat_wasm.gguf_reader import GGUFFile  # noqa: E402
-from pychat_wasm.gguf_writer import GGUFWriter, ValueType  # noqa: E402
-from pychat_wasm.quantize import quantize_f16, quantize_q8_0  # noqa: E402
+from pychat_wasm.gguf.ggml_types import TYPES_BY_NAME  # noqa: E402
+from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
+from pychat_wasm.gguf.writer import GGUFWriter, ValueType  # noqa: E402
+from pychat_wasm.gguf.quantize import quantize_f16, quantize_q8_0  # noqa: E402
 
 VT = gguf.GGUFValueType
 # (our adder, key, value, array element type or None); gguf-py's adder has the same name.
@@ -253,7 +253,7 @@ def test_quantize_q8_0_bit_exact():
 def test_quantize_q8_0_chunks_match_whole(monkeypatch):
     weights = np.random.RandomState(5).randn(9, 320).astype(np.float32)
     whole = quantize_q8_0(weights)
-    monkeypatch.setattr("pychat_wasm.quantize.CHUNK_BLOCKS", 7)  # splits rows, leaves a remainder
+    monkeypatch.setattr("pychat_wasm.gguf.quantize.CHUNK_BLOCKS", 7)  # splits rows, leaves a remainder
     assert quantize_q8_0(weights).tobytes() == whole.tobytes()
 
 

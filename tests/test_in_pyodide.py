@@ -32,7 +32,7 @@ from e2e_helpers import load_build_module  # tests/e2e_helpers.py
 from test_llama_cpp_tokenizer_suite import KIND_OF  # tests/test_llama_cpp_tokenizer_suite.py
 from tiny_models import TINY_SPECS, TINY_TOKENS  # tests/tiny_models.py
 
-from pychat_wasm.quants import SUPPORTED_TYPES
+from pychat_wasm.gguf.quants import SUPPORTED_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -255,8 +255,8 @@ def test_gguf_typed_errors(browser_python):
 def test_fit_check_from_the_header_is_the_native_one(browser_python, smollm2_path):
     """The page's fit check before a download: the header bytes alone give the figures native CPython computes
     from the whole file; too few bytes ask for more."""
-    from pychat_wasm.fit_check import fit_check
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.model.fit_check import fit_check
+    from pychat_wasm.gguf.reader import GGUFFile
 
     header_end = int(gguf.GGUFReader(str(smollm2_path)).data_offset)
     options = {"context_length": 2048, "memory_limit": 300 * 10 ** 6}
@@ -378,7 +378,7 @@ def test_smollm2_greedy_answer_is_golden(browser_python, hf_smollm2_tokenizer):
 ])
 def test_seeded_sampling_is_the_same_as_native(browser_python, settings):
     """Same seed, same logits: the same ids on Pyodide's Python and numpy in wasm as on this CPython + numpy."""
-    from pychat_wasm.sampler import Sampler, SamplingSettings
+    from pychat_wasm.chat.sampler import Sampler, SamplingSettings
 
     rows = np.random.default_rng(5).standard_normal((8, 49152)).astype(np.float32) * 4  # [steps, vocab]
     encoded = {"shape": list(rows.shape), "float32_base64": base64.b64encode(rows.tobytes()).decode("ascii")}
@@ -476,7 +476,7 @@ def test_matmul_beyond_the_wasm32_iterator_limit(browser_python):
 
 
 def test_trainer_data_files_ship_in_the_wheel(browser_python):
-    """pychat_wasm/train/data/*.json(l) are installed with the package, and the shipped corpora read the same."""
+    """pychat_wasm/train/corpus/*.json(l) are installed with the package, and the shipped corpora read the same."""
     import pychat_wasm.train.data as data
 
     got = browser_python.run("train_package_data")
@@ -505,7 +505,7 @@ GRADIENT_CASES = {
 @pytest.mark.parametrize("case", sorted(GRADIENT_CASES))
 def test_training_gradients_match_native(browser_python, case):
     """Loss and every gradient (base weights and LoRA adapters) of a tiny llama from init_params(seed)."""
-    from pychat_wasm.layers import rope_frequencies
+    from pychat_wasm.model.layers import rope_frequencies
     from pychat_wasm.train import transformer
 
     dtype, rope, tolerance = GRADIENT_CASES[case]
@@ -645,8 +645,8 @@ def scratch_data():
 def test_scratch_run_matches_native(browser_python, capsys):
     """ScratchRun in Pyodide: same tokenizer, same 8 losses, a checkpoint that resumes natively, an export
     that loads natively with the native run's tensors."""
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.quants import dequantize
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.gguf.quants import dequantize
     from pychat_wasm.train.checkpoint import read_checkpoint, restore
     from pychat_wasm.train.data import TrainingData
     from pychat_wasm.train.scratch import ScratchRun, TrainSettings
@@ -721,10 +721,10 @@ WORKER_OPTIONS = {"preset": "quick", "steps": 40, "seed": 3, "name": "pyodide-te
 
 
 def test_training_worker_api_in_pyodide(browser_python):
-    """pychat_wasm.train.worker_api as the training worker calls it: ok JSON, typed errors, and the same
+    """pychat_wasm.browser.train_worker as the training worker calls it: ok JSON, typed errors, and the same
     model as the same calls natively."""
-    from pychat_wasm.gguf_reader import GGUFFile
-    from pychat_wasm.train import worker_api as api
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.browser import train_worker as api
 
     files_json, bad_json = json.dumps(WORKER_FILES), json.dumps([{"name": "bad.json", "text": "[1, 2"}])
     got = browser_python.run("training_worker_api", options_json=json.dumps(WORKER_OPTIONS), files_json=files_json,
@@ -787,7 +787,7 @@ FINETUNE_STEPS = 2
 def test_finetune_lora_matches_native(browser_python, tiny_models):
     """FinetuneRun on the tiny llama GGUF: the same adapters, step losses, LoRA gradients on a batch over the
     whole vocabulary, merged parameters and export."""
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.train import transformer
     from pychat_wasm.train.data import TrainingData
     from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.tokenizers import load_tokenizer
 
 from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs, vocab_path
 

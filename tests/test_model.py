@@ -14,11 +14,11 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFWriter, dequantize, quantize
 
-import pychat_wasm.model as model_module
+import pychat_wasm.model.forward as model_module
 from pychat_wasm.errors import ContextFullError, InvalidSettingError, UnsupportedArchitectureError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.model import DEFAULT_CONTEXT_CAP, Model, attention_mask
-from pychat_wasm.weights import Float32Matrix, Int8Matrix, QuantizedMatrix
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.forward import DEFAULT_CONTEXT_CAP, Model, attention_mask
+from pychat_wasm.model.matrices import Float32Matrix, Int8Matrix, QuantizedMatrix
 from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 
 torch = pytest.importorskip("torch")

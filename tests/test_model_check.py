@@ -18,12 +18,12 @@ import pytest
 from gguf import GGUFReader
 
 from gguf_edit import rewrite_gguf
-from pychat_wasm import worker_api
+from pychat_wasm.browser import chat_worker as worker_api
 from pychat_wasm.errors import ContextFullError, InvalidModelError, TokenizerError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.model import Model, ModelConfig
-from pychat_wasm.model_check import check_model
-from pychat_wasm.session import ChatSession
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.forward import Model, ModelConfig
+from pychat_wasm.model.check import check_model
+from pychat_wasm.chat.session import ChatSession
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model
 
 

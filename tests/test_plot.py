@@ -1,4 +1,4 @@
-"""The loss-curve PNG writer (pychat_wasm/train/plot.py), decoded by an independent PNG reader (Pillow).
+"""The loss-curve PNG writer (pychat_wasm/cli/plot.py), decoded by an independent PNG reader (Pillow).
 
 The chart is checked by where its colours land, not by its exact pixels: a falling curve must show its colour
 near the top-left and the bottom-right of the plot area and none near the bottom-left, the title must leave
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pychat_wasm.train.plot import encode_png, loss_curve_png, nice_ticks
+from pychat_wasm.cli.plot import encode_png, loss_curve_png, nice_ticks
 
 BLUE, RED = (31, 119, 180), (214, 39, 40)
 AXIS = (90, 90, 90)  # the axis colour plot.py draws with

@@ -1,11 +1,11 @@
 """The browser's matrix products (einsum, cut into blocks under wasm32's iterator limit) against numpy's `@`:
-natively both routes of pychat_wasm/products.py can be run, so the one Pyodide takes is checked here too."""
+natively both routes of pychat_wasm/model/products.py can be run, so the one Pyodide takes is checked here too."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pychat_wasm import products
+from pychat_wasm.model import products
 
 
 @pytest.mark.parametrize("limit", [10 ** 9, 5000, 700, 1])

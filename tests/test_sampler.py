@@ -9,7 +9,7 @@ from transformers.generation.logits_process import (
     LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
     TopKLogitsWarper, TopPLogitsWarper)
 
-from pychat_wasm.sampler import (Sampler, SamplingSettings, SplitMix64, apply_repetition_penalty,
+from pychat_wasm.chat.sampler import (Sampler, SamplingSettings, SplitMix64, apply_repetition_penalty,
                                  filtered_distribution, top_k_candidates)
 
 VOCAB = 500

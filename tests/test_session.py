@@ -7,14 +7,14 @@ from typing import List
 import numpy as np
 import pytest
 
-from pychat_wasm.chat_template import ChatTemplate, encode_chat
+from pychat_wasm.chat.template import ChatTemplate, encode_chat
 from pychat_wasm.errors import ContextFullError, InvalidConversationError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.model import Model
-from pychat_wasm.sampler import Sampler, SamplingSettings
-from pychat_wasm.session import ChatSession
-from pychat_wasm.stop_strings import StopStringFilter
-from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.forward import Model
+from pychat_wasm.chat.sampler import Sampler, SamplingSettings
+from pychat_wasm.chat.session import ChatSession
+from pychat_wasm.chat.stop_strings import StopStringFilter
+from pychat_wasm.tokenizers import load_tokenizer
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
 GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp greedy agree

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from pychat_wasm.errors import InvalidSettingsError, PychatError
-from pychat_wasm.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
-from pychat_wasm.stop_strings import stop_strings_from_values
+from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
+from pychat_wasm.chat.stop_strings import stop_strings_from_values
 
 TINIEST = math.nextafter(0.0, 1.0)  # the smallest positive float
 SEED_MAX = 2 ** 63 - 1

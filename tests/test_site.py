@@ -110,7 +110,7 @@ def test_service_worker_precaches_the_shell_python_and_wheel_but_not_the_model(s
 def test_wheel_carries_the_worker_api(site):
     out, manifest = site
     names = zipfile.ZipFile(out / engine_wheel(manifest)).namelist()
-    assert {"pychat_wasm/worker_api.py", "pychat_wasm/session.py", "pychat_wasm/model.py"} <= set(names)
+    assert {"pychat_wasm/browser/chat_worker.py", "pychat_wasm/chat/session.py", "pychat_wasm/model/forward.py"} <= set(names)
 
 
 def site_files(out):
@@ -137,7 +137,7 @@ def test_building_twice_gives_byte_identical_sites(site, smollm2_path, tmp_path)
 def test_changing_one_source_byte_changes_the_wheel_and_the_build_id(site, smollm2_path, tmp_path):
     out, manifest = site
     sources = copy_checkout(tmp_path / "checkout")
-    engine = sources / "pychat_wasm" / "sampler.py"
+    engine = sources / "pychat_wasm" / "chat" / "sampler.py"
     data = engine.read_bytes()
     engine.write_bytes(data + b"#")  # one byte more, in a comment
     changed = load_build_module("build_site").build_site(tmp_path / "site", smollm2_path, sources=sources)
@@ -145,7 +145,7 @@ def test_changing_one_source_byte_changes_the_wheel_and_the_build_id(site, smoll
     before = site_files(out)
     differing = {name for name, data in site_files(tmp_path / "site").items() if before[name] != data}
     assert differing == {engine_wheel(manifest), "sw.js", "manifest.json"}
-    rebuilt = zipfile.ZipFile(tmp_path / "site" / engine_wheel(changed)).read("pychat_wasm/sampler.py")
+    rebuilt = zipfile.ZipFile(tmp_path / "site" / engine_wheel(changed)).read("pychat_wasm/chat/sampler.py")
     assert rebuilt == data + b"#"
 
 

@@ -11,8 +11,8 @@ import tracemalloc
 import pytest
 
 from fuzz.mutators import HOSTILE_TEMPLATES
-from pychat_wasm import template_sandbox
-from pychat_wasm.chat_template import CHATML_TEMPLATE, ChatTemplate
+from pychat_wasm.chat import template_sandbox
+from pychat_wasm.chat.template import CHATML_TEMPLATE, ChatTemplate
 from pychat_wasm.errors import TemplateError
 
 MESSAGES = [{"role": "user", "content": "Hi"}]

@@ -1,4 +1,4 @@
-"""A model split across workers (pychat_wasm/tensor_parallel.py) computes what the whole model computes.
+"""A model split across workers (pychat_wasm/model/tensor_parallel.py) computes what the whole model computes.
 
 The workers here are threads that sum and gather through Python lists and a barrier: the same calls, in the
 same order, that web/tensor_parallel.js serves through a SharedArrayBuffer in the browser. The reference is
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from pychat_wasm.errors import InvalidSettingError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.model import Model, ModelConfig
-from pychat_wasm.tensor_parallel import Collective, max_workers, plan_shards
-from pychat_wasm.weights import Int8Matrix
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.forward import Model, ModelConfig
+from pychat_wasm.model.tensor_parallel import Collective, max_workers, plan_shards
+from pychat_wasm.model.matrices import Int8Matrix
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model
 
 # 9 query heads over 3 KV heads (SmolLM2's proportions): 2 workers get 4 and 5 heads, and KV head 1 is on both.

@@ -17,11 +17,11 @@ import warnings
 import pytest
 
 from pychat_wasm.errors import TokenizerError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer import load_tokenizer
-from pychat_wasm.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
-from pychat_wasm.tokenizer_bpe import bytes_to_unicode
-from pychat_wasm.unicode_regex import compile_unicode_regex
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.tokenizers import load_tokenizer
+from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
+from pychat_wasm.tokenizers.bpe import bytes_to_unicode
+from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex
 
 CORPUS = [
     "",
@@ -336,8 +336,8 @@ def test_bad_metadata_raises_tokenizer_error(metadata, message):
             load_tokenizer(metadata)
 
 
-@pytest.mark.parametrize("module", ["pychat_wasm.tokenizer", "pychat_wasm.tokenizer_bpe", "pychat_wasm.tokenizer_spm",
-                                    "pychat_wasm.tokenizer_wpm", "pychat_wasm.pretokenizers", "pychat_wasm.unicode_regex"])
+@pytest.mark.parametrize("module", ["pychat_wasm.tokenizers.base", "pychat_wasm.tokenizers.bpe", "pychat_wasm.tokenizers.spm",
+                                    "pychat_wasm.tokenizers.wpm", "pychat_wasm.tokenizers.pretokenizers", "pychat_wasm.tokenizers.unicode_regex"])
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pytest
 
 from pychat_wasm.errors import TokenizerError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer import CONTROL, load_tokenizer
-from pychat_wasm.tokenizer_wpm import words_of
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.tokenizers import load_tokenizer
+from pychat_wasm.tokenizers.base import CONTROL
+from pychat_wasm.tokenizers.wpm import words_of
 
 from llama_cpp_vocabs import MissingSuite, vocab_path
 from test_bpe import PROBES

@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from pychat_wasm.gguf_reader import GGUFFile
+from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.train.checkpoint import save_checkpoint
 from pychat_wasm.train.data import builtin_corpus
 from pychat_wasm.train.scratch import ScratchRun, TrainSettings

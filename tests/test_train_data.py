@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pychat_wasm.chat_template import CHATML_TEMPLATE, ChatTemplate
+from pychat_wasm.chat.template import CHATML_TEMPLATE, ChatTemplate
 from pychat_wasm.errors import TrainingDataError
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.tokenizer import load_tokenizer
-from pychat_wasm.tokenizer_bpe import BPETokenizer
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.tokenizers import load_tokenizer
+from pychat_wasm.tokenizers.bpe import BPETokenizer
 from pychat_wasm.train import data as data_module
 from pychat_wasm.train.bpe import gguf_tokenizer_metadata, train_bpe
 from pychat_wasm.train.data import (TrainingData, builtin_corpus, encode_conversation, encode_document,

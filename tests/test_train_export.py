@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pychat_wasm.chat_template import CHATML_TEMPLATE, encode_chat
-from pychat_wasm.model import Model
-from pychat_wasm.tokenizer import load_tokenizer
+from pychat_wasm.chat.template import CHATML_TEMPLATE, encode_chat
+from pychat_wasm.model.forward import Model
+from pychat_wasm.tokenizers import load_tokenizer
 from pychat_wasm.train import transformer
 from pychat_wasm.train.checkpoint import read_checkpoint, restore
 from pychat_wasm.train.data import builtin_corpus

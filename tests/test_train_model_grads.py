@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pychat_wasm.layers import rope_angles, rope_frequencies
+from pychat_wasm.model.layers import rope_angles, rope_frequencies
 from pychat_wasm.train.transformer import llama_config, loss_and_grads, param_shapes
 
 torch = pytest.importorskip("torch")

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pychat_wasm.layers import rope_angles, rope_frequencies
+from pychat_wasm.model.layers import rope_angles, rope_frequencies
 from pychat_wasm.train import ops
 
 torch = pytest.importorskip("torch")

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from pychat_wasm.layers import rope_angles, rope_frequencies
+from pychat_wasm.model.layers import rope_angles, rope_frequencies
 from pychat_wasm.train.optim import AdamW, clip_grad_norm, learning_rate
 from pychat_wasm.train.transformer import init_params, llama_config, loss_and_grads
 

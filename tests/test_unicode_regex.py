@@ -18,12 +18,12 @@ import unicodedata
 import pytest
 import regex
 
-from pychat_wasm import tokenizer_wpm
-from pychat_wasm.gguf_reader import GGUFFile
-from pychat_wasm.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
-from pychat_wasm.tokenizer_bpe import BPETokenizer
-from pychat_wasm.unicode_classes import RANGES, UNICODEDATA_VERSION
-from pychat_wasm.unicode_regex import UnicodeRegex, compile_unicode_regex, translate
+from pychat_wasm.tokenizers import wpm as tokenizer_wpm
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
+from pychat_wasm.tokenizers.bpe import BPETokenizer
+from pychat_wasm.tokenizers.unicode_classes import RANGES, UNICODEDATA_VERSION
+from pychat_wasm.tokenizers.unicode_regex import UnicodeRegex, compile_unicode_regex, translate
 
 from conftest import REPO
 from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs
@@ -100,7 +100,7 @@ def test_range_table_is_what_the_generator_makes_from_regex():
                                                   REPO / "scripts" / "generate_unicode_classes.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    committed = (REPO / "pychat_wasm" / "unicode_classes.py").read_text(encoding="utf-8")
+    committed = (REPO / "pychat_wasm" / "tokenizers" / "unicode_classes.py").read_text(encoding="utf-8")
     assert generator.generate() == committed, "run scripts/generate_unicode_classes.py (regex %s)" % regex.__version__
 
 

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from pychat_wasm import worker_api
+from pychat_wasm.browser import chat_worker as worker_api
 from pychat_wasm.errors import InvalidSettingsError
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."

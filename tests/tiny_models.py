@@ -19,7 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFWriter, quantize
 
-from pychat_wasm.chat_template import CHATML_TEMPLATE
+from pychat_wasm.chat.template import CHATML_TEMPLATE
 
 
 class TinySpec(NamedTuple):

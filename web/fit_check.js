@@ -1,7 +1,7 @@
 /*
  * fit_check.js: before a model is downloaded (or a dropped file read whole), its GGUF header alone says
  * whether it fits: the weights under each storage policy and the KV cache at the chosen context, against the
- * worker's heap (Python computes these: pychat_wasm/fit_check.py through worker_api.check_fit), and the file
+ * worker's heap (Python computes these: pychat_wasm/model/fit_check.py through worker_api.check_fit), and the file
  * against the browser's storage estimate (store.checkSpace, which throws the "Not enough storage" error). Classic script, one namespace:
  *
  *     const verdict = await Pychat.FitCheck.run({python, store, name, url | file | bytes, stored, contextLength});

@@ -19,7 +19,7 @@
  *     py.runPythonAsync(code)          -> Promise of the same; top-level `await` allowed
  *     py.get(name)                     -> a Python global (functions come back callable from JS)
  *     py.importFunctions(module, names) -> {name: callable} for functions of a Python module, e.g.
- *                                         py.importFunctions("pychat_wasm.worker_api", ["load_model"]); they
+ *                                         py.importFunctions("pychat_wasm.browser.chat_worker", ["load_model"]); they
  *                                         live as long as the worker (their proxies are never destroyed)
  *     py.set(name, value)              -> bind a Python global to a JS value (a JsProxy on the Python side)
  *     py.callWithBytes(fn, bytes, ...args)

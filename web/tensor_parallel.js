@@ -1,6 +1,6 @@
 /*
  * tensor_parallel.js: the workers of one model add up their partial products through a SharedArrayBuffer
- * (pychat_wasm/tensor_parallel.py says what each worker computes). Classic script, one namespace:
+ * (pychat_wasm/model/tensor_parallel.py says what each worker computes). Classic script, one namespace:
  *
  *     Pychat.TensorParallel.sharedBytes(workers)      -> the SharedArrayBuffer size the page allocates
  *     const c = Pychat.TensorParallel.collective({shared, rank, workers, heap: () => HEAPF32})   (in each worker)

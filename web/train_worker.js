@@ -1,7 +1,7 @@
 /*
  * train_worker.js: the classic Web Worker that trains a model from scratch. It has a Pyodide of its own
  * (through pyodide_runtime.js), so chat keeps working in worker.js and each worker has its own 4 GiB heap.
- * The Python side is pychat_wasm.train.worker_api. The step loop lives here: one train_for(SLICE_SECONDS)
+ * The Python side is pychat_wasm.browser.train_worker. The step loop lives here: one train_for(SLICE_SECONDS)
  * call, a progress event to the page, a turn of the event loop (where Stop, Save now and file checks get
  * in), and again. A stopped run stays in memory: Continue is another "train" request.
  *
@@ -33,7 +33,7 @@
   const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
   const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes"];
   let py = null;
-  let api = null;         // {name: callable} for the pychat_wasm.train.worker_api functions
+  let api = null;         // {name: callable} for the pychat_wasm.browser.train_worker functions
   let stopRequested = false;
 
   function checkedResult(replyJSON) {
@@ -53,7 +53,7 @@
       } catch (error) {
         throw Pychat.userFacing(error);
       }
-      api = py.importFunctions("pychat_wasm.train.worker_api", API_FUNCTIONS);
+      api = py.importFunctions("pychat_wasm.browser.train_worker", API_FUNCTIONS);
       return {limits: callApi("limits")};
     },
 

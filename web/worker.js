@@ -8,7 +8,7 @@
  * the SharedArrayBuffer through which the shards add up their products (tensor_parallel.js); the workers
  * then agree on Stop through it, so that all of them end the answer at the same token.
  *
- * This is the protocol, written down once; each request calls the named pychat_wasm.worker_api function.
+ * This is the protocol, written down once; each request calls the named pychat_wasm.browser.chat_worker function.
  * The page owns the conversation and sends it whole with every turn; Python keeps only its KV cache.
  * Messages in (from worker_client.js), each with a request id `rid`:
  *   {type: "boot", indexURL, wheelURLs, rank, workers, shared}
@@ -32,7 +32,7 @@
 
   const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "last_turn"];
   let py = null;          // the facade from bootPython
-  let api = null;         // {name: callable} for the pychat_wasm.worker_api functions, fetched once
+  let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
   let pool = {rank: 0, workers: 1, shared: null};
   let collective = null;  // set while this worker holds a shard of a model split across workers
@@ -53,7 +53,7 @@
       } catch (error) {
         throw Pychat.userFacing(error);  // e.g. offline without cached files: no restart loop
       }
-      api = py.importFunctions("pychat_wasm.worker_api", API_FUNCTIONS);
+      api = py.importFunctions("pychat_wasm.browser.chat_worker", API_FUNCTIONS);
       return {versions: py.versions, seconds: (performance.now() - started) / 1000};
     },
 

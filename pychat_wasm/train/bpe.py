@@ -14,7 +14,7 @@ The vocabulary: the special tokens (control), the 256 byte tokens in GPT-2's ord
 per merge. Special tokens, byte alphabet, ids and tie rule are those of HF tokenizers' BpeTrainer
 given the special tokens and `ByteLevel.alphabet()` as its initial alphabet.
 
-    >>> from pychat_wasm.tokenizer_bpe import BPETokenizer
+    >>> from pychat_wasm.tokenizers.bpe import BPETokenizer
     >>> vocab = train_bpe(["low lower lowest"] * 3, vocab_size=len(SPECIAL_TOKENS) + 256 + 3)
     >>> vocab.merges
     ['l o', 'lo w', 'Ġ low']
@@ -30,10 +30,10 @@ from collections import Counter, defaultdict
 from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Set, Tuple
 
 from ..errors import TrainingDataError
-from ..tokenizer import CONTROL, NORMAL
-from ..pretokenizers import GPT2_SPLIT, split_pre_tokens
-from ..tokenizer_bpe import bytes_to_unicode, spell_bytes
-from ..unicode_regex import compile_unicode_regex
+from ..tokenizers.base import CONTROL, NORMAL
+from ..tokenizers.pretokenizers import GPT2_SPLIT, split_pre_tokens
+from ..tokenizers.bpe import bytes_to_unicode, spell_bytes
+from ..tokenizers.unicode_regex import compile_unicode_regex
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2, as in SmolLM2
 BYTE_TOKENS = sorted(bytes_to_unicode().values())  # GPT-2's order: "!".."~", then the rest

@@ -26,7 +26,7 @@ from ..errors import TrainingDataError
 
 Conversation = List[Dict[str, str]]
 MAX_DATA_BYTES = 64 * 2 ** 20  # a larger file would crowd the model out of the browser's wasm heap
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 _TURN = re.compile(r"(?:^|\s)(User|Assistant):\s*")
 RUSTGPT_END = "</s>"  # RustGPT's data ends every string with it
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from ..gguf_reader import GGUFFile
-from ..sampler import SamplingSettings
-from ..session import ChatSession
+from ..gguf.reader import GGUFFile
+from ..chat.sampler import SamplingSettings
+from ..chat.session import ChatSession
 
 GREEDY = SamplingSettings(temperature=0.0, repeat_penalty=1.0, max_tokens=96)
 

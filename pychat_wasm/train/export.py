@@ -16,8 +16,8 @@ from typing import Any, Dict
 import numpy as np
 
 from ..errors import InvalidSettingError
-from ..gguf_writer import GGUFWriter, ValueType
-from ..model import ModelConfig
+from ..gguf.writer import GGUFWriter, ValueType
+from ..model.forward import ModelConfig
 
 # general.file_type: llama.cpp's llama_ftype for "all matrices in this type"
 FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7}

@@ -19,13 +19,13 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .. import quants
-from ..chat_template import ChatTemplate
+from ..gguf import quants
+from ..chat.template import ChatTemplate
 from ..errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
-from ..gguf_reader import GGUFFile
-from ..gguf_writer import GGUFWriter
-from ..model import ModelConfig
-from ..tokenizer import load_tokenizer
+from ..gguf.reader import GGUFFile
+from ..gguf.writer import GGUFWriter
+from ..model.forward import ModelConfig
+from ..tokenizers import load_tokenizer
 from .data import Conversation, TrainingData, split_validation
 from .export import model_writer
 from .run import LoopSettings, Phase, TrainingRun

@@ -19,7 +19,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ..products import matmul
+from ..model.products import matmul
 
 Cache = Tuple[Any, ...]
 

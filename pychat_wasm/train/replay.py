@@ -19,9 +19,9 @@ import os
 from typing import Any, Callable, List, Optional
 
 from ..errors import InvalidSettingError
-from ..gguf_reader import GGUFFile
-from ..sampler import SamplingSettings
-from ..session import ChatSession
+from ..gguf.reader import GGUFFile
+from ..chat.sampler import SamplingSettings
+from ..chat.session import ChatSession
 from .data import DATA_DIR, Conversation
 
 REPLAY_QUESTIONS = os.path.join(DATA_DIR, "replay_questions.json")

@@ -22,8 +22,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set
 import numpy as np
 
 from ..errors import InvalidSettingError
-from ..gguf_writer import GGUFWriter
-from ..model import ModelConfig
+from ..gguf.writer import GGUFWriter
+from ..model.forward import ModelConfig
 from . import transformer
 from .data import Conversation, Example, encode_conversation, encode_document
 from .optim import AdamW, clip_grad_norm, learning_rate

@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..chat_template import CHATML_TEMPLATE, ChatTemplate
+from ..chat.template import CHATML_TEMPLATE, ChatTemplate
 from ..errors import CheckpointError, InvalidSettingError, TrainingDataError
-from ..gguf_writer import GGUFWriter
-from ..tokenizer_bpe import BPETokenizer
+from ..gguf.writer import GGUFWriter
+from ..tokenizers.bpe import BPETokenizer
 from . import transformer
 from .bpe import BPEVocabulary, gguf_tokenizer_metadata, train_bpe
 from .data import TrainingData, split_validation

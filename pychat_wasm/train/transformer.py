@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from ..layers import rope_angles, rope_frequencies
-from ..model import ARCHITECTURES, ModelConfig
+from ..model.layers import rope_angles, rope_frequencies
+from ..model.forward import ARCHITECTURES, ModelConfig
 from . import ops
 
 Params = Dict[str, np.ndarray]

@@ -64,14 +64,14 @@ async def fetch_fixture(name: str) -> np.ndarray:
 
 
 async def open_gguf(name: str):
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.gguf.reader import GGUFFile
     return GGUFFile(await fetch_fixture(name), name=name)
 
 
 async def smollm2():
     """SmolLM2's GGUFFile and tokenizer, shared by the tokenizer, template and generation checks."""
     if "smollm2" not in _cache:
-        from pychat_wasm.tokenizer import load_tokenizer
+        from pychat_wasm.tokenizers import load_tokenizer
         f = await open_gguf("smollm2.gguf")
         _cache["smollm2"] = f, load_tokenizer(f)
     return _cache["smollm2"]
@@ -106,7 +106,7 @@ async def gguf_metadata(file):
 @check
 async def gguf_typed_errors(file, html_file):
     """Which exception each broken input raises: an HTML page, and the GGUF file cut at several points."""
-    from pychat_wasm.gguf_reader import GGUFFile
+    from pychat_wasm.gguf.reader import GGUFFile
     good = await fetch_fixture(file)
     inputs = {"html page": await fetch_fixture(html_file), "empty": good[:0], "cut in counts": good[:12],
               "cut in metadata": good[:40], "cut in tensor data": good[:good.size - 7]}
@@ -123,14 +123,14 @@ async def gguf_typed_errors(file, html_file):
 @check
 async def fit_check_of_header(file, n_bytes, options):
     """worker_api.check_fit as the page calls it: the first n_bytes of the file and the whole file's size."""
-    from pychat_wasm.worker_api import check_fit
+    from pychat_wasm.browser.chat_worker import check_fit
     data = await fetch_fixture(file)
     return json.loads(check_fit(data[:n_bytes], int(data.size), json.dumps(options)))
 
 
 @check
 async def dequantize(file, tensor):
-    from pychat_wasm.quants import dequantize
+    from pychat_wasm.gguf.quants import dequantize
     f = await open_gguf(file)
     info = f.tensors[tensor]
     return encode_array(dequantize(f.tensor_bytes(tensor), info.type_id, info.shape))
@@ -154,7 +154,7 @@ def span_digest(compiled, texts) -> str:
 @check
 async def pre_token_digests(patterns, texts):
     """Per pattern, the digest of its matches over `texts`, found by the engine's regex-free splitter."""
-    from pychat_wasm.unicode_regex import compile_unicode_regex
+    from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex
     return [span_digest(compile_unicode_regex(p), texts) for p in patterns]
 
 
@@ -162,7 +162,7 @@ async def pre_token_digests(patterns, texts):
 async def unicode_class_spans(patterns):
     """Per pattern, its match spans over every code point, and over all but the surrogates (built here: too
     big to send)."""
-    from pychat_wasm.unicode_regex import compile_unicode_regex
+    from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex
     every_code_point = "".join(map(chr, range(sys.maxunicode + 1)))
     no_surrogates = every_code_point[:0xD800] + every_code_point[0xE000:]  # matched with the stand-ins
     return [[list(compile_unicode_regex(p).spans(text)) for text in (every_code_point, no_surrogates)]
@@ -172,7 +172,7 @@ async def unicode_class_spans(patterns):
 @check
 async def tokenize_file(file, texts):
     """Ids of each text in the tokenizer of a served GGUF file, add_special and parse_special off."""
-    from pychat_wasm.tokenizer import load_tokenizer
+    from pychat_wasm.tokenizers import load_tokenizer
     tokenizer = load_tokenizer(await open_gguf(file))
     _cache.pop(file)  # vocabulary files are large and each is used once
     return [tokenizer.encode(text, add_special=False, parse_special=False) for text in texts]
@@ -180,7 +180,7 @@ async def tokenize_file(file, texts):
 
 @check
 async def chat_template(conversations):
-    from pychat_wasm.chat_template import ChatTemplate
+    from pychat_wasm.chat.template import ChatTemplate
     f, tok = await smollm2()
     template = ChatTemplate.from_gguf(f, tok)
     return [template.render(messages, add_generation_prompt=True) for messages in conversations]
@@ -189,8 +189,8 @@ async def chat_template(conversations):
 @check
 async def robustness(templates):
     """The error each hostile chat template raises, and the NaN/inf blocks found in three Q4_1 blocks."""
-    from pychat_wasm.chat_template import ChatTemplate
-    from pychat_wasm.model_check import count_nonfinite
+    from pychat_wasm.chat.template import ChatTemplate
+    from pychat_wasm.model.check import count_nonfinite
     raised = []
     for source in templates:
         try:
@@ -206,7 +206,7 @@ async def robustness(templates):
 
 @check
 async def model_logits(file, tokens, policy):
-    from pychat_wasm.model import Model
+    from pychat_wasm.model.forward import Model
     model = Model.from_gguf(await open_gguf(file), policy=policy)
     return encode_array(model.forward(tokens, 0, all_logits=True))  # [n_tokens, vocab]
 
@@ -214,8 +214,8 @@ async def model_logits(file, tokens, policy):
 @check
 async def smollm2_greedy(messages, max_new_tokens):
     """Render, tokenize, prefill and decode greedily until end of turn: the whole chat path in wasm."""
-    from pychat_wasm.chat_template import ChatTemplate, encode_chat
-    from pychat_wasm.model import Model
+    from pychat_wasm.chat.template import ChatTemplate, encode_chat
+    from pychat_wasm.model.forward import Model
     f, tok = await smollm2()
     prompt_ids = encode_chat(tok, ChatTemplate.from_gguf(f, tok).render(messages, add_generation_prompt=True))
     model = Model.from_gguf(f)
@@ -236,7 +236,7 @@ async def smollm2_greedy(messages, max_new_tokens):
 @check
 async def seeded_sampling(logits, settings, steps):
     """Token ids drawn with a fixed seed from fixed logits, feeding each draw back as history."""
-    from pychat_wasm.sampler import Sampler, SamplingSettings
+    from pychat_wasm.chat.sampler import Sampler, SamplingSettings
     rows = decode_array(logits)  # [steps, vocab]
     sampler = Sampler(SamplingSettings(**settings))
     history = []
@@ -319,7 +319,7 @@ def _sha256(a: np.ndarray) -> str:
 
 
 def _matmul_is_einsum() -> bool:
-    from pychat_wasm import products
+    from pychat_wasm.model import products
     return bool(products.NO_BLAS)
 
 
@@ -328,7 +328,7 @@ async def large_matmul(n, k, m, seed):
     """products.matmul and matmul_transposed (the trainer's and the engine's) on a product of more than
     2^31 index triples (an output head at a long batch): their results' digests, from inputs that native
     numpy can rebuild."""
-    from pychat_wasm import products
+    from pychat_wasm.model import products
     rng = np.random.default_rng(seed)
     a = rng.integers(-2, 3, (n, k)).astype(np.float32)
     b = rng.integers(-2, 3, (k, m)).astype(np.float32)
@@ -348,7 +348,7 @@ def write_gguf_spec(spec: dict) -> bytes:
     """The bytes of the GGUF file `spec` describes: {"arch", "alignment", "metadata": [[method, key, value] or
     [method, key, values, element type name]], "tensors": [[name, encode_typed float32, ggml type]]}. The test
     writes the same spec natively with this very function (it is plain engine calls)."""
-    from pychat_wasm.gguf_writer import GGUFWriter, ValueType
+    from pychat_wasm.gguf.writer import GGUFWriter, ValueType
     writer = GGUFWriter(spec["arch"], alignment=spec["alignment"])
     for entry in spec["metadata"]:
         method, key, value = entry[:3]
@@ -363,7 +363,7 @@ def write_gguf_spec(spec: dict) -> bytes:
 
 @check
 async def gguf_write(spec_json):
-    """A GGUF file written by pychat_wasm.gguf_writer from a JSON spec (JSON text: 64-bit integers stay exact)."""
+    """A GGUF file written by pychat_wasm.gguf.writer from a JSON spec (JSON text: 64-bit integers stay exact)."""
     return encode_bytes(write_gguf_spec(json.loads(spec_json)))
 
 
@@ -393,7 +393,7 @@ async def scratch_run(data_json, steps, checkpoint_at, preset="quick"):
 @check
 async def training_worker_api(options_json, files_json, bad_files_json, slices, seconds):
     """The training worker's calls as web/train_worker.js makes them, each reply parsed from its JSON."""
-    from pychat_wasm.train import worker_api as api
+    from pychat_wasm.browser import train_worker as api
     out = {"limits": json.loads(api.limits()),
            "describe": json.loads(api.describe_files(files_json)),
            "begin": json.loads(api.begin_training(options_json, files_json)),

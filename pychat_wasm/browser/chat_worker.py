@@ -1,0 +1,214 @@
+"""The Python side of the browser worker: one model, one chat session, plain JSON in and out.
+
+The worker (web/worker.js) calls these functions through Pyodide and posts the results to the page. Every
+function returns a JSON string: {"ok": true, ...} or {"ok": false, "error": {"type", "message"}}, so
+errors the user can cause (not a GGUF file, unsupported architecture or quant type, out of memory)
+reach the page as data instead of as a Python traceback. Strings keep the JS side free of proxy
+lifetimes.
+
+    >>> load_model(np.fromfile("SmolLM2-135M-Instruct.Q4_1.gguf", np.uint8), "SmolLM2")   # doctest: +SKIP
+    '{"ok": true, "info": {"architecture": "llama", ...}}'
+    >>> begin_turn('{"messages": [{"role": "user", "content": "Hi!"}], "settings": {"temperature": 0}}')  # doctest: +SKIP
+    >>> next_event()                                                                      # doctest: +SKIP
+    '{"ok": true, "event": {"kind": "progress", ...}}'
+
+The page owns the conversation: each turn sends it whole (begin_turn), and Python keeps only what the KV cache
+holds. The token loop lives in the worker's JS: it calls next_event(stop) once per step and yields to its event
+loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
+cross-origin isolation).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from ..chat.template import ChatTemplate
+from ..errors import NoModelLoadedError, PychatError
+from ..model.fit_check import MODEL_HEAP, fit_check
+from ..gguf.reader import GGUFFile
+from ..model.forward import Model, ModelConfig
+from ..model.check import check_model
+from ..model.info import model_info
+from ..gguf.quants import block_format
+from ..chat.sampler import settings_from_mapping
+from ..chat.session import ChatEvent, ChatSession
+from ..chat.stop_strings import stop_strings_from_values
+from ..model.tensor_parallel import Collective, ffn_block, max_workers, plan_shards
+from ..tokenizers import load_tokenizer
+
+
+class _Worker:
+    """What the worker holds between calls."""
+
+    session: Optional[ChatSession] = None
+    turn: Optional[Iterator[ChatEvent]] = None
+
+
+_worker = _Worker()
+
+
+def json_reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
+    """Run `function` and answer with JSON; expected failures become {"ok": false, "error": ...}."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any) -> str:
+        try:
+            result = dict(function(*args), ok=True)
+        except (PychatError, MemoryError) as exc:
+            result = {"ok": False, "error": {"type": type(exc).__name__, "message": _message(exc),
+                                             "has_model": _worker.session is not None}}
+        return json.dumps(result)
+
+    return wrapper
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return ("Out of memory: the browser gives Python at most 4 GiB (2 GiB for any one array), and this "
+                "model does not fit (%s). Try a smaller model." % (exc or "allocation failed"))
+    return str(exc)
+
+
+def check_supported(gguf: GGUFFile) -> None:
+    """Raise UnsupportedQuantTypeError for a tensor type the engine cannot decode, before loading anything."""
+    for type_id in sorted({info.type_id for info in gguf.tensors.values()}):
+        block_format(type_id)
+
+
+@json_reply
+def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str, Any]:
+    """Before downloading a model: describe it and say whether it fits, from its first bytes (a numpy uint8
+    array, e.g. a Range request's answer) and the whole file's size. HeaderTruncatedError: fetch more bytes.
+    options: {"context_length", "memory_limit"} (default: the engine's default context, the 4 GiB heap less
+    what Python keeps of it)."""
+    options = json.loads(options_json)
+    gguf = GGUFFile.header(header, int(file_size), name=options.get("name", "<header>"))
+    check_supported(gguf)
+    return {"info": model_info(gguf),
+            "fit": fit_check(gguf, options.get("context_length"), options.get("memory_limit", MODEL_HEAP))}
+
+
+class SharedMemoryCollective(Collective):
+    """The browser's workers of one model (web/tensor_parallel.js): JS reads and writes the numpy arrays
+    in this worker's wasm memory at their addresses, so nothing is converted or copied by Pyodide."""
+
+    def __init__(self, js_collective: Any, rank: int, workers: int):
+        self.js, self.rank, self.workers = js_collective, rank, workers
+
+    def sum_(self, x):
+        self.js.sum(_address(x), x.size)
+
+    def gather(self, part, out, start):
+        self.js.gather(_address(part), part.size, _address(out), out.size, start)
+
+
+def _address(array) -> int:
+    if array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise ValueError("the workers exchange C-contiguous float32 arrays, not %s" % array.dtype)
+    return array.__array_interface__["data"][0]
+
+
+@json_reply
+def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = None) -> Dict[str, Any]:
+    """Parse and load a model from its bytes (a numpy uint8 array).
+
+    Everything that can reject a file before the weights are built runs first (magic, header, tensor types,
+    architecture, tensor shapes and values, tokenizer, chat template), so a bad file leaves the previous model
+    loaded and usable.
+    options: {"context_length", "policy", "memory_budget"}, all optional; for one of several workers sharing
+    the model, also {"rank", "workers"} and connect(n): the collective of the first n workers (the model may
+    split into fewer than asked; a worker beyond them holds no model and answers {"idle": true}).
+    """
+    options = json.loads(options_json)
+    gguf = GGUFFile(data, name=name)
+    check_supported(gguf)
+    config = ModelConfig.from_gguf(gguf, options.get("context_length"))
+    # UnsupportedArchitectureError, InvalidModelError (missing or misshapen tensors, NaN weights, ...)
+    check_model(gguf, config)
+    tokenizer = load_tokenizer(gguf)
+    template = ChatTemplate.from_gguf(gguf, tokenizer)
+    rank = int(options.get("rank", 0))
+    block = ffn_block(gguf)
+    workers = min(int(options.get("workers", 1)), max_workers(config, block))
+    _worker.session = _worker.turn = None  # free the old weights before building the new ones
+    if rank >= workers:
+        return {"idle": True, "workers": workers}
+    shard = collective = None
+    if workers > 1:
+        shard = plan_shards(config, workers, block)[rank]
+        collective = SharedMemoryCollective(connect(workers), rank, workers)
+    model = Model.from_gguf(gguf, policy=options.get("policy", "auto"), context_length=options.get("context_length"),
+                            memory_budget=options.get("memory_budget"), shard=shard, collective=collective)
+    _worker.session = ChatSession(model, tokenizer, template)
+    return {"workers": workers,
+            "info": dict(model_info(gguf), context_length=model.config.context_length, policy=model.policy,
+                         memory_bytes=model.memory_bytes())}
+
+
+def _session() -> ChatSession:
+    if _worker.session is None:
+        raise NoModelLoadedError("no model is loaded yet")
+    return _worker.session
+
+
+@json_reply
+def last_turn() -> Dict[str, Any]:
+    """What the last answer used: {"messages": the system prompt (if any), the messages its prompt kept and
+    the answer; "budget"}. The page owns the conversation; this is for checking that the two agree."""
+    session = _session()
+    return {"messages": session.messages, "budget": session.budget()}
+
+
+@json_reply
+def conversation_budget(conversation_json: str) -> Dict[str, Any]:
+    """The context budget of a conversation as it stands, before any answer: {"budget": {used, ...}}.
+    conversation: {"system_prompt", "messages"} as for begin_turn."""
+    return {"budget": _session().budget(_conversation(json.loads(conversation_json)))}
+
+
+def _conversation(conversation: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The messages the session renders: the system prompt first (none when empty: the template's default),
+    then the conversation's messages."""
+    system = conversation.get("system_prompt") or None
+    return ([{"role": "system", "content": system}] if system else []) + list(conversation.get("messages") or [])
+
+
+@json_reply
+def begin_turn(turn_json: str) -> Dict[str, Any]:
+    """Answer the conversation the page owns, sent whole: {"system_prompt", "messages": [{"role", "content"},
+    ... ending with the user's], "settings": {...}, "stop": [stop strings]}. The answer then comes from
+    next_event() calls; its "done" event carries the whole answer and budget.dropped, how many of the oldest
+    messages the prompt left out. A turn that fails leaves the session as it was."""
+    turn = json.loads(turn_json)
+    settings = settings_from_mapping(turn.get("settings") or {})  # checked as the CLI's options are
+    stop_strings = stop_strings_from_values(turn.get("stop"))
+    session = _session()
+    events = session.reply(_conversation(turn))  # InvalidConversationError: nothing has changed yet
+    session.stop_strings = stop_strings
+    session.use_settings(settings)
+    _worker.turn = events
+    return {"seed": session.sampler.seed}
+
+
+@json_reply
+def next_event(stop: bool = False) -> Dict[str, Any]:
+    """The next event of the running answer, or {"event": null} when it is over. stop=True (the page's Stop)
+    ends the answer after the current step: this event is then its "done"."""
+    if _worker.turn is None:
+        return {"event": None}
+    if stop:
+        _session().cancel()
+    try:
+        event = next(_worker.turn)
+    except StopIteration:
+        _worker.turn = None
+        return {"event": None}
+    except BaseException:
+        _worker.turn = None
+        raise
+    if event.kind == "done":
+        _worker.turn = None
+    return {"event": event.as_dict()}

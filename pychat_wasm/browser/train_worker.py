@@ -1,0 +1,194 @@
+"""The Python side of the browser's training worker: one run at a time, plain JSON in and out.
+
+The training worker (web/train_worker.js) calls these through Pyodide. Like pychat_wasm.browser.chat_worker, each
+returns {"ok": true, ...} or {"ok": false, "error": {"type", "message"}}, so bad data reaches the page as a
+message, never as a traceback. The step loop lives in the worker's JS: it calls train_for(seconds) again
+and again and yields to its event loop in between, which is where Stop gets through. A stopped run stays
+in memory, so Continue simply calls train_for again; its checkpoint can also be kept across reloads.
+
+    >>> begin_training('{"preset": "quick"}', '[]')          # [] = the corpus shipped with pychat_wasm  # doctest: +SKIP
+    >>> train_for(0.5)                                        # doctest: +SKIP
+    '{"ok": true, "records": [{"step": 1, "loss": 6.2, ...}], "step": 3, "total_steps": 500, ...}'
+    >>> model_bytes()                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
+from ..gguf.reader import GGUFFile
+from ..model.forward import ModelConfig
+from .chat_worker import json_reply
+from ..train.checkpoint import checkpoint_bytes, read_checkpoint, restore
+from ..train.data import (DATA_DIR, MAX_DATA_BYTES, TrainingData, builtin_corpus, merge_data, parse_training_text,
+                   read_training_file)
+from ..train.finetune import FinetuneRun, FinetuneSettings, check_can_finetune, estimated_bytes
+from ..train.replay import ReplayAnswers
+from ..train.run import TrainingRun
+from ..train.scratch import PRESETS, ScratchRun, TrainSettings
+
+HEAP_BYTES = 4 * 2 ** 30  # what Pyodide 0.27 gives one worker's wasm heap (any one array under 2 GiB)
+FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
+
+
+# Seconds one optimizer step takes in the browser, on average over a run, with some margin: measured in
+# headless Chromium on 2 cores through web/train_worker.js while another job used a core (quick 62 s for 400
+# steps, tiny 419 s for 650; a chat step takes about twice a pretraining step). The page shows each preset's
+# expected duration from these, and a live ETA once it runs. Only these presets are offered there ("small"
+# is for the command line).
+BROWSER_SECONDS_PER_STEP = {"quick": 0.2, "tiny": 0.8}
+
+
+class _Training:
+    run: Optional[TrainingRun] = None
+
+
+_training = _Training()
+
+
+def _parse_file(item: Dict[str, str]) -> TrainingData:
+    if len(item["text"]) > MAX_DATA_BYTES:
+        raise TrainingDataError("%s is too large: training data is limited to %d MB"
+                                % (item["name"], MAX_DATA_BYTES // 2 ** 20))
+    return parse_training_text(item["text"], item["name"])
+
+
+def _data(files_json: str, kind: str) -> TrainingData:
+    """The documents and conversations of [{"name", "text"}, ...]; for [] the shipped corpus (scratch) or the
+    shipped fine-tuning example."""
+    files = json.loads(files_json)
+    if not files:
+        return builtin_corpus() if kind == ScratchRun.kind else read_training_file(FINETUNE_EXAMPLE)
+    return merge_data(_parse_file(item) for item in files)
+
+
+def _describe(run: TrainingRun) -> Dict[str, Any]:
+    cfg = run.config
+    return {"step": run.step_count, "total_steps": run.total_steps, "finished": run.finished,
+            "phases": [{"name": p.name, "steps": p.steps, "examples": len(p.examples)} for p in run.phases],
+            "parameters": int(sum(p.size for p in run.params.values())),
+            "model": {"layers": cfg.n_layers, "dim": cfg.dim, "heads": cfg.n_heads, "vocab_size": cfg.vocab_size},
+            "data": {"documents": len(run.data.documents), "conversations": len(run.data.conversations)},
+            "log": run.log}
+
+
+def _run() -> TrainingRun:
+    if _training.run is None:
+        raise NoModelLoadedError("no training run has been started")
+    return _training.run
+
+
+@json_reply
+def limits() -> Dict[str, Any]:
+    """What the page checks before reading a file (the largest training file) and the presets it offers:
+    [{"name", "steps" (at most: a phase without data is skipped), "max_examples", "seconds_per_step"}]."""
+    presets = [{"name": name, "steps": PRESETS[name].pretrain_steps + PRESETS[name].chat_steps,
+                "max_examples": PRESETS[name].max_examples, "seconds_per_step": seconds}
+               for name, seconds in BROWSER_SECONDS_PER_STEP.items()]
+    return {"max_data_bytes": MAX_DATA_BYTES, "presets": presets}
+
+
+@json_reply
+def describe_files(files_json: str) -> Dict[str, Any]:
+    """Parse [{"name", "text"}, ...] as begin_training would and say what each file holds:
+    {"files": [{"name", "documents", "conversations"}]}. The page checks a file with it when it is chosen."""
+    described = []
+    for item in json.loads(files_json):
+        part = _parse_file(item)
+        described.append({"name": item["name"], "documents": len(part.documents),
+                          "conversations": len(part.conversations)})
+    return {"files": described}
+
+
+@json_reply
+def begin_training(options_json: str, files_json: str) -> Dict[str, Any]:
+    """Start a run: options {"preset", "seed", "name", "steps"}; files [{"name", "text"}] or [] for the shipped
+    corpus. A bad file raises before anything is replaced: a run already in memory stays as it was."""
+    options = json.loads(options_json)
+    settings = TrainSettings(preset=options.get("preset", "tiny"), seed=int(options.get("seed", 0)),
+                             steps=options.get("steps"), name=options.get("name") or "my-model")
+    run = ScratchRun.create(settings, _data(files_json, ScratchRun.kind))
+    _training.run = run
+    return _describe(run)
+
+
+def _finetune_settings(options: Dict[str, Any]) -> FinetuneSettings:
+    """The page's fine-tuning options; browser defaults keep a 135M model within one worker's heap."""
+    return FinetuneSettings(rank=int(options.get("rank", 8)), targets=options.get("targets", "attn"),
+                            epochs=int(options.get("epochs", FinetuneSettings.epochs)),
+                            lr=float(options.get("lr", FinetuneSettings.lr)),
+                            seq_len=int(options.get("seq_len", 128)), batch_size=int(options.get("batch_size", 2)),
+                            seed=int(options.get("seed", 0)), replay=int(options.get("replay", FinetuneSettings.replay)))
+
+
+@json_reply
+def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str,
+                   on_replay: Optional[Callable[[int, int], Any]] = None) -> Dict[str, Any]:
+    """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; files as in begin_training, []
+    for the shipped example. Refuses, before allocating, a run that would not fit options["memory_limit"]
+    (default: the browser's 4 GiB heap). First the base model answers options["replay"] general questions
+    (replay.py), calling on_replay(answered, total) after each."""
+    options = json.loads(options_json)
+    settings = _finetune_settings(options)
+    gguf = GGUFFile(base, name=base_name)
+    n_params = sum(info.n_elements for info in gguf.tensors.values())
+    need = gguf.size + estimated_bytes(ModelConfig.from_gguf(gguf), n_params, settings)
+    limit = int(options.get("memory_limit", HEAP_BYTES))
+    if need > limit:
+        raise NotEnoughMemoryError(
+            "fine-tuning %s needs about %.1f GB (the model as float32 plus activations), more than the %.1f GB "
+            "a browser worker can use: try a smaller model, batch or sequence length"
+            % (base_name, need / 1e9, limit / 1e9))
+    data = _data(files_json, FinetuneRun.kind)
+    check_can_finetune(gguf, data)
+    _training.run = None  # free the previous run's weights first
+    replayed = ReplayAnswers(gguf, settings.replay).answer_all(on_replay)
+    run = FinetuneRun(settings, gguf, data, replay=replayed)
+    _training.run = run
+    return dict(_describe(run), memory_bytes=need)
+
+
+@json_reply
+def train_for(seconds: float) -> Dict[str, Any]:
+    """Run steps for about `seconds` (at least one step, unless the run is finished)."""
+    run = _run()
+    records = []
+    deadline = time.perf_counter() + seconds
+    while not run.finished:
+        records.append(run.step())
+        if time.perf_counter() >= deadline:
+            break
+    return {"records": records, "step": run.step_count, "total_steps": run.total_steps, "finished": run.finished}
+
+
+@json_reply
+def status() -> Dict[str, Any]:
+    return _describe(_run())
+
+
+def model_bytes(ggml_type: str = "F32") -> bytes:
+    """The current model as GGUF bytes (the page stores them in its model cache)."""
+    return _run().gguf_writer(ggml_type).to_bytes()
+
+
+def checkpoint() -> bytes:
+    """The run's checkpoint bytes, so that it can be continued after a reload."""
+    return checkpoint_bytes(_run())
+
+
+@json_reply
+def resume_training(data: Any, files_json: str, base: Any = None, base_name: str = "") -> Dict[str, Any]:
+    """Continue a run from its checkpoint bytes (a numpy uint8 array) with the same files it started with
+    (and, for fine-tuning, the same base model bytes)."""
+    saved = read_checkpoint(data)
+    if saved.kind == FinetuneRun.kind:
+        gguf = GGUFFile(base, name=base_name)
+        run = FinetuneRun.from_checkpoint(saved.extra, saved.params, gguf, _data(files_json, saved.kind))
+    else:
+        run = ScratchRun.from_checkpoint(saved.extra, saved.params, _data(files_json, saved.kind))
+    restore(run, saved)
+    _training.run = run
+    return _describe(run)

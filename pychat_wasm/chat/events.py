@@ -1,0 +1,62 @@
+"""What a chat turn reports: its events (`ChatEvent`), its counts and timings (`GenerationStats`), and the
+answer being built (`Answer`). See pychat_wasm.chat.session for the event kinds and the context budget."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+
+@dataclass
+class GenerationStats:
+    """Counts and timings of one answer."""
+
+    prompt_tokens: int = 0  # prompt tokens run through the model (new ones only)
+    reused_tokens: int = 0  # prompt tokens whose keys/values were already in the cache
+    prompt_seconds: float = 0.0
+    generated_tokens: int = 0  # tokens sampled, the closing end-of-turn token included
+    generation_seconds: float = 0.0
+    stop_reason: str = ""  # "eos" | "stop_string" | "length" | "cancelled" | "context_full"
+    seed: Optional[int] = None
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for people: '42 prompt tokens, 310.5 tok/s | 8 tokens, 35.1 tok/s'."""
+        return "%d prompt tokens, %.1f tok/s | %d tokens, %.1f tok/s" % (
+            self.prompt_tokens, self.prompt_tps, self.generated_tokens, self.generation_tps)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(asdict(self), prompt_tps=self.prompt_tps, generation_tps=self.generation_tps)
+
+
+@dataclass
+class ChatEvent:
+    """One step of `ChatSession.generate`; `as_dict()` gives plain data for postMessage/JSON."""
+
+    kind: str  # "progress" | "piece" | "notice" | "done"
+    text: str = ""  # a piece, a notice, or (done) the whole answer
+    progress: Tuple[int, int] = (0, 0)  # (prompt tokens processed, prompt tokens to process)
+    stats: Optional[GenerationStats] = None
+    budget: Optional[Dict[str, Any]] = None  # see "Context budget" in the module docstring
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "text": self.text, "progress": list(self.progress),
+                "stats": self.stats.as_dict() if self.stats else None, "budget": self.budget}
+
+
+@dataclass
+class Answer:
+    """The answer being generated: shown text and bookkeeping for the stats."""
+
+    text: List[str] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    prompt_tokens: int = 0  # the whole rendered prompt, reused tokens included
+    system_tokens: int = 0  # its leading part that comes before the first user/assistant message
+    message_tokens: int = 0  # its trailing part that the user's message added
+    dropped: int = 0  # oldest user/assistant messages out of the context (see "Context budget")

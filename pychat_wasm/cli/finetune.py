@@ -1,0 +1,125 @@
+"""`pychat-wasm finetune`: teach a GGUF chat model new answers with LoRA (or full fine-tuning).
+
+    pychat-wasm finetune                                      # SmolLM2 on the shipped example, LoRA rank 8
+    pychat-wasm finetune base.gguf --data chats.jsonl --out tuned.gguf --targets attn+mlp --epochs 6
+    pychat-wasm chat tuned.gguf
+
+The adapters train on a frozen float32 copy of the base weights, with the loss on the assistant tokens of
+each conversation rendered by the model's own chat template; the export folds them into the weights.
+Progress, checkpoints (adapters only), Ctrl-C, the log and the loss chart work as in `pychat-wasm train`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List
+
+from .common import model_path
+from .train import add_run_options, check_outputs, finish, load_data, read_resume, say
+from ..gguf.reader import GGUFFile
+from ..train.checkpoint import restore
+from ..train.data import DATA_DIR
+from ..train.evaluate import keyword_report, session_from_gguf_bytes
+from ..train.data import Conversation
+from ..train.finetune import TARGETS, FinetuneRun, FinetuneSettings, check_can_finetune
+from ..train.replay import MAX_ANSWER_TOKENS, ReplayAnswers
+
+EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
+EXAMPLE_EVAL = os.path.join(DATA_DIR, "finetune_eval.json")
+DEFAULTS = FinetuneSettings()
+
+
+def report_example(model_bytes: bytes) -> None:
+    """On the shipped example: new phrasings of the taught facts, and general questions that must stay right."""
+    with open(EXAMPLE_EVAL) as fh:
+        questions = json.load(fh)
+    session = session_from_gguf_bytes(model_bytes)
+    for kind, what in (("taught", "new questions about the taught facts"), ("general", "general questions")):
+        result = keyword_report(session, questions[kind])
+        say("answers %d of %d %s correctly" % (result.exact, result.total, what))
+
+
+def answer_replay(gguf: GGUFFile, count: int) -> List[Conversation]:
+    """The base model's own answers to `count` general questions, with a counter while it answers."""
+    if not count:
+        return []
+    def show(answered: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write("\rthe base model answers general questions to learn beside the data: %d of %d"
+                             % (answered, total))
+            sys.stderr.flush()
+
+    replay = ReplayAnswers(gguf, count)
+    replay.answer_all(show)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r")
+    say("replay: %d of %d general questions answered by the base model within %d tokens are learned beside "
+        "the data, so that it keeps answering them (--replay 0 skips this)"
+        % (len(replay.conversations), count, MAX_ANSWER_TOKENS))
+    return replay.conversations
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    paths = check_outputs(args)
+    base_path = str(model_path(args.base))
+    gguf = GGUFFile.open(base_path)
+    data = load_data([args.data or EXAMPLE_DATA])
+    if args.resume:
+        checkpoint = read_resume(args.resume, FinetuneRun.kind, "finetune")
+        run = FinetuneRun.from_checkpoint(checkpoint.extra, checkpoint.params, gguf, data)
+        restore(run, checkpoint)
+        say("resuming at step %d of %d (settings from the checkpoint)" % (run.step_count, run.total_steps))
+    else:
+        settings = FinetuneSettings(rank=args.rank, alpha=args.alpha, targets=args.targets, epochs=args.epochs,
+                                    lr=args.lr, seq_len=args.seq_len, batch_size=args.batch, full=args.full,
+                                    seed=args.seed, replay=args.replay)
+        check_can_finetune(gguf, data)
+        run = FinetuneRun(settings, gguf, data, replay=answer_replay(gguf, args.replay))
+        trained = sum(run.params[name].size for name in run.trainable) if run.trainable else \
+            sum(p.size for p in run.params.values())
+        say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, %d steps"
+            % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
+                args.rank, args.targets), "{:,}".format(trained), len(data.conversations), len(run.replay),
+               run.total_steps))
+    if data.documents:
+        say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
+            % len(data.documents))
+    model_bytes = finish(run, paths, args, "pychat-wasm finetune")
+    if model_bytes is None:
+        return 130
+    if not args.data:
+        report_example(model_bytes)
+    say("chat with it: pychat-wasm chat %s" % paths["model"])
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a GGUF chat model on conversations (LoRA) and write the result as GGUF",
+        description="Fine-tune a llama or qwen2 GGUF model on conversations: JSONL {\"messages\": [...]} or "
+                    "RustGPT's \"User: ... Assistant: ...\" strings. Without --data it teaches SmolLM2 the "
+                    "shipped example (facts about an invented town) and checks the answers.")
+    p.add_argument("base", nargs="?", help="the model to start from (default: the installed SmolLM2)")
+    p.add_argument("--data", metavar="PATH", help="conversations to learn (default: the shipped example)")
+    add_run_options(p)
+    p.add_argument("--rank", type=int, default=DEFAULTS.rank, metavar="R", help="LoRA rank (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=DEFAULTS.alpha, metavar="A",
+                   help="LoRA alpha; updates scale by alpha/rank (default %(default)s)")
+    p.add_argument("--targets", choices=sorted(TARGETS), default=DEFAULTS.targets,
+                   help="which projections get adapters (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N", help="passes over the data "
+                                                                                    "(default %(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, metavar="LR", help="peak learning rate "
+                                                                               "(default %(default)s)")
+    p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len, metavar="T",
+                   help="longest training sequence in tokens (default %(default)s)")
+    p.add_argument("--batch", type=int, default=DEFAULTS.batch_size, metavar="B",
+                   help="conversations per step (default %(default)s)")
+    p.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
+    p.add_argument("--replay", type=int, default=DEFAULTS.replay, metavar="N",
+                   help="general questions the base model answers first; its answers are learned beside the "
+                        "data so that it keeps them (0 to %(default)s, default %(default)s)")
+    p.set_defaults(func=cmd_finetune)
+    return p

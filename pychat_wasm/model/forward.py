@@ -1,0 +1,303 @@
+"""The transformer: configuration from GGUF metadata and the forward pass, top to bottom.
+
+Supports three decoder-only architectures that differ only in a few named places:
+
+    llama   (SmolLM2, TinyLlama, Llama 2/3, Mistral)  RMSNorm, GQA attention, SwiGLU FFN
+    qwen2   = llama + biases on q, k, v; RoPE rotates dimension i with i + head_dim/2
+    gemma3  = qwen2's RoPE + embeddings scaled by sqrt(dim), RMSNorm of each head's q and k,
+              norms after attention and FFN, GELU (tanh) FFN, and 5 of every 6 layers
+              attending only to a sliding window (with their own RoPE base)
+
+forward() takes any number of tokens and runs them as matrices of up to FORWARD_BATCH_TOKENS rows, which
+bounds its memory for callers that pass a whole prompt (tests, benchmarks). The chat session passes smaller
+pieces on its own (session.PROMPT_CHUNK, so it can report progress and see a Stop between them), then one
+token at a time; every call writes keys and values into a preallocated KV cache. The numpy building blocks
+(rms_norm, RoPE, masks) are in layers.py. References: llama2.c's run.c, transformers' modeling_llama /
+modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
+
+    >>> model = Model.from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
+    >>> logits = model.forward([1, 9690, 198], start_pos=0)             # -> [vocab]  # doctest: +SKIP
+    >>> logits = model.forward([int(logits.argmax())], start_pos=3)     # doctest: +SKIP
+    >>> model.forward([1, 9690], start_pos=0, logits=False)            # fills the cache only  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ContextFullError, InvalidModelError, InvalidSettingError, UnsupportedArchitectureError
+from ..gguf.reader import GGUFFile
+from .kv_cache import KVCache
+from .check import short_value, check_config, check_model, metadata_float, metadata_int
+from .weights import (LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head,
+                            matrices_to_store)
+from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
+from .tensor_parallel import Collective, ShardPlan, head_blocks
+from .matrices import DEFAULT_MEMORY_BUDGET, choose_policy
+
+DEFAULT_CONTEXT_CAP = 4096  # KV cache for SmolLM2 at 4096 positions: 189 MB
+FORWARD_BATCH_TOKENS = 256  # tokens per pass through the layers: bounds the scores to [heads, 256, context]
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+class ArchTraits(NamedTuple):
+    rope_style: str  # "interleaved": RoPE rotates pairs (0, 1), (2, 3)...; "neox": (i, i + head_dim/2)
+    activation: str  # nonlinearity of the FFN gate
+    scale_embeddings: bool  # multiply token embeddings by sqrt(dim)
+    global_layer_every: int  # with a sliding window, every n-th layer still sees the whole context
+    local_rope_base: float  # RoPE base of the sliding-window layers
+
+
+ARCHITECTURES = {
+    # llama.cpp's converter permutes llama's q/k rows so that RoPE pairs adjacent dimensions
+    # (transformers' GGUF loader permutes them back and rotates halves: the same numbers).
+    "llama": ArchTraits("interleaved", "silu", False, 0, 0.0),
+    "qwen2": ArchTraits("neox", "silu", False, 0, 0.0),
+    # Not in Gemma 3 GGUF files, so known here (as in llama.cpp and transformers):
+    # layers 5, 11, 17... are global, the others use the window with RoPE base 10000.
+    "gemma3": ArchTraits("neox", "gelu_tanh", True, 6, 10000.0),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    n_layers: int
+    dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    context_length: int  # the limit this model enforces (KV cache size)
+    trained_context_length: int  # what the file says the model was trained for
+    rms_eps: float
+    rope_base: float
+    rope_style: str
+    activation: str
+    embed_scale: float
+    sliding_window: int  # 0: every layer attends to the whole context
+    global_layer_every: int
+    local_rope_base: float
+
+    @classmethod
+    def from_gguf(cls, gguf_file: GGUFFile, context_length: Optional[int] = None) -> "ModelConfig":
+        arch = gguf_file.metadata.get("general.architecture")
+        if not isinstance(arch, str) or arch not in ARCHITECTURES:
+            raise UnsupportedArchitectureError("%s has architecture %r; supported architectures: %s"
+                                               % (gguf_file.name, short_value(arch), ", ".join(ARCHITECTURES)))
+        traits = ARCHITECTURES[arch]
+
+        dim, n_heads = metadata_int(gguf_file, "embedding_length"), metadata_int(gguf_file, "attention.head_count")
+        trained = metadata_int(gguf_file, "context_length")
+        if context_length is None:
+            context_length = min(trained, DEFAULT_CONTEXT_CAP)
+        window = metadata_int(gguf_file, "attention.sliding_window", 0) if traits.global_layer_every else 0
+        embedding = gguf_file.tensors.get("token_embd.weight")
+        if embedding is None or len(embedding.shape) != 2:
+            raise InvalidModelError("%s lacks the 2-D tensor token_embd.weight: the file is incomplete or corrupt"
+                                    % gguf_file.name)
+        head_dim = metadata_int(gguf_file, "attention.key_length", dim // max(n_heads, 1))
+        config = cls(
+            arch=arch, n_layers=metadata_int(gguf_file, "block_count"), dim=dim, n_heads=n_heads,
+            n_kv_heads=metadata_int(gguf_file, "attention.head_count_kv", n_heads), head_dim=head_dim,
+            ffn_dim=metadata_int(gguf_file, "feed_forward_length"), vocab_size=embedding.shape[0],
+            context_length=context_length, trained_context_length=trained,
+            rms_eps=metadata_float(gguf_file, "attention.layer_norm_rms_epsilon"),
+            rope_base=metadata_float(gguf_file, "rope.freq_base", 10000.0),
+            rope_style=traits.rope_style, activation=traits.activation,
+            embed_scale=math.sqrt(dim) if traits.scale_embeddings and dim > 0 else 1.0,
+            sliding_window=window, global_layer_every=traits.global_layer_every,
+            local_rope_base=traits.local_rope_base)
+        check_config(config, gguf_file)
+        # The one check of a chosen context: the CLI's --context, the page's and check_fit's context_length.
+        whole = isinstance(context_length, numbers.Integral) and not isinstance(context_length, bool)
+        if not (whole and 1 <= context_length <= trained):
+            raise InvalidSettingError("context_length must be between 1 and the model's %d tokens, not %r"
+                                      % (trained, context_length))
+        return config
+
+    def layer_window(self, layer: int) -> int:
+        """How many positions back this layer attends (0: all of them)."""
+        is_global = not self.sliding_window or (layer + 1) % self.global_layer_every == 0
+        return 0 if is_global else self.sliding_window
+
+    def layer_rope_base(self, layer: int) -> float:
+        return self.local_rope_base if self.layer_window(layer) else self.rope_base
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+def feed_forward(x: np.ndarray, w: LayerWeights, activation: str) -> np.ndarray:
+    gate = ACTIVATIONS[activation](w.w_gate.matmul(x))  # [n, ffn_dim]
+    return w.w_down.matmul(gate * w.w_up.matmul(x))  # [n, ffn_dim] -> [n, dim] (a shard's partial sum)
+
+
+class Model:
+    """The forward pass; with `shard` and `collective`, one worker's part of a model split across workers
+    (tensor_parallel.py): the same calls, the same logits, 1/N of the weights and of the work."""
+
+    def __init__(self, gguf_file: GGUFFile, config: ModelConfig, policy: str, shard: Optional[ShardPlan] = None,
+                 collective: Optional[Collective] = None):
+        self.config, self.policy, self.shard, self.collective = config, policy, shard, collective
+        self.token_embedding = gguf_matrix(gguf_file, "token_embd.weight")  # rows dequantized per lookup
+        self.layers = [load_layer(gguf_file, i, policy, config.head_dim, shard) for i in range(config.n_layers)]
+        self.output_norm = gguf_vector(gguf_file, "output_norm.weight")
+        self.rope_factors = gguf_vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
+        # Looked up per layer at every token, so worked out once: RoPE base and window per layer, and the
+        # RoPE frequencies [head_dim/2] of each distinct base.
+        self.layer_rope_bases = [config.layer_rope_base(i) for i in range(config.n_layers)]
+        self.layer_windows = [config.layer_window(i) for i in range(config.n_layers)]
+        self.inv_freqs = {base: rope_frequencies(config.head_dim, base, self.rope_factors)
+                          for base in set(self.layer_rope_bases)}
+        self.output = load_output_head(gguf_file, self.token_embedding, policy, shard)  # [vocab (this worker's rows), dim]
+        # This worker's query heads, in blocks of equal GQA groups (one block unless the model is sharded)
+        self.head_blocks = head_blocks(shard, config.n_heads, config.n_kv_heads)
+        self.n_kv_heads = sum(b.n_kv for b in self.head_blocks)  # KV and query heads this worker computes
+        self.n_heads = sum(b.n_kv * b.group for b in self.head_blocks)
+        self.cache = KVCache(config.n_layers, self.n_kv_heads, config.context_length, config.head_dim)
+        self.n_past = 0
+
+    @classmethod
+    def from_gguf(cls, gguf_file, policy: str = "auto", context_length: Optional[int] = None,
+                  memory_budget: Optional[int] = None, shard: Optional[ShardPlan] = None,
+                  collective: Optional[Collective] = None) -> "Model":
+        """Build from a GGUFFile or a path.
+
+        policy: "auto" (the fastest that fits memory_budget: for a shard, its own part) or one of
+        weights.POLICIES. shard and collective: see tensor_parallel.py.
+        """
+        if not isinstance(gguf_file, GGUFFile):
+            gguf_file = GGUFFile.open(gguf_file)
+        config = ModelConfig.from_gguf(gguf_file, context_length)
+        check_model(gguf_file, config)  # every tensor present, shaped as the metadata says, finite
+        if policy == "auto":
+            kv_heads = sum(b.n_kv for b in head_blocks(shard, config.n_heads, config.n_kv_heads))
+            kv_bytes = KVCache.bytes_needed(config.n_layers, kv_heads, config.context_length, config.head_dim)
+            budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+            policy = choose_policy(matrices_to_store(gguf_file, shard, config.head_dim), kv_bytes, budget)
+        return cls(gguf_file, config, policy, shard, collective)
+
+    def reset(self) -> None:
+        self.n_past = 0
+
+    def memory_bytes(self) -> int:
+        """Bytes of weights and KV cache this model reads from (quantized weights are views of the file)."""
+        arrays = [self.token_embedding, self.output, self.output_norm, self.rope_factors, self.cache]
+        arrays += [part for layer in self.layers for part in layer]
+        unique = {id(a): a for a in arrays if a is not None}
+        return sum(int(a.nbytes) for a in unique.values())
+
+    def forward(self, tokens: Sequence[int], start_pos: int, all_logits: bool = False,
+                logits: bool = True) -> Optional[np.ndarray]:
+        """Run `tokens` at positions start_pos...; logits [len(tokens), vocab] if all_logits else [vocab].
+
+        logits=False only fills the KV cache and returns None: the final norm and the vocabulary head, the
+        largest product of a prompt chunk whose logits nobody reads, are skipped. A sharded model's workers
+        must all pass the same flags, since the head's gather is a collective call.
+        """
+        n_tokens, end = len(tokens), start_pos + len(tokens)
+        if n_tokens == 0:
+            raise InvalidSettingError("forward needs at least one token")
+        if all_logits and not logits:
+            raise InvalidSettingError("all_logits asks for the logits that logits=False skips")
+        if end > self.config.context_length:
+            raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
+                                   % (end, self.config.context_length, start_pos, end - 1))
+        if not 0 <= start_pos <= self.n_past:
+            raise InvalidSettingError("start_pos %d would leave a gap: the cache holds %d positions"
+                                      % (start_pos, self.n_past))
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise InvalidSettingError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
+        self.n_past = start_pos  # anything cached from here on is being replaced
+        wanted = []  # hidden states [n, dim] of the tokens whose logits are asked for
+        for begin in range(0, n_tokens, FORWARD_BATCH_TOKENS):
+            hidden = self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], start_pos + begin)  # [n, dim]
+            wanted = wanted + [hidden] if all_logits else [hidden[-1:]]
+        if not logits:
+            return None
+        rows = self._vocab_logits(np.concatenate(wanted))  # [n, vocab]
+        if not np.isfinite(rows).all():  # finite weights can still overflow when they are absurdly large
+            raise InvalidModelError("the model computed NaN or infinite logits: its weights are corrupt")
+        return rows if all_logits else rows[0]
+
+    def _run_layers(self, ids: np.ndarray, start_pos: int) -> np.ndarray:
+        """The hidden states [n, dim] after the last layer; keys and values go into the cache on the way."""
+        cfg = self.config
+        x = self.token_embedding.rows(ids) * np.float32(cfg.embed_scale)  # [n, dim]
+        positions = np.arange(start_pos, start_pos + len(ids))
+        ropes = {base: rope_angles(positions, inv_freq) for base, inv_freq in self.inv_freqs.items()}
+        masks = {window: attention_mask(start_pos, len(ids), window) for window in set(self.layer_windows)}
+        for i, w in enumerate(self.layers):
+            h = rms_norm(x, w.attn_norm, cfg.rms_eps)
+            h = self._attention(i, w, h, start_pos, ropes[self.layer_rope_bases[i]], masks[self.layer_windows[i]])
+            self._sum(h)
+            if w.post_attn_norm is not None:
+                h = rms_norm(h, w.post_attn_norm, cfg.rms_eps)
+            x = x + h  # residual
+            h = rms_norm(x, w.ffn_norm, cfg.rms_eps)
+            h = feed_forward(h, w, cfg.activation)
+            self._sum(h)
+            if w.post_ffn_norm is not None:
+                h = rms_norm(h, w.post_ffn_norm, cfg.rms_eps)
+            x = x + h  # residual
+        self.n_past = start_pos + len(ids)
+        return x
+
+    def _vocab_logits(self, hidden: np.ndarray) -> np.ndarray:
+        """Hidden states [n, dim] -> logits [n, vocab]: the final norm and the output head."""
+        return self._gather(self.output.matmul(rms_norm(hidden, self.output_norm, self.config.rms_eps)))
+
+    def _sum(self, partial: np.ndarray) -> None:
+        """A shard's partial product [n, dim] becomes the whole one (the same numbers in every worker)."""
+        if self.collective is not None:
+            self.collective.sum_(partial)
+
+    def _gather(self, logits: np.ndarray) -> np.ndarray:
+        """This worker's vocabulary columns [n, rows] of the logits -> all of them [n, vocab]."""
+        if self.collective is None:
+            return logits
+        full = np.empty((logits.shape[0], self.config.vocab_size), dtype=np.float32)
+        for row in range(logits.shape[0]):
+            self.collective.gather(np.ascontiguousarray(logits[row]), full[row], self.shard.vocab[0])
+        return full
+
+    def _attention(self, layer: int, w: LayerWeights, x: np.ndarray, start_pos: int,
+                   rope: Tuple[np.ndarray, np.ndarray], mask: Tuple[int, np.ndarray]) -> np.ndarray:
+        cfg = self.config
+        n, hd = x.shape[0], cfg.head_dim
+        q = linear(x, w.wq, w.q_bias).reshape(n, self.n_heads, hd)  # [n, n_heads, head_dim]
+        k = linear(x, w.wk, w.k_bias).reshape(n, self.n_kv_heads, hd)  # [n, n_kv, head_dim]
+        v = linear(x, w.wv, w.v_bias).reshape(n, self.n_kv_heads, hd)
+        if w.q_norm is not None:
+            q, k = rms_norm(q, w.q_norm, cfg.rms_eps), rms_norm(k, w.k_norm, cfg.rms_eps)
+        # Scores scale by 1/sqrt(head_dim), as in llama.cpp; Gemma 3's query_pre_attn_scalar is the same 256.
+        q = apply_rope(q, rope[0], rope[1], cfg.rope_style) * np.float32(hd ** -0.5)
+        k = apply_rope(k, rope[0], rope[1], cfg.rope_style)
+        self.cache.store(layer, start_pos, k, v)
+
+        first, additive = mask
+        keys = self.cache.keys(layer, first, start_pos + n)  # [n_kv, m, head_dim]
+        values = self.cache.values(layer, first, start_pos + n)  # [n_kv, m, head_dim]
+        outs = []
+        for b in self.head_blocks:
+            # Query head h of the block reads its KV head h // group: line the groups up behind their KV head.
+            qb = q[:, b.first_head:b.first_head + b.n_kv * b.group]  # [n, n_kv * group, head_dim]
+            qb = qb.reshape(n, b.n_kv, b.group, hd).transpose(1, 2, 0, 3).reshape(b.n_kv, b.group * n, hd)
+            kv = slice(b.first_kv, b.first_kv + b.n_kv)
+            scores = (qb @ keys[kv].transpose(0, 2, 1)).reshape(b.n_kv, b.group, n, -1) + additive  # [n_kv, group, n, m]
+            probs = softmax(scores).reshape(b.n_kv, b.group * n, -1)  # [n_kv, group * n, m]
+            out = (probs @ values[kv]).reshape(b.n_kv, b.group, n, hd)  # [n_kv, group, n, head_dim]
+            outs.append(out.transpose(2, 0, 1, 3).reshape(n, b.n_kv * b.group * hd))  # [n, heads * head_dim]
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)  # [n, n_heads * head_dim]
+        return w.wo.matmul(out)  # [n, dim] (a shard's partial sum)

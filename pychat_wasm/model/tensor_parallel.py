@@ -1,0 +1,166 @@
+"""Tensor parallelism: one model split across several workers, each holding only its shard of the weights.
+
+In the browser one numpy worker runs a token at the no-SIMD ceiling of one core; N workers (web/worker_pool.js)
+each compute 1/N of every layer. The split, balanced phase by phase because each phase ends where the workers
+wait for one another:
+
+    attention   by query heads (9 heads over 2 workers: 4 and 5); with GQA a KV head whose query heads land
+                on two workers is computed by both. A worker's q, k, v rows and its columns of wo.
+    FFN         by hidden units: rows of gate and up, columns of down, in whole quantization blocks.
+    output      by vocabulary rows.
+
+Each worker's wo and down products are partial sums of the full product: `collective.sum_` adds them
+across workers (in rank order in every worker, so all hold bit-identical activations); the output head's
+slices are put together with `collective.gather`. Everything else (norms, RoPE, residuals, the sampler)
+every worker computes in full, on identical numbers, so all of them pick the same next token.
+
+    >>> plans = plan_shards(config, workers=2)          # one ShardPlan per worker  # doctest: +SKIP
+    >>> model = Model.from_gguf(gguf, shard=plans[rank], collective=collective)  # doctest: +SKIP
+
+A Collective (see `Collective` below) is web/tensor_parallel.js over a SharedArrayBuffer in the browser,
+and threads in tests/test_tensor_parallel.py.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InvalidSettingError
+from ..gguf.ggml_types import TYPES_BY_ID
+from .matrices import Int8Matrix, Matrix, QuantizedMatrix, store_matrix
+
+Span = Tuple[int, int]  # [start, stop)
+
+
+class ShardPlan(NamedTuple):
+    rank: int
+    workers: int
+    heads: Span  # query heads
+    kv_heads: Span  # KV heads those query heads read (GQA: may overlap the neighbours')
+    ffn: Span  # FFN hidden units
+    vocab: Span  # rows of the output head
+
+
+class Collective:
+    """What a sharded model needs from its workers; every worker makes the same calls in the same order.
+
+    sum_(x)                  x (float32, C-contiguous) becomes the sum of every worker's x, in rank order
+    gather(part, out, start) out (float32 [total]) receives every worker's part; this worker's is part,
+                             which belongs at out[start:start + len(part)]
+    """
+
+    rank, workers = 0, 1
+
+    def sum_(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def gather(self, part: np.ndarray, out: np.ndarray, start: int) -> None:
+        raise NotImplementedError
+
+
+def _even_spans(total: int, parts: int, unit: int = 1) -> List[Span]:
+    """`total` split into `parts` consecutive spans made of whole `unit`s, as even as they can be.
+
+    >>> _even_spans(9, 2)
+    [(0, 4), (4, 9)]
+    >>> _even_spans(1536, 2, unit=256)
+    [(0, 768), (768, 1536)]
+    """
+    units = total // unit
+    bounds = [unit * (units * i // parts) for i in range(parts)] + [total]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def ffn_block(gguf_file) -> int:
+    """The quantization block of the FFN down matrix: its columns split in whole blocks."""
+    return TYPES_BY_ID[gguf_file.tensors["blk.0.ffn_down.weight"].type_id].block_size
+
+
+def max_workers(config, block: int = 32) -> int:
+    """How many workers this model's shapes split into: every worker needs a query head and a block of FFN
+    units (`block`: the quantization block of the FFN down matrix, whose columns are split)."""
+    return max(1, min(config.n_heads, config.ffn_dim // block if config.ffn_dim % block == 0 else 1))
+
+
+def plan_shards(config, workers: int, block: int = 32) -> List[ShardPlan]:
+    """One ShardPlan per worker (`workers` of them, at most max_workers(config, block))."""
+    if not 1 <= workers <= max_workers(config, block):
+        raise InvalidSettingError("this model splits into 1 to %d workers, not %d"
+                                  % (max_workers(config, block), workers))
+    group = config.n_heads // config.n_kv_heads  # query heads per KV head
+    unit = block if config.ffn_dim % block == 0 else config.ffn_dim
+    heads, ffn = _even_spans(config.n_heads, workers), _even_spans(config.ffn_dim, workers, unit)
+    vocab = _even_spans(config.vocab_size, workers)
+    return [ShardPlan(rank, workers, heads[rank], (heads[rank][0] // group, (heads[rank][1] - 1) // group + 1),
+                      ffn[rank], vocab[rank]) for rank in range(workers)]
+
+
+class HeadBlock(NamedTuple):
+    """Query heads attending in one batch: n_kv consecutive KV heads with `group` query heads each."""
+    first_head: int  # this worker's first query head of the block (0 = its first)
+    first_kv: int  # this worker's first KV head of the block
+    n_kv: int
+    group: int
+
+
+def head_blocks(plan: Optional[ShardPlan], n_heads: int, n_kv_heads: int) -> List[HeadBlock]:
+    """This worker's query heads as blocks of equal GQA groups; a whole model is one block.
+
+    >>> head_blocks(None, 9, 3)
+    [HeadBlock(first_head=0, first_kv=0, n_kv=3, group=3)]
+    >>> head_blocks(ShardPlan(1, 2, (4, 9), (1, 3), (0, 1), (0, 1)), 9, 3)   # query heads 4..8: KV heads 1, 2
+    [HeadBlock(first_head=0, first_kv=0, n_kv=1, group=2), HeadBlock(first_head=2, first_kv=1, n_kv=1, group=3)]
+    """
+    first, stop = plan.heads if plan else (0, n_heads)
+    group = n_heads // n_kv_heads
+    blocks: List[HeadBlock] = []
+    for kv in range(first // group, (stop - 1) // group + 1):
+        start, end = max(first, kv * group), min(stop, (kv + 1) * group)  # this KV head's query heads here
+        if blocks and blocks[-1].group == end - start:
+            blocks[-1] = blocks[-1]._replace(n_kv=blocks[-1].n_kv + 1)
+        else:
+            blocks.append(HeadBlock(start - first, kv - first // group, 1, end - start))
+    return blocks
+
+
+# ---- the shard of one matrix ---------------------------------------------------------------------------------
+
+
+def row_shard(matrix: QuantizedMatrix, span: Span) -> QuantizedMatrix:
+    """Rows [start, stop) of a GGUF matrix: a view of its bytes."""
+    start, stop = span
+    rows = matrix.raw.reshape(matrix.shape[0], matrix.row_bytes)[start:stop]
+    return QuantizedMatrix(rows.reshape(-1), matrix.type_id, (stop - start, matrix.shape[1]))
+
+
+class ColumnShard:
+    """Columns [start, stop) of a GGUF matrix, for store_matrix to keep as a policy says. When the span is made
+    of whole quantization blocks, `quantized()` gives the GGUF bytes of those columns (a copy); otherwise
+    the shard can only be held dequantized (float32 or int8)."""
+
+    def __init__(self, matrix: QuantizedMatrix, span: Span):
+        self.source, (self.start, self.stop) = matrix, span
+        self.type_id = matrix.type_id
+        self.shape = (matrix.shape[0], self.stop - self.start)
+        self.block = TYPES_BY_ID[matrix.type_id].block_size
+        self.nbytes = matrix.nbytes * self.shape[1] // matrix.shape[1]  # the quantized policy's bytes
+
+    def whole_blocks(self) -> bool:
+        return self.start % self.block == 0 and self.stop % self.block == 0
+
+    def quantized(self) -> QuantizedMatrix:
+        block_bytes = TYPES_BY_ID[self.type_id].type_size
+        rows = self.source.raw.reshape(self.shape[0], -1, block_bytes)  # [rows, blocks, block bytes]
+        picked = np.ascontiguousarray(rows[:, self.start // self.block:self.stop // self.block])
+        return QuantizedMatrix(picked.reshape(-1), self.type_id, self.shape)
+
+    def dequantize_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.source.dequantize_rows(start, stop)[:, self.start:self.stop]  # [stop-start, columns]
+
+
+def store_column_shard(shard: ColumnShard, policy: str) -> Matrix:
+    """The shard as `policy` keeps it; "quantized" needs whole blocks, else the shard is held as int8."""
+    if policy == "quantized":
+        return shard.quantized() if shard.whole_blocks() else Int8Matrix.from_matrix(shard)
+    return store_matrix(shard, policy)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from e2e_helpers import SiteServer, ask, load_build_module, set_settings, wait_ready  # noqa: E402

@@ -16,9 +16,9 @@
              run.step() (loss_and_grads with lora_scale and the trainable adapters, global-norm clipping
              to 1.0, warm-up + cosine learning rate, AdamW with weight decay 0.01 on the adapters);
      torch   plain PyTorch CPU, eager: the .npz base weights as frozen tensors (torch.from_numpy, no
-             copy), the same adapters (init_adapters, seed 0), tests/torch_llama.py -- an independent
+             copy), the same adapters (init_adapters, seed 0), tests/support/torch_llama.py -- an independent
              torch implementation of the same model with LoRA (F.rms_norm, scaled_dot_product_attention,
-             F.cross_entropy); the child puts tests/ on sys.path to import it -- with autograd,
+             F.cross_entropy); the child puts tests/support/ on sys.path to import it -- with autograd,
              torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW over the adapters only (betas 0.9/0.95,
              eps 1e-8, weight decay 0.01), at the same learning rate each step.
    Each side runs in its own process (importing torch into the numpy process slows numpy) with the same
@@ -198,7 +198,7 @@ def child_torch(model: str, data: str, targets: str, b: int, t: int, warmup: int
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     import torch_llama  # the independent torch model the trainer's tests check against
 
     from pychat_wasm.gguf.reader import GGUFFile

@@ -10,10 +10,10 @@
    spread evenly over the whole run (both phases, in proportion to their steps, with each step's
    learning rate) and saves them with the initial weights to a temporary .npz. Two child processes then
    train on exactly those inputs: numpy (pychat_wasm.train: loss_and_grads, clip_grad_norm, AdamW, as
-   TrainingRun.step does) and torch (tests/torch_llama.py, an independent implementation of the same model
+   TrainingRun.step does) and torch (tests/support/torch_llama.py, an independent implementation of the same model
    using F.rms_norm, scaled_dot_product_attention and F.cross_entropy, with torch autograd,
    torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW at its defaults, weight decay on matrices only;
-   eager mode). The torch child puts tests/ on sys.path to import it. The children are separate processes
+   eager mode). The torch child puts tests/support/ on sys.path to import it. The children are separate processes
    because importing torch into the numpy process slows numpy (the two thread pools contend), and each
    gets the same thread count: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS in its
    environment, and torch.set_num_threads in the torch child. A child runs --warmup steps, then --repeats
@@ -182,7 +182,7 @@ def child_torch(path: str, threads: int, warmup: int, repeats: int) -> Dict[str,
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     import torch_llama  # the independent torch model the trainer's tests check against
 
     from pychat_wasm.model.layers import rope_angles, rope_frequencies

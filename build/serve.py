@@ -39,7 +39,7 @@ MIME_TYPES = {
 }
 # Only our own files run: no inline script, style or handler, nothing from or to another origin. Pyodide
 # needs 'wasm-unsafe-eval' to compile its WebAssembly, nothing more. web/index.html carries the same policy in a
-# <meta> tag for hosts that cannot set headers (tests/test_site.py checks that the two agree); the header
+# <meta> tag for hosts that cannot set headers (tests/browser/test_site.py checks that the two agree); the header
 # also covers the workers, the service worker and every response the service worker caches, and adds
 # frame-ancestors, which a <meta> policy cannot carry.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "

@@ -6,7 +6,7 @@ pinned in pyproject.toml's `[dev]` extras, so every Python the engine runs on ge
 whatever its own `unicodedata` version. WordPiece's lower-casing and accent stripping also need two
 character maps, which `regex` does not expose: they come from this Python's `unicodedata` (the file
 records its version), made the way llama.cpp's scripts/gen-unicode-data.py makes them.
-tests/test_unicode_regex.py regenerates the file and compares.
+tests/oracle/test_unicode_regex.py regenerates the file and compares.
 
     $ python scripts/generate_unicode_classes.py          # rewrites pychat_wasm/tokenizers/unicode_classes.py
 """

@@ -1,12 +1,21 @@
-"""Shared fixtures: the real models the set-up installs, and Chromium launch settings."""
+"""Shared fixtures: the real models the set-up installs, and Chromium launch settings.
+
+The tests are a map of the engine: unit/ (behaviour, no outside reference), oracle/ (checked against
+transformers, torch, gguf-py, HF tokenizers, llama.cpp), browser/ (the built site in Chromium and the engine
+inside Pyodide); support/ holds what they share (tiny models, the hostile server, the Pyodide harness),
+importable by name from every test.
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
+for _folder in ("support", "oracle", "browser", "unit"):  # a few tests share their texts with others
+    sys.path.insert(0, str(REPO / "tests" / _folder))
 SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3 = MODELS / "gemma-3-270m-Q4_K_M.gguf"
 

@@ -13,7 +13,7 @@
  *
  * bootPython resolves to a small facade; nothing else in the product touches the Pyodide API. The app calls
  * named Python functions only (importFunctions, callWithBytes, callForBytes); running source text (runPython,
- * get, set) is for the test harness (tests/pyodide_harness) and the browser console:
+ * get, set) is for the test harness (tests/support/pyodide_harness) and the browser console:
  *
  *     py.runPython(code)               -> result of the last expression (JS value, or a PyProxy: call .destroy())
  *     py.runPythonAsync(code)          -> Promise of the same; top-level `await` allowed

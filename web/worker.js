@@ -39,7 +39,7 @@
 
   // self.py, self.api and self.pool: these three as they are now (getters), for the browser console and the
   // end-to-end tests, which evaluate `pool.rank` and `py.runPython(...)` and patch `api.next_event` in this
-  // worker (tests/e2e_helpers.py, tests/test_e2e_storage.py).
+  // worker (tests/support/e2e_helpers.py, tests/browser/test_e2e_storage.py).
   Object.defineProperties(self, {py: {get: () => py}, api: {get: () => api}, pool: {get: () => pool}});
 
   const callApi = (name, ...args) => Pychat.checked(api[name](...args));

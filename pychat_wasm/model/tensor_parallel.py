@@ -18,7 +18,7 @@ every worker computes in full, on identical numbers, so all of them pick the sam
     >>> model = Model.from_gguf(gguf, shard=plans[rank], collective=collective)  # doctest: +SKIP
 
 A Collective (see `Collective` below) is web/tensor_parallel.js over a SharedArrayBuffer in the browser,
-and threads in tests/test_tensor_parallel.py.
+and threads in tests/oracle/test_tensor_parallel.py.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The update follows torch.optim.AdamW step for step (decoupled weight decay, bias-corrected moments), and
 clipping follows torch.nn.utils.clip_grad_norm_, so a run here and a run in torch from the same weights
-give the same losses (tests/test_train_reference.py checks 10 steps).
+give the same losses (tests/oracle/test_train_reference.py checks 10 steps).
 
     >>> [round(learning_rate(s, total=10, peak=1.0, warmup=2), 3) for s in range(10)]
     [0.5, 1.0, 1.0, 0.966, 0.868, 0.722, 0.55, 0.378, 0.232, 0.134]

@@ -1,5 +1,5 @@
 """A hostile network: the real page in Chromium downloads tiny models from our fault-injecting server
-(tests/fault_server.py) on 127.0.0.1, which drops connections at random offsets, stalls, answers 5xx,
+(tests/support/fault_server.py) on 127.0.0.1, which drops connections at random offsets, stalls, answers 5xx,
 ignores Range, changes the file between requests and lies in Content-Length.
 
 Each download must end in a verified model that chats (its answer is the payload the tiny model was built

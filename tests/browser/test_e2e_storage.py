@@ -4,7 +4,7 @@ worker killed, or out of memory, in the middle of an answer.
 
 The conversation is never lost: the messages, and the text of the answer written so far, stay on the page
 and in IndexedDB, and the restarted worker answers the next message after all of them. The model is a tiny
-one (tests/fault_server.py builds the site with it) that answers its payload token by token.
+one (tests/support/fault_server.py builds the site with it) that answers its payload token by token.
 References: the error Chromium's IndexedDB aborts a write with when the quota is exceeded,
 Chromium's clearing of site data (CDP Storage.clearDataForOrigin) for the eviction, the server's log.
 """

@@ -17,7 +17,7 @@ from pychat_wasm.tokenizers.base import CONTROL
 from pychat_wasm.tokenizers.wpm import words_of
 
 from llama_cpp_vocabs import MissingSuite, vocab_path
-from test_bpe import PROBES
+from test_train_bpe import PROBES
 from test_tokenizer import CORPUS
 
 TEXTS = CORPUS + PROBES + ["Äpfel und Birnen", "ÉCOLE Ñandú façade", "ﬁne ½ ² ①", "tab\tand\u00a0nbsp\u2003em"]

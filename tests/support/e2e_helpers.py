@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT_MS = 90_000   # start-up: Python boot + model download/verify/load on 2 busy cores
 ANSWER_TIMEOUT_MS = 120_000
 

@@ -4,7 +4,7 @@ The run is `pychat-wasm train --preset quick --steps 150` in miniature: ScratchR
 stepped to the end, exported with run.gguf_writer(type). The exported file is then read by
     - pychat_wasm's inference engine (Model, ChatSession, the GGUF's own tokenizer),
     - transformers' GGUF loader (LlamaForCausalLM and the tokenizer it converts from the file),
-    - llama.cpp through node-llama-cpp (tests/llama_cpp_greedy.mjs),
+    - llama.cpp through node-llama-cpp (tests/support/llama_cpp_greedy.mjs),
 and compared with the trainer's own forward pass on the parameters it holds:
     logits (F32 file): every pair within 1e-4          tokenization: the same ids everywhere
     greedy answers to training questions: the same ids from ChatSession, transformers' generate, llama.cpp
@@ -37,8 +37,8 @@ from pychat_wasm.train.evaluate import GREEDY, greedy_answer, session_from_gguf_
 from pychat_wasm.train.export import FILE_TYPES
 from pychat_wasm.train.scratch import ScratchRun, TrainSettings
 
-REPO = Path(__file__).resolve().parent.parent
-LLAMA_CPP_SCRIPT = REPO / "tests" / "llama_cpp_greedy.mjs"
+REPO = Path(__file__).resolve().parents[2]
+LLAMA_CPP_SCRIPT = REPO / "tests" / "support" / "llama_cpp_greedy.mjs"
 SETTINGS = TrainSettings(preset="quick", steps=150)
 TYPES = ("F32", "F16", "Q8_0")
 LOGIT_TOLERANCE = 1e-4  # float32 engines on the same weights (measured: a few 1e-6)

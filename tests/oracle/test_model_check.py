@@ -1,6 +1,6 @@
 """Load-time validation: files that lie about their tensors fail at load with a typed error naming the fault.
 
-Each faulty file is a tiny model copied by gguf-py (tests/gguf_edit.py, independent of our reader and
+Each faulty file is a tiny model copied by gguf-py (tests/support/gguf_edit.py, independent of our reader and
 writer) with one thing changed. Before these checks such files loaded and then crashed mid-chat with
 "cannot reshape", "matmul: mismatch", "'NoneType' ..." or asked numpy for terabytes.
 """
@@ -27,7 +27,7 @@ from pychat_wasm.chat.session import ChatSession
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def llama_cpp_verdicts(tiny, tmp_path_factory):
         files[(arch, "missing " + tensor)] = rewrite_gguf(tiny[arch], directory / ("missing-%d.gguf" % len(files)),
                                                           tensors={tensor: None})
     paths = [str(p) for p in files.values()] + [str(p) for p in tiny.values()]
-    done = subprocess.run(["node", str(REPO / "tests" / "llama_cpp_load.mjs")], input=json.dumps(paths),
+    done = subprocess.run(["node", str(REPO / "tests" / "support" / "llama_cpp_load.mjs")], input=json.dumps(paths),
                           capture_output=True, text=True, cwd=str(REPO), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     by_path = {r["path"]: r for r in json.loads(done.stdout.strip().splitlines()[-1])}

@@ -27,7 +27,7 @@ from pychat_wasm.tokenizers.unicode_regex import UnicodeRegex, compile_unicode_r
 
 from conftest import REPO
 from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs
-from test_bpe import PROBES
+from test_train_bpe import PROBES
 from test_tokenizer import CORPUS
 
 EVERY_CODE_POINT = "".join(map(chr, range(sys.maxunicode + 1)))

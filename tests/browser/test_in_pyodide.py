@@ -2,9 +2,9 @@
 
 How it works: this module builds our wheel, writes fixture files natively (GGUF files made with
 gguf.GGUFWriter, an HTML page), and serves them together with the Pyodide distribution, the product's
-web/pyodide_runtime.js and the harness (tests/pyodide_harness/) from a temporary directory on
+web/pyodide_runtime.js and the harness (tests/support/pyodide_harness/) from a temporary directory on
 127.0.0.1. One Chromium page boots Python in a classic worker exactly as the product does, then each test
-runs one named check from tests/pyodide_harness/browser_checks.py in that same worker and compares what
+runs one named check from tests/support/pyodide_harness/browser_checks.py in that same worker and compares what
 the engine computed in the browser with an independent reference computed here: gguf-py for the reader
 and dequantization, transformers' conversion of the SmolLM2 tokenizer and its chat templates, and the
 golden greedy answer recorded with transformers and llama.cpp.
@@ -28,18 +28,18 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from e2e_helpers import load_build_module  # tests/e2e_helpers.py
-from test_llama_cpp_tokenizer_suite import KIND_OF  # tests/test_llama_cpp_tokenizer_suite.py
-from tiny_models import TINY_SPECS, TINY_TOKENS  # tests/tiny_models.py
+from e2e_helpers import load_build_module  # tests/support/e2e_helpers.py
+from test_llama_cpp_tokenizer_suite import KIND_OF  # tests/oracle/test_llama_cpp_tokenizer_suite.py
+from tiny_models import TINY_SPECS, TINY_TOKENS  # tests/support/tiny_models.py
 
 from pychat_wasm.gguf.quants import SUPPORTED_TYPES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-HARNESS = REPO / "tests" / "pyodide_harness"
+HARNESS = REPO / "tests" / "support" / "pyodide_harness"
 sys.path.insert(0, str(HARNESS))
-import browser_checks  # noqa: E402  (tests/pyodide_harness/browser_checks.py: its pure helpers run natively too)
+import browser_checks  # noqa: E402  (tests/support/pyodide_harness/browser_checks.py: its pure helpers run natively too)
 
 BOOT_TIMEOUT_S = 90
 CHECK_TIMEOUT_S = 120
@@ -394,7 +394,7 @@ def test_seeded_sampling_is_the_same_as_native(browser_python, settings):
 #
 # Here the oracle is the engine itself on this CPython + numpy (BLAS `@` instead of Pyodide's einsum route):
 # the native runs are checked against torch, HF tokenizers, gguf-py and llama.cpp elsewhere (tests/test_train_*,
-# tests/test_bpe.py, tests/test_gguf_writer.py), so equality here carries those checks over to Pyodide's
+# tests/oracle/test_train_bpe.py, tests/oracle/test_gguf_writer.py), so equality here carries those checks over to Pyodide's
 # Python and numpy in wasm. Arrays cross as exact bytes (browser_checks.encode_typed).
 
 TRAIN_CONFIG = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, vocab_size=64, rope_base=500.0)

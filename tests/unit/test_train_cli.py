@@ -22,7 +22,7 @@ from pychat_wasm.train.checkpoint import save_checkpoint
 from pychat_wasm.train.data import builtin_corpus
 from pychat_wasm.train.scratch import ScratchRun, TrainSettings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUSTGPT = REPO / "examples" / "rustgpt_small"
 CLI = [sys.executable, "-m", "pychat_wasm.cli"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

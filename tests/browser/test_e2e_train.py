@@ -26,7 +26,7 @@ from pychat_wasm.train.scratch import PRESETS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_STATUS = ready_status("SmolLM2-135M-Instruct.Q4_1.gguf")
 MODEL_NAME = "corpus-quick"
 GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=64, seed=None)

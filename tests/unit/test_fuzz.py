@@ -43,8 +43,8 @@ def _out_of_memory(*args):
 
 
 @pytest.mark.parametrize("target, kind", [
-    (_untyped, "untyped KeyError at tests/test_fuzz.py"), (_runaway, "hang at tests/test_fuzz.py"),
-    (_hoard, "allocation over bound"), (_out_of_memory, "memory at tests/test_fuzz.py"),
+    (_untyped, "untyped KeyError at tests/unit/test_fuzz.py"), (_runaway, "hang at tests/unit/test_fuzz.py"),
+    (_hoard, "allocation over bound"), (_out_of_memory, "memory at tests/unit/test_fuzz.py"),
 ])
 def test_the_oracle_reports_each_kind_of_finding_with_a_reproducer(monkeypatch, tmp_path, target, kind):
     monkeypatch.setattr(fuzz_gguf, "run_case", target)

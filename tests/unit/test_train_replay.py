@@ -30,7 +30,7 @@ from pychat_wasm.train.data import DATA_DIR, TrainingData, encode_conversation
 from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
 from pychat_wasm.train.replay import ReplayAnswers, replay_questions
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EVALUATION_FILES = [Path(DATA_DIR) / "finetune_eval.json", REPO / "examples" / "finetune_small" / "own_eval.json"]
 ANSWER = "Paris."
 

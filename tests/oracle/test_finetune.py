@@ -1,6 +1,6 @@
 """Fine-tuning a GGUF model (pychat_wasm/train/finetune.py): LoRA gradients, training, merge, export, resume, CLI.
 
-The bases are the tiny random GGUFs of tests/tiny_models.py (llama: GQA, tied head; qwen2: q/k/v biases,
+The bases are the tiny random GGUFs of tests/support/tiny_models.py (llama: GQA, tied head; qwen2: q/k/v biases,
 rotate-half RoPE, separate head), whose matrices are stored quantized (Q4_0 ... Q8_0, F16): FinetuneRun's
 frozen base is their dequantized values. Their vocabulary ("tokN" tokens, no byte tokens) encodes ordinary
 text to nothing at all -- "tok5 tok6" gives [] -- and only the special tokens "<s>" and "</s>" survive, so
@@ -11,7 +11,7 @@ text to nothing at all -- "tok5 tok6" gives [] -- and only the special tokens "<
       write_text_model's base: the same tiny llama with a byte-level GPT-2 vocabulary and ChatML's special
       tokens, which encodes any text.
 
-    1. loss and every LoRA gradient (float64, non-zero lora_b) against torch autograd (tests/torch_llama.py),
+    1. loss and every LoRA gradient (float64, non-zero lora_b) against torch autograd (tests/support/torch_llama.py),
        relative error < 1e-8; frozen weights get no gradient and a step leaves them bitwise unchanged
     2. 10 LoRA steps in float32 against torch.optim.AdamW + clip_grad_norm_ + the schedule: losses within 1e-4
     3. merge: merged weights give the adapted model's logits (1e-5 in a float64 forward; in float32 1e-5 of
@@ -60,7 +60,7 @@ import torch_llama  # noqa: E402  (needs torch)
 # tiny_models writes no tokenizer.ggml.pre: the tokenizer says so and uses GPT-2's
 pytestmark = pytest.mark.filterwarnings("ignore:unknown pre-tokenizer:UserWarning")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "pychat_wasm.cli"]
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
@@ -400,14 +400,14 @@ def test_f32_export_gives_the_adapted_logits_in_pychat_wasm_and_transformers(tra
 
 @pytest.mark.slow
 def test_llama_cpp_runs_the_f32_export_alike(trained):
-    """llama.cpp (node-llama-cpp, tests/llama_cpp_greedy.mjs: F32 KV cache) on the merged export."""
+    """llama.cpp (node-llama-cpp, tests/support/llama_cpp_greedy.mjs: F32 KV cache) on the merged export."""
     arch, run, exports = trained
     node = shutil.which("node")
     if node is None or not (REPO / "node_modules" / "node-llama-cpp").is_dir():
         pytest.fail("node and node_modules/node-llama-cpp are needed: run npm install (scripts/setup.sh)")
     request = json.dumps({"model": str(exports["F32"]), "vocab_size": run.config.vocab_size,
                           "jobs": [{"ids": TINY_TOKENS, "logits": True}]})
-    done = subprocess.run([node, str(REPO / "tests" / "llama_cpp_greedy.mjs")], input=request, capture_output=True,
+    done = subprocess.run([node, str(REPO / "tests" / "support" / "llama_cpp_greedy.mjs")], input=request, capture_output=True,
                           text=True, cwd=str(REPO), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = np.array(json.loads(done.stdout.strip().splitlines()[-1])["results"][0]["logits"], np.float64)

@@ -24,7 +24,7 @@ def chat(*turns):
     return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "rustgpt_small"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rustgpt_small"
 SYSTEM = {"role": "system", "content": "You are terse."}
 MULTI_TURN = "User: What is 2+2? Assistant: It is 4. User: And 3+3? Assistant: It is 6."
 

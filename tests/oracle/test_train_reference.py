@@ -2,7 +2,7 @@
 
 The numpy side is the trainer's own loop: loss_and_grads -> clip_grad_norm(1.0) -> AdamW step with the
 learning-rate schedule. The torch side is written independently: the weights as leaf tensors through
-tests/torch_llama.py, torch.nn.utils.clip_grad_norm_, torch.optim.AdamW with weight decay on the matrices
+tests/support/torch_llama.py, torch.nn.utils.clip_grad_norm_, torch.optim.AdamW with weight decay on the matrices
 only, and the schedule's formula written again here from its description. Both run in float32; the ten
 losses must agree within 1e-4, the loss must fall, and the final weights must agree within 1e-3.
 """

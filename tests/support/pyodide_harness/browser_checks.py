@@ -1,6 +1,6 @@
 """Checks that run INSIDE Pyodide: each runs the engine on served fixture files and returns plain results.
 
-tests/test_in_pyodide.py calls them by name (harness.run(name, args)) and compares what they return with
+tests/browser/test_in_pyodide.py calls them by name (harness.run(name, args)) and compares what they return with
 independent references computed natively (gguf-py, HF tokenizers, transformers). Nothing here judges the
 engine: the checks only run it, so the oracles stay outside the browser where they can run.
 

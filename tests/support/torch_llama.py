@@ -1,9 +1,9 @@
 """An independent torch implementation of the trainable llama/qwen2 transformer (pychat_wasm/train).
 
 It is the reference the numpy trainer is checked against: torch autograd through this model gives the
-gradients that pychat_wasm/train/ops.py and transformer.py compute by hand (tests/test_train_ops.py,
-tests/test_train_model_grads.py), and torch.optim.AdamW on it gives the training run the numpy AdamW must
-reproduce (tests/test_train_reference.py). It is written from the architecture's description with torch's
+gradients that pychat_wasm/train/ops.py and transformer.py compute by hand (tests/oracle/test_train_ops.py,
+tests/oracle/test_train_model_grads.py), and torch.optim.AdamW on it gives the training run the numpy AdamW must
+reproduce (tests/oracle/test_train_reference.py). It is written from the architecture's description with torch's
 own ops (F.rms_norm, scaled_dot_product_attention, F.cross_entropy), not from the numpy code, and is
 functional: parameters are a dict {GGUF tensor name: torch tensor}, the same names as the numpy model's.
 

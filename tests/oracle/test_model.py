@@ -1,6 +1,6 @@
 """The forward pass against transformers (torch CPU), which loads the same GGUF files independently.
 
-Tiny random models of every architecture (tests/tiny_models.py) must give transformers' logits within
+Tiny random models of every architecture (tests/support/tiny_models.py) must give transformers' logits within
 1e-3 under every weight policy that reproduces the file's numbers, both when the prompt goes through
 as one batch and token by token through the KV cache. The real models must agree within 1e-2, and
 greedy decoding of the golden SmolLM2 prompt must give the reference ids recorded with transformers and llama.cpp.

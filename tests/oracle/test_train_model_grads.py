@@ -1,7 +1,7 @@
 """The whole trainable transformer's loss and every parameter's gradient against torch autograd.
 
 pychat_wasm.train.transformer.loss_and_grads (hand-written backward) versus autograd through the independent
-torch model of tests/torch_llama.py, from the same float64 parameters and the same RoPE tables, to a relative
+torch model of tests/support/torch_llama.py, from the same float64 parameters and the same RoPE tables, to a relative
 error (max|a - b| / max|b|) below 1e-8 for the loss and for each gradient: llama with a tied and with a
 separate head, qwen2 (q/k/v biases, rotate-half RoPE), LoRA adapters on a frozen base, LoRA beside a trained
 base, and a padded batch whose loss mask drops the padding.

@@ -1,6 +1,6 @@
-// llama.cpp's side of tests/test_model_check.py: does llama.cpp load each GGUF file, and what does it log?
+// llama.cpp's side of tests/oracle/test_model_check.py: does llama.cpp load each GGUF file, and what does it log?
 //
-//   node tests/llama_cpp_load.mjs < paths.json          (run from the repository root)
+//   node tests/support/llama_cpp_load.mjs < paths.json          (run from the repository root)
 //
 // Prints one JSON line: [{"path", "loaded": true|false, "log": [llama.cpp's error and warning lines]}, ...]
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";

@@ -1,7 +1,7 @@
-// llama.cpp's side of tests/test_train_export.py: tokenization, teacher-forced logits and greedy decoding of a
+// llama.cpp's side of tests/oracle/test_train_export.py: tokenization, teacher-forced logits and greedy decoding of a
 // GGUF file, through node-llama-cpp on the CPU (the build bench/llama_cpp_bench.mjs uses).
 //
-//   node tests/llama_cpp_greedy.mjs < request.json          (run from the repository root)
+//   node tests/support/llama_cpp_greedy.mjs < request.json          (run from the repository root)
 //
 // request: {"model": PATH, "vocab_size": N, "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "logits": BOOL}, ...]}
 // Prints one JSON line: {"results": [{"tokens", "generated", "logits"}, ...]}, one result per job:

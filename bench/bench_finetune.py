@@ -110,7 +110,7 @@ def save_inputs(model: Path, shapes: List[Tuple[int, int]], path: str) -> Dict[s
 
     from pychat_wasm.chat.template import ChatTemplate
     from pychat_wasm.gguf.reader import GGUFFile
-    from pychat_wasm.model.forward import ModelConfig
+    from pychat_wasm.model.config import ModelConfig
     from pychat_wasm.tokenizers import load_tokenizer
     from pychat_wasm.train.data import encode_conversation, read_training_file
     from pychat_wasm.train.finetune import base_parameters
@@ -203,7 +203,7 @@ def child_torch(model: str, data: str, targets: str, b: int, t: int, warmup: int
 
     from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.model.layers import rope_angles, rope_frequencies
-    from pychat_wasm.model.forward import ModelConfig
+    from pychat_wasm.model.config import ModelConfig
     from pychat_wasm.train.finetune import init_adapters
 
     torch.set_num_threads(threads)
@@ -247,7 +247,7 @@ def child_torch(model: str, data: str, targets: str, b: int, t: int, warmup: int
 def estimate_mb(meta: Dict[str, Any], targets: str, b: int, t: int) -> float:
     """What the browser worker's memory check expects: GGUF size + finetune.estimated_bytes."""
     from pychat_wasm.gguf.reader import GGUFFile
-    from pychat_wasm.model.forward import ModelConfig
+    from pychat_wasm.model.config import ModelConfig
     from pychat_wasm.train.finetune import FinetuneSettings, estimated_bytes
 
     gguf = GGUFFile.open(meta["model"])

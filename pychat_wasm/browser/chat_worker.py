@@ -29,7 +29,8 @@ from ..chat.template import ChatTemplate
 from ..errors import NoModelLoadedError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile
-from ..model.forward import Model, ModelConfig
+from ..model.config import ModelConfig
+from ..model.forward import Model
 from ..model.check import check_model
 from ..model.info import model_info
 from ..gguf.quants import block_format

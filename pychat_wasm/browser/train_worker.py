@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
 from ..gguf.reader import GGUFFile
-from ..model.forward import ModelConfig
+from ..model.config import ModelConfig
 from .chat_worker import json_reply
 from ..train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from ..train.data import (DATA_DIR, MAX_DATA_BYTES, TrainingData, builtin_corpus, merge_data, parse_training_text,

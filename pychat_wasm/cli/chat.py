@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, TextIO
 from .common import fail, model_path
 from ..errors import InvalidSettingsError, PychatError
 from ..gguf.reader import GGUFFile
-from ..model.forward import DEFAULT_CONTEXT_CAP
+from ..model.config import DEFAULT_CONTEXT_CAP
 from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.session import ChatSession, GenerationStats
 from ..chat.stop_strings import MAX_STOP_STRINGS, stop_strings_from_values

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 from ..gguf.reader import GGUFFile, TensorInfo
 from .kv_cache import KVCache
-from .forward import ModelConfig
+from .config import ModelConfig
 from .weights import stored_matrix_infos
 from .matrices import POLICIES, estimate_bytes
 

@@ -1,19 +1,15 @@
-"""The transformer: configuration from GGUF metadata and the forward pass, top to bottom.
+"""The transformer's forward pass, top to bottom.
 
-Supports three decoder-only architectures that differ only in a few named places:
-
-    llama   (SmolLM2, TinyLlama, Llama 2/3, Mistral)  RMSNorm, GQA attention, SwiGLU FFN
-    qwen2   = llama + biases on q, k, v; RoPE rotates dimension i with i + head_dim/2
-    gemma3  = qwen2's RoPE + embeddings scaled by sqrt(dim), RMSNorm of each head's q and k,
-              norms after attention and FFN, GELU (tanh) FFN, and 5 of every 6 layers
-              attending only to a sliding window (with their own RoPE base)
+The architectures (llama, qwen2, qwen3, gemma3, phi3) differ only in a few named places: their traits and
+tensors are in config.py; the forward pass applies what a layer's weights have (biases, q/k norms, norms
+after attention and FFN), and phi3's fused matrices arrive already cut into q, k, v, gate and up (weights.py).
 
 forward() takes any number of tokens and runs them as matrices of up to FORWARD_BATCH_TOKENS rows, which
 bounds its memory for callers that pass a whole prompt (tests, benchmarks). The chat session passes smaller
 pieces on its own (session.PROMPT_CHUNK, so it can report progress and see a Stop between them), then one
 token at a time; every call writes keys and values into a preallocated KV cache. The numpy building blocks
 (rms_norm, RoPE, masks) are in layers.py. References: llama2.c's run.c, transformers' modeling_llama /
-modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
+modeling_qwen2 / modeling_qwen3 / modeling_gemma3 / modeling_phi3, llama.cpp's src/models/.
 
     >>> model = Model.from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
     >>> logits = model.forward([1, 9690, 198], start_pos=0)             # -> [vocab]  # doctest: +SKIP
@@ -22,115 +18,22 @@ modeling_qwen2 / modeling_gemma3, llama.cpp's src/models/.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import ContextFullError, InvalidModelError, InvalidSettingError, UnsupportedArchitectureError
+from ..errors import ContextFullError, InvalidModelError, InvalidSettingError
 from ..gguf.reader import GGUFFile
 from .kv_cache import KVCache
-from .check import short_value, check_config, check_model, metadata_float, metadata_int
+from .check import check_model
+from .config import ModelConfig
 from .weights import (LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head,
-                            matrices_to_store)
+                      matrices_to_store)
 from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
 from .tensor_parallel import Collective, ShardPlan, head_blocks
 from .matrices import DEFAULT_MEMORY_BUDGET, choose_policy
 
-DEFAULT_CONTEXT_CAP = 4096  # KV cache for SmolLM2 at 4096 positions: 189 MB
 FORWARD_BATCH_TOKENS = 256  # tokens per pass through the layers: bounds the scores to [heads, 256, context]
-
-
-# ----------------------------------------------------------------------------------------------
-# Configuration
-
-
-class ArchTraits(NamedTuple):
-    rope_style: str  # "interleaved": RoPE rotates pairs (0, 1), (2, 3)...; "neox": (i, i + head_dim/2)
-    activation: str  # nonlinearity of the FFN gate
-    scale_embeddings: bool  # multiply token embeddings by sqrt(dim)
-    global_layer_every: int  # with a sliding window, every n-th layer still sees the whole context
-    local_rope_base: float  # RoPE base of the sliding-window layers
-
-
-ARCHITECTURES = {
-    # llama.cpp's converter permutes llama's q/k rows so that RoPE pairs adjacent dimensions
-    # (transformers' GGUF loader permutes them back and rotates halves: the same numbers).
-    "llama": ArchTraits("interleaved", "silu", False, 0, 0.0),
-    "qwen2": ArchTraits("neox", "silu", False, 0, 0.0),
-    # Not in Gemma 3 GGUF files, so known here (as in llama.cpp and transformers):
-    # layers 5, 11, 17... are global, the others use the window with RoPE base 10000.
-    "gemma3": ArchTraits("neox", "gelu_tanh", True, 6, 10000.0),
-}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str
-    n_layers: int
-    dim: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    ffn_dim: int
-    vocab_size: int
-    context_length: int  # the limit this model enforces (KV cache size)
-    trained_context_length: int  # what the file says the model was trained for
-    rms_eps: float
-    rope_base: float
-    rope_style: str
-    activation: str
-    embed_scale: float
-    sliding_window: int  # 0: every layer attends to the whole context
-    global_layer_every: int
-    local_rope_base: float
-
-    @classmethod
-    def from_gguf(cls, gguf_file: GGUFFile, context_length: Optional[int] = None) -> "ModelConfig":
-        arch = gguf_file.metadata.get("general.architecture")
-        if not isinstance(arch, str) or arch not in ARCHITECTURES:
-            raise UnsupportedArchitectureError("%s has architecture %r; supported architectures: %s"
-                                               % (gguf_file.name, short_value(arch), ", ".join(ARCHITECTURES)))
-        traits = ARCHITECTURES[arch]
-
-        dim, n_heads = metadata_int(gguf_file, "embedding_length"), metadata_int(gguf_file, "attention.head_count")
-        trained = metadata_int(gguf_file, "context_length")
-        if context_length is None:
-            context_length = min(trained, DEFAULT_CONTEXT_CAP)
-        window = metadata_int(gguf_file, "attention.sliding_window", 0) if traits.global_layer_every else 0
-        embedding = gguf_file.tensors.get("token_embd.weight")
-        if embedding is None or len(embedding.shape) != 2:
-            raise InvalidModelError("%s lacks the 2-D tensor token_embd.weight: the file is incomplete or corrupt"
-                                    % gguf_file.name)
-        head_dim = metadata_int(gguf_file, "attention.key_length", dim // max(n_heads, 1))
-        config = cls(
-            arch=arch, n_layers=metadata_int(gguf_file, "block_count"), dim=dim, n_heads=n_heads,
-            n_kv_heads=metadata_int(gguf_file, "attention.head_count_kv", n_heads), head_dim=head_dim,
-            ffn_dim=metadata_int(gguf_file, "feed_forward_length"), vocab_size=embedding.shape[0],
-            context_length=context_length, trained_context_length=trained,
-            rms_eps=metadata_float(gguf_file, "attention.layer_norm_rms_epsilon"),
-            rope_base=metadata_float(gguf_file, "rope.freq_base", 10000.0),
-            rope_style=traits.rope_style, activation=traits.activation,
-            embed_scale=math.sqrt(dim) if traits.scale_embeddings and dim > 0 else 1.0,
-            sliding_window=window, global_layer_every=traits.global_layer_every,
-            local_rope_base=traits.local_rope_base)
-        check_config(config, gguf_file)
-        # The one check of a chosen context: the CLI's --context, the page's and check_fit's context_length.
-        whole = isinstance(context_length, numbers.Integral) and not isinstance(context_length, bool)
-        if not (whole and 1 <= context_length <= trained):
-            raise InvalidSettingError("context_length must be between 1 and the model's %d tokens, not %r"
-                                      % (trained, context_length))
-        return config
-
-    def layer_window(self, layer: int) -> int:
-        """How many positions back this layer attends (0: all of them)."""
-        is_global = not self.sliding_window or (layer + 1) % self.global_layer_every == 0
-        return 0 if is_global else self.sliding_window
-
-    def layer_rope_base(self, layer: int) -> float:
-        return self.local_rope_base if self.layer_window(layer) else self.rope_base
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +53,7 @@ class Model:
                  collective: Optional[Collective] = None):
         self.config, self.policy, self.shard, self.collective = config, policy, shard, collective
         self.token_embedding = gguf_matrix(gguf_file, "token_embd.weight")  # rows dequantized per lookup
-        self.layers = [load_layer(gguf_file, i, policy, config.head_dim, shard) for i in range(config.n_layers)]
+        self.layers = [load_layer(gguf_file, config, i, policy, shard) for i in range(config.n_layers)]
         self.output_norm = gguf_vector(gguf_file, "output_norm.weight")
         self.rope_factors = gguf_vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
         # Looked up per layer at every token, so worked out once: RoPE base and window per layer, and the
@@ -184,7 +87,7 @@ class Model:
             kv_heads = sum(b.n_kv for b in head_blocks(shard, config.n_heads, config.n_kv_heads))
             kv_bytes = KVCache.bytes_needed(config.n_layers, kv_heads, config.context_length, config.head_dim)
             budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-            policy = choose_policy(matrices_to_store(gguf_file, shard, config.head_dim), kv_bytes, budget)
+            policy = choose_policy(matrices_to_store(gguf_file, config, shard), kv_bytes, budget)
         return cls(gguf_file, config, policy, shard, collective)
 
     def reset(self) -> None:

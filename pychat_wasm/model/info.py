@@ -8,14 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..gguf.reader import GGUFFile
-
-# Hyperparameters shown by `info`, as suffixes of the `<arch>.` metadata prefix.
-HYPERPARAMETERS = [
-    "context_length", "embedding_length", "block_count", "feed_forward_length",
-    "attention.head_count", "attention.head_count_kv", "attention.key_length", "attention.value_length",
-    "attention.layer_norm_rms_epsilon", "attention.sliding_window", "rope.freq_base", "rope.dimension_count",
-    "vocab_size",
-]
+from .config import HYPERPARAMETERS
 
 
 def model_info(gguf: GGUFFile) -> Dict[str, Any]:
@@ -23,7 +16,7 @@ def model_info(gguf: GGUFFile) -> Dict[str, Any]:
     meta = gguf.metadata
     n_params = sum(t.n_elements for t in gguf.tensors.values())
     tensor_bytes = sum(t.nbytes for t in gguf.tensors.values())
-    hyper = {k: v for k, v in ((k, gguf.arch_value(k)) for k in HYPERPARAMETERS) if v is not None}
+    hyper = {h.key: gguf.arch_value(h.key) for h in HYPERPARAMETERS if gguf.arch_value(h.key) is not None}
     tokens = meta.get("tokenizer.ggml.tokens")
     return {
         "name": meta.get("general.name"),

@@ -1,4 +1,4 @@
-"""The building blocks of the transformer: small numpy functions the forward pass in model.py is made of.
+"""The building blocks of the transformer: small numpy functions the forward pass (forward.py) is made of.
 
 Each takes and returns float32 arrays whose last axis is the feature axis, so the same code runs for a
 whole prompt [n_tokens, ...] and for one decoded token [1, ...].
@@ -66,13 +66,24 @@ def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> Tuple[np.ndarray
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:
-    """Rotate each pair of dimensions of every head [n, heads, head_dim] by its position's angle."""
+    """Rotate each pair of dimensions of every head [..., n, heads, head_dim] by its position's angle.
+
+    cos and sin [n, head_dim/2] from rope_angles; x keeps its dtype (float64 in the trainer's gradient
+    checks). "neox" pairs dimension i with i + head_dim/2, "interleaved" 2i with 2i + 1. The trainer's
+    backward pass rotates by the opposite angle (sin -> -sin).
+
+    >>> x = np.array([[[1.0, 2.0, 3.0, 4.0]]])                          # [n=1, heads=1, head_dim=4]
+    >>> cos, sin = np.zeros((1, 2)), np.ones((1, 2))                    # a quarter turn
+    >>> apply_rope(x, cos, sin, "interleaved").ravel().tolist(), apply_rope(x, cos, sin, "neox").ravel().tolist()
+    ([-2.0, 1.0, -4.0, 3.0], [-3.0, -4.0, 1.0, 2.0])
+    """
     half = x.shape[-1] // 2
     if style == "neox":
         first, second = np.s_[..., :half], np.s_[..., half:]  # dimension i pairs with i + head_dim/2
     else:
         first, second = np.s_[..., 0::2], np.s_[..., 1::2]  # dimension 2i pairs with 2i + 1
-    cos, sin = cos[:, None, :], sin[:, None, :]  # [n, 1, head_dim/2], broadcast over heads
+    cos = cos[:, None, :].astype(x.dtype, copy=False)  # [n, 1, head_dim/2], broadcast over heads
+    sin = sin[:, None, :].astype(x.dtype, copy=False)
     out = np.empty_like(x)
     out[first] = x[first] * cos - x[second] * sin
     out[second] = x[second] * cos + x[first] * sin

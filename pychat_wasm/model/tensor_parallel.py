@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import InvalidSettingError
 from ..gguf.ggml_types import TYPES_BY_ID
+from .config import TENSORS
 from .matrices import Int8Matrix, Matrix, QuantizedMatrix, store_matrix
 
 Span = Tuple[int, int]  # [start, stop)
@@ -164,3 +165,41 @@ def store_column_shard(shard: ColumnShard, policy: str) -> Matrix:
     if policy == "quantized":
         return shard.quantized() if shard.whole_blocks() else Int8Matrix.from_matrix(shard)
     return store_matrix(shard, policy)
+
+
+# ---- what a worker keeps of each tensor ----------------------------------------------------------------------
+
+# GGUF name without "blk.<i>." -> (rows or columns, which span of the ShardPlan), from the tensor schema.
+# Tensors not listed (norms, RoPE factors) every worker keeps whole.
+SHARDED_AS = {spec.name: spec.sharded for spec in TENSORS if spec.sharded}
+
+
+class Slicer:
+    """Which part of each tensor this worker keeps: everything (no plan), or its shard's rows and columns."""
+
+    def __init__(self, plan: Optional[ShardPlan], head_dim: int):
+        self.plan, self.head_dim = plan, head_dim
+
+    def span(self, part: str) -> Span:
+        """Rows of q ("heads"), of k and v ("kv_heads"), FFN units ("ffn") or vocabulary rows ("vocab")."""
+        start, stop = getattr(self.plan, part)
+        scale = self.head_dim if part in ("heads", "kv_heads") else 1
+        return start * scale, stop * scale
+
+    def shard(self, matrix: QuantizedMatrix, name: str):
+        """The kept part of the matrix `name` (a key of SHARDED_AS), before a policy stores it."""
+        if self.plan is None or name not in SHARDED_AS:
+            return matrix
+        cut, part = SHARDED_AS[name]
+        return row_shard(matrix, self.span(part)) if cut == "rows" else ColumnShard(matrix, self.span(part))
+
+    def store(self, matrix: QuantizedMatrix, name: str, policy: str) -> Matrix:
+        kept = self.shard(matrix, name)
+        return store_column_shard(kept, policy) if isinstance(kept, ColumnShard) else store_matrix(kept, policy)
+
+    def vector(self, vector: Optional[np.ndarray], name: str) -> Optional[np.ndarray]:
+        """The kept part of a 1-D tensor (a bias is cut like its matrix's rows)."""
+        if vector is None or self.plan is None or name not in SHARDED_AS:
+            return vector
+        start, stop = self.span(SHARDED_AS[name][1])
+        return vector[start:stop].copy()

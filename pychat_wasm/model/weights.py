@@ -1,19 +1,21 @@
 """The model's weights read from a GGUF file: the parameter tree mirrors the forward pass's call tree.
 
-The big matrices are kept as a storage policy says (weights.py); a worker of a sharded model
-(tensor_parallel.py) keeps only its rows and columns of them.
+Which tensors a layer has, and their shapes, is config.TENSORS's to say. The big matrices are kept as a
+storage policy says (matrices.py); a worker of a sharded model (tensor_parallel.py) keeps only its rows
+and columns of them.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 
 from ..gguf import quants
 from ..errors import GGUFError
 from ..gguf.reader import GGUFFile, TensorInfo
-from .tensor_parallel import ColumnShard, ShardPlan, Span, row_shard, store_column_shard
-from .matrices import Matrix, QuantizedMatrix, store_matrix
+from .config import LAYER_TENSORS, UNFUSED, ModelConfig, layer_tensors
+from .matrices import Matrix, QuantizedMatrix
+from .tensor_parallel import ShardPlan, Slicer, row_shard
 
 
 def gguf_matrix(gguf_file: GGUFFile, name: str) -> QuantizedMatrix:
@@ -32,15 +34,16 @@ def gguf_vector(gguf_file: GGUFFile, name: str) -> Optional[np.ndarray]:
 
 
 class LayerWeights(NamedTuple):
+    """One layer's weights; each field is a config.LAYER_TENSORS row's `field` (None: the file has none)."""
     attn_norm: np.ndarray  # [dim]
     wq: Matrix  # [n_heads * head_dim, dim]
     wk: Matrix  # [n_kv_heads * head_dim, dim]
     wv: Matrix  # [n_kv_heads * head_dim, dim]
     wo: Matrix  # [dim, n_heads * head_dim]
-    q_bias: Optional[np.ndarray]  # qwen2
+    q_bias: Optional[np.ndarray]  # qwen2 [n_heads * head_dim]
     k_bias: Optional[np.ndarray]
     v_bias: Optional[np.ndarray]
-    q_norm: Optional[np.ndarray]  # gemma3: RMSNorm of each head's query [head_dim]
+    q_norm: Optional[np.ndarray]  # gemma3, qwen3: RMSNorm of each head's query [head_dim]
     k_norm: Optional[np.ndarray]
     post_attn_norm: Optional[np.ndarray]  # gemma3: norm of the attention output [dim]
     ffn_norm: np.ndarray  # [dim]
@@ -50,58 +53,38 @@ class LayerWeights(NamedTuple):
     post_ffn_norm: Optional[np.ndarray]  # gemma3
 
 
-# How a worker of a sharded model cuts each matrix: (rows or columns, of which span of its ShardPlan).
-SHARDED_AS = {"attn_q": ("rows", "heads"), "attn_k": ("rows", "kv_heads"), "attn_v": ("rows", "kv_heads"),
-              "attn_output": ("columns", "heads"), "ffn_gate": ("rows", "ffn"), "ffn_up": ("rows", "ffn"),
-              "ffn_down": ("columns", "ffn"), "output": ("rows", "vocab"), "token_embd": ("rows", "vocab")}
+def layer_matrices(gguf_file: GGUFFile, config: ModelConfig, i: int) -> Dict[str, QuantizedMatrix]:
+    """Layer i's matrices by GGUF name without "blk.<i>.", as the file stores them; a fused tensor (phi3's
+    attn_qkv, its gate-and-up ffn_up) is cut into the row blocks it holds, views of its bytes."""
+    blk, found = "blk.%d." % i, {}
+    for spec, shape, _ in layer_tensors(config):
+        if len(shape) != 2 or blk + spec.name not in gguf_file.tensors:
+            continue
+        matrix = gguf_matrix(gguf_file, blk + spec.name)
+        if not spec.holds:
+            found[spec.name] = matrix
+            continue
+        start = 0
+        for part in spec.holds:
+            rows = UNFUSED[part].shape(config)[0]
+            found[part] = row_shard(matrix, (start, start + rows))
+            start += rows
+    return found
 
 
-class _Slicer:
-    """Which part of each tensor this worker keeps: everything, or its shard's rows and columns."""
-
-    def __init__(self, plan: Optional[ShardPlan], head_dim: int):
-        self.plan, self.head_dim = plan, head_dim
-
-    def span(self, part: str) -> Span:
-        """Rows of q ("heads"), of k and v ("kv_heads"), FFN units ("ffn") or vocabulary rows ("vocab")."""
-        start, stop = getattr(self.plan, part)
-        scale = self.head_dim if part in ("heads", "kv_heads") else 1
-        return start * scale, stop * scale
-
-    def shard(self, matrix: QuantizedMatrix, kind: str):
-        """The kept part of the matrix `kind` (a key of SHARDED_AS), before a policy stores it."""
-        if self.plan is None or kind not in SHARDED_AS:
-            return matrix
-        cut, part = SHARDED_AS[kind]
-        return row_shard(matrix, self.span(part)) if cut == "rows" else ColumnShard(matrix, self.span(part))
-
-    def store(self, matrix: QuantizedMatrix, kind: str, policy: str) -> Matrix:
-        kept = self.shard(matrix, kind)
-        return store_column_shard(kept, policy) if isinstance(kept, ColumnShard) else store_matrix(kept, policy)
-
-    def vector(self, vector: Optional[np.ndarray], part: str) -> Optional[np.ndarray]:
-        if vector is None or self.plan is None:
-            return vector
-        start, stop = self.span(part)
-        return vector[start:stop].copy()
-
-
-def load_layer(gguf_file: GGUFFile, i: int, policy: str, head_dim: int,
+def load_layer(gguf_file: GGUFFile, config: ModelConfig, i: int, policy: str,
                plan: Optional[ShardPlan] = None) -> LayerWeights:
-    blk = "blk.%d." % i
-    part = _Slicer(plan, head_dim)
-    matrix = lambda kind: part.store(gguf_matrix(gguf_file, blk + kind + ".weight"), kind, policy)  # noqa: E731
-    vector = lambda name: gguf_vector(gguf_file, blk + name)  # noqa: E731
-    return LayerWeights(
-        attn_norm=vector("attn_norm.weight"),
-        wq=matrix("attn_q"), wk=matrix("attn_k"), wv=matrix("attn_v"), wo=matrix("attn_output"),
-        q_bias=part.vector(vector("attn_q.bias"), "heads"), k_bias=part.vector(vector("attn_k.bias"), "kv_heads"),
-        v_bias=part.vector(vector("attn_v.bias"), "kv_heads"),
-        q_norm=vector("attn_q_norm.weight"), k_norm=vector("attn_k_norm.weight"),
-        post_attn_norm=vector("post_attention_norm.weight"),
-        ffn_norm=vector("ffn_norm.weight"),
-        w_gate=matrix("ffn_gate"), w_up=matrix("ffn_up"), w_down=matrix("ffn_down"),
-        post_ffn_norm=vector("post_ffw_norm.weight"))
+    """Layer i's weights as `policy` keeps them (a worker's part of them with a ShardPlan), per config.TENSORS."""
+    part, matrices = Slicer(plan, config.head_dim), layer_matrices(gguf_file, config, i)
+    read = {spec.name for spec, _, _ in layer_tensors(config)}  # what this architecture reads
+    fields = {}
+    for spec in (s for s in LAYER_TENSORS if s.field):  # a fused tensor's parts have their own rows
+        if spec.name in matrices:
+            fields[spec.field] = part.store(matrices[spec.name], spec.name, policy)
+        else:  # a vector (None when the file has none), or a tensor this architecture never reads
+            vector = gguf_vector(gguf_file, "blk.%d.%s" % (i, spec.name)) if spec.name in read else None
+            fields[spec.field] = part.vector(vector, spec.name)
+    return LayerWeights(**fields)
 
 
 def output_head_name(gguf_file: GGUFFile) -> str:
@@ -114,7 +97,7 @@ def load_output_head(gguf_file: GGUFFile, embedding: QuantizedMatrix, policy: st
     """The output head as `policy` keeps it; tied to the token embedding when the file has no output.weight."""
     name = output_head_name(gguf_file)
     head = embedding if name == "token_embd.weight" else gguf_matrix(gguf_file, name)
-    return _Slicer(plan, 1).store(head, "output", policy)
+    return Slicer(plan, 1).store(head, "output.weight", policy)
 
 
 def stored_matrix_infos(gguf_file: GGUFFile) -> List[TensorInfo]:
@@ -125,8 +108,10 @@ def stored_matrix_infos(gguf_file: GGUFFile) -> List[TensorInfo]:
             if len(info.shape) == 2 and (name.startswith("blk.") or name == head)]
 
 
-def matrices_to_store(gguf_file: GGUFFile, plan: Optional[ShardPlan] = None, head_dim: int = 1) -> list:
+def matrices_to_store(gguf_file: GGUFFile, config: ModelConfig, plan: Optional[ShardPlan] = None) -> list:
     """What this worker will keep of each stored matrix, before any is built (choose_policy's estimate)."""
-    part = _Slicer(plan, head_dim)
-    return [part.shard(gguf_matrix(gguf_file, info.name), info.name.split(".")[-2])
-            for info in stored_matrix_infos(gguf_file)]
+    part = Slicer(plan, config.head_dim)
+    kept = [part.shard(matrix, name) for i in range(config.n_layers)
+            for name, matrix in layer_matrices(gguf_file, config, i).items()]
+    head = output_head_name(gguf_file)
+    return kept + [part.shard(gguf_matrix(gguf_file, head), head)]

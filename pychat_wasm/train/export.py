@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidSettingError
 from ..gguf.writer import GGUFWriter, ValueType
-from ..model.forward import ModelConfig
+from ..model.config import HYPERPARAMETERS, ModelConfig
 
 # general.file_type: llama.cpp's llama_ftype for "all matrices in this type"
 FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7}
@@ -72,16 +72,10 @@ def model_writer(arch: str, metadata: Dict[str, Any], tensors: Dict[str, np.ndar
 def gguf_writer_for(cfg: ModelConfig, params: Dict[str, np.ndarray], tokenizer_metadata: Dict[str, Any],
                     name: str, ggml_type: str = "F32") -> GGUFWriter:
     """A GGUFWriter holding a model trained from scratch; call .write(path) or .to_bytes()."""
-    arch = cfg.arch
     metadata: Dict[str, Any] = {"general.name": name}
-    hyper = {
-        "context_length": cfg.trained_context_length, "embedding_length": cfg.dim, "block_count": cfg.n_layers,
-        "feed_forward_length": cfg.ffn_dim, "attention.head_count": cfg.n_heads,
-        "attention.head_count_kv": cfg.n_kv_heads, "rope.dimension_count": cfg.head_dim,
-        "vocab_size": cfg.vocab_size,
-    }
-    metadata.update(("%s.%s" % (arch, key), int(value)) for key, value in hyper.items())
-    metadata[arch + ".attention.layer_norm_rms_epsilon"] = float(cfg.rms_eps)
-    metadata[arch + ".rope.freq_base"] = float(cfg.rope_base)
+    for row in HYPERPARAMETERS:  # every key ModelConfig.from_gguf reads; no window is no key
+        value = getattr(cfg, row.field)
+        if row.field != "sliding_window" or value:
+            metadata["%s.%s" % (cfg.arch, row.key)] = row.kind(value)
     metadata.update(tokenizer_metadata)
-    return model_writer(arch, metadata, params, ggml_type)
+    return model_writer(cfg.arch, metadata, params, ggml_type)

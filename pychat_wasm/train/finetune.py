@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,16 +24,14 @@ from ..chat.template import ChatTemplate
 from ..errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
 from ..gguf.reader import GGUFFile
 from ..gguf.writer import GGUFWriter
-from ..model.forward import ModelConfig
+from ..model.config import ModelConfig, layer_tensors
 from ..tokenizers import load_tokenizer
 from .data import Conversation, TrainingData, split_validation
 from .export import model_writer
 from .run import LoopSettings, Phase, TrainingRun
 
-TARGETS = {
-    "attn": ("attn_q", "attn_k", "attn_v", "attn_output"),
-    "attn+mlp": ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"),
-}
+# What LoRA adapts: a layer's matrices (model/config.py's LAYER_TENSORS) whose names begin so.
+TARGETS = {"attn": ("attn_",), "attn+mlp": ("attn_", "ffn_")}
 TRAINABLE_ARCHITECTURES = ("llama", "qwen2")
 # Keys the export sets itself rather than copying from the base model.
 OWN_KEYS = ("general.architecture", "general.file_type", "general.alignment")
@@ -77,12 +75,18 @@ def base_parameters(gguf: GGUFFile) -> Dict[str, np.ndarray]:
             for name, info in gguf.tensors.items()}
 
 
+def lora_projections(cfg: ModelConfig, targets: str) -> Tuple[str, ...]:
+    """The projections LoRA adapts in each layer, e.g. ("attn_q", "attn_k", "attn_v", "attn_output")."""
+    return tuple(spec.name[:-len(".weight")] for spec, shape, required in layer_tensors(cfg)
+                 if required and len(shape) == 2 and spec.name.startswith(TARGETS[targets]))
+
+
 def init_adapters(cfg: ModelConfig, params: Dict[str, np.ndarray], targets: str, rank: int,
                   seed: int) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, rank])
     adapters = {}
     for i in range(cfg.n_layers):
-        for projection in TARGETS[targets]:
+        for projection in lora_projections(cfg, targets):
             name = "blk.%d.%s" % (i, projection)
             out_dim, in_dim = params[name + ".weight"].shape
             bound = 1.0 / np.sqrt(in_dim)

@@ -19,6 +19,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ..model.layers import apply_rope
 from ..model.products import matmul
 
 Cache = Tuple[Any, ...]
@@ -101,26 +102,12 @@ def lora_backward(d_y: np.ndarray, x: np.ndarray, a: np.ndarray, b: np.ndarray, 
 
 
 # ----------------------------------------------------------------------------------------------
-# RoPE: rotate each pair of dimensions of every head by its position's angle (layers.apply_rope)
-
-
-def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:
-    """x [B, T, heads, hd], cos/sin [T, hd/2]. `style` as in layers.apply_rope."""
-    half = x.shape[-1] // 2
-    if style == "neox":
-        first, second = np.s_[..., :half], np.s_[..., half:]
-    else:
-        first, second = np.s_[..., 0::2], np.s_[..., 1::2]
-    cos, sin = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)  # [T, 1, hd/2]
-    out = np.empty_like(x)
-    out[first] = x[first] * cos - x[second] * sin
-    out[second] = x[second] * cos + x[first] * sin
-    return out
+# RoPE: the inference model's rotation (layers.apply_rope); its backward is the opposite rotation
 
 
 def rope_backward(d_out: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:
     """A rotation's transpose is the rotation by the opposite angle."""
-    return rope_forward(d_out, cos, -sin, style)
+    return apply_rope(d_out, cos, -sin, style)
 
 
 # ----------------------------------------------------------------------------------------------

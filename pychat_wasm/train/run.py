@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InvalidSettingError
 from ..gguf.writer import GGUFWriter
-from ..model.forward import ModelConfig
+from ..model.config import ModelConfig
 from . import transformer
 from .data import Conversation, Example, encode_conversation, encode_document
 from .optim import AdamW, clip_grad_norm, learning_rate

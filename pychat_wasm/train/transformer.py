@@ -1,13 +1,13 @@
 """The trainable transformer: forward pass keeping what backward needs, then backward, top to bottom.
 
-It is the inference model's sibling (model.py), not its copy: the same `ModelConfig`, the same GGUF tensor
-names as parameter names, the same RoPE layout, so trained parameters are written to GGUF as they are and
-a GGUF model's tensors are the starting point of fine-tuning. Architectures: llama (and qwen2's q/k/v
-biases and rotate-half RoPE), with a tied or separate output head. Each op and its backward is in ops.py.
+It is the inference model's sibling (model/forward.py), not its copy: the same `ModelConfig`, the same GGUF
+tensors (model/config.py's schema) as parameters, the same RoPE (model/layers.apply_rope), so trained
+parameters are written to GGUF as they are and a GGUF model's tensors are the starting point of fine-tuning.
+Architectures: llama (and qwen2's q/k/v biases and rotate-half RoPE), with a tied or separate output head. Each op and its backward is in ops.py.
 
 Parameters live in a dict {GGUF tensor name: array}. A projection "blk.0.attn_q" reads
 "blk.0.attn_q.weight" [out, in], optionally "blk.0.attn_q.bias" [out], and optionally a LoRA adapter
-"blk.0.attn_q.lora_a" [r, in] and ".lora_b" [out, r] that adds lora_scale * x A^T B^T (lora.py).
+"blk.0.attn_q.lora_a" [r, in] and ".lora_b" [out, r] that adds lora_scale * x A^T B^T (ops.lora_forward).
 
     >>> cfg = llama_config(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=48, vocab_size=40)
     >>> params = init_params(cfg, seed=0)
@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from ..model.layers import rope_angles, rope_frequencies
-from ..model.forward import ARCHITECTURES, ModelConfig
+from ..model.config import ModelConfig, expected_shapes
+from ..model.layers import apply_rope, rope_angles, rope_frequencies
 from . import ops
 
 Params = Dict[str, np.ndarray]
@@ -33,33 +33,17 @@ Grads = Dict[str, np.ndarray]
 def llama_config(dim: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int, vocab_size: int,
                  context_length: int = 256, rope_base: float = 10000.0, rms_eps: float = 1e-5) -> ModelConfig:
     """The ModelConfig of a new llama-architecture model (what ModelConfig.from_gguf reads back)."""
-    traits = ARCHITECTURES["llama"]
     return ModelConfig(
         arch="llama", n_layers=n_layers, dim=dim, n_heads=n_heads, n_kv_heads=n_kv_heads,
         head_dim=dim // n_heads, ffn_dim=ffn_dim, vocab_size=vocab_size, context_length=context_length,
-        trained_context_length=context_length, rms_eps=rms_eps, rope_base=rope_base,
-        rope_style=traits.rope_style, activation=traits.activation, embed_scale=1.0, sliding_window=0,
-        global_layer_every=0, local_rope_base=0.0)
-
-
-PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+        trained_context_length=context_length, rms_eps=rms_eps, rope_base=rope_base)
 
 
 def param_shapes(cfg: ModelConfig, tied_output: bool = True) -> Dict[str, Tuple[int, ...]]:
-    """Every parameter of a llama model and its shape, in GGUF order."""
-    q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    shapes = {"token_embd.weight": (cfg.vocab_size, cfg.dim), "output_norm.weight": (cfg.dim,)}
-    if not tied_output:
-        shapes["output.weight"] = (cfg.vocab_size, cfg.dim)
-    for i in range(cfg.n_layers):
-        blk = "blk.%d." % i
-        shapes.update({
-            blk + "attn_norm.weight": (cfg.dim,), blk + "attn_q.weight": (q_dim, cfg.dim),
-            blk + "attn_k.weight": (kv_dim, cfg.dim), blk + "attn_v.weight": (kv_dim, cfg.dim),
-            blk + "attn_output.weight": (cfg.dim, q_dim), blk + "ffn_norm.weight": (cfg.dim,),
-            blk + "ffn_gate.weight": (cfg.ffn_dim, cfg.dim), blk + "ffn_up.weight": (cfg.ffn_dim, cfg.dim),
-            blk + "ffn_down.weight": (cfg.dim, cfg.ffn_dim)})
-    return shapes
+    """Every parameter the architecture requires and its shape, in GGUF order (config.TENSORS); a separate
+    output head unless it is tied to the embedding. Optional tensors (qwen2's biases) are the caller's."""
+    return {name: shape for name, shape, required in expected_shapes(cfg)
+            if required or (name == "output.weight" and not tied_output)}
 
 
 def init_params(cfg: ModelConfig, seed: int, dtype: type = np.float32, tied_output: bool = True) -> Params:
@@ -130,7 +114,7 @@ def block_forward(cfg: ModelConfig, params: Params, blk: str, x: np.ndarray, rop
     q = project_forward(params, blk + "attn_q", h, lora_scale).reshape(B, T, cfg.n_heads, cfg.head_dim)
     k = project_forward(params, blk + "attn_k", h, lora_scale).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
     v = project_forward(params, blk + "attn_v", h, lora_scale).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
-    q, k = ops.rope_forward(q, cos, sin, cfg.rope_style), ops.rope_forward(k, cos, sin, cfg.rope_style)
+    q, k = apply_rope(q, cos, sin, cfg.rope_style), apply_rope(k, cos, sin, cfg.rope_style)
     att, attn = ops.attention_forward(q, k, v)  # [B, T, H * hd]
     x = x + project_forward(params, blk + "attn_output", att, lora_scale)  # residual
     h2, norm2 = ops.rms_norm_forward(x, params[blk + "ffn_norm.weight"], cfg.rms_eps)

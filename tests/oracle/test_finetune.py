@@ -204,6 +204,10 @@ def test_base_parameters_are_the_dequantized_weights(bases, arch):
         np.testing.assert_array_equal(base[t.name], expected, err_msg=t.name)
 
 
+ADAPTED = {"attn": ("attn_q", "attn_k", "attn_v", "attn_output"),  # what each TARGETS choice must adapt
+           "attn+mlp": ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+
+
 @pytest.mark.parametrize("targets", sorted(TARGETS))
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_lora_loss_and_gradients_match_torch_autograd(bases, arch, targets):
@@ -213,9 +217,9 @@ def test_lora_loss_and_gradients_match_torch_autograd(bases, arch, targets):
     assert scale == 1.5
     adapters = {n for n in run.params if is_adapter(n)}
     assert run.trainable == adapters
-    assert len(adapters) == 2 * cfg.n_layers * len(TARGETS[targets])
+    assert len(adapters) == 2 * cfg.n_layers * len(ADAPTED[targets])
     for i in range(cfg.n_layers):
-        for projection in TARGETS[targets]:
+        for projection in ADAPTED[targets]:
             stem = "blk.%d.%s" % (i, projection)
             out_dim, in_dim = run.params[stem + ".weight"].shape
             assert run.params[stem + ".lora_a"].shape == (rank, in_dim)

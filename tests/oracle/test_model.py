@@ -17,7 +17,8 @@ from gguf import GGUFWriter, dequantize, quantize
 import pychat_wasm.model.forward as model_module
 from pychat_wasm.errors import ContextFullError, InvalidSettingError, UnsupportedArchitectureError
 from pychat_wasm.gguf.reader import GGUFFile
-from pychat_wasm.model.forward import DEFAULT_CONTEXT_CAP, Model, attention_mask
+from pychat_wasm.model.config import DEFAULT_CONTEXT_CAP
+from pychat_wasm.model.forward import Model, attention_mask
 from pychat_wasm.model.matrices import Float32Matrix, Int8Matrix, QuantizedMatrix
 from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 

@@ -21,7 +21,8 @@ from gguf_edit import rewrite_gguf
 from pychat_wasm.browser import chat_worker as worker_api
 from pychat_wasm.errors import ContextFullError, InvalidModelError, TokenizerError
 from pychat_wasm.gguf.reader import GGUFFile
-from pychat_wasm.model.forward import Model, ModelConfig
+from pychat_wasm.model.config import ModelConfig
+from pychat_wasm.model.forward import Model
 from pychat_wasm.model.check import check_model
 from pychat_wasm.chat.session import ChatSession
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model

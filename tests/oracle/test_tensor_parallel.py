@@ -14,7 +14,8 @@ import pytest
 
 from pychat_wasm.errors import InvalidSettingError
 from pychat_wasm.gguf.reader import GGUFFile
-from pychat_wasm.model.forward import Model, ModelConfig
+from pychat_wasm.model.config import ModelConfig
+from pychat_wasm.model.forward import Model
 from pychat_wasm.model.tensor_parallel import Collective, max_workers, plan_shards
 from pychat_wasm.model.matrices import Int8Matrix
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model

@@ -44,7 +44,7 @@ def build(case: str):
     rng = np.random.default_rng(zlib.crc32(case.encode()))
     cfg = llama_config(dim=32, n_layers=2, ffn_dim=48, vocab_size=40, rope_base=500.0, **kwargs)
     if arch == "qwen2":
-        cfg = dataclasses.replace(cfg, arch="qwen2", rope_style="neox")
+        cfg = dataclasses.replace(cfg, arch="qwen2")  # rotate-half RoPE
     params = {}
     # Random weights far from the init's near-uniform logits, so every path carries a real gradient.
     for name, shape in param_shapes(cfg, tied_output=tied).items():

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pychat_wasm.model.layers import rope_angles, rope_frequencies
+from pychat_wasm.model.layers import apply_rope, rope_angles, rope_frequencies
 from pychat_wasm.train import ops
 
 torch = pytest.importorskip("torch")
@@ -120,7 +120,7 @@ def test_rope(rng, style):
     cos, sin = rope_angles(np.arange(T), rope_frequencies(hd, 100.0))  # float32 tables, as the trainer's
     tx = leaf(x)
     y_ref = torch_llama.rope(tx, torch.from_numpy(cos), torch.from_numpy(sin), style)
-    y = ops.rope_forward(x, cos, sin, style)
+    y = apply_rope(x, cos, sin, style)
     assert y.dtype == np.float64
     assert_close(y, y_ref)
     d_y = rng.standard_normal(y.shape)
@@ -134,12 +134,12 @@ def test_rope_styles_pair_the_documented_dimensions():
     cos, sin = np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])
     x = np.arange(1.0, hd + 1).reshape(1, 1, 1, hd)  # [1, 2, 3, 4]
     # interleaved: pair (0, 1) rotates by 90 degrees: (1, 2) -> (-2, 1)
-    np.testing.assert_array_equal(ops.rope_forward(x, cos, sin, "interleaved").ravel(), [-2, 1, 3, 4])
+    np.testing.assert_array_equal(apply_rope(x, cos, sin, "interleaved").ravel(), [-2, 1, 3, 4])
     # neox: pair (0, 2) rotates: (1, 3) -> (-3, 1)
-    np.testing.assert_array_equal(ops.rope_forward(x, cos, sin, "neox").ravel(), [-3, 2, 1, 4])
+    np.testing.assert_array_equal(apply_rope(x, cos, sin, "neox").ravel(), [-3, 2, 1, 4])
     for style in ("interleaved", "neox"):
         ref = torch_llama.rope(torch.from_numpy(x), torch.from_numpy(cos), torch.from_numpy(sin), style)
-        np.testing.assert_array_equal(ops.rope_forward(x, cos, sin, style), ref.numpy())
+        np.testing.assert_array_equal(apply_rope(x, cos, sin, style), ref.numpy())
 
 
 @pytest.mark.parametrize("n_heads, n_kv_heads", [(4, 4), (4, 2), (8, 2), (4, 1)],

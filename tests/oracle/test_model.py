@@ -115,6 +115,26 @@ def test_gemma3_layers_follow_the_sliding_window_pattern(tiny_models):
     assert config.embed_scale == pytest.approx(8.0) and config.head_dim == 256
 
 
+def test_qwen3_reads_its_head_dimension_from_key_length(tiny_models):
+    """Not dim / n_heads (16): the tiny qwen3's 4 heads of 128 (the logits above agree with transformers)."""
+    model = Model.from_gguf(tiny_models["qwen3"][0], policy="float32")
+    assert model.config.head_dim == 128 and model.layers[0].wq.shape == (4 * 128, 64)
+    assert model.cache.k.shape[-1] == 128
+
+
+def test_phi3_fused_matrices_are_cut_into_views_of_the_file(tiny_models):
+    """attn_qkv holds q, k, v (GQA: 64, 32, 32 rows) and ffn_up holds gate then up; kept quantized, each part
+    is a view of the file's bytes, not a copy."""
+    path = tiny_models["phi3"][0]
+    gguf = GGUFFile.open(str(path))
+    layer = Model.from_gguf(gguf, policy="quantized").layers[1]
+    assert [m.shape for m in (layer.wq, layer.wk, layer.wv)] == [(64, 64), (32, 64), (32, 64)]
+    assert layer.w_gate.shape == layer.w_up.shape == (96, 64)
+    qkv, gate_up = gguf.tensor_bytes("blk.1.attn_qkv.weight"), gguf.tensor_bytes("blk.1.ffn_up.weight")
+    assert all(np.shares_memory(m.raw, qkv) for m in (layer.wq, layer.wk, layer.wv))
+    assert all(np.shares_memory(m.raw, gate_up) for m in (layer.w_gate, layer.w_up))
+
+
 def test_attention_mask_is_causal_and_windowed():
     first, mask = attention_mask(start_pos=5, n_tokens=2, window=3)
     assert first == 3  # positions 0..2 are outside both queries' windows

@@ -65,6 +65,9 @@ WRONG_SHAPES = [
     ("qwen2", "output.weight", lambda s: (s.vocab_size, s.dim * 2)),
     ("gemma3", "blk.3.attn_q_norm.weight", lambda s: (s.head_dim // 2,)),
     ("gemma3", "blk.5.attn_output.weight", lambda s: (s.dim, s.dim)),
+    ("qwen3", "blk.1.attn_k_norm.weight", lambda s: (s.dim // s.n_heads,)),  # head_dim is key_length, not this
+    ("phi3", "blk.0.attn_qkv.weight", lambda s: (3 * s.n_heads * s.head_dim, s.dim)),  # as if not GQA
+    ("phi3", "blk.1.ffn_up.weight", lambda s: (s.ffn_dim, s.dim)),  # up without the gate
 ]
 
 
@@ -81,7 +84,8 @@ def test_a_tensor_of_the_wrong_shape_is_named_with_expected_and_found_shape(tiny
 
 MISSING = [("llama", "blk.0.ffn_norm.weight"), ("llama", "output_norm.weight"), ("llama", "blk.1.ffn_up.weight"),
            ("qwen2", "blk.1.ffn_gate.weight"), ("gemma3", "blk.2.post_ffw_norm.weight"),
-           ("gemma3", "blk.4.attn_k_norm.weight")]
+           ("gemma3", "blk.4.attn_k_norm.weight"), ("qwen3", "blk.0.attn_q_norm.weight"),
+           ("phi3", "blk.1.attn_qkv.weight")]
 
 
 @pytest.mark.parametrize("arch, tensor", MISSING, ids=[m[0] + ":" + m[1] for m in MISSING])

@@ -25,6 +25,8 @@ SPECS = {
     "llama-9-3": ("llama", TINY_SPECS["llama"]._replace(dim=288, n_heads=9, n_kv_heads=3, head_dim=32)),
     "qwen2": ("qwen2", TINY_SPECS["qwen2"]),
     "gemma3": ("gemma3", TINY_SPECS["gemma3"]),
+    "qwen3": ("qwen3", TINY_SPECS["qwen3"]),
+    "phi3": ("phi3", TINY_SPECS["phi3"]),  # the rows of its fused q/k/v and gate/up matrices are cut per worker
 }
 
 
@@ -77,6 +79,7 @@ def tiny_paths(tmp_path_factory):
 @pytest.mark.parametrize("name, workers, policy", [
     ("llama-9-3", 2, "float32"), ("llama-9-3", 3, "float32"), ("llama-9-3", 2, "quantized"),
     ("llama-9-3", 2, "int8"), ("qwen2", 2, "quantized"), ("qwen2", 3, "float32"), ("gemma3", 2, "float32"),
+    ("qwen3", 2, "quantized"), ("phi3", 2, "quantized"), ("phi3", 3, "float32"),
 ])
 def test_every_worker_computes_the_whole_models_logits(tiny_paths, name, workers, policy):
     whole = Model.from_gguf(tiny_paths[name], policy=policy)

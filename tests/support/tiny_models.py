@@ -47,6 +47,13 @@ TINY_SPECS: Dict[str, TinySpec] = {
     # is global, and a sliding window of 4 so that a 12-token test sequence crosses it.
     "gemma3": TinySpec(dim=64, n_heads=2, n_kv_heads=1, head_dim=256, ffn_dim=96, n_layers=6,
                        vocab_size=64, context_length=64, tied_output=True, sliding_window=4),
+    # qwen3: q/k norms, no biases, and attention.key_length 128 (transformers' Qwen3 default head_dim), not
+    # dim / n_heads = 16, so that reading the head dimension from the file matters
+    "qwen3": TinySpec(dim=64, n_heads=4, n_kv_heads=2, head_dim=128, ffn_dim=96, n_layers=2,
+                      vocab_size=72, context_length=64, tied_output=True, sliding_window=0),
+    # phi3: q, k, v in one attn_qkv matrix (GQA, so the three blocks differ), gate and up in one ffn_up
+    "phi3": TinySpec(dim=64, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96, n_layers=2,
+                     vocab_size=88, context_length=64, tied_output=False, sliding_window=0),
 }
 
 # Token ids the oracle tests feed every tiny model (all below the smallest vocabulary, 64): 12 positions
@@ -56,7 +63,7 @@ TINY_TOKENS = [1, 7, 3, 30, 12, 9, 41, 5, 17, 60, 2, 33]
 # The ggml type each matrix is stored in: a spread of the types the real models use.
 _MATRIX_TYPES = {
     "token_embd": Q.Q8_0, "output": Q.F16,
-    "attn_q": Q.Q4_1, "attn_k": Q.Q5_0, "attn_v": Q.Q8_0, "attn_output": Q.Q4_0,
+    "attn_q": Q.Q4_1, "attn_k": Q.Q5_0, "attn_v": Q.Q8_0, "attn_qkv": Q.Q4_1, "attn_output": Q.Q4_0,
     "ffn_gate": Q.Q5_1, "ffn_up": Q.F32, "ffn_down": Q.Q4_1,
 }
 
@@ -69,8 +76,15 @@ def _tensor_shapes(arch: str, s: TinySpec) -> List[Tuple[str, Tuple[int, ...]]]:
         shapes.append(("output.weight", (s.vocab_size, s.dim)))
     for i in range(s.n_layers):
         blk = "blk.%d." % i
+        shapes += [(blk + "attn_norm.weight", (s.dim,))]
+        if arch == "phi3":  # llama.cpp's fused layout: q, k, v rows in one matrix; the gate's rows, then up's
+            shapes += [(blk + "attn_qkv.weight", (q_dim + 2 * kv_dim, s.dim)),
+                       (blk + "attn_output.weight", (s.dim, q_dim)),
+                       (blk + "ffn_norm.weight", (s.dim,)),
+                       (blk + "ffn_up.weight", (2 * s.ffn_dim, s.dim)),
+                       (blk + "ffn_down.weight", (s.dim, s.ffn_dim))]
+            continue
         shapes += [
-            (blk + "attn_norm.weight", (s.dim,)),
             (blk + "attn_q.weight", (q_dim, s.dim)),
             (blk + "attn_k.weight", (kv_dim, s.dim)),
             (blk + "attn_v.weight", (kv_dim, s.dim)),
@@ -83,9 +97,10 @@ def _tensor_shapes(arch: str, s: TinySpec) -> List[Tuple[str, Tuple[int, ...]]]:
         if arch == "qwen2":
             shapes += [(blk + "attn_q.bias", (q_dim,)), (blk + "attn_k.bias", (kv_dim,)),
                        (blk + "attn_v.bias", (kv_dim,))]
+        if arch in ("gemma3", "qwen3"):
+            shapes += [(blk + "attn_q_norm.weight", (s.head_dim,)), (blk + "attn_k_norm.weight", (s.head_dim,))]
         if arch == "gemma3":
-            shapes += [(blk + "attn_q_norm.weight", (s.head_dim,)), (blk + "attn_k_norm.weight", (s.head_dim,)),
-                       (blk + "post_attention_norm.weight", (s.dim,)), (blk + "post_ffw_norm.weight", (s.dim,))]
+            shapes += [(blk + "post_attention_norm.weight", (s.dim,)), (blk + "post_ffw_norm.weight", (s.dim,))]
     return shapes
 
 
@@ -109,14 +124,17 @@ def _add_metadata(w: GGUFWriter, arch: str, s: TinySpec) -> None:
     w.add_head_count_kv(s.n_kv_heads)
     w.add_layer_norm_rms_eps(1e-6 if arch == "gemma3" else 1e-5)
     w.add_vocab_size(s.vocab_size)
-    if arch == "gemma3":
+    if arch in ("gemma3", "qwen3"):
         w.add_key_length(s.head_dim)
         w.add_value_length(s.head_dim)
+    if arch == "gemma3":
         w.add_sliding_window(s.sliding_window)
         w.add_rope_freq_base(1e6)
     else:
         w.add_rope_dimension_count(s.head_dim)
         w.add_rope_freq_base(10000.0)
+    if arch == "phi3":  # else transformers' Phi3Config pads with id 32000, beyond the tiny vocabulary
+        w.add_pad_token_id(2)
     if s.chat:
         _add_chat_vocabulary(w, arch)
         return
@@ -133,7 +151,7 @@ def _add_metadata(w: GGUFWriter, arch: str, s: TinySpec) -> None:
 def chat_vocabulary(arch: str) -> List[str]:
     """A vocabulary that can write any text: every byte has a token, plus the chat format's control tokens.
 
-    llama and qwen2 get a byte-level BPE (GPT-2's byte-to-character map, ChatML's tokens), gemma3 a
+    llama, qwen2, qwen3 and phi3 get a byte-level BPE (GPT-2's byte-to-character map, ChatML's tokens), gemma3 a
     SentencePiece vocabulary with <0xNN> byte fallback and Gemma's turn tokens.
     """
     if arch == "gemma3":

@@ -49,10 +49,14 @@ PRESETS = {
     # quick and tiny are sized for the browser (numpy without BLAS; a chat step costs about twice a pretraining
     # step): there quick trains in about a minute and tiny in about 7 on 2 cores. quick shows a model learning:
     # a slice of the data, a small model.
-    "quick": Preset(64, 2, 4, 2, 192, 512, 96, 16, 80, 320, 3e-3, 3e-3, max_examples=64),
-    "tiny": Preset(128, 4, 4, 2, 384, 1024, 96, 16, 200, 450, 2e-3, 2e-3),
+    "quick": Preset(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, vocab_size=512, seq_len=96,
+                    batch_size=16, pretrain_steps=80, chat_steps=320, pretrain_lr=3e-3, chat_lr=3e-3,
+                    max_examples=64),
+    "tiny": Preset(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384, vocab_size=1024, seq_len=96,
+                   batch_size=16, pretrain_steps=200, chat_steps=450, pretrain_lr=2e-3, chat_lr=2e-3),
     # natively only: a larger model for larger data
-    "small": Preset(256, 6, 8, 4, 768, 2048, 128, 16, 2000, 3000, 1e-3, 5e-4),
+    "small": Preset(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=768, vocab_size=2048, seq_len=128,
+                    batch_size=16, pretrain_steps=2000, chat_steps=3000, pretrain_lr=1e-3, chat_lr=5e-4),
 }
 DEFAULT_PRESET = "tiny"
 END_OF_TEXT, END_OF_TURN = "<|endoftext|>", "<|im_end|>"
@@ -107,8 +111,9 @@ class ScratchRun(TrainingRun):
         self.tokenizer_metadata = gguf_tokenizer_metadata(vocabulary)
         tokenizer = BPETokenizer(self.tokenizer_metadata)
         spec = settings.spec
-        config = transformer.llama_config(spec.dim, spec.n_layers, spec.n_heads, spec.n_kv_heads, spec.ffn_dim,
-                                          len(vocabulary.tokens), context_length=max(256, spec.seq_len))
+        config = transformer.llama_config(dim=spec.dim, n_layers=spec.n_layers, n_heads=spec.n_heads,
+                                          n_kv_heads=spec.n_kv_heads, ffn_dim=spec.ffn_dim,
+                                          vocab_size=len(vocabulary.tokens), context_length=max(256, spec.seq_len))
         if params is None:
             params = transformer.init_params(config, settings.seed)
         super().__init__(settings.loop(), config, params, tokenizer, chat_template())

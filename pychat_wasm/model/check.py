@@ -17,16 +17,20 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from ..errors import InvalidModelError
+from ..errors import InvalidModelError, UnsupportedArchitectureError
 from ..gguf.ggml_types import TYPES_BY_NAME
 from ..gguf.reader import GGUFFile
 from ..gguf.quants import block_format
-from .config import ModelConfig, dims_text, expected_shapes, layer_tensors, short_value
+from .config import UNSUPPORTED_TENSORS, ModelConfig, dims_text, expected_shapes, layer_tensors, short_value
 
 
 def check_model(gguf_file: GGUFFile, config: ModelConfig) -> None:
     """Raise InvalidModelError unless every tensor the model reads is there, shaped and finite."""
     name = gguf_file.name
+    for tensor, variant in UNSUPPORTED_TENSORS.items():
+        if tensor in gguf_file.tensors:
+            raise UnsupportedArchitectureError("%s uses %s (the tensor %s), which this engine does not support"
+                                               % (name, variant, tensor))
     per_layer = sum(required for _, _, required in layer_tensors(config))
     if config.n_layers > len(gguf_file.tensors) // per_layer:
         raise InvalidModelError("%s: block_count is %d, but its %d tensors cannot hold that many layers: "

@@ -320,6 +320,9 @@ LAYER_TENSORS = (  # in the order the forward pass reads them
 )
 
 TENSORS = MODEL_TENSORS + LAYER_TENSORS
+# Tensors of variants this engine does not run: a file that has them is refused rather than run wrongly.
+UNSUPPORTED_TENSORS = {"rope_factors_long.weight": "LongRoPE scaling (Phi-3 128k)",
+                       "rope_factors_short.weight": "LongRoPE scaling (Phi-3 128k)"}
 UNFUSED = {spec.name: spec for spec in TENSORS if not spec.holds}  # a fused tensor's parts, by name
 
 

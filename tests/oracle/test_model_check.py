@@ -106,6 +106,13 @@ def test_query_norms_without_key_norms_are_refused_in_any_architecture(tiny, tmp
     assert kind == "InvalidModelError" and "blk.0.attn_k_norm.weight" in message
 
 
+def test_a_phi3_with_longrope_factors_is_refused_not_run_without_them(tiny, tmp_path):
+    factors = np.ones(TINY_SPECS["phi3"].head_dim // 2, np.float32)
+    path = rewrite_gguf(tiny["phi3"], tmp_path / "bad.gguf", tensors={"rope_factors_long.weight": factors})
+    kind, message = load_error(path)
+    assert kind == "UnsupportedArchitectureError" and "LongRoPE" in message and "rope_factors_long.weight" in message
+
+
 BAD_METADATA = [
     ({"llama.attention.head_count": 3}, "head_count 3 is not a multiple of head_count_kv 2"),
     ({"llama.attention.head_count_kv": 0}, "n_kv_heads is 0"),

@@ -152,7 +152,8 @@ def chat_vocabulary(arch: str) -> List[str]:
     """A vocabulary that can write any text: every byte has a token, plus the chat format's control tokens.
 
     llama, qwen2, qwen3 and phi3 get a byte-level BPE (GPT-2's byte-to-character map, ChatML's tokens), gemma3 a
-    SentencePiece vocabulary with <0xNN> byte fallback and Gemma's turn tokens.
+    SentencePiece vocabulary with <0xNN> byte fallback and Gemma's turn tokens. phi3's also has Phi-3's <unk>,
+    <s> and </s>: llama.cpp looks them up in every model named phi3 (and refuses to load without them).
     """
     if arch == "gemma3":
         return (["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
@@ -160,7 +161,8 @@ def chat_vocabulary(arch: str) -> List[str]:
     printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     shifted = [b for b in range(256) if b not in printable]
     byte_chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(shifted))]
-    return ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_chars + ["\u0120t", "he", "\u0120the"]
+    phi3 = ["<unk>", "<s>", "</s>"] if arch == "phi3" else []
+    return ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_chars + ["\u0120t", "he", "\u0120the"] + phi3
 
 
 def _add_chat_vocabulary(w: GGUFWriter, arch: str) -> None:
@@ -177,7 +179,7 @@ def _add_chat_vocabulary(w: GGUFWriter, arch: str) -> None:
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("smollm")
     w.add_token_list(tokens)
-    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_token_types([3 if t.startswith("<") and t.endswith(">") else 1 for t in tokens])  # control, normal
     w.add_token_merges(["\u0120 t", "h e", "\u0120t he"])
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)

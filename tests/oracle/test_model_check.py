@@ -94,8 +94,8 @@ def test_a_missing_tensor_is_named(tiny, tmp_path, arch, tensor):
 
 
 def test_a_phi3_layer_without_its_fused_qkv_is_named(tiny, tmp_path):
-    """Not in MISSING: llama.cpp's loader accepts such a file (its phi3 reads attn_qkv as optional, checked in
-    test_llama_cpp_... by hand) and can only fail later; we refuse it at load."""
+    """Not in MISSING: llama.cpp's loader accepts such a file (its phi3 reads attn_qkv as optional; seen with
+    tests/support/llama_cpp_load.mjs) and can only fail later; we refuse it at load."""
     kind, message = load_error(rewrite_gguf(tiny["phi3"], tmp_path / "bad.gguf",
                                             tensors={"blk.1.attn_qkv.weight": None}))
     assert kind == "InvalidModelError" and "blk.1.attn_qkv.weight" in message

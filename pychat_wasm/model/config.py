@@ -22,7 +22,7 @@ architecture loads), transformers' modeling_llama / qwen2 / qwen3 / gemma3 / phi
 
     >>> ARCHITECTURES["qwen3"].qk_norm, ARCHITECTURES["phi3"].fused_qkv
     (True, True)
-    >>> need("required if fused_qkv else absent", ARCHITECTURES["llama"])
+    >>> needed("required if fused_qkv else absent", ARCHITECTURES["llama"])
     'absent'
 """
 from __future__ import annotations
@@ -326,7 +326,7 @@ UNSUPPORTED_TENSORS = {"rope_factors_long.weight": "LongRoPE scaling (Phi-3 128k
 UNFUSED = {spec.name: spec for spec in TENSORS if not spec.holds}  # a fused tensor's parts, by name
 
 
-def need(rule: str, traits: ArchTraits) -> str:
+def needed(rule: str, traits: ArchTraits) -> str:
     """A TensorSpec's need for an architecture: "required", "optional" or "absent" (not read)."""
     words = rule.split()
     if len(words) == 1:
@@ -337,8 +337,8 @@ def need(rule: str, traits: ArchTraits) -> str:
 
 def layer_tensors(config: ModelConfig) -> List[Tuple[TensorSpec, Tuple[int, ...], bool]]:
     """(spec, numpy shape, required) of each tensor a layer of this architecture may have."""
-    return [(spec, spec.shape(config), need(spec.need, config.traits) == "required")
-            for spec in LAYER_TENSORS if need(spec.need, config.traits) != "absent"]
+    return [(spec, spec.shape(config), needed(spec.need, config.traits) == "required")
+            for spec in LAYER_TENSORS if needed(spec.need, config.traits) != "absent"]
 
 
 def expected_shapes(config: ModelConfig) -> Iterator[Tuple[str, Tuple[int, ...], bool]]:

@@ -5,9 +5,13 @@ attribute writes and ranges over 100,000 items. A hostile template can still ask
 (nested loops) or memory (`'x' * 10**9`, `9 ** (9 ** 9)`, doubling a string in a loop, `center(10**9)`).
 Here every way to grow a value is checked before it runs:
 
-    operators   *, **, %, + on sequences and numbers     calls and filters   their arguments and results
-    `~` joins   (through our own code generator)           output              the rendered text
+    operators   *, **, %, + on sequences and numbers     calls and filters   their arguments, the output
+    `~` joins   and block captures (environment.concat)                        their inputs can build
+    output      each printed value and the rendered text                       (template_sizes.py), results
     steps       Python line events while rendering (sys.settrace), so loops without output stop too
+
+A width, count or fill is never checked on its own: `indent(3999999)` is harmless on one line and 1.2 G
+characters on 300, so each call's output is estimated from all of its inputs before it runs.
 
 Anything over a bound raises SecurityError, which the chat template reports as a TemplateError. The bounds
 hold per render_bounded call (it resets them); a plain `render()` shares one running budget.
@@ -18,14 +22,19 @@ hold per render_bounded call (it resets them); a plain `render()` shares one run
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sized
 
 import jinja2.compiler
 import jinja2.sandbox
 from jinja2.exceptions import SecurityError
+from jinja2.filters import make_attrgetter
+from jinja2.utils import _PassArg
+
+from .template_sizes import filter_parameters, method_output_size, method_parameters, shape_of, text_size
 
 MAX_TEXT = 4_000_000  # characters (or items) of any value a template builds: ~16 MB of str at worst
 MAX_WORK = 100_000_000  # estimated characters a single call may touch (s.replace('', t) is len(s) * len(t))
@@ -93,6 +102,29 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
     elif operator == "%" and isinstance(left, str):
         _check_arguments(right if isinstance(right, tuple) else (right,))
         _check_format_string(left)
+        _check_output("%", left, {"arguments": right}, (left, right))
+
+
+def _check_output(name: str, value: Any, params: dict, inputs: Iterable[Any]) -> None:
+    """Refuse a call whose inputs could build more than MAX_TEXT characters (template_sizes.py)."""
+    tracer = sys.gettrace()
+    sys.settrace(None)  # the estimate is our code, not the template's: its clock is checked below instead
+    try:
+        size = shape_of(inputs, MAX_TEXT).text + method_output_size(name, value, params, MAX_TEXT)
+    finally:
+        sys.settrace(tracer)
+    if size > MAX_TEXT:
+        raise SecurityError("the template called %s with inputs that could build %d characters (at most %d)"
+                            % (name or "a function", size, MAX_TEXT))
+    if tracer is _count_step:
+        _check_clock()
+
+
+def _bounded_output(value: Any) -> Any:
+    """Jinja's finalize: a printed value is turned into text only if that text is within MAX_TEXT."""
+    if not isinstance(value, str):
+        _check_output("print", value, {}, (value,))
+    return value
 
 
 def _check_format_string(text: str) -> None:
@@ -102,13 +134,14 @@ def _check_format_string(text: str) -> None:
 
 
 def checked_concat(parts: Iterable[Any]) -> str:
-    """`a ~ b`: Jinja's string join, refusing results over MAX_TEXT."""
-    pieces = [str(p) for p in parts]
-    total = sum(len(p) for p in pieces)
+    """`a ~ b` and the text a block or macro captures: Jinja's string join, refusing results over MAX_TEXT
+    before any part is turned into text."""
+    parts = list(parts)
+    total = sum(text_size(p, MAX_TEXT) for p in parts)
     if total > MAX_TEXT:
         raise SecurityError("the template joins strings into more than %d characters" % MAX_TEXT)
     _charge(total)
-    return "".join(pieces)
+    return "".join([str(p) for p in parts])
 
 
 class _CheckedConcatGenerator(jinja2.compiler.CodeGenerator):
@@ -122,13 +155,37 @@ class _CheckedConcatGenerator(jinja2.compiler.CodeGenerator):
         self.write("))")
 
 
-def bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter (or any function) whose arguments and result are checked like a call's."""
+def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """The filter `name` with its arguments, the output they can build, and its result checked."""
+    signature = inspect.signature(function)
+    passes_context = _PassArg.from_obj(function) is not None
+
     @functools.wraps(function)  # keeps Jinja's pass-environment/context flags
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _check_arguments(list(args) + list(kwargs.values()))
-        return _check_result(function(*args, **kwargs))
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:  # wrong arguments: the filter says so itself
+            return _check_result(function(*args, **kwargs))
+        bound.apply_defaults()
+        _materialize(name, bound.arguments, args[0] if passes_context else None)
+        arguments = dict(list(bound.arguments.items())[int(passes_context):])
+        value, params = filter_parameters(name, arguments)
+        _check_output(name, value, params, arguments.values())
+        return _check_result(function(*bound.args, **bound.kwargs))
     return bounded
+
+
+def _materialize(name: str, arguments: dict, environment: Any) -> None:
+    """`join` and `sum` take any iterable (`messages | map(...)`): list it so its items can be counted."""
+    if name not in ("join", "sum"):
+        return
+    key = "iterable" if name == "sum" else "value"
+    items = arguments.get(key)
+    if name == "sum" and arguments.get("attribute") is not None:
+        items, arguments["attribute"] = map(make_attrgetter(environment, arguments["attribute"]), items), None
+    if not isinstance(items, Sized):
+        arguments[key] = list(items)
 
 
 class BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
@@ -138,9 +195,9 @@ class BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
     code_generator_class = _CheckedConcatGenerator
 
     def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.checked_concat = checked_concat
-        self.filters = {name: bounded_filter(f) for name, f in self.filters.items()}
+        super().__init__(**dict({"finalize": _bounded_output}, **options))
+        self.checked_concat = self.concat = checked_concat  # concat: what blocks and macros capture
+        self.filters = {name: bounded_filter(name, f) for name, f in self.filters.items()}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _check_binop(operator, left, right)
@@ -149,8 +206,16 @@ class BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's API)
         method = getattr(__obj, "__wrapped__", __obj)  # Jinja 3 wraps str.format at attribute access
         owner = getattr(method, "__self__", None)
-        if isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map"):
-            _check_format_string(owner)
+        name = getattr(method, "__name__", "")
+        if isinstance(owner, (str, bytes)):
+            if name in ("format", "format_map"):
+                _check_format_string(str(owner))
+            if name == "join" and args and not isinstance(args[0], Sized):
+                args = (list(args[0]),) + args[1:]
+            call_name, params = method_parameters(owner, name, args, kwargs)
+            _check_output(call_name, owner, params, [owner, *args, *kwargs.values()])
+        else:
+            _check_output("", None, {}, [*args, *kwargs.values()])
         _check_arguments([owner] + list(args) + list(kwargs.values()))
         return _check_result(super().call(__context, __obj, *args, **kwargs))
 
@@ -170,9 +235,14 @@ def _count_step(frame: Any, event: str, arg: Any) -> Any:
     _Budget.steps += 1
     if _Budget.steps > MAX_STEPS:
         raise SecurityError("the template ran for more than %d steps" % MAX_STEPS)
-    if _Budget.steps % 1024 == 0 and time.perf_counter() - _Budget.started > MAX_SECONDS:
-        raise SecurityError("the template ran for more than %g s" % MAX_SECONDS)
+    if _Budget.steps % 1024 == 0:
+        _check_clock()
     return _count_step
+
+
+def _check_clock() -> None:
+    if time.perf_counter() - _Budget.started > MAX_SECONDS:
+        raise SecurityError("the template ran for more than %g s" % MAX_SECONDS)
 
 
 def _collect(pieces: Iterator[str]) -> Iterator[str]:

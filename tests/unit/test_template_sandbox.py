@@ -59,3 +59,61 @@ def test_a_long_conversation_renders_within_the_bounds():
     messages = [{"role": ("user", "assistant")[i % 2], "content": "word " * 400} for i in range(200)]
     text = ChatTemplate(CHATML_TEMPLATE).render(messages)
     assert text.count("<|im_start|>") == 201 and len(text) > 400_000
+
+
+LINES = [{"role": "user", "content": "line\n" * 300}]
+MANY = [{"role": ("user", "assistant")[i % 2], "content": "Hi"} for i in range(60)]
+BIG = "{% set s = 'x' * 1000000 %}{% set l = [s] * 3 %}{% set ll = [l] * 1000 %}"
+
+
+@pytest.mark.parametrize("source, messages", [
+    ("{{ messages[0]['content'] | indent(3999999) }}", LINES),
+    ("{{ messages[0]['content'] | indent('x' * 3999999) }}", LINES),
+    ("{{ ('\\t' * 500).expandtabs(3999999) }}", MESSAGES),
+    ("{{ messages | tojson(indent=3999999) }}", MANY),
+    ("{{ ('x' * 9000).replace('', 'y' * 9999) }}", MESSAGES),
+    ("{{ ('x' * 9000) | replace('', 'y' * 9999) }}", MESSAGES),
+    ("{{ ('{0:>999999}' * 1000).format(1) }}", MESSAGES),
+    ("{{ ('{0}' * 1000).format('x' * 3999999) }}", MESSAGES),
+    ("{{ ('%999999s' * 1000) % ((1,) * 1000) }}", MESSAGES),
+    ("{{ ('%999999s' * 1000) | format(*((1,) * 1000)) }}", MESSAGES),
+    ("{{ ('x' * 900).translate({120: 'y' * 99999}) }}", MESSAGES),
+    (BIG + "{{ ll | join }}", MESSAGES),
+    (BIG + "{{ ''.join(ll | map('string')) }}", MESSAGES),
+    (BIG + "{{ ll }}", MESSAGES),
+    (BIG + "{{ ll ~ '' }}", MESSAGES),
+    (BIG + "{{ ll | string }}", MESSAGES),
+    (BIG + "{{ ll | tojson }}", MESSAGES),
+    (BIG + "{{ '%s' % (ll,) }}", MESSAGES),
+    ("{% set s = 'x' * 1000000 %}{% set b %}{% for i in range(2000) %}{{ s }}{% endfor %}{% endset %}{{ b }}",
+     MESSAGES),
+    ("{% set s = 'x' * 1000000 %}{% macro m() %}{% for i in range(2000) %}{{ s }}{% endfor %}{% endmacro %}"
+     "{{ m() | length }}", MESSAGES),
+    ("{{ ('a.com ' * 100) | urlize(target='t' * 1000000) }}", MESSAGES),
+    ("{{ {('k' * 1000000): [1] * 300} | pprint }}", MESSAGES),
+    ("{{ ([[1] * 1000] * 2000) | sum(start=[]) | length }}", MESSAGES),
+])
+def test_a_width_count_or_fill_multiplied_inside_one_call_is_refused_before_it_runs(source, messages):
+    """A width below MAX_TEXT times the lines, tabs, items or fields of one C call: refused before the call
+    builds anything (the bounds on steps and time cannot see inside it)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError):
+            ChatTemplate(source).render(messages)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_BOUND
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("{{ 'a\\nb' | indent(2) }}", "a\n  b"),
+    ("{{ 'ab'.center(6, '*') }}|{{ '7'.zfill(3) }}|{{ 'a\\tb'.expandtabs(4) }}", "**ab**|007|a   b"),
+    ("{{ 'a-b-c'.replace('-', '+') }}|{{ 'abc' | replace('b', 'x') }}", "a+b+c|axc"),
+    ("{{ ['a', 'b'] | join(', ') }}|{{ '-'.join(messages | map(attribute='role')) }}", "a, b|user"),
+    ("{{ '{0}:{1:>4}'.format('a', 7) }}|{{ '%s=%03d' % ('n', 5) }}|{{ '%s!' | format('hi') }}", "a:   7|n=005|hi!"),
+    ("{{ messages | tojson(indent=2) }}", '[\n  {\n    "role": "user",\n    "content": "Hi"\n  }\n]'),
+    ("{{ [[1], [2, 3]] | sum(start=[]) }}|{{ [{'n': 2}, {'n': 3}] | sum(attribute='n') }}", "[1, 2, 3]|5"),
+])
+def test_the_checked_calls_still_compute_what_jinja_does(source, expected):
+    assert ChatTemplate(source).render(MESSAGES) == expected

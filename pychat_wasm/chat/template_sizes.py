@@ -1,0 +1,185 @@
+"""How much text a template call can build, estimated from its inputs before the call runs.
+
+One C call can multiply a width, count or fill by the number of lines, tabs, items or fields of its
+input: `s | indent(3999999)` over 300 lines is 1.2 G characters, `'\\t' * 500 | expandtabs(3999999)` 2 G,
+`[s] * 1000 | join` or `{{ [[s] * 1000] * 1000 }}` a thousand copies of s. Neither the step count nor
+the clock sees inside a C call, so template_sandbox.py asks these estimates first and refuses a call
+whose output could pass its bound. An estimate is an upper bound up to a small constant factor (quotes
+and escapes of `repr` or JSON); what it must never miss is a product.
+
+    >>> text_size(["ab", "cd"] * 3, limit=100)
+    30
+    >>> method_output_size("indent", "a\\nb\\nc", {"width": 10}, limit=10 ** 6) >= 30
+    True
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Iterable, NamedTuple, Tuple
+
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Undefined
+from jinja2.utils import Namespace
+
+MAX_VISITS = 200_000  # distinct items one estimate may look at: far more than any real conversation holds
+FIELD_SLACK = 320  # characters one format field may add beyond its widths and argument ('%f' of 1e308)
+# Characters that end a line for str.splitlines(), which `indent` and `wordwrap` split on.
+_LINE_ENDS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_DIGIT_RUNS = re.compile(r"\d+")
+_COLLECTIONS = (list, tuple, set, frozenset, range, type({}.keys()), type({}.values()), type({}.items()))
+# The parameters of the str methods that take a width, count, fill or table, in order.
+_METHOD_PARAMETERS = {"center": ("width", "fillchar"), "ljust": ("width", "fillchar"),
+                      "rjust": ("width", "fillchar"), "zfill": ("width",), "expandtabs": ("tabsize",),
+                      "replace": ("old", "new", "count"), "translate": ("table",)}
+
+
+class Shape(NamedTuple):
+    """What a value holds when written out: characters (shared items counted each time they appear),
+    items (each becomes a line of `tojson(indent=...)` or `pprint`), nesting depth, longest dict key."""
+
+    text: int
+    items: int
+    depth: int
+    widest_key: int
+
+
+class _Walk:
+    """One estimate's walk over a value; remembers shared items by id, stops past `limit` characters."""
+
+    def __init__(self, limit: int):
+        self.limit, self.memo, self.visits = limit, {}, 0
+
+    def shape(self, value: Any, depth: int = 0) -> Shape:
+        if isinstance(value, (str, bytes)):
+            return Shape(len(value) + 2, 1, 0, 0)
+        if value is None or isinstance(value, (bool, int, float, Undefined)):
+            return Shape((value.bit_length() + 2) if isinstance(value, int) else 24, 1, 0, 0)
+        known = self.memo.get(id(value))
+        if known is not None:
+            return known
+        if depth > 100:
+            raise SecurityError("the template handed a call a value nested more than 100 deep")
+        if isinstance(value, Namespace):
+            value = object.__getattribute__(value, "_Namespace__attrs")
+        if isinstance(value, dict):
+            pairs = [(self.shape(k, depth + 1), self.shape(v, depth + 1)) for k, v in self._items(value.items())]
+            parts = [p for pair in pairs for p in pair]
+            widest = max([k.text for k, _ in pairs] + [p.widest_key for p in parts], default=0)
+        elif isinstance(value, _COLLECTIONS):
+            parts = [self.shape(item, depth + 1) for item in self._items(value)]
+            widest = max((p.widest_key for p in parts), default=0)
+        else:  # macros, loops, cyclers: a short repr
+            return Shape(64, 1, 0, 0)
+        shape = Shape(2 + sum(p.text + 2 for p in parts), 1 + sum(p.items for p in parts),
+                      1 + max((p.depth for p in parts), default=0), widest)
+        if shape.text > self.limit:
+            raise SecurityError("the template handed a call values of more than %d characters" % self.limit)
+        self.memo[id(value)] = shape
+        return shape
+
+    def _items(self, items: Iterable[Any]) -> Iterable[Any]:
+        for item in items:
+            self.visits += 1
+            if self.visits > MAX_VISITS:
+                raise SecurityError("the template handed a call more than %d items" % MAX_VISITS)
+            yield item
+
+
+def shape_of(values: Iterable[Any], limit: int) -> Shape:
+    """The shape of several values together (a call's arguments); SecurityError past `limit` characters."""
+    return _Walk(limit).shape(list(values))
+
+
+def text_size(value: Any, limit: int) -> int:
+    """Characters `str(value)` may take, up to quotes and escapes."""
+    return len(value) if isinstance(value, str) else _Walk(limit).shape(value).text
+
+
+def _int(value: Any) -> int:
+    return abs(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _width(value: Any) -> int:
+    """A width given as a number of spaces or as the text itself (indent accepts both)."""
+    return len(value) if isinstance(value, str) else _int(value)
+
+
+def _lines(text: str) -> int:
+    return 1 + sum(text.count(end) for end in _LINE_ENDS)
+
+
+def format_output_size(form: str, arguments: Any, limit: int) -> int:
+    """`form % arguments` or `form.format(*arguments)`: every field may hold the widest width or number
+    in the form or the arguments (`'%*d'`, `'{:>{}}'`) and the longest argument (`'{0}{0}{0}'`)."""
+    values = list(arguments.values()) if isinstance(arguments, dict) else \
+        list(arguments) if isinstance(arguments, (tuple, list)) else [arguments]
+    fields = form.count("%") + form.count("{")
+    widths = [int(run) for run in _DIGIT_RUNS.findall(form)] + [_int(v) for v in values]
+    longest = max((text_size(v, limit) for v in values), default=0)
+    return len(form) + fields * (max(widths, default=0) + longest + FIELD_SLACK)
+
+
+def _replace_size(text: str, old: Any, new: Any, count: Any) -> int:
+    old, new = str(old), str(new)
+    found = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return len(text) + found * len(new)
+
+
+def method_output_size(name: str, value: Any, params: Dict[str, Any], limit: int) -> int:
+    """Characters a filter or str method `name` may build from `value` (the text or sequence it works on)
+    and its other parameters, beyond what text_size of the inputs already counts."""
+    text = value if isinstance(value, (str, bytes)) else ""
+    if name in ("center", "ljust", "rjust", "zfill"):
+        return _int(params.get("width"))
+    if name == "indent":
+        return (_lines(str(value)) + 1) * _width(params.get("width"))
+    if name == "expandtabs":
+        return text.count("\t" if isinstance(text, str) else b"\t") * _int(params.get("tabsize", 8))
+    if name == "replace" and isinstance(value, str):
+        return _replace_size(value, params.get("old"), params.get("new"), params.get("count"))
+    if name == "join":
+        return len(params.get("items", ())) * len(str(params.get("separator", "")))
+    if name in ("format", "%"):
+        return format_output_size(str(value), params.get("arguments", ()), limit)
+    if name == "translate" and isinstance(params.get("table"), dict):
+        return len(text) * max((text_size(v, limit) for v in params["table"].values()), default=0)
+    if name == "wordwrap":
+        return (len(str(value)) + 1) * len(str(params.get("wrapstring") or "\n"))
+    if name == "truncate":
+        return len(str(params.get("end", "")))
+    if name == "urlize":
+        words = len(str(value)) // 2 + 1
+        return 11 * len(str(value)) + words * (text_size(params.get("target") or "", limit)
+                                               + text_size(params.get("rel") or "", limit) + 64)
+    if name == "sum":  # sum(lists, start=[]) copies the growing list once per item
+        return len(value) * sum(len(v) for v in value if isinstance(v, (list, tuple, str)))
+    if name in ("tojson", "pprint"):
+        shape = _Walk(limit).shape(value)
+        per_level = _width(params.get("indent")) if name == "tojson" else shape.widest_key + 4
+        wrapped = shape.text // 40 if name == "pprint" else 0  # pprint breaks long strings into lines
+        return (shape.items + wrapped) * (shape.depth * per_level + 1)
+    return 0
+
+
+def filter_parameters(name: str, arguments: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """A filter's bound arguments (context first dropped) as (the value it works on, named parameters)."""
+    names = list(arguments)
+    value, params = arguments[names[0]], {k: arguments[k] for k in names[1:]}
+    if name == "join":
+        params = {"items": value, "separator": params.get("d", "")}
+    elif name == "format":
+        params = {"arguments": params.get("kwargs") or params.get("args", ())}
+    return value, params
+
+
+def method_parameters(owner: Any, name: str, args: tuple, kwargs: dict) -> Tuple[str, Dict[str, Any]]:
+    """A str method's arguments as (the name its estimate goes by, named parameters)."""
+    if name == "join":
+        return "join", {"items": args[0] if args else (), "separator": owner}
+    if name in ("format", "format_map"):
+        arguments = list(args[0].values()) if name == "format_map" and args and isinstance(args[0], dict) \
+            else list(args) + list(kwargs.values())
+        return "format", {"arguments": arguments}
+    return name, dict(zip(_METHOD_PARAMETERS.get(name, ()), args), **kwargs)

@@ -5,7 +5,8 @@ How llama.cpp's `llm_tokenizer_bpe` turns plain text into ids, and so do we:
    (" world", "123", "\\n").
 2. Spell each word's UTF-8 bytes in GPT-2's printable byte alphabet (space -> "Ġ", newline -> "Ċ").
    Gemma 4 (`tokenizer.ggml.model = gemma4`) instead keeps the text and writes spaces as "▁".
-3. Merge: repeatedly join the adjacent pair with the lowest merge rank (the leftmost if tied).
+3. Merge: repeatedly join the adjacent pair with the lowest merge rank (the leftmost if tied), with a
+   priority queue (merge.py).
    A piece the merges leave outside the vocabulary becomes its byte tokens.
    Words repeat a lot, so the ids of each word are cached.
 """
@@ -16,6 +17,7 @@ from typing import Any, Dict, List
 from ..errors import TokenizerError
 from .pretokenizers import resolve_pre_tokenizer, split_pre_tokens
 from .base import SPACE, Tokenizer
+from .merge import merge_adjacent
 from .unicode_regex import compile_unicode_regex
 
 
@@ -62,33 +64,15 @@ def unspell_bytes(spelled: str) -> bytes:
 
 
 def bpe_merge(word: str, ranks: Dict[str, int]) -> List[str]:
-    """Join adjacent symbols of `word`, lowest merge rank first; `ranks` maps "left right" to its rank.
+    """Join adjacent symbols of `word`, lowest merge rank first (ties: leftmost); `ranks` maps "left right"
+    to its rank. O(n log n) in the length of the word (merge.py).
 
     >>> bpe_merge("hello", {"l l": 0, "h e": 1, "ll o": 2, "he llo": 3})
     ['hello']
     >>> bpe_merge("aaa", {"a a": 0})
     ['aa', 'a']
     """
-    parts = list(word)
-    while len(parts) > 1:
-        best_rank, left, right = None, "", ""
-        for a, b in zip(parts, parts[1:]):
-            rank = ranks.get(a + " " + b)
-            if rank is not None and (best_rank is None or rank < best_rank):
-                best_rank, left, right = rank, a, b
-        if best_rank is None:
-            break
-        merged: List[str] = []
-        i = 0
-        while i < len(parts):  # join every occurrence, left to right
-            if i + 1 < len(parts) and parts[i] == left and parts[i + 1] == right:
-                merged.append(left + right)
-                i += 2
-            else:
-                merged.append(parts[i])
-                i += 1
-        parts = merged
-    return parts
+    return merge_adjacent(list(word), lambda left, right: ranks.get(left + " " + right))
 
 
 class BPETokenizer(Tokenizer):

@@ -12,11 +12,11 @@ Decoding undoes it: "▁" becomes " " and byte tokens give back their byte.
 """
 from __future__ import annotations
 
-import heapq
 from typing import Any, Dict, List
 
 from ..errors import TokenizerError
 from .base import BYTE, SPACE, Tokenizer, byte_token_value, read_number_list
+from .merge import merge_adjacent
 
 
 def spm_merge(text: str, token_ids: Dict[str, int], scores: List[float]) -> List[str]:
@@ -27,35 +27,11 @@ def spm_merge(text: str, token_ids: Dict[str, int], scores: List[float]) -> List
     >>> spm_merge("abc", {"ab": 0, "bc": 1}, [-2.0, -1.0])
     ['a', 'bc']
     """
-    pieces = list(text)  # one symbol per character; a merged-away symbol becomes ""
-    next_of = list(range(1, len(pieces) + 1))
-    prev_of = list(range(-1, len(pieces) - 1))
-    if pieces:
-        next_of[-1] = -1
-    queue: list = []  # (-score, left index, right index, joined length): best score, then leftmost
+    def priority(left: str, right: str):
+        token_id = token_ids.get(left + right)
+        return None if token_id is None else -scores[token_id]
 
-    def offer(left: int, right: int) -> None:
-        if left < 0 or right < 0:
-            return
-        joined = pieces[left] + pieces[right]
-        token_id = token_ids.get(joined)
-        if token_id is not None:
-            heapq.heappush(queue, (-scores[token_id], left, right, len(joined)))
-
-    for i in range(1, len(pieces)):
-        offer(i - 1, i)
-    while queue:
-        _, left, right, size = heapq.heappop(queue)
-        if not pieces[left] or not pieces[right] or len(pieces[left]) + len(pieces[right]) != size:
-            continue  # stale: one side was merged since this pair was offered
-        pieces[left] += pieces[right]
-        pieces[right] = ""
-        next_of[left] = next_of[right]
-        if next_of[right] >= 0:
-            prev_of[next_of[right]] = left
-        offer(prev_of[left], left)
-        offer(left, next_of[left])
-    return [p for p in pieces if p]
+    return merge_adjacent(list(text), priority)
 
 
 class SPMTokenizer(Tokenizer):

@@ -20,7 +20,7 @@ from pychat_wasm.errors import TokenizerError
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.tokenizers import load_tokenizer
 from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS, split_pre_tokens
-from pychat_wasm.tokenizers.bpe import bytes_to_unicode
+from pychat_wasm.tokenizers.bpe import bpe_merge, bytes_to_unicode
 from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex
 
 CORPUS = [
@@ -300,6 +300,31 @@ def test_bpe_per_pre_tokenizer_matches_hf_tokenizers(tmp_path, smollm2_vocab, pr
         assert ours.encode(text, add_special=False) == ref.encode(text, add_special_tokens=False).ids, text
 
 
+LONG_WORDS = ["a" * 5000, "abc" * 3000, "".join(chr(ord("a") + (i * i + 7 * i) % 26) for i in range(20000)),
+              "Ünïcödé" * 1500, "我爱北京天安门" * 1000]
+
+
+def test_long_words_without_spaces_match_hf_tokenizers(tmp_path, smollm2_vocab):
+    """Words of thousands of symbols: the priority-queue merge gives HF tokenizers' ids."""
+    ours = load_tokenizer(_write_bpe_gguf(tmp_path / "tiny.gguf", smollm2_vocab, "smollm"))
+    ref = _hf_bpe_tokenizer(smollm2_vocab, "smollm")
+    for word in LONG_WORDS:
+        assert len(ours.encode(word, add_special=False)) > 100
+        assert ours.encode(word, add_special=False) == ref.encode(word, add_special_tokens=False).ids, word[:20]
+
+
+def test_a_pair_made_by_a_merge_can_outrank_the_merge_in_progress():
+    """Merges in rank order, not "every occurrence of the best pair, then the next": with "ab a" ranked
+    before "a b", "abab" is aba|b for HF tokenizers and llama.cpp (merging both "a b" first gives ab|ab)."""
+    from tokenizers import Tokenizer, models
+
+    vocab, merges = {"a": 0, "b": 1, "ab": 2, "aba": 3, "abab": 4}, [("ab", "a"), ("a", "b"), ("ab", "ab")]
+    ref = Tokenizer(models.BPE(vocab, merges))
+    expected = [t for t in ref.encode("abab").tokens]
+    assert expected == ["aba", "b"]
+    assert bpe_merge("abab", {"%s %s" % m: rank for rank, m in enumerate(merges)}) == expected
+
+
 @pytest.mark.parametrize("pre", ["no-such-pre", None])
 def test_unknown_or_missing_pre_warns_and_falls_back_to_gpt2(tmp_path, smollm2_vocab, pre):
     path = _write_bpe_gguf(tmp_path / "tiny.gguf", smollm2_vocab, pre)
@@ -337,7 +362,7 @@ def test_bad_metadata_raises_tokenizer_error(metadata, message):
 
 
 @pytest.mark.parametrize("module", ["pychat_wasm.tokenizers.base", "pychat_wasm.tokenizers.bpe", "pychat_wasm.tokenizers.spm",
-                                    "pychat_wasm.tokenizers.wpm", "pychat_wasm.tokenizers.pretokenizers", "pychat_wasm.tokenizers.unicode_regex"])
+                                    "pychat_wasm.tokenizers.merge", "pychat_wasm.tokenizers.wpm", "pychat_wasm.tokenizers.pretokenizers", "pychat_wasm.tokenizers.unicode_regex"])
 def test_docstring_examples(module):
     import doctest
     import importlib

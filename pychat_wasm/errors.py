@@ -30,6 +30,22 @@ class CorruptHeaderError(GGUFError):
     """The header holds impossible values: absurd counts, lengths or offsets."""
 
 
+class NestedArrayError(CorruptHeaderError):
+    """A metadata array whose elements are arrays: llama.cpp and gguf-py refuse them, and so do we."""
+
+
+class DuplicateKeyError(CorruptHeaderError):
+    """The same metadata key twice: readers would disagree about which value holds (llama.cpp refuses)."""
+
+
+class DuplicateTensorError(CorruptHeaderError):
+    """Two tensors with the same name."""
+
+
+class OverlappingTensorsError(CorruptHeaderError):
+    """Two tensors whose data share bytes: writing one would change the other."""
+
+
 class InvalidModelError(GGUFError):
     """The tensors or hyperparameters contradict the architecture: a missing tensor, a shape that disagrees
     with the metadata, head counts that do not divide, a vocabulary that does not match the embedding,

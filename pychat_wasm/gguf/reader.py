@@ -24,14 +24,18 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..errors import (CorruptHeaderError, HeaderTruncatedError, NotGGUFError, TruncatedFileError,
-                     UnsupportedVersionError)
+from ..errors import (CorruptHeaderError, DuplicateKeyError, DuplicateTensorError, HeaderTruncatedError,
+                      NestedArrayError, NotGGUFError, OverlappingTensorsError, TruncatedFileError,
+                      UnsupportedVersionError)
 from .ggml_types import ggml_type
 
 GGUF_MAGIC = 0x46554747  # b"GGUF" read as a little-endian u32
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
+# Numeric arrays up to this many elements become lists; longer ones stay zero-copy numpy views of the file,
+# so a metadata array costs no more memory than its bytes (as a list, 50 MB of u8 would take 400 MB).
+MAX_LISTED_ELEMENTS = 1 << 20
 
 # value type id -> (name, struct format or None for string/array)
 _SCALARS = {
@@ -142,15 +146,14 @@ class _Cursor:
         if elem_type == _STRING:
             return self.strings(self.count("string count of " + key, 8), "element of " + key)
         if elem_type == _ARRAY:
-            n = self.count("array count of " + key, 12)
-            return [self.array(key) for _ in range(n)]
+            raise NestedArrayError("metadata %r is an array of arrays, which GGUF readers refuse" % key)
         if elem_type not in _NUMPY_SCALARS:
             raise CorruptHeaderError("unknown array element type %d in %s" % (elem_type, key))
         dtype = np.dtype(_NUMPY_SCALARS[elem_type]).newbyteorder("<")
         n = self.count("element count of " + key, dtype.itemsize)
         values = np.frombuffer(self.buf, dtype=dtype, count=n, offset=self.pos)
         self.pos += n * dtype.itemsize
-        return values.tolist()  # one C loop, fast even for 262k scores
+        return values.tolist() if n <= MAX_LISTED_ELEMENTS else values  # tolist: one C loop, fast for 262k
 
     def value(self, value_type: int, key: str) -> Any:
         if value_type in _SCALARS:
@@ -195,6 +198,8 @@ class GGUFFile:
         self.metadata: Dict[str, Any] = {}
         for _ in range(n_kv):
             key = cur.string("metadata key")
+            if key in self.metadata:
+                raise DuplicateKeyError("%s: metadata key %r appears twice" % (self.name, key))
             self.metadata[key] = cur.value(cur.scalar("<I", "value type of " + key), key)
         self.alignment = self._alignment()
         infos = [self._read_tensor_info(cur) for _ in range(n_tensors)]
@@ -203,7 +208,10 @@ class GGUFFile:
         packed_size = sum(-(-info[4] // self.alignment) * self.alignment for info in infos)
         self.tensors: Dict[str, TensorInfo] = {}
         for name, shape, type_id, rel_offset, nbytes in infos:
+            if name in self.tensors:
+                raise DuplicateTensorError("%s: tensor %r appears twice" % (self.name, name))
             self.tensors[name] = self._place_tensor(name, shape, type_id, rel_offset, nbytes, packed_size)
+        self._refuse_overlaps()
 
     @classmethod
     def open(cls, path: str) -> "GGUFFile":
@@ -280,6 +288,14 @@ class GGUFFile:
             raise TruncatedFileError("%s is truncated: tensor %s needs %d bytes at offset %d, %d bytes are missing"
                                      " (file has %d bytes)" % (self.name, name, nbytes, start, missing, self.size))
         return TensorInfo(name, shape, type_id, start, nbytes)
+
+    def _refuse_overlaps(self) -> None:
+        placed = sorted((t for t in self.tensors.values() if t.nbytes), key=lambda t: t.offset)
+        for before, after in zip(placed, placed[1:]):
+            if after.offset < before.offset + before.nbytes:
+                raise OverlappingTensorsError("%s: tensors %r and %r share bytes (offsets %d and %d, the first"
+                                              " takes %d)" % (self.name, before.name, after.name,
+                                                              before.offset, after.offset, before.nbytes))
 
     # -- data ------------------------------------------------------------------------------------
 

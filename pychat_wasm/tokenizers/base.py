@@ -30,6 +30,8 @@ import codecs
 import re
 from typing import Any, Dict, Iterable, List, Optional, Set, Union
 
+import numpy as np
+
 from ..errors import TokenizerError
 
 SPACE = "\u2581"  # "▁", how SentencePiece (and Gemma 4's BPE) writes a space
@@ -291,6 +293,8 @@ def read_number_list(metadata: Dict[str, Any], key: str, n: int, default: Any) -
     value = metadata.get(key)
     if value is None:
         return [default] * n
+    if isinstance(value, np.ndarray) and value.ndim == 1:  # the reader keeps arrays over 1M numbers in numpy
+        value = value.tolist()
     if not isinstance(value, list) or len(value) != n:
         raise TokenizerError("%s must have one value for each of the %d tokens, found %s"
                              % (key, n, len(value) if isinstance(value, list) else type(value).__name__))

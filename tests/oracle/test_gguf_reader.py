@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import gguf
 import numpy as np
 import pytest
 
-from pychat_wasm.errors import (CorruptHeaderError, GGUFError, NotGGUFError, TruncatedFileError,
+from pychat_wasm.errors import (CorruptHeaderError, DuplicateKeyError, DuplicateTensorError, GGUFError,
+                                NestedArrayError, NotGGUFError, OverlappingTensorsError, TruncatedFileError,
                                 UnknownTensorTypeError, UnsupportedVersionError)
 from pychat_wasm.gguf.reader import GGUFFile
 
@@ -21,7 +23,6 @@ ARRAYS = {
     "arr.ints": [1, -2, 3],
     "arr.floats": [0.5, -1.25],
     "arr.strings": ["a", "", "ü▁"],
-    "arr.nested": [[1, 2], [3, 4, 5]],
 }
 
 
@@ -194,6 +195,77 @@ def test_too_many_dimensions(sample):
     struct.pack_into("<I", data, _tensor_info_pos(data, "vec"), 9)
     with pytest.raises(CorruptHeaderError, match="9 dimensions"):
         GGUFFile(data)
+
+
+def test_nested_arrays_are_refused_with_their_key(tmp_path):
+    """gguf-py writes arrays of arrays; llama.cpp refuses them, and so do we (typed, not a RecursionError)."""
+    w = gguf.GGUFWriter(str(tmp_path / "nested.gguf"), "llama")
+    w.add_array("arr.nested", [[1, 2], [3, 4, 5]])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    with pytest.raises(NestedArrayError, match="arr.nested"):
+        GGUFFile.open(str(tmp_path / "nested.gguf"))
+
+
+def test_deeply_nested_arrays_fail_typed():
+    """7 KB of arrays of arrays (each level: element type ARRAY, count 1) crashed the reader's recursion."""
+    key = b"deep"
+    header = struct.pack("<IIQQ", 0x46554747, 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
+    data = header + struct.pack("<IQ", 9, 1) * 600 + struct.pack("<IQ", 4, 1) + struct.pack("<I", 7)
+    with pytest.raises(NestedArrayError, match="deep"):
+        GGUFFile(data)
+
+
+def _renamed(data: bytes, old: str, new: str) -> bytearray:
+    """The file with the length-prefixed name `old` (a key or tensor name) spelled `new` (same length)."""
+    encoded = struct.pack("<Q", len(old)) + old.encode()
+    pos = bytes(data).index(encoded)
+    out = bytearray(data)
+    out[pos + 8:pos + 8 + len(new)] = new.encode()
+    return out
+
+
+def test_duplicate_metadata_keys_are_refused_as_gguf_py_does(sample, tmp_path):
+    dup = tmp_path / "dup.gguf"
+    dup.write_bytes(_renamed(sample.read_bytes(), "test.i8", "test.u8"))
+    with pytest.raises(KeyError, match="test.u8"):
+        gguf.GGUFReader(str(dup))
+    with pytest.raises(DuplicateKeyError, match="test.u8"):
+        GGUFFile.open(str(dup))
+
+
+def test_duplicate_tensor_names_are_refused_as_gguf_py_does(sample, tmp_path):
+    dup = tmp_path / "dup.gguf"
+    dup.write_bytes(_renamed(sample.read_bytes(), "mat", "vec"))
+    with pytest.raises(ValueError, match="vec"):
+        gguf.GGUFReader(str(dup))
+    with pytest.raises(DuplicateTensorError, match="vec"):
+        GGUFFile.open(str(dup))
+
+
+def test_overlapping_tensors_are_refused(sample):
+    """llama.cpp requires each tensor to start where the one before ends; two sharing bytes are refused."""
+    data = bytearray(sample.read_bytes())
+    vec_offset = struct.unpack_from("<Q", data, _tensor_info_pos(data, "vec") + 4 + 8 + 4)[0]
+    struct.pack_into("<Q", data, _tensor_info_pos(data, "cube") + 4 + 3 * 8 + 4, vec_offset)
+    with pytest.raises(OverlappingTensorsError, match="vec.*cube|cube.*vec"):
+        GGUFFile(data)
+
+
+def test_a_large_metadata_array_costs_about_its_bytes():
+    """50 MB of u8 as a list of Python ints took 350 MB; past 1M numbers the reader keeps a numpy view."""
+    key, big = b"arr.big", np.arange(4_000_000, dtype=np.uint8)
+    data = (struct.pack("<IIQQ", 0x46554747, 3, 0, 1) + struct.pack("<Q", len(key)) + key
+            + struct.pack("<IIQ", 9, 0, big.size) + big.tobytes())
+    tracemalloc.start()
+    try:
+        parsed = GGUFFile(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(parsed.metadata["arr.big"], big)
+    assert peak < len(data) // 4
 
 
 def test_empty_file_on_disk(tmp_path):

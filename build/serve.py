@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "dist" / "site"
@@ -51,34 +51,54 @@ CSP_HEADER_ONLY = "; frame-ancestors 'none'"
 # blocked. A host that cannot send these gets them from the service worker (web/sw.js): from the second load on.
 ISOLATION_HEADERS = (("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Embedder-Policy", "require-corp"),
                      ("Cross-Origin-Resource-Policy", "same-origin"))
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)  # range units are case-insensitive
 COPY_CHUNK = 1 << 20
 
 
-def parse_range(header: str, size: int):
-    """The (start, stop) byte span a single-range `Range` header asks for, None if absent or unsatisfiable.
+def _number(digits: str, size: int) -> int:
+    """A byte position of any length: numbers past the file (even of 5,000 digits) count as size + 1, so
+    int() never meets a number longer than Python converts (4,300 digits)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(size)) else size + 1
+
+
+def _order(digits: str) -> Tuple[int, str]:
+    """A key that orders numbers written in digits, however long, without converting them."""
+    digits = digits.lstrip("0") or "0"
+    return len(digits), digits
+
+
+def parse_range(header: Optional[str], size: int) -> Tuple[int, Tuple[int, int]]:
+    """How to answer a `Range` header (RFC 9110 14.2): (status, (start, stop) of the bytes to send).
+
+    200 with the whole file when there is no header or it is to be ignored: not one valid byte range
+    (malformed, reversed, another unit) or several ranges (we send no multipart answers). 206 with the
+    span of a satisfiable range; 416 when the one range starts past the end (or asks for the last 0 bytes).
 
     >>> parse_range("bytes=10-", 100), parse_range("bytes=-10", 100), parse_range("bytes=5-9", 100)
-    ((10, 100), (90, 100), (5, 10))
-    >>> parse_range("bytes=100-", 100) is None
-    True
+    ((206, (10, 100)), (206, (90, 100)), (206, (5, 10)))
+    >>> parse_range("bytes=100-", 100), parse_range("bytes=9-5", 100), parse_range("bytes=0-1,5-6", 100)
+    ((416, (0, 0)), (200, (0, 100)), (200, (0, 100)))
     """
-    match = _RANGE.match(header.strip())
+    match = _RANGE.match(header.strip()) if header else None
     if not match or match.group(1) == match.group(2) == "":
-        return None
+        return 200, (0, size)
     first, last = match.group(1), match.group(2)
     if first == "":  # suffix range: the last N bytes
-        start, stop = max(0, size - int(last)), size
-    else:
-        start = int(first)
-        stop = min(size, int(last) + 1) if last else size
-    if start >= size or start >= stop:
-        return None
-    return start, stop
+        length = _number(last, size)
+        return (206, (max(0, size - length), size)) if length > 0 and size > 0 else (416, (0, 0))
+    if last and _order(last) < _order(first):
+        return 200, (0, size)  # last before first: an invalid range, ignored
+    start = _number(first, size)
+    stop = min(size, _number(last, size) + 1) if last else size
+    if start >= size:
+        return 416, (0, 0)
+    return 206, (start, stop)
 
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single Range requests (206 / 416) and `no-cache` so updates are always seen."""
+    """Static files with single Range requests (206 / 416, or 200 when ignored) and `no-cache` so updates are
+    always seen."""
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
 
@@ -93,23 +113,19 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         size = stat.st_size
         etag = '"%x-%x"' % (stat.st_mtime_ns, size)
         last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
-        span = (0, size)
         range_header = self.headers.get("Range")
-        if_range = self.headers.get("If-Range")
-        if range_header and if_range not in (None, etag, last_modified):
+        if self.headers.get("If-Range") not in (None, etag, last_modified):
             range_header = None  # the file changed since the client's copy began: send all of it
-        if range_header:
-            span = parse_range(range_header, size)
-            if span is None:
-                self.send_response(416)
-                self.send_header("Content-Range", "bytes */%d" % size)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return None
-            self.send_response(206)
+        status, span = parse_range(range_header, size)
+        if status == 416:
+            self.send_response(416)
+            self.send_header("Content-Range", "bytes */%d" % size)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        self.send_response(status)
+        if status == 206:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (span[0], span[1] - 1, size))
-        else:
-            self.send_response(200)
         self.send_header("Content-Type", self.guess_type(str(path)))
         self.send_header("Content-Length", str(span[1] - span[0]))
         self.send_header("Accept-Ranges", "bytes")

@@ -98,8 +98,9 @@ class FaultyHandler(serve.SiteHandler):
         span = None
         stale = self.headers.get("If-Range") not in (None, model.etag, model.last_modified)
         if entry["range"] and not fault.ignore_range and (fault.ignore_if_range or not stale):
-            span = serve.parse_range(entry["range"], len(data))
-            if span is None:
+            status, span = serve.parse_range(entry["range"], len(data))
+            span = span if status == 206 else None
+            if status == 416:
                 entry["status"] = 416
                 self.send_response(416)
                 self.send_header("Content-Range", "bytes */%d" % len(data))

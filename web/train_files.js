@@ -1,7 +1,8 @@
 /*
  * train_files.js: what the Train panel trains on: the built-in corpus, or the user's own files (picked or
  * dropped). It owns the list of chosen files. A file is checked before it joins the list: its size against
- * Python's limit (limits().max_data_bytes) before a byte of it is read, then that it is UTF-8 text, then
+ * Python's limits (limits().max_data_bytes, and max_total_data_bytes for all chosen files together) before a
+ * byte of it is read, then that it is UTF-8 text, then
  * by Python itself (describe_files: the same parser training uses). A file that fails any check is not
  * added, and the message says why; nothing else changes.
  *
@@ -59,7 +60,14 @@
     /* Check every file, then add all of them (and use them), or none. */
     async add(fileList) {
       const files = Array.from(fileList);
-      const maxBytes = files.length ? (await this.limits()).max_data_bytes : 0;
+      const limits = files.length ? await this.limits() : {max_data_bytes: 0, max_total_data_bytes: 0};
+      const maxBytes = limits.max_data_bytes;
+      const names = new Set(files.map((f) => f.name));
+      const total = this.files.filter((f) => !names.has(f.name)).concat(files).reduce((sum, f) => sum + f.size, 0);
+      if (total > limits.max_total_data_bytes) {  // all files of a run together, before any is read
+        throw new TrainingFileError(`These files take ${formatBytes(total)} together; the training files of a run ` +
+                                    `are limited to ${formatBytes(limits.max_total_data_bytes)} (they are held in memory).`);
+      }
       const incoming = [];
       for (const file of files) {
         if (file.size > maxBytes) {  // from the File's size: the file is not read at all
@@ -83,7 +91,6 @@
                                                                        : `Could not check the file: ${error.message}`);
       }
       reply.files.forEach((counts, i) => Object.assign(incoming[i], counts));
-      const names = new Set(incoming.map((f) => f.name));
       this.files = this.files.filter((f) => !names.has(f.name)).concat(incoming);  // a file chosen again: replaced
       this.$("train-source-files").checked = true;
       this.render();

@@ -23,8 +23,8 @@ from ..gguf.reader import GGUFFile
 from ..model.config import ModelConfig
 from .chat_worker import json_reply
 from ..train.checkpoint import checkpoint_bytes, read_checkpoint, restore
-from ..train.data import (DATA_DIR, MAX_DATA_BYTES, TrainingData, builtin_corpus, merge_data, parse_training_text,
-                   read_training_file)
+from ..train.data import (DATA_DIR, MAX_DATA_BYTES, MAX_TOTAL_DATA_BYTES, TrainingData, builtin_corpus,
+                          check_total_size, merge_data, parse_training_text, read_training_file)
 from ..train.finetune import FinetuneRun, FinetuneSettings, check_can_finetune, estimated_bytes
 from ..train.replay import ReplayAnswers
 from ..train.run import TrainingRun
@@ -62,6 +62,7 @@ def _data(files_json: str, kind: str) -> TrainingData:
     files = json.loads(files_json)
     if not files:
         return builtin_corpus() if kind == ScratchRun.kind else read_training_file(FINETUNE_EXAMPLE)
+    check_total_size(len(item["text"]) for item in files)
     return merge_data(_parse_file(item) for item in files)
 
 
@@ -83,20 +84,22 @@ def _run() -> TrainingRun:
 
 @json_reply
 def limits() -> Dict[str, Any]:
-    """What the page checks before reading a file (the largest training file) and the presets it offers:
+    """What the page checks before reading a file (the largest training file, the largest total of all files)
+    and the presets it offers:
     [{"name", "steps" (at most: a phase without data is skipped), "max_examples", "seconds_per_step"}]."""
     presets = [{"name": name, "steps": PRESETS[name].pretrain_steps + PRESETS[name].chat_steps,
                 "max_examples": PRESETS[name].max_examples, "seconds_per_step": seconds}
                for name, seconds in BROWSER_SECONDS_PER_STEP.items()]
-    return {"max_data_bytes": MAX_DATA_BYTES, "presets": presets}
+    return {"max_data_bytes": MAX_DATA_BYTES, "max_total_data_bytes": MAX_TOTAL_DATA_BYTES, "presets": presets}
 
 
 @json_reply
 def describe_files(files_json: str) -> Dict[str, Any]:
     """Parse [{"name", "text"}, ...] as begin_training would and say what each file holds:
     {"files": [{"name", "documents", "conversations"}]}. The page checks a file with it when it is chosen."""
-    described = []
-    for item in json.loads(files_json):
+    described, files = [], json.loads(files_json)
+    check_total_size(len(item["text"]) for item in files)
+    for item in files:
         part = _parse_file(item)
         described.append({"name": item["name"], "documents": len(part.documents),
                           "conversations": len(part.conversations)})

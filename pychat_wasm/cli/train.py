@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from .common import CLIError
 from ..errors import CheckpointError
 from ..train.checkpoint import Checkpoint, read_checkpoint, restore, save_checkpoint
-from ..train.data import TrainingData, builtin_corpus, merge_data, read_training_file
+from ..train.data import TrainingData, builtin_corpus, read_training_files
 from ..train.evaluate import answer_report, session_from_gguf_bytes
 from ..train.export import FILE_TYPES
 from .plot import loss_curve_png
@@ -134,7 +134,7 @@ def report_answers(gguf_bytes: bytes, conversations: List[Any], what: str, repor
 def load_data(paths: List[Optional[str]]) -> TrainingData:
     """The documents and conversations of the given files, or the shipped corpus if none is given."""
     given = [p for p in paths if p]
-    return merge_data(read_training_file(p) for p in given) if given else builtin_corpus()
+    return read_training_files(given) if given else builtin_corpus()
 
 
 def say(text: str) -> None:

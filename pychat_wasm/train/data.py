@@ -26,6 +26,7 @@ from ..errors import TrainingDataError
 
 Conversation = List[Dict[str, str]]
 MAX_DATA_BYTES = 64 * 2 ** 20  # a larger file would crowd the model out of the browser's wasm heap
+MAX_TOTAL_DATA_BYTES = 128 * 2 ** 20  # all files of one run together: they are all held in memory at once
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 _TURN = re.compile(r"(?:^|\s)(User|Assistant):\s*")
 RUSTGPT_END = "</s>"  # RustGPT's data ends every string with it
@@ -65,7 +66,7 @@ def _conversation(messages: Any, where: str) -> Conversation:
         if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
                 and isinstance(m.get("content"), str)):
             raise TrainingDataError("%s: each message needs \"role\" (system, user or assistant) and a string "
-                                    "\"content\", got %s" % (where, json.dumps(m)[:80]))
+                                    "\"content\", got %s" % (where, _preview(m)))
         checked.append({"role": m["role"], "content": m["content"]})
     if not any(m["role"] == "assistant" for m in checked):
         raise TrainingDataError("%s: a conversation without an assistant message teaches nothing" % where)
@@ -89,7 +90,24 @@ def _add_item(item: Any, where: str, data: TrainingData) -> None:
         data.conversations.append(_conversation(item["messages"], where))
     else:
         raise TrainingDataError("%s: expected a string, {\"text\": ...} or {\"messages\": [...]}, got %s"
-                                % (where, json.dumps(item)[:80]))
+                                % (where, _preview(item)))
+
+
+def _preview(value: Any) -> str:
+    """The start of a value as JSON, for an error message (deeply nested values: their type)."""
+    try:
+        return json.dumps(value)[:80]
+    except RecursionError:
+        return "a %s nested too deeply to show" % type(value).__name__
+
+
+def _load_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TrainingDataError("%s nests JSON too deeply to read" % what) from None
+    except ValueError as exc:
+        raise TrainingDataError("%s: %s" % (what, exc)) from None
 
 
 def parse_training_text(text: str, name: str) -> TrainingData:
@@ -98,21 +116,14 @@ def parse_training_text(text: str, name: str) -> TrainingData:
     data = TrainingData([], [])
     stripped = text.strip()
     if stripped.startswith("["):
-        try:
-            items = json.loads(stripped)
-        except ValueError as exc:
-            raise TrainingDataError("%s looks like JSON but does not parse: %s" % (name, exc)) from None
+        items = _load_json(stripped, "%s looks like JSON but does not parse" % name)
         for i, item in enumerate(items):
             _add_item(item, "%s, item %d" % (name, i + 1), data)
     elif stripped.startswith("{"):
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise TrainingDataError("%s, line %d is not JSON (JSONL needs one object per line): %s"
-                                        % (name, number, exc)) from None
+            item = _load_json(line, "%s, line %d is not JSON (JSONL needs one object per line)" % (name, number))
             _add_item(item, "%s, line %d" % (name, number), data)
     else:
         if "\x00" in text[:4096]:
@@ -140,6 +151,26 @@ def read_training_file(path: str) -> TrainingData:
     except OSError as exc:  # a directory, or no permission to read
         raise TrainingDataError("cannot read %s: %s" % (path, exc.strerror)) from None
     return parse_training_text(text, os.path.basename(path))
+
+
+def check_total_size(sizes: Iterable[int]) -> None:
+    """Refuse files whose sizes together pass MAX_TOTAL_DATA_BYTES (before any of them is read)."""
+    total = sum(sizes)
+    if total > MAX_TOTAL_DATA_BYTES:
+        raise TrainingDataError("the training files take %.0f MB together; all files of a run are limited to %d MB"
+                                " (they are held in memory)" % (total / 1e6, MAX_TOTAL_DATA_BYTES // 2 ** 20))
+
+
+def read_training_files(paths: Sequence[str]) -> TrainingData:
+    """All documents and conversations of several files, each and all together within the size limits."""
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(os.path.getsize(path))
+        except OSError:
+            sizes.append(0)  # read_training_file names the problem
+    check_total_size(sizes)
+    return merge_data(read_training_file(p) for p in paths)
 
 
 def merge_data(parts: Iterable[TrainingData]) -> TrainingData:

@@ -191,6 +191,8 @@ ERRORS = {
                                                                               b'"content": "hi"}]}')],
                                "q.jsonl, line 1: a conversation without an assistant message"),
     "data file is a directory": (lambda d: ["--pretrain-data", d], "cannot read %(dir)s"),
+    "deeply nested json": (lambda d: ["--pretrain-data", write(d / "deep.json", b"[" * 100000 + b"]" * 100000)],
+                           "deep.json looks like JSON but does not parse nests JSON too deeply to read"),
     "zero steps": (lambda d: ["--steps", 0], "steps must be at least 1, got 0"),
     "zero checkpoint interval": (lambda d: ["--checkpoint-every", 0], "--checkpoint-every must be at least 1"),
     "resume a text file": (lambda d: ["--resume", write(d / "notes.txt", b"hello")],

@@ -16,7 +16,7 @@ from pychat_wasm.tokenizers.bpe import BPETokenizer
 from pychat_wasm.train import data as data_module
 from pychat_wasm.train.bpe import gguf_tokenizer_metadata, train_bpe
 from pychat_wasm.train.data import (TrainingData, builtin_corpus, encode_conversation, encode_document,
-                                    parse_training_text, read_training_file)
+                                    parse_training_text, read_training_file, read_training_files)
 
 
 def chat(*turns):
@@ -106,6 +106,9 @@ BAD = {
     "binary bytes": (bytes(range(0, 128)) * 8, ["is a binary file"]),
     "non-utf-8 bytes": ("Café au lait.\n".encode("latin-1"), ["is not UTF-8 text"]),
     "a png": (b"\x89PNG\r\n\x1a\n" + bytes(64), ["is not UTF-8 text"]),
+    "deeply nested json": (b"[" * 100000 + b"]" * 100000, ["nests JSON too deeply to read"]),
+    "deeply nested jsonl": (b'{"text": ' + b"[" * 100000 + b"]" * 100000 + b"}", ["line 1", "too deeply"]),
+    "nested item": (b"[" + b"[" * 700 + b"]" * 700 + b"]", ["item 1: expected a string"]),
 }
 
 
@@ -128,6 +131,21 @@ def test_missing_file_and_directory(tmp_path):
         read_training_file(str(tmp_path / "missing.json"))
     with pytest.raises(TrainingDataError, match="cannot read"):
         read_training_file(str(tmp_path))
+
+
+def test_files_over_the_total_size_limit(tmp_path, monkeypatch):
+    """Each file within its limit, all of them together not: refused before any is read (CLI and page)."""
+    paths = [tmp_path / ("part%d.json" % i) for i in range(3)]
+    for path in paths:
+        path.write_text(json.dumps(["A sentence of training text."] * 10))
+    assert len(read_training_files([str(p) for p in paths]).documents) == 30
+    monkeypatch.setattr(data_module, "MAX_TOTAL_DATA_BYTES", 2 * paths[0].stat().st_size)
+    with pytest.raises(TrainingDataError, match=r"together; all files of a run are limited to"):
+        read_training_files([str(p) for p in paths])
+    from pychat_wasm.browser import train_worker
+    files = json.dumps([{"name": p.name, "text": p.read_text()} for p in paths])
+    reply = json.loads(train_worker.describe_files(files))
+    assert reply["ok"] is False and "limited to" in reply["error"]["message"]
 
 
 def test_file_over_the_size_limit(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ import random
 import struct
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from .gguf_layout import Layout, encode_string_kv
+from .gguf_layout import ARRAY, Layout, encode_string_kv
+from .template_bombs import generate_template
 
 BOUNDARY_INTS = [0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 63, 64, 127, 128, 255, 256, 1023, 4096, 65535, 65536,
                  2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 48, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1]
@@ -141,20 +142,11 @@ def splice_tensor_info(rng, data, layout, donors):
     return _edit_sections(rng, data, layout, layout.tensor_infos, 8, (donor_bytes, donor_layout.tensor_infos))
 
 
-def replace_template(rng, data, layout, donors):
-    """Give the file a hostile or randomly damaged chat template (replacing its own or added)."""
-    if rng.random() < 0.7:
-        text = rng.choice(HOSTILE_TEMPLATES)
-    else:
-        base = rng.choice(HOSTILE_TEMPLATES + ["{% for m in messages %}{{ m['role'] + m['content'] }}{% endfor %}"])
-        chars = list(base)
-        for _ in range(rng.randint(1, 4)):
-            chars[rng.randrange(len(chars))] = rng.choice("{}%()[]'\".|~*-+ _xn0123456789")
-        text = "".join(chars)
-    kv = encode_string_kv("tokenizer.chat_template", text)
-    existing = [s for s in layout.kv_pairs if s.name == "tokenizer.chat_template"]
+def _with_kv(data: bytes, layout: Layout, kv: bytes, replacing: str) -> bytes:
+    """The file with the pair `kv` in place of the key `replacing` (or added after the last pair)."""
     header_end = max(s.stop for s in (layout.tensor_infos or layout.kv_pairs))
     header = data[:header_end]
+    existing = [s for s in layout.kv_pairs if s.name == replacing]
     if existing:
         s = existing[0]
         header = header[:s.start] + kv + header[s.stop:]
@@ -162,6 +154,68 @@ def replace_template(rng, data, layout, donors):
         at = layout.kv_pairs[-1].stop if layout.kv_pairs else 24
         header = _set_count(header[:at] + kv + header[at:], 16, 1)
     return _rebuild(data, layout, header)
+
+
+def replace_template(rng, data, layout, donors):
+    """Give the file a hostile, generated (template_bombs.py) or randomly damaged chat template."""
+    roll = rng.random()
+    if roll < 0.4:
+        text = rng.choice(HOSTILE_TEMPLATES)
+    elif roll < 0.7:
+        text = generate_template(rng)
+    else:
+        base = rng.choice(HOSTILE_TEMPLATES + ["{% for m in messages %}{{ m['role'] + m['content'] }}{% endfor %}"])
+        chars = list(base)
+        for _ in range(rng.randint(1, 4)):
+            chars[rng.randrange(len(chars))] = rng.choice("{}%()[]'\".|~*-+ _xn0123456789")
+        text = "".join(chars)
+    return _with_kv(data, layout, encode_string_kv("tokenizer.chat_template", text), "tokenizer.chat_template")
+
+
+def _key(name: str) -> bytes:
+    raw = name.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def nested_array(rng, data, layout, donors):
+    """A metadata array of arrays, 1 to 5,000 deep (llama.cpp refuses any), in place of a key or added."""
+    depth = rng.choice((1, 2, 3, 64, 1000, 5000))
+    inner = struct.pack("<IQ", 4, 2) + struct.pack("<II", 7, 8)  # two u32
+    value = struct.pack("<IQ", ARRAY, rng.choice((1, 2))) * depth + inner
+    name = rng.choice([s.name for s in layout.kv_pairs] + ["x.nested"])
+    return _with_kv(data, layout, _key(name) + struct.pack("<I", ARRAY) + value, name)
+
+
+def huge_array(rng, data, layout, donors):
+    """A numeric metadata array of about a million elements (just below, at and above the reader's list
+    limit), as a tokenizer key or a new one."""
+    element_type, width = rng.choice(((0, 1), (4, 4), (6, 4), (10, 8)))
+    count = rng.choice((2 ** 20 - 1, 2 ** 20, 2 ** 20 + 1, 3 * 2 ** 20 // width))
+    name = rng.choice(("tokenizer.ggml.scores", "tokenizer.ggml.token_type", "x.huge"))
+    kv = _key(name) + struct.pack("<IIQ", ARRAY, element_type, count) + bytes([rng.randrange(256)]) * (count * width)
+    return _with_kv(data, layout, kv, name)
+
+
+def duplicate_name(rng, data, layout, donors):
+    """Rename a metadata key or a tensor to another one's name (the file is otherwise unchanged)."""
+    sections = layout.kv_pairs if rng.random() < 0.5 or len(layout.tensor_infos) < 2 else layout.tensor_infos
+    if len(sections) < 2:
+        return data
+    target, source = rng.sample(sections, 2)
+    header_end = max(s.stop for s in (layout.tensor_infos or layout.kv_pairs))
+    renamed = _key(source.name) + data[target.start + 8 + len(target.name.encode()):target.stop]
+    header = data[:target.start] + renamed + data[target.stop:header_end]
+    return _rebuild(data, layout, header)
+
+
+def overlap_tensors(rng, data, layout, donors):
+    """Point one tensor's data offset into another's (the same start, or one alignment step into it)."""
+    offsets = layout.fields.get("offset", [])
+    if len(offsets) < 2:
+        return data
+    target, source = rng.sample(offsets, 2)
+    (value,) = struct.unpack_from("<Q", data, source.offset)
+    return _put(data, target.offset, struct.pack("<Q", value + rng.choice((0, 0, 32))))
 
 
 def corrupt_tensor_data(rng, data, layout, donors):
@@ -191,9 +245,12 @@ MUTATORS: Dict[str, Mutator] = {
     "bit_flips": bit_flips, "boundary_integer": boundary_integer, "truncate": truncate,
     "splice_kv": splice_kv, "splice_tensor_info": splice_tensor_info, "replace_template": replace_template,
     "corrupt_tensor_data": corrupt_tensor_data, "overwrite_bytes": overwrite_bytes,
+    "nested_array": nested_array, "huge_array": huge_array, "duplicate_name": duplicate_name,
+    "overlap_tensors": overlap_tensors,
 }
 WEIGHTS = {"bit_flips": 3, "boundary_integer": 6, "truncate": 2, "splice_kv": 2, "splice_tensor_info": 2,
-           "replace_template": 1, "corrupt_tensor_data": 2, "overwrite_bytes": 1}
+           "replace_template": 2, "corrupt_tensor_data": 2, "overwrite_bytes": 1, "nested_array": 1,
+           "huge_array": 1, "duplicate_name": 1, "overlap_tensors": 1}
 
 
 def mutate(rng: random.Random, data: bytes, layout: Layout,

@@ -153,6 +153,8 @@ def method_output_size(name: str, value: Any, params: Dict[str, Any], limit: int
         words = len(str(value)) // 2 + 1
         return 11 * len(str(value)) + words * (text_size(params.get("target") or "", limit)
                                                + text_size(params.get("rel") or "", limit) + 64)
+    if name == "batch" and params.get("fill_with") is not None:  # pads the last row to linecount items
+        return _int(params.get("linecount")) * (text_size(params["fill_with"], limit) + 2)
     if name == "sum":  # sum(lists, start=[]) copies the growing list once per item
         return len(value) * sum(len(v) for v in value if isinstance(v, (list, tuple, str)))
     if name in ("tojson", "pprint"):

@@ -92,6 +92,7 @@ BIG = "{% set s = 'x' * 1000000 %}{% set l = [s] * 3 %}{% set ll = [l] * 1000 %}
     ("{{ ('a.com ' * 100) | urlize(target='t' * 1000000) }}", MESSAGES),
     ("{{ {('k' * 1000000): [1] * 300} | pprint }}", MESSAGES),
     ("{{ ([[1] * 1000] * 2000) | sum(start=[]) | length }}", MESSAGES),
+    ("{{ ['x'] | batch(3999998, 'y' * 9999) | list | length }}", MESSAGES),
 ])
 def test_a_width_count_or_fill_multiplied_inside_one_call_is_refused_before_it_runs(source, messages):
     """A width below MAX_TEXT times the lines, tabs, items or fields of one C call: refused before the call

@@ -23,7 +23,12 @@ class TruncatedFileError(GGUFError):
 
 
 class HeaderTruncatedError(TruncatedFileError):
-    """The first bytes of a file given to describe it end before its header does: fetch more of them."""
+    """The first bytes of a file given to describe it end before its header does: fetch more of them,
+    at least `needed_bytes` from the start (what the header read so far says must be there)."""
+
+    def __init__(self, message: str, needed_bytes: int = 0):
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
 
 
 class CorruptHeaderError(GGUFError):

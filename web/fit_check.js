@@ -12,7 +12,9 @@
  *     verdict.freshHeap      true: it needs more than half the heap, so load it into a Python holding nothing
  *
  * The header of a URL comes from Range requests for its first bytes (256 KiB, then 8x more while the header
- * goes on); a server that sends the whole file instead is read only that far. When the first bytes cannot be
+ * goes on, or at once as much as the header read so far says it needs: a 50 MB metadata array is one more
+ * read, not four); a server that sends the whole file instead is read only that far. After MAX_READS reads
+ * the check gives up (not checked). When the first bytes cannot be
  * fetched at all, or are no GGUF file, the check is skipped: the download and the load then meet the same
  * failure and report it as they always do.
  */
@@ -21,6 +23,7 @@
 
   const FIRST_BYTES = 256 * 1024;
   const GROWTH = 8;
+  const MAX_READS = 6;
 
   /* {bytes: ArrayBuffer of at most `length` first bytes, size: the whole file's}, or null (no answer). */
   async function firstBytes({url, file, bytes}, length) {
@@ -55,7 +58,8 @@
   const isGGUF = (bytes) => new TextDecoder().decode(new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength))) === "GGUF";
 
   async function run({python, store, name, url = "", file = null, bytes = null, stored = 0, contextLength = null}) {
-    for (let length = FIRST_BYTES; ; length *= GROWTH) {
+    for (let length = FIRST_BYTES, reads = 0; ; reads++) {
+      if (reads === MAX_READS) return {fits: true, shorterContext: null, text: "not checked (the header is too long)"};
       const header = await firstBytes({url, file, bytes}, length);
       if (!header) return {fits: true, shorterContext: null, text: "not checked (the server did not answer)"};
       if (!isGGUF(header.bytes)) return {fits: true, shorterContext: null, text: "not checked (not a GGUF file)"};
@@ -65,7 +69,10 @@
                                                   options: {name, context_length: contextLength}},
                                      {transfer: [header.bytes]});
       } catch (error) {
-        if (error.type === "HeaderTruncatedError" && length < header.size) continue;
+        if (error.type === "HeaderTruncatedError" && length < header.size) {
+          length = Math.max(length * GROWTH, (error.neededBytes || 0) + FIRST_BYTES);
+          continue;
+        }
         throw error;  // not a GGUF file, an unsupported one, a context out of range: said before any download
       }
       if (!bytes) await store.checkSpace(header.size - stored);  // ModelStoreError "quota": says what is missing

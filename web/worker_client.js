@@ -17,6 +17,7 @@
       super(error.message);
       this.type = error.type;  // the Python exception class, e.g. "NotGGUFError", "MemoryError"
       this.hasModel = Boolean(error.hasModel);  // the worker still holds the model it had before
+      this.neededBytes = error.neededBytes || 0;  // HeaderTruncatedError: the first bytes the header needs
     }
   }
 

@@ -26,6 +26,7 @@
       super(error.message);
       this.type = error.type;
       this.hasModel = error.has_model;
+      this.neededBytes = error.needed_bytes;  // HeaderTruncatedError: how many first bytes the header needs
     }
   }
 
@@ -44,7 +45,9 @@
   }
 
   function describe(error) {
-    if (error instanceof PythonFailure) return {type: error.type, message: error.message, hasModel: error.hasModel};
+    if (error instanceof PythonFailure) {
+      return {type: error.type, message: error.message, hasModel: error.hasModel, neededBytes: error.neededBytes};
+    }
     const text = String(error && error.message || error);
     const lastLine = text.trim().split("\n").pop();  // a Python traceback ends with "Type: message"
     return {type: error && error.name || "Error", message: lastLine};

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from ..chat.template import ChatTemplate
-from ..errors import NoModelLoadedError, PychatError
+from ..errors import HeaderTruncatedError, NoModelLoadedError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile
 from ..model.config import ModelConfig
@@ -61,6 +61,8 @@ def json_reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
         except (PychatError, MemoryError) as exc:
             result = {"ok": False, "error": {"type": type(exc).__name__, "message": _message(exc),
                                              "has_model": _worker.session is not None}}
+            if isinstance(exc, HeaderTruncatedError):  # the fit check's next read is at least this long
+                result["error"]["needed_bytes"] = exc.needed_bytes
         return json.dumps(result)
 
     return wrapper

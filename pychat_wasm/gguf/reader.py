@@ -173,7 +173,7 @@ class _HeaderCursor(_Cursor):
         if n < 0 or self.pos + n > len(self.buf):
             raise HeaderTruncatedError(
                 "the header does not end within the first %d bytes (reading %s at offset %d): fetch more of"
-                " the file" % (len(self.buf), what, self.pos))
+                " the file" % (len(self.buf), what, self.pos), needed_bytes=self.pos + max(n, 0))
 
     def count(self, what: str, min_item_bytes: int) -> int:
         n = _Cursor.count(self, what, min_item_bytes)
@@ -232,7 +232,7 @@ class GGUFFile:
         if file_size < len(prefix):
             raise CorruptHeaderError("%s: %d bytes given for a file of %d" % (name, len(prefix), file_size))
         if len(prefix) < 24:  # magic, version and the two counts
-            raise HeaderTruncatedError("%d bytes are too few for a GGUF header: fetch more" % len(prefix))
+            raise HeaderTruncatedError("%d bytes are too few for a GGUF header: fetch more" % len(prefix), 24)
         return cls(prefix, name=name, file_size=file_size)
 
     # -- header pieces -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import functools
 import gc
 import json
 import re
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -77,6 +78,32 @@ def test_a_prefix_that_ends_inside_the_header_asks_for_more(smollm2_path):
             GGUFFile.header(prefix[:n], size)
     reply = json.loads(worker_api.check_fit(np.frombuffer(prefix[:4096], np.uint8), size))
     assert reply["ok"] is False and reply["error"]["type"] == "HeaderTruncatedError"
+
+
+def test_a_truncated_header_says_how_many_bytes_it_needs_at_least(smollm2_path):
+    """needed_bytes: more than the prefix, never past where gguf-py says the header ends (a lower bound the
+    page's next read uses)."""
+    end, size = header_end(smollm2_path), smollm2_path.stat().st_size
+    with open(smollm2_path, "rb") as fh:
+        prefix = fh.read(end)
+    for n in (0, 3, 23, 24, 100, 5000, end // 2, end - 200):
+        with pytest.raises(HeaderTruncatedError) as info:
+            GGUFFile.header(prefix[:n], size)
+        assert n < info.value.needed_bytes <= end
+    reply = json.loads(worker_api.check_fit(np.frombuffer(prefix[:4096], np.uint8), size))
+    assert 4096 < reply["error"]["needed_bytes"] <= end
+
+
+def test_a_large_metadata_array_needs_one_more_read_not_a_growing_series():
+    """50 MB of metadata behind a 256 KiB first read: the error names the array's end, so the page's second
+    read takes all of it (growing 8x a read, it took four)."""
+    key, n = b"x.big", 50_000_000
+    head = struct.pack("<IIQQ", 0x46554747, 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 0, n)
+    data = head + bytes(n)
+    with pytest.raises(HeaderTruncatedError) as info:
+        GGUFFile.header(data[:256 * 1024], len(data))
+    assert info.value.needed_bytes == len(data)
+    assert GGUFFile.header(data[:info.value.needed_bytes], len(data)).metadata["x.big"].size == n
 
 
 def test_verdicts_against_a_small_limit(smollm2_path):

@@ -2,7 +2,8 @@
  * sw.js: the service worker that makes the app work offline after the first visit.
  *
  * On install it precaches everything manifest.json lists under `precache` (app shell, Pyodide files, our
- * wheel) and manifest.json itself into a cache named after the build id, which build_site.py writes in place
+ * wheel), each checked against the sha256 manifest.json lists for it (a mismatch fails the install and the
+ * old worker stays), and manifest.json itself into a cache named after the build id, which build_site.py writes in place
  * of the placeholder below: a new build is a new service worker with a new cache. A new worker does not take
  * over on its own: it waits until the page (app_update.js) posts {type: "skipWaiting"}, which the page does
  * only when the user reloads and no answer is being written. Its activation, which comes only after its
@@ -42,13 +43,27 @@ async function fetchForCache(path) {
   return isolated(response);
 }
 
-/* Everything the manifest lists, with the isolation headers, into this build's cache: all or nothing. */
+/* The file at `path` whose bytes have the sha256 manifest.json lists for it ("./" is index.html): a file of
+ * another build (a proxy's stale copy, a half-finished deploy) or a damaged one fails the install. */
+async function fetchChecked(manifest, path) {
+  const response = await fetchForCache(path);
+  const entry = manifest.files[path === "./" ? "index.html" : path];
+  const digest = await crypto.subtle.digest("SHA-256", await response.clone().arrayBuffer());
+  const sha256 = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  if (!entry || sha256 !== entry.sha256) {
+    throw new Error(`${path}: its sha256 is not the one manifest.json lists for build ${manifest.build_id}`);
+  }
+  return response;
+}
+
+/* Everything the manifest lists, checked against its sha256 and with the isolation headers, into this build's
+ * cache: all or nothing. */
 async function precache() {
   const cache = await caches.open(CACHE_NAME);
   try {
     const manifestResponse = await fetchForCache(MANIFEST);
     const manifest = await manifestResponse.clone().json();
-    const responses = await Promise.all(manifest.precache.map(fetchForCache));
+    const responses = await Promise.all(manifest.precache.map((path) => fetchChecked(manifest, path)));
     await Promise.all(manifest.precache.map((path, i) => cache.put(path, responses[i])));
     await cache.put(MANIFEST, manifestResponse);
   } catch (error) {

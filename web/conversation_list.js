@@ -93,7 +93,7 @@
     async importFile(file) {
       let conversations;
       try {
-        conversations = Pychat.ConversationStore.parseImport(await file.text());
+        conversations = await Pychat.ConversationStore.readImport(file);
       } catch (error) {
         this.alertBox("error", `Could not import ${file.name}: ${error.message}`);
         return;

@@ -7,6 +7,7 @@
  *     await store.put(conversation); await store.get(id); await store.list(); await store.remove(id);
  *     const text = Pychat.ConversationStore.exportJSON(await store.list());
  *     const imported = Pychat.ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
+ *     const fromFile = await Pychat.ConversationStore.readImport(file);  // the same; a file too large is never read
  *
  * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
  * "assistant", content, stats?}], dropped (how many of the oldest messages the last answer's prompt left out),
@@ -89,12 +90,19 @@
     return {...conversation, created: time(value.created), updated: time(value.updated)};
   }
 
+  const tooLarge = () => new ConversationImportError(
+    `The file is too large to be a conversation export (over ${MAX_IMPORT_BYTES / 1048576} MB).`);
+
+  /* parseImport of a File: its size is checked before a byte of it is read. */
+  async function readImport(file) {
+    if (file.size > MAX_IMPORT_BYTES) throw tooLarge();
+    return parseImport(await file.text());
+  }
+
   /* The conversations in an exported file (or one conversation on its own), each with a fresh id, so an
    * import never overwrites; anything else is a ConversationImportError that says what is wrong. */
   function parseImport(text) {
-    if (text.length > MAX_IMPORT_BYTES) {
-      throw new ConversationImportError(`The file is too large to be a conversation export (over ${MAX_IMPORT_BYTES / 1048576} MB).`);
-    }
+    if (text.length > MAX_IMPORT_BYTES) throw tooLarge();
     let data;
     try {
       data = JSON.parse(text);
@@ -160,6 +168,6 @@
     }
   }
 
-  Object.assign(ConversationStore, {create, touched, fingerprint, exportJSON, parseImport});
+  Object.assign(ConversationStore, {create, touched, fingerprint, exportJSON, parseImport, readImport});
   Object.assign(Pychat, {ConversationStore});
 })(self.Pychat = self.Pychat || {});

@@ -26,7 +26,7 @@ import inspect
 import math
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Sized
+from typing import Any, Callable, Iterable, Iterator, Optional, Sized
 
 import jinja2.compiler
 import jinja2.sandbox
@@ -68,6 +68,22 @@ def _charge(n_chars: int) -> None:
         raise SecurityError("the template built more than %d characters in all" % MAX_BUILT)
 
 
+def _untraced(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Our own checks are not the template's steps: they run with tracing paused, and the clock after them."""
+    @functools.wraps(function)
+    def untraced(*args: Any, **kwargs: Any) -> Any:
+        tracer = sys.gettrace()
+        sys.settrace(None)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            sys.settrace(tracer)
+            if tracer is _count_step:
+                _check_clock()
+    return untraced
+
+
+@_untraced
 def _check_result(value: Any) -> Any:
     _charge(_size(value))
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
@@ -78,6 +94,7 @@ def _check_result(value: Any) -> Any:
     return value
 
 
+@_untraced
 def _check_arguments(args: Iterable[Any]) -> None:
     """Refuse calls whose integer arguments or string sizes could build something huge before we see it."""
     sizes, largest_int = [], 0
@@ -105,19 +122,13 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
         _check_output("%", left, {"arguments": right}, (left, right))
 
 
+@_untraced
 def _check_output(name: str, value: Any, params: dict, inputs: Iterable[Any]) -> None:
     """Refuse a call whose inputs could build more than MAX_TEXT characters (template_sizes.py)."""
-    tracer = sys.gettrace()
-    sys.settrace(None)  # the estimate is our code, not the template's: its clock is checked below instead
-    try:
-        size = shape_of(inputs, MAX_TEXT).text + method_output_size(name, value, params, MAX_TEXT)
-    finally:
-        sys.settrace(tracer)
+    size = shape_of(inputs, MAX_TEXT).text + method_output_size(name, value, params, MAX_TEXT)
     if size > MAX_TEXT:
         raise SecurityError("the template called %s with inputs that could build %d characters (at most %d)"
                             % (name or "a function", size, MAX_TEXT))
-    if tracer is _count_step:
-        _check_clock()
 
 
 def _bounded_output(value: Any) -> Any:
@@ -137,11 +148,16 @@ def checked_concat(parts: Iterable[Any]) -> str:
     """`a ~ b` and the text a block or macro captures: Jinja's string join, refusing results over MAX_TEXT
     before any part is turned into text."""
     parts = list(parts)
+    _check_concat(parts)
+    return "".join([str(p) for p in parts])
+
+
+@_untraced
+def _check_concat(parts: list) -> None:
     total = sum(text_size(p, MAX_TEXT) for p in parts)
     if total > MAX_TEXT:
         raise SecurityError("the template joins strings into more than %d characters" % MAX_TEXT)
     _charge(total)
-    return "".join([str(p) for p in parts])
 
 
 class _CheckedConcatGenerator(jinja2.compiler.CodeGenerator):
@@ -160,26 +176,40 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
     signature = inspect.signature(function)
     passes_context = _PassArg.from_obj(function) is not None
 
-    @functools.wraps(function)  # keeps Jinja's pass-environment/context flags
-    def bounded(*args: Any, **kwargs: Any) -> Any:
+    def check_output(bound: inspect.BoundArguments) -> None:
+        arguments = dict(list(bound.arguments.items())[int(passes_context):])
+        _check_output(name, *filter_parameters(name, arguments), arguments.values())
+
+    @_untraced
+    def checked_arguments(args: tuple, kwargs: dict) -> Optional[inspect.BoundArguments]:
+        """The bound arguments, checked; None for arguments the filter itself will refuse."""
         _check_arguments(list(args) + list(kwargs.values()))
         try:
             bound = signature.bind(*args, **kwargs)
-        except TypeError:  # wrong arguments: the filter says so itself
-            return _check_result(function(*args, **kwargs))
+        except TypeError:
+            return None
         bound.apply_defaults()
-        _materialize(name, bound.arguments, args[0] if passes_context else None)
-        arguments = dict(list(bound.arguments.items())[int(passes_context):])
-        value, params = filter_parameters(name, arguments)
-        _check_output(name, value, params, arguments.values())
+        if name not in MATERIALIZED:
+            check_output(bound)
+        return bound
+
+    @functools.wraps(function)  # keeps Jinja's pass-environment/context flags
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        bound = checked_arguments(args, kwargs)
+        if bound is None:
+            return _check_result(function(*args, **kwargs))
+        if name in MATERIALIZED:
+            _materialize(name, bound.arguments, args[0] if passes_context else None)  # template code: traced
+            check_output(bound)
         return _check_result(function(*bound.args, **bound.kwargs))
     return bounded
 
 
+MATERIALIZED = ("join", "sum")  # filters that take any iterable (`messages | map(...)`)
+
+
 def _materialize(name: str, arguments: dict, environment: Any) -> None:
-    """`join` and `sum` take any iterable (`messages | map(...)`): list it so its items can be counted."""
-    if name not in ("join", "sum"):
-        return
+    """List the iterable of a `join` or `sum`, so its items can be counted before the call."""
     key = "iterable" if name == "sum" else "value"
     items = arguments.get(key)
     if name == "sum" and arguments.get("attribute") is not None:
@@ -212,7 +242,7 @@ class BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
                 _check_format_string(str(owner))
             if name == "join" and args and not isinstance(args[0], Sized):
                 args = (list(args[0]),) + args[1:]
-            call_name, params = method_parameters(owner, name, args, kwargs)
+            call_name, params = _untraced(method_parameters)(owner, name, args, kwargs)
             _check_output(call_name, owner, params, [owner, *args, *kwargs.values()])
         else:
             _check_output("", None, {}, [*args, *kwargs.values()])

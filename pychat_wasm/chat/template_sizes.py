@@ -8,7 +8,7 @@ whose output could pass its bound. An estimate is an upper bound up to a small c
 and escapes of `repr` or JSON); what it must never miss is a product.
 
     >>> text_size(["ab", "cd"] * 3, limit=100)
-    30
+    38
     >>> method_output_size("indent", "a\\nb\\nc", {"width": 10}, limit=10 ** 6) >= 30
     True
 """
@@ -62,27 +62,51 @@ class _Walk:
         if isinstance(value, Namespace):
             value = object.__getattribute__(value, "_Namespace__attrs")
         if isinstance(value, dict):
-            pairs = [(self.shape(k, depth + 1), self.shape(v, depth + 1)) for k, v in self._items(value.items())]
-            parts = [p for pair in pairs for p in pair]
-            widest = max([k.text for k, _ in pairs] + [p.widest_key for p in parts], default=0)
+            keys = self._sum(value.keys(), depth)
+            values = self._sum(value.values(), depth)
+            shape = Shape(2 + keys.text + values.text + 2 * len(value), 1 + keys.items + values.items,
+                          1 + max(keys.depth, values.depth), max(keys.text_of_longest, values.widest_key))
         elif isinstance(value, _COLLECTIONS):
-            parts = [self.shape(item, depth + 1) for item in self._items(value)]
-            widest = max((p.widest_key for p in parts), default=0)
+            items = self._sum(value, depth)
+            shape = Shape(2 + items.text, 1 + items.items, 1 + items.depth, items.widest_key)
         else:  # macros, loops, cyclers: a short repr
             return Shape(64, 1, 0, 0)
-        shape = Shape(2 + sum(p.text + 2 for p in parts), 1 + sum(p.items for p in parts),
-                      1 + max((p.depth for p in parts), default=0), widest)
         if shape.text > self.limit:
             raise SecurityError("the template handed a call values of more than %d characters" % self.limit)
         self.memo[id(value)] = shape
         return shape
 
-    def _items(self, items: Iterable[Any]) -> Iterable[Any]:
+    def _sum(self, items: Any, depth: int) -> "_Sum":
+        """Items of one container added up; strings (most of them) and shared items without a walk each."""
+        self.visits += len(items)
+        if self.visits > MAX_VISITS:
+            raise SecurityError("the template handed a call more than %d items" % MAX_VISITS)
+        total, memo, limit = _Sum(), self.memo, self.limit
+        text = count = longest = 0
         for item in items:
-            self.visits += 1
-            if self.visits > MAX_VISITS:
-                raise SecurityError("the template handed a call more than %d items" % MAX_VISITS)
-            yield item
+            if type(item) is str:
+                size = len(item) + 4  # quotes, comma and space
+                count += 1
+            else:
+                shape = memo.get(id(item)) or self.shape(item, depth + 1)
+                size = shape.text + 2
+                count += shape.items
+                total.depth = max(total.depth, shape.depth)
+                total.widest_key = max(total.widest_key, shape.widest_key)
+            text += size
+            if size > longest:
+                longest = size
+                if text > limit:
+                    raise SecurityError("the template handed a call values of more than %d characters" % limit)
+        total.text, total.items, total.text_of_longest = text, count, longest
+        return total
+
+
+class _Sum:
+    """Running totals over a container's items (text_of_longest: the longest item, for dict keys)."""
+
+    def __init__(self) -> None:
+        self.text = self.items = self.depth = self.widest_key = self.text_of_longest = 0
 
 
 def shape_of(values: Iterable[Any], limit: int) -> Shape:

@@ -118,3 +118,13 @@ def test_a_width_count_or_fill_multiplied_inside_one_call_is_refused_before_it_r
 ])
 def test_the_checked_calls_still_compute_what_jinja_does(source, expected):
     assert ChatTemplate(source).render(MESSAGES) == expected
+
+
+def test_docstring_examples():
+    import doctest
+
+    from pychat_wasm.chat import template_sizes
+
+    for module in (template_sandbox, template_sizes):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -3,7 +3,7 @@
     >>> constraint = GrammarConstraint(Grammar.parse('root ::= "yes" | "no"'), tokenizer)   # doctest: +SKIP
     >>> constraint.allowed(tokenizer.encode("yes", add_special=False)[0])                  # doctest: +SKIP
     True
-    >>> mask = constraint.allowed_mask(len(logits))       # [vocab] bool, for when the top token is refused
+    >>> mask = constraint.allowed_mask(len(logits))  # doctest: +SKIP
 
 It follows llama.cpp's llama_grammar_apply_impl / llama_grammar_accept_impl: an end-of-generation token
 (EOS/EOT) is allowed only where the grammar may end, a token without text never; other special tokens

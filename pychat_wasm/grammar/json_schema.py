@@ -14,10 +14,11 @@ A keyword that constrains values but is not listed here (uniqueItems, minimum on
 GrammarError naming it: the grammar never promises more than it enforces. Annotations are ignored.
 
     >>> print(schema_to_gbnf({"type": "object", "properties": {"ok": {"type": "boolean"}},
-    ...                       "required": ["ok"], "additionalProperties": False}))  # doctest: +ELLIPSIS
-    root ::= "{" space ok-kv "}" space
-    ok-kv ::= "\\"ok\\"" space ":" space boolean
-    ...
+    ...                       "required": ["ok"], "additionalProperties": False}))  # doctest: +NORMALIZE_WHITESPACE
+    space ::= | " " | "\\n"{1,2} [ \\t]{0,20}
+    boolean ::= ("true" | "false") space
+    root-ok-kv ::= "\\"ok\\"" space ":" space boolean
+    root ::= "{" space root-ok-kv "}" space
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from ..errors import GrammarError
 from .json_numbers import int_range
 from .json_patterns import gbnf_literal, pattern_to_gbnf
 
-SPACE = 'space ::= | " " | "\\n"{1,2} [ \\t]{0,20}'
 BUILTINS = {
     "space": ('| " " | "\\n"{1,2} [ \\t]{0,20}', []),
     "char": ('[^"\\\\\\x7F\\x00-\\x1F] | [\\\\] (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})', []),
@@ -42,7 +42,9 @@ BUILTINS = {
     "value": ("object | array | string | number | boolean | null", ["object", "array", "string", "number", "boolean", "null"]),
     "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? "}" space', ["string", "value"]),
     "array": ('"[" space (value ("," space value)*)? "]" space', ["value"]),
-    "date": ('[0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1])', []),
+    "date": ('[1-9] [0-9]{3} "-" (("0" [13578] | "1" [02]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1]) | '
+             '("0" [469] | "11") "-" ("0" [1-9] | [1-2] [0-9] | "30") | "02-" ("0" [1-9] | "1" [0-9] | "2" [0-8]))',
+             []),  # real days only: February stops at 28, as the grammar cannot know leap years
     "time": ('([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3})? '
              '("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])', []),
     "date-time": ('date "T" time', ["date", "time"]),
@@ -80,6 +82,7 @@ class SchemaConverter:
         self.rules: Dict[str, str] = {}
 
     def convert(self) -> str:
+        self.builtin("space")
         root = self.visit(self.schema, "root")
         if root != "root":
             self.rules = {"root": root, **self.rules}

@@ -1,11 +1,12 @@
 """JSON Schema `pattern` (a regular expression) as GBNF, for the common subset a grammar can express.
 
-Supported, as in llama.cpp's converter (common/json-schema-to-grammar.cpp, _visit_pattern): a pattern
-anchored with ^...$; literals and escapes (\\. \\^ \\$ ...); classes [a-z_] and [^...]; \\d \\w \\s; `.`;
-groups ( ) and (?: ); alternation |; quantifiers * + ? {m} {m,} {m,n}. Anything else (lookaround,
-backreferences, unanchored patterns) is a GrammarError naming the construct, not a silent "any string".
-The GBNF matches the text inside the JSON string's quotes, so `"` and `\\` in the pattern must be written
-as JSON escapes; we allow them only as escaped literals.
+Supported, as in llama.cpp's converter (common/json-schema-to-grammar.cpp, _visit_pattern): literals and
+escapes (\\. \\^ \\$ ...); classes [a-z_] and [^...]; \\d \\w \\s; `.`; groups ( ) and (?: );
+alternation |; quantifiers * + ? {m} {m,} {m,n}; ^ and $ at the ends (without them the pattern may match
+anywhere in the string, as JSON Schema searches). Anything else (lookaround, backreferences, lazy
+quantifiers) is a GrammarError naming the construct; llama.cpp instead accepts any string there.
+The GBNF matches the JSON text inside the string's quotes: a `"` or `\\` in the pattern is written as
+its JSON escape; inside a class they (and control characters) are refused.
 
     >>> pattern_to_gbnf("^[a-z]+-\\\\d{2}$")
     '[a-z]+ "-" [0-9]{2}'
@@ -39,13 +40,19 @@ def class_char(c: str) -> str:
 
 
 def pattern_to_gbnf(pattern: str) -> str:
-    if not (len(pattern) >= 2 and pattern.startswith("^") and pattern.endswith("$")):
-        raise GrammarError("pattern %r: only patterns anchored with ^ and $ are supported" % pattern)
-    reader = PatternReader(pattern[1:-1], pattern)
+    """The GBNF for the string contents `pattern` matches; without ^ or $ it may match anywhere (as a search)."""
+    if not isinstance(pattern, str):
+        raise GrammarError("pattern must be a string, not %r" % (pattern,))
+    start = 1 if pattern.startswith("^") else 0
+    end = len(pattern) - 1 if pattern.endswith("$") and not pattern.endswith("\\$") and len(pattern) > start else len(pattern)
+    reader = PatternReader(pattern[start:end], pattern)
     expression = reader.alternatives()
     if reader.pos != len(reader.text):
         raise reader.error("unbalanced ')'")
-    return expression
+    anything = "([^%s] | [\\\\] ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4}))*" % NOT_IN_JSON  # any JSON string text
+    if len(reader.text) and " | " in expression and not expression.startswith("("):
+        expression = "(" + expression + ")"
+    return " ".join(([anything] if not start else []) + [expression or '""'] + ([anything] if end == len(pattern) else []))
 
 
 class PatternReader:
@@ -95,9 +102,7 @@ class PatternReader:
             raise self.error("nothing to repeat")
         if c in "^$":
             raise self.error("anchors inside the pattern are not supported")
-        if c == '"':
-            raise self.error('a bare " cannot appear inside a JSON string')
-        return gbnf_literal(c)
+        return gbnf_literal(json.dumps(c, ensure_ascii=False)[1:-1])  # " and \\ as JSON writes them
 
     def escape(self, in_class: bool) -> str:
         c = self.peek()
@@ -110,7 +115,7 @@ class PatternReader:
             char = c
         else:
             raise self.error("escape \\%s is not supported" % c)
-        if char in '"\\' or (ord(char) < 0x20 and in_class):
+        if in_class and (char in '"\\' or ord(char) < 0x20):
             raise self.error("quotes, backslashes and control characters in classes are not supported")
         return class_char(char) if in_class else gbnf_literal(json.dumps(char)[1:-1])
 

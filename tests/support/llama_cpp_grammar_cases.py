@@ -7,7 +7,8 @@ marker, here a `Token`), `+` concatenation, `{...}` lists, character literals an
 
 - tests/test-grammar-parser.cpp: verify_failure(grammar) and verify_parsing(grammar, {symbol ids}, {elements});
 - tests/test-grammar-integration.cpp: test_grammar / test_schema(description, grammar or schema,
-  {passing strings}, {failing strings}); a string is a list of text pieces and Tokens.
+  {passing strings}, {failing strings}); a string is a list of text pieces and Tokens;
+- tests/test-json-schema-to-grammar.cpp: test({SUCCESS or FAILURE, name, schema, llama.cpp's grammar}).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from llama_cpp_vocabs import BUNDLE, _git
 from conftest import REPO
 
 CACHE = REPO / ".cache" / "llama.cpp-grammar"
-FILES = ("tests/test-grammar-parser.cpp", "tests/test-grammar-integration.cpp")
+FILES = ("tests/test-grammar-parser.cpp", "tests/test-grammar-integration.cpp", "tests/test-json-schema-to-grammar.cpp")
 
 
 class Token(NamedTuple):
@@ -119,8 +120,8 @@ def read_value(items: List[Any], i: int):
 
 
 def calls(source: str, function: str) -> List[List[Any]]:
-    """The arguments of every call `function(...)` written in the source, outside function definitions."""
-    items = lex(re.sub(r"^static .*?^}", "", source, flags=re.S | re.M))
+    """The arguments of every call `function(...)` written in `source` (give it code, not definitions)."""
+    items = lex(source)
     found = []
     for i, item in enumerate(items):
         if item == ("name", function) and items[i + 1] == ("punct", "("):
@@ -142,7 +143,7 @@ def text(pieces: List[Any]) -> str:
 def parser_cases() -> Dict[str, List[Any]]:
     """{"failures": [grammar...], "parsings": [(grammar, {name: id}, [(type, value)...])...]}."""
     source = (source_dir() / FILES[0]).read_text(encoding="utf-8")
-    main = source[source.index("int main"):]
+    main = source[source.index("int main"):]  # after the helpers' definitions
     parsings = [(text(g), {text(n): v for n, v in symbols}, [(t, v) for t, v in elements])
                 for g, symbols, elements in calls(main, "verify_parsing")]
     return {"failures": [text(g) for g, in calls(main, "verify_failure")], "parsings": parsings}
@@ -159,3 +160,12 @@ def integration_cases() -> List[Dict[str, Any]]:
             cases.append({"kind": kind, "name": text(desc), "source": text(src), "passing": passing,
                           "failing": failing})
     return cases
+
+
+def schema_converter_cases() -> List[Dict[str, Any]]:
+    """[{"name", "succeeds": bool, "schema": text, "grammar": llama.cpp's GBNF for it}] of the converter test."""
+    source = (source_dir() / FILES[2]).read_text(encoding="utf-8")
+    body = source[source.index("auto test = [&]"):source.index("int main")]
+    body = body[body.index("};") + 2:]  # after the lambda that runs each case
+    return [{"name": text(name), "succeeds": status == "SUCCESS", "schema": text(schema), "grammar": text(grammar)}
+            for (status, name, schema, grammar), in calls(body, "test")]

@@ -38,9 +38,11 @@ TYPES = [{"type": "string", "maxLength": 40}, {"type": "integer", "minimum": 0, 
 SCHEMA_20 = {"type": "object", "properties": {"field_%d" % i: TYPES[i % len(TYPES)] for i in range(20)},
              "required": ["field_%d" % i for i in range(0, 20, 2)], "additionalProperties": False}
 PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                                           "city": {"type": "string"}, "hobbies": {"type": "array", "items": {"type": "string"}}},
+                                           "city": {"type": "string"},
+                                           "hobbies": {"type": "array", "items": {"type": "string"}}},
           "required": ["name", "age", "city", "hobbies"], "additionalProperties": False}
-PROMPT = "<|im_start|>user\nDescribe a person as JSON with name, age, city and hobbies.<|im_end|>\n<|im_start|>assistant\n"
+PROMPT = ("<|im_start|>user\nDescribe a person as JSON with name, age, city and hobbies.<|im_end|>\n"
+          "<|im_start|>assistant\n")
 
 
 def generate(model, prompt, n, sampler, constraint=None):

@@ -70,7 +70,8 @@ class Parser:
         if not isinstance(text, str):
             raise GrammarError("a grammar must be text, not %s" % type(text).__name__)
         if len(text) > MAX_GRAMMAR_CHARS:
-            raise GrammarError("the grammar has %d characters, more than the %d allowed" % (len(text), MAX_GRAMMAR_CHARS))
+            raise GrammarError("the grammar has %d characters, more than the %d allowed"
+                               % (len(text), MAX_GRAMMAR_CHARS))
         self.text = text
         self.pos = 0
         self.rules: List[List[Element]] = []
@@ -121,7 +122,8 @@ class Parser:
         return int(self.text[start:self.pos])
 
     def char(self) -> int:
-        """One character of a literal or class, escapes decoded: \\n \\t \\r \\\\ \\" \\[ \\] \\- \\xHH \\uHHHH \\UHHHHHHHH."""
+        """One character of a literal or class, escapes decoded: \\n \\t \\r \\\\ \\" \\[ \\] \\- \\xHH \\uHHHH
+        \\UHHHHHHHH."""
         c = self.peek()
         if c == "":
             raise self.error("unexpected end of input")

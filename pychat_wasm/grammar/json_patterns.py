@@ -44,7 +44,8 @@ def pattern_to_gbnf(pattern: str) -> str:
     if not isinstance(pattern, str):
         raise GrammarError("pattern must be a string, not %r" % (pattern,))
     start = 1 if pattern.startswith("^") else 0
-    end = len(pattern) - 1 if pattern.endswith("$") and not pattern.endswith("\\$") and len(pattern) > start else len(pattern)
+    anchored_end = pattern.endswith("$") and not pattern.endswith("\\$") and len(pattern) > start
+    end = len(pattern) - 1 if anchored_end else len(pattern)
     reader = PatternReader(pattern[start:end], pattern)
     expression = reader.alternatives()
     if reader.pos != len(reader.text):
@@ -52,7 +53,7 @@ def pattern_to_gbnf(pattern: str) -> str:
     anything = "([^%s] | [\\\\] ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4}))*" % NOT_IN_JSON  # any JSON string text
     if len(reader.text) and " | " in expression and not expression.startswith("("):
         expression = "(" + expression + ")"
-    return " ".join(([anything] if not start else []) + [expression or '""'] + ([anything] if end == len(pattern) else []))
+    return " ".join(([] if start else [anything]) + [expression or '""'] + ([] if anchored_end else [anything]))
 
 
 class PatternReader:

@@ -41,8 +41,10 @@ BUILTINS = {
     "integer": ('("-"? integral-part)', ["integral-part"]),
     "boolean": ('("true" | "false")', []),
     "null": ('"null"', []),
-    "value": ("object | array | string | number | boolean | null", ["object", "array", "string", "number", "boolean", "null"]),
-    "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? space "}"', ["string", "value"]),
+    "value": ("object | array | string | number | boolean | null",
+              ["object", "array", "string", "number", "boolean", "null"]),
+    "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? space "}"',
+               ["string", "value"]),
     "array": ('"[" space (value ("," space value)*)? space "]"', ["value"]),
     "date": ('[1-9] [0-9]{3} "-" (("0" [13578] | "1" [02]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1]) | '
              '("0" [469] | "11") "-" ("0" [1-9] | [1-2] [0-9] | "30") | "02-" ("0" [1-9] | "1" [0-9] | "2" [0-8]))',
@@ -120,12 +122,14 @@ class SchemaConverter:
             raise GrammarError("a schema must be an object or true, not %r" % (schema,))
         unknown = sorted(set(schema) - SUPPORTED)
         if unknown:
-            raise GrammarError("JSON schema keyword %s is not supported (at %s)" % (", ".join(map(repr, unknown)), name))
+            raise GrammarError("JSON schema keyword %s is not supported (at %s)"
+                               % (", ".join(map(repr, unknown)), name))
         if "$ref" in schema:
             return self.ref(schema["$ref"])
         for key in ("anyOf", "oneOf"):
             if key in schema:
-                return self.rule(name, " | ".join(self.visit(s, "%s-%d" % (name, i)) for i, s in enumerate(schema[key])))
+                options = [self.visit(s, "%s-%d" % (name, i)) for i, s in enumerate(schema[key])]
+                return self.rule(name, " | ".join(options))
         if "allOf" in schema:
             return self.visit(self.merge_all_of(schema, name), name)
         if "const" in schema:
@@ -285,7 +289,8 @@ class SchemaConverter:
             inner = pattern_to_gbnf(schema["pattern"])
         elif "format" in schema:
             if schema["format"] not in FORMATS:
-                raise GrammarError("string format %r is not supported (supported: %s)" % (schema["format"], ", ".join(FORMATS)))
+                raise GrammarError("string format %r is not supported (supported: %s)"
+                                   % (schema["format"], ", ".join(FORMATS)))
             inner = self.builtin(schema["format"])
         else:
             low, high = int(schema.get("minLength", 0)), schema.get("maxLength")

@@ -27,6 +27,7 @@ from .gbnf import (ALT, CHAR, CHAR_ALT, CHAR_ANY, CHAR_NOT, CHAR_RNG_UPPER, END,
 Stack = Tuple[int, ...]
 MAX_STACKS = 4096        # stacks in one state: beyond this a grammar is too ambiguous to follow
 MAX_STACK_DEPTH = 4096   # nesting of rules inside one another (a JSON value nested this deep, say)
+MAX_STEP_WORK = 1 << 17  # stacks produced while reading one character, duplicates included
 
 
 class Partial(NamedTuple):
@@ -84,7 +85,7 @@ class Matcher:
         self.dead = self.intern(())
         root = self.rule_start[grammar.root]
         starts = [(pos,) if not self.is_end(pos) else () for pos in self.alternative_starts(root)]
-        self.initial = self.intern(tuple(s for start in starts for s in self.advance(start)))
+        self.initial = self.intern(tuple(dict.fromkeys(s for start in starts for s in self.advance(start))))
 
     # -- the rule table ------------------------------------------------------------------------------
 
@@ -152,8 +153,7 @@ class Matcher:
                 continue
             seen.add(current)
             if not current or self.elements[current[-1]][0] != RULE_REF:
-                if current not in result:
-                    result.append(current)
+                result.append(current)  # unique: `seen` lets each stack through once
                 continue
             if len(current) > MAX_STACK_DEPTH or len(seen) > MAX_STACKS * 16:
                 raise GrammarError("the grammar expands beyond what the matcher follows (%d rules deep, %d "
@@ -162,7 +162,7 @@ class Matcher:
             below = current[:-1] if self.is_end(pos + 1) else current[:-1] + (pos + 1,)
             for start in self.alternative_starts(self.rule_start[self.elements[pos][1]]):
                 todo.append(below if self.is_end(start) else below + (start,))
-        if len(self._advanced) > 200_000:
+        if len(self._advanced) > 20_000:
             self._advanced.clear()
         self._advanced[stack] = result
         return result
@@ -183,27 +183,31 @@ class Matcher:
         nxt = self.steps[state].get(point)
         if nxt is not None:
             return nxt
-        stacks: List[Stack] = []
+        stacks: Dict[Stack, None] = {}  # an ordered set
+        work = 0
         for stack in self.states[state]:
             if stack and stack[-1] in self.char_sets and self.char_matches(stack[-1], point):
                 after = self.char_sets[stack[-1]][2]
                 rest = stack[:-1] if self.is_end(after) else stack[:-1] + (after,)
-                for new in self.advance(rest):
-                    if new not in stacks:
-                        stacks.append(new)
+                expanded = self.advance(rest)
+                stacks.update(dict.fromkeys(expanded))
+                work += len(expanded)
+                if len(stacks) > MAX_STACKS or work > MAX_STEP_WORK:
+                    raise GrammarError("the grammar is too ambiguous to follow: reading one character makes more "
+                                       "than %d parse stacks (%d distinct)" % (work, len(stacks)))
         nxt = self.intern(tuple(stacks))
         self.steps[state][point] = nxt
         return nxt
 
     def step_token(self, state: int, token_id: int) -> int:
         """The state after a whole token matched by id: only stacks topped by <[id]> or !<[id]> move."""
-        stacks: List[Stack] = []
+        stacks: Dict[Stack, None] = {}
         for stack in self.states[state]:
             if stack and self.elements[stack[-1]][0] in (TOKEN, TOKEN_NOT):
                 kind, value = self.elements[stack[-1]]
                 if (value == token_id) == (kind == TOKEN):
                     rest = stack[:-1] if self.is_end(stack[-1] + 1) else stack[:-1] + (stack[-1] + 1,)
-                    stacks.extend(s for s in self.advance(rest) if s not in stacks)
+                    stacks.update(dict.fromkeys(self.advance(rest)))
         return self.intern(tuple(stacks))
 
     def char_part(self, state: int) -> int:
@@ -242,8 +246,8 @@ class Matcher:
                                         if s and self.partial_matches(s[-1], new_partial)))
         if by_id == self.dead:
             return by_text, new_partial
-        merged = self.states[by_text] + tuple(s for s in self.states[by_id] if s not in self.states[by_text])
-        return self.intern(merged), new_partial
+        merged = dict.fromkeys(self.states[by_text] + self.states[by_id])
+        return self.intern(tuple(merged)), new_partial
 
     def allows_end(self, state: int) -> bool:
         """Whether the text read so far is a complete match: some stack is empty."""

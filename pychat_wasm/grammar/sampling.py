@@ -13,11 +13,11 @@ allowed tokens: if the overall maximum is allowed it is also the maximum of the 
     sampler = Sampler(SamplingSettings(temperature=0))
     constraint = GrammarConstraint.from_gbnf(schema_to_gbnf(schema), tokenizer)
     logits = model.forward(prompt_ids, 0)
-    while not constraint.is_done:
+    while not constraint.is_done:    # done: the grammar is complete and nothing may follow, or it ended
         token = sample_constrained(logits, lambda l: sampler.sample(l, history), constraint)
-        if constraint.is_done:       # the end-of-generation token was accepted
+        if token in tokenizer.end_of_turn_ids:   # allowed only where the grammar may end
             break
-        history.append(token)
+        history.append(token)            # ...and the token's text goes to the output
         logits = model.forward([token], model.n_past)
 """
 from __future__ import annotations

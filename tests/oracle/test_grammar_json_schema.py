@@ -32,7 +32,8 @@ SCHEMAS = [
     {"type": "string", "pattern": "^(ab|c)+[x-z]?\\d{2,3}$"}, {"type": "string", "pattern": "^[^a-z]{1,4}\\.\\w*$"},
     {"type": "integer", "minimum": -20, "maximum": 345}, {"type": "integer", "exclusiveMinimum": 0},
     {"type": "integer", "maximum": -7}, {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4},
-    {"type": "array", "items": {"type": "boolean"}, "maxItems": 0}, {"type": "array", "prefixItems": [{"type": "string"}, {"type": "null"}]},
+    {"type": "array", "items": {"type": "boolean"}, "maxItems": 0},
+    {"type": "array", "prefixItems": [{"type": "string"}, {"type": "null"}]},
     {"type": ["string", "null"], "maxLength": 3}, {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 2}]},
     {"oneOf": [{"type": "boolean"}, ADDRESS]}, ADDRESS,
     {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}},
@@ -40,8 +41,9 @@ SCHEMAS = [
     {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "boolean"}},
     {"type": "object", "properties": {"id": {"type": "string"}}, "additionalProperties": True},
     {"type": "object", "additionalProperties": False},
-    {"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}},
-                        "required": ["v", "next"], "additionalProperties": False}}, "$ref": "#/$defs/node"},
+    {"$defs": {"node": {"type": "object", "properties": {
+        "v": {"type": "integer"}, "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}},
+        "required": ["v", "next"], "additionalProperties": False}}, "$ref": "#/$defs/node"},
     {"type": "object", "properties": {"people": {"type": "array", "items": {"type": "object", "properties": {
         "name": {"type": "string"}, "born": {"type": "string", "format": "date"}}, "required": ["name"]}}},
      "required": ["people"], "additionalProperties": False},

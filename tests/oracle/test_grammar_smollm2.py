@@ -24,7 +24,8 @@ SCHEMAS = [
         "name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0, "maximum": 30},
         "indoor": {"type": "boolean"}}, "required": ["name", "age", "indoor"], "additionalProperties": False}),
     ("Pick a colour.", {"type": "string", "enum": ["red", "green", "blue"]}),
-    ("List three fruits.", {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 3, "maxItems": 3}),
+    ("List three fruits.", {"type": "array", "items": {"type": "string", "maxLength": 12},
+                            "minItems": 3, "maxItems": 3}),
     ("When was the moon landing?", {"type": "object", "properties": {"date": {"type": "string", "format": "date"}},
                                     "required": ["date"], "additionalProperties": False}),
 ]
@@ -45,17 +46,17 @@ def test_greedy_json_under_a_schema_is_valid(smollm2, question, schema):
     history = list(prompt)
     logits = model.forward(prompt, 0)  # [vocab]
     generated = []
-    for _ in range(80):
+    while not constraint.is_done and len(generated) < 80:
         allowed = constraint.allowed_mask(logits.shape[0])  # [vocab] bool, computed before the step
         expected = int(np.argmax(np.where(allowed, logits, -np.inf)))
         token = sample_constrained(logits, lambda l: sampler.sample(l, history), constraint)
         assert token == expected
-        if constraint.is_done:
+        if token in tokenizer.end_of_turn_ids:
             break
         generated.append(token)
         history.append(token)
         logits = model.forward([token], model.n_past)
-    assert constraint.is_done, tokenizer.decode(generated)
+    assert constraint.can_end, tokenizer.decode(generated)
     value = json.loads(tokenizer.decode(generated))
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     assert not list(validator.iter_errors(value)), value

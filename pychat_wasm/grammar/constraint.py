@@ -35,6 +35,7 @@ class GrammarConstraint:
         self.ended = False  # an end-of-generation token was accepted
         self._end_ids = set(self.index.end_ids)
         self._masks: Dict[int, np.ndarray] = {}
+        self._loops: Dict[int, tuple] = {}  # state -> (characters known to loop, characters known not to)
 
     @classmethod
     def from_gbnf(cls, text: str, tokenizer: Any, root: str = "root") -> "GrammarConstraint":
@@ -67,6 +68,7 @@ class GrammarConstraint:
             if self.partial is None:
                 if len(self._masks) >= MASK_CACHE_SIZE:
                     self._masks.clear()
+                    self._loops.clear()
                 self._masks[self.state] = mask
         if size == mask.shape[0]:
             return mask
@@ -117,23 +119,42 @@ class GrammarConstraint:
         return allowed
 
     def _walk_trie(self, state: int) -> List[int]:
+        """Ids of the trie's tokens readable from `state`; a subtree whose characters all loop is taken whole."""
         matcher = self.matcher
         steps, step, dead = matcher.steps, matcher.step, matcher.dead
         allowed: List[int] = []
         todo = [(self.index.trie, state)]
         while todo:
-            (children, _), here = todo.pop()
+            node, here = todo.pop()
             here_steps = steps[here]
-            for point, child in children.items():
+            for point, child in node[0].items():
                 nxt = here_steps.get(point)
                 if nxt is None:
                     nxt = step(here, point)
-                if nxt != dead:
-                    if child[1]:
-                        allowed.extend(child[1])
-                    if child[0]:
-                        todo.append((child, nxt))
+                if nxt == dead:
+                    continue
+                if nxt == here and child[2] is not None and self._all_loop(here, child[2]):
+                    allowed.extend(child[3])
+                    continue
+                allowed.extend(child[1])
+                if child[0]:
+                    todo.append((child, nxt))
         return allowed
+
+    def _all_loop(self, state: int, chars: frozenset) -> bool:
+        """Whether every character of `chars` leaves `state` unchanged (known answers kept per state)."""
+        loops, breaks = self._loops.setdefault(state, (set(), set()))
+        if chars <= loops:
+            return True
+        if not breaks.isdisjoint(chars):
+            return False
+        for point in chars - loops:
+            if self.matcher.step(state, point) == state:
+                loops.add(point)
+            else:
+                breaks.add(point)
+                return False
+        return True
 
     def _by_id(self) -> List[int]:
         """Ids allowed by stacks topped by <[id]> (that id) or !<[id]> (every textual token but that id)."""

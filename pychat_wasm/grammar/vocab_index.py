@@ -5,6 +5,10 @@ trie of the texts shares the work of common prefixes ("Ġthe", "Ġthere", "Ġthe
 with the matcher's memoized `step` most of the walk is dictionary look-ups. This replaces llama.cpp's
 llama_grammar_reject_candidates, which filters the candidate list stack by stack.
 
+A subtree holding many tokens also keeps the set of characters below it and all its ids: where every one
+of those characters leaves the parse state as it is (inside a JSON string, all but `"` and `\\` do), the
+whole subtree is allowed without walking it.
+
 Tokens fall into four groups:
 - whole: their bytes are complete UTF-8 text -> in the trie, as code points;
 - ragged: their bytes start or end inside a character (byte tokens, split emoji) -> checked one by one;
@@ -18,7 +22,10 @@ from typing import Any, Dict, List, Tuple
 
 from .matcher import decode_utf8
 
-TrieNode = Tuple[Dict[int, Any], List[int]]  # (children by code point, ids of the tokens that end here)
+# [children by code point, ids of the tokens that end here, characters below (None for a small subtree),
+#  ids of every token in the subtree (None for a small subtree)]
+TrieNode = List[Any]
+SUMMARY_MIN_TOKENS = 24  # subtrees with at least this many tokens keep their characters and ids
 
 
 class VocabIndex:
@@ -28,7 +35,7 @@ class VocabIndex:
         self.vocab_size: int = tokenizer.vocab_size
         self.end_ids = sorted(set(tokenizer.end_of_turn_ids) | ({tokenizer.eos_id} - {None}))
         self.token_bytes: List[bytes] = []
-        self.trie: TrieNode = ({}, [])
+        self.trie: TrieNode = [{}, [], None, None]
         self.ragged: List[int] = []
         self.textual: List[int] = []   # every id that has text and is not special: what !<[id]> may match
         ends = set(self.end_ids)
@@ -42,11 +49,49 @@ class VocabIndex:
             if points and partial is None:
                 node = self.trie
                 for point in points:
-                    node = node[0].setdefault(point, ({}, []))
+                    node = node[0].setdefault(point, [{}, [], None, None])
                 node[1].append(token_id)
             else:
                 self.ragged.append(token_id)
         self.textual_set = frozenset(self.textual)
+        summarize(self.trie)
+
+
+def summarize(root: TrieNode) -> None:
+    """Fill in the characters and ids below each large subtree (children before parents, without recursion)."""
+    order, todo = [], [root]
+    while todo:
+        node = todo.pop()
+        order.append(node)
+        todo.extend(node[0].values())
+    sizes: Dict[int, int] = {}
+    for node in reversed(order):
+        size = len(node[1]) + sum(sizes[id(child)] for child in node[0].values())
+        sizes[id(node)] = size
+        if size >= SUMMARY_MIN_TOKENS and node[0]:
+            chars, ids = set(node[0]), list(node[1])
+            for child in node[0].values():
+                chars.update(child[2] if child[2] is not None else subtree_chars(child))
+                ids.extend(child[3] if child[3] is not None else subtree_ids(child))
+            node[2], node[3] = frozenset(chars), ids
+
+
+def subtree_chars(node: TrieNode) -> set:
+    chars, todo = set(), [node]
+    while todo:
+        here = todo.pop()
+        chars.update(here[0])
+        todo.extend(here[0].values())
+    return chars
+
+
+def subtree_ids(node: TrieNode) -> List[int]:
+    ids, todo = [], [node]
+    while todo:
+        here = todo.pop()
+        ids.extend(here[1])
+        todo.extend(here[0].values())
+    return ids
 
 
 _INDEXES: "weakref.WeakKeyDictionary[Any, VocabIndex]" = weakref.WeakKeyDictionary()

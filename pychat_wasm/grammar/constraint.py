@@ -71,7 +71,7 @@ class GrammarConstraint:
                     self._loops.clear()
                 self._masks[self.state] = mask
         if size == mask.shape[0]:
-            return mask
+            return mask.copy()  # the cached one stays as it is
         out = np.zeros(size, dtype=bool)
         n = min(size, mask.shape[0])
         out[:n] = mask[:n]
@@ -112,9 +112,8 @@ class GrammarConstraint:
                 allowed.extend(index.end_ids)
             if matcher.has_token_tops(self.state):
                 allowed.extend(self._by_id())
-        candidates = index.ragged
-        dead = matcher.dead
-        allowed.extend(t for t in candidates
+        dead = matcher.dead  # tokens with a split character, one by one (the only candidates after one)
+        allowed.extend(t for t in index.ragged
                        if matcher.accept_piece(self.state, self.partial, t, index.token_bytes[t])[0] != dead)
         return allowed
 

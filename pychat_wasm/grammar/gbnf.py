@@ -11,16 +11,14 @@ A rule is a list of elements `(type, value)`; its alternatives are separated by 
 A literal "ab" is CHAR a, CHAR b; a class [^a-cx] is CHAR_NOT a, CHAR_RNG_UPPER c, CHAR_ALT x; `.` is
 CHAR_ANY; a reference is RULE_REF id. Groups and repetitions become generated rules named `<rule>_<id>`,
 rewritten as llama.cpp does: S{m,n} -> S...S (m times) then n-m nested optional rules; S* -> S' ::= S S' |.
-`<[123]>` / `!<[123]>` match one token id / any other token (llama.cpp's token elements).
+`<[123]>` / `!<[123]>` match one token id / any other token (llama.cpp's token elements); named tokens
+(`<think>`) would need the vocabulary while parsing and are refused.
 
 Symbol ids are given in order of first appearance, as llama.cpp gives them. Errors are `GrammarError`s
 naming line and column. Bounds keep a hostile grammar within time and memory: llama.cpp's repetition
 threshold (2000), a cap on the text, on the table's size and on group nesting.
 
-Left recursion (`expr ::= expr "+" term`) is refused, as llama.cpp refuses it: it would make parse
-stacks grow without end. Unlike llama.cpp's check, a nullable prefix is followed all the way (llama.cpp
-only looks one rule deep); a cycle of references in tail position (`r ::= x r |` with nullable x) is
-allowed, as there the stacks repeat instead of growing.
+Left recursion (`expr ::= expr "+" term`) is refused, as llama.cpp refuses it (left_recursion.py).
 """
 from __future__ import annotations
 

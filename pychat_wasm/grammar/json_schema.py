@@ -276,10 +276,10 @@ class SchemaConverter:
             parts = [self.visit(s, "%s-%d" % (name, i)) for i, s in enumerate(items)]
             return '"[" space %s space "]"' % ' "," space '.join(parts) if parts else '"[" space "]"'
         item = self.visit(items if items is not None else {}, name + "-item")
-        low, high = int(schema.get("minItems", 0)), schema.get("maxItems")
-        if high is not None and int(high) < max(low, 1):
+        low, high = count(schema, "minItems", 0), count(schema, "maxItems", None)
+        if high is not None and high < max(low, 1):
             return '"[" space "]"'
-        more = '("," space %s){%d,%s}' % (item, max(low - 1, 0), "" if high is None else int(high) - 1)
+        more = '("," space %s){%d,%s}' % (item, max(low - 1, 0), "" if high is None else high - 1)
         return '"[" space %s %s space "]"' % (item, more) if low else '"[" space (%s %s)? space "]"' % (item, more)
 
     def string(self, schema: Dict[str, Any], name: str) -> str:
@@ -293,12 +293,15 @@ class SchemaConverter:
                                    % (schema["format"], ", ".join(FORMATS)))
             inner = self.builtin(schema["format"])
         else:
-            low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
-            inner = "%s{%d,%s}" % (self.builtin("char"), low, "" if high is None else int(high))
+            low, high = count(schema, "minLength", 0), count(schema, "maxLength", None)
+            inner = "%s{%d,%s}" % (self.builtin("char"), low, "" if high is None else high)
         return '"\\"" %s "\\""' % inner
 
     def integer(self, schema: Dict[str, Any]) -> str:
         def bound(key: str, exclusive: str, step: int) -> Optional[int]:
+            for k in (key, exclusive):
+                if k in schema and (isinstance(schema[k], bool) or not isinstance(schema[k], (int, float))):
+                    raise GrammarError("%s must be a number, not %r" % (k, schema[k]))
             values = []
             if key in schema:
                 values.append(int(-(-schema[key] // 1)) if step > 0 else int(schema[key] // 1))
@@ -307,3 +310,11 @@ class SchemaConverter:
             return (max(values) if step > 0 else min(values)) if values else None
         low, high = bound("minimum", "exclusiveMinimum", 1), bound("maximum", "exclusiveMaximum", -1)
         return int_range(low, high)
+
+
+def count(schema: Dict[str, Any], key: str, default: Optional[int]) -> Optional[int]:
+    """A non-negative integer keyword (minLength, maxItems...), or `default` when absent."""
+    value = schema.get(key, default)
+    if value is not default and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise GrammarError("%s must be a non-negative integer, not %r" % (key, value))
+    return value

@@ -109,8 +109,11 @@ def test_json_object_mode_allows_any_object_only():
     ({"$ref": "https://example.com/s.json"}, "https://example.com"),
     ({"allOf": [{"type": "string"}, {"maxLength": 3}]}, "allOf"),
     ({"type": "object", "patternProperties": {"^a": {}}}, "patternProperties"),
+    ({"type": "string", "maxLength": "9"}, "maxLength must be a non-negative integer"),
+    ({"type": "array", "minItems": -1}, "minItems must be a non-negative integer"),
+    ({"type": "integer", "minimum": "0"}, "minimum must be a number"),
 ])
-def test_unsupported_keywords_are_named(schema, keyword):
+def test_unsupported_or_malformed_keywords_are_named(schema, keyword):
     with pytest.raises(GrammarError, match=keyword):
         schema_to_gbnf(schema)
 

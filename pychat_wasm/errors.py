@@ -117,3 +117,8 @@ class CheckpointError(PychatError, ValueError):
 
 class NotEnoughMemoryError(PychatError):
     """Work that would not fit the memory it may use (the browser gives each worker at most 4 GiB)."""
+
+
+class GrammarError(PychatError, ValueError):
+    """A GBNF grammar or JSON schema that cannot constrain output: malformed text (with line and column), an
+    undefined or left-recursive rule, a schema keyword the converter does not support, or a grammar too large."""

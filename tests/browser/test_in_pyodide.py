@@ -831,3 +831,39 @@ def test_finetune_lora_matches_native(browser_python, tiny_models):
         np.testing.assert_array_equal(exported.tensor_bytes(name).view(np.float32).reshape(info.shape),
                                       browser_checks.decode_typed(got["merged"][name]))
 
+
+
+def test_grammar_matches_like_llama_cpp(browser_python):
+    """llama.cpp's grammar integration cases (tests/oracle/test_grammar_llama_cpp.py) inside Pyodide."""
+    from llama_cpp_grammar_cases import integration_cases
+
+    cases = [c for c in integration_cases() if c["kind"] == "grammar"
+             and all(isinstance(p, str) for s in c["passing"] + c["failing"] for p in s)]
+    assert len(cases) >= 10
+    got = browser_python.run("grammar_matches", cases=[
+        (c["source"], ["".join(s) for s in c["passing"] + c["failing"]]) for c in cases])
+    for case, matched in zip(cases, got):
+        assert matched == [True] * len(case["passing"]) + [False] * len(case["failing"]), case["name"]
+
+
+def test_grammar_masks_match_native(browser_python, smollm2_path):
+    """Masks over SmolLM2's vocabulary under a GBNF grammar and a JSON schema, step by step, as computed natively
+    (where test_grammar_constraint.py checks them against the regex package)."""
+    from pychat_wasm.grammar import Grammar, GrammarConstraint, schema_to_gbnf
+    from pychat_wasm.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(str(smollm2_path))
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "n": {"type": "integer", "maximum": 99}},
+              "required": ["name", "n"], "additionalProperties": False}
+    cases = [{"gbnf": 'root ::= "café " [^\\n]* "🙂"', "ids": tok.encode("café au lait 🙂", add_special=False)},
+             {"schema": schema, "ids": tok.encode('{"name": "Ana \\"A\\"", "n": 42}', add_special=False)}]
+    got = browser_python.run("grammar_walks", cases=cases)
+    for case, result in zip(cases, got):
+        text = case["gbnf"] if "gbnf" in case else schema_to_gbnf(case["schema"])
+        constraint = GrammarConstraint(Grammar.parse(text), tok)
+        expected = []
+        for token in case["ids"]:
+            expected.append(browser_checks.ids_digest(np.flatnonzero(constraint.allowed_mask())))
+            constraint.accept(token)
+        assert result == {"digests": expected, "can_end": constraint.can_end}
+        assert result["can_end"]

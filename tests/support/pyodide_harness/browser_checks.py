@@ -429,3 +429,36 @@ async def finetune_lora(file, settings, conversations, steps, batch):
             "grads": {name: encode_typed(g) for name, g in grads.items()},
             "merged": {name: encode_typed(value) for name, value in run.merged_parameters().items()},
             "gguf": encode_bytes(run.gguf_writer().to_bytes())}
+
+
+def ids_digest(ids) -> str:
+    return hashlib.sha256(np.asarray(ids, dtype="<i4").tobytes()).hexdigest()
+
+
+@check
+async def grammar_walks(cases):
+    """Under each grammar (GBNF text or JSON schema): the digest of SmolLM2's allowed ids before each of the
+    given tokens, which are then accepted, and whether the grammar may end after them."""
+    from pychat_wasm.grammar import Grammar, GrammarConstraint, schema_to_gbnf
+    _, tok = await smollm2()
+    results = []
+    for case in cases:
+        text = case["gbnf"] if "gbnf" in case else schema_to_gbnf(case["schema"])
+        constraint = GrammarConstraint(Grammar.parse(text), tok)
+        digests = []
+        for token in case["ids"]:
+            digests.append(ids_digest(np.flatnonzero(constraint.allowed_mask())))
+            constraint.accept(token)
+        results.append({"digests": digests, "can_end": constraint.can_end})
+    return results
+
+
+@check
+async def grammar_matches(cases):
+    """For each (GBNF text, texts): whether each text is a complete match."""
+    from pychat_wasm.grammar import Grammar, Matcher
+    results = []
+    for text, samples in cases:
+        matcher = Matcher(Grammar.parse(text))
+        results.append([matcher.allows_end(matcher.accept_text(matcher.initial, s)) for s in samples])
+    return results

@@ -21,7 +21,6 @@ precached: the page downloads it with resume and keeps it in IndexedDB.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
-from pychat_wasm.chat.sampler import SamplingSettings  # noqa: E402
+from pychat_wasm.browser.protocol import page_manifest  # noqa: E402
 
 WEB = REPO / "web"
 OUT = REPO / "dist" / "site"
@@ -136,8 +135,9 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REP
     checkout `sources`. The result is reproducible: the same inputs give the same bytes in every file.
 
     The manifest holds what something reads: build_id (the page's and the update test's build; sw.js's cache
-    is named after it), boot (the workers' Pyodide boot request), precache (sw.js), model and
-    sampling_defaults (the page), pyodide.version (bench/bench_browser.py), and files: the size and sha256
+    is named after it), boot (the workers' Pyodide boot request), precache (sw.js), model, and from
+    pychat_wasm/browser/protocol.py sampling_defaults, settings_rules and finetune_defaults (the page's forms),
+    pyodide.version (bench/bench_browser.py), and files: the size and sha256
     of every file."""
     if not model.exists():
         raise SystemExit("%s is missing: run scripts/setup.sh (it installs the default model)" % model)
@@ -169,7 +169,7 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REP
         "precache": ["./"] + precache,
         "files": files,
         "model": {"name": model.name, "url": model_path, **files[model_path], **describe_model(model)},
-        "sampling_defaults": dataclasses.asdict(SamplingSettings()),
+        **page_manifest(),  # sampling_defaults, settings_rules, finetune_defaults: the form's values and bounds
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest

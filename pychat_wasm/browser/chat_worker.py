@@ -1,7 +1,7 @@
 """The Python side of the browser worker: one model, one chat session, plain JSON in and out.
 
 The worker (web/worker.js) calls these functions through Pyodide and posts the results to the page. Every
-function returns a JSON string: {"ok": true, ...} or {"ok": false, "error": {"type", "message"}}, so
+function returns a JSON string: {"ok": true, ...} or {"ok": false, "error": protocol.ErrorReply}, so
 errors the user can cause (not a GGUF file, unsupported architecture or quant type, out of memory)
 reach the page as data instead of as a Python traceback. Strings keep the JS side free of proxy
 lifetimes.
@@ -19,6 +19,7 @@ cross-origin isolation).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -26,9 +27,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from ..chat.template import ChatTemplate
-from ..errors import HeaderTruncatedError, NoModelLoadedError, PychatError
+from ..errors import NoModelLoadedError, NotGGUFError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
-from ..gguf.reader import GGUFFile
+from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.config import ModelConfig
 from ..model.forward import Model
 from ..model.check import check_model
@@ -39,6 +40,7 @@ from ..chat.session import ChatEvent, ChatSession
 from ..chat.stop_strings import stop_strings_from_values
 from ..model.tensor_parallel import Collective, ffn_block, max_workers, plan_shards
 from ..tokenizers import load_tokenizer
+from .protocol import ErrorReply, FitOptions
 
 
 class _Worker:
@@ -59,20 +61,10 @@ def json_reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
         try:
             result = dict(function(*args), ok=True)
         except (PychatError, MemoryError) as exc:
-            result = {"ok": False, "error": {"type": type(exc).__name__, "message": _message(exc),
-                                             "has_model": _worker.session is not None}}
-            if isinstance(exc, HeaderTruncatedError):  # the fit check's next read is at least this long
-                result["error"]["needed_bytes"] = exc.needed_bytes
+            result = {"ok": False, "error": dataclasses.asdict(ErrorReply.of(exc, _worker.session is not None))}
         return json.dumps(result)
 
     return wrapper
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, MemoryError):
-        return ("Out of memory: the browser gives Python at most 4 GiB (2 GiB for any one array), and this "
-                "model does not fit (%s). Try a smaller model." % (exc or "allocation failed"))
-    return str(exc)
 
 
 def check_supported(gguf: GGUFFile) -> None:
@@ -84,14 +76,21 @@ def check_supported(gguf: GGUFFile) -> None:
 @json_reply
 def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str, Any]:
     """Before downloading a model: describe it and say whether it fits, from its first bytes (a numpy uint8
-    array, e.g. a Range request's answer) and the whole file's size. HeaderTruncatedError: fetch more bytes.
-    options: {"context_length", "memory_limit"} (default: the engine's default context, the 4 GiB heap less
-    what Python keeps of it)."""
-    options = json.loads(options_json)
-    gguf = GGUFFile.header(header, int(file_size), name=options.get("name", "<header>"))
+    array, e.g. a Range request's answer, or a download's first chunk) and the whole file's size.
+    HeaderTruncatedError: fetch more bytes. NotGGUFError says what the bytes are instead (a web page, ...).
+    options: protocol.FitOptions (default: the engine's default context, the 4 GiB heap less what Python
+    keeps of it)."""
+    options = FitOptions.from_mapping(json.loads(options_json))
+    try:
+        gguf = GGUFFile.header(header, int(file_size), name=options.name)
+    except NotGGUFError:
+        if not options.from_address:
+            raise
+        raise NotGGUFError("%s is not a GGUF model: %s"
+                           % (options.name, describe_non_gguf(bytes(header[:64]), from_address=True))) from None
     check_supported(gguf)
     return {"info": model_info(gguf),
-            "fit": fit_check(gguf, options.get("context_length"), options.get("memory_limit", MODEL_HEAP))}
+            "fit": fit_check(gguf, options.context_length or None, options.memory_limit or MODEL_HEAP)}
 
 
 class SharedMemoryCollective(Collective):

@@ -22,15 +22,15 @@ from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
 from ..gguf.reader import GGUFFile
 from ..model.config import ModelConfig
 from .chat_worker import json_reply
+from .protocol import FinetuneOptions
 from ..train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from ..train.data import (DATA_DIR, MAX_DATA_BYTES, MAX_TOTAL_DATA_BYTES, TrainingData, builtin_corpus,
                           check_total_size, merge_data, parse_training_text, read_training_file)
-from ..train.finetune import FinetuneRun, FinetuneSettings, check_can_finetune, estimated_bytes
+from ..train.finetune import FinetuneRun, check_can_finetune, estimated_bytes
 from ..train.replay import ReplayAnswers
 from ..train.run import TrainingRun
 from ..train.scratch import PRESETS, ScratchRun, TrainSettings
 
-HEAP_BYTES = 4 * 2 ** 30  # what Pyodide 0.27 gives one worker's wasm heap (any one array under 2 GiB)
 FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
 
 
@@ -118,28 +118,20 @@ def begin_training(options_json: str, files_json: str) -> Dict[str, Any]:
     return _describe(run)
 
 
-def _finetune_settings(options: Dict[str, Any]) -> FinetuneSettings:
-    """The page's fine-tuning options; browser defaults keep a 135M model within one worker's heap."""
-    return FinetuneSettings(rank=int(options.get("rank", 8)), targets=options.get("targets", "attn"),
-                            epochs=int(options.get("epochs", FinetuneSettings.epochs)),
-                            lr=float(options.get("lr", FinetuneSettings.lr)),
-                            seq_len=int(options.get("seq_len", 128)), batch_size=int(options.get("batch_size", 2)),
-                            seed=int(options.get("seed", 0)), replay=int(options.get("replay", FinetuneSettings.replay)))
-
-
 @json_reply
 def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str,
                    on_replay: Optional[Callable[[int, int], Any]] = None) -> Dict[str, Any]:
-    """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; files as in begin_training, []
-    for the shipped example. Refuses, before allocating, a run that would not fit options["memory_limit"]
-    (default: the browser's 4 GiB heap). First the base model answers options["replay"] general questions
-    (replay.py), calling on_replay(answered, total) after each."""
-    options = json.loads(options_json)
-    settings = _finetune_settings(options)
+    """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; options: protocol.FinetuneOptions
+    (the browser's defaults for what the page leaves out); files as in begin_training, [] for the shipped
+    example. Refuses, before allocating, a run that would not fit options.memory_limit (default: the browser's
+    4 GiB heap). First the base model answers options.replay general questions (replay.py), calling
+    on_replay(answered, total) after each."""
+    options = FinetuneOptions.from_mapping(json.loads(options_json))
+    settings = options.settings()
     gguf = GGUFFile(base, name=base_name)
     n_params = sum(info.n_elements for info in gguf.tensors.values())
     need = gguf.size + estimated_bytes(ModelConfig.from_gguf(gguf), n_params, settings)
-    limit = int(options.get("memory_limit", HEAP_BYTES))
+    limit = options.memory_limit
     if need > limit:
         raise NotEnoughMemoryError(
             "fine-tuning %s needs about %.1f GB (the model as float32 plus activations), more than the %.1f GB "

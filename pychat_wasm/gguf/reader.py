@@ -68,16 +68,21 @@ class TensorInfo(NamedTuple):
         return n
 
 
-def describe_non_gguf(head: bytes) -> str:
-    """Name what a non-GGUF file most likely is, from its first bytes.
+def describe_non_gguf(head: bytes, from_address: bool = False) -> str:
+    """Name what a non-GGUF file most likely is, from its first bytes; `from_address`: they are what a URL
+    answered (the only place that tells a GGUF file from anything else: the page asks Python).
 
     >>> describe_non_gguf(b"<!doctype html><html>")
     'it looks like an HTML page, not a model: the download saved a web page'
+    >>> describe_non_gguf(b"<!doctype html><html>", from_address=True)
+    'the address returned a web page (HTML), not a model file'
     """
     text = head.lstrip().lower()
     if not head:
         return "the file is empty"
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<!--", b"<?xml", b"<")):
+        if from_address:
+            return "the address returned a web page (HTML), not a model file"
         return "it looks like an HTML page, not a model: the download saved a web page"
     if text.startswith(b"version https://git-lfs"):
         return "it is a Git LFS pointer, not the model: fetch the real file (git lfs pull)"

@@ -7,7 +7,7 @@
  * Python workers for minutes. The models live in IndexedDB, which no service worker touches: they stay
  * cached across updates.
  *
- *     const updates = new Pychat.AppUpdates({state, setPhase});  // state.generating / state.turn: the chat's answer
+ *     const updates = new Pychat.AppUpdates({chat, models, setPhase});  // chat.js's and models.js's controllers
  *     updates.watch(registration);
  */
 (function (Pychat) {
@@ -16,8 +16,9 @@
   const ASK_AGAIN_MS = 2000;
 
   class AppUpdates {
-    constructor({state, setPhase}) {
-      this.state = state;
+    constructor({chat, models, setPhase}) {
+      this.chat = chat;
+      this.models = models;
       this.setPhase = setPhase;
       this.registration = null;
     }
@@ -46,11 +47,11 @@
     async reloadWhenIdle() {
       document.getElementById("update-reload").disabled = true;
       const text = document.getElementById("update-text");
-      while (this.state.generating) {
+      while (this.chat.generating) {
         text.textContent = "A new version is available: reloading when this answer is done.";
-        await this.state.turn;
+        await this.chat.turn;
       }
-      this.state.ready = false;
+      this.models.takeNoQuestions();
       this.setPhase("starting", "Switching to the new version…");
       const waiting = this.registration.waiting;
       if (waiting) this.activate(waiting);
@@ -63,7 +64,7 @@
       const asking = setInterval(ask, ASK_AGAIN_MS);  // again until it takes over: a message can be lost
       const reload = async () => {
         clearInterval(asking);
-        while (this.state.generating) await this.state.turn;
+        while (this.chat.generating) await this.chat.turn;
         location.reload();
       };
       navigator.serviceWorker.addEventListener("controllerchange", reload, {once: true});

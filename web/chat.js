@@ -6,54 +6,60 @@
  *
  * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again (the
  * messages after it are replaced), the system prompt, the sampling settings and stop strings (saved in
- * localStorage). The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
+ * localStorage; their defaults and bounds come from manifest.json, that is from the engine's SamplingSettings
+ * and SETTING_RULES). The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
  * conversation_list.js. The context budget (tokens used of the model's context, live while an answer streams)
  * is shown under the messages; the messages the last prompt left out are marked.
  *
- *     const chat = new Pychat.ChatController(app);   // app: {state, setPhase, showReady, alertBox, restartPython}
- *     await chat.restore(manifest.sampling_defaults);
+ * It owns the answer being written (`generating`, `turn`: a promise that settles when it ends) and the
+ * conversation on the page (`conversation`, `conversations`: the store); others read them, only it writes.
+ *
+ *     const chat = new Pychat.ChatController({models, setPhase, alertBox});  // models: models.js's controller
+ *     await chat.restore(manifest);   // sampling_defaults, settings_rules
  *     chat.wire();
  */
 (function (Pychat) {
   "use strict";
 
+  const {WorkerError, loadSaved, save} = Pychat;  // worker_error.js, util.js
   const SAVED_SETTINGS = "pychat.settings";
-  const SAVED_CURRENT = "pychat.current-conversation";  // the conversation in use (once it has messages), also in
-                                                        // localStorage: an eviction of IndexedDB leaves it
-  const OLD_SAVED_CONVERSATION = "pychat.conversation";  // before conversations had a list: imported once
 
   class ChatController {
-    constructor(app) {
-      this.app = app;
-      this.state = app.state;
+    constructor({models, setPhase, alertBox}) {
+      this.models = models;
+      this.setPhase = setPhase;
+      this.alertBox = alertBox;
       this.view = new Pychat.ChatView(document.getElementById("messages"));
       this.meter = document.getElementById("context-budget");
       this.list = null;
+      this.generating = false;
+      this.turn = null;            // the answer being written, or the last one: settles when it ends
+      this.conversations = null;   // the saved conversations (conversation_store.js)
+      this.conversation = null;    // the one on the page: {id, title, system_prompt, messages, ...}
     }
 
     $(id) {
       return document.getElementById(id);
     }
 
-    /* Settings (saved ones over the engine's defaults), then the conversation in use on the last visit. */
-    async restore(defaults) {
-      this.defaults = defaults;
-      const saved = Pychat.PageUI.loadSaved(SAVED_SETTINGS, {});
-      this.fillSettings({...defaults, ...saved});
-      this.$("stop-strings").value = (saved.stop || []).join("\n");
-      const store = this.state.conversations = await Pychat.ConversationStore.open();
-      const old = Pychat.PageUI.loadSaved(OLD_SAVED_CONVERSATION, null);
-      if (old && Array.isArray(old.messages) && old.messages.length) {
-        const [imported] = Pychat.ConversationStore.parseImport(JSON.stringify(old));
-        Pychat.PageUI.save(SAVED_CURRENT, imported);
+    /* The form's bounds (the engine's rules), settings (saved ones over the engine's defaults), then the
+     * conversation in use on the last visit. */
+    async restore({sampling_defaults, settings_rules}) {
+      this.defaults = sampling_defaults;
+      for (const input of this.settingInputs()) {
+        const rule = settings_rules[input.name];
+        input.min = rule.min;  // inclusive in HTML: Python refuses an excluded bound itself, and says why
+        input.max = rule.max === null ? "" : rule.max;
+        if (rule.whole) input.step = 1;
+        if (rule.hint) input.title = rule.hint;
       }
-      localStorage.removeItem(OLD_SAVED_CONVERSATION);
-      const copy = Pychat.PageUI.loadSaved(SAVED_CURRENT, null);
-      if (copy && copy.id && !(await store.get(copy.id))) await store.put(copy);  // new, or the store was cleared
+      const saved = loadSaved(SAVED_SETTINGS, {});
+      this.fillSettings({...sampling_defaults, ...saved});
+      this.$("stop-strings").value = (saved.stop || []).join("\n");
+      const store = this.conversations = await Pychat.ConversationStore.open();
       this.list = new Pychat.ConversationList({store, onOpen: (id) => this.open(id),
-                                               beforeDelete: (id) => this.leave(id), alertBox: this.app.alertBox});
-      const current = (copy && await store.get(copy.id)) || (await store.list())[0];
-      this.show(current || Pychat.ConversationStore.create());
+                                               beforeDelete: (id) => this.leave(id), alertBox: this.alertBox});
+      this.show((await store.current()) || Pychat.ConversationStore.create());
     }
 
     wire() {
@@ -61,12 +67,12 @@
       this.$("input").onkeydown = (e) => {
         if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); this.send(); }
       };
-      document.addEventListener("keydown", (e) => { if (e.key === "Escape" && this.state.generating) this.stop(); });
+      document.addEventListener("keydown", (e) => { if (e.key === "Escape" && this.generating) this.stop(); });
       this.$("stop").onclick = () => this.stop();
       this.$("new-chat").onclick = () => this.newChat();
       this.$("composer-new-chat").onclick = () => this.newChat();
       this.$("system-prompt").onchange = () => this.changeSystemPrompt();
-      const saveSettings = () => Pychat.PageUI.save(SAVED_SETTINGS, {...this.readSettings(), stop: this.readStops()});
+      const saveSettings = () => save(SAVED_SETTINGS, {...this.readSettings(), stop: this.readStops()});
       this.$("settings").oninput = saveSettings;
       this.$("stop-strings").oninput = saveSettings;
       this.$("settings-reset").onclick = () => {
@@ -108,14 +114,14 @@
 
     /* Put `conversation` on the page as the one in use. */
     show(conversation) {
-      this.state.conversation = conversation;
-      if (conversation.messages.length) Pychat.PageUI.save(SAVED_CURRENT, conversation);
+      this.conversation = conversation;
+      this.conversations.keepCurrent(conversation);
       this.$("system-prompt").value = conversation.system_prompt || "";
       this.renderMessages(conversation.messages);
       this.view.markDropped(conversation.dropped || 0);  // as the last answer's prompt left them out
       this.meter.textContent = "";
       this.list.render(conversation.id);
-      if (this.state.ready) this.showStoredBudget();
+      if (this.models.ready) this.showStoredBudget();
     }
 
     /* The transcript of `messages`, with Edit on the user's messages and Regenerate on the last answer. */
@@ -143,15 +149,15 @@
 
     /* Saved with a fresh title (from the first message) and time; the list shows it first. */
     async save(conversation) {
-      const stored = await this.state.conversations.get(conversation.id);  // renamed while the answer streamed?
+      const stored = await this.conversations.get(conversation.id);  // renamed while the answer streamed?
       const named = stored && stored.titled ? {title: stored.title, titled: true} : {};
       const saved = Pychat.ConversationStore.touched({...conversation, ...named});
-      if (this.state.conversation.id === saved.id) {
-        this.state.conversation = saved;
-        Pychat.PageUI.save(SAVED_CURRENT, saved);
+      if (this.conversation.id === saved.id) {
+        this.conversation = saved;
+        this.conversations.keepCurrent(saved);
       }
-      await this.state.conversations.put(saved);
-      this.list.render(this.state.conversation.id);
+      await this.conversations.put(saved);
+      this.list.render(this.conversation.id);
       return saved;
     }
 
@@ -168,9 +174,9 @@
 
     /* The budget of the conversation in use as it stands (after a model load, a switch). */
     async showStoredBudget() {
-      const {system_prompt, messages} = this.state.conversation;
+      const {system_prompt, messages} = this.conversation;
       try {
-        const reply = await this.state.python.request("budget", {conversation: {system_prompt, messages}});
+        const reply = await this.models.python.request("budget", {conversation: {system_prompt, messages}});
         this.showBudget(reply.budget);
       } catch (error) {
         this.meter.textContent = `Context: ${error.message}`;
@@ -179,27 +185,32 @@
 
     // ---- turns ---------------------------------------------------------------------------------------------
 
+    /* A question can be asked: a model is ready and no answer is being written. */
+    canAsk() {
+      return this.models.ready && !this.generating;
+    }
+
     send() {
       const text = this.$("input").value.trim();
-      if (!text || !this.state.ready || this.state.generating) return null;
+      if (!text || !this.canAsk()) return null;
       this.$("input").value = "";
-      const messages = this.state.conversation.messages.concat({role: "user", content: text});
+      const messages = this.conversation.messages.concat({role: "user", content: text});
       return this.runTurn(messages, {unsent: text});
     }
 
     /* The last answer again, for the same conversation (its prompt is all in the KV cache). */
     regenerate() {
-      const messages = this.state.conversation.messages;
-      if (!this.state.ready || this.state.generating || !messages.length) return null;
+      const messages = this.conversation.messages;
+      if (!this.canAsk() || !messages.length) return null;
       return this.runTurn(messages.slice(0, messages[messages.length - 1].role === "assistant" ? -1 : undefined));
     }
 
     /* The user's message at `index` becomes an editor; Send replaces it and everything after it. */
     edit(view, index) {
-      if (this.state.generating) return;
+      if (this.generating) return;
       view.editText((text) => {
-        if (!this.state.ready || this.state.generating || !text.trim()) return false;
-        const messages = this.state.conversation.messages.slice(0, index).concat({role: "user", content: text.trim()});
+        if (!this.canAsk() || !text.trim()) return false;
+        const messages = this.conversation.messages.slice(0, index).concat({role: "user", content: text.trim()});
         this.runTurn(messages);
         return true;
       });
@@ -207,8 +218,7 @@
 
     /* Answer `messages` (ending with the user's): shown at once, saved once the answer has streamed. */
     runTurn(messages, {unsent = null} = {}) {
-      const state = this.state;
-      const conversation = state.conversation;
+      const conversation = this.conversation;
       if (messages.length === conversation.messages.length + 1) {  // a new message: the rest stays as shown
         this.addMessage(messages[messages.length - 1], messages.length - 1);
       } else {  // regenerate, or edit and send: from there on it changes
@@ -216,8 +226,8 @@
       }
       this.offerRegenerate(null);
       const answer = this.view.add("assistant", "");
-      state.generating = true;
-      this.app.setPhase("generating", "Writing…");
+      this.generating = true;
+      this.setPhase("generating", "Writing…");
       const started = performance.now();
       let firstToken = null;
       let done = null;
@@ -239,48 +249,48 @@
       const turn = {system_prompt: conversation.system_prompt || "", messages, settings: this.readSettings(),
                     stop: this.readStops()};
       let outOfMemory = false;
-      state.turn = state.python.request("chat", {turn}, {onEvent})
+      this.turn = this.models.python.request("chat", {turn}, {onEvent})
         .catch((error) => {
           answer.setNote(`Stopped by an error: ${error.message}`);
-          outOfMemory = error.type === "MemoryError";  // the wasm heap never shrinks: only a fresh worker gets it back
+          outOfMemory = WorkerError.is(error, "MemoryError");  // the wasm heap never shrinks: only a fresh worker gets it back
           if (outOfMemory) {
-            this.app.alertBox("error", `${error.message} Python is restarted with fresh memory; your conversation is kept.`);
-          } else if (error.type !== "WorkerCrashed") {  // a crash: app.js restarts the worker and says so
-            this.app.alertBox("error", error.message);
+            this.alertBox("error", `${error.message} Python is restarted with fresh memory; your conversation is kept.`);
+          } else if (!WorkerError.is(error, "WorkerCrashed")) {  // a crash: models.js restarts the worker and says so
+            this.alertBox("error", error.message);
           }
         })
         .then(() => {
           const text = done ? done.text : answer.text;
           if (!done && !text) {  // failed before its first piece: as it was, the message back in the input
             if (unsent !== null && !this.$("input").value) this.$("input").value = unsent;
-            if (state.conversation.id === conversation.id) this.renderMessages(conversation.messages);
+            if (this.conversation.id === conversation.id) this.renderMessages(conversation.messages);
             return;
           }
           const reply = {role: "assistant", content: text, stats: done && done.stats, first_token: firstToken};
-          if (state.conversation.id === conversation.id) this.offerRegenerate(answer);
+          if (this.conversation.id === conversation.id) this.offerRegenerate(answer);
           const dropped = done ? done.budget.dropped : conversation.dropped || 0;  // marked again after a reload
           return this.save({...conversation, messages: messages.concat(reply), dropped});
         })
         .finally(() => {
-          state.generating = false;
-          if (outOfMemory) this.app.restartPython(state.model);  // the new worker gets the whole conversation
-          else if (state.ready) this.app.showReady();
+          this.generating = false;
+          if (outOfMemory) this.models.restart();  // the new worker gets the whole conversation
+          else if (this.models.ready) this.models.showReady();
         });
-      return state.turn;
+      return this.turn;
     }
 
     /* The worker ends the answer after the current token (or prompt chunk). */
     stop() {
-      if (!this.state.generating) return;
-      this.state.python.stop();
-      this.app.setPhase("stopping", "Stopping…");
+      if (!this.generating) return;
+      this.models.python.stop();
+      this.setPhase("stopping", "Stopping…");
     }
 
     /* Let the running answer end (stopped) before the conversation on the page changes. */
     async settle() {
-      if (!this.state.generating) return;
+      if (!this.generating) return;
       this.stop();
-      await this.state.turn;
+      await this.turn;
     }
 
     // ---- the list of conversations --------------------------------------------------------------------------
@@ -292,27 +302,26 @@
 
     async open(id) {
       await this.settle();
-      const conversation = await this.state.conversations.get(id);
+      const conversation = await this.conversations.get(id);
       if (conversation) this.show(conversation);
     }
 
     /* The conversation `id` is about to be deleted: a running answer in it ends (and is saved) first, and the
      * newest other conversation, or a new one, takes its place on the page. */
     async leave(id) {
-      if (this.state.conversation.id === id) {
+      if (this.conversation.id === id) {
         await this.settle();
-        const others = (await this.state.conversations.list()).filter((c) => c.id !== id);
+        const others = (await this.conversations.list()).filter((c) => c.id !== id);
         this.show(others[0] || Pychat.ConversationStore.create());
       }
-      if (Pychat.PageUI.loadSaved(SAVED_CURRENT, {}).id === id) localStorage.removeItem(SAVED_CURRENT);
     }
 
     /* A new system prompt applies from the next answer on: the conversation keeps its messages. */
     async changeSystemPrompt() {
-      const conversation = {...this.state.conversation, system_prompt: this.$("system-prompt").value};
-      this.state.conversation = conversation;
+      const conversation = {...this.conversation, system_prompt: this.$("system-prompt").value};
+      this.conversation = conversation;
       if (conversation.messages.length) await this.save(conversation);
-      if (this.state.ready && !this.state.generating) this.showStoredBudget();
+      if (this.canAsk()) this.showStoredBudget();
     }
   }
 

@@ -5,6 +5,7 @@
  *     const store = await Pychat.ConversationStore.open();
  *     const conversation = Pychat.ConversationStore.create({system_prompt: ""});  // {id, title, system_prompt, messages, ...}
  *     await store.put(conversation); await store.get(id); await store.list(); await store.remove(id);
+ *     store.keepCurrent(conversation); await store.current();  // the one in use, kept across visits
  *     const text = Pychat.ConversationStore.exportJSON(await store.list());
  *     const imported = Pychat.ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
  *     const fromFile = await Pychat.ConversationStore.readImport(file);  // the same; a file too large is never read
@@ -20,7 +21,11 @@
   const DB_NAME = "pychat-conversations";
   const STORE = "conversations";
   const FORMAT = "pychat-conversations";
+  const {loadSaved, save} = Pychat;  // util.js
   const FALLBACK_KEY = "pychat.conversations";  // localStorage, without IndexedDB
+  const CURRENT_KEY = "pychat.current-conversation";  // the conversation in use (once it has messages), also in
+                                                      // localStorage: an eviction of IndexedDB leaves it
+  const OLD_KEY = "pychat.conversation";  // before conversations had a list: imported once
   const MAX_IMPORT_BYTES = 50 * 1024 * 1024;
   const TITLE_CHARS = 60;
 
@@ -120,7 +125,7 @@
   class ConversationStore {
     constructor(db) {
       this.db = db;  // null: kept in `memory`, saved to localStorage at each change (while it takes them)
-      this.memory = new Map(db ? [] : (Pychat.PageUI.loadSaved(FALLBACK_KEY, [])).map((c) => [c.id, c]));
+      this.memory = new Map(db ? [] : (loadSaved(FALLBACK_KEY, [])).map((c) => [c.id, c]));
     }
 
     static async open() {
@@ -165,6 +170,22 @@
     async remove(id) {
       if (this.db) await this.run("readwrite", (s) => s.delete(id));
       else { this.memory.delete(id); this.saveFallback(); }
+      if (loadSaved(CURRENT_KEY, {}).id === id) localStorage.removeItem(CURRENT_KEY);
+    }
+
+    /* `conversation` is the one in use: its copy in localStorage follows it once it has messages. */
+    keepCurrent(conversation) {
+      if (conversation.messages.length) save(CURRENT_KEY, conversation);
+    }
+
+    /* The conversation in use on the last visit (put back if the store lost it), else the newest, else null. */
+    async current() {
+      const old = loadSaved(OLD_KEY, null);
+      if (old && Array.isArray(old.messages) && old.messages.length) save(CURRENT_KEY, parseImport(JSON.stringify(old))[0]);
+      localStorage.removeItem(OLD_KEY);
+      const copy = loadSaved(CURRENT_KEY, null);
+      if (copy && copy.id && !(await this.get(copy.id))) await this.put(copy);  // new, or the store was cleared
+      return (copy && await this.get(copy.id)) || (await this.list())[0] || null;
     }
   }
 

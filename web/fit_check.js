@@ -10,16 +10,19 @@
  *     verdict.shorterContext the context to load with when only one shorter than asked fits, else null
  *     verdict.text           "fits", "fits with a shorter context (N tokens)" or "does not fit: ..."
  *     verdict.freshHeap      true: it needs more than half the heap, so load it into a Python holding nothing
+ *     verdict.checked        false: the header could not be read (no answer, or too long): nothing was checked
  *
  * The header of a URL comes from Range requests for its first bytes (256 KiB, then 8x more while the header
  * goes on, or at once as much as the header read so far says it needs: a 50 MB metadata array is one more
  * read, not four); a server that sends the whole file instead is read only that far. After MAX_READS reads
- * the check gives up (not checked). When the first bytes cannot be
- * fetched at all, or are no GGUF file, the check is skipped: the download and the load then meet the same
- * failure and report it as they always do.
+ * the check gives up (not checked). Only Python tells a GGUF file from anything else: bytes that are none (a
+ * web page, say) are refused here with its message. When the first bytes cannot be fetched at all the check
+ * is skipped, and the download hands its first bytes to Python instead (models.js).
  */
 (function (Pychat) {
   "use strict";
+
+  const {WorkerError} = Pychat;  // worker_error.js
 
   const FIRST_BYTES = 256 * 1024;
   const GROWTH = 8;
@@ -54,26 +57,27 @@
     return {bytes: first.buffer, size: Number(total[1])};
   }
 
-  /* Anything else (a web page, say) is left to the download and the load, which say what it is instead. */
-  const isGGUF = (bytes) => new TextDecoder().decode(new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength))) === "GGUF";
-
   async function run({python, store, name, url = "", file = null, bytes = null, stored = 0, contextLength = null}) {
     for (let length = FIRST_BYTES, reads = 0; ; reads++) {
-      if (reads === MAX_READS) return {fits: true, shorterContext: null, text: "not checked (the header is too long)"};
+      if (reads === MAX_READS) {
+        return {fits: true, shorterContext: null, text: "not checked (the header is too long)", checked: false};
+      }
       const header = await firstBytes({url, file, bytes}, length);
-      if (!header) return {fits: true, shorterContext: null, text: "not checked (the server did not answer)"};
-      if (!isGGUF(header.bytes)) return {fits: true, shorterContext: null, text: "not checked (not a GGUF file)"};
+      if (!header) {
+        return {fits: true, shorterContext: null, text: "not checked (the server did not answer)", checked: false};
+      }
       let reply;
       try {
         reply = await python.request("checkFit", {header: header.bytes, fileSize: header.size,
-                                                  options: {name, context_length: contextLength}},
+                                                  options: {name, context_length: contextLength, from_address: Boolean(url)}},
                                      {transfer: [header.bytes]});
       } catch (error) {
-        if (error.type === "HeaderTruncatedError" && length < header.size) {
-          length = Math.max(length * GROWTH, (error.neededBytes || 0) + FIRST_BYTES);
+        if (WorkerError.is(error, "HeaderTruncatedError") && length < header.size) {
+          length = Math.max(length * GROWTH, error.neededBytes + FIRST_BYTES);
           continue;
         }
-        throw error;  // not a GGUF file, an unsupported one, a context out of range: said before any download
+        throw error;  // not a GGUF file (what it is instead), an unsupported one, a context out of range: said
+                      // before any download
       }
       if (!bytes) await store.checkSpace(header.size - stored);  // ModelStoreError "quota": says what is missing
       return verdict(reply.fit);
@@ -84,13 +88,13 @@
     const best = report.best && report.policies[report.best];
     if (!best) {
       const smallest = Object.values(report.policies).pop();  // quantized: the least memory
-      return {fits: false, shorterContext: null, text: smallest.message};
+      return {fits: false, shorterContext: null, text: smallest.message, checked: true};
     }
     const shorterContext = best.verdict === "fits" ? null : best.context_length;
     // Near the heap's size the model needs one that holds nothing else: a heap never shrinks, and what an
     // earlier model left behind splits it (two 1.9 GB KV arrays failed beside SmolLM2's freed 1 GB).
     const freshHeap = best.total_bytes > report.memory_limit / 2;
-    return {fits: true, shorterContext, text: best.message, freshHeap};
+    return {fits: true, shorterContext, text: best.message, freshHeap, checked: true};
   }
 
   Object.assign(Pychat, {FitCheck: {run, FIRST_BYTES}});

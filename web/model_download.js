@@ -1,28 +1,28 @@
 /*
  * model_download.js: download a model into the ModelStore, resuming with HTTP Range requests.
  *
- *     const bytes = await Pychat.downloadModel(store, {id, name, url, size, sha256}, {onProgress, onNotice});
+ *     const bytes = await Pychat.downloadModel(store, {id, name, url, size, sha256}, {onProgress, onNotice, checkStart});
  *
  * The bytes go into the store chunk by chunk as they arrive. Every request asks for the bytes after the
  * stored ones (Range: bytes=N-, from N = 0 on), so the answer's Content-Range says how big the whole file
  * is whatever its Content-Length claims. A broken or stalled connection, a body shorter than announced and
  * a 5xx answer are resumed automatically from the stored bytes (again on the next visit); a resumed request
  * carries If-Range with the file's ETag (or Last-Modified), so a file that changed on the server comes back
- * whole and the download restarts cleanly instead of splicing two versions. A download that turns out not
- * to be a GGUF file (e.g. a web page) stops at its first bytes. When the whole file is there its size and
- * sha256 are checked and the verified bytes are returned.
+ * whole and the download restarts cleanly instead of splicing two versions. checkStart(firstBytes, size), if
+ * given, sees the first bytes of a download from byte 0 (size: the whole file's, 0 when unknown) and may
+ * throw: the download then stops there and is deleted (models.js asks Python whether they are a GGUF model).
+ * When the whole file is there its size and sha256 are checked and the verified bytes are returned.
  */
 (function (Pychat) {
   "use strict";
 
-  const {ModelStore, ModelStoreError, formatBytes} = Pychat;  // model_store.js
+  const {ModelStore, ModelStoreError, formatBytes} = Pychat;  // model_store.js, util.js
   const WRITES_AHEAD = 4;          // chunks read from the network but not yet in IndexedDB, at most
   const DEFAULTS = {
     retries: 4,                    // automatic resumes in a row that bring no new bytes
     retry_delay_ms: 800,           // doubled after each such attempt
     stall_seconds: 20,             // no byte for this long: the connection counts as broken
   };
-  const GGUF_MAGIC = "GGUF";
 
   /* A failure worth resuming after: a dropped or stalled connection, a short body, a 5xx answer; `quiet`
    * when the page was told already (a restart). */
@@ -46,12 +46,6 @@
       offset += part.byteLength;
     }
     return out;
-  }
-
-  function describeNonGGUF(head) {
-    const text = new TextDecoder().decode(head).trimStart().toLowerCase();
-    if (text.startsWith("<")) return "the address returned a web page (HTML), not a model file";
-    return "the file does not start with the GGUF magic bytes";
   }
 
   /* "bytes 100-199/1000" -> {start: 100, total: 1000}; null when absent (or hidden by CORS). */
@@ -82,11 +76,12 @@
    * Make sure model `spec` ({id, name, url, size?, sha256?, info?, source}) is complete in the store,
    * downloading only the missing bytes; returns its verified bytes (ArrayBuffer).
    * onProgress({received, total, bytesPerSecond, resumedFrom}) reports the download; onNotice(text) says
-   * what happened when it had to resume or restart. `options` overrides DEFAULTS (manifest.json "download").
+   * what happened when it had to resume or restart; checkStart: see above. `options` overrides DEFAULTS
+   * (manifest.json "download").
    */
-  function downloadModel(store, spec, {onProgress = () => {}, onNotice = () => {}, options = {}} = {}) {
+  function downloadModel(store, spec, {onProgress = () => {}, onNotice = () => {}, checkStart = null, options = {}} = {}) {
     // One download per model at a time, also across tabs: a second tab waits, then finds it complete.
-    const run = () => downloadUnlocked(store, spec, {onProgress, onNotice, ...DEFAULTS, ...options});
+    const run = () => downloadUnlocked(store, spec, {onProgress, onNotice, checkStart, ...DEFAULTS, ...options});
     return navigator.locks ? navigator.locks.request("pychat-model:" + spec.id, run) : run();
   }
 
@@ -137,7 +132,7 @@
       const response = await fetch(record.url, {headers, cache: "no-store", signal: watchdog.signal});
       if (response.status === 416) return await rangeNotSatisfiable(store, record, response, settings.onNotice);
       record = await checkResponse(store, record, response, settings.onNotice);
-      return await storeBody(store, record, response.body.getReader(), settings.onProgress, watchdog);
+      return await storeBody(store, record, response.body.getReader(), settings, watchdog);
     } finally {
       watchdog.pause();
     }
@@ -195,7 +190,7 @@
    * behind the reads (at most WRITES_AHEAD chunks behind), so the network stream is drained promptly: when
    * a connection breaks, what had arrived is stored instead of being dropped with the errored stream.
    */
-  async function storeBody(store, record, reader, onProgress, watchdog) {
+  async function storeBody(store, record, reader, {onProgress, checkStart}, watchdog) {
     const resumedFrom = record.received;
     const started = performance.now();
     let stored = record;
@@ -224,7 +219,7 @@
       }
       const {done: finished, value} = chunk;
       if (value) {
-        if (resumedFrom === 0 && fetched === 0) await checkMagic(store, record, reader, value);
+        if (resumedFrom === 0 && fetched === 0 && checkStart) await checkFirstBytes(store, record, reader, value, checkStart);
         pending.push(value);
         pendingBytes += value.byteLength;
         fetched += value.byteLength;
@@ -260,13 +255,15 @@
     }
   }
 
-  /* Stop at once when a download turns out not to be a GGUF file (e.g. a web page). */
-  async function checkMagic(store, record, reader, firstBytes) {
-    if (firstBytes.byteLength < 4 || new TextDecoder().decode(firstBytes.subarray(0, 4)) === GGUF_MAGIC) return;
-    await reader.cancel();
-    await store.remove(record.id);
-    throw new ModelStoreError("not-gguf", `${record.name} is not a GGUF model: ` +
-                                          describeNonGGUF(firstBytes.subarray(0, 64)) + ".");
+  /* Stop at once, deleting what is stored, when checkStart refuses the first bytes (e.g. a web page). */
+  async function checkFirstBytes(store, record, reader, firstBytes, checkStart) {
+    try {
+      await checkStart(firstBytes, record.size);
+    } catch (error) {
+      await reader.cancel();
+      await store.remove(record.id);
+      throw error;
+    }
   }
 
   Object.assign(Pychat, {downloadModel});

@@ -21,6 +21,7 @@
 (function (Pychat) {
   "use strict";
 
+  const {formatBytes} = Pychat;  // util.js
   const DB_NAME = "pychat-models";
   const DB_VERSION = 1;
   const CHUNK_BYTES = 8 * 1024 * 1024;
@@ -29,15 +30,8 @@
     constructor(kind, message) {
       super(message);
       this.name = "ModelStoreError";
-      this.kind = kind;  // "quota" | "corrupt" | "mismatch" | "network" | "not-gguf" | "missing"
+      this.kind = kind;  // "quota" | "corrupt" | "mismatch" | "network" | "missing"
     }
-  }
-
-  function formatBytes(n) {
-    if (n >= 1e9) return (n / 1e9).toFixed(2) + " GB";
-    if (n >= 1e6) return (n / 1e6).toFixed(1) + " MB";
-    if (n >= 1e3) return (n / 1e3).toFixed(1) + " kB";
-    return n + " B";
   }
 
   function promisify(request) {
@@ -243,5 +237,5 @@
   }
 
   ModelStore.CHUNK_BYTES = CHUNK_BYTES;
-  Object.assign(Pychat, {ModelStore, ModelStoreError, formatBytes});
+  Object.assign(Pychat, {ModelStore, ModelStoreError});
 })(self.Pychat = self.Pychat || {});

@@ -1,13 +1,12 @@
 /*
  * page_ui.js: the page's small DOM pieces that hold no application state: alerts, the download progress
- * bar, the list of cached models, the storage and offline badges, the panels folded on a phone, and values saved
- * in localStorage.
+ * bar, the storage and offline badges, and the panels folded on a phone.
  * Every text that comes from outside (file names, model metadata, error messages) goes in via textContent.
  */
 (function (Pychat) {
   "use strict";
 
-  const {formatBytes} = Pychat;  // model_store.js
+  const {formatBytes} = Pychat;  // util.js
   const $ = (id) => document.getElementById(id);
 
   /* A new element with its text (as textContent, never HTML) and class: element("div", text, "notice"). */
@@ -47,28 +46,6 @@
 
   function hideProgress() {
     $("progress-box").hidden = true;
-  }
-
-  /* The cached models with name, size, architecture, quant types and Use / Remove buttons. */
-  function renderModelList(records, inUseId, {onUse, onRemove}) {
-    const list = $("models");
-    list.replaceChildren();
-    for (const record of records) {
-      const info = record.info || {};
-      const partial = record.complete ? "" : ` · partial: ${formatBytes(record.received)} of ${formatBytes(record.size)}`;
-      const item = element("li");
-      item.dataset.id = record.id;
-      const trained = record.source === "trained" ? " · trained in this browser" : "";
-      const details = element("div", `${formatBytes(record.size)} · ${info.architecture || "?"} · ` +
-        `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}${trained}`, "details");
-      const use = element("button", "Use");
-      use.disabled = !record.complete && !record.url;
-      use.onclick = () => onUse(record);
-      const remove = element("button", "Remove");
-      remove.onclick = () => onRemove(record);
-      item.append(element("strong", record.name + (record.id === inUseId ? " (in use)" : "")), details, use, remove);
-      list.appendChild(item);
-    }
   }
 
   /* Ask for persistent storage (so the browser does not evict the model) and show the answer. */
@@ -118,22 +95,7 @@
     return true;
   }
 
-  function loadSaved(key, fallback) {
-    try {
-      return JSON.parse(localStorage.getItem(key)) || fallback;
-    } catch (e) {
-      return fallback;
-    }
-  }
-
-  /* Keep `value` in localStorage; where it is unavailable or full the app goes on without saving. */
-  function save(key, value) {
-    try {
-      localStorage.setItem(key, JSON.stringify(value));
-    } catch (e) { /* not saved: the page still holds it */ }
-  }
-
-  Object.assign(Pychat, {PageUI: {element, alertBox, showProgress, hideProgress, renderModelList,
+  Object.assign(Pychat, {PageUI: {element, alertBox, showProgress, hideProgress,
                                   requestPersistentStorage, showStorageUnavailable, registerServiceWorker,
-                                  foldPanelsOnNarrowScreens, loadSaved, save}});
+                                  foldPanelsOnNarrowScreens}});
 })(self.Pychat = self.Pychat || {});

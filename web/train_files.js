@@ -15,7 +15,7 @@
 (function (Pychat) {
   "use strict";
 
-  const {formatBytes} = Pychat;  // model_store.js
+  const {WorkerError, formatBytes} = Pychat;  // worker_error.js, util.js
 
   class TrainingFileError extends Error {}
 
@@ -87,7 +87,7 @@
       try {
         reply = await this.describe(incoming.map(({name, text}) => ({name, text})));
       } catch (error) {
-        throw new TrainingFileError(error.type === "TrainingDataError" ? error.message + "."
+        throw new TrainingFileError(WorkerError.is(error, "TrainingDataError") ? error.message + "."
                                                                        : `Could not check the file: ${error.message}`);
       }
       reply.files.forEach((counts, i) => Object.assign(incoming[i], counts));

@@ -3,10 +3,10 @@
  * first opened) and the run's state on the page: its plan, its progress records, whether it runs. Start /
  * Stop / Continue / Save now drive the worker; every progress event updates the step counts, loss, tokens/s,
  * ETA and the loss chart. A finished run (or Save now) hands its GGUF bytes to onModel(name, bytes), which
- * app.js answers by caching the model and loading it for chat.
+ * models.js answers by caching the model and loading it for chat.
  *
- *     const panel = new Pychat.TrainPanel({boot: {indexURL, wheelURLs}, onModel: async (name, bytes) => loadedForChat,
- *                                          base: {current, read}});
+ *     const panel = new Pychat.TrainPanel({boot: {indexURL, wheelURLs}, defaults: manifest.finetune_defaults,
+ *                                          onModel: async (name, bytes) => loadedForChat, base: {current, read}});
  *     panel.wire();
  *
  * Modes: MODES lists how a run is set up: "scratch" (a new model and tokenizer) and "finetune" (LoRA on the
@@ -25,7 +25,7 @@
 (function (Pychat) {
   "use strict";
 
-  const {formatBytes} = Pychat;  // model_store.js
+  const {WorkerError, formatBytes} = Pychat;  // worker_error.js, util.js
 
   /* "SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1" */
   const modelStem = (name) => name.replace(/\.gguf$/i, "");
@@ -42,9 +42,9 @@
       request: "finetune", saveAs: "Q8_0",
       dataLabel: "The shipped example (40 chats about Tessmarrow, an invented town)",
       defaultName: (panel) => { const spec = panel.base.current(); return spec ? modelStem(spec.name) + "-tuned" : "tuned"; },
-      options: (panel) => ({epochs: Number(panel.$("train-epochs").value) || 1,
-                            lr: Number(panel.$("train-lr").value) || 1.5e-3,
-                            rank: 8, targets: "attn", seq_len: 128, batch_size: 2, seed: 0,
+      // Python fills in what the form leaves out (rank, targets, batch, ...: protocol.FinetuneOptions).
+      options: (panel) => ({epochs: Number(panel.$("train-epochs").value) || panel.defaults.epochs,
+                            lr: Number(panel.$("train-lr").value) || panel.defaults.lr,
                             name: panel.$("train-name").value.trim() || MODES.finetune.defaultName(panel),
                             ...(self.pychatTrainingOverrides || {})}),
       /* The chat model's bytes from the model cache, moved (not copied) to the training worker. */
@@ -69,8 +69,9 @@
   }
 
   class TrainPanel {
-    constructor({boot, onModel, base}) {
+    constructor({boot, defaults, onModel, base}) {
       this.boot = boot;
+      this.defaults = defaults;  // fine-tuning's (manifest.json finetune_defaults)
       this.base = base;
       this.autoName = "my-model";  // the name the form was given for its mode; replaced when the mode changes
       this.onModel = onModel;
@@ -97,6 +98,11 @@
     }
 
     wire() {
+      const {epochs, lr, rank, targets, batch_size, seq_len} = this.defaults;
+      this.$("train-epochs").value = epochs;
+      this.$("train-lr").value = lr;
+      this.$("train-recipe").textContent = `LoRA rank ${rank} on the ${targets === "attn" ? "attention" : "attention " +
+                                           "and MLP"}, batch ${batch_size} × ${seq_len} tokens`;
       this.data.wire();
       this.$("train-panel").addEventListener("toggle", () => { if (this.$("train-panel").open) this.startWorker(); });
       this.$("train-form").onsubmit = (e) => { e.preventDefault(); this.start(); };
@@ -142,7 +148,7 @@
         return limits;
       });
       this.booted.catch((error) => {
-        if (error.type === "WorkerCrashed") return;
+        if (WorkerError.is(error, "WorkerCrashed")) return;
         this.booted = null;
         this.show("error", `Python for training could not start: ${error.message}`);
       });
@@ -207,7 +213,7 @@
                                              `keeps them: ${event.answered} of ${event.total}…`);
         plan = await this.worker.request(mode.request, {options, files, ...extra}, {transfer, onEvent});
       } catch (error) {
-        if (error.type === "WorkerCrashed") return;
+        if (WorkerError.is(error, "WorkerCrashed")) return;
         this.message("error", `Training could not start: ${error.message}`);
         this.show(before.state, before.text);  // Python replaces a run only once the new one is set up
         return;
@@ -227,7 +233,7 @@
       try {
         reply = await this.worker.request("train", {}, {onEvent: (event) => this.progress(event)});
       } catch (error) {
-        if (error.type === "WorkerCrashed") return;
+        if (WorkerError.is(error, "WorkerCrashed")) return;
         this.message("error", `Training stopped: ${error.message}`);
         this.show("paused", "Paused by an error.");
         return;
@@ -261,7 +267,7 @@
                                `the model list${inUse ? " and in use for chat" : ""}.`);
         return true;
       } catch (error) {
-        if (error.type !== "WorkerCrashed") this.message("error", `Could not save ${state.name}: ${error.message}`);
+        if (!WorkerError.is(error, "WorkerCrashed")) this.message("error", `Could not save ${state.name}: ${error.message}`);
         return false;
       } finally {
         state.saving = false;

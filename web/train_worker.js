@@ -28,7 +28,7 @@
 (function (Pychat) {
   "use strict";
 
-  importScripts("pyodide_runtime.js", "worker_protocol.js");
+  importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js");
 
   const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
   const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes"];

@@ -28,7 +28,7 @@
 (function (Pychat) {
   "use strict";
 
-  importScripts("pyodide_runtime.js", "worker_protocol.js", "tensor_parallel.js");
+  importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
   const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "last_turn"];
   let py = null;          // the facade from bootPython

@@ -1,28 +1,19 @@
 /*
  * worker_client.js: the page's handle on a Python worker: worker.js (chat, the default) or train_worker.js
  * (training). Requests return promises; events (chat pieces, training progress) go to the callback given
- * with the request; a crash (an uncaught error in the worker, or Python reporting itself broken) rejects
- * whatever is pending and calls onCrash, and the caller decides whether to restart.
+ * with the request; a failed request rejects with a WorkerError (worker_error.js); a crash (an uncaught error
+ * in the worker, or Python reporting itself broken) rejects whatever is pending with WorkerCrashed and calls
+ * onCrash, and the caller decides whether to restart.
  *
  *     const python = new Pychat.PythonWorker({onStatus, onCrash});      // {script: "train_worker.js", ...}
  *     await python.request("boot", {indexURL, wheelURLs});
- *     await python.request("chat", {text, settings}, {onEvent: (event) => ...});
+ *     await python.request("chat", {turn}, {onEvent: (event) => ...});
  *     python.stop();           // the running chat (or training) ends after the current token (or slice)
  */
 (function (Pychat) {
   "use strict";
 
-  class WorkerRequestError extends Error {
-    constructor(error) {
-      super(error.message);
-      this.type = error.type;  // the Python exception class, e.g. "NotGGUFError", "MemoryError"
-      this.hasModel = Boolean(error.hasModel);  // the worker still holds the model it had before
-      this.neededBytes = error.neededBytes || 0;  // HeaderTruncatedError: the first bytes the header needs
-    }
-  }
-
-  /* What every request to a stopped worker fails with: callers recognise it by its type. */
-  const workerStopped = () => new WorkerRequestError({type: "WorkerCrashed", message: "the Python worker stopped"});
+  const {workerStopped} = Pychat;  // worker_error.js
 
   class PythonWorker {
     constructor({script = "worker.js", onStatus = () => {}, onCrash = () => {}} = {}) {
@@ -64,7 +55,7 @@
         this.pending.delete(message.rid);
         if (!entry) return;
         if (message.ok) entry.resolve(message);
-        else entry.reject(new WorkerRequestError(message.error));
+        else entry.reject(new Pychat.WorkerError(message.error));
       } else if (message.type === "fatal") {
         this.crash(message.message);
       }
@@ -85,5 +76,5 @@
     }
   }
 
-  Object.assign(Pychat, {PythonWorker, WorkerRequestError, workerStopped});
+  Object.assign(Pychat, {PythonWorker});
 })(self.Pychat = self.Pychat || {});

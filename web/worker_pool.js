@@ -17,6 +17,8 @@
 (function (Pychat) {
   "use strict";
 
+  const {WorkerError} = Pychat;  // worker_error.js
+
   class WorkerPool {
     /* Several workers need cross-origin isolation (SharedArrayBuffer, Atomics.wait in workers); `wanted`
      * is a number or "auto" (the cores the browser reports). More workers than cores only slows a token. */
@@ -77,7 +79,7 @@
       const results = await Promise.allSettled(members.map(send));
       const failures = results.filter((r) => r.status === "rejected").map((r) => r.reason);
       if (!failures.length) return all ? results.map((r) => r.value) : results[0].value;
-      if (this.crashed || failures.some((e) => e.type === "WorkerCrashed")) throw Pychat.workerStopped();
+      if (this.crashed || failures.some((e) => WorkerError.is(e, "WorkerCrashed"))) throw Pychat.workerStopped();
       const same = failures.length === members.length && failures.every((e) => e.type === failures[0].type &&
                                                                               e.message === failures[0].message);
       if (same) {
@@ -85,7 +87,7 @@
         throw failures[0];
       }
       const cause = failures.find((e) => !String(e.message).includes(Pychat.TensorParallel.ABORT_MESSAGE)) || failures[0];
-      if (cause.type === "MemoryError") throw cause;
+      if (WorkerError.is(cause, "MemoryError")) throw cause;
       this.crash(cause.message);
       throw Pychat.workerStopped();
     }

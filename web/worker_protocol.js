@@ -1,6 +1,7 @@
 /*
  * worker_protocol.js: the worker side of the request / reply protocol that worker_client.js speaks, shared by
- * both Python workers (worker.js for chat, train_worker.js for training). Classic script: importScripts it.
+ * both Python workers (worker.js for chat, train_worker.js for training). Classic script: importScripts it
+ * after worker_error.js.
  *
  *     Pychat.serveRequests({boot, load, ..., stop}, {unqueued: ["stop"]});
  *
@@ -11,7 +12,7 @@
  * training run) is between two of its slices, since each slice ends with `await Pychat.nextTask()`.
  *
  * Python API functions answer JSON text ({"ok": true, ...} or {"ok": false, "error": {...}}): Pychat.checked()
- * turns it into an object or a PythonFailure. An error that is neither a PythonFailure nor raised by Python
+ * turns it into an object or a WorkerError. An error that is neither a WorkerError nor raised by Python
  * code (a wasm trap, Pyodide's fatal error) means the interpreter can no longer be trusted: the page is told
  * with {type: "fatal", message} and restarts the worker.
  */
@@ -21,19 +22,10 @@
   /* One turn of the worker's event loop: lets messages from the page (Stop, ...) in. */
   const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-  class PythonFailure extends Error {
-    constructor(error) {
-      super(error.message);
-      this.type = error.type;
-      this.hasModel = error.has_model;
-      this.neededBytes = error.needed_bytes;  // HeaderTruncatedError: how many first bytes the header needs
-    }
-  }
-
-  /* A Python API answer (JSON text) as an object; {ok: false} becomes a PythonFailure. */
+  /* A Python API answer (JSON text) as an object; {ok: false} becomes a WorkerError (worker_error.js). */
   function checked(replyJSON) {
     const result = JSON.parse(replyJSON);
-    if (!result.ok) throw new PythonFailure(result.error);
+    if (!result.ok) throw new Pychat.WorkerError(result.error);
     return result;
   }
 
@@ -41,16 +33,15 @@
   const userFacing = (error) => Object.assign(error, {userFacing: true});
 
   function isFatal(error) {
-    return !(error instanceof PythonFailure) && !Pychat.isPythonError(error) && !(error && error.userFacing);
+    return !(error instanceof Pychat.WorkerError) && !Pychat.isPythonError(error) && !(error && error.userFacing);
   }
 
-  function describe(error) {
-    if (error instanceof PythonFailure) {
-      return {type: error.type, message: error.message, hasModel: error.hasModel, neededBytes: error.neededBytes};
-    }
+  /* Any error a handler threw as the protocol's error shape {type, message, has_model}. */
+  function asReply(error) {
+    if (error instanceof Pychat.WorkerError) return error.toReply();
     const text = String(error && error.message || error);
     const lastLine = text.trim().split("\n").pop();  // a Python traceback ends with "Type: message"
-    return {type: error && error.name || "Error", message: lastLine};
+    return {type: error && error.name || "Error", message: lastLine, has_model: false};
   }
 
   async function handleRequest(handlers, message) {
@@ -60,8 +51,8 @@
       const {transfer = [], ...result} = (await handlers[type](message)) || {};
       if (rid !== undefined) postMessage({type: "reply", rid, ok: true, ...result}, transfer);
     } catch (error) {
-      if (rid !== undefined) postMessage({type: "reply", rid, ok: false, error: describe(error)});
-      if (isFatal(error)) postMessage({type: "fatal", message: describe(error).message});
+      if (rid !== undefined) postMessage({type: "reply", rid, ok: false, error: asReply(error)});
+      if (isFatal(error)) postMessage({type: "fatal", message: asReply(error).message});
     }
   }
 

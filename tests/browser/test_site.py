@@ -1,6 +1,7 @@
 """The built site (build/build_site.py) and its static server (build/serve.py), without a browser."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -325,3 +326,47 @@ def test_the_namespace_holds_what_the_scripts_use_in_load_order():
         for name in re.findall(r'"([^"]+)"', imports) + [worker]:
             available |= set(exported_names(texts[name]))
             assert used_names(texts[name]) <= available, (worker, name, used_names(texts[name]) - available)
+
+
+def test_the_error_types_the_page_branches_on_are_listed_once_and_exist():
+    """The page tells a worker's errors apart by the Python exception's class name: every name it branches on
+    (WorkerError.is(error, "X"), which also refuses an unlisted name when it runs) is in worker_error.js's
+    ERROR_TYPES, each Python one is a class of pychat_wasm/errors.py (or Python's own), and the page's own are
+    the ones it makes and no Python class, so renaming a class fails here instead of silently breaking a branch."""
+    import builtins
+
+    from pychat_wasm import errors
+
+    text = (WEB / "worker_error.js").read_text()
+    listed = {side: json.loads(re.search(side + r': (\[[^\]]*\])', text).group(1)) for side in ("python", "page")}
+    for name in listed["python"]:
+        cls = getattr(errors, name, None) or getattr(builtins, name, None)
+        assert isinstance(cls, type) and issubclass(cls, BaseException), name
+    for name in listed["page"]:
+        assert not hasattr(errors, name) and not hasattr(builtins, name), name
+    used, made = set(), set()
+    for path in classic_scripts():
+        used |= set(re.findall(r'WorkerError\.is\(\w+, "(\w+)"\)', path.read_text()))
+        made |= set(re.findall(r'new WorkerError\(\{type: "(\w+)"', path.read_text()))
+        assert not re.search(r'\b(?:error|e|cause)\.type [!=]== "', path.read_text()), path.name  # only through is()
+    assert made == set(listed["page"])
+    assert used | made == set(listed["python"]) | set(listed["page"])
+
+
+def test_the_settings_form_is_the_engines_settings_with_their_bounds_from_the_manifest(site):
+    """One input per SETTING_RULES entry, named as the engine names it; its bounds and default come from
+    manifest.json (the HTML holds none that could drift from the rules)."""
+    from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings
+
+    _, manifest = site
+    html = (WEB / "index.html").read_text()
+    form = html[html.index('<form id="settings">'):html.index("</form>", html.index('<form id="settings">'))]
+    inputs = re.findall(r"<input [^>]*>", form)
+    assert sorted(re.search(r'name="(\w+)"', i).group(1) for i in inputs) == sorted(SETTING_RULES)
+    assert not any(re.search(r"\b(?:min|max|value)=", i) for i in inputs)
+    assert manifest["sampling_defaults"] == dataclasses.asdict(SamplingSettings())
+    for name, rule in SETTING_RULES.items():
+        bounds = manifest["settings_rules"][name]
+        assert (bounds["min"], bounds["max"], bounds["min_excluded"]) == (
+            rule.low, None if rule.high == float("inf") else rule.high, rule.low_excluded)
+    assert manifest["finetune_defaults"]["epochs"] >= 1 and "memory_limit" not in manifest["finetune_defaults"]

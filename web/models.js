@@ -1,0 +1,318 @@
+/*
+ * models.js: the model in use and the Python that holds it. The ModelController owns the pool of chat
+ * workers (worker_pool.js) and its crash policy, the current model and whether it takes questions (`ready`),
+ * and every way to change it: the saved or default model at start-up, Use in the model list, a dropped or
+ * chosen file, a URL, a model the Train panel made. A model's bytes come from the cache or are downloaded
+ * with resume into it (model_download.js), after its header was checked to fit (fit_check.js). When
+ * something fails (a rejected file, a failed download, a crashed worker) the page falls back on the model
+ * used before, else the default one. Its controls and the model list are model_panel.js.
+ *
+ *     const models = new Pychat.ModelController({setPhase, alertBox, answers});
+ *                    // answers: {busy: () => an answer is being written, done: () => its promise,
+ *                    //           loaded: () => called once a model is loaded (the chat shows its budget)}
+ *     await models.start(manifest, store);   // boots Python, loads the saved model (or the default one)
+ *     models.ready; models.model; models.python;   // read-only for the others
+ *     models.restart(); models.showReady(); await models.addTrainedModel(name, bytes);
+ */
+(function (Pychat) {
+  "use strict";
+
+  const {WorkerError, loadSaved, save} = Pychat;  // worker_error.js, util.js
+  const SAVED_MODEL = "pychat.model";
+  const RESTARTS_PER_MINUTE = 2;
+
+  class ModelController {
+    constructor({setPhase, alertBox, answers}) {
+      this.setPhase = setPhase;
+      this.alertBox = alertBox;
+      this.answers = answers;
+      this.manifest = null;
+      this.store = null;      // the model cache (model_store.js)
+      this.python = null;     // the WorkerPool
+      this.booted = null;     // its boot request
+      this.pythonStatus = ""; // start-up progress, shown in the status line until a model is ready
+      this.model = null;      // spec of the model loaded in the workers
+      this.ready = false;     // it is loaded and takes questions
+      this.crashes = [];      // times of the recent crashes
+      this.panel = new Pychat.ModelPanel({
+        onFile: (file) => this.addModelFile(file),
+        onURL: (url) => this.addModelURL(url),
+        onUse: (record) => this.idle() && this.switchModel(record),
+        onRemove: async (record) => { await this.store.remove(record.id); this.renderModels(); },
+        onWorkers: () => { if (this.idle() && this.model) this.restart(); },
+        onContext: () => { if (this.idle() && this.model) this.switchModel(this.model); },
+      });
+    }
+
+    /* Nothing is being done with the model: a switch may start. */
+    idle() {
+      return this.ready && !this.answers.busy();
+    }
+
+    async start(manifest, store) {
+      this.manifest = manifest;
+      this.store = store;
+      this.panel.wire();
+      this.startPython();
+      if (store.persistent) {
+        Pychat.PageUI.requestPersistentStorage();
+        const gone = this.panel.evicted(await store.list());
+        if (gone) {
+          this.alertBox("notice", `The browser cleared this site's model cache since your last visit (${gone} ` +
+                        `model${gone > 1 ? "s" : ""}): the model is downloaded again. Your conversation is kept.`);
+        }
+      } else {
+        Pychat.PageUI.showStorageUnavailable(store.unavailable);
+      }
+      const savedId = loadSaved(SAVED_MODEL, null);
+      const saved = savedId && await store.get(savedId);
+      this.renderModels();
+      await this.switchModel(saved && saved.complete ? saved : this.defaultSpec());
+    }
+
+    /* The model in this.model is loaded and the app takes questions. */
+    showReady() {
+      this.ready = true;
+      const workers = this.python.workers;
+      this.setPhase("ready", `Ready: ${this.model.name} · ${workers} worker${workers > 1 ? "s" : ""}`);
+    }
+
+    /* The page is about to switch to a new version: no new question, no model change. */
+    takeNoQuestions() {
+      this.ready = false;
+    }
+
+    defaultSpec() {
+      const m = this.manifest.model;
+      return {id: "default/" + m.name, name: m.name, url: m.url, size: m.size, sha256: m.sha256, source: "default",
+              info: {architecture: m.architecture, tensor_types: m.quant_types}};
+    }
+
+    // ---- switching models -----------------------------------------------------------------------------------
+
+    /* The model's verified bytes: from the cache, or downloaded (resuming) into it; a damaged copy is deleted
+     * and downloaded once more. Unless `headerChecked`, the download's first bytes go to Python's fit check,
+     * which stops it when they are no GGUF model (a web page, say) and says what they are. */
+    async obtainBytes(spec, {headerChecked}) {
+      const checkStart = headerChecked ? null : (head, size) => this.checkStart(spec, head, size);
+      for (let attempt = 0; ; attempt++) {
+        const record = await this.store.get(spec.id);
+        try {
+          if (record && record.complete && (!spec.sha256 || record.sha256 === spec.sha256)) {
+            this.setPhase("verifying", `Checking ${spec.name}…`);
+            return await this.store.readVerified(spec.id);
+          }
+          if (!spec.url) {
+            throw new Pychat.ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
+          }
+          this.setPhase("downloading", `Downloading ${spec.name}…`);
+          const bytes = await Pychat.downloadModel(this.store, spec, {
+            onProgress: Pychat.PageUI.showProgress, onNotice: (text) => this.alertBox("notice", text),
+            options: this.manifest.download, checkStart});
+          Pychat.PageUI.hideProgress();
+          return bytes;
+        } catch (error) {
+          if (error.kind !== "corrupt" || !spec.url || attempt > 0) throw error;
+          this.alertBox("notice", error.message + " Downloading it again.");
+        }
+      }
+    }
+
+    /* Python's verdict on a download's first bytes (`size`: the whole file's, 0 when unknown): a GGUF header
+     * that goes on past them is fine; anything Python refuses (not a GGUF file, ...) stops the download. */
+    async checkStart(spec, head, size) {
+      const header = head.slice().buffer;
+      try {
+        await this.python.request("checkFit", {header, fileSize: size || Number.MAX_SAFE_INTEGER,
+                                               options: {name: spec.name, from_address: true}}, {transfer: [header]});
+      } catch (error) {
+        if (!WorkerError.is(error, "HeaderTruncatedError")) throw error;
+      }
+    }
+
+    async switchModel(spec) {
+      const previous = this.model;
+      this.ready = false;
+      try {
+        const record = await this.store.get(spec.id);
+        const download = spec.url && !(record && record.complete);
+        let fit = download  // before the download
+          ? await this.checkFit({name: spec.name, url: spec.url, stored: record ? record.received || 0 : 0}, previous)
+          : null;
+        const bytes = await this.obtainBytes(spec, {headerChecked: Boolean(fit && fit.checked)});
+        if (!fit) fit = await this.checkFit({name: spec.name, bytes}, previous);
+        if (fit.freshHeap && previous) return this.restart(spec);  // now cached: loaded from there
+        this.setPhase("loading", `Loading ${spec.name} into Python…`);
+        const reply = await this.python.request("load", {name: spec.name, bytes, options: fit.options}, {transfer: [bytes]});
+        await this.modelLoaded(spec, reply.info);
+      } catch (error) {
+        await this.modelFailed(spec, error, previous);
+      }
+    }
+
+    /* Does the model fit (fit_check.js)? Shows the verdict; resolves to {options: the load options (a shorter
+     * context when only that fits), freshHeap, checked}, or rejects with the verdict (DoesNotFit), leaving the
+     * model in use (`previous`) as it was. */
+    async checkFit(source, previous) {
+      this.setPhase("starting", "Starting Python…");
+      await this.booted;
+      this.setPhase("verifying", `Checking whether ${source.name} fits…`);
+      const asked = this.panel.chosenContext();
+      const verdict = await Pychat.FitCheck.run({python: this.python, store: this.store, ...source, contextLength: asked});
+      this.panel.showFit(source.name, verdict.text);
+      if (!verdict.fits) {
+        throw new WorkerError({type: "DoesNotFit", message: verdict.text, has_model: Boolean(previous)});
+      }
+      if (verdict.shorterContext) this.alertBox("notice", `${source.name} ${verdict.text}: it runs with that context.`);
+      const contextLength = verdict.shorterContext || asked;
+      return {options: contextLength ? {context_length: contextLength} : {}, freshHeap: verdict.freshHeap,
+              checked: verdict.checked};
+    }
+
+    async modelLoaded(spec, info) {
+      this.model = {...spec, info};
+      save(SAVED_MODEL, spec.id);
+      const record = await this.store.get(spec.id);
+      if (record && !record.info) await this.store.put({...record, info});
+      this.answers.loaded();
+      this.panel.showModel(spec, info);
+      this.showReady();
+      this.renderModels();
+    }
+
+    async modelFailed(spec, error, previous) {
+      Pychat.PageUI.hideProgress();
+      if (WorkerError.is(error, "WorkerCrashed")) return;  // the crash handler restarts everything
+      this.alertBox("error", `Could not load ${spec.name}: ${error.message}`,
+                    spec.url ? {label: "Retry", run: () => this.switchModel(spec)} : null);
+      const refused = error instanceof WorkerError;  // by Python (or the fit check), not by the network or storage
+      if (refused && spec.source !== "default") {
+        await this.store.remove(spec.id);  // do not keep it
+        this.renderModels();
+      }
+      // What to fall back on: the model used before, else the default one (unless that is what failed).
+      const fallback = previous && previous.id !== spec.id ? previous
+        : spec.source !== "default" ? this.defaultSpec() : null;
+      // A failed download or a file Python rejected up front leaves the loaded model as it was.
+      if (previous && (!refused || error.hasModel)) {
+        this.model = previous;
+        this.showReady();
+      } else if (WorkerError.is(error, "MemoryError") && fallback) {
+        this.restart(fallback);  // the wasm heap never shrinks: only a fresh worker gets the memory back
+      } else if (fallback) {
+        await this.switchModel(fallback);
+      } else {
+        this.setPhase("error", `No model loaded: ${error.message}`);
+      }
+    }
+
+    // ---- adding models --------------------------------------------------------------------------------------
+
+    async addModelFile(file) {
+      if (!this.idle()) return;
+      const spec = {id: `file/${file.name}/${file.size}`, name: file.name, url: "", source: "file"};
+      const previous = this.model;
+      this.ready = false;
+      try {
+        const {options, freshHeap} = await this.checkFit({name: file.name, file}, previous);  // before reading it whole
+        if (freshHeap && previous) {  // into the cache, then from there into a fresh Python (a rejection removes it)
+          await this.store.importFile(file, {id: spec.id});
+          return this.restart(await this.store.get(spec.id));
+        }
+        this.setPhase("loading", `Loading ${file.name} into Python…`);
+        const bytes = await file.arrayBuffer();
+        const reply = await this.python.request("load", {name: file.name, bytes, options}, {transfer: [bytes]});
+        try {
+          await this.store.importFile(file, {id: spec.id, info: reply.info});
+        } catch (error) {
+          this.alertBox("error", `${error.message} ${file.name} is loaded for this visit only.`);
+        }
+        await this.modelLoaded(spec, reply.info);
+      } catch (error) {
+        await this.modelFailed(spec, error, previous);
+      }
+    }
+
+    /* A model the Train panel made: into the cache under its name (replacing an older one of that name), then
+     * loaded for chat once the answer being written, if any, is done. Resolves to true when it is in use. */
+    async addTrainedModel(name, bytes) {
+      const id = "trained/" + name;
+      await this.store.importFile(new File([bytes], name), {id, source: "trained"});
+      await this.renderModels();
+      if (this.answers.busy()) await this.answers.done();
+      if (!this.ready) {
+        this.alertBox("notice", `${name} is in the model list: choose Use once the current model is ready.`);
+        return false;
+      }
+      await this.switchModel(await this.store.get(id));
+      return Boolean(this.model && this.model.id === id);
+    }
+
+    addModelURL(url) {
+      const address = new URL(url, location.href);
+      if (address.origin !== location.origin) {  // the Content-Security-Policy (connect-src 'self') refuses it
+        this.alertBox("error", `Models can be downloaded only from ${location.origin}: this page's security policy ` +
+                      `lets it connect nowhere else. Download ${address.href} yourself and drop the file here.`);
+        return;
+      }
+      const last = address.pathname.split("/").pop() || "model.gguf";
+      let name = last;
+      try { name = decodeURIComponent(last); } catch (e) { /* a malformed %-escape: the name as written */ }
+      return this.switchModel({id: "url/" + url, name, url, source: "url"});
+    }
+
+    // ---- the model list ------------------------------------------------------------------------------------
+
+    async renderModels() {
+      this.panel.render(await this.store.list(), this.model && this.model.id, this.store.persistent);
+    }
+
+    // ---- the Python workers -------------------------------------------------------------------------------
+
+    startPython() {
+      this.pythonStatus = "starting";
+      this.python = new Pychat.WorkerPool({
+        size: Pychat.WorkerPool.defaultSize(this.panel.chosenWorkers()),
+        onStatus: (text) => { this.pythonStatus = text; this.setPhase(); },
+        onCrash: (reason) => this.crashed(reason),
+      });
+      this.booted = this.python.request("boot", this.manifest.boot)
+        .then((reply) => {
+          this.pythonStatus = "";
+          const {pyodide, python, numpy} = reply.versions;
+          document.getElementById("runtime-badge").textContent = `Runtime: Pyodide ${pyodide} · Python ${python} · numpy ${numpy}`;
+          return reply;
+        });
+      this.booted.catch((error) => {
+        if (WorkerError.is(error, "WorkerCrashed")) return;
+        this.setPhase("error", "Python could not start");
+        this.alertBox("error", `Python could not start: ${error.message}`, {label: "Retry", run: () => location.reload()});
+      });
+    }
+
+    /* A fresh Python (its heap all free) loading `spec`, by default the model in use. */
+    restart(spec = this.model) {
+      if (this.python) this.python.terminate();
+      this.ready = false;
+      this.model = null;  // the new workers hold no model yet
+      this.startPython();
+      return this.switchModel(spec);
+    }
+
+    crashed(reason) {
+      this.ready = false;
+      const now = Date.now();
+      this.crashes = this.crashes.filter((t) => now - t < 60000).concat(now);
+      const spec = this.model || this.defaultSpec();
+      if (this.crashes.length <= RESTARTS_PER_MINUTE) {
+        this.alertBox("error", `The Python worker crashed (${reason}). Restarting it; your conversation is kept.`);
+        this.restart(spec);
+      } else {
+        this.setPhase("error", "Python stopped");
+        this.alertBox("error", `The Python worker crashed again (${reason}).`, {label: "Restart", run: () => this.restart(spec)});
+      }
+    }
+  }
+
+  Object.assign(Pychat, {ModelController});
+})(self.Pychat = self.Pychat || {});

@@ -206,6 +206,31 @@ def test_default_model_survives_faults_and_is_checked_against_the_manifest(fresh
     assert record["complete"] and record["recorded_sha256"] == hashlib.sha256(model_bytes).hexdigest()
 
 
+def test_without_a_header_read_python_checks_the_first_bytes_of_the_download(page, fault_server, files, tiny_dir):
+    """Where the fit check cannot read the header (the server fails its Range request for the first bytes), the
+    download hands its first bytes to Python instead: a web page stops there, with Python's message, and nothing
+    of it is kept; a model goes on, and chats."""
+    html = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>" + b"<p>x</p>" * 50_000 + b"</body></html>"
+    url = fault_server.add_model("/faulty/signin.gguf", html, header_status=503)
+    add_by_url(page, url)
+    page.wait_for_selector(".alert[data-kind=error]:has-text('Could not load signin.gguf')")
+    assert ("Could not load signin.gguf: signin.gguf is not a GGUF model: the address returned a web page (HTML), "
+            "not a model file") in alert_texts(page, "error")
+    assert page.text_content("#fit-status") == "signin.gguf: not checked (the server did not answer)"
+    assert [(r["range"], r["status"]) for r in fault_server.header_reads("/faulty/signin.gguf")] == [
+        ("bytes=0-%d" % (256 * 1024 - 1), 503)]
+    assert [r["range"] for r in fault_server.requests("/faulty/signin.gguf")] == ["bytes=0-"]
+    page.wait_for_selector("#status[data-phase=ready]")  # the model in use before, as it was
+    assert not [i for i in check_stored_models(page, files) if i.endswith("/signin.gguf")]
+
+    data = tiny_model(tiny_dir, "unread.gguf", "Checked at the start. ")
+    url = fault_server.add_model("/faulty/unread.gguf", data, header_status=503)
+    files["url/" + url] = data
+    add_by_url(page, url)
+    assert_chats(page, "unread.gguf", "Checked at the start. ", files)
+    assert page.text_content("#fit-status") == "unread.gguf: not checked (the server did not answer)"
+
+
 def test_model_url_on_another_origin_is_refused_with_a_message(page, fault_server):
     other = fault_server.url.replace("127.0.0.1", "localhost") + "models/other.gguf"
     add_by_url(page, other)

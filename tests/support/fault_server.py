@@ -52,8 +52,9 @@ class Fault:
 class ModelFile:
     """The bytes behind one URL, their validators, the planned faults and the log of requests."""
 
-    def __init__(self, data: bytes, etag: bool = True):
+    def __init__(self, data: bytes, etag: bool = True, header_status: Optional[int] = None):
         self.with_etag = etag
+        self.header_status = header_status  # the answer to every header read: the fit check cannot read it
         self.modified = time.time() - 3600
         self.faults: Deque[Fault] = deque()
         self.log: List[Dict] = []
@@ -87,6 +88,8 @@ class FaultyHandler(serve.SiteHandler):
         entry = {"range": self.headers.get("Range"), "if_range": self.headers.get("If-Range"), "sent": 0}
         header_read = is_header_read(entry)
         fault = model.faults.popleft() if model.faults and not header_read else Fault()
+        if header_read and model.header_status:
+            fault = Fault(status=model.header_status)
         (model.header_log if header_read else model.log).append(entry)
         data = model.data
         if fault.status:
@@ -156,9 +159,10 @@ class FaultServer(SiteServer):
         super().start()
         self.httpd.models = self.models
 
-    def add_model(self, path: str, data: bytes, etag: bool = True) -> str:
-        """Serve `data` at `path` (faults come from plan()); returns its URL."""
-        self.models[path] = ModelFile(data, etag=etag)
+    def add_model(self, path: str, data: bytes, etag: bool = True, header_status: Optional[int] = None) -> str:
+        """Serve `data` at `path` (faults come from plan(); header reads get `header_status` if given); returns
+        its URL."""
+        self.models[path] = ModelFile(data, etag=etag, header_status=header_status)
         return self.url.rstrip("/") + path
 
     def plan(self, path: str, *faults: Fault) -> None:

@@ -67,7 +67,8 @@
       };
       input.onkeydown = (e) => {
         if (e.key === "Enter") { e.preventDefault(); finish(true); }
-        if (e.key === "Escape") { e.stopPropagation(); finish(false); }
+        // Escape cancels the rename, and only that: once Enter has finished it, Escape stops the answer as anywhere
+        if (e.key === "Escape" && !finished) { e.stopPropagation(); finish(false); }
       };
       input.onblur = () => finish(true);
     }

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
+from pychat_wasm.model.info import model_info  # noqa: E402
 from pychat_wasm.browser.protocol import page_manifest  # noqa: E402
 
 WEB = REPO / "web"
@@ -121,9 +122,9 @@ def copy_vendor(out: Path) -> List[str]:
 
 
 def describe_model(path: Path) -> dict:
-    """What the page shows about a model before loading it, besides its size: architecture and quant types."""
-    gguf = GGUFFile.open(str(path))
-    return {"architecture": gguf.metadata.get("general.architecture", "?"), "quant_types": gguf.type_histogram()}
+    """What the page shows about a model before loading it, besides its size: model_info, as a load reports it
+    (architecture, tensor types, ...)."""
+    return model_info(GGUFFile.open(str(path)))
 
 
 def file_entries(out: Path, paths) -> dict:
@@ -168,7 +169,7 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REP
         "boot": {"indexURL": PYODIDE_DIR, "wheelURLs": wheel_urls},  # what the workers' boot request sends
         "precache": ["./"] + precache,
         "files": files,
-        "model": {"name": model.name, "url": model_path, **files[model_path], **describe_model(model)},
+        "model": {"name": model.name, "url": model_path, **files[model_path], "info": describe_model(model)},
         **page_manifest(),  # sampling_defaults, settings_rules, finetune_defaults: the form's values and bounds
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))

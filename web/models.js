@@ -85,7 +85,7 @@
     defaultSpec() {
       const m = this.manifest.model;
       return {id: "default/" + m.name, name: m.name, url: m.url, size: m.size, sha256: m.sha256, source: "default",
-              info: {architecture: m.architecture, tensor_types: m.quant_types}};
+              info: m.info};
     }
 
     // ---- switching models -----------------------------------------------------------------------------------

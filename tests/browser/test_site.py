@@ -92,11 +92,11 @@ def test_manifest_lists_every_file_with_its_size_and_sha256(site, smollm2_path):
     assert set(manifest) == {"build_id", "pyodide", "boot", "precache", "files", "model", "sampling_defaults",
                              "settings_rules", "finetune_defaults"}
     model = manifest["model"]
-    assert set(model) == {"name", "url", "size", "sha256", "architecture", "quant_types"}  # web/app.js defaultSpec
+    assert set(model) == {"name", "url", "size", "sha256", "info"}  # web/models.js defaultSpec
     assert model["sha256"] == hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
-    assert (model["size"], model["architecture"], model["url"]) == (
+    assert (model["size"], model["info"]["architecture"], model["url"]) == (
         98362432, "llama", "models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    assert model["quant_types"] == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
+    assert model["info"]["tensor_types"] == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
 
 
 def test_service_worker_precaches_the_shell_python_and_wheel_but_not_the_model(site):

@@ -5,9 +5,8 @@
  * that fails before its first piece leaves the conversation as it was and puts the message back in the input.
  *
  * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again (the
- * messages after it are replaced), the system prompt, the sampling settings and stop strings (saved in
- * localStorage; their defaults and bounds come from manifest.json, that is from the engine's SamplingSettings
- * and SETTING_RULES). The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
+ * messages after it are replaced), the system prompt, and the sampling settings and stop strings of
+ * sampling_form.js. The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
  * conversation_list.js. The context budget (tokens used of the model's context, live while an answer streams)
  * is shown under the messages; the messages the last prompt left out are marked.
  *
@@ -15,14 +14,13 @@
  * conversation on the page (`conversation`, `conversations`: the store); others read them, only it writes.
  *
  *     const chat = new Pychat.ChatController({models, setPhase, alertBox});  // models: models.js's controller
- *     await chat.restore(manifest);   // sampling_defaults, settings_rules
+ *     await chat.restore(manifest);   // sampling_defaults, settings_rules: the sampling form's
  *     chat.wire();
  */
 (function (Pychat) {
   "use strict";
 
-  const {WorkerError, loadSaved, save} = Pychat;  // worker_error.js, util.js
-  const SAVED_SETTINGS = "pychat.settings";
+  const {WorkerError} = Pychat;  // worker_error.js
 
   class ChatController {
     constructor({models, setPhase, alertBox}) {
@@ -42,20 +40,9 @@
       return document.getElementById(id);
     }
 
-    /* The form's bounds (the engine's rules), settings (saved ones over the engine's defaults), then the
-     * conversation in use on the last visit. */
-    async restore({sampling_defaults, settings_rules}) {
-      this.defaults = sampling_defaults;
-      for (const input of this.settingInputs()) {
-        const rule = settings_rules[input.name];
-        input.min = rule.min;  // inclusive in HTML: Python refuses an excluded bound itself, and says why
-        input.max = rule.max === null ? "" : rule.max;
-        if (rule.whole) input.step = 1;
-        if (rule.hint) input.title = rule.hint;
-      }
-      const saved = loadSaved(SAVED_SETTINGS, {});
-      this.fillSettings({...sampling_defaults, ...saved});
-      this.$("stop-strings").value = (saved.stop || []).join("\n");
+    /* The sampling form (sampling_form.js), then the conversation in use on the last visit. */
+    async restore(manifest) {
+      this.form = new Pychat.SamplingForm(manifest);
       const store = this.conversations = await Pychat.ConversationStore.open();
       this.list = new Pychat.ConversationList({store, onOpen: (id) => this.open(id),
                                                beforeDelete: (id) => this.leave(id), alertBox: this.alertBox});
@@ -72,42 +59,8 @@
       this.$("new-chat").onclick = () => this.newChat();
       this.$("composer-new-chat").onclick = () => this.newChat();
       this.$("system-prompt").onchange = () => this.changeSystemPrompt();
-      const saveSettings = () => save(SAVED_SETTINGS, {...this.readSettings(), stop: this.readStops()});
-      this.$("settings").oninput = saveSettings;
-      this.$("stop-strings").oninput = saveSettings;
-      this.$("settings-reset").onclick = () => {
-        this.fillSettings(this.defaults);
-        this.$("stop-strings").value = "";
-        saveSettings();
-      };
+      this.form.wire();
       this.list.wire();
-    }
-
-    /* The inputs of the sampling form; each one's name is the engine's setting name (top_k, seed, ...). */
-    settingInputs() {
-      return this.$("settings").querySelectorAll("input[name]");
-    }
-
-    /* The form as numbers; an empty field is null (the engine's default, or a random seed). Python checks
-     * them (the same check as the CLI's) and says what is wrong. */
-    readSettings() {
-      const settings = {};
-      for (const input of this.settingInputs()) {
-        const value = input.value.trim();
-        settings[input.name] = value === "" ? null : Number(value);
-      }
-      return settings;
-    }
-
-    /* One stop string a line, as typed (a stop string may begin or end with spaces). */
-    readStops() {
-      return this.$("stop-strings").value.split("\n").filter((line) => line !== "");
-    }
-
-    fillSettings(values) {
-      for (const input of this.settingInputs()) {
-        input.value = values[input.name] === null || values[input.name] === undefined ? "" : values[input.name];
-      }
     }
 
     // ---- the conversation on the page ------------------------------------------------------------------------
@@ -246,8 +199,8 @@
         }
         this.showBudget(event.budget);
       };
-      const turn = {system_prompt: conversation.system_prompt || "", messages, settings: this.readSettings(),
-                    stop: this.readStops()};
+      const turn = {system_prompt: conversation.system_prompt || "", messages, settings: this.form.settings(),
+                    stop: this.form.stops()};
       let outOfMemory = false;
       this.turn = this.models.python.request("chat", {turn}, {onEvent})
         .catch((error) => {

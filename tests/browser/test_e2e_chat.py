@@ -12,7 +12,7 @@ from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, chatml_tokens, new
                          python_messages, saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
 
 from pychat_wasm.errors import InvalidSettingsError
-from pychat_wasm.chat.sampler import settings_from_mapping
+from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -99,6 +99,21 @@ def test_a_setting_out_of_range_is_refused_with_the_engines_message_and_nothing_
     assert page.input_value("#input") == "Hello there"  # back where it was typed
     page.evaluate("document.querySelectorAll('.alert').forEach((a) => a.remove())")
     page.fill("#input", "")
+    set_settings(page, **GREEDY)
+
+
+def test_the_sampling_form_holds_the_engines_settings_with_their_bounds_and_defaults(page):
+    """Every setting of the engine is in the form, bounded as its SETTING_RULES entry says, and Defaults brings
+    back SamplingSettings' values: the page keeps no copy of either (both come through manifest.json)."""
+    form = page.eval_on_selector_all("#settings input[name]", "inputs => inputs.map((i) => [i.name, i.min, i.max])")
+    assert sorted(name for name, _, _ in form) == sorted(SETTING_RULES)
+    for name, low, high in form:
+        rule = SETTING_RULES[name]
+        assert float(low) == rule.low and (high == "" if rule.high == float("inf") else float(high) == float(rule.high)), name
+    page.click("#settings-reset")
+    values = dict(page.eval_on_selector_all("#settings input[name]", "inputs => inputs.map((i) => [i.name, i.value])"))
+    for name, default in vars(SamplingSettings()).items():
+        assert (values[name] == "") if default is None else float(values[name]) == default, name
     set_settings(page, **GREEDY)
 
 

@@ -331,7 +331,17 @@ def choose_finetune(page, epochs=1):
 
 
 def test_finetune_mode_shows_its_options(finetune_page):
+    """... with the browser's fine-tuning defaults, which Python declares once (protocol.FinetuneOptions) and
+    uses for what the page leaves out."""
+    from pychat_wasm.browser.protocol import FinetuneOptions
+
     page = finetune_page
+    open_panel(page)
+    page.select_option("#train-mode", "finetune")
+    defaults = FinetuneOptions()
+    assert (float(page.input_value("#train-epochs")), float(page.input_value("#train-lr"))) == (defaults.epochs, defaults.lr)
+    assert page.text_content("#train-recipe") == "LoRA rank %d on the attention, batch %d × %d tokens" % (
+        defaults.rank, defaults.batch_size, defaults.seq_len)
     choose_finetune(page)
     assert page.is_visible("#train-epochs") and page.is_visible("#train-lr")
     assert page.is_hidden("#train-preset")

@@ -25,7 +25,7 @@
     const python = models.ready || !models.pythonStatus ? "" : ` (Python: ${models.pythonStatus})`;
     $("status").dataset.phase = phase;
     $("status").textContent = text + python;
-    const idle = models.ready && !chat.generating;
+    const idle = models.idle();
     $("send").disabled = !idle;
     $("stop").disabled = !chat.generating;
     $("model-url-add").disabled = !idle;

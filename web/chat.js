@@ -138,14 +138,9 @@
 
     // ---- turns ---------------------------------------------------------------------------------------------
 
-    /* A question can be asked: a model is ready and no answer is being written. */
-    canAsk() {
-      return this.models.ready && !this.generating;
-    }
-
     send() {
       const text = this.$("input").value.trim();
-      if (!text || !this.canAsk()) return null;
+      if (!text || !this.models.idle()) return null;
       this.$("input").value = "";
       const messages = this.conversation.messages.concat({role: "user", content: text});
       return this.runTurn(messages, {unsent: text});
@@ -154,7 +149,7 @@
     /* The last answer again, for the same conversation (its prompt is all in the KV cache). */
     regenerate() {
       const messages = this.conversation.messages;
-      if (!this.canAsk() || !messages.length) return null;
+      if (!this.models.idle() || !messages.length) return null;
       return this.runTurn(messages.slice(0, messages[messages.length - 1].role === "assistant" ? -1 : undefined));
     }
 
@@ -162,7 +157,7 @@
     edit(view, index) {
       if (this.generating) return;
       view.editText((text) => {
-        if (!this.canAsk() || !text.trim()) return false;
+        if (!this.models.idle() || !text.trim()) return false;
         const messages = this.conversation.messages.slice(0, index).concat({role: "user", content: text.trim()});
         this.runTurn(messages);
         return true;
@@ -274,7 +269,7 @@
       const conversation = {...this.conversation, system_prompt: this.$("system-prompt").value};
       this.conversation = conversation;
       if (conversation.messages.length) await this.save(conversation);
-      if (this.canAsk()) this.showStoredBudget();
+      if (this.models.idle()) this.showStoredBudget();
     }
   }
 

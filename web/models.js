@@ -44,7 +44,7 @@
       });
     }
 
-    /* Nothing is being done with the model: a switch may start. */
+    /* A model is ready and no answer is being written: a question may be asked, or the model switched. */
     idle() {
       return this.ready && !this.answers.busy();
     }

@@ -97,7 +97,7 @@ class LLM:
             events = self.session.reply(conversation)
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
-        run = Generation(self, events, top)
+        run = Generation(self, events, top, "messages")
         return _chat_chunks(run, self.model_name) if stream else _chat_response(run, self.model_name)
 
     def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,
@@ -115,11 +115,11 @@ class LLM:
         if not ids:
             raise InvalidRequestError("prompt: the prompt encodes to no tokens", "prompt")
         if len(ids) >= self.n_ctx():
-            raise ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
-                                   % (len(ids), self.n_ctx()))
+            raise _naming(ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
+                                           % (len(ids), self.n_ctx())), "prompt")
         settings = self._settings(locals())
         self._configure(settings, api_stop_strings(stop))
-        run = Generation(self, self.session.complete(ids), top)
+        run = Generation(self, self.session.complete(ids), top, "prompt")
         return _text_chunks(run, self.model_name) if stream else _text_response(run, self.model_name)
 
     __call__ = create_completion
@@ -157,8 +157,8 @@ class LLM:
         encoded = [self.tokenize(text, add_bos=True, special=True) for text in texts]
         for ids in encoded:
             if len(ids) > self.n_ctx():
-                raise ContextFullError("input: a text of %d tokens is longer than the context of %d tokens"
-                                       % (len(ids), self.n_ctx()))
+                raise _naming(ContextFullError("input: a text of %d tokens is longer than the context of %d "
+                                               "tokens" % (len(ids), self.n_ctx())), "input")
         vectors = []
         try:
             for ids in encoded:
@@ -177,8 +177,8 @@ class Generation:
     reason and the token counts. The prompt is processed (and a conversation too long for the context
     refused) when it is made, so errors surface before a stream starts."""
 
-    def __init__(self, llm: LLM, events: Iterator[ChatEvent], top_logprobs: Optional[int]):
-        self.llm, self.events, self.top = llm, events, top_logprobs
+    def __init__(self, llm: LLM, events: Iterator[ChatEvent], top_logprobs: Optional[int], source: str):
+        self.llm, self.events, self.top, self.source = llm, events, top_logprobs, source  # source: the argument
         self.records: Optional[List[shapes.TokenLogprob]] = None if top_logprobs is None else []
         self.unsent = 0  # records not yet handed out with a piece
         self.stats = GenerationStats()
@@ -193,15 +193,19 @@ class Generation:
                 pulled.append(event)
                 if event.kind != "notice":
                     break
+        except ContextFullError as exc:
+            self.close()
+            raise _naming(exc, self.source)
         except BaseException:
             self.close()
             raise
         budget = pulled[-1].budget if pulled else None
         if budget and budget["dropped"]:
             self.close()
-            raise ContextFullError("messages: the conversation does not fit the context of %d tokens with room "
-                                   "for the answer (max_tokens, at most a quarter of the context): send fewer "
-                                   "or shorter messages or a smaller max_tokens" % budget["context"])
+            raise _naming(ContextFullError(
+                "messages: the conversation does not fit the context of %d tokens with room for the answer "
+                "(max_tokens, at most a quarter of the context): send fewer or shorter messages or a smaller "
+                "max_tokens" % budget["context"]), "messages")
         return pulled
 
     def _observe(self, logits: np.ndarray, token: int) -> None:
@@ -239,6 +243,13 @@ class Generation:
         stats = self.stats
         answer_tokens = stats.generated_tokens - (stats.stop_reason == "eos")  # the end-of-turn token is no text
         return shapes.usage(stats.prompt_tokens + stats.reused_tokens, answer_tokens)
+
+
+def _naming(error: ContextFullError, param: str) -> ContextFullError:
+    """`error` with the argument that did not fit (for the server's error object)."""
+    if not getattr(error, "param", None):
+        error.param = param
+    return error
 
 
 def _chat_response(run: Generation, model: str) -> Dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The HTTP server of `pychat-wasm serve` (app.py): native only, needs the `server` extra; the browser never imports it."""

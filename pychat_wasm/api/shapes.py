@@ -80,8 +80,16 @@ def text_logprobs(records: Optional[Sequence[TokenLogprob]], text_start: int) ->
         offsets.append(offset)
         offset += len(token)
     return {"tokens": tokens, "token_logprobs": [r.logprob for r in records],
-            "top_logprobs": [{r.entry(i, lp)["token"]: lp for i, lp in r.top} for r in records],
+            "top_logprobs": [_by_text(r) for r in records],
             "text_offset": offsets}
+
+
+def _by_text(record: TokenLogprob) -> Dict[str, float]:
+    """The legacy top_logprobs {token text: logprob}; tokens that print alike keep the best one's."""
+    best: Dict[str, float] = {}
+    for token, logprob in record.top:
+        best.setdefault(record.entry(token, logprob)["token"], logprob)
+    return best
 
 
 def chat_completion(ident: str, model: str, text: str, reason: str, logprobs: Optional[Dict[str, Any]],

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import anyio
 
-MAX_BODY_BYTES = 4 * 1024 * 1024  # far more than a full context of text; a larger body is refused unread
+MAX_BODY_BYTES = 4 * 1024 * 1024  # far more than a full context of text
 RETRY_AFTER_SECONDS = 5
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "repeat_penalty",
@@ -40,11 +40,8 @@ class HTTPError(Exception):
 
 
 async def json_body(request: Any) -> Dict[str, Any]:
-    """The request's JSON object, read up to MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPError(400, "the request body has %s bytes; at most %d are accepted" % (declared, MAX_BODY_BYTES),
-                        code="body_too_large")
+    """The request's JSON object, read up to MAX_BODY_BYTES (a longer body is refused once that much is read,
+    so the client that sent it reads the refusal)."""
     body = bytearray()
     async for part in request.stream():
         body += part

@@ -20,16 +20,15 @@ as OpenAI reports it. Embeddings are the mean over the tokens of the final-norm 
 """
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import shapes
 from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
                       top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
-from ..chat.events import ChatEvent, GenerationStats
+from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
 from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError
@@ -41,13 +40,14 @@ Messages = List[Dict[str, Any]]
 class LLM:
     """A GGUF model behind llama-cpp-python's methods. Not thread-safe: one call at a time."""
 
-    def __init__(self, model_path: Union[str, Path], *, context_length: Optional[int] = None, policy: str = "auto",
-                 seed: Optional[int] = None):
-        self.model_path = str(model_path)
-        self.model_name = Path(model_path).name
+    def __init__(self, model_path: Union[str, Path, GGUFFile], *, context_length: Optional[int] = None,
+                 policy: str = "auto", seed: Optional[int] = None):
+        """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file)."""
+        gguf = model_path if isinstance(model_path, GGUFFile) else GGUFFile.open(str(model_path))
+        self.model_path = gguf.name
+        self.model_name = Path(gguf.name).name
         self.seed = seed  # for calls that give none; None: a fresh one per call
-        self.session = ChatSession.from_gguf(GGUFFile.open(self.model_path), policy=policy,
-                                             context_length=context_length)
+        self.session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
         self.tokenizer = self.session.tokenizer
         self.generated_tokens = 0  # every token sampled by this LLM, counted as it is sampled
 
@@ -98,7 +98,7 @@ class LLM:
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages")
-        return _chat_chunks(run, self.model_name) if stream else _chat_response(run, self.model_name)
+        return chat_chunks(run, self.model_name) if stream else chat_response(run, self.model_name)
 
     def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,
                           temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
@@ -115,12 +115,12 @@ class LLM:
         if not ids:
             raise InvalidRequestError("prompt: the prompt encodes to no tokens", "prompt")
         if len(ids) >= self.n_ctx():
-            raise _naming(ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
+            raise naming(ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
                                            % (len(ids), self.n_ctx())), "prompt")
         settings = self._settings(locals())
         self._configure(settings, api_stop_strings(stop))
         run = Generation(self, self.session.complete(ids), top, "prompt")
-        return _text_chunks(run, self.model_name) if stream else _text_response(run, self.model_name)
+        return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
 
     __call__ = create_completion
 
@@ -157,7 +157,7 @@ class LLM:
         encoded = [self.tokenize(text, add_bos=True, special=True) for text in texts]
         for ids in encoded:
             if len(ids) > self.n_ctx():
-                raise _naming(ContextFullError("input: a text of %d tokens is longer than the context of %d "
+                raise naming(ContextFullError("input: a text of %d tokens is longer than the context of %d "
                                                "tokens" % (len(ids), self.n_ctx())), "input")
         vectors = []
         try:
@@ -170,112 +170,3 @@ class LLM:
         finally:
             self.session.model.reset()
         return vectors, sum(len(ids) for ids in encoded)
-
-
-class Generation:
-    """One call's run of the session: text pieces with their tokens' logprobs as they come, then the finish
-    reason and the token counts. The prompt is processed (and a conversation too long for the context
-    refused) when it is made, so errors surface before a stream starts."""
-
-    def __init__(self, llm: LLM, events: Iterator[ChatEvent], top_logprobs: Optional[int], source: str):
-        self.llm, self.events, self.top, self.source = llm, events, top_logprobs, source  # source: the argument
-        self.records: Optional[List[shapes.TokenLogprob]] = None if top_logprobs is None else []
-        self.unsent = 0  # records not yet handed out with a piece
-        self.stats = GenerationStats()
-        llm.session.on_sample = self._observe
-        self.first = self._start()
-
-    def _start(self) -> List[ChatEvent]:
-        """The events up to the first that tells how the prompt went."""
-        pulled: List[ChatEvent] = []
-        try:
-            for event in self.events:
-                pulled.append(event)
-                if event.kind != "notice":
-                    break
-        except ContextFullError as exc:
-            self.close()
-            raise _naming(exc, self.source)
-        except BaseException:
-            self.close()
-            raise
-        budget = pulled[-1].budget if pulled else None
-        if budget and budget["dropped"]:
-            self.close()
-            raise _naming(ContextFullError(
-                "messages: the conversation does not fit the context of %d tokens with room for the answer "
-                "(max_tokens, at most a quarter of the context): send fewer or shorter messages or a smaller "
-                "max_tokens" % budget["context"]), "messages")
-        return pulled
-
-    def _observe(self, logits: np.ndarray, token: int) -> None:
-        self.llm.generated_tokens += 1
-        if self.records is not None and token not in self.llm.session.end_ids:
-            self.records.append(shapes.TokenLogprob(self.llm.tokenizer, logits, token, self.top))
-
-    def pieces(self) -> Iterator[Tuple[str, Optional[List[shapes.TokenLogprob]]]]:
-        """(text, the logprobs of the tokens sampled since the last piece, or None without logprobs)."""
-        try:
-            for event in itertools.chain(self.first, self.events):
-                if event.kind == "piece":
-                    yield event.text, self.unsent_records()
-                elif event.kind == "done":
-                    self.stats = event.stats
-        finally:
-            self.close()
-
-    def unsent_records(self) -> Optional[List[shapes.TokenLogprob]]:
-        if self.records is None:
-            return None
-        fresh, self.unsent = self.records[self.unsent:], len(self.records)
-        return fresh
-
-    def close(self) -> None:
-        """Stop generating (a reader that went away) and unhook from the session."""
-        self.events.close()
-        if self.llm.session.on_sample == self._observe:
-            self.llm.session.on_sample = None
-
-    def finish_reason(self) -> str:
-        return shapes.finish_reason(self.stats.stop_reason)
-
-    def usage(self) -> Dict[str, int]:
-        stats = self.stats
-        answer_tokens = stats.generated_tokens - (stats.stop_reason == "eos")  # the end-of-turn token is no text
-        return shapes.usage(stats.prompt_tokens + stats.reused_tokens, answer_tokens)
-
-
-def _naming(error: ContextFullError, param: str) -> ContextFullError:
-    """`error` with the argument that did not fit (for the server's error object)."""
-    if not getattr(error, "param", None):
-        error.param = param
-    return error
-
-
-def _chat_response(run: Generation, model: str) -> Dict[str, Any]:
-    text = "".join(piece for piece, _ in run.pieces())
-    return shapes.chat_completion(shapes.new_id("chatcmpl"), model, text, run.finish_reason(),
-                                  shapes.chat_logprobs(run.records), run.usage())
-
-
-def _chat_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
-    ident = shapes.new_id("chatcmpl")
-    yield shapes.chat_chunk(ident, model, {"role": "assistant", "content": ""})
-    for piece, records in run.pieces():
-        yield shapes.chat_chunk(ident, model, {"content": piece}, logprobs=shapes.chat_logprobs(records))
-    yield shapes.chat_chunk(ident, model, {}, run.finish_reason(), shapes.chat_logprobs(run.unsent_records()))
-
-
-def _text_response(run: Generation, model: str) -> Dict[str, Any]:
-    text = "".join(piece for piece, _ in run.pieces())
-    return shapes.text_completion(shapes.new_id("cmpl"), model, text, run.finish_reason(),
-                                  shapes.text_logprobs(run.records, 0), run.usage())
-
-
-def _text_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
-    ident, offset = shapes.new_id("cmpl"), 0
-    for piece, records in run.pieces():
-        yield shapes.text_completion(ident, model, piece, None, shapes.text_logprobs(records, offset))
-        offset += len(piece)
-    yield shapes.text_completion(ident, model, "", run.finish_reason(),
-                                 shapes.text_logprobs(run.unsent_records(), offset))

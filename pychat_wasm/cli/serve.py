@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="let pages from this origin call the server (repeatable; default: none)")
     p.add_argument("--queue", type=int, default=8, metavar="N",
                    help="requests that may wait for the model; more get 503 (default %(default)s)")
-    p.add_argument("--context", type=int, metavar="N", help="context length in tokens (default: the model's, at most %d)" % DEFAULT_CONTEXT_CAP)
+    p.add_argument("--context", type=int, metavar="N",
+                   help="context length in tokens (default: the model's, at most %d)" % DEFAULT_CONTEXT_CAP)
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory (default %(default)s)")
     p.set_defaults(func=run)

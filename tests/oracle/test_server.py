@@ -165,7 +165,8 @@ def test_bad_requests_are_openais_400_errors(client, server, arguments, param):
     assert health(server)["status"] == "ok"
 
 
-@pytest.mark.parametrize("body", [b'{"messages": [', b'[1, 2]', b'\xff\xfe', b'{"x": "' + b"a" * (MAX_BODY_BYTES + 1024) + b'"}'],
+@pytest.mark.parametrize("body", [b'{"messages": [', b'[1, 2]', b'\xff\xfe',
+                                  b'{"x": "' + b"a" * (MAX_BODY_BYTES + 1024) + b'"}'],
                          ids=["truncated", "not-an-object", "not-utf8", "too-large"])
 def test_malformed_bodies_are_400_errors(server, body):
     request = urllib.request.Request(server + "/v1/chat/completions", data=body, method="POST",

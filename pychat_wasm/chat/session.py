@@ -16,7 +16,9 @@ the user should know, e.g. old turns were dropped), and a final "done" carrying 
 answer. Only a turn that gets to "done" changes the session's conversation.
 
 Who owns the conversation: the CLI lets the session keep it (`generate(text)` adds a message); the page keeps
-its own and sends it whole each turn (`reply(messages)`), so nothing is kept twice.
+its own and sends it whole each turn (`reply(messages)`), so nothing is kept twice. The library's raw
+completions (`complete(prompt_ids)`, pychat_wasm/api/) run the same token loop with no template or conversation;
+`on_sample` shows it each step's raw logits and the token drawn from them (for logprobs).
 
 Context budget: "progress", "piece" and "done" events carry `budget`, the token ids the answer occupies in the
 context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +

@@ -8,7 +8,8 @@ server-sent events read by http.client), in the same run on the same model and p
 Every path decodes greedily with the same settings, so each produces the same tokens. Each run starts its
 message with its own number, so no path reuses more of the KV cache than the template's preamble. Time to
 first token runs from the call (the request) to the first piece of text; tokens/s counts the tokens after
-it. Each figure is the best of --repeats runs after one warm-up (a shared machine only ever slows a run).
+it. Each figure is the best of --repeats runs after one warm-up (a shared machine only ever slows a run),
+the three paths taking turns run by run.
 The target: the API layers cost at most 5% of generation speed (ratios >= 0.95).
 """
 from __future__ import annotations
@@ -103,10 +104,17 @@ def start_server(model: Path) -> Tuple[subprocess.Popen, int]:
     raise SystemExit("the server did not start")
 
 
-def best_of(pieces: Callable[[int], Iterator[str]], repeats: int, first_run: int) -> Dict[str, float]:
-    timed(pieces(first_run))  # warm-up
-    runs = [timed(pieces(first_run + 1 + i)) for i in range(repeats)]
-    return {"ttft": min(r[0] for r in runs), "tps": max(r[2] / r[1] for r in runs if r[1] > 0)}
+def interleaved_best(paths: Dict[str, Callable[[int], Iterator[str]]], repeats: int) -> Dict[str, Dict[str, float]]:
+    """Best time to first token and tokens/s of each path after a warm-up, the paths taking turns run by run
+    so that a change in the machine's load falls on all of them alike."""
+    runs: Dict[str, list] = {name: [] for name in paths}
+    for round_ in range(repeats + 1):
+        for index, (name, pieces) in enumerate(paths.items()):
+            result = timed(pieces(100 * index + round_))
+            if round_ > 0:  # round 0 warms up
+                runs[name].append(result)
+    return {name: {"ttft": min(r[0] for r in rs), "tps": max(r[2] / r[1] for r in rs if r[1] > 0)}
+            for name, rs in runs.items()}
 
 
 def main() -> None:
@@ -118,14 +126,12 @@ def main() -> None:
     model = model_path(args.model)
 
     session = ChatSession.from_gguf(GGUFFile.open(str(model)), context_length=CONTEXT)
-    results = {"engine": best_of(engine_pieces(session, args.n_gen), args.repeats, 0)}
-    del session
     llm = LLM(model, context_length=CONTEXT)
-    results["python API"] = best_of(api_pieces(llm, args.n_gen), args.repeats, 100)
-    del llm
     process, port = start_server(model)
     try:
-        results["HTTP"] = best_of(http_pieces(port, args.n_gen), args.repeats, 200)
+        results = interleaved_best({"engine": engine_pieces(session, args.n_gen),
+                                    "python API": api_pieces(llm, args.n_gen),
+                                    "HTTP": http_pieces(port, args.n_gen)}, args.repeats)
     finally:
         process.terminate()
         process.wait()

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from .common import CLIError, model_path
-from ..model.forward import DEFAULT_CONTEXT_CAP
+from ..model.config import DEFAULT_CONTEXT_CAP
 from ..model.matrices import POLICIES
 
 

@@ -131,7 +131,7 @@ def test_chat_logprobs_are_transformers_log_softmax(client, transformers_golden,
         logits = hf_smollm2_model(torch.tensor([prompt_ids + answer])).logits[0, len(prompt_ids) - 1:-1]
     expected = torch.log_softmax(logits.double(), dim=-1).numpy()  # [4, vocab]
     # SmolLM2's 30 layers agree with transformers' logits to 1e-2 (test_model.py), so its logprobs do too;
-    # the 1e-3 bound on a tiny model is in test_api.py.
+    # the 1e-3 bound on a tiny model is in test_logprobs_and_embeddings.py.
     np.testing.assert_allclose([e.logprob for e in content], expected[np.arange(4), answer], atol=1e-2)
     for step, entry in enumerate(content):
         np.testing.assert_allclose([t.logprob for t in entry.top_logprobs], np.sort(expected[step])[::-1][:2],

@@ -1,6 +1,6 @@
 """pychat_wasm.LLM on the real SmolLM2 (context 256): a streamed answer is the non-streamed one, chunk by
 chunk; a conversation's next turn runs only its new tokens; OpenAI's frequency/presence penalties; every bad
-argument is an InvalidRequestError naming it. (Against transformers: tests/oracle/test_api.py.)"""
+argument is an InvalidRequestError naming it. (Against transformers: tests/oracle/test_logprobs_and_embeddings.py.)"""
 from __future__ import annotations
 
 from typing import List, Tuple

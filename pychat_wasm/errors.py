@@ -122,3 +122,12 @@ class NotEnoughMemoryError(PychatError):
 class GrammarError(PychatError, ValueError):
     """A GBNF grammar or JSON schema that cannot constrain output: malformed text (with line and column), an
     undefined or left-recursive rule, a schema keyword the converter does not support, or a grammar too large."""
+
+
+class InvalidRequestError(PychatError, ValueError):
+    """A call of the library API (pychat_wasm.LLM) or a request to its HTTP server with an argument of the wrong
+    type or out of range; `param` names the argument, as OpenAI's error object does."""
+
+    def __init__(self, message: str, param: str = ""):
+        super().__init__(message)
+        self.param = param

@@ -52,6 +52,16 @@ def hf_smollm2_tokenizer(smollm2_path):
 
 
 @pytest.fixture(scope="session")
+def hf_smollm2_model(smollm2_path):
+    """transformers' own model, loaded (dequantized to float32) from the same GGUF file."""
+    import torch
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name,
+                                                             dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """arch -> (path of its tiny random GGUF model, transformers' logits [len(TINY_TOKENS), vocab])."""
     from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits, write_tiny_model

@@ -1,8 +1,9 @@
-"""Pick the next token from the logits: greedy, or temperature + top-k + top-p + min-p, with a repetition penalty.
+"""Pick the next token from the logits: greedy, or temperature + top-k + top-p + min-p, with penalties.
 
 The pipeline follows the order of Hugging Face `generate()`: repetition penalty, temperature, top-k, top-p,
 min-p, then one draw from the remaining distribution. A temperature of 0 means greedy decoding (argmax after
-the repetition penalty).
+the penalties). OpenAI's frequency and presence penalties come right after the repetition penalty, as in
+llama.cpp's penalties sampler; they count the tokens of the answer so far (`Sampler.begin_answer` starts one).
 
 The settings a user chooses (CLI options, the page's form) become SamplingSettings through
 settings_from_mapping, which checks each one against its SETTING_RULES entry.
@@ -18,7 +19,7 @@ import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -41,6 +42,8 @@ class SamplingSettings:
     repeat_last_n   64    how many recent tokens (prompt included) the penalty looks at
     max_tokens      512   longest answer, in tokens
     seed            None  None = a fresh random seed per session; an int gives reproducible answers
+    frequency_penalty 0   OpenAI's: lower a token's logit by this times how often the answer holds it (0 = off)
+    presence_penalty 0    OpenAI's: lower a token's logit by this once the answer holds it (0 = off)
 
     The values a user may choose are in SETTING_RULES; settings_from_mapping checks them.
 
@@ -56,6 +59,8 @@ class SamplingSettings:
     repeat_last_n: int = 64
     max_tokens: int = 512
     seed: Optional[int] = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     @property
     def is_greedy(self) -> bool:
@@ -118,6 +123,8 @@ SETTING_RULES = {
     "repeat_last_n": SettingRule("repeat last n", True, 0, hint="0 = off"),
     "max_tokens": SettingRule("max tokens", True, 1),
     "seed": SettingRule("seed", True, 0, 2 ** 63 - 1),
+    "frequency_penalty": SettingRule("frequency penalty", False, -2, 2, hint="0 = off"),
+    "presence_penalty": SettingRule("presence penalty", False, -2, 2, hint="0 = off"),
 }
 
 
@@ -179,6 +186,21 @@ def apply_repetition_penalty(logits: np.ndarray, recent_tokens: Sequence[int], p
     seen = np.unique(np.asarray(recent_tokens, dtype=np.int64))  # [n_unique]
     seen_logits = logits[seen]
     logits[seen] = np.where(seen_logits < 0, seen_logits * penalty, seen_logits / penalty)
+    return logits
+
+
+def apply_frequency_presence_penalties(logits: np.ndarray, answer_tokens: Sequence[int], frequency: float,
+                                       presence: float) -> np.ndarray:
+    """OpenAI's penalties: logit[j] -= count[j] * frequency + (count[j] > 0) * presence, count[j] being how often
+    token j is in `answer_tokens` (the tokens sampled so far). Changes `logits` in place and returns it.
+
+    >>> apply_frequency_presence_penalties(np.array([2.0, 2.0, 1.0]), [0, 0, 2], 0.5, 0.25).tolist()
+    [0.75, 2.0, 0.25]
+    """
+    if (frequency == 0.0 and presence == 0.0) or len(answer_tokens) == 0:
+        return logits
+    ids, counts = np.unique(np.asarray(answer_tokens, dtype=np.int64), return_counts=True)  # [n_unique] each
+    logits[ids] -= counts * frequency + presence
     return logits
 
 
@@ -266,14 +288,24 @@ class Sampler:
         self.settings = settings
         self.seed = settings.seed if settings.seed is not None else random_seed()
         self.rng = SplitMix64(self.seed)
+        self.answer_tokens: List[int] = []  # sampled since begin_answer: what the frequency/presence penalties count
+
+    def begin_answer(self) -> None:
+        """A new answer starts: the frequency and presence penalties count from here."""
+        self.answer_tokens = []
 
     def sample(self, logits: np.ndarray, recent_tokens: Sequence[int]) -> int:
         """The next token id; `recent_tokens` is the token history (only its last repeat_last_n count)."""
         settings = self.settings
         window = recent_tokens[-settings.repeat_last_n:] if settings.repeat_last_n > 0 else []
         penalized = apply_repetition_penalty(logits, window, settings.repeat_penalty)  # [vocab] float64
+        apply_frequency_presence_penalties(penalized, self.answer_tokens, settings.frequency_penalty,
+                                           settings.presence_penalty)
         if settings.is_greedy:
-            return int(np.argmax(penalized))  # first maximum: the lowest id wins ties
-        ids, probs = filtered_distribution(penalized, settings)
-        return int(ids[draw_index(probs, self.rng.uniform())])
+            token = int(np.argmax(penalized))  # first maximum: the lowest id wins ties
+        else:
+            ids, probs = filtered_distribution(penalized, settings)
+            token = int(ids[draw_index(probs, self.rng.uniform())])
+        self.answer_tokens.append(token)
+        return token
 

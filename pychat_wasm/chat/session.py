@@ -16,7 +16,9 @@ the user should know, e.g. old turns were dropped), and a final "done" carrying 
 answer. Only a turn that gets to "done" changes the session's conversation.
 
 Who owns the conversation: the CLI lets the session keep it (`generate(text)` adds a message); the page keeps
-its own and sends it whole each turn (`reply(messages)`), so nothing is kept twice.
+its own and sends it whole each turn (`reply(messages)`), so nothing is kept twice. The library's raw
+completions (`complete(prompt_ids)`, pychat_wasm/api/) run the same token loop with no template or conversation;
+`on_sample` shows it each step's raw logits and the token drawn from them (for logprobs).
 
 Context budget: "progress", "piece" and "done" events carry `budget`, the token ids the answer occupies in the
 context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
@@ -33,7 +35,7 @@ the same logits as recomputing everything.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .events import Answer, ChatEvent, GenerationStats
 from .template import ChatTemplate, encode_chat
@@ -65,6 +67,7 @@ class ChatSession:
         self.dropped = 0  # oldest user/assistant messages trimmed out since the last reset/restore
         self._budget: Optional[Dict[str, Any]] = None  # of the last answer, until the conversation changes
         self._cancel = False
+        self.on_sample: Optional[Callable[[Any, int], None]] = None  # called with (raw logits [vocab], token id)
         self.reset()
 
     @classmethod
@@ -124,6 +127,21 @@ class ChatSession:
         if not messages or messages[-1]["role"] != "user":
             raise InvalidConversationError("a conversation to answer ends with a user message")
         return self._turn(messages[:-1], messages[-1]["content"], dropped_before=0)
+
+    def complete(self, prompt_ids: Sequence[int]) -> Iterator[ChatEvent]:
+        """Continue raw token ids, with no template (the library's create_completion); the conversation stays
+        as it was. Events as for `reply`, without budgets."""
+        prompt_ids = list(prompt_ids)
+        if not prompt_ids:
+            raise TokenizerError("the prompt encodes to no tokens")
+        if len(prompt_ids) >= self.context_length:
+            raise ContextFullError("the prompt has %d tokens and the context holds %d"
+                                   % (len(prompt_ids), self.context_length))
+        self._cancel = False
+        answer = Answer(prompt_tokens=len(prompt_ids))
+        answer.stats.seed = self.sampler.seed
+        yield from self._run(prompt_ids, answer)
+        yield ChatEvent("done", text="".join(answer.text), stats=answer.stats)
 
     def _turn(self, history: List[Dict[str, str]], user_text: str, dropped_before: int) -> Iterator[ChatEvent]:
         """Answer `user_text` after `history`. Only a turn that ends (an end token, a stop, max tokens, Stop)
@@ -253,6 +271,7 @@ class ChatSession:
         start = time.perf_counter()
         decoder = self.tokenizer.stream_decoder()
         stops = StopStringFilter(self.stop_strings)
+        self.sampler.begin_answer()
         while True:
             if self._cancel:
                 stats.stop_reason = "cancelled"
@@ -261,6 +280,8 @@ class ChatSession:
                 stats.stop_reason = "length"
                 break
             token = self.sampler.sample(logits, self.cached_ids)
+            if self.on_sample is not None:
+                self.on_sample(logits, token)
             stats.generated_tokens += 1
             if token in self.end_ids:
                 stats.stop_reason = "eos"

@@ -1,9 +1,10 @@
-"""Command line: `pychat-wasm info|tokenize|detokenize|chat|train|finetune`.
+"""Command line: `pychat-wasm info|tokenize|detokenize|chat|serve|train|finetune`.
 
     pychat-wasm info model.gguf [--context N] [--memory-limit BYTES]   (with the fit check: fit_check.py)
     pychat-wasm tokenize model.gguf "Hello world"      -> [19556, 905]
     pychat-wasm detokenize model.gguf "[19556, 905]"   -> Hello world
     pychat-wasm chat [model.gguf] [--prompt TEXT]
+    pychat-wasm serve [model.gguf] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors-origin ORIGIN]
     pychat-wasm train --out my.gguf [--preset tiny|small] ...
     pychat-wasm finetune [base.gguf] --data chats.jsonl --out tuned.gguf
 
@@ -19,6 +20,7 @@ from typing import Any, Dict, List, Optional
 from .. import __version__
 from . import chat as cli_chat
 from . import finetune as cli_finetune
+from . import serve as cli_serve
 from . import train as cli_train
 from .common import CLIError, fail, model_path
 from ..errors import PychatError
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detokenize)
 
     cli_chat.add_parser(sub)
+    cli_serve.add_parser(sub)
     cli_train.add_parser(sub)
     cli_finetune.add_parser(sub)
     return parser

@@ -108,11 +108,36 @@ class Model:
         largest product of a prompt chunk whose logits nobody reads, are skipped. A sharded model's workers
         must all pass the same flags, since the head's gather is a collective call.
         """
+        if all_logits and not logits:
+            raise InvalidSettingError("all_logits asks for the logits that logits=False skips")
+        ids = self._checked_ids(tokens, start_pos)
+        self.n_past = start_pos  # anything cached from here on is being replaced
+        wanted = []  # hidden states [n, dim] of the tokens whose logits are asked for
+        for begin in range(0, len(ids), FORWARD_BATCH_TOKENS):
+            hidden = self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], start_pos + begin)  # [n, dim]
+            wanted = wanted + [hidden] if all_logits else [hidden[-1:]]
+        if not logits:
+            return None
+        rows = self._vocab_logits(np.concatenate(wanted))  # [n, vocab]
+        if not np.isfinite(rows).all():  # finite weights can still overflow when they are absurdly large
+            raise InvalidModelError("the model computed NaN or infinite logits: its weights are corrupt")
+        return rows if all_logits else rows[0]
+
+    def final_hidden_states(self, tokens: Sequence[int]) -> np.ndarray:
+        """The hidden states [len(tokens), dim] after the final norm (what the vocabulary head reads; the last
+        of transformers' hidden_states) of `tokens` run from position 0: the source of embeddings. The cache
+        is overwritten with them."""
+        ids = self._checked_ids(tokens, 0)
+        self.n_past = 0
+        hidden = [self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], begin)  # [n, dim] each
+                  for begin in range(0, len(ids), FORWARD_BATCH_TOKENS)]
+        return self._final_norm(np.concatenate(hidden))  # [len(tokens), dim]
+
+    def _checked_ids(self, tokens: Sequence[int], start_pos: int) -> np.ndarray:
+        """`tokens` as int64 ids [n] once they are known to fit the vocabulary and the context after start_pos."""
         n_tokens, end = len(tokens), start_pos + len(tokens)
         if n_tokens == 0:
             raise InvalidSettingError("forward needs at least one token")
-        if all_logits and not logits:
-            raise InvalidSettingError("all_logits asks for the logits that logits=False skips")
         if end > self.config.context_length:
             raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
                                    % (end, self.config.context_length, start_pos, end - 1))
@@ -122,17 +147,7 @@ class Model:
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise InvalidSettingError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
-        self.n_past = start_pos  # anything cached from here on is being replaced
-        wanted = []  # hidden states [n, dim] of the tokens whose logits are asked for
-        for begin in range(0, n_tokens, FORWARD_BATCH_TOKENS):
-            hidden = self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], start_pos + begin)  # [n, dim]
-            wanted = wanted + [hidden] if all_logits else [hidden[-1:]]
-        if not logits:
-            return None
-        rows = self._vocab_logits(np.concatenate(wanted))  # [n, vocab]
-        if not np.isfinite(rows).all():  # finite weights can still overflow when they are absurdly large
-            raise InvalidModelError("the model computed NaN or infinite logits: its weights are corrupt")
-        return rows if all_logits else rows[0]
+        return ids
 
     def _run_layers(self, ids: np.ndarray, start_pos: int) -> np.ndarray:
         """The hidden states [n, dim] after the last layer; keys and values go into the cache on the way."""
@@ -159,7 +174,10 @@ class Model:
 
     def _vocab_logits(self, hidden: np.ndarray) -> np.ndarray:
         """Hidden states [n, dim] -> logits [n, vocab]: the final norm and the output head."""
-        return self._gather(self.output.matmul(rms_norm(hidden, self.output_norm, self.config.rms_eps)))
+        return self._gather(self.output.matmul(self._final_norm(hidden)))
+
+    def _final_norm(self, hidden: np.ndarray) -> np.ndarray:
+        return rms_norm(hidden, self.output_norm, self.config.rms_eps)  # [n, dim]
 
     def _sum(self, partial: np.ndarray) -> None:
         """A shard's partial product [n, dim] becomes the whole one (the same numbers in every worker)."""

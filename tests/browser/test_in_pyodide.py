@@ -372,6 +372,17 @@ def test_smollm2_greedy_answer_is_golden(browser_python, hf_smollm2_tokenizer):
         assert top[token] == pytest.approx(logit, abs=0.02)
 
 
+def test_library_api_answers_in_pyodide(browser_python, hf_smollm2_tokenizer):
+    """pychat_wasm.LLM runs in the browser too (numpy and Jinja2 only): the golden answer, whole and streamed."""
+    result = browser_python.run("library_api", messages=GOLDEN_MESSAGES)
+    expected_prompt = hf_smollm2_tokenizer.apply_chat_template(GOLDEN_MESSAGES, add_generation_prompt=True,
+                                                               tokenize=True)
+    assert result["text"] == result["streamed"] == "The capital of France is Paris."
+    assert result["usage"]["prompt_tokens"] == len(list(getattr(expected_prompt, "input_ids", expected_prompt)))
+    assert result["usage"]["completion_tokens"] == len(GOLDEN_IDS) - 1  # the end-of-turn token is not text
+    assert result["finish_reasons"][-1] == "stop" and set(result["finish_reasons"][:-1]) == {None}
+
+
 @pytest.mark.parametrize("settings", [
     {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1, "seed": 1234},
     {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "seed": 2 ** 52 + 7},

@@ -234,6 +234,19 @@ async def smollm2_greedy(messages, max_new_tokens):
 
 
 @check
+async def library_api(messages):
+    """pychat_wasm.LLM in wasm: a greedy chat answer, whole and streamed, with its token counts."""
+    from pychat_wasm import LLM
+    f, _ = await smollm2()
+    llm = LLM(f, context_length=256)
+    reply = llm.create_chat_completion(messages, temperature=0)
+    chunks = list(llm.create_chat_completion(messages, temperature=0, stream=True))
+    return {"text": reply["choices"][0]["message"]["content"], "usage": reply["usage"],
+            "streamed": "".join(c["choices"][0]["delta"].get("content", "") for c in chunks),
+            "finish_reasons": [c["choices"][0]["finish_reason"] for c in chunks]}
+
+
+@check
 async def seeded_sampling(logits, settings, steps):
     """Token ids drawn with a fixed seed from fixed logits, feeding each draw back as history."""
     from pychat_wasm.chat.sampler import Sampler, SamplingSettings

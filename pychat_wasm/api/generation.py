@@ -1,0 +1,122 @@
+"""One call's run of the ChatSession, and the OpenAI responses made of it: `Generation` turns the session's
+events into text pieces with their tokens' logprobs, then a finish reason and token counts; chat_response,
+chat_chunks, text_response and text_chunks shape them (shapes.py), whole or streamed."""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from . import shapes
+from ..chat.events import ChatEvent, GenerationStats
+from ..errors import ContextFullError
+
+
+class Generation:
+    """One call's run of the session: text pieces with their tokens' logprobs as they come, then the finish
+    reason and the token counts. The prompt is processed (and a conversation too long for the context
+    refused) when it is made, so errors surface before a stream starts."""
+
+    def __init__(self, llm: Any, events: Iterator[ChatEvent], top_logprobs: Optional[int], source: str):
+        self.llm, self.events, self.top, self.source = llm, events, top_logprobs, source  # source: the argument
+        self.records: Optional[List[shapes.TokenLogprob]] = None if top_logprobs is None else []
+        self.unsent = 0  # records not yet handed out with a piece
+        self.stats = GenerationStats()
+        llm.session.on_sample = self._observe
+        self.first = self._start()
+
+    def _start(self) -> List[ChatEvent]:
+        """The events up to the first that tells how the prompt went."""
+        pulled: List[ChatEvent] = []
+        try:
+            for event in self.events:
+                pulled.append(event)
+                if event.kind != "notice":
+                    break
+        except ContextFullError as exc:
+            self.close()
+            raise naming(exc, self.source)
+        except BaseException:
+            self.close()
+            raise
+        budget = pulled[-1].budget if pulled else None
+        if budget and budget["dropped"]:
+            self.close()
+            raise naming(ContextFullError(
+                "messages: the conversation does not fit the context of %d tokens with room for the answer "
+                "(max_tokens, at most a quarter of the context): send fewer or shorter messages or a smaller "
+                "max_tokens" % budget["context"]), "messages")
+        return pulled
+
+    def _observe(self, logits: np.ndarray, token: int) -> None:
+        self.llm.generated_tokens += 1
+        if self.records is not None and token not in self.llm.session.end_ids:
+            self.records.append(shapes.TokenLogprob(self.llm.tokenizer, logits, token, self.top))
+
+    def pieces(self) -> Iterator[Tuple[str, Optional[List[shapes.TokenLogprob]]]]:
+        """(text, the logprobs of the tokens sampled since the last piece, or None without logprobs)."""
+        try:
+            for event in itertools.chain(self.first, self.events):
+                if event.kind == "piece":
+                    yield event.text, self.unsent_records()
+                elif event.kind == "done":
+                    self.stats = event.stats
+        finally:
+            self.close()
+
+    def unsent_records(self) -> Optional[List[shapes.TokenLogprob]]:
+        if self.records is None:
+            return None
+        fresh, self.unsent = self.records[self.unsent:], len(self.records)
+        return fresh
+
+    def close(self) -> None:
+        """Stop generating (a reader that went away) and unhook from the session."""
+        self.events.close()
+        if self.llm.session.on_sample == self._observe:
+            self.llm.session.on_sample = None
+
+    def finish_reason(self) -> str:
+        return shapes.finish_reason(self.stats.stop_reason)
+
+    def usage(self) -> Dict[str, int]:
+        stats = self.stats
+        answer_tokens = stats.generated_tokens - (stats.stop_reason == "eos")  # the end-of-turn token is no text
+        return shapes.usage(stats.prompt_tokens + stats.reused_tokens, answer_tokens)
+
+
+def naming(error: ContextFullError, param: str) -> ContextFullError:
+    """`error` with the argument that did not fit (for the server's error object)."""
+    if not getattr(error, "param", None):
+        error.param = param
+    return error
+
+
+def chat_response(run: Generation, model: str) -> Dict[str, Any]:
+    text = "".join(piece for piece, _ in run.pieces())
+    return shapes.chat_completion(shapes.new_id("chatcmpl"), model, text, run.finish_reason(),
+                                  shapes.chat_logprobs(run.records), run.usage())
+
+
+def chat_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
+    ident = shapes.new_id("chatcmpl")
+    yield shapes.chat_chunk(ident, model, {"role": "assistant", "content": ""})
+    for piece, records in run.pieces():
+        yield shapes.chat_chunk(ident, model, {"content": piece}, logprobs=shapes.chat_logprobs(records))
+    yield shapes.chat_chunk(ident, model, {}, run.finish_reason(), shapes.chat_logprobs(run.unsent_records()))
+
+
+def text_response(run: Generation, model: str) -> Dict[str, Any]:
+    text = "".join(piece for piece, _ in run.pieces())
+    return shapes.text_completion(shapes.new_id("cmpl"), model, text, run.finish_reason(),
+                                  shapes.text_logprobs(run.records, 0), run.usage())
+
+
+def text_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
+    ident, offset = shapes.new_id("cmpl"), 0
+    for piece, records in run.pieces():
+        yield shapes.text_completion(ident, model, piece, None, shapes.text_logprobs(records, offset))
+        offset += len(piece)
+    yield shapes.text_completion(ident, model, "", run.finish_reason(),
+                                 shapes.text_logprobs(run.unsent_records(), offset))

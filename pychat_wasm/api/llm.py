@@ -1,0 +1,172 @@
+"""The engine as a library: `LLM`, with llama-cpp-python's method names and OpenAI's response shapes.
+
+    from pychat_wasm import LLM
+    llm = LLM("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    reply = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], temperature=0, max_tokens=32)
+    print(reply["choices"][0]["message"]["content"])
+    for chunk in llm.create_chat_completion(messages, stream=True):
+        print(chunk["choices"][0]["delta"].get("content", ""), end="")
+
+Code written for llama-cpp-python's `Llama` ports by changing the import. The defaults are OpenAI's
+(options.py): temperature 1, top_p 1, no penalties, max_tokens None = until the context is full.
+
+It runs on one ChatSession (chat/session.py), so the KV cache is reused across calls for the longest common
+token prefix: a conversation's next turn runs only its new tokens. One LLM runs one call at a time (the HTTP
+server queues its requests); a streamed call that is not iterated to the end stops where its reader stopped.
+
+logprobs are the log-softmax of the raw logits, before temperature and penalties: the model's distribution,
+as OpenAI reports it. Embeddings are the mean over the tokens of the final-norm hidden states (llama.cpp's
+`--pooling mean`), L2-normalised unless normalize=False; computing one clears the KV cache.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import shapes
+from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
+                      top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
+from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
+from ..chat.sampler import Sampler, SamplingSettings
+from ..chat.session import ChatSession
+from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError
+from ..gguf.reader import GGUFFile
+
+Messages = List[Dict[str, Any]]
+
+
+class LLM:
+    """A GGUF model behind llama-cpp-python's methods. Not thread-safe: one call at a time."""
+
+    def __init__(self, model_path: Union[str, Path, GGUFFile], *, context_length: Optional[int] = None,
+                 policy: str = "auto", seed: Optional[int] = None):
+        """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file)."""
+        gguf = model_path if isinstance(model_path, GGUFFile) else GGUFFile.open(str(model_path))
+        self.model_path = gguf.name
+        self.model_name = Path(gguf.name).name
+        self.seed = seed  # for calls that give none; None: a fresh one per call
+        self.session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
+        self.tokenizer = self.session.tokenizer
+        self.generated_tokens = 0  # every token sampled by this LLM, counted as it is sampled
+
+    def n_ctx(self) -> int:
+        return self.session.context_length
+
+    def cancel(self) -> None:
+        """Stop the running generation after its current token (safe from another thread)."""
+        self.session.cancel()
+
+    # ---- tokens ---------------------------------------------------------------------------------------------
+
+    def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = False) -> List[int]:
+        """Token ids of `text` (str or UTF-8 bytes); add_bos: the model's BOS if it asks for one; special: parse
+        special-token texts such as <|im_start|>."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        if not isinstance(text, str):
+            raise InvalidRequestError("text must be a str or bytes, not %s" % type(text).__name__, "text")
+        return self.tokenizer.encode(text, add_special=add_bos, parse_special=special)
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> bytes:
+        """The bytes of `tokens` (as llama-cpp-python: bytes, since a token can end inside a character);
+        special tokens are left out unless special=True."""
+        vocab = self.tokenizer.vocab_size
+        if isinstance(tokens, (str, bytes)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= t < vocab for t in tokens):
+            raise InvalidRequestError("tokens must be a list of token ids in 0..%d" % (vocab - 1), "tokens")
+        return b"".join(self.tokenizer.token_bytes(int(t)) for t in tokens
+                        if special or not self.tokenizer.is_special(int(t)))
+
+    # ---- completions ----------------------------------------------------------------------------------------
+
+    def create_chat_completion(self, messages: Messages, *, max_tokens: Optional[int] = None,
+                               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
+                               stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
+                               stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
+                               repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+                               presence_penalty: float = 0.0) -> Any:
+        """Answer `messages` with the model's chat template: an OpenAI chat.completion dict, or with stream=True
+        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason)."""
+        conversation = api_messages(messages)
+        top = top_logprobs_count(logprobs, top_logprobs)
+        settings = self._settings(locals())
+        self._configure(settings, api_stop_strings(stop))
+        try:
+            events = self.session.reply(conversation)
+        except InvalidConversationError as exc:
+            raise InvalidRequestError("messages: %s" % exc, "messages") from None
+        run = Generation(self, events, top, "messages")
+        return chat_chunks(run, self.model_name) if stream else chat_response(run, self.model_name)
+
+    def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,
+                          temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
+                          stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
+                          stream: bool = False, logprobs: Optional[int] = None, repeat_penalty: float = 1.0,
+                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> Any:
+        """Continue a raw prompt (no chat template; max_tokens defaults to 16 as in OpenAI's legacy API): an
+        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text."""
+        prompt = api_prompt(prompt)
+        top = None if logprobs is None else whole_number_in_range(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
+        ids = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=True, special=True)
+        if isinstance(prompt, list):
+            self.detokenize(ids)  # checks the ids
+        if not ids:
+            raise InvalidRequestError("prompt: the prompt encodes to no tokens", "prompt")
+        if len(ids) >= self.n_ctx():
+            raise naming(ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
+                                           % (len(ids), self.n_ctx())), "prompt")
+        settings = self._settings(locals())
+        self._configure(settings, api_stop_strings(stop))
+        run = Generation(self, self.session.complete(ids), top, "prompt")
+        return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
+
+    __call__ = create_completion
+
+    def _settings(self, arguments: Dict[str, Any]) -> SamplingSettings:
+        names = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "repeat_penalty",
+                 "frequency_penalty", "presence_penalty")
+        values = {name: arguments[name] for name in names}
+        if values["seed"] is None:
+            values["seed"] = self.seed
+        return api_settings(values, self.n_ctx())
+
+    def _configure(self, settings: SamplingSettings, stop_strings: List[str]) -> None:
+        """The per-call settings. (An adaptation: today's ChatSession.reply takes the messages only, so the
+        settings go on the session first. A fresh Sampler per call makes a given seed repeat its answer.)"""
+        self.session.settings = settings
+        self.session.sampler = Sampler(settings)
+        self.session.stop_strings = stop_strings
+
+    # ---- embeddings -----------------------------------------------------------------------------------------
+
+    def embed(self, input: Union[str, List[str]], normalize: bool = True) -> Any:
+        """The embedding of a text (a list of floats), or of each text of a list."""
+        vectors, _ = self._embeddings(api_embedding_inputs(input), normalize)
+        return vectors[0] if isinstance(input, str) else vectors
+
+    def create_embedding(self, input: Union[str, List[str]], *, normalize: bool = True) -> Dict[str, Any]:
+        """OpenAI's embeddings response for a text or a list of texts."""
+        vectors, tokens = self._embeddings(api_embedding_inputs(input), normalize)
+        return shapes.embeddings(self.model_name, vectors, tokens)
+
+    def _embeddings(self, texts: List[str], normalize: bool) -> Tuple[List[List[float]], int]:
+        """(one vector per text, the tokens they took). The model's cache is overwritten, so it is reset: the
+        next completion runs its whole prompt."""
+        encoded = [self.tokenize(text, add_bos=True, special=True) for text in texts]
+        for ids in encoded:
+            if len(ids) > self.n_ctx():
+                raise naming(ContextFullError("input: a text of %d tokens is longer than the context of %d "
+                                               "tokens" % (len(ids), self.n_ctx())), "input")
+        vectors = []
+        try:
+            for ids in encoded:
+                hidden = self.session.model.final_hidden_states(ids)  # [n, dim]
+                vector = hidden.astype(np.float64).mean(axis=0)  # [dim]
+                if normalize:
+                    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+                vectors.append(vector.tolist())
+        finally:
+            self.session.model.reset()
+        return vectors, sum(len(ids) for ids in encoded)

@@ -1,0 +1,122 @@
+"""OpenAI's response shapes as plain dicts: chat completions and their chunks, text completions, embeddings,
+usage and logprobs. The one place that knows their field names.
+
+>>> usage(7, 3)
+{'prompt_tokens': 7, 'completion_tokens': 3, 'total_tokens': 10}
+>>> finish_reason("eos"), finish_reason("context_full")
+('stop', 'length')
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+# The session's stop reasons (chat/events.py GenerationStats) as OpenAI's finish_reason.
+FINISH_REASONS = {"eos": "stop", "stop_string": "stop", "length": "length", "context_full": "length",
+                  "cancelled": "cancelled"}
+
+
+def finish_reason(stop_reason: str) -> str:
+    return FINISH_REASONS[stop_reason]
+
+
+def new_id(prefix: str) -> str:
+    return "%s-%s" % (prefix, uuid.uuid4().hex)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class TokenLogprob:
+    """One sampled token's log-probability and its `top` best alternatives, from the raw logits (the model's
+    distribution: before temperature, penalties and truncation, as OpenAI reports them)."""
+
+    def __init__(self, tokenizer: Any, logits: np.ndarray, token: int, top: int):
+        logprobs = log_softmax(logits)  # [vocab] float64
+        self.tokenizer = tokenizer
+        self.token = token
+        self.logprob = float(logprobs[token])
+        best = np.argpartition(-logprobs, top)[:top] if 0 < top < logprobs.shape[0] else np.arange(top)  # [top]
+        best = best[np.argsort(-logprobs[best], kind="stable")]  # best first
+        self.top = [(int(i), float(logprobs[i])) for i in best]
+
+    def entry(self, token: int, logprob: float) -> Dict[str, Any]:
+        raw = self.tokenizer.token_bytes(token)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+    def chat_entry(self) -> Dict[str, Any]:
+        """choices[0].logprobs.content[i] of a chat completion."""
+        return dict(self.entry(self.token, self.logprob),
+                    top_logprobs=[self.entry(i, lp) for i, lp in self.top])
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """In float64.
+
+    >>> np.exp(log_softmax(np.array([0.0, 0.0]))).tolist()
+    [0.5, 0.5]
+    """
+    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits)  # [vocab]
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def chat_logprobs(records: Optional[Sequence[TokenLogprob]]) -> Optional[Dict[str, Any]]:
+    return None if records is None else {"content": [r.chat_entry() for r in records]}
+
+
+def text_logprobs(records: Optional[Sequence[TokenLogprob]], text_start: int) -> Optional[Dict[str, Any]]:
+    """The legacy completions' logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+    if records is None:
+        return None
+    tokens, offsets, offset = [], [], text_start
+    for record in records:
+        token = record.entry(record.token, record.logprob)["token"]
+        tokens.append(token)
+        offsets.append(offset)
+        offset += len(token)
+    return {"tokens": tokens, "token_logprobs": [r.logprob for r in records],
+            "top_logprobs": [_by_text(r) for r in records],
+            "text_offset": offsets}
+
+
+def _by_text(record: TokenLogprob) -> Dict[str, float]:
+    """The legacy top_logprobs {token text: logprob}; tokens that print alike keep the best one's."""
+    best: Dict[str, float] = {}
+    for token, logprob in record.top:
+        best.setdefault(record.entry(token, logprob)["token"], logprob)
+    return best
+
+
+def chat_completion(ident: str, model: str, text: str, reason: str, logprobs: Optional[Dict[str, Any]],
+                    counts: Dict[str, int]) -> Dict[str, Any]:
+    return {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                         "finish_reason": reason}],
+            "usage": counts}
+
+
+def chat_chunk(ident: str, model: str, delta: Dict[str, str], reason: Optional[str] = None,
+               logprobs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    return {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}]}
+
+
+def text_completion(ident: str, model: str, text: str, reason: Optional[str], logprobs: Optional[Dict[str, Any]],
+                    counts: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """A text completion, or (counts None) one chunk of a streamed one."""
+    response = {"id": ident, "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": reason}]}
+    if counts is not None:
+        response["usage"] = counts
+    return response
+
+
+def embeddings(model: str, vectors: List[List[float]], prompt_tokens: int) -> Dict[str, Any]:
+    return {"object": "list", "model": model,
+            "data": [{"object": "embedding", "embedding": vector, "index": i} for i, vector in enumerate(vectors)],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}

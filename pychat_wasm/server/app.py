@@ -1,0 +1,196 @@
+"""The HTTP server of `pychat-wasm serve`: OpenAI's endpoints over one `LLM`, as a Starlette (ASGI) app.
+
+    GET  /v1/models              the one model
+    POST /v1/chat/completions    chat; with "stream": true, server-sent events ending with `data: [DONE]`
+    POST /v1/completions         raw prompt
+    POST /v1/embeddings          mean-pooled, L2-normalised embeddings ("encoding_format": "float" | "base64")
+    GET  /health                 {"status": "ok", busy, waiting, generated_tokens} (no key needed)
+
+Requests run one at a time on the model (the LLM is not thread-safe; its work runs in a worker thread so the
+server keeps answering); others wait in a bounded queue, and a full queue answers 503 with Retry-After. A
+client that goes away stops its generation: a stream at its next piece, a plain request at its next token.
+With an API key, every request but /health needs `Authorization: Bearer KEY` (401 otherwise). CORS is off
+unless origins are given. Refusals are 400s with OpenAI's error object (requests.py); the server stays up.
+
+Native only: the browser never imports this package (it needs the `server` extra: Starlette and uvicorn).
+"""
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import anyio
+import numpy as np
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, EMBEDDING_FIELDS, HTTPError, ModelQueue, arguments,
+                       json_body)
+from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError, PychatError
+
+DEFAULT_QUEUE_LIMIT = 8
+
+
+def build_app(llm: Any, api_key: Optional[str] = None, cors_origins: Sequence[str] = (),
+              queue_limit: int = DEFAULT_QUEUE_LIMIT) -> Starlette:
+    """The ASGI app serving `llm` (a pychat_wasm.LLM)."""
+    queue = ModelQueue(queue_limit)
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [
+            {"id": llm.model_name, "object": "model", "created": 0, "owned_by": "pychat-wasm"}]})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model": llm.model_name, "busy": queue.busy, "waiting": queue.waiting,
+                             "generated_tokens": llm.generated_tokens})
+
+    async def chat_completions(request: Request) -> Any:
+        kwargs, stream = arguments(await json_body(request), CHAT_FIELDS)
+        return _response(await _on_model(request, llm, queue,
+                                          lambda: llm.create_chat_completion(stream=stream, **kwargs), stream))
+
+    async def completions(request: Request) -> Any:
+        kwargs, stream = arguments(await json_body(request), COMPLETION_FIELDS)
+        kwargs.setdefault("prompt", None)
+        return _response(await _on_model(request, llm, queue, lambda: llm.create_completion(stream=stream, **kwargs),
+                                          stream))
+
+    async def embeddings(request: Request) -> Any:
+        body = await json_body(request)
+        encoding = body.pop("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise HTTPError(400, "encoding_format must be float or base64, not %r" % (encoding,),
+                            param="encoding_format")
+        kwargs, _ = arguments(body, EMBEDDING_FIELDS)
+        kwargs.setdefault("input", None)
+        response = await _on_model(request, llm, queue, lambda: llm.create_embedding(**kwargs), stream=False)
+        if encoding == "base64":  # what the openai client asks for: little-endian float32s
+            for item in response["data"]:
+                item["embedding"] = base64.b64encode(np.asarray(item["embedding"], "<f4").tobytes()).decode()
+        return JSONResponse(response)
+
+    routes = [Route("/v1/models", models), Route("/health", health),
+              Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/v1/completions", completions, methods=["POST"]),
+              Route("/v1/embeddings", embeddings, methods=["POST"])]
+    middleware = []
+    if cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
+                                     allow_headers=["*"]))
+    if api_key:
+        middleware.append(Middleware(BearerKey, key=api_key))
+    handlers = {HTTPError: _http_error, PychatError: _pychat_error, Exception: _server_error}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+def _response(result: Any) -> Any:
+    return result if isinstance(result, EventStream) else JSONResponse(result)
+
+
+async def _on_model(request: Request, llm: Any, queue: ModelQueue, call: Callable[[], Any], stream: bool) -> Any:
+    """Run `call` on the model when its turn comes: its result, or for a stream its events."""
+    await queue.acquire()
+    handed_over = False
+    try:
+        if not stream:
+            return await _cancelled_on_disconnect(request, llm, call)
+        chunks = await anyio.to_thread.run_sync(call)  # the prompt is processed here: errors are still a 400
+        handed_over = True
+        return EventStream(chunks, queue.release)
+    finally:
+        if not handed_over:
+            queue.release()
+
+
+async def _cancelled_on_disconnect(request: Request, llm: Any, call: Callable[[], Any]) -> Any:
+    """call() in a worker thread, while a watcher cancels the generation if the client goes away."""
+    outcome: List[Any] = []
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        llm.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            outcome.append(await anyio.to_thread.run_sync(call))
+        except Exception as exc:  # raised after the group, not wrapped in an exception group
+            outcome.append(exc)
+        group.cancel_scope.cancel()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events of an iterator of chunks (computed in a worker thread, one at a time), then
+    `data: [DONE]`; when it ends, however it ends, the generation is closed and the model released."""
+
+    def __init__(self, chunks: Iterator[Dict[str, Any]], release: Callable[[], None]):
+        super().__init__(self._events(chunks), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+        self.chunks, self.release = chunks, release
+
+    @staticmethod
+    async def _events(chunks: Iterator[Dict[str, Any]]):
+        while True:
+            chunk = await anyio.to_thread.run_sync(next, chunks, None)
+            if chunk is None:
+                break
+            yield "data: %s\n\n" % json.dumps(chunk)
+        yield "data: [DONE]\n\n"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            pass
+        finally:
+            self.chunks.close()  # stops the generation where the client left it
+            self.release()
+
+
+class BearerKey:
+    """ASGI middleware: every request but /health and CORS preflights needs `Authorization: Bearer KEY`."""
+
+    def __init__(self, app: Any, key: str):
+        self.app, self.expected = app, ("Bearer " + key).encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health" and scope["method"] != "OPTIONS":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                error = HTTPError(401, "Incorrect API key provided: send Authorization: Bearer KEY",
+                                  code="invalid_api_key")
+                await _http_error(None, error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _http_error(request: Optional[Request], exc: HTTPError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _pychat_error(request: Request, exc: PychatError) -> JSONResponse:
+    """The engine's typed errors: a request it refuses is a 400 naming the argument where one is to blame."""
+    if isinstance(exc, InvalidRequestError):
+        return _http_error(request, HTTPError(400, str(exc), param=exc.param or None))
+    if isinstance(exc, ContextFullError):
+        return _http_error(request, HTTPError(400, str(exc), param=getattr(exc, "param", None),
+                                              code="context_length_exceeded"))
+    if isinstance(exc, InvalidConversationError):
+        return _http_error(request, HTTPError(400, str(exc), param="messages"))
+    if isinstance(exc, ValueError):  # a template, tokenizer or setting refusal
+        return _http_error(request, HTTPError(400, str(exc)))
+    return _server_error(request, exc)
+
+
+def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    return _http_error(request, HTTPError(500, "the server failed: %s" % exc, kind="server_error"))

@@ -3,7 +3,7 @@
 The tests are a map of the engine: unit/ (behaviour, no outside reference), oracle/ (checked against
 transformers, torch, gguf-py, HF tokenizers, llama.cpp), browser/ (the built site in Chromium and the engine
 inside Pyodide); support/ holds what they share (tiny models, the hostile server, the Pyodide harness),
-importable by name from every test.
+importable by name from every test (and only it: no test imports another).
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
-for _folder in ("support", "oracle", "browser", "unit"):  # a few tests share their texts with others
-    sys.path.insert(0, str(REPO / "tests" / _folder))
+sys.path.insert(0, str(REPO / "tests" / "support"))  # what tests share is importable by name; no test imports another
 SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3 = MODELS / "gemma-3-270m-Q4_K_M.gguf"
 

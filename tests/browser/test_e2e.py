@@ -16,18 +16,16 @@ import re
 
 import numpy as np
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
+from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
                          set_settings, wait_ready, write_tiny_gguf, chatml_tokens)
+from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 
 from pychat_wasm.browser import chat_worker as worker_api
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy
 READY = ready_status("SmolLM2-135M-Instruct.Q4_1.gguf")
 SECOND_QUESTION = "And of Germany? Answer in one sentence."
-GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16, seed=None)
 SAMPLED = dict(temperature=0.9, top_k=30, top_p=0.9, min_p=0.02, repeat_penalty=1.2, max_tokens=12, seed=1234)
 PIRATE = "You are a pirate. Answer like one."
 PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'

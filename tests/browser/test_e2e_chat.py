@@ -9,15 +9,14 @@ import json
 
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, chatml_tokens, new_context, open_ready_page,
-                         python_messages, saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
+                         python_messages, saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf, GREEDY)
+from texts import GOLDEN_QUESTION
 
 from pychat_wasm.errors import InvalidSettingsError
 from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16, seed=None)
-QUESTION = "What is the capital of France? Answer in one sentence."
 EDITED = "What is the capital of Italy? Answer in one sentence."
 
 
@@ -69,13 +68,13 @@ def titles(page):
 
 def test_regenerate_and_edit_and_resend_give_the_native_engines_greedy_answers(page, native):
     new_chat(page)
-    answer, _ = ask(page, QUESTION)
-    assert answer == native([user(QUESTION)])
+    answer, _ = ask(page, GOLDEN_QUESTION)
+    assert answer == native([user(GOLDEN_QUESTION)])
     page.get_by_role("button", name="Regenerate").click()
     wait_answered(page, 1)
     stats = page.text_content(".message[data-role=assistant] .stats")
     assert "prompt 1 new + 41 cached tokens" in stats  # the prompt was still in the KV cache
-    assert shown_messages(page) == [user(QUESTION), assistant(answer)] == saved_messages(page)
+    assert shown_messages(page) == [user(GOLDEN_QUESTION), assistant(answer)] == saved_messages(page)
     page.locator(".message[data-role=user]").get_by_role("button", name="Edit").click()
     page.fill(".message[data-role=user] .editor textarea", EDITED)
     page.press(".message[data-role=user] .editor textarea", "Enter")
@@ -121,7 +120,7 @@ def test_stop_strings_cut_the_answer_and_escape_stops_it(page):
     new_chat(page)
     page.fill("#stop-strings", "France")
     page.dispatch_event("#stop-strings", "input")
-    assert ask(page, QUESTION)[0] == "The capital of "
+    assert ask(page, GOLDEN_QUESTION)[0] == "The capital of "
     page.fill("#stop-strings", "")
     page.dispatch_event("#stop-strings", "input")
     set_settings(page, max_tokens=200)

@@ -9,15 +9,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from e2e_helpers import PAGE_TIMEOUT_MS, REPO, ask, set_settings, wait_ready
+from e2e_helpers import GREEDY, PAGE_TIMEOUT_MS, REPO, ask, set_settings, wait_ready
+from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
-GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy (as in test_e2e.py)
-GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16)
 MIN_TAP_HEIGHT = 40
 
 # Where the page's parts are, in CSS pixels of the viewport, and what scrolls.

@@ -3,15 +3,16 @@
 build/serve.py sends COOP/COEP/CORP, so the other browser tests run the default pool (one worker per core).
 Here a host sends none: the first visit is not cross-origin isolated and runs one worker; the service
 worker then serves every file with the headers, so the next load runs the full pool. The answers are the
-native engine's greedy answer (test_e2e.py's GOLDEN_ANSWER, from transformers and llama.cpp) every time;
+native engine's greedy answer (GOLDEN_ANSWER of tests/support/texts.py, from transformers and llama.cpp) every time;
 a worker that dies alone and the other worker-fault cases are in test_e2e.py and test_e2e_storage.py.
 """
 from __future__ import annotations
 
 import pytest
 
-from e2e_helpers import POOL_SIZE, SiteServer, ask, load_build_module, new_context, ready_status, set_settings, wait_ready
-from test_e2e import GOLDEN_ANSWER, GOLDEN_QUESTION, GREEDY
+from e2e_helpers import (GREEDY, POOL_SIZE, SiteServer, ask, load_build_module, new_context, ready_status, set_settings,
+                         wait_ready)
+from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -29,7 +29,8 @@ import gguf
 import numpy as np
 import pytest
 from e2e_helpers import load_build_module  # tests/support/e2e_helpers.py
-from test_llama_cpp_tokenizer_suite import KIND_OF  # tests/oracle/test_llama_cpp_tokenizer_suite.py
+from llama_cpp_vocabs import KIND_OF  # tests/support/llama_cpp_vocabs.py
+from texts import GOLDEN_IDS, GOLDEN_QUESTION  # tests/support/texts.py
 from tiny_models import TINY_SPECS, TINY_TOKENS  # tests/support/tiny_models.py
 
 from pychat_wasm.gguf.quants import SUPPORTED_TYPES
@@ -44,8 +45,7 @@ import browser_checks  # noqa: E402  (tests/support/pyodide_harness/browser_chec
 BOOT_TIMEOUT_S = 90
 CHECK_TIMEOUT_S = 120
 
-GOLDEN_MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
-GOLDEN_IDS = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # "The capital of France is Paris.<|im_end|>"
+GOLDEN_MESSAGES = [{"role": "user", "content": GOLDEN_QUESTION}]
 GOLDEN_TOP_LOGITS = {504: 29.78, 38634: 28.30, 7026: 27.07}  # first answer position
 
 # No run of spaces before a digit: transformers' GGUF conversion drops SmolLM2's split-digits pre-tokenizer
@@ -289,7 +289,7 @@ def test_tokenizer_matches_hf(browser_python, hf_smollm2_tokenizer):
 
 def test_tokenizer_splitter_matches_regex(browser_python):
     """The regex-free pre-tokenizer under Pyodide's `re`: the same matches as the `regex` module natively."""
-    from test_unicode_regex import ENCODABLE_CORPUS, PATTERNS, RegexSpans
+    from unicode_texts import ENCODABLE_CORPUS, PATTERNS, RegexSpans
 
     got = browser_python.run("pre_token_digests", patterns=PATTERNS, texts=ENCODABLE_CORPUS)
     for pattern, digest in zip(PATTERNS, got):
@@ -298,7 +298,7 @@ def test_tokenizer_splitter_matches_regex(browser_python):
 
 def test_tokenizer_unicode_classes_match_regex(browser_python):
     import regex
-    from test_unicode_regex import EVERY_CODE_POINT, NO_SURROGATES
+    from unicode_texts import EVERY_CODE_POINT, NO_SURROGATES
 
     classes = [r"\p{L}+", r"\p{N}+", r"\p{P}+", r"\p{M}+", r"\p{S}+", r"\s+", r"\S+", r"[^\s\p{L}\p{N}]+",
                r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}]+"] + ["(?i:%s)" % c for c in "strevmld"]  # 'ſ' is an s

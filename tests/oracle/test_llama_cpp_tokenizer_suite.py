@@ -11,15 +11,7 @@ import pytest
 
 from pychat_wasm.tokenizers import load_tokenizer
 
-from llama_cpp_vocabs import MissingSuite, read_cases, suite_vocabs, vocab_path
-
-KINDS = {  # the suite's vocabularies by the kind of tokenizer their model is
-    "bpe": ["command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe", "mpt", "qwen2",
-            "qwen35", "refact", "starcoder"],
-    "spm": ["llama-spm", "phi-3"],
-    "wpm": ["bert-bge"],
-}
-KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
+from llama_cpp_vocabs import KIND_OF, MissingSuite, read_cases, suite_vocabs, vocab_path
 
 
 @pytest.fixture(scope="module")

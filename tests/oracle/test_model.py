@@ -20,6 +20,7 @@ from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.config import DEFAULT_CONTEXT_CAP
 from pychat_wasm.model.forward import Model, attention_mask
 from pychat_wasm.model.matrices import Float32Matrix, Int8Matrix, QuantizedMatrix
+from texts import GOLDEN_IDS
 from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 
 torch = pytest.importorskip("torch")
@@ -32,7 +33,6 @@ ARCHS = sorted(TINY_SPECS)
 GOLDEN_PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
                  19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582, 6330,
                  30, 2, 198, 1, 520, 9531, 198]
-GOLDEN_ANSWER = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # "The capital of France is Paris.<|im_end|>"
 GEMMA_TOKENS = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 108, 818]
 
 
@@ -237,10 +237,10 @@ def test_smollm2_matches_transformers_and_the_golden_answer(smollm2_path, smollm
     assert top.tolist() == [504, 38634, 7026]  # transformers: 29.78, 28.30, 27.07
     np.testing.assert_allclose(logits[-1, top], [29.78, 28.30, 27.07], atol=1e-2)
     answer, token = [], int(logits[-1].argmax())
-    while len(answer) < len(GOLDEN_ANSWER):
+    while len(answer) < len(GOLDEN_IDS):
         answer.append(token)
         token = int(model.forward([token], model.n_past).argmax())
-    assert answer == GOLDEN_ANSWER
+    assert answer == GOLDEN_IDS
 
 
 @pytest.mark.slow

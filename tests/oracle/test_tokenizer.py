@@ -23,28 +23,8 @@ from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS, split_pre_token
 from pychat_wasm.tokenizers.bpe import bpe_merge, bytes_to_unicode
 from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex
 
-CORPUS = [
-    "",
-    "Hello, world! How are you today?",
-    "The quick brown fox jumps over the lazy dog. It's 3:45pm; I'll be there — don't wait.",
-    "She'S WE'RE I'M they'VE it'd you'll",
-    "我爱北京天安门。今天天气很好！",
-    "東京は日本の首都です。ひらがなとカタカナ、漢字。",
-    "I love 🍕 and 🦄! 👨‍👩‍👧‍👦 🇫🇷 😀😃",
-    "Café naïve résumé façade Ångström über straße",
-    "def f(x):\n\tif x > 10:\n\t\treturn x ** 2\n    else:\n        return None\n",
-    "a  b   c    d\n\n\n  e\t\t f   ",
-    "   leading spaces and trailing spaces   ",
-    "1234567890 3.14159 1,000,000 2024-01-01 x86_64",
-    "\r\nwindows\r\nlines\r\n",
-    "\u00a0nbsp\u3000ideographic\u2009thin",
-    "Привет мир! مرحبا بالعالم שלום עולם नमस्ते",
-    "rare: 𓀀𓁐 ꙮ 𝔘𝔫𝔦",
-    "<table><tr><td>x</td></tr></table>",
-    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
-    "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
-    "a<|im_end|>b<end_of_turn>c<eos><bos>",
-]
+from texts import TOKENIZER_CORPUS
+
 MODELS = ["smollm2", "gemma3"]
 
 
@@ -78,7 +58,7 @@ def metadata(model_paths):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("text", CORPUS)
+@pytest.mark.parametrize("text", TOKENIZER_CORPUS)
 def test_ids_match_transformers(ours, hf, model, text):
     assert ours[model].encode(text, add_special=False) == hf[model].encode(text, add_special_tokens=False)
 
@@ -107,7 +87,7 @@ def test_lone_surrogates_are_read_as_a_browser_reads_them(ours, hf, model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_long_text_matches_transformers(ours, hf, model):
-    text = "\n".join(CORPUS) * 3
+    text = "\n".join(TOKENIZER_CORPUS) * 3
     assert ours[model].encode(text, add_special=False) == hf[model].encode(text, add_special_tokens=False)
 
 
@@ -143,7 +123,7 @@ def test_known_bos_eos_and_end_of_turn(ours):
 @pytest.mark.parametrize("model", MODELS)
 def test_decode_round_trip_and_matches_transformers(ours, hf, model):
     tok = ours[model]
-    for text in CORPUS:
+    for text in TOKENIZER_CORPUS:
         ids = tok.encode(text, add_special=False)
         assert tok.decode(ids) == text
         assert tok.decode(ids) == hf[model].decode(ids, clean_up_tokenization_spaces=False)
@@ -225,7 +205,7 @@ def test_pre_tokenizer_splits_match_hf_tokenizers(name):
     patterns = PRE_TOKENIZERS[name].splits
     hf_split = _hf_split(patterns)
     compiled = [compile_unicode_regex(p) for p in patterns]
-    for text in CORPUS:
+    for text in TOKENIZER_CORPUS:
         assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text
 
 
@@ -234,7 +214,7 @@ def test_gpt2_split_matches_byte_level_pre_tokenizer():
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     spell = bytes_to_unicode()
     compiled = [compile_unicode_regex(p) for p in PRE_TOKENIZERS["gpt-2"].splits]
-    for text in CORPUS:
+    for text in TOKENIZER_CORPUS:
         ours = ["".join(spell[b] for b in w.encode()) for w in split_pre_tokens(text, compiled)]
         assert ours == [w for w, _ in byte_level.pre_tokenize_str(text)], text
 
@@ -244,7 +224,7 @@ def test_regexes_are_the_ones_transformers_uses(name):
     mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
     hf_split = _hf_split([mapping.GGUF_PRE_TOKENIZER_SPLITS[name]])
     compiled = [compile_unicode_regex(p) for p in PRE_TOKENIZERS[name].splits]
-    for text in CORPUS:
+    for text in TOKENIZER_CORPUS:
         assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text
 
 
@@ -296,7 +276,7 @@ def test_bpe_per_pre_tokenizer_matches_hf_tokenizers(tmp_path, smollm2_vocab, pr
     ref = _hf_bpe_tokenizer(smollm2_vocab, pre)
     assert ours.pre == pre
     assert ours.add_bos == PRE_TOKENIZERS[pre].add_bos  # no add_bos_token key: llama.cpp's default per name
-    for text in CORPUS:
+    for text in TOKENIZER_CORPUS:
         assert ours.encode(text, add_special=False) == ref.encode(text, add_special_tokens=False).ids, text
 
 
@@ -332,7 +312,7 @@ def test_unknown_or_missing_pre_warns_and_falls_back_to_gpt2(tmp_path, smollm2_v
         tok = load_tokenizer(path)
     assert tok.pre == "gpt-2"
     ref = _hf_bpe_tokenizer(smollm2_vocab, "gpt-2")
-    assert tok.encode(CORPUS[2], add_special=False) == ref.encode(CORPUS[2], add_special_tokens=False).ids
+    assert tok.encode(TOKENIZER_CORPUS[2], add_special=False) == ref.encode(TOKENIZER_CORPUS[2], add_special_tokens=False).ids
 
 
 # -- errors -------------------------------------------------------------------------------------------

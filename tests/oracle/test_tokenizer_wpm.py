@@ -17,10 +17,9 @@ from pychat_wasm.tokenizers.base import CONTROL
 from pychat_wasm.tokenizers.wpm import words_of
 
 from llama_cpp_vocabs import MissingSuite, vocab_path
-from test_train_bpe import PROBES
-from test_tokenizer import CORPUS
+from texts import BPE_PROBES, TOKENIZER_CORPUS
 
-TEXTS = CORPUS + PROBES + ["Äpfel und Birnen", "ÉCOLE Ñandú façade", "ﬁne ½ ² ①", "tab\tand\u00a0nbsp\u2003em"]
+TEXTS = TOKENIZER_CORPUS + BPE_PROBES + ["Äpfel und Birnen", "ÉCOLE Ñandú façade", "ﬁne ½ ² ①", "tab\tand\u00a0nbsp\u2003em"]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from pychat_wasm.tokenizers.base import CONTROL, NORMAL
 from pychat_wasm.tokenizers.bpe import BPETokenizer
 from pychat_wasm.train.bpe import BYTE_TOKENS, SPECIAL_TOKENS, gguf_tokenizer_metadata, train_bpe
 
+from texts import BPE_PROBES
+
 PARAGRAPHS = [
     "The lighthouse keeper kept a notebook of every ship that passed the point. Some nights there were "
     "none at all, and he wrote only the weather: wind from the west, light rain, a low grey sea. On other "
@@ -41,24 +43,6 @@ PARAGRAPHS = [
 ]
 CORPUS = PARAGRAPHS * 3
 VOCAB_SIZE = len(SPECIAL_TOKENS) + 256 + 200
-
-PROBES = [
-    "",
-    "The keeper wrote the names of the ships.",
-    "Hello, world! How are you today?",
-    "It's 3:45pm; I'll be there -- don't wait. She'S WE'RE",
-    "1234567890 3.14159 1,000,000 2024-01-01",
-    "a  b   c    d\n\n\n  e\t\t f   ",
-    "   leading and trailing spaces   ",
-    "\r\nwindows\r\nlines\r\n",
-    "def f(x):\n\tif x > 10:\n\t\treturn x ** 2\n    return None\n",
-    "héllo naïve café Ångström straße",
-    "我爱北京天安门。今天天气很好！",
-    "I love 🍕 and 🦄! 👨‍👩‍👧‍👦 🇫🇷",
-    "zygomorphic quixotry flabbergasted",
-    "<|im_start|>user\nHow many ships?<|im_end|>\n<|im_start|>assistant\n",
-    "ships<|endoftext|>boats<|im_end|>",
-]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +89,7 @@ def test_metadata_builds_the_tokenizer_through_the_load_path(vocab):
     assert {0, 2} <= tok.end_of_turn_ids
 
 
-@pytest.mark.parametrize("text", PROBES)
+@pytest.mark.parametrize("text", BPE_PROBES)
 def test_ids_match_hf_tokenizers_and_round_trip(vocab, ours, text):
     ref = _hf_tokenizer(vocab)
     ids = ours.encode(text, add_special=False)
@@ -266,7 +250,7 @@ def test_gguf_tokenizer_matches_transformers(tmp_path, vocab):
     ours = load_tokenizer(path)
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
     assert len(hf) == VOCAB_SIZE
-    for text in PROBES:
+    for text in BPE_PROBES:
         ids = ours.encode(text, add_special=False)
         assert ids == hf.encode(text, add_special_tokens=False), text
         assert hf.decode(ids, clean_up_tokenization_spaces=False) == text

@@ -211,6 +211,7 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
 # ---- page actions ------------------------------------------------------------------------------------------
 
 POOL_SIZE = os.cpu_count() or 1  # the page's default: one worker per core the browser reports
+GREEDY = dict(temperature=0, repeat_penalty=1, max_tokens=16, seed=None)  # the sampling form for greedy answers
 
 
 def chatml_tokens(messages, generation_prompt=True):

@@ -22,6 +22,14 @@ BUNDLE = REPO / "node_modules" / "node-llama-cpp" / "llama" / "gitRelease.bundle
 CACHE = REPO / ".cache" / "llama.cpp-vocabs"
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
+KINDS = {  # the suite's vocabularies by the kind of tokenizer their model is
+    "bpe": ["command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe", "mpt", "qwen2",
+            "qwen35", "refact", "starcoder"],
+    "spm": ["llama-spm", "phi-3"],
+    "wpm": ["bert-bge"],
+}
+KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
+
 
 class MissingSuite(Exception):
     pass

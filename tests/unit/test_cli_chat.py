@@ -17,9 +17,9 @@ from pychat_wasm.errors import InvalidSettingsError
 from pychat_wasm.chat.sampler import SamplingSettings, settings_from_mapping
 from pychat_wasm.chat.stop_strings import stop_strings_from_values
 
+from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
+
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
-GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp greedy agree
 CHAT = [sys.executable, "-m", "pychat_wasm.cli", "chat"]
 
 

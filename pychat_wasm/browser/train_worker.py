@@ -4,7 +4,7 @@ The training worker (web/train_worker.js) calls these through Pyodide. Like pych
 returns {"ok": true, ...} or {"ok": false, "error": {"type", "message"}}, so bad data reaches the page as a
 message, never as a traceback. The step loop lives in the worker's JS: it calls train_for(seconds) again
 and again and yields to its event loop in between, which is where Stop gets through. A stopped run stays
-in memory, so Continue simply calls train_for again; its checkpoint can also be kept across reloads.
+in memory, so Continue simply calls train_for again.
 
     >>> begin_training('{"preset": "quick"}', '[]')          # [] = the corpus shipped with pychat_wasm  # doctest: +SKIP
     >>> train_for(0.5)                                        # doctest: +SKIP
@@ -23,7 +23,6 @@ from ..gguf.reader import GGUFFile
 from ..model.config import ModelConfig
 from .chat_worker import json_reply
 from .protocol import FinetuneOptions
-from ..train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from ..train.data import (DATA_DIR, MAX_DATA_BYTES, MAX_TOTAL_DATA_BYTES, TrainingData, builtin_corpus,
                           check_total_size, merge_data, parse_training_text, read_training_file)
 from ..train.finetune import FinetuneRun, check_can_finetune, estimated_bytes
@@ -159,31 +158,7 @@ def train_for(seconds: float) -> Dict[str, Any]:
     return {"records": records, "step": run.step_count, "total_steps": run.total_steps, "finished": run.finished}
 
 
-@json_reply
-def status() -> Dict[str, Any]:
-    return _describe(_run())
-
-
 def model_bytes(ggml_type: str = "F32") -> bytes:
     """The current model as GGUF bytes (the page stores them in its model cache)."""
     return _run().gguf_writer(ggml_type).to_bytes()
 
-
-def checkpoint() -> bytes:
-    """The run's checkpoint bytes, so that it can be continued after a reload."""
-    return checkpoint_bytes(_run())
-
-
-@json_reply
-def resume_training(data: Any, files_json: str, base: Any = None, base_name: str = "") -> Dict[str, Any]:
-    """Continue a run from its checkpoint bytes (a numpy uint8 array) with the same files it started with
-    (and, for fine-tuning, the same base model bytes)."""
-    saved = read_checkpoint(data)
-    if saved.kind == FinetuneRun.kind:
-        gguf = GGUFFile(base, name=base_name)
-        run = FinetuneRun.from_checkpoint(saved.extra, saved.params, gguf, _data(files_json, saved.kind))
-    else:
-        run = ScratchRun.from_checkpoint(saved.extra, saved.params, _data(files_json, saved.kind))
-    restore(run, saved)
-    _training.run = run
-    return _describe(run)

@@ -8,8 +8,8 @@ text to nothing at all -- "tok5 tok6" gives [] -- and only the special tokens "<
       put Examples of random ids into the run's phase, and build the run itself from conversations whose
       text is made of "<s>" and "</s>";
     - the data path (chat template, answer masks, validation split), checkpoints and the command line use
-      write_text_model's base: the same tiny llama with a byte-level GPT-2 vocabulary and ChatML's special
-      tokens, which encodes any text.
+      the "text" base: the same tiny llama with tiny_models' chat vocabulary (byte-level BPE, ChatML's
+      special tokens and template), which encodes any text.
 
     1. loss and every LoRA gradient (float64, non-zero lora_b) against torch autograd (tests/support/torch_llama.py),
        relative error < 1e-8; frozen weights get no gradient and a step leaves them bitwise unchanged
@@ -49,8 +49,7 @@ from pychat_wasm.train.data import DATA_DIR, Example, TrainingData
 from pychat_wasm.train.finetune import TARGETS, FinetuneRun, FinetuneSettings
 from pychat_wasm.train.run import Phase
 
-import tiny_models  # noqa: E402
-from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits, write_tiny_model  # noqa: E402
+from tiny_models import TINY_TOKENS, transformers_logits, write_tiny_model  # noqa: E402
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -73,69 +72,8 @@ TOKEN_CHATS = [[{"role": "user", "content": "<s>" * (1 + i % 3)},
                 {"role": "assistant", "content": "<s>" * (1 + i % 2) + "</s><s>"}] for i in range(6)]
 
 
-# ----------------------------------------------------------------------------------------------
-# A tiny llama whose tokenizer encodes text: GPT-2's 256 byte symbols, ChatML's specials, three merges
-
-
-def _byte_symbols():
-    """GPT-2's printable stand-ins for the 256 byte values, in byte order (space -> "Ġ", newline -> "Ċ")."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    symbols, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            symbols[b] = chr(b)
-        else:
-            symbols[b] = chr(256 + extra)
-            extra += 1
-    return [symbols[b] for b in range(256)]
-
-
-TEXT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-TEXT_MERGES = ["Ġ t", "h e", "Ġt he"]
-
-
-def write_text_model(path: Path, seed: int = 0) -> Path:
-    """TINY_SPECS["llama"] with a byte-level vocabulary (264 tokens), weights stored as tiny_models stores them."""
-    tokens = TEXT_SPECIALS + _byte_symbols() + ["Ġt", "he", "Ġthe"]
-    spec = TINY_SPECS["llama"]._replace(vocab_size=len(tokens))
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_string("general.name", "tiny-text-llama")
-    w.add_context_length(spec.context_length)
-    w.add_embedding_length(spec.dim)
-    w.add_block_count(spec.n_layers)
-    w.add_feed_forward_length(spec.ffn_dim)
-    w.add_head_count(spec.n_heads)
-    w.add_head_count_kv(spec.n_kv_heads)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_vocab_size(spec.vocab_size)
-    w.add_rope_dimension_count(spec.head_dim)
-    w.add_rope_freq_base(10000.0)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([3] * len(TEXT_SPECIALS) + [1] * (len(tokens) - len(TEXT_SPECIALS)))
-    w.add_token_merges(TEXT_MERGES)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)  # <|im_end|>: ChatML's end of turn
-    Q = gguf.GGMLQuantizationType
-    for name, shape in tiny_models._tensor_shapes("llama", spec):
-        data = tiny_models._random_tensor(name, shape, rng)
-        qtype = tiny_models._MATRIX_TYPES.get(name.split(".")[-2], Q.F32) if len(shape) == 2 else Q.F32
-        if qtype in (Q.F32, Q.F16):
-            w.add_tensor(name, gguf.quantize(data, qtype))
-        else:
-            w.add_tensor(name, gguf.quantize(data, qtype), raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return Path(path)
-
-
 def text_chats(n: int):
-    """n short chats: rendered with ChatML, each takes 33-36 tokens of write_text_model's vocabulary."""
+    """n short chats: rendered with ChatML, each takes 33-36 tokens of the text base's vocabulary."""
     return [[{"role": "user", "content": "%d+%d?" % (i, i)},
              {"role": "assistant", "content": "It is %d." % (2 * i)}] for i in range(n)]
 
@@ -146,11 +84,11 @@ def text_chats(n: int):
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory) -> dict:
-    """name -> path: the tiny llama, qwen2 and gemma3 of tiny_models, and two write_text_model bases."""
+    """name -> path: the tiny llama, qwen2 and gemma3 of tiny_models, and two with the chat vocabulary (text, text_other)."""
     directory = tmp_path_factory.mktemp("finetune_bases")
     paths = {arch: write_tiny_model(directory / (arch + ".gguf"), arch) for arch in ("llama", "qwen2", "gemma3")}
-    paths["text"] = write_text_model(directory / "text.gguf")
-    paths["text_other"] = write_text_model(directory / "text_other.gguf", seed=1)
+    paths["text"] = write_tiny_model(directory / "text.gguf", "llama", chat=True)
+    paths["text_other"] = write_tiny_model(directory / "text_other.gguf", "llama", seed=1, chat=True)
     return paths
 
 
@@ -486,7 +424,7 @@ def test_bad_loop_settings_are_refused(bases):
 
 
 # ----------------------------------------------------------------------------------------------
-# The data path, on write_text_model's base
+# The data path, on the text base
 
 
 def test_conversations_train_their_answers_through_the_chat_template(bases):

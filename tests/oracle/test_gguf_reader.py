@@ -13,6 +13,8 @@ from pychat_wasm.errors import (CorruptHeaderError, DuplicateKeyError, Duplicate
                                 UnknownTensorTypeError, UnsupportedVersionError)
 from pychat_wasm.gguf.reader import GGUFFile
 
+from gguf_files import GGUFValue, GGUFValueType, write_gguf
+
 SCALARS = [
     ("u8", "add_uint8", 200), ("i8", "add_int8", -100), ("u16", "add_uint16", 60000), ("i16", "add_int16", -30000),
     ("u32", "add_uint32", 4000000000), ("i32", "add_int32", -2000000000), ("f32", "add_float32", 1.5),
@@ -26,21 +28,13 @@ ARRAYS = {
 }
 
 
-def write_gguf(path, alignment=None, tensors=None):
-    w = gguf.GGUFWriter(str(path), "llama")
-    if alignment:
-        w.add_custom_alignment(alignment)
-    for key, method, value in SCALARS:
-        getattr(w, method)("test." + key, value)
-    for key, value in ARRAYS.items():
-        w.add_array(key, value)
-    for name, array, raw_dtype in tensors or []:
-        w.add_tensor(name, array, raw_dtype=raw_dtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+def write_sample(path, alignment=None, tensors=()):
+    """SCALARS and ARRAYS (and the alignment, if any) with `tensors` [(name, array[, ggml type])]."""
+    metadata = {"custom_alignment": alignment} if alignment else {}
+    metadata.update({"test." + key: GGUFValue(value, GGUFValueType[method[len("add_"):].upper()])
+                     for key, method, value in SCALARS})
+    metadata.update(ARRAYS)
+    return write_gguf(path, "llama", metadata, tensors)
 
 
 @pytest.fixture
@@ -48,12 +42,12 @@ def sample(tmp_path):
     rng = np.random.default_rng(0)
     q8 = gguf.quants.quantize(rng.standard_normal((4, 64)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
     tensors = [
-        ("vec", rng.standard_normal(7).astype(np.float32), None),
-        ("mat", rng.standard_normal((3, 5)).astype(np.float16), None),
-        ("cube", rng.standard_normal((2, 3, 4)).astype(np.float32), None),
+        ("vec", rng.standard_normal(7).astype(np.float32)),
+        ("mat", rng.standard_normal((3, 5)).astype(np.float16)),
+        ("cube", rng.standard_normal((2, 3, 4)).astype(np.float32)),
         ("q8", q8, gguf.GGMLQuantizationType.Q8_0),
     ]
-    return write_gguf(tmp_path / "sample.gguf", alignment=64, tensors=tensors)
+    return write_sample(tmp_path / "sample.gguf", alignment=64, tensors=tensors)
 
 
 def test_metadata_matches_gguf_py(sample):

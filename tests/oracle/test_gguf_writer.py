@@ -23,6 +23,8 @@ from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
 from pychat_wasm.gguf.writer import GGUFWriter, ValueType  # noqa: E402
 from pychat_wasm.gguf.quantize import quantize_f16, quantize_q8_0  # noqa: E402
 
+from gguf_files import GGUFValue, write_gguf  # noqa: E402
+
 VT = gguf.GGUFValueType
 # (our adder, key, value, array element type or None); gguf-py's adder has the same name.
 METADATA = [
@@ -65,23 +67,16 @@ def ours(tensors, alignment: int = 32) -> GGUFWriter:
 
 def reference_file(path, tensors, alignment: int = 32) -> bytes:
     """The same metadata and tensors written by gguf.GGUFWriter."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    if alignment != 32:
-        writer.add_custom_alignment(alignment)
+    metadata = {"custom_alignment": alignment} if alignment != 32 else {}
     for method, key, value, element_type in METADATA:
-        if element_type is None:
-            getattr(writer, method)(key, value)
-        else:
-            writer.add_key_value(key, value, VT.ARRAY, sub_type=VT(int(element_type)))
+        sub_type = None if element_type is None else VT(int(element_type))
+        metadata[key] = GGUFValue(value, VT.ARRAY if sub_type else VT[method[len("add_"):].upper()], sub_type)
+    written = []
     for name, (array, ggml_type) in tensors.items():
         qtype = gguf.GGMLQuantizationType[ggml_type]
         encoded = gguf.quants.quantize(array, qtype)
-        writer.add_tensor(name, encoded, raw_dtype=qtype if ggml_type == "Q8_0" else None)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path.read_bytes()
+        written.append((name, encoded, qtype) if ggml_type == "Q8_0" else (name, encoded))
+    return write_gguf(path, "llama", metadata, written).read_bytes()
 
 
 def expected_data(array: np.ndarray, ggml_type: str) -> np.ndarray:

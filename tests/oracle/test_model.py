@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-from gguf import GGUFWriter, dequantize, quantize
+from gguf import dequantize, quantize
 
 import pychat_wasm.model.forward as model_module
 from pychat_wasm.errors import ContextFullError, InvalidSettingError, UnsupportedArchitectureError
@@ -20,6 +20,7 @@ from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.config import DEFAULT_CONTEXT_CAP
 from pychat_wasm.model.forward import Model, attention_mask
 from pychat_wasm.model.matrices import Float32Matrix, Int8Matrix, QuantizedMatrix
+from gguf_files import write_gguf
 from texts import GOLDEN_IDS
 from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 
@@ -177,14 +178,9 @@ def test_bad_positions_and_ids_are_refused(tiny_models):
 
 
 def test_unknown_architecture_names_the_supported_ones(tmp_path):
-    writer = GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
-    writer.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = write_gguf(tmp_path / "gpt2.gguf", "gpt2", tensors=[("token_embd.weight", np.zeros((4, 32), np.float32))])
     with pytest.raises(UnsupportedArchitectureError, match="'gpt2'.*llama, qwen2, gemma3"):
-        Model.from_gguf(tmp_path / "gpt2.gguf")
+        Model.from_gguf(path)
 
 
 def test_auto_policy_follows_the_memory_budget(tiny_models):

@@ -23,6 +23,7 @@ from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS, split_pre_token
 from pychat_wasm.tokenizers.bpe import bpe_merge, bytes_to_unicode
 from pychat_wasm.tokenizers.unicode_regex import compile_unicode_regex
 
+from gguf_files import write_gguf
 from texts import TOKENIZER_CORPUS
 
 MODELS = ["smollm2", "gemma3"]
@@ -237,22 +238,10 @@ def smollm2_vocab(smollm2_path):
 
 
 def _write_bpe_gguf(path, vocab, pre):
-    gguf = pytest.importorskip("gguf")
     tokens, types, merges = vocab
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_tokenizer_model("gpt2")
-    if pre is not None:
-        writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_gguf(path, "llama", {"tokenizer_model": "gpt2", **({"tokenizer_pre": pre} if pre is not None else {}),
+                                      "token_list": tokens, "token_types": types, "token_merges": merges,
+                                      "bos_token_id": 1, "eos_token_id": 2})
 
 
 def _hf_bpe_tokenizer(vocab, pre):

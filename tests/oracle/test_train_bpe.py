@@ -23,6 +23,7 @@ from pychat_wasm.tokenizers.base import CONTROL, NORMAL
 from pychat_wasm.tokenizers.bpe import BPETokenizer
 from pychat_wasm.train.bpe import BYTE_TOKENS, SPECIAL_TOKENS, gguf_tokenizer_metadata, train_bpe
 
+from gguf_files import write_gguf
 from texts import BPE_PROBES
 
 PARAGRAPHS = [
@@ -193,37 +194,14 @@ def test_thousand_merges_on_100kb_in_seconds():
 
 # -- a GGUF carrying the trained tokenizer, read by transformers ---------------------------------------
 
-GGUF_WRITERS = {  # metadata key -> gguf.GGUFWriter method
-    "tokenizer.ggml.model": "add_tokenizer_model",
-    "tokenizer.ggml.pre": "add_tokenizer_pre",
-    "tokenizer.ggml.tokens": "add_token_list",
-    "tokenizer.ggml.token_type": "add_token_types",
-    "tokenizer.ggml.merges": "add_token_merges",
-    "tokenizer.ggml.bos_token_id": "add_bos_token_id",
-    "tokenizer.ggml.eos_token_id": "add_eos_token_id",
-    "tokenizer.ggml.padding_token_id": "add_pad_token_id",
-    "tokenizer.ggml.add_bos_token": "add_add_bos_token",
-}
-
-
 def _write_tiny_llama(path: Path, metadata) -> Path:
     """A complete one-layer llama model (random float32 weights) with the given tokenizer metadata."""
-    gguf = pytest.importorskip("gguf")
     dim, ffn, n_heads, vocab_size = 32, 64, 2, len(metadata["tokenizer.ggml.tokens"])
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_string("general.name", "tiny-trained-tokenizer")
-    writer.add_context_length(64)
-    writer.add_embedding_length(dim)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(ffn)
-    writer.add_head_count(n_heads)
-    writer.add_head_count_kv(n_heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(dim // n_heads)
-    writer.add_vocab_size(vocab_size)
-    assert set(metadata) == set(GGUF_WRITERS)
-    for key, value in metadata.items():
-        getattr(writer, GGUF_WRITERS[key])(value)
+    hyperparameters = {
+        "general.name": "tiny-trained-tokenizer", "context_length": 64, "embedding_length": dim, "block_count": 1,
+        "feed_forward_length": ffn, "head_count": n_heads, "head_count_kv": n_heads, "layer_norm_rms_eps": 1e-5,
+        "rope_dimension_count": dim // n_heads, "vocab_size": vocab_size,
+    }
     rng = np.random.default_rng(0)
     shapes = {"token_embd.weight": (vocab_size, dim), "output_norm.weight": (dim,),
               "blk.0.attn_norm.weight": (dim,), "blk.0.ffn_norm.weight": (dim,),
@@ -231,13 +209,8 @@ def _write_tiny_llama(path: Path, metadata) -> Path:
               "blk.0.attn_v.weight": (dim, dim), "blk.0.attn_output.weight": (dim, dim),
               "blk.0.ffn_gate.weight": (ffn, dim), "blk.0.ffn_up.weight": (ffn, dim),
               "blk.0.ffn_down.weight": (dim, ffn)}
-    for name, shape in shapes.items():
-        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_gguf(path, "llama", {**hyperparameters, **metadata},
+                      [(name, rng.standard_normal(shape).astype(np.float32)) for name, shape in shapes.items()])
 
 
 @pytest.mark.slow

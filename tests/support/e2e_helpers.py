@@ -15,6 +15,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from gguf_files import write_gguf
+
 REPO = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT_MS = 90_000   # start-up: Python boot + model download/verify/load on 2 busy cores
 ANSWER_TIMEOUT_MS = 120_000
@@ -157,55 +159,36 @@ def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: 
         embedding[2] = 0
         embedding[2, -1] = 30.0
 
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name("tiny payload model")
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(dim)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(ffn)
-    writer.add_head_count(n_heads)
-    writer.add_head_count_kv(n_kv)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges([byte_level(" ") + " " + byte_level("a")])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML)
+    metadata = {
+        "name": "tiny payload model", "context_length": context_length, "embedding_length": dim, "block_count": 1,
+        "feed_forward_length": ffn, "head_count": n_heads, "head_count_kv": n_kv, "key_length": head_dim,
+        "value_length": head_dim, "layer_norm_rms_eps": 1e-5, "rope_freq_base": 10000.0,
+        "tokenizer_model": "gpt2", "tokenizer_pre": "gpt-2", "token_list": tokens, "token_types": types,
+        "token_merges": [byte_level(" ") + " " + byte_level("a")], "bos_token_id": 1, "eos_token_id": 2,
+        "add_bos_token": False, "chat_template": CHATML,
+    }
     if padding:
-        writer.add_string("pychat_test.padding", np.random.default_rng(padding).bytes((padding + 1) // 2).hex()[:padding])
+        metadata["pychat_test.padding"] = np.random.default_rng(padding).bytes((padding + 1) // 2).hex()[:padding]
 
     quant = gguf.GGMLQuantizationType[weight_type]
 
-    def add(name: str, array: np.ndarray, matrix: bool = False) -> None:
-        if matrix and weight_type != "F32":
-            raw = np.zeros(gguf.quant_shape_to_byte_shape(array.shape, quant), np.uint8)
-            writer.add_tensor(name, raw, raw_dtype=quant)
-        else:
-            writer.add_tensor(name, array.astype(np.float32))
+    def matrix(name: str, shape) -> tuple:
+        if weight_type == "F32":
+            return name, np.zeros(shape, np.float32)
+        return name, np.zeros(gguf.quant_shape_to_byte_shape(shape, quant), np.uint8), quant
 
-    add("token_embd.weight", embedding)
-    add("output_norm.weight", np.ones(dim))
-    add("blk.0.attn_norm.weight", np.ones(dim))
-    add("blk.0.ffn_norm.weight", np.ones(dim))
-    add("blk.0.attn_q.weight", np.zeros((n_heads * head_dim, dim)), matrix=True)
-    add("blk.0.attn_k.weight", np.zeros((n_kv * head_dim, dim)), matrix=True)
-    add("blk.0.attn_v.weight", np.zeros((n_kv * head_dim, dim)), matrix=True)
-    add("blk.0.attn_output.weight", np.zeros((dim, n_heads * head_dim)), matrix=True)
-    add("blk.0.ffn_gate.weight", np.zeros((ffn, dim)), matrix=True)
-    add("blk.0.ffn_up.weight", np.zeros((ffn, dim)), matrix=True)
-    add("blk.0.ffn_down.weight", np.zeros((dim, ffn)), matrix=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    ones = np.ones(dim, np.float32)
+    return write_gguf(path, arch, metadata, [
+        ("token_embd.weight", embedding), ("output_norm.weight", ones),
+        ("blk.0.attn_norm.weight", ones), ("blk.0.ffn_norm.weight", ones),
+        matrix("blk.0.attn_q.weight", (n_heads * head_dim, dim)),
+        matrix("blk.0.attn_k.weight", (n_kv * head_dim, dim)),
+        matrix("blk.0.attn_v.weight", (n_kv * head_dim, dim)),
+        matrix("blk.0.attn_output.weight", (dim, n_heads * head_dim)),
+        matrix("blk.0.ffn_gate.weight", (ffn, dim)),
+        matrix("blk.0.ffn_up.weight", (ffn, dim)),
+        matrix("blk.0.ffn_down.weight", (dim, ffn)),
+    ])
 
 
 # ---- page actions ------------------------------------------------------------------------------------------

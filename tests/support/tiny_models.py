@@ -13,13 +13,15 @@ Shapes follow llama.cpp's layout: a matrix [out_features, in_features] is stored
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from gguf import GGMLQuantizationType as Q
-from gguf import GGUFWriter, quantize
+from gguf import quantize
 
 from pychat_wasm.chat.template import CHATML_TEMPLATE
+
+from gguf_files import write_gguf
 
 
 class TinySpec(NamedTuple):
@@ -114,38 +116,28 @@ def _random_tensor(name: str, shape: Tuple[int, ...], rng: np.random.Generator) 
     return (scale * rng.standard_normal(shape)).astype(np.float32)
 
 
-def _add_metadata(w: GGUFWriter, arch: str, s: TinySpec) -> None:
-    w.add_string("general.name", "tiny-random-" + arch)
-    w.add_context_length(s.context_length)
-    w.add_embedding_length(s.dim)
-    w.add_block_count(s.n_layers)
-    w.add_feed_forward_length(s.ffn_dim)
-    w.add_head_count(s.n_heads)
-    w.add_head_count_kv(s.n_kv_heads)
-    w.add_layer_norm_rms_eps(1e-6 if arch == "gemma3" else 1e-5)
-    w.add_vocab_size(s.vocab_size)
+def _metadata(arch: str, s: TinySpec) -> Dict[str, Any]:
+    """The file's metadata (gguf_files.write_gguf's spec): hyperparameters, then the vocabulary."""
+    m: Dict[str, Any] = {
+        "general.name": "tiny-random-" + arch, "context_length": s.context_length, "embedding_length": s.dim,
+        "block_count": s.n_layers, "feed_forward_length": s.ffn_dim, "head_count": s.n_heads,
+        "head_count_kv": s.n_kv_heads, "layer_norm_rms_eps": 1e-6 if arch == "gemma3" else 1e-5,
+        "vocab_size": s.vocab_size,
+    }
     if arch in ("gemma3", "qwen3"):
-        w.add_key_length(s.head_dim)
-        w.add_value_length(s.head_dim)
+        m.update(key_length=s.head_dim, value_length=s.head_dim)
     if arch == "gemma3":
-        w.add_sliding_window(s.sliding_window)
-        w.add_rope_freq_base(1e6)
+        m.update(sliding_window=s.sliding_window, rope_freq_base=1e6)
     else:
-        w.add_rope_dimension_count(s.head_dim)
-        w.add_rope_freq_base(10000.0)
+        m.update(rope_dimension_count=s.head_dim, rope_freq_base=10000.0)
     if arch == "phi3":  # else transformers' Phi3Config pads with id 32000, beyond the tiny vocabulary
-        w.add_pad_token_id(2)
+        m["pad_token_id"] = 2
     if s.chat:
-        _add_chat_vocabulary(w, arch)
-        return
+        return {**m, **_chat_vocabulary_metadata(arch)}
     # A small byte-level vocabulary: transformers reads the vocabulary even when only the model loads.
     tokens = ["<unk>", "<s>", "</s>"] + ["tok%d" % i for i in range(3, s.vocab_size)]
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(tokens)
-    w.add_token_types([3, 3, 3] + [1] * (s.vocab_size - 3))
-    w.add_token_merges(["t o", "to k"])
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
+    return {**m, "tokenizer_model": "gpt2", "token_list": tokens, "token_types": [3, 3, 3] + [1] * (s.vocab_size - 3),
+            "token_merges": ["t o", "to k"], "bos_token_id": 1, "eos_token_id": 2}
 
 
 def chat_vocabulary(arch: str) -> List[str]:
@@ -165,25 +157,17 @@ def chat_vocabulary(arch: str) -> List[str]:
     return ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_chars + ["\u0120t", "he", "\u0120the"] + phi3
 
 
-def _add_chat_vocabulary(w: GGUFWriter, arch: str) -> None:
+def _chat_vocabulary_metadata(arch: str) -> Dict[str, Any]:
     tokens = chat_vocabulary(arch)
     if arch == "gemma3":
-        w.add_tokenizer_model("llama")
-        w.add_token_list(tokens)
-        w.add_token_types([3] * 6 + [6] * 256 + [1] * (len(tokens) - 262))
-        w.add_token_scores([0.0] * 262 + [-1.0 - i for i in range(len(tokens) - 262)])
-        w.add_bool("tokenizer.ggml.add_space_prefix", False)
-        w.add_bos_token_id(2)
-        w.add_eos_token_id(1)
-        return
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t.startswith("<") and t.endswith(">") else 1 for t in tokens])  # control, normal
-    w.add_token_merges(["\u0120 t", "h e", "\u0120t he"])
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_chat_template(CHATML_TEMPLATE)
+        return {"tokenizer_model": "llama", "token_list": tokens,
+                "token_types": [3] * 6 + [6] * 256 + [1] * (len(tokens) - 262),
+                "token_scores": [0.0] * 262 + [-1.0 - i for i in range(len(tokens) - 262)],
+                "tokenizer.ggml.add_space_prefix": False, "bos_token_id": 2, "eos_token_id": 1}
+    return {"tokenizer_model": "gpt2", "tokenizer_pre": "smollm", "token_list": tokens,
+            "token_types": [3 if t.startswith("<") and t.endswith(">") else 1 for t in tokens],  # control, normal
+            "token_merges": ["\u0120 t", "h e", "\u0120t he"],
+            "bos_token_id": 1, "eos_token_id": 2, "chat_template": CHATML_TEMPLATE}
 
 
 def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False, spec: Optional[TinySpec] = None) -> Path:
@@ -196,21 +180,16 @@ def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False, s
     if chat:
         spec = spec._replace(chat=True, vocab_size=len(chat_vocabulary(arch)))
     rng = np.random.default_rng(seed)
-    writer = GGUFWriter(str(path), arch)
-    _add_metadata(writer, arch, spec)
+    tensors = []
     for name, shape in _tensor_shapes(arch, spec):
         data = _random_tensor(name, shape, rng)
         kind = name.split(".")[-2]  # "blk.0.attn_q.weight" -> "attn_q", "output.weight" -> "output"
         qtype = _MATRIX_TYPES.get(kind, Q.F32) if len(shape) == 2 else Q.F32
         if qtype in (Q.F32, Q.F16):
-            writer.add_tensor(name, quantize(data, qtype))
+            tensors.append((name, quantize(data, qtype)))
         else:
-            writer.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return Path(path)
+            tensors.append((name, quantize(data, qtype), qtype))
+    return write_gguf(path, arch, _metadata(arch, spec), tensors)
 
 
 def transformers_logits(path: Path, tokens: List[int]) -> np.ndarray:

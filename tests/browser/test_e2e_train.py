@@ -44,6 +44,35 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 """
 
+# A probe of the training worker: window.__trainWorkerRoundTrip() sends it an unqueued "describe" request of no
+# files (a negative request id, which the page's own client never uses or sees) and resolves with the reply.
+# The worker answers such a request at once when it runs nothing, and between two slices of a running "train",
+# after posting that slice's progress event. So two round trips one after the other take at least one slice
+# of a run that goes on, whose steps the page has counted (pychatTraining.step) by the time the second returns.
+TRAIN_WORKER_PROBE = """
+(() => {
+  const NativeWorker = self.Worker;
+  self.Worker = class extends NativeWorker {
+    constructor(url, options) {
+      super(url, options);
+      if (String(url).endsWith("train_worker.js")) self.__trainWorker = this;
+    }
+  };
+  let lastRid = 0;
+  self.__trainWorkerRoundTrip = () => new Promise((resolve) => {
+    const worker = self.__trainWorker, rid = --lastRid;
+    const listen = ({data}) => {
+      if (data.type === "reply" && data.rid === rid) {
+        worker.removeEventListener("message", listen);
+        resolve(data);
+      }
+    };
+    worker.addEventListener("message", listen);
+    worker.postMessage({type: "describe", files: [], rid});
+  });
+})();
+"""
+
 # Records the name of every file the page reads (Blob.arrayBuffer / Blob.text) in window.__read.
 READ_RECORDER = """() => {
   window.__read = [];
@@ -99,7 +128,7 @@ def train_context(browser):
 
 @pytest.fixture(scope="module")
 def page(train_context, server):
-    return open_ready_page(train_context, server.url, PANEL_RECORDER, **GREEDY)
+    return open_ready_page(train_context, server.url, PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)
 
 
 def training(page):
@@ -115,6 +144,15 @@ def open_panel(page):
     if not page.evaluate("document.getElementById('train-panel').open"):
         page.click("#train-panel summary")
     page.wait_for_selector("#train-status:not([data-state=idle]):not([data-state=starting])")
+
+
+def steps_seen_over_two_worker_round_trips(page) -> int:
+    """How many steps the page counts while the training worker answers two probes (TRAIN_WORKER_PROBE): at
+    least one if the worker is running a "train" request, whose slices come between the two answers."""
+    before = training(page)["step"]
+    for _ in range(2):
+        assert page.evaluate("__trainWorkerRoundTrip()")["ok"] is True
+    return training(page)["step"] - before
 
 
 def wait_step(page, step, timeout=TRAINING_TIMEOUT_MS):
@@ -229,11 +267,12 @@ def test_stop_pauses_and_continue_goes_on_from_the_same_step(page):
     page.wait_for_selector("#train-status[data-state=paused]", timeout=30_000)
     paused_at = training(page)["step"]
     assert page.text_content("#train-status").startswith("Paused at step %d of %d" % (paused_at, preset_steps("quick")))
-    time.sleep(2)
-    assert training(page)["step"] == paused_at  # really paused
+    assert steps_seen_over_two_worker_round_trips(page) == 0  # really paused
+    assert training(page)["step"] == paused_at
     assert page.is_enabled("#train-continue") and page.is_disabled("#train-stop")
     page.click("#train-continue")
     page.wait_for_selector("#train-status[data-state=training]")
+    assert steps_seen_over_two_worker_round_trips(page) > 0  # the probe sees a run that steps
     wait_step(page, paused_at + 5)
     steps = [record["step"] for record in training(page)["records"]]
     assert steps == list(range(1, len(steps) + 1))  # every step once, in order: nothing repeated or lost
@@ -318,7 +357,7 @@ def replayed(smollm2_path):
 def finetune_page(browser, server):
     context = browser.new_context()
     context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield open_ready_page(context, server.url, PANEL_RECORDER, **GREEDY)
+    yield open_ready_page(context, server.url, PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)
     context.close()
 
 
@@ -399,7 +438,7 @@ def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_pa
     page.click("#train-stop")
     page.wait_for_selector("#train-status[data-state=paused]", timeout=FINETUNE_STEP_TIMEOUT_MS)
     paused_at = training(page)["step"]
-    time.sleep(3)
+    assert steps_seen_over_two_worker_round_trips(page) == 0  # really paused
     assert training(page)["step"] == paused_at
     assert page.text_content("#status") == ready_status(BASE_NAME)
     set_settings(page, max_tokens=4)

@@ -73,12 +73,17 @@ def wait_in_use(page, name: str) -> None:
 
 
 def assert_each_resume_starts_where_the_stored_bytes_end(requests):
-    """Request i+1 asks for the bytes from where request i's start plus what it sent ends."""
+    """Each request asks for the bytes from where the bytes stored before it end: 0 at first; after a 206 from
+    `start`, start plus what it sent; after a 200 (the whole file, from byte 0), what it sent; after an error
+    status, where they ended before it. Returns the requests' starts."""
     starts = [int(re.match(r"bytes=(\d+)-$", r["range"]).group(1)) for r in requests]
-    assert starts[0] == 0, requests
-    for before, after, start in zip(requests, requests[1:], starts[1:]):
-        expected = int(re.match(r"bytes=(\d+)-$", before["range"]).group(1)) + before["sent"]
-        assert start == (expected if before["status"] == 206 else start), requests
+    stored_end = 0
+    for i, (request, start) in enumerate(zip(requests, starts)):
+        assert start == stored_end, (i, requests)
+        if request["status"] == 206:
+            stored_end = start + request["sent"]
+        elif request["status"] == 200:
+            stored_end = request["sent"]
     return starts
 
 
@@ -123,6 +128,7 @@ def test_stalled_connection_is_given_up_and_resumed(page, fault_server, files, t
                           Fault(stall_after=700_000, stall_seconds=30))
     assert_chats(page, "stall.gguf", "Stall survived. ", files)
     assert [r["range"] for r in log] == ["bytes=0-", "bytes=700000-"]
+    assert_each_resume_starts_where_the_stored_bytes_end(log)
     assert "Download interrupted at 700.0 kB (no data for 2 s); resuming…" in alert_texts(page, "notice")[before:]
 
 
@@ -132,6 +138,7 @@ def test_server_errors_are_retried(page, fault_server, files, tiny_dir):
     assert_chats(page, "5xx.gguf", "Errors survived. ", files)
     assert [r["status"] for r in log] == [503, 502, 206, 500, 206]
     assert [r["range"] for r in log] == ["bytes=0-"] * 3 + ["bytes=400000-"] * 2
+    assert_each_resume_starts_where_the_stored_bytes_end(log)
 
 
 def test_server_that_keeps_failing_gets_a_clear_message_and_retry_resumes(page, fault_server, files, tiny_dir):
@@ -148,6 +155,7 @@ def test_server_that_keeps_failing_gets_a_clear_message_and_retry_resumes(page, 
     page.locator(".alert[data-kind=error]", has_text="down.gguf").get_by_role("button", name="Retry").click()
     assert_chats(page, "down.gguf", "Patience paid. ", files)
     assert log[-1]["range"] == "bytes=500000-" and log[-1]["status"] == 206
+    assert_each_resume_starts_where_the_stored_bytes_end(log)
 
 
 def test_server_that_ignores_range_restarts_from_the_start(page, fault_server, files, tiny_dir):
@@ -156,6 +164,7 @@ def test_server_that_ignores_range_restarts_from_the_start(page, fault_server, f
                           Fault(drop_after=600_000), Fault(ignore_range=True))
     assert_chats(page, "norange.gguf", "No range needed. ", files)
     assert [(r["range"], r["status"]) for r in log] == [("bytes=0-", 206), ("bytes=600000-", 200)]
+    assert_each_resume_starts_where_the_stored_bytes_end(log)
     assert "The server does not support resuming; downloading from the start." in alert_texts(page, "notice")[before:]
 
 

@@ -13,7 +13,7 @@ text to nothing at all -- "tok5 tok6" gives [] -- and only the special tokens "<
 
     1. loss and every LoRA gradient (float64, non-zero lora_b) against torch autograd (tests/support/torch_llama.py),
        relative error < 1e-8; frozen weights get no gradient and a step leaves them bitwise unchanged
-    2. 10 LoRA steps in float32 against torch.optim.AdamW + clip_grad_norm_ + the schedule: losses within 1e-4
+    2. 10 LoRA steps in float32 against torch.optim.AdamW + clip_grad_norm_ + the schedule: losses within 5e-6
     3. merge: merged weights give the adapted model's logits (1e-5 in a float64 forward; in float32 1e-5 of
        the logits' scale); the F32 export gives them in pychat_wasm, transformers and llama.cpp (1e-4); its
        metadata is the base's, value types included; F16 and Q8_0 exports load and run in pychat_wasm and
@@ -37,6 +37,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+import torch
 
 from pychat_wasm.errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
 from pychat_wasm.gguf.reader import GGUFFile
@@ -49,12 +50,10 @@ from pychat_wasm.train.data import DATA_DIR, Example, TrainingData
 from pychat_wasm.train.finetune import TARGETS, FinetuneRun, FinetuneSettings
 from pychat_wasm.train.run import Phase
 
-from tiny_models import TINY_TOKENS, transformers_logits, write_tiny_model  # noqa: E402
+import torch_llama  # tests/support/torch_llama.py
+from tiny_models import TINY_TOKENS, transformers_logits, write_tiny_model
 
-torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
-
-import torch_llama  # noqa: E402  (needs torch)
 
 # tiny_models writes no tokenizer.ggml.pre: the tokenizer says so and uses GPT-2's
 pytestmark = pytest.mark.filterwarnings("ignore:unknown pre-tokenizer:UserWarning")
@@ -64,6 +63,7 @@ CLI = [sys.executable, "-m", "pychat_wasm.cli"]
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
 GRAD_TOL = 1e-8
+LOSS_TOLERANCE = 5e-6  # float32 losses over 10 steps against torch's (measured: 1.9e-6)
 LOGIT_TOL = 1e-4
 ADAPTER_SUFFIXES = (".lora_a", ".lora_b")
 
@@ -268,7 +268,7 @@ def test_ten_lora_steps_match_torch_adamw(bases):
     print("losses %s\nlargest difference from torch: loss %.2g, final adapters %.2g" % (
         np.round(losses, 4).tolist(), max_diff(losses, t_losses),
         max(max_diff(run.params[n], t_params[n].detach().numpy()) for n in run.trainable)))
-    np.testing.assert_allclose(losses, t_losses, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(losses, t_losses, rtol=0, atol=LOSS_TOLERANCE)
     np.testing.assert_allclose([r["grad_norm"] for r in records], t_norms, rtol=1e-4)
     assert losses[-1] < losses[0] - 0.5  # it learns the batch
     for name in run.trainable:
@@ -565,7 +565,11 @@ def test_cli_finetune_writes_model_log_and_chart(bases, tmp_path):
     base, tuned = reader_fields(bases["text"]), reader_fields(out)
     assert tuned["general.file_type"][0] == 0
     assert tuned["tokenizer.ggml.tokens"] == base["tokenizer.ggml.tokens"]
-    Model.from_gguf(str(out), policy="float32").forward([1, 40, 41], 0)
+    tokens = [1, 40, 41, 87, 200]
+    ours = Model.from_gguf(str(out), policy="float32").forward(tokens, 0, all_logits=True)  # [5, vocab]
+    reference = transformers_logits(out, tokens)  # transformers' llama on the same file
+    assert max_diff(ours, reference) < LOGIT_TOL
+    assert max_diff(reference, transformers_logits(bases["text"], tokens)) > 1e-3  # tuned: not the base's logits
 
 
 @pytest.mark.slow

@@ -10,20 +10,19 @@ import os
 import tracemalloc
 import warnings
 
+import gguf
+import gguf.quants
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-import gguf.quants  # noqa: E402
+from pychat_wasm.gguf import quants
+from pychat_wasm.errors import GGUFWriteError, PychatError
+from pychat_wasm.gguf.ggml_types import TYPES_BY_NAME
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.gguf.writer import GGUFWriter, ValueType
+from pychat_wasm.gguf.quantize import quantize_f16, quantize_q8_0
 
-from pychat_wasm.gguf import quants  # noqa: E402
-from pychat_wasm.errors import GGUFWriteError, PychatError  # noqa: E402
-from pychat_wasm.gguf.ggml_types import TYPES_BY_NAME  # noqa: E402
-from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
-from pychat_wasm.gguf.writer import GGUFWriter, ValueType  # noqa: E402
-from pychat_wasm.gguf.quantize import quantize_f16, quantize_q8_0  # noqa: E402
-
-from gguf_files import GGUFValue, write_gguf  # noqa: E402
+from gguf_files import GGUFValue, write_gguf
 
 VT = gguf.GGUFValueType
 # (our adder, key, value, array element type or None); gguf-py's adder has the same name.

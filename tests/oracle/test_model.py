@@ -24,9 +24,6 @@ from gguf_files import write_gguf
 from texts import GOLDEN_IDS
 from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 ARCHS = sorted(TINY_SPECS)
 
 # The golden SmolLM2 chat prompt (recorded with transformers and llama.cpp), as transformers' tokenizer renders it with the

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import tracemalloc
 
+import gguf
+import gguf.quants
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-import gguf.quants  # noqa: E402
-
-from pychat_wasm.gguf import quants  # noqa: E402
-from pychat_wasm.errors import (PychatError, TensorDataError, UnknownTensorTypeError,  # noqa: E402
+from pychat_wasm.gguf import quants
+from pychat_wasm.errors import (PychatError, TensorDataError, UnknownTensorTypeError,
                                 UnsupportedQuantTypeError)
-from pychat_wasm.gguf.ggml_types import TYPES_BY_NAME  # noqa: E402
-from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
+from pychat_wasm.gguf.ggml_types import TYPES_BY_NAME
+from pychat_wasm.gguf.reader import GGUFFile
 
 ALL_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 # Byte offsets of the fp16 scale fields inside one block, from ggml's block_* structs (ggml-common.h).

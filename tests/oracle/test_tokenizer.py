@@ -15,6 +15,9 @@ import time
 import warnings
 
 import pytest
+import transformers
+from transformers.integrations.gguf import gguf_tokenizer_mapping
+from transformers.integrations.gguf import reader as gguf_reader
 
 from pychat_wasm.errors import TokenizerError
 from pychat_wasm.gguf.reader import GGUFFile
@@ -43,7 +46,6 @@ def ours(model_paths):
 
 @pytest.fixture(scope="session")
 def hf(hf_smollm2_tokenizer, gemma3_path):
-    transformers = pytest.importorskip("transformers")
     gemma3 = transformers.AutoTokenizer.from_pretrained(str(gemma3_path.parent), gguf_file=gemma3_path.name)
     return {"smollm2": hf_smollm2_tokenizer, "gemma3": gemma3}
 
@@ -51,8 +53,7 @@ def hf(hf_smollm2_tokenizer, gemma3_path):
 @pytest.fixture(scope="session")
 def metadata(model_paths):
     """The scalar tokenizer metadata as transformers' own GGUF reader (not ours) sees it."""
-    reader = pytest.importorskip("transformers.integrations.gguf.reader")
-    return {name: reader.read_gguf_metadata(str(path), ())[0] for name, path in model_paths.items()}
+    return {name: gguf_reader.read_gguf_metadata(str(path), ())[0] for name, path in model_paths.items()}
 
 
 # -- the real models against transformers ------------------------------------------------------------
@@ -202,7 +203,6 @@ def _hf_split(patterns):
 @pytest.mark.parametrize("name", ["default", "gpt-2", "llama-bpe", "llama3", "qwen2", "qwen35", "smollm", "falcon",
                                   "deepseek-llm", "deepseek-coder", "gemma4"])
 def test_pre_tokenizer_splits_match_hf_tokenizers(name):
-    pytest.importorskip("tokenizers")
     patterns = PRE_TOKENIZERS[name].splits
     hf_split = _hf_split(patterns)
     compiled = [compile_unicode_regex(p) for p in patterns]
@@ -222,8 +222,7 @@ def test_gpt2_split_matches_byte_level_pre_tokenizer():
 
 @pytest.mark.parametrize("name", ["llama3", "llama-bpe", "qwen2"])
 def test_regexes_are_the_ones_transformers_uses(name):
-    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
-    hf_split = _hf_split([mapping.GGUF_PRE_TOKENIZER_SPLITS[name]])
+    hf_split = _hf_split([gguf_tokenizer_mapping.GGUF_PRE_TOKENIZER_SPLITS[name]])
     compiled = [compile_unicode_regex(p) for p in PRE_TOKENIZERS[name].splits]
     for text in TOKENIZER_CORPUS:
         assert split_pre_tokens(text, compiled) == [w for w, _ in hf_split.pre_tokenize_str(text)], text

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import regex
+import transformers
 
 from pychat_wasm.errors import TrainingDataError
 from pychat_wasm.gguf.reader import GGUFFile
@@ -215,7 +216,6 @@ def _write_tiny_llama(path: Path, metadata) -> Path:
 
 @pytest.mark.slow
 def test_gguf_tokenizer_matches_transformers(tmp_path, vocab):
-    transformers = pytest.importorskip("transformers")
     metadata = gguf_tokenizer_metadata(vocab)
     path = _write_tiny_llama(tmp_path / "tiny.gguf", metadata)
     read_back = GGUFFile.open(str(path)).metadata

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pychat_wasm.chat.template import CHATML_TEMPLATE, encode_chat
 from pychat_wasm.model.forward import Model
@@ -110,13 +111,7 @@ def exports(run, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    return torch
-
-
-@pytest.fixture(scope="module")
-def hf_models(exports, torch) -> dict:
+def hf_models(exports) -> dict:
     """type -> transformers' model loaded from the export of that type, float32."""
     import transformers
 
@@ -197,7 +192,7 @@ def llama_cpp_f32(run, exports, ours_greedy, sequences) -> dict:
 # Helpers
 
 
-def hf_logits(model, torch, ids) -> np.ndarray:
+def hf_logits(model, ids) -> np.ndarray:
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()  # [T, vocab]
 
@@ -236,12 +231,12 @@ def assert_same_greedy(what: str, ours: list, theirs: list, gaps: np.ndarray) ->
 # 1-2. Logits and tokenizer of the F32 export
 
 
-def test_f32_logits_agree_across_trainer_inference_and_transformers(run, exports, hf_models, torch, sequences):
+def test_f32_logits_agree_across_trainer_inference_and_transformers(run, exports, hf_models, sequences):
     ours_model = Model.from_gguf(str(exports["F32"]), policy="float32")
     report = []
     for name, ids in sequences.items():
         ours = ours_model.forward(ids, 0, all_logits=True)
-        hf = hf_logits(hf_models["F32"], torch, ids)
+        hf = hf_logits(hf_models["F32"], ids)
         trainer = trainer_logits(run, run.params, ids)
         diffs = {"ours-hf": max_diff(ours, hf), "ours-trainer": max_diff(ours, trainer),
                  "hf-trainer": max_diff(hf, trainer)}
@@ -270,7 +265,7 @@ def test_transformers_tokenizer_from_the_export_gives_our_ids(exports):
 # 3-4. Greedy answers: ChatSession, transformers, llama.cpp
 
 
-def test_greedy_answers_match_transformers_generate(exports, hf_models, torch, ours_greedy):
+def test_greedy_answers_match_transformers_generate(exports, hf_models, ours_greedy):
     end_ids = sorted(session_from_gguf_bytes(exports["F32"].read_bytes()).end_ids)
     model = Model.from_gguf(str(exports["F32"]), policy="float32")
     for prompt, generated in ours_greedy:
@@ -327,7 +322,7 @@ def _stored_tensors(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("ggml_type", ["F16", "Q8_0"])
-def test_quantized_exports_hold_the_nearest_values_and_run_alike(run, exports, hf_models, torch, sequences,
+def test_quantized_exports_hold_the_nearest_values_and_run_alike(run, exports, hf_models, sequences,
                                                                  ggml_type):
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
@@ -350,7 +345,7 @@ def test_quantized_exports_hold_the_nearest_values_and_run_alike(run, exports, h
     report = []
     for (name, ids), their in zip(sequences.items(), llama_cpp):
         ours = ours_model.forward(ids, 0, all_logits=True)
-        hf = hf_logits(hf_models[ggml_type], torch, ids)
+        hf = hf_logits(hf_models[ggml_type], ids)
         trainer = trainer_logits(run, stored, ids)  # the trainer's forward on the stored weights
         diffs = {"ours-hf": max_diff(ours, hf), "ours-trainer": max_diff(ours, trainer),
                  "vs-F32": max_diff(ours, f32_model.forward(ids, 0, all_logits=True)),

@@ -13,14 +13,14 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from pychat_wasm.model.layers import rope_angles, rope_frequencies
 from pychat_wasm.train.transformer import llama_config, loss_and_grads, param_shapes
 
-torch = pytest.importorskip("torch")
-torch.set_num_threads(1)
+import torch_llama  # tests/support/torch_llama.py
 
-import torch_llama  # noqa: E402  (needs torch)
+torch.set_num_threads(1)
 
 TOL = 1e-8
 ATTENTION = ("attn_q", "attn_k", "attn_v", "attn_output")

@@ -8,15 +8,15 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from pychat_wasm.model.layers import apply_rope, rope_angles, rope_frequencies
 from pychat_wasm.train import ops
 
-torch = pytest.importorskip("torch")
+import torch_llama  # tests/support/torch_llama.py
+
 F = torch.nn.functional
 torch.set_num_threads(1)
-
-import torch_llama  # noqa: E402  (needs torch)
 
 TOL = 1e-8
 B, T, D = 2, 5, 8

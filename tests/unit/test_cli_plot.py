@@ -1,8 +1,10 @@
 """The loss-curve PNG writer (pychat_wasm/cli/plot.py), decoded by an independent PNG reader (Pillow).
 
-The chart is checked by where its colours land, not by its exact pixels: a falling curve must show its colour
-near the top-left and the bottom-right of the plot area and none near the bottom-left, the title must leave
-dark pixels at the top, and every edge case (no data, one point, NaN/inf, a flat curve) must still give a PNG.
+The chart is checked by where its colours land, not by its exact pixels: a zig-zag's curve must follow the data
+(its pixel rows an affine function of the interpolated losses, within 3% of its height or 1.5 px), a falling curve must
+show its colour near the top-left and the bottom-right of the plot area and none near the bottom-left, the title
+must leave dark pixels at the top, and every edge case (no data, one point, NaN/inf, a flat curve) must still
+give a PNG.
 """
 from __future__ import annotations
 
@@ -88,6 +90,29 @@ def test_sizes(size):
     assert colour_mask(img, BLUE).any() and colour_mask(img, RED).any()
 
 
+@pytest.mark.parametrize("size", [(640, 400), (120, 90), (1200, 300), (300, 800)])
+def test_curve_follows_the_data(size):
+    """A zig-zag of 31 points (drawn as lines through markers, unsmoothed), without a legend: in every column
+    of the curve the middle of its pixels is one affine function of the data linearly interpolated there,
+    the step axis running from the first marker's centre to the last's and the loss axis pointing up."""
+    steps = np.arange(0, 31) * 10
+    losses = 1.0 + np.abs(steps % 100 - 50) / 50 + steps / 300  # kinks every 50 steps, rising overall
+    img = decode(loss_curve_png([("", list(zip(steps.tolist(), losses.tolist())), BLUE)], "zig-zag", *size))
+    assert img.shape == (size[1], size[0], 3)
+    curve = colour_mask(img, BLUE, 60)
+    columns = np.nonzero(curve.any(axis=0))[0]
+    xs = np.arange(columns.min(), columns.max() + 1)
+    assert curve[:, xs].any(axis=0).all()  # one unbroken curve
+    rows = np.array([np.nonzero(curve[:, x])[0].mean() for x in xs])
+    first, last = columns.min() + 3.5, columns.max() - 3.5  # the centres of the end markers (7 px wide)
+    expected = np.interp(steps[0] + (xs - first) / (last - first) * (steps[-1] - steps[0]), steps, losses)
+    (slope, offset), *_ = np.linalg.lstsq(np.stack([expected, np.ones(len(xs))], 1), rows, rcond=None)
+    assert slope < 0  # a higher loss is drawn higher up
+    height = -slope * np.ptp(losses)
+    assert height > 0.5 * (size[1] - 80)  # the curve uses the plot's height
+    assert np.abs(rows - (slope * expected + offset)).max() < max(0.03 * height, 1.5)  # 1.5 px on a tiny chart
+
+
 def test_too_small_is_refused():
     with pytest.raises(ValueError):
         loss_curve_png([], "x", 60, 40)
@@ -140,7 +165,9 @@ def test_odd_inputs():
     negative = [(s, -0.5 + s * 1e-6) for s in range(0, 2000001, 250000)]
     png = loss_curve_png([("tiny", tiny, np.array(BLUE)), ("negative", negative, RED), ("", [(1, 2)], (0, 0, 0))],
                          "Unicode \u00e9 and a title far too long to fit at twice the size " * 3, 480, 300)
-    assert decode(png).shape == (300, 480, 3)
+    img = decode(png)
+    assert img.shape == (300, 480, 3)
+    assert colour_mask(img, BLUE).any() and colour_mask(img, RED).any()  # both series drawn
 
 
 def test_nice_ticks():

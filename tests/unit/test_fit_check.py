@@ -51,9 +51,11 @@ def test_figures_equal_the_memory_a_load_allocates(model_file, policy):
     finally:
         tracemalloc.stop()
     assert row["kv_cache_bytes"] == model.cache.nbytes == KV_PER_TOKEN[name] * CONTEXT
-    assert allocated == pytest.approx(row["allocated_weight_bytes"] + row["kv_cache_bytes"], rel=0.05)
+    # Measured: the load allocates 0.01% (Gemma 3 float32) to 0.18% (SmolLM2 quantized) more than the figure,
+    # Python's own objects around the arrays; the weights read are the figure to the byte.
+    assert allocated == pytest.approx(row["allocated_weight_bytes"] + row["kv_cache_bytes"], rel=0.003)
     weights_read = model.memory_bytes() - model.cache.nbytes  # views of the file included
-    assert weights_read == pytest.approx(row["weight_bytes"], rel=0.05)
+    assert weights_read == row["weight_bytes"]
     assert row["total_bytes"] == path.stat().st_size + row["allocated_weight_bytes"] + row["kv_cache_bytes"]
 
 

@@ -16,8 +16,8 @@ import re
 
 import numpy as np
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, REPO, ask, new_context, open_ready_page, POOL_SIZE, ready_status,
-                         set_settings, wait_ready, write_tiny_gguf, chatml_tokens)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, ask, chatml_tokens, page_fixture, ready_status,
+                         set_settings, wait_ready, write_tiny_gguf)
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 
 from pychat_wasm.browser import chat_worker as worker_api
@@ -98,15 +98,7 @@ def native_answers(smollm2_path):
             "sampled": native_answer(parts, GOLDEN_QUESTION, SAMPLED, system_prompt=PIRATE)[0]}
 
 
-@pytest.fixture(scope="module")
-def chat_context(browser):
-    with new_context(browser) as context:
-        yield context
-
-
-@pytest.fixture(scope="module")
-def chat_page(chat_context, server):
-    return open_ready_page(chat_context, server.url, PHASE_RECORDER, **GREEDY)
+chat_page = page_fixture("server", PHASE_RECORDER, **GREEDY)
 
 
 def alerts(page, kind):
@@ -195,11 +187,11 @@ def test_stop_ends_the_answer_early(chat_page):
     set_settings(chat_page, max_tokens=GREEDY["max_tokens"])
 
 
-def test_reload_without_network_keeps_the_chat_and_answers(chat_page, chat_context, server, native_answers):
+def test_reload_without_network_keeps_the_chat_and_answers(chat_page, server, native_answers):
     wait_offline_ready(chat_page)
     saved = chat_page.locator(".message .content").all_text_contents()
     server.stop()
-    chat_context.set_offline(True)
+    chat_page.context.set_offline(True)
     try:
         chat_page.reload()
         wait_ready(chat_page)
@@ -209,7 +201,7 @@ def test_reload_without_network_keeps_the_chat_and_answers(chat_page, chat_conte
         answer, _ = ask(chat_page, GOLDEN_QUESTION)
         assert answer == native_answers["greedy"][0]
     finally:
-        chat_context.set_offline(False)
+        chat_page.context.set_offline(False)
         server.start()
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, alert_texts, ask, chatml_tokens, new_context, open_ready_page,
-                         python_messages, saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf, GREEDY)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, alert_texts, ask, chatml_tokens, page_fixture, python_messages,
+                         saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
 from texts import GOLDEN_QUESTION
 
 from pychat_wasm.errors import InvalidSettingsError
@@ -39,15 +39,7 @@ def native(smollm2_path):
     return lambda messages: list(session.reply(messages))[-1].text
 
 
-@pytest.fixture(scope="module")
-def context(browser):
-    with new_context(browser) as context:
-        yield context
-
-
-@pytest.fixture(scope="module")
-def page(context, server):
-    return open_ready_page(context, server.url, "", **GREEDY)
+page = page_fixture("server", **GREEDY)
 
 
 def new_chat(page):

@@ -20,8 +20,9 @@ import re
 
 import pytest
 
-from e2e_helpers import alert_texts, ask, check_stored_models, new_context, open_ready_page, write_tiny_gguf
-from fault_server import Fault, build_fault_site, serving
+from e2e_helpers import (alert_texts, ask, check_stored_models, fault_site_fixtures, open_ready_page, page_fixture,
+                         write_tiny_gguf)
+from fault_server import Fault
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,27 +32,8 @@ SETTINGS = dict(temperature=0, max_tokens=2)
 MODEL_BYTES = 3_000_000
 
 
-@pytest.fixture(scope="module")
-def fault_site(tmp_path_factory):
-    return build_fault_site(tmp_path_factory.mktemp("fault_site"), DEFAULT_PAYLOAD, MODEL_BYTES, DOWNLOAD)
-
-
-@pytest.fixture(scope="module")
-def fault_server(fault_site):
-    with serving(fault_site) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def files(fault_site):
-    """model id -> the true bytes, for check_stored_models(); the tests add the models they serve."""
-    return {fault_site.model_id: fault_site.model_bytes}
-
-
-@pytest.fixture(scope="module")
-def page(browser, fault_server):
-    with new_context(browser) as context:
-        yield open_ready_page(context, fault_server.url, "", **SETTINGS)
+fault_site, fault_server, files = fault_site_fixtures(DEFAULT_PAYLOAD, MODEL_BYTES, DOWNLOAD)
+page = page_fixture("fault_server", **SETTINGS)
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,15 @@ Chromium's clearing of site data (CDP Storage.clearDataForOrigin) for the evicti
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
 
 from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, POOL_SIZE, alert_texts, ask, chat_worker, chat_workers,
-                         check_stored_models, new_context, open_ready_page, python_messages, saved_messages, shown_messages,
-                         set_settings, wait_ready)
-from fault_server import Fault, build_fault_site, serving
+                         check_stored_models, fault_site_fixtures, open_ready_page, page_fixture, python_messages,
+                         saved_messages, set_settings, shown_messages, wait_ready)
+from fault_server import Fault
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -62,27 +61,8 @@ IDBFactory.prototype.open = function () {
 """
 
 
-@pytest.fixture(scope="module")
-def storage_site(tmp_path_factory):
-    return build_fault_site(tmp_path_factory.mktemp("storage_site"), PAYLOAD, MODEL_BYTES,
-                            {"stall_seconds": 60, "retry_delay_ms": 100})
-
-
-@pytest.fixture(scope="module")
-def fault_server(storage_site):
-    with serving(storage_site) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def files(storage_site):
-    return {storage_site.model_id: storage_site.model_bytes}
-
-
-@pytest.fixture(scope="module")
-def page(browser, fault_server):
-    with new_context(browser) as context:
-        yield open_ready_page(context, fault_server.url, "", **SETTINGS)
+fault_site, fault_server, files = fault_site_fixtures(PAYLOAD, MODEL_BYTES, {"stall_seconds": 60, "retry_delay_ms": 100})
+page = page_fixture("fault_server", **SETTINGS)
 
 
 def start_long_answer(page):
@@ -117,9 +97,9 @@ def wait_stored(page, received: int) -> None:
         time.sleep(0.1)
 
 
-def test_quota_exhausted_while_storing_keeps_what_was_stored_and_resumes(fresh_context, fault_server, storage_site,
+def test_quota_exhausted_while_storing_keeps_what_was_stored_and_resumes(fresh_context, fault_server, fault_site,
                                                                         files):
-    model_path = storage_site.model_path
+    model_path = fault_site.model_path
     resume = threading.Event()
     fault_server.plan(model_path, Fault(stall_after=CHUNK_BYTES + 400_000, stall_seconds=60, resume=resume))
     page = fresh_context.new_page()
@@ -147,8 +127,8 @@ def test_quota_exhausted_while_storing_keeps_what_was_stored_and_resumes(fresh_c
 
 
 def test_without_indexeddb_the_chat_works_for_the_visit_and_says_nothing_is_saved(fresh_context, fault_server,
-                                                                                 storage_site, files):
-    model_path = storage_site.model_path
+                                                                                 fault_site, files):
+    model_path = fault_site.model_path
     since = len(fault_server.requests(model_path))
     page = open_ready_page(fresh_context, fault_server.url, NO_INDEXEDDB, **SETTINGS)
     assert page.text_content("#storage-status").startswith(
@@ -225,8 +205,8 @@ def test_wasm_heap_exhausted_mid_answer_is_a_crash_that_keeps_the_conversation(p
     assert_conversation_kept(page)
 
 
-def test_evicted_cache_is_downloaded_again_and_the_conversation_kept(page, fault_server, storage_site, files):
-    model_path = storage_site.model_path
+def test_evicted_cache_is_downloaded_again_and_the_conversation_kept(page, fault_server, fault_site, files):
+    model_path = fault_site.model_path
     if not page.locator(".message").count():  # run alone: a conversation first
         ask(page, "Hi?")
     messages = shown_messages(page)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, ask, drop_files, open_ready_page, ready_status,
-                         set_settings, wait_ready)
+from e2e_helpers import ANSWER_TIMEOUT_MS, ask, drop_files, page_fixture, ready_status, set_settings, wait_ready
 
 from pychat_wasm.train.scratch import PRESETS
 
@@ -118,17 +117,7 @@ def first_training_chat():
     return user["content"], assistant["content"]
 
 
-@pytest.fixture(scope="module")
-def train_context(browser):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield context
-    context.close()
-
-
-@pytest.fixture(scope="module")
-def page(train_context, server):
-    return open_ready_page(train_context, server.url, PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)
+page = page_fixture("server", PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)
 
 
 def training(page):
@@ -298,12 +287,12 @@ def test_finished_model_is_listed_in_use_and_gives_the_training_answer(page):
     assert answer == expected
 
 
-def test_trained_model_is_kept_and_answers_offline(page, train_context, server):
+def test_trained_model_is_kept_and_answers_offline(page, server):
     question, expected = first_training_chat()
     ensure_trained(page)
     page.wait_for_selector("#offline-status[data-ready=true]")
     server.stop()
-    train_context.set_offline(True)
+    page.context.set_offline(True)
     try:
         page.reload()
         wait_ready(page)
@@ -315,7 +304,7 @@ def test_trained_model_is_kept_and_answers_offline(page, train_context, server):
         open_panel(page)  # the training worker starts from the offline cache too
         assert panel_state(page) == "ready"
     finally:
-        train_context.set_offline(False)
+        page.context.set_offline(False)
         server.start()
 
 
@@ -353,12 +342,7 @@ def replayed(smollm2_path):
     return len(ReplayAnswers(GGUFFile.open(str(smollm2_path)), REPLAY).answer_all())
 
 
-@pytest.fixture(scope="module")
-def finetune_page(browser, server):
-    context = browser.new_context()
-    context.set_default_timeout(PAGE_TIMEOUT_MS)
-    yield open_ready_page(context, server.url, PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)
-    context.close()
+finetune_page = page_fixture("server", PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)
 
 
 def choose_finetune(page, epochs=1):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import pytest
 
 from gguf_files import write_gguf
 
@@ -298,6 +299,49 @@ def open_ready_page(context, url: str, init_script: str, **settings):
     wait_ready(page)
     set_settings(page, **settings)
     return page
+
+
+# ---- module fixtures -------------------------------------------------------------------------------------
+
+def page_fixture(server_fixture: str = "server", init_script: str = "", **settings):
+    """A module fixture: a page in a browser context of its own (page.context), at the URL of the server that
+    the fixture named `server_fixture` gives, with `init_script` installed, ready to chat, `settings` set.
+
+        page = page_fixture("server", PANEL_RECORDER, **GREEDY)          # in a test module
+    """
+    @pytest.fixture(scope="module")
+    def page(browser, request):
+        server = request.getfixturevalue(server_fixture)
+        with new_context(browser) as context:
+            yield open_ready_page(context, server.url, init_script, **settings)
+    return page
+
+
+def fault_site_fixtures(payload: str, padding: int, download: Dict):
+    """A module's three fixtures for a site whose default model is a tiny one (fault_server.build_fault_site),
+    to assign to these names:
+
+        fault_site, fault_server, files = fault_site_fixtures(PAYLOAD, MODEL_BYTES, DOWNLOAD)
+
+    fault_site: the built site (FaultSite); fault_server: a FaultServer for it, its default model served with
+    the faults a test plans; files: model id -> the true bytes, for check_stored_models() (the tests add the
+    models they serve)."""
+    from fault_server import build_fault_site, serving
+
+    @pytest.fixture(scope="module")
+    def fault_site(tmp_path_factory):
+        return build_fault_site(tmp_path_factory.mktemp("fault_site"), payload, padding, download)
+
+    @pytest.fixture(scope="module")
+    def fault_server(fault_site):
+        with serving(fault_site) as server:
+            yield server
+
+    @pytest.fixture(scope="module")
+    def files(fault_site):
+        return {fault_site.model_id: fault_site.model_bytes}
+
+    return fault_site, fault_server, files
 
 
 # ---- what the page stored ----------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import re
 import numpy as np
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, ask, chatml_tokens, page_fixture, ready_status,
-                         set_settings, wait_ready, write_tiny_gguf)
+                         set_settings, wait_ready)
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
+from tiny_models import write_tiny_gguf
 
 from pychat_wasm.browser import chat_worker as worker_api
 

@@ -9,8 +9,9 @@ import json
 
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, alert_texts, ask, chatml_tokens, page_fixture, python_messages,
-                         saved_messages, set_settings, shown_messages, wait_ready, write_tiny_gguf)
+                         saved_messages, set_settings, shown_messages, wait_ready)
 from texts import GOLDEN_QUESTION
+from tiny_models import write_tiny_gguf
 
 from pychat_wasm.errors import InvalidSettingsError
 from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping

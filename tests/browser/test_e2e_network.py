@@ -20,9 +20,9 @@ import re
 
 import pytest
 
-from e2e_helpers import (alert_texts, ask, check_stored_models, fault_site_fixtures, open_ready_page, page_fixture,
-                         write_tiny_gguf)
+from e2e_helpers import alert_texts, ask, check_stored_models, fault_site_fixtures, open_ready_page, page_fixture
 from fault_server import Fault
+from tiny_models import write_tiny_gguf
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 
 from e2e_helpers import (SiteServer, alert_texts, ask, copy_checkout, load_build_module, new_context,
-                         open_ready_page, saved_messages, wait_ready, write_tiny_gguf)
+                         open_ready_page, saved_messages, wait_ready)
+from tiny_models import write_tiny_gguf
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,4 +1,5 @@
-"""Helpers for the browser end-to-end tests: a recording test server, tiny GGUF files, page actions.
+"""Helpers for the browser end-to-end tests: a recording test server, page actions, module fixtures, checks of
+what the page stored.
 
 Test-only behaviour (cutting a download half-way) lives here, in a subclass of the product's request
 handler, never in build/serve.py itself.
@@ -13,10 +14,7 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 import pytest
-
-from gguf_files import write_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT_MS = 90_000   # start-up: Python boot + model download/verify/load on 2 busy cores
@@ -107,89 +105,6 @@ class SiteServer:
 def is_header_read(entry: Dict[str, Optional[str]]) -> bool:
     """A fit check's Range request for the first bytes of a model: bytes=0-N (a download asks bytes=N-)."""
     return bool(entry.get("range") and re.match(r"bytes=0-\d+$", entry["range"]))
-
-
-# ---- tiny GGUF models --------------------------------------------------------------------------------------
-
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def byte_level(text: str) -> str:
-    """GPT-2's byte-to-printable-character spelling of `text` (a space becomes 'Ġ')."""
-    from pychat_wasm.tokenizers.bpe import bytes_to_unicode
-
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in text.encode("utf-8"))
-
-
-def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: str = "F32",
-                    head_dim: int = 4, context_length: int = 256, then_stop: bool = False,
-                    padding: int = 0) -> Path:
-    """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily, or once
-    and then <|im_end|> with `then_stop`.
-
-    Every layer weight is zero, so the residual stream is just the token embedding; the output head is the
-    embedding (tied), and the payload's embedding row points the same way as every other row but ten times
-    longer, so its logit wins after any token. With `then_stop` the payload's row also points along the last
-    axis, and <|im_end|>'s row only along it, three times longer: after the payload that logit wins (300 to
-    200). `arch`/`weight_type` make files the engine must reject; a large `head_dim` and `context_length`
-    make a small file whose KV cache does not fit in memory.
-    `padding` adds a metadata string of that many random hex digits: a bigger file whose every stretch
-    differs, so bytes stored at a wrong offset cannot pass for the right ones.
-    """
-    import gguf
-    from pychat_wasm.tokenizers.bpe import bytes_to_unicode
-
-    dim = 8 if weight_type == "F32" else 256  # quantized rows are whole 256-weight blocks
-    ffn, n_heads, n_kv = 2 * dim, 2, 1
-    head_dim = max(head_dim, dim // n_heads)
-    byte_tokens = [bytes_to_unicode()[b] for b in range(256)]  # every text can be encoded
-    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_tokens + [byte_level(payload)]
-    types = [3, 3, 3] + [1] * (len(tokens) - 3)
-    payload_id = len(tokens) - 1
-
-    rng = np.random.default_rng(0)
-    embedding = np.zeros((len(tokens), dim), np.float32)
-    embedding[:, 0] = 1.0
-    embedding[:, 1:] = rng.normal(0, 0.05, (len(tokens), dim - 1))
-    embedding[payload_id] = 0
-    embedding[payload_id, 0] = 10.0
-    if then_stop:
-        embedding[payload_id, -1] = 10.0
-        embedding[2] = 0
-        embedding[2, -1] = 30.0
-
-    metadata = {
-        "name": "tiny payload model", "context_length": context_length, "embedding_length": dim, "block_count": 1,
-        "feed_forward_length": ffn, "head_count": n_heads, "head_count_kv": n_kv, "key_length": head_dim,
-        "value_length": head_dim, "layer_norm_rms_eps": 1e-5, "rope_freq_base": 10000.0,
-        "tokenizer_model": "gpt2", "tokenizer_pre": "gpt-2", "token_list": tokens, "token_types": types,
-        "token_merges": [byte_level(" ") + " " + byte_level("a")], "bos_token_id": 1, "eos_token_id": 2,
-        "add_bos_token": False, "chat_template": CHATML,
-    }
-    if padding:
-        metadata["pychat_test.padding"] = np.random.default_rng(padding).bytes((padding + 1) // 2).hex()[:padding]
-
-    quant = gguf.GGMLQuantizationType[weight_type]
-
-    def matrix(name: str, shape) -> tuple:
-        if weight_type == "F32":
-            return name, np.zeros(shape, np.float32)
-        return name, np.zeros(gguf.quant_shape_to_byte_shape(shape, quant), np.uint8), quant
-
-    ones = np.ones(dim, np.float32)
-    return write_gguf(path, arch, metadata, [
-        ("token_embd.weight", embedding), ("output_norm.weight", ones),
-        ("blk.0.attn_norm.weight", ones), ("blk.0.ffn_norm.weight", ones),
-        matrix("blk.0.attn_q.weight", (n_heads * head_dim, dim)),
-        matrix("blk.0.attn_k.weight", (n_kv * head_dim, dim)),
-        matrix("blk.0.attn_v.weight", (n_kv * head_dim, dim)),
-        matrix("blk.0.attn_output.weight", (dim, n_heads * head_dim)),
-        matrix("blk.0.ffn_gate.weight", (ffn, dim)),
-        matrix("blk.0.ffn_up.weight", (ffn, dim)),
-        matrix("blk.0.ffn_down.weight", (dim, ffn)),
-    ])
 
 
 # ---- page actions ------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Deque, Dict, List, NamedTuple, Optional
 from urllib.parse import urlsplit
 
-from e2e_helpers import SiteServer, is_header_read, serve
+from e2e_helpers import SiteServer, is_header_read, load_build_module, serve
 
 DROP_PAUSE_SECONDS = 0.3  # between the last byte and a dropped connection: the page has read what was sent
 
@@ -190,7 +190,7 @@ class FaultSite(NamedTuple):
 def build_fault_site(directory: Path, payload: str, padding: int, download: Dict) -> FaultSite:
     """The site built with a tiny model (answering `payload`, `padding` bytes bigger) as its default model,
     and manifest.json's download settings (stall time, retry delay) set to `download`."""
-    from e2e_helpers import load_build_module, write_tiny_gguf
+    from tiny_models import write_tiny_gguf
 
     model = write_tiny_gguf(directory / "tiny-default.gguf", payload, padding=padding)
     site = directory / "site"

@@ -1,4 +1,5 @@
-"""Writers of tiny random GGUF models, one per supported architecture, for oracle tests.
+"""Writers of tiny GGUF models (all through gguf_files.write_gguf): random ones, one per supported architecture,
+for oracle tests, and payload models that answer one given text, for the page and the replay tests.
 
 Each file is a complete little model that transformers' GGUF loader accepts (metadata, a small
 tokenizer vocabulary, every tensor its architecture needs), with the weights in a mix of ggml
@@ -15,11 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 from gguf import quantize
 
 from pychat_wasm.chat.template import CHATML_TEMPLATE
+from pychat_wasm.tokenizers.bpe import bytes_to_unicode
 
 from gguf_files import write_gguf
 
@@ -201,3 +204,82 @@ def transformers_logits(path: Path, tokens: List[int]) -> np.ndarray:
                                                               dtype=torch.float32)
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()  # [n_tokens, vocab]
+
+
+# ---- payload models: one layer of zeros that says one thing ------------------------------------------------
+
+# The payload models' chat template: plain ChatML, no default system prompt.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def byte_level(text: str) -> str:
+    """GPT-2's byte-to-printable-character spelling of `text` (a space becomes 'Ġ')."""
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in text.encode("utf-8"))
+
+
+def write_tiny_gguf(path: Path, payload: str, arch: str = "llama", weight_type: str = "F32",
+                    head_dim: int = 4, context_length: int = 256, then_stop: bool = False,
+                    padding: int = 0) -> Path:
+    """A one-layer byte-level BPE model that answers `payload` (one token) over and over, greedily, or once
+    and then <|im_end|> with `then_stop`.
+
+    Every layer weight is zero, so the residual stream is just the token embedding; the output head is the
+    embedding (tied), and the payload's embedding row points the same way as every other row but ten times
+    longer, so its logit wins after any token. With `then_stop` the payload's row also points along the last
+    axis, and <|im_end|>'s row only along it, three times longer: after the payload that logit wins (300 to
+    200). `arch`/`weight_type` make files the engine must reject; a large `head_dim` and `context_length`
+    make a small file whose KV cache does not fit in memory.
+    `padding` adds a metadata string of that many random hex digits: a bigger file whose every stretch
+    differs, so bytes stored at a wrong offset cannot pass for the right ones.
+    """
+    dim = 8 if weight_type == "F32" else 256  # quantized rows are whole 256-weight blocks
+    ffn, n_heads, n_kv = 2 * dim, 2, 1
+    head_dim = max(head_dim, dim // n_heads)
+    byte_tokens = [bytes_to_unicode()[b] for b in range(256)]  # every text can be encoded
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_tokens + [byte_level(payload)]
+    types = [3, 3, 3] + [1] * (len(tokens) - 3)
+    payload_id = len(tokens) - 1
+
+    rng = np.random.default_rng(0)
+    embedding = np.zeros((len(tokens), dim), np.float32)
+    embedding[:, 0] = 1.0
+    embedding[:, 1:] = rng.normal(0, 0.05, (len(tokens), dim - 1))
+    embedding[payload_id] = 0
+    embedding[payload_id, 0] = 10.0
+    if then_stop:
+        embedding[payload_id, -1] = 10.0
+        embedding[2] = 0
+        embedding[2, -1] = 30.0
+
+    metadata = {
+        "name": "tiny payload model", "context_length": context_length, "embedding_length": dim, "block_count": 1,
+        "feed_forward_length": ffn, "head_count": n_heads, "head_count_kv": n_kv, "key_length": head_dim,
+        "value_length": head_dim, "layer_norm_rms_eps": 1e-5, "rope_freq_base": 10000.0,
+        "tokenizer_model": "gpt2", "tokenizer_pre": "gpt-2", "token_list": tokens, "token_types": types,
+        "token_merges": [byte_level(" ") + " " + byte_level("a")], "bos_token_id": 1, "eos_token_id": 2,
+        "add_bos_token": False, "chat_template": CHATML,
+    }
+    if padding:
+        metadata["pychat_test.padding"] = np.random.default_rng(padding).bytes((padding + 1) // 2).hex()[:padding]
+
+    quant = gguf.GGMLQuantizationType[weight_type]
+
+    def matrix(name: str, shape) -> tuple:
+        if weight_type == "F32":
+            return name, np.zeros(shape, np.float32)
+        return name, np.zeros(gguf.quant_shape_to_byte_shape(shape, quant), np.uint8), quant
+
+    ones = np.ones(dim, np.float32)
+    return write_gguf(path, arch, metadata, [
+        ("token_embd.weight", embedding), ("output_norm.weight", ones),
+        ("blk.0.attn_norm.weight", ones), ("blk.0.ffn_norm.weight", ones),
+        matrix("blk.0.attn_q.weight", (n_heads * head_dim, dim)),
+        matrix("blk.0.attn_k.weight", (n_kv * head_dim, dim)),
+        matrix("blk.0.attn_v.weight", (n_kv * head_dim, dim)),
+        matrix("blk.0.attn_output.weight", (dim, n_heads * head_dim)),
+        matrix("blk.0.ffn_gate.weight", (ffn, dim)),
+        matrix("blk.0.ffn_up.weight", (ffn, dim)),
+        matrix("blk.0.ffn_down.weight", (dim, ffn)),
+    ])

@@ -1,7 +1,7 @@
 """Replay (pychat_wasm/train/replay.py): the base model's own answers to general questions, learned beside the
 user's conversations so that fine-tuning keeps them.
 
-The bases are e2e_helpers.write_tiny_gguf's payload models, whose greedy answer to anything is known from how
+The bases are tiny_models.write_tiny_gguf's payload models, whose greedy answer to anything is known from how
 they are built: the payload once and then <|im_end|> (then_stop), or the payload over and over until the
 length limit. So the tests know what replay must keep without any captured output:
     - answers that end by themselves are kept, question for question; answers that run on are dropped;
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_helpers import write_tiny_gguf
+from tiny_models import write_tiny_gguf
 
 from pychat_wasm.errors import InvalidSettingError
 from pychat_wasm.gguf.reader import GGUFFile

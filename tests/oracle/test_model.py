@@ -35,8 +35,8 @@ GEMMA_TOKENS = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 108, 818]
 
 
 def decode_step_by_step(model, tokens, n_prompt):
-    """Logits of positions n_prompt-1.. when the first n_prompt tokens go as a batch, the rest one by one."""
-    model.reset()
+    """Logits of positions n_prompt-1.. when the first n_prompt tokens go as a batch (from position 0, whatever
+    the cache held), the rest one by one."""
     rows = [model.forward(tokens[:n_prompt], 0)]
     rows += [model.forward([t], pos) for pos, t in enumerate(tokens) if pos >= n_prompt]
     return np.stack(rows)

@@ -21,12 +21,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "oracle"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
+SMOLLM2 = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-from conftest import SMOLLM2  # noqa: E402
-from test_tokenizer import CORPUS  # noqa: E402
-from test_unicode_regex import RegexSpans  # noqa: E402
+from texts import TOKENIZER_CORPUS as CORPUS  # noqa: E402  (tests/support/texts.py)
+from unicode_texts import RegexSpans  # noqa: E402  (tests/support/unicode_texts.py)
 
 from pychat_wasm.tokenizers.pretokenizers import PRE_TOKENIZERS  # noqa: E402
 from pychat_wasm.tokenizers import load_tokenizer  # noqa: E402

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import unicodedata
+from pathlib import Path
 
 import pytest
 import regex
@@ -22,9 +23,11 @@ from pychat_wasm.tokenizers.bpe import BPETokenizer
 from pychat_wasm.tokenizers.unicode_classes import RANGES, UNICODEDATA_VERSION
 from pychat_wasm.tokenizers.unicode_regex import UnicodeRegex, compile_unicode_regex, translate
 
-from conftest import REPO
 from unicode_texts import (BMP_NO_SURROGATES, ENCODABLE_CORPUS, EVERY_CODE_POINT, NO_SURROGATES, PATTERNS, VARIED_CORPUS,
                            RegexSpans)
+
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_range_table_is_what_the_generator_makes_from_regex():
     if unicodedata.unidata_version != UNICODEDATA_VERSION:

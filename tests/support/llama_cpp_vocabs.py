@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 BUNDLE = REPO / "node_modules" / "node-llama-cpp" / "llama" / "gitRelease.bundle"
 CACHE = REPO / ".cache" / "llama.cpp-vocabs"

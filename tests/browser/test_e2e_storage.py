@@ -17,7 +17,7 @@ import pytest
 
 from e2e_helpers import (ANSWER_TIMEOUT_MS, PAGE_TIMEOUT_MS, POOL_SIZE, alert_texts, ask, chat_worker, chat_workers,
                          check_stored_models, fault_site_fixtures, open_ready_page, page_fixture, python_messages,
-                         saved_messages, set_settings, shown_messages, wait_ready)
+                         saved_messages, set_settings, shown_messages, wait_ready, wait_turn_ended)
 from fault_server import Fault
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -75,6 +75,7 @@ def start_long_answer(page):
 def assert_conversation_kept(page):
     """The interrupted answer is on the page and saved; the chat goes on with the next question, which the
     restarted worker answers after the whole conversation."""
+    wait_turn_ended(page)
     shown = shown_messages(page)
     partial_answer = shown[-1]["content"]
     assert shown[-1]["role"] == "assistant" and partial_answer.startswith(PAYLOAD * 5)

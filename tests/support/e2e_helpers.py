@@ -143,8 +143,14 @@ def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):
     page.wait_for_function(  # this answer's end (an earlier answer may have been cut off by an error)
         "n => (document.querySelectorAll('.message[data-role=assistant]')[n] || {dataset: {}}).dataset.done",
         arg=answers_before, timeout=timeout)
+    wait_turn_ended(page)
     answer = page.locator(".message[data-role=assistant]").nth(answers_before)
     return shown_messages(page, "assistant")[answers_before]["content"], answer.locator(".stats").text_content()
+
+
+def wait_turn_ended(page, timeout: int = ANSWER_TIMEOUT_MS) -> None:
+    """Until the page's turn is over: its answer (whole, cut short or failed) saved, the input free again."""
+    page.wait_for_function("() => !pychat.generating", timeout=timeout)
 
 
 def shown_messages(page, role: Optional[str] = None) -> List[Dict[str, str]]:

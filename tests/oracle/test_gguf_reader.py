@@ -193,13 +193,9 @@ def test_too_many_dimensions(sample):
 
 def test_nested_arrays_are_refused_with_their_key(tmp_path):
     """gguf-py writes arrays of arrays; llama.cpp refuses them, and so do we (typed, not a RecursionError)."""
-    w = gguf.GGUFWriter(str(tmp_path / "nested.gguf"), "llama")
-    w.add_array("arr.nested", [[1, 2], [3, 4, 5]])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.close()
+    path = write_gguf(tmp_path / "nested.gguf", "llama", {"arr.nested": [[1, 2], [3, 4, 5]]})
     with pytest.raises(NestedArrayError, match="arr.nested"):
-        GGUFFile.open(str(tmp_path / "nested.gguf"))
+        GGUFFile.open(str(path))
 
 
 def test_deeply_nested_arrays_fail_typed():

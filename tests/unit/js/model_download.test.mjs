@@ -75,14 +75,15 @@ function brokenAfter(page, bytes, n) {
 
 /* Pychat.downloadModel of `file` served by fakeServer(plan), into the in-memory store (there is no indexedDB
  * here): what it returned or threw, its notices, the requests and the record it left. */
-async function download(file, plan, specExtra = {}) {
-  const page = loadWebScripts(["model_store.js", "model_download.js"], {navigator: {}});
+async function download(file, plan, specExtra = {}, checkStart = null) {
+  const page = loadWebScripts(["util.js", "model_store.js", "model_download.js"], {navigator: {}});
   const server = fakeServer(page, file, plan);
   page.fetch = server.fetch;
   const store = await page.Pychat.ModelStore.openOrKeepInMemory();  // no indexedDB here: the in-memory store
   const notices = [];
   const spec = {id: "url/model.gguf", name: "model.gguf", url: "http://host/model.gguf", ...specExtra};
-  const settings = {onNotice: (text) => notices.push(text), options: {retries: 2, retry_delay_ms: 0, stall_seconds: 30}};
+  const settings = {onNotice: (text) => notices.push(text), checkStart,
+                    options: {retries: 2, retry_delay_ms: 0, stall_seconds: 30}};
   let bytes = null, error = null;
   try {
     bytes = new Uint8Array(await page.Pychat.downloadModel(store, spec, settings));
@@ -168,12 +169,20 @@ test("a server that keeps failing stops the download, which resumes later from i
   assert.deepEqual([failed.record.received, failed.record.complete], [800, false]);
 });
 
-test("a web page instead of a model stops at its first bytes and keeps nothing", async () => {
+test("a download whose first bytes checkStart refuses stops there and keeps nothing", async () => {
+  // the page asks Python whether the first bytes are a GGUF model (models.js); here a check that says no
   const html = new TextEncoder().encode("<!doctype html><html><body>Not found</body></html>");
-  const {error, record} = await download(modelFile(10), [{body: html, headers: {"Content-Type": "text/html"}}]);
-  assert.equal(error.kind, "not-gguf");
-  assert.equal(error.message, "model.gguf is not a GGUF model: the address returned a web page (HTML), not a model file.");
+  const seen = [];
+  const refuse = (bytes, size) => {
+    seen.push([new TextDecoder().decode(bytes).slice(0, 9), size]);
+    throw new Error("model.gguf is not a GGUF model");
+  };
+  const {error, record, requests} = await download(modelFile(10), [{body: html, headers: {"Content-Type": "text/html"}}],
+                                                   {}, refuse);
+  assert.equal(error.message, "model.gguf is not a GGUF model");
+  assert.deepEqual(seen, [["<!doctype", 0]]);  // the first bytes, and no size announced
   assert.equal(record, undefined);
+  assert.equal(requests.length, 1);
 });
 
 test("a size other than the expected one is a mismatch, reported before the body is read", async () => {

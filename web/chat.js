@@ -170,7 +170,8 @@
     async showStoredBudget() {
       const {system_prompt, messages} = this.state.conversation;
       try {
-        const reply = await this.state.python.request("budget", {conversation: {system_prompt, messages}});
+        const conversation = {system_prompt, messages, settings: this.readSettings()};  // max_tokens: the answer's room
+        const reply = await this.state.python.request("budget", {conversation});
         this.showBudget(reply.budget);
       } catch (error) {
         this.meter.textContent = `Context: ${error.message}`;

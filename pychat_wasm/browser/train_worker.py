@@ -20,17 +20,16 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
 from ..gguf.reader import GGUFFile
-from ..model.config import ModelConfig
+from ..model.fit_check import HEAP_LIMIT
 from .chat_worker import json_reply
 from ..train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from ..train.data import (DATA_DIR, MAX_DATA_BYTES, TrainingData, builtin_corpus, merge_data, parse_training_text,
                    read_training_file)
 from ..train.finetune import FinetuneRun, FinetuneSettings, check_can_finetune, estimated_bytes
-from ..train.replay import ReplayAnswers
+from ..train.replay import ReplayAnswers, replay_plan
 from ..train.run import TrainingRun
 from ..train.scratch import PRESETS, ScratchRun, TrainSettings
 
-HEAP_BYTES = 4 * 2 ** 30  # what Pyodide 0.27 gives one worker's wasm heap (any one array under 2 GiB)
 FINETUNE_EXAMPLE = os.path.join(DATA_DIR, "finetune_example.jsonl")
 
 
@@ -134,19 +133,20 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
     options = json.loads(options_json)
     settings = _finetune_settings(options)
     gguf = GGUFFile(base, name=base_name)
+    plan = replay_plan(gguf)  # the one parse and check of the base model: config, tokenizer, template
     n_params = sum(info.n_elements for info in gguf.tensors.values())
-    need = gguf.size + estimated_bytes(ModelConfig.from_gguf(gguf), n_params, settings)
-    limit = int(options.get("memory_limit", HEAP_BYTES))
+    need = gguf.size + estimated_bytes(plan.config, n_params, settings)
+    limit = int(options.get("memory_limit", HEAP_LIMIT))
     if need > limit:
         raise NotEnoughMemoryError(
             "fine-tuning %s needs about %.1f GB (the model as float32 plus activations), more than the %.1f GB "
             "a browser worker can use: try a smaller model, batch or sequence length"
             % (base_name, need / 1e9, limit / 1e9))
     data = _data(files_json, FinetuneRun.kind)
-    check_can_finetune(gguf, data)
+    check_can_finetune(plan, data)
     _training.run = None  # free the previous run's weights first
-    replayed = ReplayAnswers(gguf, settings.replay).answer_all(on_replay)
-    run = FinetuneRun(settings, gguf, data, replay=replayed)
+    replayed = ReplayAnswers(plan, settings.replay).answer_all(on_replay)
+    run = FinetuneRun(settings, gguf, data, replay=replayed, plan=plan)
     _training.run = run
     return dict(_describe(run), memory_bytes=need)
 

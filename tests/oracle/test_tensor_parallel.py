@@ -58,8 +58,10 @@ class ThreadCollective(Collective):
 def sharded_models(path, workers, policy, context_length=None):
     gguf = GGUFFile.open(path)
     slots, barrier = [None] * workers, threading.Barrier(workers)
-    return [Model.from_gguf(gguf, policy=policy, context_length=context_length, workers=workers, rank=rank,
-                            collective=ThreadCollective(rank, slots, barrier)) for rank in range(workers)]
+    models = [Model.from_gguf(gguf, policy=policy, context_length=context_length, workers=workers, rank=rank,
+                              collective=ThreadCollective(rank, slots, barrier)) for rank in range(workers)]
+    assert [m.shard.rank for m in models] == list(range(workers))  # split as asked: each holds its own part
+    return models
 
 
 def run_all(models, tokens, start_pos, **flags):

@@ -99,8 +99,9 @@ def test_regenerating_reuses_the_prompt_and_gives_the_same_greedy_answer(loaded)
 
 
 def cached_ids():
-    """The token ids the loaded model's KV cache holds: all Python keeps between turns."""
-    return list(worker_api._session().model.cache.ids)
+    """The token ids the loaded model's KV cache holds: all Python keeps between turns (None: no model)."""
+    session = worker_api._worker.session
+    return list(session.model.cache.ids) if session else None
 
 
 def test_a_failed_turn_leaves_python_as_it_was(loaded):

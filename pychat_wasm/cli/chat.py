@@ -8,8 +8,8 @@
 Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
 /exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the
 answer being written; Ctrl-C or Ctrl-D at the prompt ends the program. The terminal keeps its conversation
-(`TerminalChat`) and sends it whole with every turn, as the page does: the session keeps only its KV cache. In one-shot mode only the answer goes to stdout; speed and notices go
-to stderr. A sampling option out of range exits with status 2 (as argparse does for a malformed one) and the
+(`TerminalChat`) and sends it whole with every turn, as the page does: the session keeps only its KV cache.
+In one-shot mode only the answer goes to stdout; speed and notices go to stderr. A sampling option out of range exits with status 2 (as argparse does for a malformed one) and the
 message the page shows for the same value: both go through sampler.settings_from_mapping.
 """
 from __future__ import annotations

@@ -79,13 +79,13 @@ class Model:
         """Plan the load of a GGUFFile or a path (load_plan.plan_model: policy "auto" or one of
         matrices.POLICIES; "auto" against memory_limit, default the heap) and build it; workers, rank and
         collective: this worker's part of a model split across workers."""
+        from .fit_check import MODEL_HEAP
         from .load_plan import plan_model
 
         if not isinstance(gguf_file, GGUFFile):
             gguf_file = GGUFFile.open(gguf_file)
-        limits = {} if memory_limit is None else {"memory_limit": memory_limit}
-        return cls.from_plan(plan_model(gguf_file, context_length, policy, workers=workers, rank=rank, **limits),
-                             collective)
+        limit = MODEL_HEAP if memory_limit is None else memory_limit
+        return cls.from_plan(plan_model(gguf_file, context_length, policy, limit, workers, rank), collective)
 
     def reset(self) -> None:
         """Forget the cached positions (the next forward starts at 0)."""

@@ -329,9 +329,9 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.chat.session import ChatSession
     from pychat_wasm.train.data import read_training_file
-    from pychat_wasm.train.evaluate import GREEDY, keyword_report, session_from_gguf_bytes
+    from pychat_wasm.train.evaluate import keyword_report, session_from_gguf_bytes
     from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
-    from pychat_wasm.train.replay import ReplayAnswers
+    from pychat_wasm.train.replay import ReplayAnswers, replay_plan
 
     with open(OWN_EVAL) as fh:
         items = json.load(fh)
@@ -339,9 +339,10 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     gguf = GGUFFile.open(model)
     data = read_training_file(str(OWN_DATA))
     settings = FinetuneSettings()
-    replay = ReplayAnswers(gguf, settings.replay).answer_all()  # the base model's own answers, as `finetune` has
+    plan = replay_plan(gguf)
+    replay = ReplayAnswers(plan, settings.replay).answer_all()  # the base model's own answers, as `finetune` has
     replayed = time.perf_counter()
-    run = FinetuneRun(settings, gguf, data, replay=replay)
+    run = FinetuneRun(settings, gguf, data, replay=replay, plan=plan)
     created = time.perf_counter()
     losses, tokens = [], 0
     while not run.finished:
@@ -367,7 +368,7 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
                   misses={g: r.misses for g, r in reports.items()})
     del session, exported, run
     if eval_base:
-        base = ChatSession.from_gguf(gguf, policy="float32", settings=GREEDY)
+        base = ChatSession.from_plan(plan)
         result["base_scores"] = {g: [r.exact, r.total] for g, r in
                                  ((g, keyword_report(base, items[g])) for g in ("taught", "general"))}
     result["eval_s"] = time.perf_counter() - started - wall

@@ -61,7 +61,7 @@ def generate(model, prompt, n, sampler, constraint=None):
             if constraint.is_done:
                 break
         history.append(token)
-        logits = model.forward([token], model.n_past)
+        logits = model.forward([token], len(model.cache.ids))
         steps += 1
     return steps / (time.perf_counter() - start), steps
 

@@ -129,7 +129,8 @@
     async showStoredBudget() {
       const {system_prompt, messages} = this.conversation;
       try {
-        const reply = await this.models.python.request("budget", {conversation: {system_prompt, messages}});
+        const conversation = {system_prompt, messages, settings: this.readSettings()};  // max_tokens: the answer's room
+        const reply = await this.models.python.request("budget", {conversation});
         this.showBudget(reply.budget);
       } catch (error) {
         this.meter.textContent = `Context: ${error.message}`;

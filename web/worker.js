@@ -15,8 +15,7 @@
  *   {type: "checkFit", header: ArrayBuffer, fileSize, options}            check_fit
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}      load_model
  *   {type: "chat", turn: {system_prompt, messages, settings, stop}}      begin_turn, then next_event(stop)
- *   {type: "budget", conversation: {system_prompt, messages}}            conversation_budget
- *   {type: "lastTurn"}                                                   last_turn: what the last answer used
+ *   {type: "budget", conversation: {system_prompt, messages, settings}}  conversation_budget
  *   {type: "stop"}                                   (no rid: acts on the running chat at once)
  * Messages out:
  *   {type: "status", text}                           start-up progress
@@ -30,7 +29,7 @@
 
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
-  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "last_turn"];
+  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget"];
   let py = null;          // the facade from bootPython
   let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
@@ -80,10 +79,6 @@
 
     async budget({conversation}) {
       return callApi("conversation_budget", JSON.stringify(conversation));
-    },
-
-    async lastTurn() {
-      return callApi("last_turn");
     },
 
     async chat({rid, turn}) {

@@ -41,12 +41,12 @@ class Generation:
             self.close()
             raise
         budget = pulled[-1].budget if pulled else None
-        if budget and budget["dropped"]:
+        if budget and budget.dropped:
             self.close()
             raise naming(ContextFullError(
                 "messages: the conversation does not fit the context of %d tokens with room for the answer "
                 "(max_tokens, at most a quarter of the context): send fewer or shorter messages or a smaller "
-                "max_tokens" % budget["context"]), "messages")
+                "max_tokens" % budget.context), "messages")
         return pulled
 
     def _observe(self, logits: np.ndarray, token: int) -> None:

@@ -92,9 +92,10 @@ class LLM:
         conversation = api_messages(messages)
         top = top_logprobs_count(logprobs, top_logprobs)
         settings = self._settings(locals())
-        self._configure(settings, api_stop_strings(stop))
+        stop_strings = api_stop_strings(stop)
+        self._fresh_stream()
         try:
-            events = self.session.reply(conversation)
+            events = self.session.reply(conversation, settings, stop_strings)
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages")
@@ -118,8 +119,9 @@ class LLM:
             raise naming(ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
                                            % (len(ids), self.n_ctx())), "prompt")
         settings = self._settings(locals())
-        self._configure(settings, api_stop_strings(stop))
-        run = Generation(self, self.session.complete(ids), top, "prompt")
+        stop_strings = api_stop_strings(stop)
+        self._fresh_stream()
+        run = Generation(self, self.session.complete(ids, settings, stop_strings), top, "prompt")
         return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
 
     __call__ = create_completion
@@ -132,12 +134,10 @@ class LLM:
             values["seed"] = self.seed
         return api_settings(values, self.n_ctx())
 
-    def _configure(self, settings: SamplingSettings, stop_strings: List[str]) -> None:
-        """The per-call settings. (An adaptation: today's ChatSession.reply takes the messages only, so the
-        settings go on the session first. A fresh Sampler per call makes a given seed repeat its answer.)"""
-        self.session.settings = settings
-        self.session.sampler = Sampler(settings)
-        self.session.stop_strings = stop_strings
+    def _fresh_stream(self) -> None:
+        """Each call starts its own random stream, so a given seed repeats its answer (the chat instead
+        continues one seeded stream across a conversation's turns)."""
+        self.session.sampler = Sampler()
 
     # ---- embeddings -----------------------------------------------------------------------------------------
 
@@ -152,21 +152,18 @@ class LLM:
         return shapes.embeddings(self.model_name, vectors, tokens)
 
     def _embeddings(self, texts: List[str], normalize: bool) -> Tuple[List[List[float]], int]:
-        """(one vector per text, the tokens they took). The model's cache is overwritten, so it is reset: the
-        next completion runs its whole prompt."""
+        """(one vector per text, the tokens they took). The model's cache then holds the last text's tokens
+        (its ids say so), so the next completion reuses whatever prefix still matches."""
         encoded = [self.tokenize(text, add_bos=True, special=True) for text in texts]
         for ids in encoded:
             if len(ids) > self.n_ctx():
                 raise naming(ContextFullError("input: a text of %d tokens is longer than the context of %d "
                                                "tokens" % (len(ids), self.n_ctx())), "input")
         vectors = []
-        try:
-            for ids in encoded:
-                hidden = self.session.model.final_hidden_states(ids)  # [n, dim]
-                vector = hidden.astype(np.float64).mean(axis=0)  # [dim]
-                if normalize:
-                    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-                vectors.append(vector.tolist())
-        finally:
-            self.session.model.reset()
+        for ids in encoded:
+            hidden = self.session.model.final_hidden_states(ids)  # [n, dim]
+            vector = hidden.astype(np.float64).mean(axis=0)  # [dim]
+            if normalize:
+                vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            vectors.append(vector.tolist())
         return vectors, sum(len(ids) for ids in encoded)

@@ -26,20 +26,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from ..chat.template import ChatTemplate
 from ..errors import NoModelLoadedError, NotGGUFError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile, describe_non_gguf
-from ..model.config import ModelConfig
-from ..model.forward import Model
-from ..model.check import check_model
 from ..model.info import model_info
-from ..gguf.quants import block_format
-from ..chat.sampler import settings_from_mapping
+from ..model.load_plan import check_supported, plan_load
+from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.session import ChatEvent, ChatSession
 from ..chat.stop_strings import stop_strings_from_values
-from ..model.tensor_parallel import Collective, ffn_block, max_workers, plan_shards
-from ..tokenizers import load_tokenizer
+from ..model.tensor_parallel import Collective
 from .protocol import ErrorReply, FitOptions
 
 
@@ -67,10 +62,6 @@ def json_reply(function: Callable[..., Dict[str, Any]]) -> Callable[..., str]:
     return wrapper
 
 
-def check_supported(gguf: GGUFFile) -> None:
-    """Raise UnsupportedQuantTypeError for a tensor type the engine cannot decode, before loading anything."""
-    for type_id in sorted({info.type_id for info in gguf.tensors.values()}):
-        block_format(type_id)
 
 
 @json_reply
@@ -117,36 +108,26 @@ def _address(array) -> int:
 def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = None) -> Dict[str, Any]:
     """Parse and load a model from its bytes (a numpy uint8 array).
 
-    Everything that can reject a file before the weights are built runs first (magic, header, tensor types,
-    architecture, tensor shapes and values, tokenizer, chat template), so a bad file leaves the previous model
-    loaded and usable.
-    options: {"context_length", "policy", "memory_budget"}, all optional; for one of several workers sharing
+    The load plan (model/load_plan.py) checks everything that can reject a file before the weights are built
+    (header, tensor types, architecture, tensor shapes and values, tokenizer, chat template), so a bad file
+    leaves the previous model loaded and usable; it also chooses the weight policy, by the fit check's rule.
+    options: {"context_length", "policy", "memory_limit"}, all optional; for one of several workers sharing
     the model, also {"rank", "workers"} and connect(n): the collective of the first n workers (the model may
     split into fewer than asked; a worker beyond them holds no model and answers {"idle": true}).
     """
     options = json.loads(options_json)
     gguf = GGUFFile(data, name=name)
-    check_supported(gguf)
-    config = ModelConfig.from_gguf(gguf, options.get("context_length"))
-    # UnsupportedArchitectureError, InvalidModelError (missing or misshapen tensors, NaN weights, ...)
-    check_model(gguf, config)
-    tokenizer = load_tokenizer(gguf)
-    template = ChatTemplate.from_gguf(gguf, tokenizer)
-    rank = int(options.get("rank", 0))
-    block = ffn_block(gguf)
-    workers = min(int(options.get("workers", 1)), max_workers(config, block))
+    plan = plan_load(gguf, context_length=options.get("context_length"), policy=options.get("policy", "auto"),
+                     memory_limit=options.get("memory_limit", MODEL_HEAP), workers=int(options.get("workers", 1)),
+                     rank=int(options.get("rank", 0)))
     _worker.session = _worker.turn = None  # free the old weights before building the new ones
-    if rank >= workers:
-        return {"idle": True, "workers": workers}
-    shard = collective = None
-    if workers > 1:
-        shard = plan_shards(config, workers, block)[rank]
-        collective = SharedMemoryCollective(connect(workers), rank, workers)
-    model = Model.from_gguf(gguf, policy=options.get("policy", "auto"), context_length=options.get("context_length"),
-                            memory_budget=options.get("memory_budget"), shard=shard, collective=collective)
-    _worker.session = ChatSession(model, tokenizer, template)
-    return {"workers": workers,
-            "info": dict(model_info(gguf), context_length=model.config.context_length, policy=model.policy,
+    if plan.idle:
+        return {"idle": True, "workers": plan.workers}
+    collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
+    _worker.session = ChatSession.from_plan(plan, collective)
+    model = _worker.session.model
+    return {"workers": plan.workers,
+            "info": dict(model_info(gguf), context_length=plan.config.context_length, policy=plan.policy,
                          memory_bytes=model.memory_bytes())}
 
 
@@ -157,25 +138,23 @@ def _session() -> ChatSession:
 
 
 @json_reply
-def last_turn() -> Dict[str, Any]:
-    """What the last answer used: {"messages": the system prompt (if any), the messages its prompt kept and
-    the answer; "budget"}. The page owns the conversation; this is for checking that the two agree."""
-    session = _session()
-    return {"messages": session.messages, "budget": session.budget()}
-
-
-@json_reply
 def conversation_budget(conversation_json: str) -> Dict[str, Any]:
     """The context budget of a conversation as it stands, before any answer: {"budget": {used, ...}}.
-    conversation: {"system_prompt", "messages"} as for begin_turn."""
-    return {"budget": _session().budget(_conversation(json.loads(conversation_json)))}
+    conversation: {"system_prompt", "messages", "settings"} as for begin_turn (settings: the answer's room)."""
+    conversation = json.loads(conversation_json)
+    settings = _settings(conversation)
+    return {"budget": _session().budget(_messages(conversation), settings).as_dict()}
 
 
-def _conversation(conversation: Dict[str, Any]) -> List[Dict[str, str]]:
-    """The messages the session renders: the system prompt first (none when empty: the template's default),
-    then the conversation's messages."""
+def _messages(conversation: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The page keeps the system prompt in a field of its own; the engine's conversation has it as its first
+    message (none when empty: the template's default), then the page's messages."""
     system = conversation.get("system_prompt") or None
     return ([{"role": "system", "content": system}] if system else []) + list(conversation.get("messages") or [])
+
+
+def _settings(turn: Dict[str, Any]) -> SamplingSettings:
+    return settings_from_mapping(turn.get("settings") or {})  # checked as the CLI's options are
 
 
 @json_reply
@@ -185,14 +164,10 @@ def begin_turn(turn_json: str) -> Dict[str, Any]:
     next_event() calls; its "done" event carries the whole answer and budget.dropped, how many of the oldest
     messages the prompt left out. A turn that fails leaves the session as it was."""
     turn = json.loads(turn_json)
-    settings = settings_from_mapping(turn.get("settings") or {})  # checked as the CLI's options are
-    stop_strings = stop_strings_from_values(turn.get("stop"))
-    session = _session()
-    events = session.reply(_conversation(turn))  # InvalidConversationError: nothing has changed yet
-    session.stop_strings = stop_strings
-    session.use_settings(settings)
-    _worker.turn = events
-    return {"seed": session.sampler.seed}
+    settings, stop_strings = _settings(turn), stop_strings_from_values(turn.get("stop"))
+    # InvalidConversationError: nothing has changed yet
+    _worker.turn = _session().reply(_messages(turn), settings, stop_strings)
+    return {}
 
 
 @json_reply

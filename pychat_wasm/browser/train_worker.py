@@ -20,13 +20,12 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
 from ..gguf.reader import GGUFFile
-from ..model.config import ModelConfig
 from .chat_worker import json_reply
 from .protocol import FinetuneOptions
 from ..train.data import (DATA_DIR, MAX_DATA_BYTES, MAX_TOTAL_DATA_BYTES, TrainingData, builtin_corpus,
                           check_total_size, merge_data, parse_training_text, read_training_file)
 from ..train.finetune import FinetuneRun, check_can_finetune, estimated_bytes
-from ..train.replay import ReplayAnswers
+from ..train.replay import ReplayAnswers, replay_plan
 from ..train.run import TrainingRun
 from ..train.scratch import PRESETS, ScratchRun, TrainSettings
 
@@ -128,8 +127,9 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
     options = FinetuneOptions.from_mapping(json.loads(options_json))
     settings = options.settings()
     gguf = GGUFFile(base, name=base_name)
+    plan = replay_plan(gguf)  # the one parse and check of the base model: config, tokenizer, template
     n_params = sum(info.n_elements for info in gguf.tensors.values())
-    need = gguf.size + estimated_bytes(ModelConfig.from_gguf(gguf), n_params, settings)
+    need = gguf.size + estimated_bytes(plan.config, n_params, settings)
     limit = options.memory_limit
     if need > limit:
         raise NotEnoughMemoryError(
@@ -137,10 +137,10 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
             "a browser worker can use: try a smaller model, batch or sequence length"
             % (base_name, need / 1e9, limit / 1e9))
     data = _data(files_json, FinetuneRun.kind)
-    check_can_finetune(gguf, data)
+    check_can_finetune(plan, data)
     _training.run = None  # free the previous run's weights first
-    replayed = ReplayAnswers(gguf, settings.replay).answer_all(on_replay)
-    run = FinetuneRun(settings, gguf, data, replay=replayed)
+    replayed = ReplayAnswers(plan, settings.replay).answer_all(on_replay)
+    run = FinetuneRun(settings, gguf, data, replay=replayed, plan=plan)
     _training.run = run
     return dict(_describe(run), memory_bytes=need)
 

@@ -1,5 +1,6 @@
-"""What a chat turn reports: its events (`ChatEvent`), its counts and timings (`GenerationStats`), and the
-answer being built (`Answer`). See pychat_wasm.chat.session for the event kinds and the context budget."""
+"""What a chat turn reports: its events (`ChatEvent`), its counts and timings (`GenerationStats`), the context
+budget (`ContextBudget`), and the answer being built (`Answer`). See pychat_wasm.chat.session for the event
+kinds and how the budget is counted."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -35,19 +36,39 @@ class GenerationStats:
         return dict(asdict(self), prompt_tps=self.prompt_tps, generation_tps=self.generation_tps)
 
 
+@dataclass(frozen=True)
+class ContextBudget:
+    """The token ids a conversation and its answer occupy in the context (see "Context budget" in session.py).
+
+    used = system + history + answer; will_drop_next = used + reserve > context."""
+
+    used: int  # tokens in the context: the rendered prompt and the answer so far
+    context: int  # the context length
+    system: int  # the prompt's leading tokens before the first user/assistant message
+    history: int  # the rest of the prompt
+    answer: int  # tokens generated so far
+    reserve: int  # room a next message needs: room for an answer plus the last user message's tokens
+    dropped: int  # oldest user/assistant messages of the conversation left out of the prompt
+    will_drop_next: bool  # a next message as long as the last one will drop more
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class ChatEvent:
-    """One step of `ChatSession.generate`; `as_dict()` gives plain data for postMessage/JSON."""
+    """One step of `ChatSession.reply`; `as_dict()` gives plain data for postMessage/JSON."""
 
     kind: str  # "progress" | "piece" | "notice" | "done"
     text: str = ""  # a piece, a notice, or (done) the whole answer
     progress: Tuple[int, int] = (0, 0)  # (prompt tokens processed, prompt tokens to process)
     stats: Optional[GenerationStats] = None
-    budget: Optional[Dict[str, Any]] = None  # see "Context budget" in the module docstring
+    budget: Optional[ContextBudget] = None
 
     def as_dict(self) -> Dict[str, Any]:
         return {"kind": self.kind, "text": self.text, "progress": list(self.progress),
-                "stats": self.stats.as_dict() if self.stats else None, "budget": self.budget}
+                "stats": self.stats.as_dict() if self.stats else None,
+                "budget": self.budget.as_dict() if self.budget else None}
 
 
 @dataclass

@@ -285,9 +285,16 @@ class Sampler:
     """
 
     def __init__(self, settings: SamplingSettings = SamplingSettings()):
+        self.seed: Optional[int] = None
+        self.use(settings)
+
+    def use(self, settings: SamplingSettings) -> None:
+        """Sample with `settings` from now on. The fixed seed in use continues its random stream, so turn after
+        turn a seeded conversation is one reproducible stream; another seed, or none, starts a new stream."""
+        if settings.seed is None or settings.seed != self.seed:
+            self.seed = settings.seed if settings.seed is not None else random_seed()
+            self.rng = SplitMix64(self.seed)
         self.settings = settings
-        self.seed = settings.seed if settings.seed is not None else random_seed()
-        self.rng = SplitMix64(self.seed)
         self.answer_tokens: List[int] = []  # sampled since begin_answer: what the frequency/presence penalties count
 
     def begin_answer(self) -> None:

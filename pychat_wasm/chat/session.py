@@ -1,43 +1,46 @@
-"""A multi-turn chat on one model: prompt rendering, KV-cache reuse, streaming, stopping, context trimming.
+"""Answers to conversations on one model: prompt rendering, KV-cache reuse, streaming, stopping, context trimming.
 
-The session is driven by a generator, so a browser worker can run it one token at a time without threads:
+The caller owns the conversation (the page, the CLI, replay, evaluation: each keeps its own list of messages)
+and sends it whole with every turn; the session keeps only the model's KV cache (`model.cache.ids`: which
+token ids it holds) and the sampler's random stream. A turn is a generator, so a browser worker can run it one
+token at a time without threads:
 
     session = ChatSession.from_gguf(GGUFFile.open("SmolLM2-135M-Instruct.Q4_1.gguf"))
-    for event in session.generate("What is the capital of France?"):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    for event in session.reply(messages, SamplingSettings(temperature=0)):
         if event.kind == "piece":
             print(event.text, end="")
         elif event.kind == "notice":
             print("[%s]" % event.text)
         elif event.kind == "done":
+            messages.append({"role": "assistant", "content": event.text})
             print("\\n%.1f tok/s" % event.stats.generation_tps)
 
-Event kinds: "progress" (prompt tokens processed so far), "piece" (answer text, in order), "notice" (something
-the user should know, e.g. old turns were dropped), and a final "done" carrying `GenerationStats` and the whole
-answer. Only a turn that gets to "done" changes the session's conversation.
+A conversation: an optional first "system" message (the system prompt; without it the template's default
+applies), then user and assistant messages ending with the user's. Event kinds: "progress" (prompt tokens
+processed so far), "piece" (answer text, in order), "notice" (something the user should know, e.g. old
+turns were dropped), and a final "done" carrying `GenerationStats`, the whole answer and the budget.
 
-Who owns the conversation: the CLI lets the session keep it (`generate(text)` adds a message); the page keeps
-its own and sends it whole each turn (`reply(messages)`), so nothing is kept twice. The library's raw
-completions (`complete(prompt_ids)`, pychat_wasm/api/) run the same token loop with no template or conversation;
-`on_sample` shows it each step's raw logits and the token drawn from them (for logprobs).
+The library's raw completions (`complete(prompt_ids, settings, stop_strings)`, pychat_wasm/api/) run the same
+token loop with no template or conversation; `on_sample` shows it each step's raw logits and the token drawn
+from them (for logprobs).
 
-Context budget: "progress", "piece" and "done" events carry `budget`, the token ids the answer occupies in the
-context: {used, context, system, history, answer, reserve, dropped, will_drop_next}. used = system + history +
-answer = the rendered prompt's tokens + the tokens generated so far; `dropped` = how many of the oldest
-user/assistant messages (of those given to `reply`, or since the last reset/restore) the trimming took out of
-the context; `will_drop_next` = a next message as long as the last one will make it drop more: used + reserve >
-context, the reserve being the room kept for an answer plus the last user message's tokens (its role header
-included).
+Context budget: "progress", "piece" and "done" events carry a `ContextBudget` (events.py), the token ids the
+answer occupies in the context: used = system + history + answer = the rendered prompt's tokens + the tokens
+generated so far; `dropped` = how many of the oldest user/assistant messages of the conversation the trimming
+left out of the prompt; `will_drop_next` = a next message as long as the last one will make it drop more:
+used + reserve > context, the reserve being the room kept for an answer plus the last user message's tokens
+(its role header included).
 
-KV reuse: the session remembers which token ids the model's KV cache holds. A new prompt is rendered from the
-whole conversation and only the part after the longest common prefix is run through the model, which gives
-the same logits as recomputing everything.
+KV reuse: a new prompt is rendered from the whole conversation and only the part after the longest common
+prefix with the cache's ids is run through the model, which gives the same logits as recomputing everything.
 """
 from __future__ import annotations
 
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .events import Answer, ChatEvent, GenerationStats
+from .events import Answer, ChatEvent, ContextBudget, GenerationStats
 from .template import ChatTemplate, encode_chat
 from ..errors import ContextFullError, InvalidConversationError, TokenizerError
 from .sampler import Sampler, SamplingSettings
@@ -48,89 +51,53 @@ MAX_CHARS_PER_TOKEN = 64  # a rendered prompt longer than this times the context
 
 
 class ChatSession:
-    """A conversation with one model. It owns the model's KV cache: do not run the model elsewhere meanwhile."""
+    """Answers conversations with one model. It owns the model's KV cache: do not run the model elsewhere
+    meanwhile."""
 
-    def __init__(self, model: Any, tokenizer: Any, template: ChatTemplate, system_prompt: Optional[str] = None,
-                 settings: SamplingSettings = SamplingSettings(), stop_strings: Sequence[str] = (),
-                 sampler: Optional[Sampler] = None):
+    def __init__(self, model: Any, tokenizer: Any, template: ChatTemplate, sampler: Optional[Sampler] = None):
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
-        self.system_prompt = system_prompt
-        self.settings = settings
-        self.stop_strings = list(stop_strings)
-        self.sampler = sampler or Sampler(settings)
+        self.sampler = sampler or Sampler()
         self.context_length = int(model.config.context_length)
         self.end_ids = set(tokenizer.end_of_turn_ids) | {tokenizer.eos_id}
-        self.messages: List[Dict[str, str]] = []
-        self.cached_ids: List[int] = []  # token ids whose keys/values the model's cache holds, in order
-        self.dropped = 0  # oldest user/assistant messages trimmed out since the last reset/restore
-        self._budget: Optional[Dict[str, Any]] = None  # of the last answer, until the conversation changes
         self._cancel = False
         self.on_sample: Optional[Callable[[Any, int], None]] = None  # called with (raw logits [vocab], token id)
-        self.reset()
 
     @classmethod
-    def from_gguf(cls, gguf_file: Any, policy: str = "auto", context_length: Optional[int] = None,
-                  **session_options: Any) -> "ChatSession":
-        """Load model, tokenizer and chat template from an open GGUFFile."""
+    def from_plan(cls, plan: Any, collective: Any = None) -> "ChatSession":
+        """The model a LoadPlan (model/load_plan.py) describes, with its tokenizer and chat template."""
         from ..model.forward import Model
-        from ..tokenizers import load_tokenizer
 
-        tokenizer = load_tokenizer(gguf_file)
-        model = Model.from_gguf(gguf_file, policy=policy, context_length=context_length)
-        return cls(model, tokenizer, ChatTemplate.from_gguf(gguf_file, tokenizer), **session_options)
+        return cls(Model.from_plan(plan, collective), plan.tokenizer, plan.template)
 
-    # ---- conversation state ---------------------------------------------------------------------------------
+    @classmethod
+    def from_gguf(cls, gguf_file: Any, policy: str = "auto", context_length: Optional[int] = None) -> "ChatSession":
+        """Plan the load of an open GGUFFile (checks, tokenizer, template, weight policy) and build it."""
+        from ..model.load_plan import plan_load
 
-    def reset(self) -> None:
-        """Forget the conversation (the system prompt stays; its cached keys/values are reused)."""
-        self.messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        self.dropped = 0
-        self._budget = None
-
-    def restore(self, messages: Sequence[Dict[str, str]]) -> None:
-        """Continue a saved conversation (e.g. after a page reload); a first "system" message is its system
-        prompt, otherwise the template's default applies. The cache keeps whatever prefix still matches."""
-        self.messages = _checked_messages(messages)
-        self.system_prompt = self.messages[0]["content"] if _has_system(self.messages) else None
-        self.dropped = 0
-        self._budget = None
-
-    def use_settings(self, settings: SamplingSettings) -> None:
-        """Sample the next answers with `settings`. The fixed seed in use continues its random stream, so turn
-        after turn a seeded conversation is one reproducible stream (as in the CLI); another seed, or none,
-        starts a new stream."""
-        same_stream = settings.seed is not None and settings.seed == self.sampler.seed
-        self.settings = settings
-        if same_stream:
-            self.sampler.settings = settings
-        else:
-            self.sampler = Sampler(settings)
+        return cls.from_plan(plan_load(gguf_file, context_length=context_length, policy=policy))
 
     def cancel(self) -> None:
-        """Ask the running `generate` to stop after the current token (safe to call from a signal handler)."""
+        """Ask the running turn to stop after the current token (safe to call from a signal handler)."""
         self._cancel = True
 
     # ---- one answer -----------------------------------------------------------------------------------------
 
-    def generate(self, user_text: str) -> Iterator[ChatEvent]:
-        """Add a user message to the session's conversation and stream the assistant's answer as events (see
-        the module docstring)."""
-        return self._turn(self.messages, user_text, dropped_before=self.dropped)
-
-    def reply(self, messages: Sequence[Dict[str, str]]) -> Iterator[ChatEvent]:
-        """Answer a conversation its owner keeps (the page): a first "system" message, if any, then user and
-        assistant messages ending with the user's. Like restore(messages[:-1]) + generate(last message), except
-        that a turn that fails leaves the session as it was."""
+    def reply(self, messages: Sequence[Dict[str, str]], settings: SamplingSettings = SamplingSettings(),
+              stop_strings: Sequence[str] = ()) -> Iterator[ChatEvent]:
+        """Answer `messages` (see the module docstring) with `settings`, ending the answer before the first of
+        `stop_strings`; streams events. A malformed conversation raises InvalidConversationError here, before
+        anything runs; a turn that fails (e.g. ContextFullError at its first event) leaves the session as it was."""
         messages = _checked_messages(messages)
         if not messages or messages[-1]["role"] != "user":
             raise InvalidConversationError("a conversation to answer ends with a user message")
-        return self._turn(messages[:-1], messages[-1]["content"], dropped_before=0)
+        return self._answer(messages, settings, list(stop_strings))
 
-    def complete(self, prompt_ids: Sequence[int]) -> Iterator[ChatEvent]:
-        """Continue raw token ids, with no template (the library's create_completion); the conversation stays
-        as it was. Events as for `reply`, without budgets."""
+    def complete(self, prompt_ids: Sequence[int], settings: SamplingSettings = SamplingSettings(),
+                 stop_strings: Sequence[str] = ()) -> Iterator[ChatEvent]:
+        """Continue raw token ids, with no template (the library's create_completion). Events as for `reply`,
+        without budgets."""
         prompt_ids = list(prompt_ids)
         if not prompt_ids:
             raise TokenizerError("the prompt encodes to no tokens")
@@ -138,57 +105,53 @@ class ChatSession:
             raise ContextFullError("the prompt has %d tokens and the context holds %d"
                                    % (len(prompt_ids), self.context_length))
         self._cancel = False
+        self.sampler.use(settings)
         answer = Answer(prompt_tokens=len(prompt_ids))
         answer.stats.seed = self.sampler.seed
-        yield from self._run(prompt_ids, answer)
+        yield from self._run(prompt_ids, answer, settings, list(stop_strings))
         yield ChatEvent("done", text="".join(answer.text), stats=answer.stats)
 
-    def _turn(self, history: List[Dict[str, str]], user_text: str, dropped_before: int) -> Iterator[ChatEvent]:
-        """Answer `user_text` after `history`. Only a turn that ends (an end token, a stop, max tokens, Stop)
-        changes the session: its messages become those the prompt kept plus the answer."""
+    def _answer(self, messages: List[Dict[str, str]], settings: SamplingSettings,
+                stop_strings: List[str]) -> Iterator[ChatEvent]:
         self._cancel = False
-        prompt_ids, kept, dropped = self._fit_prompt(list(history) + [{"role": "user", "content": user_text}])
+        room = _answer_room(settings, self.context_length)
+        prompt_ids, kept, dropped = self._fit_prompt(messages, room)
         if dropped:
             yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
                                       "is kept)." % (dropped, "s" if dropped > 1 else ""))
+        self.sampler.use(settings)
         answer = Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(kept, prompt_ids),
-                         message_tokens=len(prompt_ids) - len(self._encode(kept[:-1])),
-                         dropped=dropped_before + dropped)
+                        message_tokens=len(prompt_ids) - len(self._encode(kept[:-1])), dropped=dropped)
         answer.stats.seed = self.sampler.seed
-        for event in self._run(prompt_ids, answer):
+        for event in self._run(prompt_ids, answer, settings, stop_strings):
             if event.kind != "notice":
-                event.budget = self._answer_budget(answer)
+                event.budget = self._answer_budget(answer, room)
             yield event
-        text = "".join(answer.text)
-        self.messages = kept + [{"role": "assistant", "content": text}]
-        self.system_prompt = kept[0]["content"] if _has_system(kept) else None
-        self.dropped = answer.dropped
-        yield ChatEvent("done", text=text, stats=answer.stats, budget=self._answer_budget(answer))
+        yield ChatEvent("done", text="".join(answer.text), stats=answer.stats,
+                        budget=self._answer_budget(answer, room))
 
     # ---- context budget -------------------------------------------------------------------------------------
 
-    def budget(self, messages: Optional[Sequence[Dict[str, str]]] = None) -> Dict[str, Any]:
-        """The context budget now: that of the last answer, or, before any answer since the conversation was
-        set, of the conversation rendered as it stands (nothing generated yet). Given `messages` (as for
-        `reply`, without trimming), the budget they would take before an answer; the session is unchanged."""
-        if messages is None and self._budget is not None:
-            return dict(self._budget)
-        messages = self.messages if messages is None else _checked_messages(messages)
+    def budget(self, messages: Sequence[Dict[str, str]], settings: SamplingSettings = SamplingSettings()
+               ) -> ContextBudget:
+        """The budget `messages` (any conversation, without trimming) take before an answer with `settings`;
+        the session is unchanged."""
+        messages = _checked_messages(messages)
         ids = self._encode(messages)
-        dropped = self.dropped if messages is self.messages else 0
-        return self._make_budget(len(ids), self._system_tokens(messages, ids), 0, 0, dropped)
+        return self._make_budget(len(ids), self._system_tokens(messages, ids), 0, 0, 0,
+                                 _answer_room(settings, self.context_length))
 
-    def _answer_budget(self, answer: Answer) -> Dict[str, Any]:
-        self._budget = self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens,
-                                         answer.message_tokens, answer.dropped)
-        return self._budget
+    def _answer_budget(self, answer: Answer, room: int) -> ContextBudget:
+        return self._make_budget(answer.prompt_tokens, answer.system_tokens, answer.stats.generated_tokens,
+                                 answer.message_tokens, answer.dropped, room)
 
-    def _make_budget(self, prompt: int, system: int, answer: int, next_message: int, dropped: int) -> Dict[str, Any]:
+    def _make_budget(self, prompt: int, system: int, answer: int, next_message: int, dropped: int,
+                     room: int) -> ContextBudget:
         used = prompt + answer
-        reserve = self._answer_room() + next_message
-        return {"used": used, "context": self.context_length, "system": system, "history": prompt - system,
-                "answer": answer, "reserve": reserve, "dropped": dropped,
-                "will_drop_next": used + reserve > self.context_length}
+        reserve = room + next_message
+        return ContextBudget(used=used, context=self.context_length, system=system, history=prompt - system,
+                             answer=answer, reserve=reserve, dropped=dropped,
+                             will_drop_next=used + reserve > self.context_length)
 
     def _system_tokens(self, messages: List[Dict[str, str]], prompt_ids: List[int]) -> int:
         """How many leading ids of the prompt of `messages` come before the first user/assistant message: the
@@ -200,10 +163,6 @@ class ChatSession:
         head = messages[:first_turn] + [{"role": "user", "content": ""}]
         return _common_prefix_length(self._encode(head), prompt_ids)
 
-    def _answer_room(self) -> int:
-        """Tokens a prompt must leave free for the answer: a quarter of the context, or max_tokens if smaller."""
-        return min(self.settings.max_tokens, self.context_length // 4)
-
     def _encode(self, messages: List[Dict[str, str]], add_generation_prompt: bool = False) -> List[int]:
         """The token ids of `messages` rendered with the chat template (none for no messages)."""
         if not messages:
@@ -214,9 +173,9 @@ class ChatSession:
                                    % (len(text), self.context_length))
         return encode_chat(self.tokenizer, text)
 
-    def _fit_prompt(self, messages: List[Dict[str, str]]) -> Tuple[List[int], List[Dict[str, str]], int]:
+    def _fit_prompt(self, messages: List[Dict[str, str]], room: int) -> Tuple[List[int], List[Dict[str, str]], int]:
         """The prompt of `messages` after dropping the fewest oldest whole turns (a user message and what
-        follows it up to the next one) for the prompt to leave room for an answer (`_answer_room`); the system
+        follows it up to the next one) for the prompt to leave `room` tokens for an answer; the system
         prompt and the last user message always stay. Returns (ids, the messages kept, how many were dropped).
 
         Fewer messages never make a longer prompt, so the cut is found by bisection: a few encodings, however
@@ -236,7 +195,7 @@ class ChatSession:
 
         def fits(cut: int) -> bool:
             ids = prompt(cut)
-            return ids is not None and len(ids) + self._answer_room() <= self.context_length
+            return ids is not None and len(ids) + room <= self.context_length
 
         low, high = 0, len(cuts) - 1  # the first fitting cut is in cuts[low..high] (the last one, if none fits)
         while low < high:
@@ -256,9 +215,11 @@ class ChatSession:
                                    % (len(ids), self.context_length))
         return ids, messages[:first_turn] + turns[cut:], cut
 
-    def _run(self, prompt_ids: List[int], answer: Answer) -> Iterator[ChatEvent]:
+    def _run(self, prompt_ids: List[int], answer: Answer, settings: SamplingSettings,
+             stop_strings: List[str]) -> Iterator[ChatEvent]:
         """Process the new part of the prompt, then sample, stream and feed back tokens until a stop."""
         stats = answer.stats
+        cached = self.model.cache.ids  # the token ids the KV cache holds: the model appends to it
         start = time.perf_counter()
         logits = None
         for logits, done, total in self._process_prompt(prompt_ids, stats):
@@ -270,16 +231,16 @@ class ChatSession:
 
         start = time.perf_counter()
         decoder = self.tokenizer.stream_decoder()
-        stops = StopStringFilter(self.stop_strings)
+        stops = StopStringFilter(stop_strings)
         self.sampler.begin_answer()
         while True:
             if self._cancel:
                 stats.stop_reason = "cancelled"
                 break
-            if stats.generated_tokens >= self.settings.max_tokens:
+            if stats.generated_tokens >= settings.max_tokens:
                 stats.stop_reason = "length"
                 break
-            token = self.sampler.sample(logits, self.cached_ids)
+            token = self.sampler.sample(logits, cached)
             if self.on_sample is not None:
                 self.on_sample(logits, token)
             stats.generated_tokens += 1
@@ -293,12 +254,12 @@ class ChatSession:
             if stops.stopped:
                 stats.stop_reason = "stop_string"
                 break
-            if len(self.cached_ids) >= self.context_length:
+            if len(cached) >= self.context_length:
                 stats.stop_reason = "context_full"
                 yield ChatEvent("notice", "The context is full: the answer was cut short. The next message "
                                           "will drop the oldest turns.")
                 break
-            logits = self._forward([token])
+            logits = self.model.forward([token], start_pos=len(cached))  # [vocab]
         if not stops.stopped:
             tail = stops.feed(decoder.flush()) + stops.flush()
             if tail:
@@ -308,22 +269,21 @@ class ChatSession:
 
     def _process_prompt(self, prompt_ids: List[int], stats: GenerationStats):
         """Run the prompt tokens the cache does not hold yet, in chunks; yields (logits, done, total)."""
-        reuse = _common_prefix_length(self.cached_ids[: self.model.n_past], prompt_ids)
+        reuse = _common_prefix_length(self.model.cache.ids, prompt_ids)
         reuse = min(reuse, len(prompt_ids) - 1)  # run at least one token: its logits pick the first answer token
-        del self.cached_ids[reuse:]
         stats.reused_tokens = reuse
         new_ids = prompt_ids[reuse:]
         stats.prompt_tokens = len(new_ids)
         for begin in range(0, len(new_ids), PROMPT_CHUNK):
             end = min(begin + PROMPT_CHUNK, len(new_ids))
-            logits = self._forward(new_ids[begin:end], logits=end == len(new_ids))  # only the last chunk's are read
+            # the model drops the cached ids from reuse + begin on; only the last chunk's logits are read
+            logits = self.model.forward(new_ids[begin:end], start_pos=reuse + begin, logits=end == len(new_ids))
             yield logits, end, len(new_ids)
 
-    def _forward(self, ids: List[int], logits: bool = True):
-        """Run `ids` after the cached tokens; the cache bookkeeping changes only once the model has finished."""
-        out = self.model.forward(ids, start_pos=len(self.cached_ids), logits=logits)  # [vocab] of the last, or None
-        self.cached_ids.extend(ids)
-        return out
+
+def _answer_room(settings: SamplingSettings, context_length: int) -> int:
+    """Tokens a prompt must leave free for the answer: a quarter of the context, or max_tokens if smaller."""
+    return min(settings.max_tokens, context_length // 4)
 
 
 def _has_system(messages: Sequence[Dict[str, str]]) -> bool:

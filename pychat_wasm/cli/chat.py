@@ -6,9 +6,10 @@
     pychat-wasm chat --prompt "List three fruits." --stop "3."  # the answer ends before the first "3."
 
 Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
-/exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the answer being written; Ctrl-C or
-Ctrl-D at the prompt ends the program. In one-shot mode only the answer goes to stdout; speed and notices go
-to stderr. A sampling option out of range exits with status 2 (as argparse does for a malformed one) and the
+/exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the
+answer being written; Ctrl-C or Ctrl-D at the prompt ends the program. The terminal keeps its conversation
+(`TerminalChat`) and sends it whole with every turn, as the page does: the session keeps only its KV cache.
+In one-shot mode only the answer goes to stdout; speed and notices go to stderr. A sampling option out of range exits with status 2 (as argparse does for a malformed one) and the
 message the page shows for the same value: both go through sampler.settings_from_mapping.
 """
 from __future__ import annotations
@@ -17,13 +18,14 @@ import argparse
 import contextlib
 import signal
 import sys
-from typing import Any, Dict, Iterator, TextIO
+from typing import Dict, Iterator, List, Optional, Sequence, TextIO
 
 from .common import fail, model_path
 from ..errors import InvalidSettingsError, PychatError
 from ..gguf.reader import GGUFFile
 from ..model.config import DEFAULT_CONTEXT_CAP
 from ..chat.sampler import SamplingSettings, settings_from_mapping
+from ..chat.events import ContextBudget
 from ..chat.session import ChatSession, GenerationStats
 from ..chat.stop_strings import MAX_STOP_STRINGS, stop_strings_from_values
 from ..model.matrices import POLICIES
@@ -88,18 +90,45 @@ def run(args: argparse.Namespace) -> int:
     path = model_path(args.model)
     if args.prompt is None:
         print("loading %s ..." % path, file=sys.stderr)
-    session = ChatSession.from_gguf(GGUFFile.open(str(path)), policy=args.policy, context_length=args.context,
-                                    system_prompt=args.system, settings=settings, stop_strings=stop_strings)
+    session = ChatSession.from_gguf(GGUFFile.open(str(path)), policy=args.policy, context_length=args.context)
+    chat = TerminalChat(session, settings, stop_strings, args.system)
     if args.prompt is not None:
-        stream_answer(session, args.prompt, sys.stdout, report=sys.stderr)
+        stream_answer(chat, args.prompt, sys.stdout, report=sys.stderr)
         return 0
-    return interactive(session)
+    return interactive(chat)
 
 
-def stream_answer(session: ChatSession, text: str, out: TextIO, report: TextIO) -> GenerationStats:
-    """Print the answer to `out` as it is generated; notices and the speed line go to `report`."""
+class TerminalChat:
+    """What the terminal keeps: its conversation (a first "system" message for the system prompt, then user
+    and assistant messages), the settings, and the last answer's context budget."""
+
+    def __init__(self, session: ChatSession, settings: SamplingSettings, stop_strings: Sequence[str] = (),
+                 system_prompt: Optional[str] = None):
+        self.session, self.settings, self.stop_strings = session, settings, list(stop_strings)
+        self.messages: List[Dict[str, str]] = []
+        self.last_budget: Optional[ContextBudget] = None
+        self.start(system_prompt)
+
+    def start(self, system_prompt: Optional[str]) -> None:
+        """A new conversation with `system_prompt` (None: the template's default)."""
+        self.messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        self.last_budget = None
+
+    @property
+    def system_prompt(self) -> Optional[str]:
+        return self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else None
+
+    def budget(self) -> ContextBudget:
+        """The last answer's budget, or before any, that of the conversation as it stands."""
+        return self.last_budget or self.session.budget(self.messages, self.settings)
+
+
+def stream_answer(chat: TerminalChat, text: str, out: TextIO, report: TextIO) -> GenerationStats:
+    """Answer `text` after the conversation: print the answer to `out` as it is generated, notices and the speed
+    line to `report`. Only an answer that ends (an end token, a stop, max tokens, Ctrl-C) joins the conversation."""
     stats = GenerationStats()
-    for event in session.generate(text):
+    messages = chat.messages + [{"role": "user", "content": text}]
+    for event in chat.session.reply(messages, chat.settings, chat.stop_strings):
         if event.kind == "piece":
             out.write(event.text)
             out.flush()
@@ -107,21 +136,23 @@ def stream_answer(session: ChatSession, text: str, out: TextIO, report: TextIO) 
             print("\n[%s]" % event.text, file=report, flush=True)
         elif event.kind == "done":
             stats = event.stats
+            chat.messages = messages + [{"role": "assistant", "content": event.text}]
+            chat.last_budget = event.budget
     out.write("\n")
     out.flush()
     stopped = " (stopped)" if stats.stop_reason == "cancelled" else ""
     print("[%s%s]" % (stats.summary(), stopped), file=report, flush=True)
-    print(context_status(session.budget()), file=report, flush=True)
+    print(context_status(chat.budget()), file=report, flush=True)
     return stats
 
 
-def context_status(budget: Dict[str, Any]) -> str:
+def context_status(budget: ContextBudget) -> str:
     """'[context: 812/2048 tokens (system 31, history 700, answer 81)]', with what the trimming did or will do."""
     line = "[context: %d/%d tokens (system %d, history %d, answer %d)" % (
-        budget["used"], budget["context"], budget["system"], budget["history"], budget["answer"])
-    if budget["dropped"]:
-        line += "; %d oldest message%s dropped" % (budget["dropped"], "s" if budget["dropped"] > 1 else "")
-    if budget["will_drop_next"]:
+        budget.used, budget.context, budget.system, budget.history, budget.answer)
+    if budget.dropped:
+        line += "; %d oldest message%s dropped" % (budget.dropped, "s" if budget.dropped > 1 else "")
+    if budget.will_drop_next:
         line += "; the next message will drop the oldest turns"
     return line + "]"
 
@@ -136,7 +167,7 @@ def ctrl_c_cancels(session: ChatSession) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def interactive(session: ChatSession) -> int:
+def interactive(chat: TerminalChat) -> int:
     try:
         import readline  # noqa: F401  (importing it gives input() line editing and history)
     except ImportError:
@@ -152,30 +183,29 @@ def interactive(session: ChatSession) -> int:
         if not text:
             continue
         if text.startswith("/"):
-            if not run_command(session, text):
+            if not run_command(chat, text):
                 return 0
             continue
         try:
-            with ctrl_c_cancels(session):
-                stream_answer(session, text, sys.stdout, report=sys.stdout)
+            with ctrl_c_cancels(chat.session):
+                stream_answer(chat, text, sys.stdout, report=sys.stdout)
         except PychatError as exc:  # e.g. a message longer than the context: say so and keep chatting
             print("error: %s" % exc, file=sys.stderr)
 
 
-def run_command(session: ChatSession, text: str) -> bool:
+def run_command(chat: TerminalChat, text: str) -> bool:
     """Run a /command; False means quit."""
     name, _, rest = text.partition(" ")
     if name in ("/exit", "/quit"):
         return False
     if name == "/reset":
-        session.reset()
+        chat.start(chat.system_prompt)
         print("[new conversation]")
     elif name == "/system":
-        session.system_prompt = rest.strip() or None
-        session.reset()
+        chat.start(rest.strip() or None)
         print("[new conversation with %s]" % ("that system prompt" if rest.strip() else "the default system prompt"))
     elif name == "/context":
-        print(context_status(session.budget()))
+        print(context_status(chat.budget()))
     elif name == "/help":
         print(HELP)
     else:

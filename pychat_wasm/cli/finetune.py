@@ -24,7 +24,8 @@ from ..train.data import DATA_DIR
 from ..train.evaluate import keyword_report, session_from_gguf_bytes
 from ..train.data import Conversation
 from ..train.finetune import TARGETS, FinetuneRun, FinetuneSettings, check_can_finetune
-from ..train.replay import MAX_ANSWER_TOKENS, ReplayAnswers
+from ..model.load_plan import LoadPlan
+from ..train.replay import MAX_ANSWER_TOKENS, ReplayAnswers, replay_plan
 
 EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
 EXAMPLE_EVAL = os.path.join(DATA_DIR, "finetune_eval.json")
@@ -41,7 +42,7 @@ def report_example(model_bytes: bytes) -> None:
         say("answers %d of %d %s correctly" % (result.exact, result.total, what))
 
 
-def answer_replay(gguf: GGUFFile, count: int) -> List[Conversation]:
+def answer_replay(plan: LoadPlan, count: int) -> List[Conversation]:
     """The base model's own answers to `count` general questions, with a counter while it answers."""
     if not count:
         return []
@@ -51,7 +52,7 @@ def answer_replay(gguf: GGUFFile, count: int) -> List[Conversation]:
                              % (answered, total))
             sys.stderr.flush()
 
-    replay = ReplayAnswers(gguf, count)
+    replay = ReplayAnswers(plan, count)
     replay.answer_all(show)
     if sys.stderr.isatty():
         sys.stderr.write("\r")
@@ -75,8 +76,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         settings = FinetuneSettings(rank=args.rank, alpha=args.alpha, targets=args.targets, epochs=args.epochs,
                                     lr=args.lr, seq_len=args.seq_len, batch_size=args.batch, full=args.full,
                                     seed=args.seed, replay=args.replay)
-        check_can_finetune(gguf, data)
-        run = FinetuneRun(settings, gguf, data, replay=answer_replay(gguf, args.replay))
+        plan = replay_plan(gguf)
+        check_can_finetune(plan, data)
+        run = FinetuneRun(settings, gguf, data, replay=answer_replay(plan, args.replay), plan=plan)
         trained = sum(run.params[name].size for name in run.trainable) if run.trainable else \
             sum(p.size for p in run.params.values())
         say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, %d steps"

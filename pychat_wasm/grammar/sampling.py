@@ -18,7 +18,7 @@ allowed tokens: if the overall maximum is allowed it is also the maximum of the 
         if token in tokenizer.end_of_turn_ids:   # allowed only where the grammar may end
             break
         history.append(token)            # ...and the token's text goes to the output
-        logits = model.forward([token], model.n_past)
+        logits = model.forward([token], len(model.cache.ids))
 """
 from __future__ import annotations
 

@@ -18,20 +18,17 @@ modeling_qwen2 / modeling_qwen3 / modeling_gemma3 / modeling_phi3, llama.cpp's s
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ContextFullError, InvalidModelError, InvalidSettingError
 from ..gguf.reader import GGUFFile
 from .kv_cache import KVCache
-from .check import check_model
 from .config import ModelConfig
-from .weights import (LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head,
-                      matrices_to_store)
+from .weights import LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head
 from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
 from .tensor_parallel import Collective, ShardPlan, head_blocks
-from .matrices import DEFAULT_MEMORY_BUDGET, choose_policy
 
 FORWARD_BATCH_TOKENS = 256  # tokens per pass through the layers: bounds the scores to [heads, 256, context]
 
@@ -68,30 +65,31 @@ class Model:
         self.n_kv_heads = sum(b.n_kv for b in self.head_blocks)  # KV and query heads this worker computes
         self.n_heads = sum(b.n_kv * b.group for b in self.head_blocks)
         self.cache = KVCache(config.n_layers, self.n_kv_heads, config.context_length, config.head_dim)
-        self.n_past = 0
+
+    @classmethod
+    def from_plan(cls, plan, collective: Optional[Collective] = None) -> "Model":
+        """Build what a LoadPlan (load_plan.py) decided: nothing is parsed or checked again. `collective`: the
+        workers of a split model (tensor_parallel.py)."""
+        return cls(plan.gguf, plan.config, plan.policy, plan.shard, collective)
 
     @classmethod
     def from_gguf(cls, gguf_file, policy: str = "auto", context_length: Optional[int] = None,
-                  memory_budget: Optional[int] = None, shard: Optional[ShardPlan] = None,
+                  memory_limit: Optional[int] = None, workers: int = 1, rank: int = 0,
                   collective: Optional[Collective] = None) -> "Model":
-        """Build from a GGUFFile or a path.
+        """Plan the load of a GGUFFile or a path (load_plan.plan_model: policy "auto" or one of
+        matrices.POLICIES; "auto" against memory_limit, default the heap) and build it; workers, rank and
+        collective: this worker's part of a model split across workers."""
+        from .fit_check import MODEL_HEAP
+        from .load_plan import plan_model
 
-        policy: "auto" (the fastest that fits memory_budget: for a shard, its own part) or one of
-        weights.POLICIES. shard and collective: see tensor_parallel.py.
-        """
         if not isinstance(gguf_file, GGUFFile):
             gguf_file = GGUFFile.open(gguf_file)
-        config = ModelConfig.from_gguf(gguf_file, context_length)
-        check_model(gguf_file, config)  # every tensor present, shaped as the metadata says, finite
-        if policy == "auto":
-            kv_heads = sum(b.n_kv for b in head_blocks(shard, config.n_heads, config.n_kv_heads))
-            kv_bytes = KVCache.bytes_needed(config.n_layers, kv_heads, config.context_length, config.head_dim)
-            budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-            policy = choose_policy(matrices_to_store(gguf_file, config, shard), kv_bytes, budget)
-        return cls(gguf_file, config, policy, shard, collective)
+        limit = MODEL_HEAP if memory_limit is None else memory_limit
+        return cls.from_plan(plan_model(gguf_file, context_length, policy, limit, workers, rank), collective)
 
     def reset(self) -> None:
-        self.n_past = 0
+        """Forget the cached positions (the next forward starts at 0)."""
+        self.cache.ids.clear()
 
     def memory_bytes(self) -> int:
         """Bytes of weights and KV cache this model reads from (quantized weights are views of the file)."""
@@ -111,10 +109,8 @@ class Model:
         if all_logits and not logits:
             raise InvalidSettingError("all_logits asks for the logits that logits=False skips")
         ids = self._checked_ids(tokens, start_pos)
-        self.n_past = start_pos  # anything cached from here on is being replaced
         wanted = []  # hidden states [n, dim] of the tokens whose logits are asked for
-        for begin in range(0, len(ids), FORWARD_BATCH_TOKENS):
-            hidden = self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], start_pos + begin)  # [n, dim]
+        for hidden in self._batches(ids, start_pos):  # [n, dim] each
             wanted = wanted + [hidden] if all_logits else [hidden[-1:]]
         if not logits:
             return None
@@ -127,11 +123,18 @@ class Model:
         """The hidden states [len(tokens), dim] after the final norm (what the vocabulary head reads; the last
         of transformers' hidden_states) of `tokens` run from position 0: the source of embeddings. The cache
         is overwritten with them."""
-        ids = self._checked_ids(tokens, 0)
-        self.n_past = 0
-        hidden = [self._run_layers(ids[begin:begin + FORWARD_BATCH_TOKENS], begin)  # [n, dim] each
-                  for begin in range(0, len(ids), FORWARD_BATCH_TOKENS)]
+        hidden = list(self._batches(self._checked_ids(tokens, 0), 0))  # [n, dim] each
         return self._final_norm(np.concatenate(hidden))  # [len(tokens), dim]
+
+    def _batches(self, ids: np.ndarray, start_pos: int) -> Iterator[np.ndarray]:
+        """Run ids [n] through the layers FORWARD_BATCH_TOKENS at a time from start_pos, replacing whatever the
+        cache held from there on; yields each batch's hidden states [batch, dim] after the last layer."""
+        del self.cache.ids[start_pos:]  # anything cached from here on is being replaced
+        for begin in range(0, len(ids), FORWARD_BATCH_TOKENS):
+            batch = ids[begin:begin + FORWARD_BATCH_TOKENS]
+            hidden = self._run_layers(batch, start_pos + begin)  # [n, dim]
+            self.cache.ids.extend(int(i) for i in batch)  # these positions now hold their keys and values
+            yield hidden
 
     def _checked_ids(self, tokens: Sequence[int], start_pos: int) -> np.ndarray:
         """`tokens` as int64 ids [n] once they are known to fit the vocabulary and the context after start_pos."""
@@ -141,9 +144,9 @@ class Model:
         if end > self.config.context_length:
             raise ContextFullError("%d tokens do not fit the context of %d tokens (positions %d..%d)"
                                    % (end, self.config.context_length, start_pos, end - 1))
-        if not 0 <= start_pos <= self.n_past:
+        if not 0 <= start_pos <= len(self.cache.ids):
             raise InvalidSettingError("start_pos %d would leave a gap: the cache holds %d positions"
-                                      % (start_pos, self.n_past))
+                                      % (start_pos, len(self.cache.ids)))
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise InvalidSettingError("token ids must lie in 0..%d" % (self.config.vocab_size - 1))
@@ -169,7 +172,6 @@ class Model:
             if w.post_ffn_norm is not None:
                 h = rms_norm(h, w.post_ffn_norm, cfg.rms_eps)
             x = x + h  # residual
-        self.n_past = start_pos + len(ids)
         return x
 
     def _vocab_logits(self, hidden: np.ndarray) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""The KV cache: every layer's keys and values for the positions seen so far, preallocated.
+"""The KV cache: every layer's keys and values for the positions seen so far, preallocated, and the token ids
+they belong to.
 
 Allocated once for the whole context, so decoding a token writes into existing memory instead of
 growing arrays. Layout [n_layers, n_kv_heads, context, head_dim]: one kv head's keys for a range of
-positions form a contiguous block, which is what attention multiplies with.
+positions form a contiguous block, which is what attention multiplies with. `ids` is the one record of how
+many positions are filled and with which tokens: Model.forward writes it, a chat session reads it to reuse
+the prefix a new prompt shares with it.
 
     >>> cache = KVCache(n_layers=2, n_kv_heads=1, context_length=8, head_dim=4)
     >>> cache.store(0, 0, np.ones((3, 1, 4), np.float32), np.zeros((3, 1, 4), np.float32))
@@ -10,6 +13,8 @@ positions form a contiguous block, which is what attention multiplies with.
     (1, 3, 4)
 """
 from __future__ import annotations
+
+from typing import List
 
 import numpy as np
 
@@ -19,6 +24,7 @@ class KVCache:
         shape = (n_layers, n_kv_heads, context_length, head_dim)
         self.k = np.zeros(shape, dtype=np.float32)
         self.v = np.zeros(shape, dtype=np.float32)
+        self.ids: List[int] = []  # the token at each filled position, in order: len(ids) positions are filled
 
     @staticmethod
     def bytes_needed(n_layers: int, n_kv_heads: int, context_length: int, head_dim: int) -> int:

@@ -15,8 +15,8 @@ Every matrix, whatever its policy, answers the same two questions:
     >>> w.matmul(x)              # x [n, in] -> x @ W.T [n, out]  # doctest: +SKIP
     >>> w.dequantize_rows(0, 2)  # -> float32 [2, in]  # doctest: +SKIP
 
-`choose_policy` picks the fastest policy whose estimated bytes fit a memory budget; the browser's
-wasm heap (4 GiB, any one array under 2 GiB) must also hold the GGUF file itself, hence the 1.2 GiB default.
+`estimate_bytes` sizes a policy before anything is built; load_plan.py chooses the policy of a load from
+those figures (fit_check.py).
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from ..errors import InvalidSettingError
 from ..gguf.ggml_types import TYPES_BY_NAME, row_nbytes
 
 POLICIES = ("float32", "int8", "quantized")  # fastest first
-DEFAULT_MEMORY_BUDGET = 1.2 * 2 ** 30  # bytes for cached weights + KV cache
 INT8_BLOCK = 32  # weights sharing one int8 scale
 # Weights in one band of rows of a compressed matrix decoded at a time (for a product, or to store it under
 # another policy): bounds that temporary float32 buffer to 4 MB. quants.WEIGHTS_PER_DECODE_STEP splits the
@@ -201,11 +200,3 @@ def estimate_bytes(matrices: Iterable[QuantizedMatrix], policy: str) -> int:
         else:
             total += m.nbytes
     return total
-
-
-def choose_policy(matrices: Sequence[QuantizedMatrix], fixed_bytes: int, budget: float) -> str:
-    """The fastest policy whose matrices plus `fixed_bytes` (KV cache, ...) fit `budget`; else 'quantized'."""
-    for policy in POLICIES[:-1]:
-        if estimate_bytes(matrices, policy) + fixed_bytes <= budget:
-            return policy
-    return "quantized"

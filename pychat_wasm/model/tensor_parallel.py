@@ -15,7 +15,7 @@ slices are put together with `collective.gather`. Everything else (norms, RoPE, 
 every worker computes in full, on identical numbers, so all of them pick the same next token.
 
     >>> plans = plan_shards(config, workers=2)          # one ShardPlan per worker  # doctest: +SKIP
-    >>> model = Model.from_gguf(gguf, shard=plans[rank], collective=collective)  # doctest: +SKIP
+    >>> model = Model.from_gguf(gguf, workers=2, rank=rank, collective=collective)  # its plans[rank]  # doctest: +SKIP
 
 A Collective (see `Collective` below) is web/tensor_parallel.js over a SharedArrayBuffer in the browser,
 and threads in tests/oracle/test_tensor_parallel.py.

@@ -109,7 +109,7 @@ def stored_matrix_infos(gguf_file: GGUFFile) -> List[TensorInfo]:
 
 
 def matrices_to_store(gguf_file: GGUFFile, config: ModelConfig, plan: Optional[ShardPlan] = None) -> list:
-    """What this worker will keep of each stored matrix, before any is built (choose_policy's estimate)."""
+    """What this worker will keep of each stored matrix, before any is built (the fit check sizes them)."""
     part = Slicer(plan, config.head_dim)
     kept = [part.shard(matrix, name) for i in range(config.n_layers)
             for name, matrix in layer_matrices(gguf_file, config, i).items()]

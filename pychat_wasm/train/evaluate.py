@@ -33,14 +33,13 @@ class AnswerReport(NamedTuple):
 
 def session_from_gguf_bytes(data: Any, name: str = "trained.gguf", policy: str = "float32") -> ChatSession:
     gguf = GGUFFile(np.frombuffer(data, dtype=np.uint8), name=name)
-    return ChatSession.from_gguf(gguf, policy=policy, settings=GREEDY)
+    return ChatSession.from_gguf(gguf, policy=policy)
 
 
 def greedy_answer(session: ChatSession, history: Sequence[Dict[str, str]], question: str) -> str:
     """The session's greedy answer to `question` after the messages in `history`."""
-    session.use_settings(GREEDY)
-    session.restore(list(history))
-    return "".join(e.text for e in session.generate(question) if e.kind == "piece").strip()
+    messages = list(history) + [{"role": "user", "content": question}]
+    return "".join(e.text for e in session.reply(messages, GREEDY) if e.kind == "piece").strip()
 
 
 def answer_report(session: ChatSession, conversations: Sequence[List[Dict[str, str]]]) -> AnswerReport:

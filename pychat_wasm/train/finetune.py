@@ -20,14 +20,14 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..gguf import quants
-from ..chat.template import ChatTemplate
 from ..errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
 from ..gguf.reader import GGUFFile
 from ..gguf.writer import GGUFWriter
 from ..model.config import ModelConfig, layer_tensors
-from ..tokenizers import load_tokenizer
+from ..model.load_plan import LoadPlan
 from .data import Conversation, TrainingData, split_validation
 from .export import model_writer
+from .replay import replay_plan
 from .run import LoopSettings, Phase, TrainingRun
 
 # What LoRA adapts: a layer's matrices (model/config.py's LAYER_TENSORS) whose names begin so.
@@ -112,29 +112,30 @@ def file_fingerprint(gguf: GGUFFile) -> str:
     return hashlib.sha256(gguf.data).hexdigest()
 
 
-def check_can_finetune(gguf: GGUFFile, data: TrainingData) -> ModelConfig:
-    """The base model's configuration, if the trainer implements its architecture and the data has
-    conversations; callers check this before they spend time on replay answers."""
-    config = ModelConfig.from_gguf(gguf)
-    if config.arch not in TRAINABLE_ARCHITECTURES:
+def check_can_finetune(plan: LoadPlan, data: TrainingData) -> None:
+    """Raise unless the trainer implements the base model's architecture and the data has conversations;
+    callers check this before they spend time on replay answers."""
+    if plan.config.arch not in TRAINABLE_ARCHITECTURES:
         raise UnsupportedArchitectureError("fine-tuning supports %s models; %s is %s"
-                                           % (" and ".join(TRAINABLE_ARCHITECTURES), gguf.name, config.arch))
+                                           % (" and ".join(TRAINABLE_ARCHITECTURES), plan.gguf.name, plan.config.arch))
     if not data.conversations:
         raise TrainingDataError("fine-tuning needs conversations (JSONL {\"messages\": [...]} or "
                                 "\"User: ... Assistant: ...\" strings)")
-    return config
 
 
 class FinetuneRun(TrainingRun):
     kind = "finetune"
 
     def __init__(self, settings: FinetuneSettings, gguf: GGUFFile, data: TrainingData,
-                 trained: Optional[Dict[str, np.ndarray]] = None, replay: Sequence[Conversation] = ()):
+                 trained: Optional[Dict[str, np.ndarray]] = None, replay: Sequence[Conversation] = (),
+                 plan: Optional[LoadPlan] = None):
         """`replay`: the base model's own answers (replay.ReplayAnswers), trained on beside `data`'s
-        conversations and never held out for validation."""
-        config = check_can_finetune(gguf, data)
+        conversations and never held out for validation. `plan`: the base model's replay_plan when the caller
+        has made it already (its config, tokenizer and template)."""
+        plan = plan or replay_plan(gguf)
+        check_can_finetune(plan, data)
+        config, tokenizer = plan.config, plan.tokenizer
         self.settings, self.gguf, self.data, self.replay = settings, gguf, data, list(replay)
-        tokenizer = load_tokenizer(gguf)
         params = base_parameters(gguf)
         if settings.full:
             trainable = None
@@ -145,8 +146,8 @@ class FinetuneRun(TrainingRun):
             if name not in params or params[name].shape != value.shape:
                 raise CheckpointError("the checkpoint's %s does not fit %s" % (name, gguf.name))
             params[name] = value
-        super().__init__(settings.loop(), config, params, tokenizer, ChatTemplate.from_gguf(gguf, tokenizer),
-                         trainable, lora_scale=settings.alpha / settings.rank)
+        super().__init__(settings.loop(), config, params, tokenizer, plan.template, trainable,
+                         lora_scale=settings.alpha / settings.rank)
         chats, held = split_validation(data.conversations)
         self.trained_on, self.held_out = TrainingData([], chats), TrainingData([], held)
         examples = self.encode_chats(chats)

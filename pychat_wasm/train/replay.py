@@ -6,7 +6,7 @@ base model itself answers to general questions (rehearsal with targets the model
 answers where they were. The questions are data/replay_questions.json; they share none with the evaluation
 files, so the general questions `finetune` checks afterwards are held out.
 
-    >>> replay = ReplayAnswers(gguf, count=48)                      # doctest: +SKIP
+    >>> replay = ReplayAnswers(replay_plan(gguf), count=48)         # doctest: +SKIP
     >>> while not replay.finished: replay.answer_next()            # doctest: +SKIP
     >>> replay.conversations[0]                                     # doctest: +SKIP
     [{'role': 'user', 'content': 'What is the capital of Egypt?'},
@@ -22,6 +22,7 @@ from ..errors import InvalidSettingError
 from ..gguf.reader import GGUFFile
 from ..chat.sampler import SamplingSettings
 from ..chat.session import ChatSession
+from ..model.load_plan import LoadPlan, plan_load
 from .data import DATA_DIR, Conversation
 
 REPLAY_QUESTIONS = os.path.join(DATA_DIR, "replay_questions.json")
@@ -32,20 +33,26 @@ GREEDY = SamplingSettings(temperature=0.0, repeat_penalty=1.0, max_tokens=MAX_AN
 CONTEXT_TOKENS = 256  # a question and its answer; keeps the KV cache small next to the weights
 
 
+def replay_plan(gguf: GGUFFile) -> LoadPlan:
+    """The base model's load plan with float32 weights (as the trainer holds them): replay runs it at
+    CONTEXT_TOKENS of context, and fine-tuning reads the base model's config, tokenizer and template from it."""
+    return plan_load(gguf, policy="float32")
+
+
 def replay_questions() -> List[str]:
     with open(REPLAY_QUESTIONS, encoding="utf-8") as fh:
         return json.load(fh)
 
 
 class ReplayAnswers:
-    """Asks the base model the first `count` replay questions, one per `answer_next`, greedily with float32
-    weights (as the trainer holds them), and keeps each answer that ends by itself."""
+    """Asks the base model (planned by replay_plan) the first `count` replay questions, one per `answer_next`,
+    greedily, and keeps each answer that ends by itself."""
 
-    def __init__(self, gguf: GGUFFile, count: int):
+    def __init__(self, plan: LoadPlan, count: int):
         questions = replay_questions()
         if not 0 <= count <= len(questions):
             raise InvalidSettingError("replay takes 0 to %d questions, got %r" % (len(questions), count))
-        self.gguf = gguf
+        self.plan = plan
         self.questions = questions[:count]
         self.answered = 0
         self.conversations: List[Conversation] = []
@@ -57,12 +64,10 @@ class ReplayAnswers:
 
     def answer_next(self) -> None:
         if self._session is None:
-            self._session = ChatSession.from_gguf(self.gguf, policy="float32", context_length=CONTEXT_TOKENS,
-                                                  settings=GREEDY)
+            self._session = ChatSession.from_plan(self.plan.shortened(CONTEXT_TOKENS))
         question = self.questions[self.answered]
-        self._session.restore([])
         pieces, stop_reason = [], ""
-        for event in self._session.generate(question):
+        for event in self._session.reply([{"role": "user", "content": question}], GREEDY):
             if event.kind == "piece":
                 pieces.append(event.text)
             elif event.kind == "done":

@@ -77,9 +77,14 @@ def native_answer(parts, question, settings, system_prompt=None, follow_up=None)
     from pychat_wasm.chat.sampler import SamplingSettings
     from pychat_wasm.chat.session import ChatSession
 
-    session = ChatSession(*parts, settings=SamplingSettings(**settings), system_prompt=system_prompt)
-    return ["".join(e.text for e in session.generate(q) if e.kind == "piece")
-            for q in [question] + ([follow_up] if follow_up else [])]
+    session = ChatSession(*parts)
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    answers = []
+    for q in [question] + ([follow_up] if follow_up else []):
+        messages.append({"role": "user", "content": q})
+        answers.append(list(session.reply(messages, SamplingSettings(**settings)))[-1].text)
+        messages.append({"role": "assistant", "content": answers[-1]})
+    return answers
 
 
 @pytest.fixture(scope="module")

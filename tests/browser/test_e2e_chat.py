@@ -36,8 +36,8 @@ def native(smollm2_path):
     from pychat_wasm.chat.sampler import SamplingSettings
     from pychat_wasm.chat.session import ChatSession
 
-    session = ChatSession.from_gguf(GGUFFile.open(str(smollm2_path)), settings=SamplingSettings(**GREEDY))
-    return lambda messages: list(session.reply(messages))[-1].text
+    session = ChatSession.from_gguf(GGUFFile.open(str(smollm2_path)))
+    return lambda messages: list(session.reply(messages, SamplingSettings(**GREEDY)))[-1].text
 
 
 page = page_fixture("server", **GREEDY)

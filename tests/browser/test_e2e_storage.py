@@ -168,14 +168,14 @@ def test_out_of_memory_mid_answer_restarts_python_and_keeps_the_conversation(pag
     page.evaluate("document.querySelectorAll('.alert').forEach((a) => a.remove())")  # the other rank's run
     chat_workers(page)[rank].evaluate("""() => py.runPython(`
 import pychat_wasm.browser.chat_worker as w
-_session = w._worker.session
-_forward, _calls = _session._forward, []
+_model = w._worker.session.model
+_forward, _calls = _model.forward, []
 def _failing_forward(ids, **options):
     _calls.extend([1] if len(ids) == 1 else [])  # generated tokens, not prompt chunks
     if len(_calls) > 6:
         raise MemoryError("simulated: the wasm heap is full")
     return _forward(ids, **options)
-_session._forward = _failing_forward
+_model.forward = _failing_forward
 `)""")
     page.evaluate("window.__oldPython = pychat.python")
     start_long_answer(page)

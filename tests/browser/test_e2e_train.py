@@ -337,9 +337,9 @@ def replayed(smollm2_path):
     """How many of the first REPLAY questions SmolLM2 answers within the limit, worked out natively: the
     worker's greedy answers must be the same."""
     from pychat_wasm.gguf.reader import GGUFFile
-    from pychat_wasm.train.replay import ReplayAnswers
+    from pychat_wasm.train.replay import ReplayAnswers, replay_plan
 
-    return len(ReplayAnswers(GGUFFile.open(str(smollm2_path)), REPLAY).answer_all())
+    return len(ReplayAnswers(replay_plan(GGUFFile.open(str(smollm2_path))), REPLAY).answer_all())
 
 
 finetune_page = page_fixture("server", PANEL_RECORDER + TRAIN_WORKER_PROBE, **GREEDY)

@@ -55,7 +55,7 @@ def test_greedy_json_under_a_schema_is_valid(smollm2, question, schema):
             break
         generated.append(token)
         history.append(token)
-        logits = model.forward([token], model.n_past)
+        logits = model.forward([token], len(model.cache.ids))
     assert constraint.can_end, tokenizer.decode(generated)
     value = json.loads(tokenizer.decode(generated))
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)

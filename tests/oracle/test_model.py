@@ -18,6 +18,7 @@ import pychat_wasm.model.forward as model_module
 from pychat_wasm.errors import ContextFullError, InvalidSettingError, UnsupportedArchitectureError
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.config import DEFAULT_CONTEXT_CAP
+from pychat_wasm.model.fit_check import fit_check
 from pychat_wasm.model.forward import Model, attention_mask
 from pychat_wasm.model.matrices import Float32Matrix, Int8Matrix, QuantizedMatrix
 from gguf_files import write_gguf
@@ -51,7 +52,7 @@ def test_prompt_batch_matches_transformers(tiny_models, arch, policy):
     model = Model.from_gguf(path, policy=policy)
     assert model.policy == policy and model.config.arch == arch
     np.testing.assert_allclose(model.forward(TINY_TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-3)
-    assert model.n_past == len(TINY_TOKENS)
+    assert model.cache.ids == TINY_TOKENS  # the cache records the ids whose keys and values it holds
 
 
 @pytest.mark.parametrize("policy", ["float32", "quantized"])
@@ -97,7 +98,7 @@ def test_chunks_without_logits_fill_the_same_cache(tiny_models, arch, monkeypatc
     for begin in (0, 4):
         with_logits.forward(TINY_TOKENS[begin:begin + 4], begin)
         assert without.forward(TINY_TOKENS[begin:begin + 4], begin, logits=False) is None
-    assert head_rows == [] and without.n_past == with_logits.n_past == 8
+    assert head_rows == [] and without.cache.ids == with_logits.cache.ids == TINY_TOKENS[:8]
     np.testing.assert_array_equal(without.cache.k, with_logits.cache.k)
     np.testing.assert_array_equal(without.cache.v, with_logits.cache.v)
     last = without.forward(TINY_TOKENS[8:], 8)
@@ -180,13 +181,19 @@ def test_unknown_architecture_names_the_supported_ones(tmp_path):
         Model.from_gguf(path)
 
 
-def test_auto_policy_follows_the_memory_budget(tiny_models):
+def test_auto_policy_is_the_fit_checks_best_against_the_same_limit(tiny_models):
+    """One rule (load_plan.py): a load uses the fastest policy whose file + allocated weights + KV cache fit the
+    memory limit, which is the fit check's "best" at that context; with none, the smallest (quantized)."""
     path = tiny_models["qwen2"][0]
+    gguf = GGUFFile.open(str(path))
     sizes = {p: Model.from_gguf(path, policy=p).memory_bytes() for p in ("float32", "int8", "quantized")}
     assert sizes["float32"] > 2 * max(sizes["int8"], sizes["quantized"])
-    assert Model.from_gguf(path, memory_budget=10 ** 9).policy == "float32"
-    assert Model.from_gguf(path, memory_budget=sizes["int8"]).policy == "int8"
-    assert Model.from_gguf(path, memory_budget=1000).policy == "quantized"
+    assert Model.from_gguf(path).policy == fit_check(gguf)["best"] == "float32"  # against the heap by default
+    for policy, extra in (("float32", 0), ("int8", sizes["int8"])):  # the int8 weights and cache, and the file
+        limit = gguf.size + extra if extra else 10 ** 9
+        assert Model.from_gguf(path, memory_limit=limit).policy == policy == fit_check(gguf, memory_limit=limit)["best"]
+    assert Model.from_gguf(path, memory_limit=1000).policy == "quantized"  # none fits: the least memory
+    assert fit_check(gguf, memory_limit=1000)["best"] is None
 
 
 # -- int8 storage ---------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ def test_smollm2_matches_transformers_and_the_golden_answer(smollm2_path, smollm
     answer, token = [], int(logits[-1].argmax())
     while len(answer) < len(GOLDEN_IDS):
         answer.append(token)
-        token = int(model.forward([token], model.n_past).argmax())
+        token = int(model.forward([token], len(model.cache.ids)).argmax())
     assert answer == GOLDEN_IDS
 
 

@@ -210,7 +210,7 @@ def test_a_prompt_the_vocabulary_cannot_write_is_a_typed_error(tiny_models):
     """The placeholder vocabulary of the oracle models has no byte tokens: "Hi" encodes to nothing."""
     session = ChatSession.from_gguf(GGUFFile.open(str(tiny_models["llama"][0])))
     with pytest.raises(TokenizerError, match="encodes to no tokens"):
-        list(session.generate("Hi"))
+        list(session.reply([{"role": "user", "content": "Hi"}]))
 
 
 def test_the_real_model_passes_and_a_wrong_head_count_does_not(smollm2_path):
@@ -228,7 +228,7 @@ def test_a_rendered_prompt_far_beyond_the_context_is_refused_before_tokenizing(t
                         metadata={"tokenizer.chat_template": "{{ 'tok' * 66666 }}"})
     session = ChatSession.from_gguf(GGUFFile.open(str(path)))
     with pytest.raises(ContextFullError, match="199998 characters"):
-        list(session.generate("Hi"))
+        list(session.reply([{"role": "user", "content": "Hi"}]))
 
 
 @pytest.fixture(scope="module")

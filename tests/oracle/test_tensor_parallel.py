@@ -57,10 +57,11 @@ class ThreadCollective(Collective):
 
 def sharded_models(path, workers, policy, context_length=None):
     gguf = GGUFFile.open(path)
-    plans = plan_shards(ModelConfig.from_gguf(gguf, context_length), workers)
     slots, barrier = [None] * workers, threading.Barrier(workers)
-    return [Model.from_gguf(gguf, policy=policy, context_length=context_length, shard=plan,
-                            collective=ThreadCollective(plan.rank, slots, barrier)) for plan in plans]
+    models = [Model.from_gguf(gguf, policy=policy, context_length=context_length, workers=workers, rank=rank,
+                              collective=ThreadCollective(rank, slots, barrier)) for rank in range(workers)]
+    assert [m.shard.rank for m in models] == list(range(workers))  # split as asked: each holds its own part
+    return models
 
 
 def run_all(models, tokens, start_pos, **flags):

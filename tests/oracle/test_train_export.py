@@ -149,8 +149,9 @@ def ours_greedy(exports, questions) -> list:
         text = greedy_answer(session, [], question)
         prompt = encode_chat(session.tokenizer, session.template.render(
             [{"role": "user", "content": question}], add_generation_prompt=True))
-        assert session.cached_ids[:len(prompt)] == prompt
-        generated = session.cached_ids[len(prompt):]  # every sampled token but the end of turn is fed back
+        cached = session.model.cache.ids  # the ids whose keys and values the KV cache holds
+        assert cached[:len(prompt)] == prompt
+        generated = cached[len(prompt):]  # every sampled token but the end of turn is fed back
         assert text == session.tokenizer.decode(generated).strip()
         if len(generated) < GREEDY.max_tokens:  # stopped by an end-of-turn token: the argmax after the rest
             end = int(np.argmax(model.forward(prompt + generated, 0)))

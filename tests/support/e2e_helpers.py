@@ -171,9 +171,18 @@ def saved_messages(page) -> List[Dict[str, str]]:
     return page.evaluate(SAVED_MESSAGES)
 
 
+# The messages the last answer's prompt kept and the answer, as its "done" event reported them (budget.dropped:
+# how many of the oldest messages the prompt left out; text: the whole answer) and the page saved them.
+PROMPT_MESSAGES = """async () => {
+  const saved = await pychat.conversations.get(pychat.conversation.id);
+  return saved ? saved.messages.slice(saved.dropped || 0).map(({role, content}) => ({role, content})) : [];
+}"""
+
+
 def python_messages(page) -> List[Dict[str, str]]:
-    """What Python's last answer used: the system prompt if any, the messages its prompt kept, the answer."""
-    return page.evaluate("async () => (await pychat.python.request('lastTurn')).messages")
+    """What Python's last answer used (Python keeps no conversation): the messages its prompt kept, then the
+    answer, by the "done" event's count of dropped messages and whole answer."""
+    return page.evaluate(PROMPT_MESSAGES)
 
 
 def drop_files(page, selector: str, files: Dict[str, bytes]) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from pychat_wasm.browser import chat_worker as worker_api
 from pychat_wasm.errors import InvalidSettingsError
+from pychat_wasm.gguf.reader import GGUFFile
+from pychat_wasm.model.fit_check import fit_check
 
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
 GOLDEN_ANSWER = "The capital of France is Paris."  # transformers and llama.cpp, greedy
@@ -54,11 +56,12 @@ def loaded(smollm2_path):
     return reply["info"]
 
 
-def test_load_reports_what_the_page_shows(loaded):
+def test_load_reports_what_the_page_shows(loaded, smollm2_path):
     assert loaded["architecture"] == "llama"
     assert loaded["tensor_types"] == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
     assert loaded["file_bytes"] == 98362432
-    assert loaded["policy"] in ("float32", "int8", "quantized")
+    # the policy the fit check chooses at the loaded context, against the same heap figure
+    assert loaded["policy"] == fit_check(GGUFFile.open(str(smollm2_path)), loaded["context_length"])["best"]
 
 
 def test_greedy_turn_streams_the_reference_answer(loaded):
@@ -72,15 +75,16 @@ def test_greedy_turn_streams_the_reference_answer(loaded):
     assert [b["answer"] for b in budgets] == [0, 0] + list(range(1, 8)) + [8]  # 2 prompt chunks, then per token
     assert budgets[-1]["used"] == 42 + 8 and budgets[-1]["history"] + budgets[-1]["system"] == 42
     assert budgets[-1]["dropped"] == 0 and budgets[-1]["will_drop_next"] is False
-    used = call(worker_api.last_turn)
-    assert used["budget"] == budgets[-1]
-    assert used["messages"] == [user(GOLDEN_QUESTION), assistant(GOLDEN_ANSWER)]
 
 
 def test_a_conversation_sent_whole_reuses_the_cache(loaded):
     history = [user(GOLDEN_QUESTION), assistant(GOLDEN_ANSWER)]
     budget = call(worker_api.conversation_budget, json.dumps({"system_prompt": "", "messages": history}))["budget"]
     assert budget["used"] == 42 + 8 + 1 and budget["answer"] == 0  # golden prompt, answer + end token, newline
+    assert budget["reserve"] == 512  # room for an answer: the default max_tokens, less than a quarter of 4096
+    budget = call(worker_api.conversation_budget, json.dumps({"system_prompt": "", "messages": history,
+                                                              "settings": {"max_tokens": 16}}))["budget"]
+    assert budget["reserve"] == 16 and budget["used"] == 42 + 8 + 1  # the page's max_tokens sizes the room
     run_turn([user(GOLDEN_QUESTION)])
     events, text = run_turn(history + [user("And of Germany? Answer in one sentence.")])
     assert "Berlin" in text
@@ -94,18 +98,26 @@ def test_regenerating_reuses_the_prompt_and_gives_the_same_greedy_answer(loaded)
     assert again[-1]["stats"]["reused_tokens"] == 41 and again[-1]["stats"]["prompt_tokens"] == 1
 
 
+def cached_ids():
+    """The token ids the loaded model's KV cache holds: all Python keeps between turns (None: no model)."""
+    session = worker_api._worker.session
+    return list(session.model.cache.ids) if session else None
+
+
 def test_a_failed_turn_leaves_python_as_it_was(loaded):
     run_turn([user(GOLDEN_QUESTION)])
-    before = call(worker_api.last_turn)
+    before = cached_ids()
     reply = call(worker_api.begin_turn, turn([user("word " * 5000)]))
     assert reply["ok"]  # the conversation is well formed; the prompt is built at the first event
     reply = call(worker_api.next_event)
     assert reply["ok"] is False and reply["error"]["type"] == "ContextFullError"
-    assert call(worker_api.last_turn) == before
+    assert cached_ids() == before
     for bad in ([], [assistant("Hi")], [{"role": "robot", "content": "x"}], [user(5)]):
         reply = call(worker_api.begin_turn, turn(bad))
         assert reply["ok"] is False and reply["error"]["type"] == "InvalidConversationError", bad
-    assert call(worker_api.last_turn) == before
+    assert cached_ids() == before
+    events, text = run_turn([user(GOLDEN_QUESTION)])  # the same prompt again: all of it from the cache
+    assert text == GOLDEN_ANSWER and events[-1]["stats"]["reused_tokens"] == 41
 
 
 def test_stop_strings_come_with_the_turn(loaded):
@@ -138,7 +150,7 @@ def test_out_of_memory_is_reported_as_data(loaded, smollm2_path, monkeypatch):
     def no_memory(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(worker_api.Model, "from_gguf", no_memory)
+    monkeypatch.setattr(worker_api.ChatSession, "from_plan", no_memory)
     reply = call(worker_api.load_model, np.fromfile(str(smollm2_path), np.uint8), "big.gguf")
     assert reply["error"]["type"] == "MemoryError"
     assert "2 GiB" in reply["error"]["message"]
@@ -149,11 +161,11 @@ def test_out_of_memory_is_reported_as_data(loaded, smollm2_path, monkeypatch):
 def test_settings_out_of_range_are_refused_with_the_clis_message(loaded, settings):
     """The page gets, as data, the message `pychat-wasm chat` prints for the same value (sampler.py's rules),
     and the turn does not start."""
-    before = call(worker_api.last_turn)
+    before = cached_ids()
     message = "max tokens must be a whole number of at least 1, not %r" % (settings["max_tokens"],)
     reply = call(worker_api.begin_turn, turn([user("Hi")], settings))
     assert reply["ok"] is False
     assert (reply["error"]["type"], reply["error"]["message"]) == ("InvalidSettingsError", message)
-    assert call(worker_api.next_event) == {"ok": True, "event": None} and call(worker_api.last_turn) == before
+    assert call(worker_api.next_event) == {"ok": True, "event": None} and cached_ids() == before
     reply = call(worker_api.begin_turn, turn([user("Hi")], stop=[""]))
     assert reply["ok"] is False and reply["error"]["type"] == "InvalidSettingsError"

@@ -1,5 +1,6 @@
-"""The fit check (pychat_wasm/model/fit_check.py): its figures against the memory a real load allocates, its
-header-only parse against the whole file, and its verdicts."""
+"""The fit check (pychat_wasm/model/fit_check.py): its figures against the memory a real load allocates (of a
+whole model, and of one worker's part of a split one), its header-only parse against the whole file, its
+verdicts, and the policy a load chooses from them (load_plan.py)."""
 from __future__ import annotations
 
 import functools
@@ -17,9 +18,11 @@ import pytest
 
 from pychat_wasm.browser import chat_worker as worker_api
 from pychat_wasm.errors import HeaderTruncatedError, InvalidSettingError
-from pychat_wasm.model.fit_check import DOES_NOT_FIT, FITS, FITS_SHORTER, MIN_CONTEXT, fit_check
+from pychat_wasm.model.fit_check import (DOES_NOT_FIT, FITS, FITS_SHORTER, MIN_CONTEXT, MODEL_HEAP, fit_check,
+                                         policy_rows)
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.forward import Model
+from pychat_wasm.model.load_plan import plan_model
 
 CONTEXT = 1024
 # KV bytes per token from the models' published configs: 2 (k, v) x 4 bytes x layers x kv heads x head_dim.
@@ -57,6 +60,37 @@ def test_figures_equal_the_memory_a_load_allocates(model_file, policy):
     weights_read = model.memory_bytes() - model.cache.nbytes  # views of the file included
     assert weights_read == row["weight_bytes"]
     assert row["total_bytes"] == path.stat().st_size + row["allocated_weight_bytes"] + row["kv_cache_bytes"]
+
+
+@pytest.mark.parametrize("policy", ["float32", "int8", "quantized"])
+def test_a_workers_figures_equal_what_its_part_allocates(smollm2_path, policy):
+    """Worker 1 of 2 of SmolLM2: query heads 4-8, which read KV heads 1 and 2 (2 of 3), and half the FFN."""
+    gguf = GGUFFile.open(str(smollm2_path))
+    plan = plan_model(gguf, CONTEXT, policy, workers=2, rank=1)
+    row = policy_rows(gguf, plan.config, MODEL_HEAP, plan.shard)[policy]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        model = Model.from_plan(plan)
+        allocated, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert row["kv_cache_bytes"] == model.cache.nbytes == KV_PER_TOKEN["smollm2"] * CONTEXT * 2 // 3
+    assert allocated == pytest.approx(row["allocated_weight_bytes"] + row["kv_cache_bytes"], rel=0.05)
+
+
+def test_a_load_takes_the_fastest_policy_its_part_fits(smollm2_path):
+    """The rule of load_plan.py: for a whole model the fit check's best; a worker of a split model, which holds
+    less, gets the fastest policy its own part fits, never a slower one."""
+    gguf = GGUFFile.open(str(smollm2_path))
+    parts = [plan_model(gguf, CONTEXT, "float32", workers=2, rank=rank) for rank in (0, 1)]
+    limit = max(policy_rows(gguf, p.config, MODEL_HEAP, p.shard)["float32"]["total_bytes"] for p in parts)
+    report = fit_check(gguf, CONTEXT, limit)
+    assert report["policies"]["float32"]["verdict"] != FITS and report["best"] == "int8"  # not whole, as float32
+    assert plan_model(gguf, CONTEXT, memory_limit=limit).policy == "int8"
+    assert [plan_model(gguf, CONTEXT, memory_limit=limit, workers=2, rank=rank).policy for rank in (0, 1)] == \
+        ["float32", "float32"]
+    assert plan_model(gguf, CONTEXT, memory_limit=1000).policy == "quantized"  # none fits: the least memory
 
 
 def test_the_header_alone_gives_the_figures_of_the_whole_file(model_file):

@@ -1,7 +1,9 @@
 """ChatSession on the real SmolLM2 (context 256 for speed): KV reuse gives the logits of a full recomputation,
-streaming, stop strings, max tokens, cancellation, and dropping old turns when the context is full."""
+streaming, stop strings, max tokens, cancellation, and dropping old turns when the context is full. The session
+answers the conversation it is given; each test keeps its own list of messages, as the page and the CLI do."""
 from __future__ import annotations
 
+import dataclasses
 from typing import List
 
 import numpy as np
@@ -50,15 +52,42 @@ def small_parts(parts, smollm2_path):
     return (Model.from_gguf(GGUFFile.open(str(smollm2_path)), context_length=SMALL_CONTEXT),) + parts[1:]
 
 
-def new_session(parts, settings=GREEDY, **options) -> ChatSession:
-    model, tokenizer, template = parts
-    return ChatSession(model, tokenizer, template, settings=settings, **options)
+class Chat:
+    """A session with the conversation its caller keeps: a first system message (if any), then the turns."""
+
+    def __init__(self, parts, settings=GREEDY, system_prompt=None, stop_strings=(), sampler=None):
+        model, tokenizer, template = parts
+        self.session = ChatSession(model, tokenizer, template, sampler=sampler)
+        self.settings, self.stop_strings = settings, list(stop_strings)
+        self.messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+
+    def events(self, text: str):
+        """The events of the answer to `text`; an answer that gets to "done" joins the conversation."""
+        messages = self.messages + [user(text)]
+        for event in self.session.reply(messages, self.settings, self.stop_strings):
+            if event.kind == "done":
+                self.messages = messages + [{"role": "assistant", "content": event.text}]
+            yield event
+
+    def kept(self, done) -> list:
+        """The messages the last answer's prompt kept (its "done" event's budget says how many it dropped),
+        without the answer."""
+        first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+        return self.messages[:first] + self.messages[first + done.budget.dropped:-1]
 
 
-def run_turn(session: ChatSession, text: str):
+def new_session(parts, settings=GREEDY, **options) -> Chat:
+    return Chat(parts, settings, **options)
+
+
+def run_turn(chat: Chat, text: str):
     """(answer text from the streamed pieces, all events)"""
-    events = list(session.generate(text))
+    events = list(chat.events(text))
     return "".join(e.text for e in events if e.kind == "piece"), events
+
+
+def user(text):
+    return {"role": "user", "content": text}
 
 
 def fresh_first_logits(parts, messages) -> np.ndarray:
@@ -101,8 +130,7 @@ def test_greedy_answer_streams_the_golden_text(parts):
     assert kinds[0] == "progress" and kinds[-1] == "done" and kinds.count("piece") == 7
     stats = events[-1].stats
     assert stats.stop_reason == "eos" and stats.prompt_tokens == 42 and stats.generated_tokens == 8
-    assert session.messages == [{"role": "user", "content": GOLDEN_QUESTION},
-                                {"role": "assistant", "content": GOLDEN_ANSWER}]
+    assert events[-1].text == GOLDEN_ANSWER and events[-1].budget.dropped == 0
     # First-position logits against the reference values transformers and llama.cpp agree on.
     first = sampler.seen[0]
     assert int(np.argmax(first)) == 504 and abs(first[504] - 29.78) < 0.05 and abs(first[38634] - 28.30) < 0.05
@@ -121,6 +149,8 @@ def test_second_turn_reuses_the_cache_and_matches_a_full_recomputation(parts):
     fresh = fresh_first_logits(parts, session.messages[:-1])
     np.testing.assert_allclose(incremental, fresh, atol=1e-4, rtol=0)
     assert prompt_len == len(encode_chat(parts[1], parts[2].render(session.messages[:-1])))
+    assert session.session.model.cache.ids[:prompt_len] == encode_chat(parts[1], parts[2].render(
+        session.messages[:-1], add_generation_prompt=True))  # the cache holds the prompt's ids, then the answer's
 
 
 def test_restored_conversation_continues_like_a_fresh_one(parts):
@@ -129,10 +159,10 @@ def test_restored_conversation_continues_like_a_fresh_one(parts):
     run_turn(session, "Name a colour.")  # fills the cache with a conversation we then replace
     history = [{"role": "system", "content": "Answer briefly."},
                {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."}]
-    session.restore(history)
+    session.messages = list(history)
     sampler.seen.clear()
     _, events = run_turn(session, "And 3 + 3?")
-    assert session.messages[:3] == history and session.system_prompt == "Answer briefly."
+    assert events[-1].budget.dropped == 0
     np.testing.assert_allclose(sampler.seen[0], fresh_first_logits(parts, history + [
         {"role": "user", "content": "And 3 + 3?"}]), atol=1e-4, rtol=0)
 
@@ -153,7 +183,7 @@ def test_stop_string_spanning_tokens_never_leaks(parts):
     assert text == "The capital of "
     assert all("France" not in e.text for e in events)
     assert events[-1].stats.stop_reason == "stop_string"
-    assert session.messages[-1]["content"] == "The capital of "
+    assert events[-1].text == "The capital of "
 
 
 def test_partial_stop_string_is_released_when_it_does_not_complete(parts):
@@ -173,10 +203,10 @@ def test_cancel_between_tokens_keeps_the_session_usable(parts):
     sampler = RecordingSampler()
     session = new_session(parts, sampler=sampler)
     pieces = []
-    for event in session.generate(GOLDEN_QUESTION):
+    for event in session.events(GOLDEN_QUESTION):
         if event.kind == "piece":
             pieces.append(event.text)
-            session.cancel()
+            session.session.cancel()
         if event.kind == "done":
             assert event.stats.stop_reason == "cancelled"
     assert pieces == ["The"]
@@ -189,9 +219,9 @@ def test_cancel_between_tokens_keeps_the_session_usable(parts):
 def test_cancel_during_the_prompt(parts):
     session = new_session(parts)
     events = []
-    for event in session.generate(GOLDEN_QUESTION):
+    for event in session.events(GOLDEN_QUESTION):
         events.append(event)
-        session.cancel()
+        session.session.cancel()
     assert [e.kind for e in events] == ["progress", "done"]
     assert events[-1].stats.stop_reason == "cancelled" and events[-1].stats.generated_tokens == 0
 
@@ -210,20 +240,23 @@ def test_full_context_drops_oldest_turns_but_keeps_the_system_prompt(small_parts
     for i in range(5):
         _, events = run_turn(session, long_message(i))
         notices += [e.text for e in events if e.kind == "notice"]
-        ids = encode_chat(tokenizer, template.render(session.messages[:-1]))
-        assert len(ids) + 4 <= SMALL_CONTEXT  # the prompt that was run left room for the answer
+        kept = session.kept(events[-1])
+        ids = encode_chat(tokenizer, template.render(kept, add_generation_prompt=True))
+        stats = events[-1].stats
+        assert len(ids) == stats.reused_tokens + stats.prompt_tokens  # the prompt that was run: the kept messages
+        assert len(ids) + 4 <= SMALL_CONTEXT  # it left room for the answer
     assert notices and "dropped" in notices[0] and "system prompt" in notices[0]
-    assert session.messages[0] == {"role": "system", "content": "Be brief."}
-    users = [m["content"] for m in session.messages if m["role"] == "user"]
+    assert kept[0] == {"role": "system", "content": "Be brief."}
+    users = [m["content"] for m in kept if m["role"] == "user"]
     assert users[-1] == long_message(4) and long_message(0) not in users
-    roles = [m["role"] for m in session.messages[1:]]
+    roles = [m["role"] for m in kept[1:]] + ["assistant"]
     assert roles == ["user", "assistant"] * (len(roles) // 2)  # whole turns were dropped
 
 
 def test_a_message_longer_than_the_context_is_refused(parts):
     session = new_session(parts, system_prompt="Be brief.")
     with pytest.raises(ContextFullError, match="too long"):
-        list(session.generate("word " * 400))
+        list(session.events("word " * 400))
     assert session.messages == [{"role": "system", "content": "Be brief."}]
     text, _ = run_turn(session, GOLDEN_QUESTION)
     assert text
@@ -236,103 +269,95 @@ def test_answer_that_reaches_the_end_of_the_context_stops_with_a_notice(small_pa
                           system_prompt=system)
     _, events = run_turn(session, "Count from 1 to 100, one number per line.")
     assert events[-1].stats.stop_reason == "context_full"
-    assert events[-1].stats.prompt_tokens > SMALL_CONTEXT * 3 // 5  # little room was left: the test stays short
+    stats = events[-1].stats
+    assert stats.reused_tokens + stats.prompt_tokens > SMALL_CONTEXT * 3 // 5  # little room left: the test stays short
     assert any(e.kind == "notice" and "context is full" in e.text for e in events)
-    assert len(session.cached_ids) == SMALL_CONTEXT
+    assert len(session.session.model.cache.ids) == SMALL_CONTEXT
 
 
 def test_budget_after_a_trim_is_what_the_session_holds(small_parts):
     """The reported budget equals the kept messages re-rendered and encoded, plus the generated tokens, and the
-    KV cache position; `dropped` counts exactly the messages no longer rendered; the warning comes true."""
+    KV cache's length; `dropped` counts exactly the messages no longer rendered; the warning comes true."""
     model, tokenizer, template = small_parts
     session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=4), system_prompt="Be brief.")
-    sent = []  # every user/assistant message of the conversation, the dropped ones too
     warned, warnings = False, 0
     for i in range(5):
-        sent.append({"role": "user", "content": long_message(i)})
         _, events = run_turn(session, long_message(i))
-        sent.append(session.messages[-1])
         dropped_now = any(e.kind == "notice" and "dropped" in e.text for e in events)
         assert dropped_now or not warned  # a warning at the last answer means this message dropped turns
         done = events[-1]
         budget, stats = done.budget, done.stats
-        prompt = encode_chat(tokenizer, template.render(session.messages[:-1]))
-        assert budget["used"] == len(prompt) + stats.generated_tokens
+        kept = session.kept(done)  # the system prompt, then all but the oldest `budget.dropped` messages
+        assert kept[1:] == session.messages[1 + budget.dropped:-1] and kept[1]["role"] == "user"
+        prompt = encode_chat(tokenizer, template.render(kept))
+        assert budget.used == len(prompt) + stats.generated_tokens
         fed_back = stats.generated_tokens - (1 if stats.stop_reason == "eos" else 0)  # an end token is not run
-        assert budget["used"] == model.n_past + stats.generated_tokens - fed_back
-        system_only = encode_chat(tokenizer, template.render(session.messages[:1], add_generation_prompt=False))
-        assert budget["system"] >= len(system_only)
-        assert budget["system"] + budget["history"] == len(prompt) and budget["answer"] == stats.generated_tokens
-        before_message = encode_chat(tokenizer, template.render(session.messages[:-2], add_generation_prompt=False))
-        assert budget["context"] == SMALL_CONTEXT and budget["reserve"] == 4 + len(prompt) - len(before_message)
-        assert sent[budget["dropped"]:] == session.messages[1:]  # the oldest `dropped` ones are gone, no others
-        assert budget["will_drop_next"] == (budget["used"] + budget["reserve"] > SMALL_CONTEXT)
-        assert session.budget() == budget
-        pieces = [e.budget["answer"] for e in events if e.kind == "piece"]
-        assert pieces == sorted(pieces) and all(e.budget["used"] <= SMALL_CONTEXT for e in events if e.budget)
-        warned = budget["will_drop_next"]
+        assert budget.used == len(model.cache.ids) + stats.generated_tokens - fed_back
+        system_only = encode_chat(tokenizer, template.render(kept[:1], add_generation_prompt=False))
+        assert budget.system >= len(system_only)
+        assert budget.system + budget.history == len(prompt) and budget.answer == stats.generated_tokens
+        before_message = encode_chat(tokenizer, template.render(kept[:-1], add_generation_prompt=False))
+        assert budget.context == SMALL_CONTEXT and budget.reserve == 4 + len(prompt) - len(before_message)
+        assert budget.will_drop_next == (budget.used + budget.reserve > SMALL_CONTEXT)
+        assert done.as_dict()["budget"] == dataclasses.asdict(budget)  # what the page gets
+        pieces = [e.budget.answer for e in events if e.kind == "piece"]
+        assert pieces == sorted(pieces) and all(e.budget.used <= SMALL_CONTEXT for e in events if e.budget)
+        warned = budget.will_drop_next
         warnings += warned
-    assert session.budget()["dropped"] >= 2 and warnings
-    session.restore(session.messages[:-2])
-    idle = session.budget()
-    assert idle["dropped"] == 0 and idle["answer"] == 0
-    assert idle["used"] == len(encode_chat(tokenizer, template.render(session.messages, add_generation_prompt=False)))
+    assert budget.dropped >= 2 and warnings
+    shorter = session.messages[:1] + session.messages[-4:]  # a conversation as it stands, before an answer
+    idle = session.session.budget(shorter, session.settings)
+    assert idle.dropped == 0 and idle.answer == 0
+    assert idle.used == len(encode_chat(tokenizer, template.render(shorter, add_generation_prompt=False)))
 
 
 # ---- a conversation the page owns (reply) -----------------------------------------------------------------
 
 
-def user(text):
-    return {"role": "user", "content": text}
-
-
-def test_a_fixed_seed_continues_one_stream_when_the_settings_come_with_every_turn(parts):
-    """The page sends its settings each turn (use_settings); the CLI sets them once: the same answers."""
+def test_a_fixed_seed_continues_one_stream_turn_after_turn(parts):
+    """Settings come with every turn; the same fixed seed continues its random stream, so a seeded conversation
+    is one reproducible stream; another seed in between starts a new one."""
     settings = SamplingSettings(temperature=1.0, seed=11, max_tokens=12)
-    cli = new_session(parts, settings)
-    cli_answers = [run_turn(cli, q)[0] for q in ("Tell me a story.", "Another one.")]
-    page = new_session(parts, settings)
-    conversation, page_answers = [], []
-    for question in ("Tell me a story.", "Another one."):
-        page.use_settings(SamplingSettings(temperature=1.0, seed=11, max_tokens=12))
-        conversation.append(user(question))
-        events = list(page.reply(conversation))
-        page_answers.append(events[-1].text)
-        conversation.append({"role": "assistant", "content": events[-1].text})
-    assert page_answers == cli_answers
+    answers = []
+    for _ in range(2):
+        chat = new_session(parts, settings)
+        answers.append([run_turn(chat, q)[0] for q in ("Tell me a story.", "Another one.")])
+    assert answers[0] == answers[1]
     restarted = new_session(parts, settings)  # a new seed sequence each turn would answer the second one so:
     run_turn(restarted, "Tell me a story.")
-    restarted.use_settings(SamplingSettings(temperature=1.0, seed=12, max_tokens=12))
-    restarted.use_settings(settings)
-    assert run_turn(restarted, "Another one.")[0] != cli_answers[1]
+    list(restarted.session.reply([user("Hi")], SamplingSettings(temperature=1.0, seed=12, max_tokens=1)))
+    assert run_turn(restarted, "Another one.")[0] != answers[0][1]
 
 
 def test_reply_answers_the_conversation_it_is_given_and_a_failure_changes_nothing(parts):
-    session = new_session(parts, system_prompt="Be brief.")
+    session = new_session(parts).session
     history = [{"role": "system", "content": "Answer briefly."}, user("What is 2 + 2?"),
                {"role": "assistant", "content": "4."}, user(GOLDEN_QUESTION)]
-    events = list(session.reply(history))
+    events = list(session.reply(history, GREEDY))
     assert events[-1].kind == "done" and events[-1].text == "".join(e.text for e in events if e.kind == "piece")
-    assert session.messages == history + [{"role": "assistant", "content": events[-1].text}]
-    assert session.system_prompt == "Answer briefly."
-    before = (list(session.messages), list(session.cached_ids), session.budget())
+    prompt = encode_chat(parts[1], parts[2].render(history, add_generation_prompt=True))
+    assert session.model.cache.ids[:len(prompt)] == prompt and events[-1].budget.dropped == 0
+    before = list(session.model.cache.ids)
     with pytest.raises(ContextFullError):
-        list(session.reply([user("word " * 400)]))
-    assert (session.messages, session.cached_ids, session.budget()) == before
+        list(session.reply([user("word " * 400)], GREEDY))
+    assert session.model.cache.ids == before
     for bad in ([], [{"role": "assistant", "content": "Hi"}], [user("a"), {"role": "system", "content": "late"}],
                 [{"role": "user", "content": None}]):
         with pytest.raises(InvalidConversationError):
-            session.reply(bad)
-    assert (session.messages, session.cached_ids) == before[:2]
+            session.reply(bad, GREEDY)
+    assert session.model.cache.ids == before
+    again = list(session.reply(history, GREEDY))  # the same conversation: the whole prompt is in the cache
+    assert again[-1].text == events[-1].text and again[-1].stats.reused_tokens == len(prompt) - 1
 
 
 def test_the_trim_drops_the_fewest_oldest_turns_that_make_room(small_parts):
     """The bisection finds what dropping one turn after another would: checked against that, for conversations
     of every length up to twelve turns, with the budget's `dropped` counting from the conversation given."""
     model, tokenizer, template = small_parts
-    session = new_session(small_parts, SamplingSettings(temperature=0.0, max_tokens=4), system_prompt="Be brief.")
+    settings = SamplingSettings(temperature=0.0, max_tokens=4)
+    session = new_session(small_parts, settings).session
     system = [{"role": "system", "content": "Be brief."}]
-    room = session._answer_room()
+    room = 4  # max_tokens, less than a quarter of the context
     turns = []
     for i in range(12):
         turns.append(user(long_message(i) if i % 3 else "Hi %d" % i))
@@ -340,8 +365,9 @@ def test_the_trim_drops_the_fewest_oldest_turns_that_make_room(small_parts):
         while (len(encode_chat(tokenizer, template.render(system + turns[dropped:], add_generation_prompt=True)))
                + room > SMALL_CONTEXT and dropped < len(turns) - 1):
             dropped += 2
-        ids, kept, cut = session._fit_prompt(system + turns)
+        ids, kept, cut = session._fit_prompt(system + turns, room)
         assert (cut, kept) == (dropped, system + turns[dropped:])
         turns.append({"role": "assistant", "content": "Yes %d." % i})
-    events = list(session.reply(system + turns[:-1]))
-    assert events[-1].budget["dropped"] == dropped and session.messages[1:-1] == turns[dropped:-1]
+    events = list(session.reply(system + turns[:-1], settings))
+    prompt = encode_chat(tokenizer, template.render(system + turns[dropped:-1], add_generation_prompt=True))
+    assert events[-1].budget.dropped == dropped and model.cache.ids[:len(prompt)] == prompt

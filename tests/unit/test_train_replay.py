@@ -28,7 +28,7 @@ from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from pychat_wasm.train.data import DATA_DIR, TrainingData, encode_conversation
 from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
-from pychat_wasm.train.replay import ReplayAnswers, replay_questions
+from pychat_wasm.train.replay import ReplayAnswers, replay_plan, replay_questions
 
 REPO = Path(__file__).resolve().parents[2]
 EVALUATION_FILES = [Path(DATA_DIR) / "finetune_eval.json", REPO / "examples" / "finetune_small" / "own_eval.json"]
@@ -53,20 +53,20 @@ def chats(n: int):
 
 
 def test_answers_that_end_are_kept_question_for_question(stopping_base):
-    replay = ReplayAnswers(GGUFFile.open(str(stopping_base)), 5)
+    replay = ReplayAnswers(replay_plan(GGUFFile.open(str(stopping_base))), 5)
     assert answer_all(replay) == [1, 2, 3, 4, 5]
     assert replay.conversations == [[{"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]
                                     for q in replay_questions()[:5]]
 
 
 def test_answers_that_run_past_the_limit_are_dropped(tmp_path):
-    replay = ReplayAnswers(GGUFFile.open(str(write_tiny_gguf(tmp_path / "runs_on.gguf", " on"))), 3)
+    replay = ReplayAnswers(replay_plan(GGUFFile.open(str(write_tiny_gguf(tmp_path / "runs_on.gguf", " on")))), 3)
     assert answer_all(replay) == [1, 2, 3]
     assert replay.conversations == []
 
 
 def test_no_replay_asks_nothing(stopping_base):
-    replay = ReplayAnswers(GGUFFile.open(str(stopping_base)), 0)
+    replay = ReplayAnswers(replay_plan(GGUFFile.open(str(stopping_base))), 0)
     assert replay.finished and answer_all(replay) == [] and replay.conversations == []
 
 
@@ -74,7 +74,7 @@ def test_no_replay_asks_nothing(stopping_base):
 def test_a_count_outside_the_questions_is_refused(stopping_base, count):
     with pytest.raises(InvalidSettingError, match="replay takes 0 to %d questions, got %d"
                                                   % (len(replay_questions()), count)):
-        ReplayAnswers(GGUFFile.open(str(stopping_base)), count)
+        ReplayAnswers(replay_plan(GGUFFile.open(str(stopping_base))), count)
     with pytest.raises(InvalidSettingError, match="replay must be 0 or more"):
         FinetuneSettings(replay=-1)
 
@@ -90,7 +90,7 @@ def test_replay_questions_are_held_out_from_the_evaluation_files():
 
 def test_replayed_answers_train_beside_the_data_and_a_checkpoint_keeps_them(stopping_base):
     gguf = GGUFFile.open(str(stopping_base))
-    replay = ReplayAnswers(gguf, 4)
+    replay = ReplayAnswers(replay_plan(gguf), 4)
     answer_all(replay)
     data = TrainingData([], chats(20))  # 20 chats: one is held out for validation
     settings = FinetuneSettings(rank=2, batch_size=4, epochs=2, seq_len=64, lr=1e-2, replay=4)

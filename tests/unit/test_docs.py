@@ -108,6 +108,8 @@ NEVER = {
     "model": {"chat", "train", "browser", "cli"},
     "chat": {"train", "browser", "cli"},
     "train": {"browser", "cli"},
+    "browser": {"cli"},
+    "cli": {"browser"},
 }
 
 

@@ -4,7 +4,8 @@ import rules docs/ARCHITECTURE.md states hold in pychat_wasm/.
 
 A path is any word (in prose, `code` or a fenced block) that starts with one of the repository's top-level
 folders and names a file or a folder: `pychat_wasm/model/forward.py`, `tests/browser/`, `bench/bench_*.py` (a
-glob must match at least one file). A trailing `:123` line number is ignored.
+glob must match at least one file). A trailing `:123` line number is ignored, and so is a pattern with a
+`<placeholder>`.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def _without_fences(text: str) -> str:
 def mentioned_paths(text: str) -> set:
     found = set()
     for match in PATH.finditer(text):
+        if text[match.end():match.end() + 1] == "<":
+            continue  # a pattern such as tests/unit/test_<module>.py, not a path
         path = re.sub(r":\d+$", "", match.group(1)).rstrip(".")
         found.add(path)
     return found
@@ -98,6 +101,7 @@ def test_the_checker_sees_paths_and_links():
     assert not _exists("pychat_wasm/model/forwrd.py") and _exists("bench/bench_*.py")
     assert not _exists("fuzz/nothing_*.py")
     assert mentioned_paths("llama.cpp/tests/test-tokenizer-0.cpp") == set()  # another project's path
+    assert mentioned_paths("tests/unit/test_<module>.py") == set()
     assert "the-two-commands" in anchors(REPO / "README.md")
 
 

@@ -30,7 +30,8 @@ from ..errors import NoModelLoadedError, NotGGUFError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
-from ..model.load_plan import check_supported, plan_load
+from ..chat.load import plan_load
+from ..model.load_plan import check_supported
 from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.session import ChatEvent, ChatSession
 from ..chat.stop_strings import stop_strings_from_values

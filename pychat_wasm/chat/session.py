@@ -41,6 +41,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .events import Answer, ChatEvent, ContextBudget, GenerationStats
+from .load import plan_load
 from .template import ChatTemplate, encode_chat
 from ..errors import ContextFullError, InvalidConversationError, TokenizerError
 from .sampler import Sampler, SamplingSettings
@@ -74,8 +75,6 @@ class ChatSession:
     @classmethod
     def from_gguf(cls, gguf_file: Any, policy: str = "auto", context_length: Optional[int] = None) -> "ChatSession":
         """Plan the load of an open GGUFFile (checks, tokenizer, template, weight policy) and build it."""
-        from ..model.load_plan import plan_load
-
         return cls.from_plan(plan_load(gguf_file, context_length=context_length, policy=policy))
 
     def cancel(self) -> None:

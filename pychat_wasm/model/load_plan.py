@@ -1,18 +1,17 @@
 """Load once, check once, decide once: everything known about a model before its weights are built.
 
-`plan_load` reads a GGUF file and decides, in an order that rejects a bad file before anything big is
+`plan_model` reads a GGUF file and decides, in an order that rejects a bad file before anything big is
 allocated (so a rejected file leaves a loaded model as it was):
 
     tensor types    every one decodable (UnsupportedQuantTypeError)
     config          ModelConfig.from_gguf: architecture, hyperparameters, the chosen context
     tensors         check_model: every tensor present, shaped as the metadata says, finite (one pass)
-    tokenizer       load_tokenizer, and the chat template (ChatTemplate.from_gguf)
     shards          how many workers the model splits into (at most as many as asked) and this worker's part
     weight policy   the one asked for, or for "auto" the rule below
 
 The CLI (ChatSession.from_gguf), the browser's chat worker (load_model), replay and fine-tuning plan a load
-here; Model.from_plan builds it without parsing or checking anything again. `plan_model` is the same without
-tokenizer and template, for callers that only run the forward pass. The fit check (fit_check.py) sizes the
+here (a chat's through chat/load.plan_load, which adds the tokenizer and the chat template); Model.from_plan
+builds it without parsing or checking anything again. The fit check (fit_check.py) sizes the
 same figures from the header alone, before a download.
 
 The weight policy rule ("auto"): the fastest policy (float32, then int8, then quantized) whose figures for
@@ -22,21 +21,19 @@ cache at the chosen context, with no array of 2 GiB or more -- the fit check's v
 model that is the fit check's `best` at that context; a worker of a split model holds less of it, so it never
 gets a slower policy than one worker would. If no policy fits, "quantized" (the least memory).
 
-    >>> plan = plan_load(GGUFFile.open("SmolLM2-135M-Instruct.Q4_1.gguf"), context_length=2048)  # doctest: +SKIP
+    >>> plan = plan_model(GGUFFile.open("SmolLM2-135M-Instruct.Q4_1.gguf"), context_length=2048)  # doctest: +SKIP
     >>> plan.policy, plan.config.context_length                                                 # doctest: +SKIP
     ('float32', 2048)
-    >>> session = ChatSession.from_plan(plan)                                                   # doctest: +SKIP
+    >>> model = Model.from_plan(plan)                                                           # doctest: +SKIP
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Optional
 
-from ..chat.template import ChatTemplate
 from ..errors import InvalidSettingError
 from ..gguf.quants import block_format
 from ..gguf.reader import GGUFFile
-from ..tokenizers import load_tokenizer
 from .check import check_model
 from .fit_check import MODEL_HEAP, fastest_fitting, policy_rows
 from .config import ModelConfig
@@ -54,8 +51,8 @@ class LoadPlan:
     rank: int  # this worker's place among them; rank >= workers: it holds nothing
     shard: Optional[ShardPlan]  # this worker's part of a split model; None: the whole model (or nothing)
     policy: str  # how the weights are kept (matrices.POLICIES); "" for a worker that holds nothing
-    tokenizer: Any = None  # with plan_load
-    template: Optional[ChatTemplate] = None  # with plan_load
+    tokenizer: Any = None  # with chat/load.plan_load: the Tokenizer
+    template: Any = None  # with chat/load.plan_load: the ChatTemplate
 
     @property
     def idle(self) -> bool:
@@ -93,10 +90,3 @@ def plan_model(gguf: GGUFFile, context_length: Optional[int] = None, policy: str
         policy = fastest_fitting(policy_rows(gguf, config, memory_limit, shard)) or "quantized"
     return LoadPlan(gguf, config, workers, rank, shard, policy)
 
-
-def plan_load(gguf: GGUFFile, context_length: Optional[int] = None, policy: str = "auto",
-              memory_limit: int = MODEL_HEAP, workers: int = 1, rank: int = 0) -> LoadPlan:
-    """plan_model, and the tokenizer and chat template a chat needs (TokenizerError, TemplateError)."""
-    plan = plan_model(gguf, context_length, policy, memory_limit, workers, rank)
-    tokenizer = load_tokenizer(gguf)
-    return dataclasses.replace(plan, tokenizer=tokenizer, template=ChatTemplate.from_gguf(gguf, tokenizer))

@@ -22,7 +22,8 @@ from ..errors import InvalidSettingError
 from ..gguf.reader import GGUFFile
 from ..chat.sampler import SamplingSettings
 from ..chat.session import ChatSession
-from ..model.load_plan import LoadPlan, plan_load
+from ..chat.load import plan_load
+from ..model.load_plan import LoadPlan
 from .data import DATA_DIR, Conversation
 
 REPLAY_QUESTIONS = os.path.join(DATA_DIR, "replay_questions.json")

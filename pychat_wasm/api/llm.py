@@ -28,11 +28,13 @@ import numpy as np
 from . import shapes
 from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
                       top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
+from .structured import ConstrainedSampler, api_constraint
 from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
 from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError
 from ..gguf.reader import GGUFFile
+from ..grammar import GrammarConstraint
 
 Messages = List[Dict[str, Any]]
 
@@ -86,13 +88,15 @@ class LLM:
                                stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
                                stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
                                repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                               presence_penalty: float = 0.0) -> Any:
+                               presence_penalty: float = 0.0, response_format: Optional[Dict[str, Any]] = None,
+                               grammar: Optional[str] = None) -> Any:
         """Answer `messages` with the model's chat template: an OpenAI chat.completion dict, or with stream=True
-        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason)."""
+        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason).
+        response_format / grammar constrain the answer (structured.py)."""
         conversation = api_messages(messages)
         top = top_logprobs_count(logprobs, top_logprobs)
         settings = self._settings(locals())
-        self._configure(settings, api_stop_strings(stop))
+        self._configure(settings, api_stop_strings(stop), api_constraint(response_format, grammar, self.tokenizer))
         try:
             events = self.session.reply(conversation)
         except InvalidConversationError as exc:
@@ -104,9 +108,11 @@ class LLM:
                           temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                           stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
                           stream: bool = False, logprobs: Optional[int] = None, repeat_penalty: float = 1.0,
-                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> Any:
+                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                          response_format: Optional[Dict[str, Any]] = None, grammar: Optional[str] = None) -> Any:
         """Continue a raw prompt (no chat template; max_tokens defaults to 16 as in OpenAI's legacy API): an
-        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text."""
+        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text.
+        response_format / grammar constrain the continuation (structured.py)."""
         prompt = api_prompt(prompt)
         top = None if logprobs is None else whole_number_in_range(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
         ids = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=True, special=True)
@@ -118,7 +124,7 @@ class LLM:
             raise naming(ContextFullError("prompt: the prompt has %d tokens and the context holds %d"
                                            % (len(ids), self.n_ctx())), "prompt")
         settings = self._settings(locals())
-        self._configure(settings, api_stop_strings(stop))
+        self._configure(settings, api_stop_strings(stop), api_constraint(response_format, grammar, self.tokenizer))
         run = Generation(self, self.session.complete(ids), top, "prompt")
         return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
 
@@ -132,11 +138,15 @@ class LLM:
             values["seed"] = self.seed
         return api_settings(values, self.n_ctx())
 
-    def _configure(self, settings: SamplingSettings, stop_strings: List[str]) -> None:
+    def _configure(self, settings: SamplingSettings, stop_strings: List[str],
+                   constraint: Optional[GrammarConstraint] = None) -> None:
         """The per-call settings. (An adaptation: today's ChatSession.reply takes the messages only, so the
-        settings go on the session first. A fresh Sampler per call makes a given seed repeat its answer.)"""
+        settings go on the session first. A fresh Sampler per call makes a given seed repeat its answer; with a
+        constraint it samples through ConstrainedSampler.)"""
         self.session.settings = settings
-        self.session.sampler = Sampler(settings)
+        sampler = Sampler(settings)
+        self.session.sampler = sampler if constraint is None else ConstrainedSampler(
+            sampler, constraint, constraint.index.end_ids[0])
         self.session.stop_strings = stop_strings
 
     # ---- embeddings -----------------------------------------------------------------------------------------

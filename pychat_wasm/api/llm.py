@@ -28,7 +28,8 @@ import numpy as np
 from . import shapes
 from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
                       top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
-from .structured import ConstrainedSampler, api_constraint
+from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
+from .tools import ToolPlan
 from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
@@ -89,12 +90,21 @@ class LLM:
                                stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
                                repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
                                presence_penalty: float = 0.0, response_format: Optional[Dict[str, Any]] = None,
-                               grammar: Optional[str] = None) -> Any:
+                               grammar: Optional[str] = None, tools: Optional[List[Dict[str, Any]]] = None,
+                               tool_choice: Any = None) -> Any:
         """Answer `messages` with the model's chat template: an OpenAI chat.completion dict, or with stream=True
         an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason).
-        response_format / grammar constrain the answer (structured.py)."""
+        response_format / grammar constrain the answer (structured.py); tools / tool_choice: tools.py."""
         conversation = api_messages(messages)
         top = top_logprobs_count(logprobs, top_logprobs)
+        plan = None if tools is None and tool_choice is None else ToolPlan(tools, tool_choice)
+        if plan is not None:
+            if stream:
+                raise InvalidRequestError("stream: answers with tools are not streamed", "stream")
+            if plan.required and (grammar is not None or response_format_gbnf(response_format) is not None):
+                raise InvalidRequestError("tool_choice: a required call cannot take a grammar or a JSON "
+                                          "response_format too", "tool_choice")
+            conversation, grammar = plan.messages(conversation), plan.gbnf() or grammar
         settings = self._settings(locals())
         self._configure(settings, api_stop_strings(stop), api_constraint(response_format, grammar, self.tokenizer))
         try:
@@ -102,6 +112,8 @@ class LLM:
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages")
+        if plan is not None:
+            return plan.shaped(chat_response(run, self.model_name))
         return chat_chunks(run, self.model_name) if stream else chat_response(run, self.model_name)
 
     def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,

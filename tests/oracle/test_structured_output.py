@@ -180,3 +180,45 @@ def test_python_llm_takes_grammar_and_response_format(llm):
     with pytest.raises(InvalidRequestError) as raised:
         llm.create_chat_completion(messages, grammar='root ::= "a" (')
     assert raised.value.param == "grammar"
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The current time in a time zone",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                   "required": ["zone"], "additionalProperties": False}}}
+
+
+@pytest.mark.parametrize("tool_choice, names", [
+    ("required", {"get_weather", "get_time"}),
+    ({"type": "function", "function": {"name": "get_time"}}, {"get_time"}),
+])
+def test_required_tool_calls_are_openai_tool_calls(client, tool_choice, names):
+    reply = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        max_tokens=MAX_TOKENS, temperature=0, tools=[WEATHER, TIME], tool_choice=tool_choice)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name in names
+    schema = {tool["function"]["name"]: tool["function"]["parameters"] for tool in (WEATHER, TIME)}
+    jsonschema.validate(json.loads(call.function.arguments), schema[call.function.name])
+
+
+def test_tool_choice_none_answers_text(client):
+    reply = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        max_tokens=8, temperature=0, tools=[WEATHER], tool_choice="none")
+    assert reply.choices[0].message.tool_calls is None and reply.choices[0].message.content
+
+
+def test_tool_choice_naming_an_unknown_function_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "launch"}})
+    assert raised.value.body["param"] == "tool_choice"

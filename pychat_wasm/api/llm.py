@@ -28,11 +28,14 @@ import numpy as np
 from . import shapes
 from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
                       top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
+from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
+from .tools import ToolPlan
 from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
 from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError
 from ..gguf.reader import GGUFFile
+from ..grammar import GrammarConstraint
 
 Messages = List[Dict[str, Any]]
 
@@ -86,28 +89,43 @@ class LLM:
                                stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
                                stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
                                repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                               presence_penalty: float = 0.0) -> Any:
+                               presence_penalty: float = 0.0, response_format: Optional[Dict[str, Any]] = None,
+                               grammar: Optional[str] = None, tools: Optional[List[Dict[str, Any]]] = None,
+                               tool_choice: Any = None) -> Any:
         """Answer `messages` with the model's chat template: an OpenAI chat.completion dict, or with stream=True
-        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason)."""
+        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason).
+        response_format / grammar constrain the answer (structured.py); tools / tool_choice: tools.py."""
         conversation = api_messages(messages)
         top = top_logprobs_count(logprobs, top_logprobs)
+        plan = None if tools is None and tool_choice is None else ToolPlan(tools, tool_choice)
+        if plan is not None:
+            if stream:
+                raise InvalidRequestError("stream: answers with tools are not streamed", "stream")
+            if plan.required and (grammar is not None or response_format_gbnf(response_format) is not None):
+                raise InvalidRequestError("tool_choice: a required call cannot take a grammar or a JSON "
+                                          "response_format too", "tool_choice")
+            conversation, grammar = plan.messages(conversation), plan.gbnf() or grammar
         settings = self._settings(locals())
         stop_strings = api_stop_strings(stop)
-        self._fresh_stream()
+        self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
         try:
             events = self.session.reply(conversation, settings, stop_strings)
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages")
+        if plan is not None:
+            return plan.shaped(chat_response(run, self.model_name))
         return chat_chunks(run, self.model_name) if stream else chat_response(run, self.model_name)
 
     def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,
                           temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                           stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
                           stream: bool = False, logprobs: Optional[int] = None, repeat_penalty: float = 1.0,
-                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> Any:
+                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                          response_format: Optional[Dict[str, Any]] = None, grammar: Optional[str] = None) -> Any:
         """Continue a raw prompt (no chat template; max_tokens defaults to 16 as in OpenAI's legacy API): an
-        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text."""
+        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text.
+        response_format / grammar constrain the continuation (structured.py)."""
         prompt = api_prompt(prompt)
         top = None if logprobs is None else whole_number_in_range(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
         ids = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=True, special=True)
@@ -120,7 +138,7 @@ class LLM:
                                            % (len(ids), self.n_ctx())), "prompt")
         settings = self._settings(locals())
         stop_strings = api_stop_strings(stop)
-        self._fresh_stream()
+        self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
         run = Generation(self, self.session.complete(ids, settings, stop_strings), top, "prompt")
         return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
 
@@ -134,10 +152,13 @@ class LLM:
             values["seed"] = self.seed
         return api_settings(values, self.n_ctx())
 
-    def _fresh_stream(self) -> None:
+    def _fresh_stream(self, constraint: Optional[GrammarConstraint] = None) -> None:
         """Each call starts its own random stream, so a given seed repeats its answer (the chat instead
-        continues one seeded stream across a conversation's turns)."""
-        self.session.sampler = Sampler()
+        continues one seeded stream across a conversation's turns); with a constraint the choices go through
+        ConstrainedSampler."""
+        sampler = Sampler()
+        self.session.sampler = sampler if constraint is None else ConstrainedSampler(
+            sampler, constraint, constraint.index.end_ids[0])
 
     # ---- embeddings -----------------------------------------------------------------------------------------
 

@@ -4,15 +4,9 @@ client that leaves mid-stream stops the generation; a full queue answers 503."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import openai
@@ -21,62 +15,20 @@ import torch
 
 from pychat_wasm.server.requests import MAX_BODY_BYTES
 
+from openai_server import get_json, running_server, wait_for  # tests/support/openai_server.py
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-1234"
 GOLDEN_MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 GOLDEN_ANSWER = "The capital of France is Paris."
 COUNTING = "1, 2, 3, 4,"  # greedy SmolLM2 counts on and on: an answer that never ends by itself
-START_TIMEOUT = 300  # seconds for the server to load the model on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str, headers=None) -> dict:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as response:
-        return json.loads(response.read())
-
-
-def wait_for(condition, what: str, timeout: float = 120.0):
-    """Poll `condition` until it returns something truthy (no fixed sleep: it returns as soon as it holds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail("timed out waiting for " + what)
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    port = free_port()
-    command = [sys.executable, "-m", "pychat_wasm.cli", "serve", str(smollm2_path), "--port", str(port),
-               "--context", "512", "--api-key", API_KEY, "--queue", "1"]
-    process = subprocess.Popen(command, cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = "http://127.0.0.1:%d" % port
-
-    def healthy():
-        if process.poll() is not None:
-            pytest.fail("the server exited: %s" % process.stdout.read())
-        try:
-            return get_json(base + "/health")["status"] == "ok"
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    try:
-        wait_for(healthy, "the server's /health", START_TIMEOUT)
+    with running_server(smollm2_path, "--context", "512", "--api-key", API_KEY, "--queue", "1") as base:
         yield base
-        assert process.poll() is None, "the server must stay up through every test"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

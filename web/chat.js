@@ -129,7 +129,7 @@
     async showStoredBudget() {
       const {system_prompt, messages} = this.conversation;
       try {
-        const conversation = {system_prompt, messages, settings: this.readSettings()};  // max_tokens: the answer's room
+        const conversation = {system_prompt, messages, settings: this.form.settings()};  // max_tokens: the answer's room
         const reply = await this.models.python.request("budget", {conversation});
         this.showBudget(reply.budget);
       } catch (error) {

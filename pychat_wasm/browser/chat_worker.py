@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 
@@ -32,11 +32,9 @@ from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
 from ..chat.load import plan_load
 from ..model.load_plan import check_supported
-from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.session import ChatEvent, ChatSession
-from ..chat.stop_strings import stop_strings_from_values
 from ..model.tensor_parallel import Collective
-from .protocol import ErrorReply, FitOptions
+from .protocol import ErrorReply, FitOptions, LoadOptions, Turn
 
 
 class _Worker:
@@ -112,15 +110,14 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
     The load plan (model/load_plan.py) checks everything that can reject a file before the weights are built
     (header, tensor types, architecture, tensor shapes and values, tokenizer, chat template), so a bad file
     leaves the previous model loaded and usable; it also chooses the weight policy, by the fit check's rule.
-    options: {"context_length", "policy", "memory_limit"}, all optional; for one of several workers sharing
-    the model, also {"rank", "workers"} and connect(n): the collective of the first n workers (the model may
-    split into fewer than asked; a worker beyond them holds no model and answers {"idle": true}).
+    options: protocol.LoadOptions; for one of several workers sharing the model, connect(n) gives the
+    collective of the first n workers (the model may split into fewer than asked; a worker beyond them holds
+    no model and answers {"idle": true}).
     """
-    options = json.loads(options_json)
+    options = LoadOptions.from_mapping(json.loads(options_json))
     gguf = GGUFFile(data, name=name)
-    plan = plan_load(gguf, context_length=options.get("context_length"), policy=options.get("policy", "auto"),
-                     memory_limit=options.get("memory_limit", MODEL_HEAP), workers=int(options.get("workers", 1)),
-                     rank=int(options.get("rank", 0)))
+    plan = plan_load(gguf, context_length=options.context_length or None, policy=options.policy,
+                     memory_limit=options.memory_limit or MODEL_HEAP, workers=options.workers, rank=options.rank)
     _worker.session = _worker.turn = None  # free the old weights before building the new ones
     if plan.idle:
         return {"idle": True, "workers": plan.workers}
@@ -141,21 +138,9 @@ def _session() -> ChatSession:
 @json_reply
 def conversation_budget(conversation_json: str) -> Dict[str, Any]:
     """The context budget of a conversation as it stands, before any answer: {"budget": {used, ...}}.
-    conversation: {"system_prompt", "messages", "settings"} as for begin_turn (settings: the answer's room)."""
-    conversation = json.loads(conversation_json)
-    settings = _settings(conversation)
-    return {"budget": _session().budget(_messages(conversation), settings).as_dict()}
-
-
-def _messages(conversation: Dict[str, Any]) -> List[Dict[str, str]]:
-    """The page keeps the system prompt in a field of its own; the engine's conversation has it as its first
-    message (none when empty: the template's default), then the page's messages."""
-    system = conversation.get("system_prompt") or None
-    return ([{"role": "system", "content": system}] if system else []) + list(conversation.get("messages") or [])
-
-
-def _settings(turn: Dict[str, Any]) -> SamplingSettings:
-    return settings_from_mapping(turn.get("settings") or {})  # checked as the CLI's options are
+    conversation: a protocol.Turn without stop strings (its settings: the answer's room)."""
+    conversation = Turn.from_mapping(json.loads(conversation_json))
+    return {"budget": _session().budget(conversation.conversation(), conversation.settings).as_dict()}
 
 
 @json_reply
@@ -164,10 +149,9 @@ def begin_turn(turn_json: str) -> Dict[str, Any]:
     ... ending with the user's], "settings": {...}, "stop": [stop strings]}. The answer then comes from
     next_event() calls; its "done" event carries the whole answer and budget.dropped, how many of the oldest
     messages the prompt left out. A turn that fails leaves the session as it was."""
-    turn = json.loads(turn_json)
-    settings, stop_strings = _settings(turn), stop_strings_from_values(turn.get("stop"))
+    turn = Turn.from_mapping(json.loads(turn_json))  # settings and stop strings checked
     # InvalidConversationError: nothing has changed yet
-    _worker.turn = _session().reply(_messages(turn), settings, stop_strings)
+    _worker.turn = _session().reply(turn.conversation(), turn.settings, turn.stop)
     return {}
 
 

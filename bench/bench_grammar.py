@@ -48,7 +48,6 @@ PROMPT = ("<|im_start|>user\nDescribe a person as JSON with name, age, city and 
 
 def generate(model, prompt, n, sampler, constraint=None):
     """Greedy tokens/s over n steps after the prompt (the prompt's forward pass not counted)."""
-    model.reset()
     history = list(prompt)
     logits = model.forward(prompt, 0)
     start = time.perf_counter()

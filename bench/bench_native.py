@@ -50,7 +50,6 @@ def prompt_ids(gguf: GGUFFile) -> List[int]:
 
 def time_ours(model: Model, ids: List[int], n_gen: int) -> Dict[str, object]:
     """One greedy run: (prompt seconds, generation seconds, tokens)."""
-    model.reset()
     start = time.perf_counter()
     tokens = [int(np.argmax(model.forward(ids, start_pos=0)))]
     first = time.perf_counter()

@@ -87,10 +87,6 @@ class Model:
         limit = MODEL_HEAP if memory_limit is None else memory_limit
         return cls.from_plan(plan_model(gguf_file, context_length, policy, limit, workers, rank), collective)
 
-    def reset(self) -> None:
-        """Forget the cached positions (the next forward starts at 0)."""
-        self.cache.ids.clear()
-
     def memory_bytes(self) -> int:
         """Bytes of weights and KV cache this model reads from (quantized weights are views of the file)."""
         arrays = [self.token_embedding, self.output, self.output_norm, self.rope_factors, self.cache]

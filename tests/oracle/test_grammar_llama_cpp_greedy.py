@@ -69,7 +69,6 @@ def test_greedy_under_grammars_matches_llama_cpp(smollm2_path):
     exact = ended = 0
     for job, generated in zip(requests, theirs):
         assert len(generated) > 5
-        model.reset()
         rows = model.forward(job["ids"] + generated[:-1], 0, all_logits=True)[len(job["ids"]) - 1:]  # [n, vocab]
         constraint = GrammarConstraint.from_gbnf(job["grammar"], tokenizer)
         for step, (token, logits) in enumerate(zip(generated, rows)):

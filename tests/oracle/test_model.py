@@ -51,7 +51,8 @@ def test_prompt_batch_matches_transformers(tiny_models, arch, policy):
     path, expected = tiny_models[arch]
     model = Model.from_gguf(path, policy=policy)
     assert model.policy == policy and model.config.arch == arch
-    np.testing.assert_allclose(model.forward(TINY_TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-3)
+    # both policies compute with the file's exact weights: within 1e-4 of transformers (float32 sums differ)
+    np.testing.assert_allclose(model.forward(TINY_TOKENS, 0, all_logits=True), expected, rtol=0, atol=1e-4)
     assert model.cache.ids == TINY_TOKENS  # the cache records the ids whose keys and values it holds
 
 

@@ -94,7 +94,6 @@ def fresh_first_logits(parts, messages) -> np.ndarray:
     """Logits for the first answer token, computed from scratch: the whole rendered prompt in one forward."""
     model, tokenizer, template = parts
     ids = encode_chat(tokenizer, template.render(messages, add_generation_prompt=True))
-    model.reset()
     return model.forward(ids, start_pos=0)
 
 

@@ -19,6 +19,10 @@ from .template import ChatTemplate
 def plan_load(gguf: GGUFFile, context_length: Optional[int] = None, policy: str = "auto",
               memory_limit: int = MODEL_HEAP, workers: int = 1, rank: int = 0) -> LoadPlan:
     """plan_model, and the tokenizer and chat template a chat needs (TokenizerError, TemplateError)."""
-    plan = plan_model(gguf, context_length, policy, memory_limit, workers, rank)
-    tokenizer = load_tokenizer(gguf)
-    return dataclasses.replace(plan, tokenizer=tokenizer, template=ChatTemplate.from_gguf(gguf, tokenizer))
+    return with_chat(plan_model(gguf, context_length, policy, memory_limit, workers, rank))
+
+
+def with_chat(plan: LoadPlan) -> LoadPlan:
+    """A model's plan with the tokenizer and chat template of its file."""
+    tokenizer = load_tokenizer(plan.gguf)
+    return dataclasses.replace(plan, tokenizer=tokenizer, template=ChatTemplate.from_gguf(plan.gguf, tokenizer))

@@ -76,8 +76,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         settings = FinetuneSettings(rank=args.rank, alpha=args.alpha, targets=args.targets, epochs=args.epochs,
                                     lr=args.lr, seq_len=args.seq_len, batch_size=args.batch, full=args.full,
                                     seed=args.seed, replay=args.replay)
-        plan = replay_plan(gguf)
-        check_can_finetune(plan, data)
+        plan = replay_plan(gguf, check=lambda base: check_can_finetune(base, data))
         run = FinetuneRun(settings, gguf, data, replay=answer_replay(plan, args.replay), plan=plan)
         trained = sum(run.params[name].size for name in run.trainable) if run.trainable else \
             sum(p.size for p in run.params.values())

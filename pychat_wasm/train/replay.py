@@ -22,8 +22,8 @@ from ..errors import InvalidSettingError
 from ..gguf.reader import GGUFFile
 from ..chat.sampler import SamplingSettings
 from ..chat.session import ChatSession
-from ..chat.load import plan_load
-from ..model.load_plan import LoadPlan
+from ..chat.load import with_chat
+from ..model.load_plan import LoadPlan, plan_model
 from .data import DATA_DIR, Conversation
 
 REPLAY_QUESTIONS = os.path.join(DATA_DIR, "replay_questions.json")
@@ -34,10 +34,14 @@ GREEDY = SamplingSettings(temperature=0.0, repeat_penalty=1.0, max_tokens=MAX_AN
 CONTEXT_TOKENS = 256  # a question and its answer; keeps the KV cache small next to the weights
 
 
-def replay_plan(gguf: GGUFFile) -> LoadPlan:
+def replay_plan(gguf: GGUFFile, check: Callable[[LoadPlan], None] = lambda plan: None) -> LoadPlan:
     """The base model's load plan with float32 weights (as the trainer holds them): replay runs it at
-    CONTEXT_TOKENS of context, and fine-tuning reads the base model's config, tokenizer and template from it."""
-    return plan_load(gguf, policy="float32")
+    CONTEXT_TOKENS of context, and fine-tuning reads the base model's config, tokenizer and template from it.
+    `check` sees the model's plan before the tokenizer and template are read (fine-tuning refuses there an
+    architecture it cannot train)."""
+    plan = plan_model(gguf, policy="float32")
+    check(plan)
+    return with_chat(plan)
 
 
 def replay_questions() -> List[str]:

@@ -63,7 +63,7 @@ class CaseTimeout(BaseException):
 
 def build_seeds(directory: Path) -> List[Seed]:
     """Tiny models of every architecture (with and without a usable vocabulary) and the real headers."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
     from tiny_models import write_tiny_model
 
     seeds = []

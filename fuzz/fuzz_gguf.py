@@ -48,6 +48,7 @@ REAL_MODELS = ("SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-Q4_K_M.gguf")
 REAL_DATA_BYTES = 4096  # of tensor data kept after a real model's header
 REAL_SHARE = 0.01  # of cases that start from a real model's header (a parse costs 0.1-0.2 s)
 TRACE_EVERY = 8
+TRACE_SLOWDOWN = 5  # tracemalloc records every allocation: a traced case may take this much more CPU time
 
 
 class Seed(NamedTuple):
@@ -133,7 +134,7 @@ def run_one(seeds: List[Seed], seed: int, index: int, deadline: float) -> Tuple[
     traced = base.complete and index % TRACE_EVERY == 0
     if traced:
         tracemalloc.start()
-    signal.setitimer(signal.ITIMER_PROF, deadline)
+    signal.setitimer(signal.ITIMER_PROF, deadline * (TRACE_SLOWDOWN if traced else 1))
     finding = None
     try:
         outcome = run_case(data, rng, policy, base.complete)

@@ -293,9 +293,9 @@ def read_number_list(metadata: Dict[str, Any], key: str, n: int, default: Any) -
     value = metadata.get(key)
     if value is None:
         return [default] * n
-    if isinstance(value, np.ndarray) and value.ndim == 1:  # the reader keeps arrays over 1M numbers in numpy
-        value = value.tolist()
+    if isinstance(value, np.ndarray) and value.ndim == 1 and len(value) == n:  # the reader keeps arrays over
+        value = value.tolist()                                                  # 1M numbers in numpy
     if not isinstance(value, list) or len(value) != n:
         raise TokenizerError("%s must have one value for each of the %d tokens, found %s"
-                             % (key, n, len(value) if isinstance(value, list) else type(value).__name__))
+                             % (key, n, len(value) if isinstance(value, (list, np.ndarray)) else type(value).__name__))
     return value

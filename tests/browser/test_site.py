@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import REPO, SiteServer, copy_checkout, load_build_module
+from e2e_helpers import REPO, SiteServer, copy_checkout, http_get, load_build_module
 
 # What a classic worker fetches to boot Pyodide 0.27.7 and load numpy (pyodide.mjs, the .d.ts and .map files
 # and console.html of the npm package are not needed), and the pure-Python wheels Jinja2 runs on.
@@ -152,12 +151,7 @@ def test_changing_one_source_byte_changes_the_wheel_and_the_build_id(site, smoll
 
 
 def get(server, path, headers=None, method="GET"):
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    connection.request(method, path, headers=headers or {})
-    response = connection.getresponse()
-    body = response.read()
-    connection.close()
-    return response, body
+    return http_get(server.port, path, headers, method)
 
 
 @pytest.mark.parametrize("range_header, start, stop", [

@@ -7,6 +7,7 @@ handler, never in build/serve.py itself.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import importlib.util
 import os
 import re
@@ -100,6 +101,16 @@ class SiteServer:
 
     def cut_next_model_download(self, after_bytes: int) -> None:
         self.httpd.cut_model_after = after_bytes
+
+
+def http_get(port: int, path: str, headers: Optional[Dict[str, str]] = None, method: str = "GET"):
+    """One request on a fresh connection to 127.0.0.1:port: (response, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request(method, path, headers=headers or {})
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response, body
 
 
 def is_header_read(entry: Dict[str, Optional[str]]) -> bool:

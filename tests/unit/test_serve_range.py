@@ -6,30 +6,21 @@ the whole file. Numbers of any length are read without int() limits (Python refu
 """
 from __future__ import annotations
 
-import http.client
-import importlib.util
 import threading
-from pathlib import Path
 
 import pytest
 
+from e2e_helpers import http_get, load_build_module
+
 BODY = bytes(range(256)) * 4  # 1,024 bytes
 HUGE = "9" * 5000
-
-
-def _serve_module():
-    path = Path(__file__).resolve().parents[2] / "build" / "serve.py"
-    spec = importlib.util.spec_from_file_location("pychat_build_serve", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
     (site / "file.bin").write_bytes(BODY)
-    server = _serve_module().make_server(site, 0)
+    server = load_build_module("serve").make_server(site, 0)
     errors = []
     server.handle_error = lambda request, address: errors.append(address)  # a traceback would land here
     thread = threading.Thread(target=server.serve_forever)
@@ -42,12 +33,7 @@ def port(tmp_path_factory):
 
 
 def get(port, range_header):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    connection.request("GET", "/file.bin", headers={"Range": range_header})
-    response = connection.getresponse()
-    body = response.read()
-    connection.close()
-    return response, body
+    return http_get(port, "/file.bin", {"Range": range_header})
 
 
 @pytest.mark.parametrize("range_header, start, stop", [

@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, ask, chatml_tokens, page_fixture, ready_status,
-                         set_settings, wait_ready)
+                         reloaded_offline, set_settings, wait_offline_ready, wait_ready)
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 from tiny_models import write_tiny_gguf
 
@@ -111,11 +111,6 @@ def alerts(page, kind):
     return page.locator(".alert[data-kind=%s]" % kind).all_text_contents()
 
 
-def wait_offline_ready(page):
-    """The service worker has cached the app and Python (the first test checks this on the first visit)."""
-    page.wait_for_selector("#offline-status[data-ready=true]")
-
-
 def test_first_visit_downloads_and_caches_the_model(chat_page, server, model_sha256):
     phases = chat_page.evaluate("window.__phases")
     assert phases.index("downloading") < phases.index("loading") < len(phases) - 1 and phases[-1] == "ready", phases
@@ -194,21 +189,13 @@ def test_stop_ends_the_answer_early(chat_page):
 
 
 def test_reload_without_network_keeps_the_chat_and_answers(chat_page, server, native_answers):
-    wait_offline_ready(chat_page)
     saved = chat_page.locator(".message .content").all_text_contents()
-    server.stop()
-    chat_page.context.set_offline(True)
-    try:
-        chat_page.reload()
-        wait_ready(chat_page)
+    with reloaded_offline(chat_page, server):
         assert chat_page.locator(".message .content").all_text_contents() == saved
         chat_page.click("#new-chat")
         assert chat_page.locator(".message").count() == 0
         answer, _ = ask(chat_page, GOLDEN_QUESTION)
         assert answer == native_answers["greedy"][0]
-    finally:
-        chat_page.context.set_offline(False)
-        server.start()
 
 
 def test_corrupted_cached_model_is_detected_and_downloaded_again(chat_page, server, model_sha256):

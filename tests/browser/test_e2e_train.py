@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import ANSWER_TIMEOUT_MS, ask, drop_files, page_fixture, ready_status, set_settings, wait_ready
+from e2e_helpers import (ANSWER_TIMEOUT_MS, ask, drop_files, page_fixture, ready_status, reloaded_offline, set_settings,
+                         wait_ready)
 
 from pychat_wasm.train.scratch import PRESETS
 
@@ -289,12 +290,7 @@ def test_finished_model_is_listed_in_use_and_gives_the_training_answer(page):
 def test_trained_model_is_kept_and_answers_offline(page, server):
     question, expected = first_training_chat()
     ensure_trained(page)
-    page.wait_for_selector("#offline-status[data-ready=true]")
-    server.stop()
-    page.context.set_offline(True)
-    try:
-        page.reload()
-        wait_ready(page)
+    with reloaded_offline(page, server):
         assert page.text_content("#status") == ready_status(MODEL_NAME)
         assert "%s (in use)" % MODEL_NAME in page.text_content("#models")
         page.click("#new-chat")
@@ -302,9 +298,6 @@ def test_trained_model_is_kept_and_answers_offline(page, server):
         assert answer == expected
         open_panel(page)  # the training worker starts from the offline cache too
         assert panel_state(page) == "ready"
-    finally:
-        page.context.set_offline(False)
-        server.start()
 
 
 # ---- fine-tuning the chat model (SmolLM2, the default) -----------------------------------------------------
@@ -459,18 +452,10 @@ def test_finetuned_model_is_kept_and_answers_offline(finetune_page, replayed, se
     set_settings(page, **short)
     page.click("#new-chat")
     online, _ = ask(page, "What is the capital of France?")
-    page.wait_for_selector("#offline-status[data-ready=true]")
-    server.stop()
-    page.context.set_offline(True)
-    try:
-        page.reload()
-        wait_ready(page)
+    with reloaded_offline(page, server):
         assert page.text_content("#status") == ready_status(TUNED_NAME)
         set_settings(page, **short)
         page.click("#new-chat")
         offline, _ = ask(page, "What is the capital of France?")
         assert offline == online  # the same weights, from the model cache
-    finally:
-        page.context.set_offline(False)
-        server.start()
-        set_settings(page, **GREEDY)
+    set_settings(page, **GREEDY)

@@ -140,6 +140,26 @@ def wait_ready(page, timeout: int = PAGE_TIMEOUT_MS) -> None:
     page.wait_for_selector("#status[data-phase=ready]", timeout=timeout)
 
 
+def wait_offline_ready(page) -> None:
+    """The service worker has cached the app and Python."""
+    page.wait_for_selector("#offline-status[data-ready=true]")
+
+
+@contextlib.contextmanager
+def reloaded_offline(page, server):
+    """The page reloaded from its offline cache, with the server stopped and the network cut until the block ends."""
+    wait_offline_ready(page)
+    server.stop()
+    page.context.set_offline(True)
+    try:
+        page.reload()
+        wait_ready(page)
+        yield page
+    finally:
+        page.context.set_offline(False)
+        server.start()
+
+
 def set_settings(page, **values) -> None:
     """Fill the sampling form: set_settings(page, temperature=0, max_tokens=8)."""
     for name, value in values.items():

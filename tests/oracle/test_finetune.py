@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -38,6 +37,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from llama_cpp_oracle import llama_cpp_results
 
 from pychat_wasm.errors import CheckpointError, InvalidSettingError, TrainingDataError, UnsupportedArchitectureError
 from pychat_wasm.gguf.reader import GGUFFile
@@ -344,15 +344,9 @@ def test_f32_export_gives_the_adapted_logits_in_pychat_wasm_and_transformers(tra
 def test_llama_cpp_runs_the_f32_export_alike(trained):
     """llama.cpp (node-llama-cpp, tests/support/llama_cpp_greedy.mjs: F32 KV cache) on the merged export."""
     arch, run, exports = trained
-    node = shutil.which("node")
-    if node is None or not (REPO / "node_modules" / "node-llama-cpp").is_dir():
-        pytest.fail("node and node_modules/node-llama-cpp are needed: run npm install (scripts/setup.sh)")
-    request = json.dumps({"model": str(exports["F32"]), "vocab_size": run.config.vocab_size,
-                          "jobs": [{"ids": TINY_TOKENS, "logits": True}]})
-    done = subprocess.run([node, str(REPO / "tests" / "support" / "llama_cpp_greedy.mjs")], input=request, capture_output=True,
-                          text=True, cwd=str(REPO), timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    theirs = np.array(json.loads(done.stdout.strip().splitlines()[-1])["results"][0]["logits"], np.float64)
+    jobs = [{"ids": TINY_TOKENS, "logits": True}]
+    result = llama_cpp_results(exports["F32"], jobs, timeout=120, vocab_size=run.config.vocab_size)[0]
+    theirs = np.array(result["logits"], np.float64)
     ours = Model.from_gguf(str(exports["F32"]), policy="float32").forward(TINY_TOKENS, 0, all_logits=True)
     assert max_diff(ours, theirs) < LOGIT_TOL
 

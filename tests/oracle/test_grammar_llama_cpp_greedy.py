@@ -11,14 +11,10 @@ and where the two agree exactly, our lazy `sample_constrained` picks that very t
 """
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-
 import pytest
+from llama_cpp_oracle import llama_cpp_results
 from llama_cpp_grammar_cases import source_dir
 
-from conftest import REPO
 from pychat_wasm.chat.sampler import Sampler, SamplingSettings
 from pychat_wasm.grammar.constraint import GrammarConstraint
 from pychat_wasm.grammar.json_schema import schema_to_gbnf
@@ -26,7 +22,6 @@ from pychat_wasm.grammar.sampling import sample_constrained
 from pychat_wasm.model.forward import Model
 from pychat_wasm.tokenizers import load_tokenizer
 
-SCRIPT = REPO / "tests" / "support" / "llama_cpp_grammar_greedy.mjs"
 N_GEN = 48  # the third answer ends with <|im_end|> after 41 tokens
 CAT = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0},
                                         "colors": {"type": "array", "items": {"enum": ["black", "white", "orange"]}}},
@@ -46,14 +41,7 @@ def jobs(tokenizer):
 
 
 def llama_cpp_greedy(model_path, requests):
-    node = shutil.which("node")
-    if node is None or not (REPO / "node_modules" / "node-llama-cpp").is_dir():
-        pytest.fail("node and node_modules/node-llama-cpp are needed: run npm install (scripts/setup.sh)")
-    request = json.dumps({"model": str(model_path), "jobs": requests})
-    done = subprocess.run([node, str(SCRIPT)], input=request, capture_output=True, text=True, cwd=str(REPO),
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [r["generated"] for r in json.loads(done.stdout.strip().splitlines()[-1])["results"]]
+    return [result["generated"] for result in llama_cpp_results(model_path, requests, context_size=512)]
 
 
 LOGIT_TIE = 0.5  # how far below our best allowed logit llama.cpp's choice may be (engine rounding)

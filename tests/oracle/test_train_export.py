@@ -16,9 +16,7 @@ and compared with the trainer's own forward pass on the parameters it holds:
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from llama_cpp_oracle import llama_cpp_results
 
 from pychat_wasm.chat.template import CHATML_TEMPLATE, encode_chat
 from pychat_wasm.model.forward import Model
@@ -39,7 +38,6 @@ from pychat_wasm.train.export import FILE_TYPES
 from pychat_wasm.train.scratch import ScratchRun, TrainSettings
 
 REPO = Path(__file__).resolve().parents[2]
-LLAMA_CPP_SCRIPT = REPO / "tests" / "support" / "llama_cpp_greedy.mjs"
 SETTINGS = TrainSettings(preset="quick", steps=150)
 TYPES = ("F32", "F16", "Q8_0")
 LOGIT_TOLERANCE = 1e-5  # float32 engines on the same weights (measured: at most 4.1e-6, llama.cpp on the F16 file)
@@ -162,14 +160,7 @@ def ours_greedy(exports, questions) -> list:
 
 
 def _llama_cpp(path: Path, jobs: list, vocab_size: int) -> list:
-    node = shutil.which("node")
-    if node is None or not (REPO / "node_modules" / "node-llama-cpp").is_dir():
-        pytest.fail("node and node_modules/node-llama-cpp are needed: run npm install (scripts/setup.sh)")
-    request = json.dumps({"model": str(path), "vocab_size": vocab_size, "jobs": jobs})
-    done = subprocess.run([node, str(LLAMA_CPP_SCRIPT)], input=request, capture_output=True, text=True,
-                          cwd=str(REPO), timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    return llama_cpp_results(path, jobs, timeout=120, vocab_size=vocab_size)
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,18 @@
 //
 //   node tests/support/llama_cpp_greedy.mjs < request.json          (run from the repository root)
 //
-// request: {"model": PATH, "vocab_size": N, "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "logits": BOOL}, ...]}
+// request: {"model": PATH, "vocab_size": N, "context_size": N,
+//           "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "grammar": GBNF, "logits": BOOL}, ...]}
 // Prints one JSON line: {"results": [{"tokens", "generated", "logits"}, ...]}, one result per job:
 //   tokens     llama.cpp's ids of `text`, special tokens parsed, nothing added (tokenize(text, true))
 //   generated  greedy continuation of `ids` (temperature 0, no repeat penalty): up to n_gen ids, the
-//              end-of-generation token included when one ends it
+//              end-of-generation token included when one ends it; under `grammar` when given (LlamaGrammar:
+//              its sampler checks the top token first and applies the grammar only when that token is
+//              refused, as our grammar/sampling.py does)
 //   logits     when asked: the raw logits [len(ids)][vocab] after each id of `ids`, evaluated in one batch
 // The KV cache is F32 and flash attention is off, so that for F32 weights llama.cpp computes in float32
 // throughout (its default F16 cache would round keys and values).
-import {getLlama} from "node-llama-cpp";
+import {getLlama, LlamaGrammar, LlamaGrammarEvaluationState} from "node-llama-cpp";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -37,11 +40,13 @@ async function logitsOf(ids) {
   });
 }
 
-async function greedy(ids, nGen) {
+async function greedy(ids, nGen, gbnf) {
   await sequence.clearHistory();
   const generated = [];
   if (nGen <= 0) return generated;
-  for await (const token of sequence.evaluate(ids, {temperature: 0, yieldEogToken: true})) {
+  const grammarEvaluationState = gbnf === undefined ? undefined
+    : new LlamaGrammarEvaluationState({model, grammar: new LlamaGrammar(llama, {grammar: gbnf})});
+  for await (const token of sequence.evaluate(ids, {temperature: 0, grammarEvaluationState, yieldEogToken: true})) {
     generated.push(token);
     if (generated.length >= nGen || model.isEogToken(token)) break;
   }
@@ -51,7 +56,7 @@ async function greedy(ids, nGen) {
 const results = [];
 for (const job of request.jobs) {
   const result = {tokens: job.text === undefined ? null : Array.from(model.tokenize(job.text, true))};
-  result.generated = job.ids ? await greedy(job.ids, job.n_gen || 0) : [];
+  result.generated = job.ids ? await greedy(job.ids, job.n_gen || 0, job.grammar) : [];
   result.logits = job.ids && job.logits ? await logitsOf(job.ids) : null;
   results.push(result);
 }

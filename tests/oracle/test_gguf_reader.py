@@ -216,21 +216,14 @@ def _renamed(data: bytes, old: str, new: str) -> bytearray:
     return out
 
 
-def test_duplicate_metadata_keys_are_refused_as_gguf_py_does(sample, tmp_path):
+@pytest.mark.parametrize("old, new, theirs, ours", [("test.i8", "test.u8", KeyError, DuplicateKeyError),
+                                                     ("mat", "vec", ValueError, DuplicateTensorError)])
+def test_duplicate_keys_and_tensor_names_are_refused_as_gguf_py_does(sample, tmp_path, old, new, theirs, ours):
     dup = tmp_path / "dup.gguf"
-    dup.write_bytes(_renamed(sample.read_bytes(), "test.i8", "test.u8"))
-    with pytest.raises(KeyError, match="test.u8"):
+    dup.write_bytes(_renamed(sample.read_bytes(), old, new))
+    with pytest.raises(theirs, match=new):
         gguf.GGUFReader(str(dup))
-    with pytest.raises(DuplicateKeyError, match="test.u8"):
-        GGUFFile.open(str(dup))
-
-
-def test_duplicate_tensor_names_are_refused_as_gguf_py_does(sample, tmp_path):
-    dup = tmp_path / "dup.gguf"
-    dup.write_bytes(_renamed(sample.read_bytes(), "mat", "vec"))
-    with pytest.raises(ValueError, match="vec"):
-        gguf.GGUFReader(str(dup))
-    with pytest.raises(DuplicateTensorError, match="vec"):
+    with pytest.raises(ours, match=new):
         GGUFFile.open(str(dup))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # conftest: the Chromium the tests use
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402

@@ -256,7 +256,10 @@ def render_bounded(template: Any, variables: dict) -> str:
     previous = sys.gettrace()
     sys.settrace(_count_step)
     try:
-        return checked_concat(_collect(template.generate(**variables)))
+        # root_render_func, not template.generate: generate's handler rewrites the traceback into a reference
+        # cycle that keeps the failed render's frames (and up to MAX_BUILT characters a hostile template built
+        # in them) alive until some later garbage collection, while the next render builds as much again
+        return checked_concat(_collect(template.root_render_func(template.new_context(variables))))
     finally:
         sys.settrace(previous)
 

@@ -6,6 +6,7 @@ too big to finish, and memory bombs. Normal templates still render exactly as tr
 """
 from __future__ import annotations
 
+import gc
 import tracemalloc
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from fuzz.mutators import HOSTILE_TEMPLATES
 from pychat_wasm.chat import template_sandbox
 from pychat_wasm.chat.template import CHATML_TEMPLATE, ChatTemplate
+from pychat_wasm.chat.template_sandbox import MAX_BUILT
 from pychat_wasm.errors import TemplateError
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -128,3 +130,29 @@ def test_docstring_examples():
     for module in (template_sandbox, template_sizes):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_a_failed_render_frees_what_it_built_at_once():
+    """What a refused template built is freed when the error is raised, not at a later garbage collection:
+    three failing renders in a row peak no higher than one (Jinja's traceback rewriting held it in a cycle)."""
+    source = "{% set b %}{% for i in range(5000) %}{{ 'y' * 3999990 }}{% endfor %}{% endset %}{{ b | length }}"
+    template = ChatTemplate(source)
+
+    def peak(renders):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for _ in range(renders):
+                with pytest.raises(TemplateError, match="built more than"):
+                    template.render([{"role": "user", "content": "hi"}])
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    gc.disable()
+    try:
+        one, three = peak(1), peak(3)
+    finally:
+        gc.enable()
+    assert one > MAX_BUILT // 2  # the template did build close to its budget
+    assert three < one * 1.2

@@ -51,6 +51,9 @@ CSP_HEADER_ONLY = "; frame-ancestors 'none'"
 # blocked. A host that cannot send these gets them from the service worker (web/sw.js): from the second load on.
 ISOLATION_HEADERS = (("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Embedder-Policy", "require-corp"),
                      ("Cross-Origin-Resource-Policy", "same-origin"))
+# Any origin may read the files (all public; no request carries credentials), as on GitHub Pages: a notebook on
+# another origin (JupyterLite) installs the engine's wheel and fetches a model with micropip / pyfetch (docs/browser.md).
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)  # range units are case-insensitive
 COPY_CHUNK = 1 << 20
 
@@ -135,7 +138,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         policy = self.content_security_policy(path.name)
         if policy:
             self.send_header("Content-Security-Policy", policy)
-        for name, value in self.isolation_headers():
+        for name, value in self.isolation_headers() + CORS_HEADERS:
             self.send_header(name, value)
         self.end_headers()
         fh = open(path, "rb")

@@ -16,7 +16,7 @@ npm `pyodide@0.27.7` is the core only (Python 3.12.7, no packages). The engine n
 
 One more is fetched for a test, never shipped: micropip 0.9.0 (the version 0.27.7's lock file names), whose PyPI
 wheel tests/browser/test_notebook.py loads into a bare Pyodide to install the site's engine wheel as a notebook
-user does. Pyodide's CDN copy is a rebuild (another sha256), so the test loads it by URL; micropip 0.9.0 vendors
+user does. Pyodide's own copy has another sha256 than PyPI's, so the test loads it by URL; micropip 0.9.0 vendors
 `packaging` and needs nothing else.
 
 pip downloads every file in hash-checking mode against the sha256 pins below (PyPI's own hashes).

@@ -14,6 +14,11 @@ npm `pyodide@0.27.7` is the core only (Python 3.12.7, no packages). The engine n
                 a failed compile), and `markupsafe/__init__.py` falls back to `_native.py`. So we build that
                 plain-Python wheel from the PyPI sdist: the sources unchanged, setup.py's extension list empty.
 
+One more is fetched for a test, never shipped: micropip 0.9.0 (the version 0.27.7's lock file names), whose PyPI
+wheel tests/browser/test_notebook.py loads into a bare Pyodide to install the site's engine wheel as a notebook
+user does. Pyodide's own copy has another sha256 than PyPI's, so the test loads it by URL; micropip 0.9.0 vendors
+`packaging` and needs nothing else.
+
 pip downloads every file in hash-checking mode against the sha256 pins below (PyPI's own hashes).
 Jinja2 and MarkupSafe are the versions the native package is tested with, so chat templates render the
 same in the browser as natively.
@@ -43,6 +48,8 @@ JINJA2 = ("Jinja2", "3.1.6", "85ece4451f492d0c13c5dd7c13a64681a86afae63a5f347908
 JINJA2_WHEEL = "jinja2-3.1.6-py3-none-any.whl"
 MARKUPSAFE_SDIST = ("MarkupSafe", "3.0.3", "722695808f4b6457b320fdc131280796bdceb04ab50fe1795cd540799ebe1698")
 MARKUPSAFE_WHEEL = "markupsafe-3.0.3-py3-none-any.whl"
+MICROPIP = ("micropip", "0.9.0", "babcf68c1849e229aa887564bc5f2de50273c3212e73c9aff8e3e6e80f2b6a23")
+MICROPIP_WHEEL = "micropip-0.9.0-py3-none-any.whl"
 PLAIN_PYTHON_SETUP = "from setuptools import setup\n\nsetup(ext_modules=[])  # MarkupSafe without _speedups\n"
 HASH_CHUNK = 1 << 22
 
@@ -87,6 +94,14 @@ def fetch_jinja2(cache: Path) -> None:
             shutil.move(str(pip_download(JINJA2, Path(tmp), "--only-binary", ":all:")), str(cache / JINJA2_WHEEL))
 
 
+def fetch_micropip(cache: Path) -> None:
+    """micropip's PyPI wheel; it asks for Python 3.12 (Pyodide's), so pip is told that is the target."""
+    if not (cache / MICROPIP_WHEEL).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = pip_download(MICROPIP, Path(tmp), "--only-binary", ":all:", "--python-version", "3.12")
+            shutil.move(str(wheel), str(cache / MICROPIP_WHEEL))
+
+
 def build_markupsafe(cache: Path) -> None:
     """MarkupSafe's plain-Python wheel, built from its PyPI sdist with the C extension left out."""
     if (cache / MARKUPSAFE_WHEEL).exists():
@@ -107,6 +122,7 @@ def fetch(cache: Path = CACHE) -> None:
     fetch_numpy(cache)
     fetch_jinja2(cache)
     build_markupsafe(cache)
+    fetch_micropip(cache)
 
 
 def locked_numpy(cache: Path = CACHE, lock_path: Path = PYODIDE_LOCK) -> dict:
@@ -130,6 +146,14 @@ def python_wheels(cache: Path = CACHE) -> list:
         if not path.exists():
             raise SystemExit("%s is missing: run scripts/setup.sh (it fetches the browser's Python packages)" % path)
     return wheels
+
+
+def micropip_wheel(cache: Path = CACHE) -> Path:
+    """The path of micropip's wheel (for the notebook test only)."""
+    path = cache / MICROPIP_WHEEL
+    if not path.exists():
+        raise SystemExit("%s is missing: run scripts/setup.sh (it fetches the browser's Python packages)" % path)
+    return path
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Range support is what lets an interrupted model download resume where it stopped instead of starting
 over; every file carries an ETag and Last-Modified, and a Range request with an If-Range that no longer
 matches gets the whole (changed) file, so a resumed download never splices two versions. `.wasm` must come
-as `application/wasm` for streaming compilation.
+as `application/wasm` for streaming compilation. Any origin may read the files (CORS), so a notebook elsewhere
+installs the engine's wheel from here (docs/browser.md).
 
     $ python build/serve.py                 # http://127.0.0.1:8000/
     $ python build/serve.py --port 0        # any free port; the URL is printed
@@ -51,6 +52,9 @@ CSP_HEADER_ONLY = "; frame-ancestors 'none'"
 # blocked. A host that cannot send these gets them from the service worker (web/sw.js): from the second load on.
 ISOLATION_HEADERS = (("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Embedder-Policy", "require-corp"),
                      ("Cross-Origin-Resource-Policy", "same-origin"))
+# Any origin may read the files (all public; no request carries credentials), as on GitHub Pages: a notebook on
+# another origin (JupyterLite) installs the engine's wheel and fetches a model with micropip / pyfetch (docs/browser.md).
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)  # range units are case-insensitive
 COPY_CHUNK = 1 << 20
 
@@ -135,7 +139,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         policy = self.content_security_policy(path.name)
         if policy:
             self.send_header("Content-Security-Policy", policy)
-        for name, value in self.isolation_headers():
+        for name, value in (*self.isolation_headers(), *CORS_HEADERS):
             self.send_header(name, value)
         self.end_headers()
         fh = open(path, "rb")

@@ -4,6 +4,7 @@
     pychat-wasm chat model.gguf --system "Be brief."   # interactive, another model
     pychat-wasm chat --prompt "What is 2+2?" --temperature 0    # one answer on stdout, greedy
     pychat-wasm chat --prompt "List three fruits." --stop "3."  # the answer ends before the first "3."
+    pychat-wasm chat base.gguf --lora tuned.lora.gguf --lora-scale 0.5   # a LoRA adapter applied at load
 
 Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
 /exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the
@@ -24,6 +25,7 @@ from .common import fail, model_path
 from ..errors import InvalidSettingsError, PychatError
 from ..gguf.reader import GGUFFile
 from ..model.config import DEFAULT_CONTEXT_CAP
+from ..model.lora import open_adapters
 from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.events import ContextBudget
 from ..chat.session import ChatSession, GenerationStats
@@ -70,8 +72,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory: float32 is fastest, quantized smallest "
                         "(default %(default)s)")
-    p.set_defaults(func=run)
+    p.add_argument("--lora", action=LoraOption, metavar="ADAPTER.gguf",
+                   help="apply this LoRA adapter (llama.cpp's GGUF format) to the model at load, without writing "
+                        "a merged copy; repeatable")
+    p.add_argument("--lora-scale", action=LoraOption, type=float, metavar="S",
+                   help="the scale of the --lora before it (default 1)")
+    p.set_defaults(func=run, lora=[])
     return p
+
+
+class LoraOption(argparse.Action):
+    """--lora PATH adds (PATH, 1.0) to args.lora; --lora-scale S sets the scale of the --lora before it."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, "lora", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        adapters = list(namespace.lora)
+        if option_string == "--lora":
+            adapters.append((value, 1.0))
+        elif not adapters:
+            parser.error("--lora-scale sets the scale of the --lora before it: give --lora ADAPTER.gguf first")
+        else:
+            adapters[-1] = (adapters[-1][0], value)
+        namespace.lora = adapters
 
 
 def settings_from_args(args: argparse.Namespace) -> SamplingSettings:
@@ -90,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
     path = model_path(args.model)
     if args.prompt is None:
         print("loading %s ..." % path, file=sys.stderr)
-    session = ChatSession.from_gguf(GGUFFile.open(str(path)), policy=args.policy, context_length=args.context)
+    gguf = GGUFFile.open(str(path))
+    adapters = open_adapters(gguf, [(GGUFFile.open(file), scale) for file, scale in args.lora])  # checked first
+    session = ChatSession.from_gguf(gguf, policy=args.policy, context_length=args.context)
+    session.model.set_adapters(adapters)
     chat = TerminalChat(session, settings, stop_strings, args.system)
     if args.prompt is not None:
         stream_answer(chat, args.prompt, sys.stdout, report=sys.stderr)

@@ -25,6 +25,7 @@ from ..gguf.reader import GGUFFile
 from ..gguf.writer import GGUFWriter
 from ..model.config import ModelConfig, layer_tensors
 from ..model.load_plan import LoadPlan
+from ..model.lora import adapter_writer
 from .data import Conversation, TrainingData, split_validation
 from .export import model_writer
 from .replay import replay_plan
@@ -174,6 +175,14 @@ class FinetuneRun(TrainingRun):
     def gguf_writer(self, ggml_type: str = "F32") -> GGUFWriter:
         metadata = {k: v for k, v in self.gguf.metadata.items() if k not in OWN_KEYS}
         return model_writer(self.config.arch, metadata, self.merged_parameters(), ggml_type)
+
+    def adapter_writer(self, name: str) -> GGUFWriter:
+        """The adapters alone as llama.cpp's LoRA GGUF (model/lora.py), recording the base model's identity."""
+        if self.trainable is None:
+            raise InvalidSettingError("a full fine-tune trains every weight: it has no LoRA adapter to write")
+        stems = [name[:-len(".lora_a")] for name in self.params if name.endswith(".lora_a")]  # "blk.0.attn_q"
+        pairs = {stem + ".weight": (self.params[stem + ".lora_a"], self.params[stem + ".lora_b"]) for stem in stems}
+        return adapter_writer(self.gguf, self.settings.alpha, pairs, name)
 
     def checkpoint_params(self) -> Dict[str, np.ndarray]:
         """Only what is trained: the adapters (or every weight with --full)."""

@@ -3,7 +3,8 @@
 //
 //   node tests/support/llama_cpp_greedy.mjs < request.json          (run from the repository root)
 //
-// request: {"model": PATH, "vocab_size": N, "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "logits": BOOL}, ...]}
+// request: {"model": PATH, "vocab_size": N, "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "logits": BOOL}, ...],
+//           "lora": [{"filePath": ADAPTER.gguf, "scale": S}, ...]}   (lora optional: adapters applied at load)
 // Prints one JSON line: {"results": [{"tokens", "generated", "logits"}, ...]}, one result per job:
 //   tokens     llama.cpp's ids of `text`, special tokens parsed, nothing added (tokenize(text, true))
 //   generated  greedy continuation of `ids` (temperature 0, no repeat penalty): up to n_gen ids, the
@@ -22,6 +23,7 @@ const model = await llama.loadModel({modelPath: request.model});
 const context = await model.createContext({
   contextSize: request.context_size || 256, batchSize: 256, threads: 1, flashAttention: false,
   experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
+  lora: request.lora ? {adapters: request.lora} : undefined,  // llama.cpp's LoRA adapters, applied at load
 });
 const sequence = context.getSequence();
 const vocabSize = request.vocab_size;

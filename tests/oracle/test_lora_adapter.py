@@ -31,6 +31,7 @@ import torch
 import transformers
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
+from pychat_wasm.chat.load import plan_load
 from pychat_wasm.errors import AdapterError, AdapterMismatchError
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.forward import Model
@@ -339,3 +340,57 @@ def test_bad_adapters_are_refused_by_name(tiny, tmp_path, case, error, message):
     with pytest.raises(error, match=message):
         model.set_adapters(open_adapters(base_file, [(adapter_file, 1.0)]))
     np.testing.assert_array_equal(model.forward(TINY_TOKENS, 0, all_logits=True), before)  # nothing changed
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. SmolLM2 and llama.cpp
+
+SMOLLM2_PROMPTS = ["What is the capital of France?", "Give me three tips for sleeping well.",
+                   "Write a haiku about the sea.", "What is 12 times 7?"]
+GREEDY_TOKENS = 32
+# llama.cpp multiplies Q4_1 and Q8_0 weights with activations rounded to 8 bits, and the merged Q8_0 export rounds
+# the weights to 8 bits: its best token differed from ours where our best two logits were up to 0.18 apart
+# (measured on these prompts). Where they are TIE or more apart, the best token must be the same.
+TIE = 0.5
+
+
+@pytest.mark.slow
+def test_llama_cpp_gives_our_greedy_tokens_with_our_smollm2_adapter(smollm2_path, tmp_path):
+    """Our adapter (rank 8 on attention, B random) on the Q4_1 file, greedy: llama.cpp with the adapter in its
+    context, and on our merged Q8_0 export, picks our token after every prefix of our answer where no near-tie
+    intervenes, and writes our answer up to the first near-tie; without the adapter it writes another."""
+    chats = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]]
+    run = FinetuneRun(FinetuneSettings(), GGUFFile.open(str(smollm2_path)), TrainingData([], chats))
+    rng = np.random.default_rng(1)
+    for name in sorted(run.trainable):
+        if name.endswith(".lora_b"):
+            run.params[name][...] = 0.05 * rng.standard_normal(run.params[name].shape)
+    adapter, merged = tmp_path / "smollm2.lora.gguf", tmp_path / "merged.gguf"
+    run.adapter_writer("smollm2-lora").write(adapter)
+    run.gguf_writer("Q8_0").write(merged)
+    assert adapter.stat().st_size < 4e6  # rank 8 on 4 x 30 matrices: 0.9 M float32 weights
+    plan = plan_load(GGUFFile.open(str(smollm2_path)), policy="float32")
+    model = Model.from_plan(plan)
+    model.set_adapters(open_adapters(plan.gguf, [(GGUFFile.open(str(adapter)), 1.0)]))
+    jobs, ours = [], []
+    for prompt in SMOLLM2_PROMPTS:
+        ids = plan.tokenizer.encode(plan.template.render([{"role": "user", "content": prompt}],
+                                                         add_generation_prompt=True), add_special=False,
+                                    parse_special=True)
+        tokens, gaps = greedy(model, ids, GREEDY_TOKENS)
+        jobs += [{"ids": ids + tokens[:-1], "argmax": True}, {"ids": ids, "n_gen": GREEDY_TOKENS}]
+        ours.append((len(ids), tokens, gaps))
+    vocab = plan.config.vocab_size
+    runs = {"adapter": llama_cpp(smollm2_path, vocab, jobs, [(adapter, 1.0)]), "merged": llama_cpp(merged, vocab, jobs)}
+    compared = 0
+    for i, (n_prompt, tokens, gaps) in enumerate(ours):
+        clear = [j for j in range(GREEDY_TOKENS) if gaps[j] >= TIE]
+        first_tie = next((j for j in range(GREEDY_TOKENS) if gaps[j] < TIE), GREEDY_TOKENS)
+        compared += len(clear)
+        for name, results in runs.items():
+            best = results[2 * i]["argmax"][n_prompt - 1:]  # after the prompt, then after each of our tokens
+            assert [best[j] for j in clear] == [tokens[j] for j in clear], (name, SMOLLM2_PROMPTS[i])
+            assert results[2 * i + 1]["generated"][:first_tie] == tokens[:first_tie], (name, SMOLLM2_PROMPTS[i])
+    assert compared >= 64, compared  # most positions are clear of near-ties
+    base = llama_cpp(smollm2_path, vocab, jobs[1::2])
+    assert [r["generated"][:4] for r in base] != [r["generated"][:4] for r in runs["adapter"][1::2]]

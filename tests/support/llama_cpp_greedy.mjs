@@ -3,13 +3,14 @@
 //
 //   node tests/support/llama_cpp_greedy.mjs < request.json          (run from the repository root)
 //
-// request: {"model": PATH, "vocab_size": N, "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "logits": BOOL}, ...],
+// request: {"model": PATH, "vocab_size": N, "jobs": [{"text": STRING, "ids": [...], "n_gen": N, "logits": BOOL, "argmax": BOOL}, ...],
 //           "lora": [{"filePath": ADAPTER.gguf, "scale": S}, ...]}   (lora optional: adapters applied at load)
-// Prints one JSON line: {"results": [{"tokens", "generated", "logits"}, ...]}, one result per job:
+// Prints one JSON line: {"results": [{"tokens", "generated", "logits", "argmax"}, ...]}, one result per job:
 //   tokens     llama.cpp's ids of `text`, special tokens parsed, nothing added (tokenize(text, true))
 //   generated  greedy continuation of `ids` (temperature 0, no repeat penalty): up to n_gen ids, the
 //              end-of-generation token included when one ends it
 //   logits     when asked: the raw logits [len(ids)][vocab] after each id of `ids`, evaluated in one batch
+//   argmax     when asked ("argmax": true): the id of the highest of those logits after each id of `ids`
 // The KV cache is F32 and flash attention is off, so that for F32 weights llama.cpp computes in float32
 // throughout (its default F16 cache would round keys and values).
 import {getLlama} from "node-llama-cpp";
@@ -54,7 +55,10 @@ const results = [];
 for (const job of request.jobs) {
   const result = {tokens: job.text === undefined ? null : Array.from(model.tokenize(job.text, true))};
   result.generated = job.ids ? await greedy(job.ids, job.n_gen || 0) : [];
-  result.logits = job.ids && job.logits ? await logitsOf(job.ids) : null;
+  const rows = job.ids && (job.logits || job.argmax) ? await logitsOf(job.ids) : null;
+  result.logits = job.logits ? rows : null;
+  result.argmax = job.argmax ? rows.map((row) => row.reduce((best, logit, id) => (logit > row[best] ? id : best), 0))
+    : null;
   results.push(result);
 }
 console.log(JSON.stringify({results}));

@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO
 
-from .common import fail, model_path
+from .common import add_lora_options, fail, model_path
 from ..errors import InvalidSettingsError, PychatError
 from ..gguf.reader import GGUFFile
 from ..model.config import DEFAULT_CONTEXT_CAP
@@ -72,30 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory: float32 is fastest, quantized smallest "
                         "(default %(default)s)")
-    p.add_argument("--lora", action=LoraOption, metavar="ADAPTER.gguf",
-                   help="apply this LoRA adapter (llama.cpp's GGUF format) to the model at load, without writing "
-                        "a merged copy; repeatable")
-    p.add_argument("--lora-scale", action=LoraOption, type=float, metavar="S",
-                   help="the scale of the --lora before it (default 1)")
-    p.set_defaults(func=run, lora=[])
+    add_lora_options(p)
+    p.set_defaults(func=run)
     return p
-
-
-class LoraOption(argparse.Action):
-    """--lora PATH adds (PATH, 1.0) to args.lora; --lora-scale S sets the scale of the --lora before it."""
-
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, "lora", **kwargs)
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        adapters = list(namespace.lora)
-        if option_string == "--lora":
-            adapters.append((value, 1.0))
-        elif not adapters:
-            parser.error("--lora-scale sets the scale of the --lora before it: give --lora ADAPTER.gguf first")
-        else:
-            adapters[-1] = (adapters[-1][0], value)
-        namespace.lora = adapters
 
 
 def settings_from_args(args: argparse.Namespace) -> SamplingSettings:

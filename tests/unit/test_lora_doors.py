@@ -21,6 +21,7 @@ from pychat_wasm.cli.main import main
 from pychat_wasm.errors import AdapterMismatchError, InvalidSettingError
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.forward import Model
+from pychat_wasm.model.lora import open_adapters
 
 from tiny_models import write_tiny_model
 
@@ -185,3 +186,26 @@ def test_the_worker_refuses_adapters_as_data(tuned):
         pass
     assert call(worker_api.remove_lora, "") == {"ok": True, "adapters": []}
     np.testing.assert_array_equal(worker_logits(), before)
+
+
+def test_the_training_worker_saves_the_adapter(tuned, tmp_path):
+    from pychat_wasm.browser import train_worker
+
+    options = {"epochs": 1, "replay": 0, "seq_len": 48, "batch_size": 2, "lr": 0.05}
+    files = [{"name": "chats.jsonl", "text": tuned["data"].read_text()}]
+    reply = call(train_worker.begin_finetune, np.fromfile(str(tuned["base"]), np.uint8), "base.gguf",
+                 json.dumps(options), json.dumps(files))
+    assert reply["ok"], reply
+    while not call(train_worker.train_for, 5.0)["finished"]:
+        pass
+    data = train_worker.adapter_bytes("mine")
+    (tmp_path / "mine.gguf").write_bytes(data)
+    stored = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(tmp_path / "mine.gguf")).tensors}
+    run = train_worker._training.run
+    assert set(stored) == {n.replace(".lora_", ".weight.lora_") for n in run.trainable}
+    for name in run.trainable:
+        np.testing.assert_array_equal(stored[name.replace(".lora_", ".weight.lora_")], run.params[name])
+    adapter = GGUFFile(np.frombuffer(data, np.uint8), name="mine.gguf")
+    assert open_adapters(GGUFFile.open(str(tuned["base"])), [(adapter, 1.0)])  # made for this base
+    with pytest.raises(AdapterMismatchError):
+        open_adapters(GGUFFile.open(str(tuned["other"])), [(adapter, 1.0)])

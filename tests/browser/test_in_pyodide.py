@@ -366,7 +366,7 @@ def test_tiny_model_logits_match_transformers(browser_python, tiny_models, arch,
 
 def test_lora_adapter_applies_and_removes_in_pyodide(browser_python, tiny_models, site):
     """The chat worker's apply_lora / remove_lora in wasm give the native logits (those are checked against PEFT
-    and llama.cpp in tests/oracle/test_lora_adapter.py), and the base's again once removed."""
+    and llama.cpp in tests/oracle/test_lora_*.py), and the base's again once removed."""
     from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.model.forward import Model
     from pychat_wasm.model.lora import open_adapters

@@ -4,7 +4,7 @@ The workers here are threads that sum and gather through Python lists and a barr
 same order, that web/tensor_parallel.js serves through a SharedArrayBuffer in the browser. The reference is
 the unsplit Model on the same file (itself tested against transformers and llama.cpp in test_model.py), also
 with a LoRA adapter applied (each worker keeps the rows of B or columns of A its shard has; the unsplit model's
-adapters are tested against PEFT and llama.cpp in test_lora_adapter.py).
+adapters are tested against PEFT and llama.cpp in test_lora_adapter.py and test_lora_llama_cpp.py).
 """
 from __future__ import annotations
 

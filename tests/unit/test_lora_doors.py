@@ -9,7 +9,6 @@ gguf-py reads the adapter file.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gguf
 import numpy as np

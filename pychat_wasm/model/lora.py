@@ -41,7 +41,7 @@ from ..gguf.reader import GGUFFile
 from ..gguf.writer import GGUFWriter
 from .config import UNFUSED, ModelConfig, layer_tensors
 from .matrices import Matrix
-from .products import matmul_transposed
+from .products import matmul, matmul_transposed
 from .tensor_parallel import SHARDED_AS, ShardPlan, Slicer
 
 BASE_HASH_KEY = "pychat_wasm.base.sha256"
@@ -160,10 +160,13 @@ def check_base(adapter: LoraAdapter, base: GGUFFile, base_sha256: Optional[str] 
         if tuple(info.shape) != (b.shape[0], a.shape[1]):
             raise AdapterMismatchError("%s adapts %s of shape [%d, %d]; in %s it is %s"
                                        % (adapter.name, tensor, b.shape[0], a.shape[1], base.name, list(info.shape)))
-    if adapter.base_sha256 and adapter.base_sha256 != (base_sha256 or file_sha256(base)):
+    if not adapter.base_sha256:
+        return
+    base_sha256 = base_sha256 or file_sha256(base)
+    if adapter.base_sha256 != base_sha256:
         raise AdapterMismatchError("%s was made for %s (sha256 %s), not for %s (sha256 %s)"
                                    % (adapter.name, adapter.base_name or "another file", adapter.base_sha256[:16],
-                                      base.name, (base_sha256 or file_sha256(base))[:16]))
+                                      base.name, base_sha256[:16]))
 
 
 def checked_scale(scale: object) -> float:
@@ -204,25 +207,27 @@ class AdaptedMatrix:
     def dequantize_rows(self, start: int, stop: int) -> np.ndarray:
         rows = np.array(self.base.dequantize_rows(start, stop), np.float32)  # [stop-start, in]
         for a, b, factor in self.updates:
-            rows += np.float32(factor) * (b[start:stop] @ a)  # [rows, r] @ [r, in]
+            rows += np.float32(factor) * matmul(b[start:stop], a)  # [rows, r] @ [r, in]
         return rows
+
+
+def _layer_matrices(config: ModelConfig) -> Dict[str, List[Tuple[str, int, int, Optional[Tuple[str, str]]]]]:
+    """A layer's matrix name without "blk.<i>." -> the stored matrices it is made of: (LayerWeights field, first
+    row, rows, how a shard cuts them); one for most, one per part for a fused matrix (phi3's attn_qkv)."""
+    found = {}
+    for spec, shape, _ in layer_tensors(config):
+        if len(shape) == 2:
+            firsts = np.cumsum([0] + [UNFUSED[part].shape(config)[0] for part in spec.holds or (spec.name,)])
+            found[spec.name] = [(UNFUSED[part].field, int(first), int(rows), SHARDED_AS.get(part))
+                                for part, first, rows in zip(spec.holds or (spec.name,), firsts, np.diff(firsts))]
+    return found
 
 
 def low_rank_updates(adapters: Sequence[Tuple[LoraAdapter, float]], config: ModelConfig,
                      shard: Optional[ShardPlan] = None) -> Dict[Tuple[int, str], List[Update]]:
     """(layer, weights.LayerWeights field) -> updates, layer -1 and field "output" for the output head; cut to
     `shard`'s part. AdapterError for a tensor the engine cannot adapt, before anything is applied."""
-    fields = {}  # base tensor name without "blk.<i>." -> [(field, first row of B, rows, sharded as)]
-    for spec, shape, _ in layer_tensors(config):
-        if len(shape) != 2:
-            continue
-        parts = spec.holds or (spec.name,)
-        first = 0
-        fields[spec.name] = []
-        for part in parts:
-            rows = UNFUSED[part].shape(config)[0]
-            fields[spec.name].append((UNFUSED[part].field, first, rows, SHARDED_AS.get(part)))
-            first += rows
+    fields = _layer_matrices(config)
     slicer = Slicer(shard, config.head_dim)
     updates: Dict[Tuple[int, str], List[Update]] = {}
     for adapter, scale in adapters:

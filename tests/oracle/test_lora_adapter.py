@@ -202,6 +202,23 @@ def test_removal_restores_the_base_bit_for_bit(tiny, policy):
 
 
 
+@pytest.mark.parametrize("policy", ["float32", "quantized"])
+def test_an_adapted_matrix_reads_as_the_merged_weights(tiny, policy):
+    """dequantize_rows of an adapted matrix: gguf-py's dequantized W + scale * alpha / rank * B A (float64)."""
+    from gguf.quants import dequantize
+
+    base, adapter, _ = tiny["qwen2"]
+    gguf_file = GGUFFile.open(str(base))
+    model = Model.from_gguf(gguf_file, policy=policy)
+    model.set_adapters(open_adapters(gguf_file, [(GGUFFile.open(str(adapter)), 0.5)]))
+    stored = {t.name: t for t in gguf.GGUFReader(str(base)).tensors}["blk.1.ffn_down.weight"]
+    weights = np.asarray(dequantize(stored.data, stored.tensor_type), np.float64).reshape(model.layers[1].w_down.shape)
+    tensors = numpy_tensors(adapter)
+    a, b = (tensors["blk.1.ffn_down.weight.lora_" + s].astype(np.float64) for s in "ab")
+    expected = weights + 0.5 * ALPHA / RANK * (b @ a)
+    assert max_diff(model.layers[1].w_down.dequantize_rows(3, 40), expected[3:40]) < 1e-5
+
+
 # ----------------------------------------------------------------------------------------------
 # 3. Refused
 

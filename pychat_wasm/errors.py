@@ -131,3 +131,13 @@ class InvalidRequestError(PychatError, ValueError):
     def __init__(self, message: str, param: str = ""):
         super().__init__(message)
         self.param = param
+
+
+class AdapterError(GGUFError):
+    """A file given as a LoRA adapter that is not one llama.cpp's way (general.type "adapter", adapter.type
+    "lora", <tensor>.lora_a / .lora_b pairs), or that adapts a tensor this engine cannot adapt."""
+
+
+class AdapterMismatchError(AdapterError):
+    """A LoRA adapter made for another base model: its architecture, a tensor's shape or the recorded hash of
+    its base file differ from the model it is applied to. The message names both."""

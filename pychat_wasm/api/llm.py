@@ -2,6 +2,7 @@
 
     from pychat_wasm import LLM
     llm = LLM("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tuned = LLM("models/SmolLM2-135M-Instruct.Q4_1.gguf", lora=["tuned.lora.gguf"])   # or [("tuned.lora.gguf", 0.5)]
     reply = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], temperature=0, max_tokens=32)
     print(reply["choices"][0]["message"]["content"])
     for chunk in llm.create_chat_completion(messages, stream=True):
@@ -33,24 +34,51 @@ from .tools import ToolPlan
 from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
-from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError
+from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError, InvalidSettingError
 from ..gguf.reader import GGUFFile
+from ..model.lora import open_adapters
 from ..grammar import GrammarConstraint
 
 Messages = List[Dict[str, Any]]
+ModelFile = Union[str, Path, GGUFFile]
+
+
+def _gguf(file: ModelFile) -> GGUFFile:
+    return file if isinstance(file, GGUFFile) else GGUFFile.open(str(file))
+
+
+def lora_files(lora: Sequence[Union[ModelFile, Tuple[ModelFile, float]]]) -> List[Tuple[GGUFFile, float]]:
+    """LLM's lora=[path, (path, scale), ...] as open adapter files and scales (scale 1 when not given)."""
+    if isinstance(lora, (str, Path, GGUFFile)):
+        raise InvalidSettingError("lora must be a list of adapter files or (file, scale) pairs, not one file")
+    files = []
+    for item in lora:
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            files.append((_gguf(item[0]), item[1]))
+        elif isinstance(item, (str, Path, GGUFFile)):
+            files.append((_gguf(item), 1.0))
+        else:
+            raise InvalidSettingError("each lora item must be an adapter file or a (file, scale) pair, not %r"
+                                      % (item,))
+    return files
 
 
 class LLM:
     """A GGUF model behind llama-cpp-python's methods. Not thread-safe: one call at a time."""
 
-    def __init__(self, model_path: Union[str, Path, GGUFFile], *, context_length: Optional[int] = None,
-                 policy: str = "auto", seed: Optional[int] = None):
-        """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file)."""
-        gguf = model_path if isinstance(model_path, GGUFFile) else GGUFFile.open(str(model_path))
+    def __init__(self, model_path: ModelFile, *, context_length: Optional[int] = None,
+                 policy: str = "auto", seed: Optional[int] = None,
+                 lora: Sequence[Union[ModelFile, Tuple[ModelFile, float]]] = ()):
+        """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file).
+        lora: LoRA adapters (llama.cpp's GGUF files, model/lora.py) applied at load, each a file or a (file,
+        scale) pair; one made for another base model raises AdapterMismatchError."""
+        gguf = _gguf(model_path)
+        adapters = open_adapters(gguf, lora_files(lora))  # checked before the weights are built
         self.model_path = gguf.name
         self.model_name = Path(gguf.name).name
         self.seed = seed  # for calls that give none; None: a fresh one per call
         self.session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
+        self.session.model.set_adapters(adapters)
         self.tokenizer = self.session.tokenizer
         self.generated_tokens = 0  # every token sampled by this LLM, counted as it is sampled
 

@@ -12,6 +12,10 @@ lifetimes.
     >>> next_event()                                                                      # doctest: +SKIP
     '{"ok": true, "event": {"kind": "progress", ...}}'
 
+LoRA adapters (llama.cpp's GGUF files, pychat_wasm/model/lora.py) are applied to the loaded model and removed
+again without reloading its weights: apply_lora(bytes, name, scale), remove_lora(name); every worker of a split
+model applies its own shard of an adapter, so the page calls every active worker, as for a turn.
+
 The page owns the conversation: each turn sends it whole (begin_turn), and Python keeps only what the KV cache
 holds. The token loop lives in the worker's JS: it calls next_event(stop) once per step and yields to its event
 loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
@@ -26,12 +30,13 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 
-from ..errors import NoModelLoadedError, NotGGUFError, PychatError
+from ..errors import InvalidSettingError, NoModelLoadedError, NotGGUFError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
 from ..chat.load import plan_load
 from ..model.load_plan import check_supported
+from ..model.lora import check_base, checked_scale, file_sha256, read_adapter
 from ..chat.session import ChatEvent, ChatSession
 from ..model.tensor_parallel import Collective
 from .protocol import ErrorReply, FitOptions, LoadOptions, Turn
@@ -42,6 +47,8 @@ class _Worker:
 
     session: Optional[ChatSession] = None
     turn: Optional[Iterator[ChatEvent]] = None
+    base: Optional[GGUFFile] = None  # the loaded model's file, which adapters are checked against
+    base_sha256: str = ""  # its sha256, worked out the first time an adapter that records one asks for it
 
 
 _worker = _Worker()
@@ -118,11 +125,12 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
     gguf = GGUFFile(data, name=name)
     plan = plan_load(gguf, context_length=options.context_length or None, policy=options.policy,
                      memory_limit=options.memory_limit or MODEL_HEAP, workers=options.workers, rank=options.rank)
-    _worker.session = _worker.turn = None  # free the old weights before building the new ones
+    _worker.session = _worker.turn = _worker.base = None  # free the old weights before building the new ones
     if plan.idle:
         return {"idle": True, "workers": plan.workers}
     collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
     _worker.session = ChatSession.from_plan(plan, collective)
+    _worker.base, _worker.base_sha256 = gguf, ""
     model = _worker.session.model
     return {"workers": plan.workers,
             "info": dict(model_info(gguf), context_length=plan.config.context_length, policy=plan.policy,
@@ -174,3 +182,44 @@ def next_event(stop: bool = False) -> Dict[str, Any]:
     if event.kind == "done":
         _worker.turn = None
     return {"event": event.as_dict()}
+
+
+def _between_turns() -> ChatSession:
+    session = _session()
+    if _worker.turn is not None:
+        raise InvalidSettingError("an answer is being written: stop it before applying or removing an adapter")
+    return session
+
+
+def _adapters_reply(session: ChatSession) -> Dict[str, Any]:
+    """{"adapters": [{name, scale, alpha, rank, tensors, base_name}, ...]}: what is applied now, in order."""
+    return {"adapters": [{"name": adapter.name, "scale": scale, "alpha": adapter.alpha,
+                          "rank": max(b.shape[1] for _, b in adapter.pairs.values()), "tensors": len(adapter.pairs),
+                          "base_name": adapter.base_name} for adapter, scale in session.model.adapters]}
+
+
+@json_reply
+def apply_lora(data: Any, name: str, scale: float = 1.0) -> Dict[str, Any]:
+    """Apply the LoRA adapter in `data` (a numpy uint8 array of its GGUF bytes) to the loaded model, beside those
+    applied already; one of the same `name` is replaced (e.g. to change its scale). The model's weights are not
+    reloaded; the KV cache is emptied. AdapterMismatchError (an adapter for another base model) and AdapterError
+    leave everything as it was."""
+    session = _between_turns()
+    adapter = read_adapter(GGUFFile(data, name=name))
+    scale = checked_scale(scale)
+    if adapter.base_sha256 and not _worker.base_sha256:
+        _worker.base_sha256 = file_sha256(_worker.base)
+    check_base(adapter, _worker.base, _worker.base_sha256 or None)
+    kept = [(applied, s) for applied, s in session.model.adapters if applied.name != name]
+    session.model.set_adapters(kept + [(adapter, scale)])
+    return _adapters_reply(session)
+
+
+@json_reply
+def remove_lora(name: str = "") -> Dict[str, Any]:
+    """Remove the adapter `name` ("": all of them): the model computes exactly what it did without it."""
+    session = _between_turns()
+    if name and all(adapter.name != name for adapter, _ in session.model.adapters):
+        raise InvalidSettingError("no adapter named %s is applied" % name)
+    session.model.set_adapters([(a, s) for a, s in session.model.adapters if name and a.name != name])
+    return _adapters_reply(session)

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Optional
 
-from ..errors import NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
+from ..errors import InvalidSettingError, NoModelLoadedError, NotEnoughMemoryError, TrainingDataError
 from ..gguf.reader import GGUFFile
 from .chat_worker import json_reply
 from .protocol import FinetuneOptions
@@ -161,4 +161,14 @@ def train_for(seconds: float) -> Dict[str, Any]:
 def model_bytes(ggml_type: str = "F32") -> bytes:
     """The current model as GGUF bytes (the page stores them in its model cache)."""
     return _run().gguf_writer(ggml_type).to_bytes()
+
+
+def adapter_bytes(name: str) -> bytes:
+    """A fine-tuning run's LoRA adapters alone, as llama.cpp's adapter GGUF (pychat_wasm/model/lora.py) named
+    `name`; a few MB, applied in the chat worker with chat_worker.apply_lora. InvalidSettingError for a run
+    without adapters (training from scratch, or a full fine-tune)."""
+    run = _run()
+    if not isinstance(run, FinetuneRun):
+        raise InvalidSettingError("training from scratch makes a whole model, not a LoRA adapter")
+    return run.adapter_writer(name).to_bytes()
 

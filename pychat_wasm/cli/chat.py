@@ -4,6 +4,7 @@
     pychat-wasm chat model.gguf --system "Be brief."   # interactive, another model
     pychat-wasm chat --prompt "What is 2+2?" --temperature 0    # one answer on stdout, greedy
     pychat-wasm chat --prompt "List three fruits." --stop "3."  # the answer ends before the first "3."
+    pychat-wasm chat base.gguf --lora tuned.lora.gguf --lora-scale 0.5   # a LoRA adapter applied at load
 
 Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
 /exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the
@@ -20,10 +21,11 @@ import signal
 import sys
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO
 
-from .common import fail, model_path
+from .common import add_lora_options, fail, model_path
 from ..errors import InvalidSettingsError, PychatError
 from ..gguf.reader import GGUFFile
 from ..model.config import DEFAULT_CONTEXT_CAP
+from ..model.lora import open_adapters
 from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.events import ContextBudget
 from ..chat.session import ChatSession, GenerationStats
@@ -70,6 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory: float32 is fastest, quantized smallest "
                         "(default %(default)s)")
+    add_lora_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -90,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     path = model_path(args.model)
     if args.prompt is None:
         print("loading %s ..." % path, file=sys.stderr)
-    session = ChatSession.from_gguf(GGUFFile.open(str(path)), policy=args.policy, context_length=args.context)
+    gguf = GGUFFile.open(str(path))
+    adapters = open_adapters(gguf, [(GGUFFile.open(file), scale) for file, scale in args.lora])  # checked first
+    session = ChatSession.from_gguf(gguf, policy=args.policy, context_length=args.context)
+    session.model.set_adapters(adapters)
     chat = TerminalChat(session, settings, stop_strings, args.system)
     if args.prompt is not None:
         stream_answer(chat, args.prompt, sys.stdout, report=sys.stderr)

@@ -1,6 +1,7 @@
-"""What every CLI subcommand shares: finding the default model and failing cleanly."""
+"""What every CLI subcommand shares: finding the default model, the LoRA options, and failing cleanly."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -45,3 +46,30 @@ def fail(message: str) -> int:
     """Print an error for a person (no traceback) and return the exit code 1."""
     print("error: %s" % message, file=sys.stderr)
     return 1
+
+
+class LoraOption(argparse.Action):
+    """--lora PATH adds (PATH, 1.0) to args.lora; --lora-scale S sets the scale of the --lora before it."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, "lora", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        adapters = list(namespace.lora)
+        if option_string == "--lora":
+            adapters.append((value, 1.0))
+        elif not adapters:
+            parser.error("--lora-scale sets the scale of the --lora before it: give --lora ADAPTER.gguf first")
+        else:
+            adapters[-1] = (adapters[-1][0], value)
+        namespace.lora = adapters
+
+
+def add_lora_options(p: argparse.ArgumentParser) -> None:
+    """--lora ADAPTER.gguf [--lora-scale S], repeatable: args.lora = [(path, scale), ...] (chat and serve)."""
+    p.add_argument("--lora", action=LoraOption, metavar="ADAPTER.gguf",
+                   help="apply this LoRA adapter (llama.cpp's GGUF format) to the model at load, without writing "
+                        "a merged copy; repeatable")
+    p.add_argument("--lora-scale", action=LoraOption, type=float, metavar="S",
+                   help="the scale of the --lora before it (default 1)")
+    p.set_defaults(lora=[])

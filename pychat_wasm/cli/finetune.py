@@ -3,9 +3,12 @@
     pychat-wasm finetune                                      # SmolLM2 on the shipped example, LoRA rank 8
     pychat-wasm finetune base.gguf --data chats.jsonl --out tuned.gguf --targets attn+mlp --epochs 6
     pychat-wasm chat tuned.gguf
+    pychat-wasm finetune base.gguf --data chats.jsonl --lora-out tuned.lora.gguf   # the adapter alone, a few MB
+    pychat-wasm chat base.gguf --lora tuned.lora.gguf
 
 The adapters train on a frozen float32 copy of the base weights, with the loss on the assistant tokens of
-each conversation rendered by the model's own chat template; the export folds them into the weights.
+each conversation rendered by the model's own chat template; --out folds them into the weights, --lora-out
+writes them alone as llama.cpp's LoRA adapter GGUF (pychat_wasm/model/lora.py), and either or both may be given.
 Progress, checkpoints (adapters only), Ctrl-C, the log and the loss chart work as in `pychat-wasm train`.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import sys
 from typing import List
 
-from .common import model_path
+from .common import CLIError, model_path
 from .train import add_run_options, check_outputs, finish, load_data, read_resume, say
 from ..gguf.reader import GGUFFile
 from ..train.checkpoint import restore
@@ -64,6 +67,8 @@ def answer_replay(plan: LoadPlan, count: int) -> List[Conversation]:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     paths = check_outputs(args)
+    if args.lora_out and args.full:
+        raise CLIError("--lora-out writes LoRA adapters, and --full trains every weight instead: use --out")
     base_path = str(model_path(args.base))
     gguf = GGUFFile.open(base_path)
     data = load_data([args.data or EXAMPLE_DATA])
@@ -84,6 +89,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
                 args.rank, args.targets), "{:,}".format(trained), len(data.conversations), len(run.replay),
                run.total_steps))
+    if args.lora_out and run.trainable is None:
+        raise CLIError("--lora-out writes LoRA adapters, and %s is a full fine-tune: use --out" % args.resume)
     if data.documents:
         say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
             % len(data.documents))
@@ -92,7 +99,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 130
     if not args.data:
         report_example(model_bytes)
-    say("chat with it: pychat-wasm chat %s" % paths["model"])
+    if paths["model"]:
+        say("chat with it: pychat-wasm chat %s" % paths["model"])
+    if paths["adapter"]:
+        say("chat with the adapter: pychat-wasm chat %s --lora %s (llama.cpp: llama-cli -m %s --lora %s)"
+            % ((base_path, paths["adapter"]) * 2))
     return 0
 
 
@@ -104,7 +115,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "shipped example (facts about an invented town) and checks the answers.")
     p.add_argument("base", nargs="?", help="the model to start from (default: the installed SmolLM2)")
     p.add_argument("--data", metavar="PATH", help="conversations to learn (default: the shipped example)")
-    add_run_options(p)
+    add_run_options(p, out_required=False)
+    p.add_argument("--lora-out", metavar="ADAPTER.gguf",
+                   help="write the LoRA adapter alone in llama.cpp's adapter format (a few MB), besides or "
+                        "instead of --out")
     p.add_argument("--rank", type=int, default=DEFAULTS.rank, metavar="R", help="LoRA rank (default %(default)s)")
     p.add_argument("--alpha", type=float, default=DEFAULTS.alpha, metavar="A",
                    help="LoRA alpha; updates scale by alpha/rank (default %(default)s)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import CLIError, model_path
+from .common import CLIError, add_lora_options, model_path
 from ..model.config import DEFAULT_CONTEXT_CAP
 from ..model.matrices import POLICIES
 
@@ -34,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="context length in tokens (default: the model's, at most %d)" % DEFAULT_CONTEXT_CAP)
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory (default %(default)s)")
+    add_lora_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--queue must be 0 or more, not %d" % args.queue)
     from ..api import LLM
 
-    llm = LLM(model_path(args.model), context_length=args.context, policy=args.policy)
+    llm = LLM(model_path(args.model), context_length=args.context, policy=args.policy, lora=args.lora)
     app = build_app(llm, api_key=args.api_key, cors_origins=args.cors_origin, queue_limit=args.queue)
     print("serving %s on http://%s:%d (context %d tokens)" % (llm.model_name, args.host, args.port, llm.n_ctx()),
           file=sys.stderr, flush=True)

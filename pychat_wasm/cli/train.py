@@ -142,14 +142,20 @@ def say(text: str) -> None:
 
 
 def check_outputs(args: argparse.Namespace) -> Dict[str, str]:
-    """The output paths of --out, checked before any training time is spent."""
-    if os.path.isdir(args.out):
-        raise CLIError("--out must be a file name such as my.gguf, not a directory")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise CLIError("the directory of --out %s does not exist" % args.out)
+    """The output paths of --out (and finetune's --lora-out), checked before any training time is spent; the
+    checkpoint, log and chart go beside the first of them."""
+    given = [(flag, path) for flag, path in (("--out", args.out), ("--lora-out", getattr(args, "lora_out", None)))
+             if path]
+    if not given:
+        raise CLIError("give --out MODEL.gguf, --lora-out ADAPTER.gguf or both")
+    for flag, path in given:
+        if os.path.isdir(path):
+            raise CLIError("%s must be a file name such as my.gguf, not a directory" % flag)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise CLIError("the directory of %s %s does not exist" % (flag, path))
     if args.checkpoint_every < 1:
         raise CLIError("--checkpoint-every must be at least 1, got %d" % args.checkpoint_every)
-    return output_paths(args.out)
+    return dict(output_paths(given[0][1]), model=args.out, adapter=getattr(args, "lora_out", None))
 
 
 def read_resume(path: str, kind: str, command: str) -> Checkpoint:
@@ -159,13 +165,26 @@ def read_resume(path: str, kind: str, command: str) -> Checkpoint:
     return checkpoint
 
 
+def write_file(path: str, data: bytes) -> str:
+    """Write `data` to `path` atomically; "path (12.3 MB)" for the report."""
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(data)
+    os.replace(path + ".tmp", path)
+    return "%s (%.1f MB)" % (path, len(data) / 1e6)
+
+
 def write_model(run: Any, paths: Dict[str, str], outtype: str) -> bytes:
-    """Export the run to paths["model"] (atomically) and return the GGUF bytes."""
+    """Export the run to paths["model"] and its LoRA adapter to paths["adapter"] (each when given); return the
+    model's GGUF bytes (built even when only the adapter is written: the answer report runs on them)."""
     model_bytes = run.gguf_writer(outtype).to_bytes()
-    with open(paths["model"] + ".tmp", "wb") as fh:
-        fh.write(model_bytes)
-    os.replace(paths["model"] + ".tmp", paths["model"])
-    say("wrote %s (%.1f MB), %s and %s" % (paths["model"], len(model_bytes) / 1e6, paths["log"], paths["chart"]))
+    written = []
+    if paths["model"]:
+        written.append(write_file(paths["model"], model_bytes))
+    if paths.get("adapter"):
+        name = os.path.basename(paths["adapter"])
+        name = name[:-len(".gguf")] if name.endswith(".gguf") else name
+        written.append(write_file(paths["adapter"], run.adapter_writer(name).to_bytes()))
+    say("wrote %s, %s and %s" % (", ".join(written), paths["log"], paths["chart"]))
     return model_bytes
 
 
@@ -179,9 +198,9 @@ def finish(run: Any, paths: Dict[str, str], args: argparse.Namespace, title: str
     return model_bytes
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options `train` and `finetune` share."""
-    p.add_argument("--out", required=True, metavar="MODEL.gguf", help="where to write the model")
+def add_run_options(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    """Options `train` and `finetune` share (finetune may write an adapter instead of --out)."""
+    p.add_argument("--out", required=out_required, metavar="MODEL.gguf", help="where to write the model")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the whole run (default %(default)s)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run that wrote this checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",

@@ -18,7 +18,7 @@ modeling_qwen2 / modeling_qwen3 / modeling_gemma3 / modeling_phi3, llama.cpp's s
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from ..gguf.reader import GGUFFile
 from .kv_cache import KVCache
 from .config import ModelConfig
 from .weights import LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head
+from .lora import AdaptedMatrix, LoraAdapter, low_rank_updates
 from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
 from .tensor_parallel import Collective, ShardPlan, head_blocks
 
@@ -65,6 +66,8 @@ class Model:
         self.n_kv_heads = sum(b.n_kv for b in self.head_blocks)  # KV and query heads this worker computes
         self.n_heads = sum(b.n_kv * b.group for b in self.head_blocks)
         self.cache = KVCache(config.n_layers, self.n_kv_heads, config.context_length, config.head_dim)
+        self.adapters: List[Tuple[LoraAdapter, float]] = []  # applied LoRA adapters and their scales
+        self._unadapted = (self.layers, self.output)
 
     @classmethod
     def from_plan(cls, plan, collective: Optional[Collective] = None) -> "Model":
@@ -86,6 +89,19 @@ class Model:
             gguf_file = GGUFFile.open(gguf_file)
         limit = MODEL_HEAP if memory_limit is None else memory_limit
         return cls.from_plan(plan_model(gguf_file, context_length, policy, limit, workers, rank), collective)
+
+    def set_adapters(self, adapters: Sequence[Tuple[LoraAdapter, float]]) -> None:
+        """Apply LoRA adapters [(adapter, scale)] (lora.py: read and checked against this model's file) in place of
+        those applied before; [] removes them. The stored weights never change, so removal is exact; the KV
+        cache is emptied, since its keys and values came from the previous weights."""
+        updates = low_rank_updates(adapters, self.config, self.shard)  # AdapterError before anything changes
+        layers, output = self._unadapted
+        self.layers = [w._replace(**{field: AdaptedMatrix(getattr(w, field), updates[(i, field)])
+                                     for (layer, field) in updates if layer == i})
+                       for i, w in enumerate(layers)]
+        self.output = AdaptedMatrix(output, updates[(-1, "output")]) if (-1, "output") in updates else output
+        self.adapters = list(adapters)
+        del self.cache.ids[:]
 
     def memory_bytes(self) -> int:
         """Bytes of weights and KV cache this model reads from (quantized weights are views of the file)."""

@@ -2,7 +2,8 @@
 
     base GGUF --dequantize--> float32 parameters (frozen)  +  LoRA adapters A [r, in], B [out, r]
     loss on the assistant tokens of conversations rendered with the model's own chat template
-    export: W + (alpha / r) * B @ A for every adapted matrix, written with the base's metadata
+    export: W + (alpha / r) * B @ A for every adapted matrix, written with the base's metadata; or the
+            adapters alone as llama.cpp's LoRA adapter GGUF (adapter_writer: model/lora.py)
 
 The adapters start as in the LoRA paper: A uniform in +-1/sqrt(in), B zero, so training starts exactly at
 the base model. Architectures: those the trainer implements (llama, qwen2); the shared loop is run.py.
@@ -14,7 +15,6 @@ the base model. Architectures: those the trainer implements (llama, qwen2); the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,6 +25,7 @@ from ..gguf.reader import GGUFFile
 from ..gguf.writer import GGUFWriter
 from ..model.config import ModelConfig, layer_tensors
 from ..model.load_plan import LoadPlan
+from ..model.lora import adapter_writer, file_sha256
 from .data import Conversation, TrainingData, split_validation
 from .export import model_writer
 from .replay import replay_plan
@@ -109,7 +110,7 @@ def estimated_bytes(cfg: ModelConfig, n_params: int, settings: FinetuneSettings)
 
 def file_fingerprint(gguf: GGUFFile) -> str:
     """sha256 of the base model's bytes: adapters resume only onto the model they were trained on."""
-    return hashlib.sha256(gguf.data).hexdigest()
+    return file_sha256(gguf)
 
 
 def check_can_finetune(plan: LoadPlan, data: TrainingData) -> None:
@@ -174,6 +175,14 @@ class FinetuneRun(TrainingRun):
     def gguf_writer(self, ggml_type: str = "F32") -> GGUFWriter:
         metadata = {k: v for k, v in self.gguf.metadata.items() if k not in OWN_KEYS}
         return model_writer(self.config.arch, metadata, self.merged_parameters(), ggml_type)
+
+    def adapter_writer(self, name: str) -> GGUFWriter:
+        """The adapters alone as llama.cpp's LoRA GGUF (model/lora.py), recording the base model's identity."""
+        if self.trainable is None:
+            raise InvalidSettingError("a full fine-tune trains every weight: it has no LoRA adapter to write")
+        stems = [name[:-len(".lora_a")] for name in self.params if name.endswith(".lora_a")]  # "blk.0.attn_q"
+        pairs = {stem + ".weight": (self.params[stem + ".lora_a"], self.params[stem + ".lora_b"]) for stem in stems}
+        return adapter_writer(self.gguf, self.settings.alpha, pairs, name)
 
     def checkpoint_params(self) -> Dict[str, np.ndarray]:
         """Only what is trained: the adapters (or every weight with --full)."""

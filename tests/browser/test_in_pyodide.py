@@ -110,6 +110,20 @@ def write_quant_tensors(path: Path, n_rows: int = 3, n_cols: int = 512) -> Path:
     return write_gguf(path, "llama", tensors=tensors)
 
 
+def write_lora_adapter(path: Path, base: Path) -> None:
+    """A LoRA adapter for `base` on every matrix of its layers and its output head, random A and B."""
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.lora import adapter_writer
+
+    base_file = GGUFFile.open(str(base))
+    rng = np.random.default_rng(4)
+    pairs = {name: (rng.standard_normal((3, info.shape[1])).astype(np.float32),
+                    0.2 * rng.standard_normal((info.shape[0], 3)).astype(np.float32))
+             for name, info in base_file.tensors.items()
+             if len(info.shape) == 2 and (name.startswith("blk.") or name == "output.weight")}
+    adapter_writer(base_file, 6.0, pairs, "random").write(path)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, smollm2_path, tiny_models):
     """The served directory: the product's Pyodide files and wheel, the runtime, harness and fixtures."""
@@ -128,6 +142,7 @@ def site(tmp_path_factory, smollm2_path, tiny_models):
     (fixtures / "not_a_model.html").write_text("<!doctype html><html><body>404 Not Found</body></html>")
     for arch, (path, _) in tiny_models.items():
         os.symlink(path, fixtures / ("tiny_%s.gguf" % arch))
+    write_lora_adapter(fixtures / "tiny_qwen2.lora.gguf", tiny_models["qwen2"][0])
     os.symlink(smollm2_path, fixtures / "smollm2.gguf")
     return root, dependency_wheels + ["wheels/" + wheel.name]
 
@@ -347,6 +362,28 @@ def test_tiny_model_logits_match_transformers(browser_python, tiny_models, arch,
     got = decode_array(browser_python.run("model_logits", file=name, tokens=TINY_TOKENS, policy=policy))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
+
+
+def test_lora_adapter_applies_and_removes_in_pyodide(browser_python, tiny_models, site):
+    """The chat worker's apply_lora / remove_lora in wasm give the native logits (those are checked against PEFT
+    and llama.cpp in tests/oracle/test_lora_*.py), and the base's again once removed."""
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.forward import Model
+    from pychat_wasm.model.lora import open_adapters
+
+    got = browser_python.run("lora_logits", file="tiny_qwen2.gguf", adapter="tiny_qwen2.lora.gguf",
+                             tokens=TINY_TOKENS, scale=0.5)
+    assert got["loaded"] and [a["name"] for a in got["applied"]["adapters"]] == ["tiny_qwen2.lora.gguf"]
+    assert got["removed"] == {"ok": True, "adapters": []}
+    base_file = GGUFFile.open(str(tiny_models["qwen2"][0]))
+    model = Model.from_gguf(base_file, policy="float32")
+    adapter = GGUFFile.open(str(site[0] / "fixtures" / "tiny_qwen2.lora.gguf"))
+    model.set_adapters(open_adapters(base_file, [(adapter, 0.5)]))
+    expected = model.forward(TINY_TOKENS, 0, all_logits=True)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(decode_array(got["adapted"]), expected, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(decode_array(got["base"]), tiny_models["qwen2"][1], rtol=0, atol=1e-3 * scale)
+    assert np.abs(expected - tiny_models["qwen2"][1]).max() > 1e-2 * scale  # the adapter matters
 
 
 def test_smollm2_greedy_answer_is_golden(browser_python, hf_smollm2_tokenizer):

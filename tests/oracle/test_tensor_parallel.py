@@ -2,7 +2,9 @@
 
 The workers here are threads that sum and gather through Python lists and a barrier: the same calls, in the
 same order, that web/tensor_parallel.js serves through a SharedArrayBuffer in the browser. The reference is
-the unsplit Model on the same file (itself tested against transformers and llama.cpp in test_model.py).
+the unsplit Model on the same file (itself tested against transformers and llama.cpp in test_model.py), also
+with a LoRA adapter applied (each worker keeps the rows of B or columns of A its shard has; the unsplit model's
+adapters are tested against PEFT and llama.cpp in test_lora_adapter.py and test_lora_llama_cpp.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 from pychat_wasm.errors import InvalidSettingError
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.config import ModelConfig
+from pychat_wasm.model.lora import adapter_writer, open_adapters
 from pychat_wasm.model.forward import Model
 from pychat_wasm.model.tensor_parallel import Collective, max_workers, plan_shards
 from pychat_wasm.model.matrices import Int8Matrix
@@ -109,6 +112,31 @@ def test_workers_that_all_skip_the_head_stay_in_step(tiny_paths, name):
     assert run_all(shards, TINY_TOKENS[:8], 0, logits=False) == [None, None]
     expected = whole.forward(TINY_TOKENS, 0)
     for logits in run_all(shards, TINY_TOKENS[8:], 8):
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name, workers, policy", [
+    ("llama-9-3", 3, "float32"), ("qwen2", 2, "quantized"), ("phi3", 2, "int8"),
+])
+def test_workers_apply_their_shard_of_a_lora_adapter(tiny_paths, name, workers, policy):
+    """An adapter on every matrix the file has in its layers (phi3's fused ones too) and on a separate head."""
+    gguf_file = GGUFFile.open(tiny_paths[name])
+    rng = np.random.default_rng(2)
+    pairs = {tensor: (rng.standard_normal((3, info.shape[1])).astype(np.float32),  # A [rank, in]
+                      0.2 * rng.standard_normal((info.shape[0], 3)).astype(np.float32))  # B [out, rank]
+             for tensor, info in gguf_file.tensors.items()
+             if len(info.shape) == 2 and (tensor.startswith("blk.") or tensor == "output.weight")}
+    adapter = GGUFFile(adapter_writer(gguf_file, 6.0, pairs, "random").to_bytes(), name="random.gguf")
+    adapters = open_adapters(gguf_file, [(adapter, 0.5)])
+    whole = Model.from_gguf(gguf_file, policy=policy)
+    before = whole.forward(TINY_TOKENS, 0, all_logits=True)
+    whole.set_adapters(adapters)
+    expected = whole.forward(TINY_TOKENS, 0, all_logits=True)
+    assert np.abs(expected - before).max() > 1e-2 * np.abs(before).max()  # the adapter matters
+    shards = sharded_models(tiny_paths[name], workers, policy)
+    for model in shards:
+        model.set_adapters(adapters)
+    for logits in run_all(shards, TINY_TOKENS, 0, all_logits=True):
         np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 

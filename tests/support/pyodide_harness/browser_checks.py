@@ -212,6 +212,21 @@ async def model_logits(file, tokens, policy):
 
 
 @check
+async def lora_logits(file, adapter, tokens, scale):
+    """The chat worker loads `file`, applies the LoRA adapter `adapter` and removes it again: the logits with
+    and without it, and the worker's replies."""
+    from pychat_wasm.browser import chat_worker
+    loaded = json.loads(chat_worker.load_model(await fetch_fixture(file), file, json.dumps({"policy": "float32"})))
+    applied = json.loads(chat_worker.apply_lora(await fetch_fixture(adapter), adapter, scale))
+    model = chat_worker._worker.session.model
+    adapted = model.forward(tokens, 0, all_logits=True)  # [n_tokens, vocab]
+    removed = json.loads(chat_worker.remove_lora(adapter))
+    base = model.forward(tokens, 0, all_logits=True)
+    return {"loaded": loaded["ok"], "applied": applied, "removed": removed, "adapted": encode_array(adapted),
+            "base": encode_array(base)}
+
+
+@check
 async def smollm2_greedy(messages, max_new_tokens):
     """Render, tokenize, prefill and decode greedily until end of turn: the whole chat path in wasm."""
     from pychat_wasm.chat.template import ChatTemplate, encode_chat

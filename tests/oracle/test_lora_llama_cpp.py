@@ -26,7 +26,6 @@ from tiny_models import TINY_TOKENS, write_tiny_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:unknown pre-tokenizer:UserWarning")]
 
-REPO = Path(__file__).resolve().parents[2]
 LOGIT_TOL = 1e-4
 
 

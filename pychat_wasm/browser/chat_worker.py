@@ -36,7 +36,7 @@ from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
 from ..chat.load import plan_load
 from ..model.load_plan import check_supported
-from ..model.lora import check_base, checked_scale, file_sha256, read_adapter
+from ..model.lora import adapter_header, check_base, checked_scale, file_sha256, read_adapter
 from ..chat.session import ChatEvent, ChatSession
 from ..model.tensor_parallel import Collective
 from .protocol import ErrorReply, FitOptions, LoadOptions, Turn
@@ -75,6 +75,8 @@ def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str
     """Before downloading a model: describe it and say whether it fits, from its first bytes (a numpy uint8
     array, e.g. a Range request's answer, or a download's first chunk) and the whole file's size.
     HeaderTruncatedError: fetch more bytes. NotGGUFError says what the bytes are instead (a web page, ...).
+    A LoRA adapter file (general.type "adapter") is no model: the answer is {"adapter": lora.adapter_header},
+    and the page adds it to the model in use with apply_lora.
     options: protocol.FitOptions (default: the engine's default context, the 4 GiB heap less what Python
     keeps of it)."""
     options = FitOptions.from_mapping(json.loads(options_json))
@@ -85,6 +87,8 @@ def check_fit(header: Any, file_size: int, options_json: str = "{}") -> Dict[str
             raise
         raise NotGGUFError("%s is not a GGUF model: %s"
                            % (options.name, describe_non_gguf(bytes(header[:64]), from_address=True))) from None
+    if gguf.metadata.get("general.type") == "adapter":
+        return {"adapter": adapter_header(gguf)}
     check_supported(gguf)
     return {"info": model_info(gguf),
             "fit": fit_check(gguf, options.context_length or None, options.memory_limit or MODEL_HEAP)}

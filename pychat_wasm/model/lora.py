@@ -95,6 +95,17 @@ def adapter_writer(base: GGUFFile, alpha: float, pairs: Dict[str, Pair], name: s
     return writer
 
 
+def adapter_header(gguf: GGUFFile) -> Dict[str, object]:
+    """What an adapter's header says, for the page before it reads the file whole: {"architecture", "alpha",
+    "base_name", "base_sha256"} (AdapterError if it is an adapter but not a LoRA one)."""
+    meta = gguf.metadata
+    if meta.get("adapter.type") != "lora":
+        raise AdapterError("%s is an adapter of type %r; this engine applies LoRA adapters only"
+                           % (gguf.name, meta.get("adapter.type")))
+    return {"architecture": str(meta.get("general.architecture")), "alpha": meta.get("adapter.lora.alpha", 0.0),
+            "base_name": str(meta.get("general.base_model.0.name", "")), "base_sha256": str(meta.get(BASE_HASH_KEY, ""))}
+
+
 def read_adapter(gguf: GGUFFile) -> LoraAdapter:
     """The adapter in `gguf` (AdapterError if it is not a LoRA adapter or its tensors do not pair up)."""
     meta, where = gguf.metadata, gguf.name

@@ -187,6 +187,22 @@ def test_the_worker_refuses_adapters_as_data(tuned):
     np.testing.assert_array_equal(worker_logits(), before)
 
 
+def test_the_fit_check_tells_an_adapter_from_a_model(tuned):
+    """The page asks check_fit what a dropped file is: an adapter answers with its header, as gguf-py reads it."""
+    data = np.fromfile(str(tuned["adapter"]), np.uint8)
+    reply = call(worker_api.check_fit, data[:4096], data.size, json.dumps({"name": "tuned.lora.gguf"}))
+    fields = gguf.GGUFReader(str(tuned["adapter"])).fields
+
+    def value(key):
+        return fields[key].contents()
+
+    assert reply == {"ok": True, "adapter": {
+        "architecture": value("general.architecture"), "alpha": value("adapter.lora.alpha"),
+        "base_name": value("general.base_model.0.name"), "base_sha256": value("pychat_wasm.base.sha256")}}
+    assert "fit" in call(worker_api.check_fit, np.fromfile(str(tuned["base"]), np.uint8)[:65536],
+                         tuned["base"].stat().st_size)
+
+
 def test_the_training_worker_saves_the_adapter(tuned, tmp_path):
     from pychat_wasm.browser import train_worker
 

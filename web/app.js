@@ -68,6 +68,7 @@
     chat.wire();
     new Pychat.TrainPanel({boot: manifest.boot, defaults: manifest.finetune_defaults,
                            onModel: (name, bytes) => models.addTrainedModel(name, bytes),
+                           onAdapter: (name, bytes, base) => models.adapters.addTrained(name, bytes, base),
                            base: {current: () => models.model, read: (spec) => models.store.readVerified(spec.id)}}).wire();
     await models.start(manifest, store);
   }

@@ -11,6 +11,9 @@
  *     verdict.text           "fits", "fits with a shorter context (N tokens)" or "does not fit: ..."
  *     verdict.freshHeap      true: it needs more than half the heap, so load it into a Python holding nothing
  *     verdict.checked        false: the header could not be read (no answer, or too long): nothing was checked
+ *     verdict.adapter        set when the file is a LoRA adapter, not a model: what its header says
+ *                            (lora.adapter_header: architecture, alpha, base_name, base_sha256); models.js
+ *                            applies it to the model in use (adapters.js)
  *
  * The header of a URL comes from Range requests for its first bytes (256 KiB, then 8x more while the header
  * goes on, or at once as much as the header read so far says it needs: a 50 MB metadata array is one more
@@ -80,6 +83,7 @@
                       // before any download
       }
       if (!bytes) await store.checkSpace(header.size - stored);  // ModelStoreError "quota": says what is missing
+      if (reply.adapter) return {fits: true, adapter: reply.adapter, text: "a LoRA adapter", checked: true};
       return verdict(reply.fit);
     }
   }

@@ -1,12 +1,14 @@
 /*
  * model_panel.js: the Models panel, a view that models.js's ModelController drives: the list of cached models
- * (Use / Remove), a file to choose or drop anywhere on the page, a URL to download, the context length and the
- * number of workers (both saved in localStorage), the fit check's verdict and the badge of the model in use.
- * Every text that comes from outside (file names, model metadata) goes in via textContent.
+ * (Use / Remove), each with its LoRA adapters listed under it (Apply or Remove, and Delete: adapters.js), a file
+ * to choose or drop anywhere on the page (a model, or an adapter for the model in use), a URL to download, the
+ * context length and the number of workers (both saved in localStorage), the fit check's verdict and the
+ * badge of the model in use. Every text that comes from outside (file names, model metadata) goes in via
+ * textContent.
  *
- *     const panel = new Pychat.ModelPanel({onFile, onURL, onUse, onRemove, onWorkers, onContext});
+ *     const panel = new Pychat.ModelPanel({onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext});
  *     panel.wire();
- *     panel.render(records, inUseId, persistent);  // the cache's records
+ *     panel.render(records, inUseId, persistent);  // the cache's records (models and adapters)
  *     panel.chosenContext(); panel.chosenWorkers();
  */
 (function (Pychat) {
@@ -19,8 +21,8 @@
   const SAVED_WORKERS = "pychat.workers";  // "auto" or how many workers split each token
 
   class ModelPanel {
-    constructor({onFile, onURL, onUse, onRemove, onWorkers, onContext}) {
-      this.on = {onFile, onURL, onUse, onRemove, onWorkers, onContext};
+    constructor({onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext}) {
+      this.on = {onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext};
     }
 
     wire() {
@@ -91,13 +93,15 @@
       return loadSaved(SAVED_CACHED, []).filter((id) => !cached.has(id)).length;
     }
 
-    /* The cached models with name, size, architecture, quant types and Use / Remove buttons. */
+    /* The cached models with name, size, architecture, quant types and Use / Remove buttons, and their adapters. */
     render(records, inUseId, persistent) {
-      if (persistent) save(SAVED_CACHED, records.filter((r) => r.complete).map((r) => r.id));
+      const adapters = records.filter((r) => r.adapter);
+      const models = records.filter((r) => !r.adapter);
+      if (persistent) save(SAVED_CACHED, models.filter((r) => r.complete).map((r) => r.id));
       const {element} = Pychat.PageUI;
       const list = $("models");
       list.replaceChildren();
-      for (const record of records) {
+      for (const record of models) {
         const info = record.info || {};
         const partial = record.complete ? "" : ` · partial: ${formatBytes(record.received)} of ${formatBytes(record.size)}`;
         const item = element("li");
@@ -111,8 +115,37 @@
         const remove = element("button", "Remove");
         remove.onclick = () => this.on.onRemove(record);
         item.append(element("strong", record.name + (record.id === inUseId ? " (in use)" : "")), details, use, remove);
+        const own = adapters.filter((a) => a.adapter.base === record.id);
+        if (own.length) item.appendChild(this.renderAdapters(record, own, record.id === inUseId));
         list.appendChild(item);
       }
+    }
+
+    /* A model's adapters: name, size, whether applied, Apply or Remove (only on the model in use) and Delete. */
+    renderAdapters(model, adapters, inUse) {
+      const {element} = Pychat.PageUI;
+      const list = element("ul", undefined, "adapters");
+      list.setAttribute("aria-label", `Adapters of ${model.name}`);
+      for (const record of adapters) {
+        const {applied} = record.adapter;
+        const item = element("li");
+        item.dataset.id = record.id;
+        item.dataset.applied = String(applied);
+        const trained = record.source === "trained" ? " · trained in this browser" : "";
+        const details = element("div", `LoRA adapter · ${formatBytes(record.size)}${trained}`, "details");
+        const action = applied ? "Remove" : "Apply";
+        const toggle = element("button", action);
+        toggle.setAttribute("aria-label", `${action} adapter ${record.name}`);
+        toggle.disabled = !inUse;
+        if (!inUse) toggle.title = `Use ${model.name} first`;
+        toggle.onclick = () => this.on.onAdapter(record, applied ? "remove" : "apply");
+        const remove = element("button", "Delete");
+        remove.setAttribute("aria-label", `Delete adapter ${record.name}`);
+        remove.onclick = () => this.on.onAdapter(record, "delete");
+        item.append(element("span", record.name + (applied ? " (applied)" : ""), "adapter-name"), details, toggle, remove);
+        list.appendChild(item);
+      }
+      return list;
     }
   }
 

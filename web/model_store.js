@@ -10,7 +10,8 @@
  *                                                                   // disabled) a store that lasts this visit only
  *
  * Layout: store "models" holds one record per model {id, name, url, size, sha256, received, chunks,
- * complete, info, source, added}; store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed
+ * complete, info, source, added}, and one per LoRA adapter, which has besides `adapter: {base, applied, scale}`
+ * (adapters.js); store "chunks" holds the bytes as Blobs of up to CHUNK_BYTES keyed
  * [id, index]. A chunk and the record's `received` and `chunks` counts are written in one transaction, so
  * after any interruption the record says exactly how many bytes are stored, and a download
  * (model_download.js) resumes there. A model is used only when it is complete and its size and sha256
@@ -179,12 +180,13 @@
       return bytes;
     }
 
-    /* Copy a local File (or a File made of bytes, e.g. a model trained here) into the cache, chunk by chunk. */
-    async importFile(file, {id, info = null, source = "file"}) {
+    /* Copy a local File (or a File made of bytes, e.g. a model trained here) into the cache, chunk by chunk;
+     * `adapter` (a LoRA adapter's record, see adapters.js) marks a file that is no model. */
+    async importFile(file, {id, info = null, source = "file", adapter = undefined}) {
       await this.remove(id);
       await this.checkSpace(file.size);
       let record = {id, name: file.name, url: "", size: file.size, sha256: "", info, source,
-                    received: 0, chunks: 0, complete: false, added: Date.now()};
+                    received: 0, chunks: 0, complete: false, added: Date.now(), ...(adapter ? {adapter} : {})};
       await this.put(record);
       for (let start = 0; start < file.size; start += CHUNK_BYTES) {
         const part = new Uint8Array(await file.slice(start, start + CHUNK_BYTES).arrayBuffer());

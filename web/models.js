@@ -5,7 +5,8 @@
  * chosen file, a URL, a model the Train panel made. A model's bytes come from the cache or are downloaded
  * with resume into it (model_download.js), after its header was checked to fit (fit_check.js). When
  * something fails (a rejected file, a failed download, a crashed worker) the page falls back on the model
- * used before, else the default one. Its controls and the model list are model_panel.js.
+ * used before, else the default one. Its controls and the model list are model_panel.js; the LoRA adapters
+ * of the model in use are adapters.js's (`models.adapters`).
  *
  *     const models = new Pychat.ModelController({setPhase, alertBox, answers});
  *                    // answers: {busy: () => an answer is being written, done: () => its promise,
@@ -34,11 +35,17 @@
       this.model = null;      // spec of the model loaded in the workers
       this.ready = false;     // it is loaded and takes questions
       this.crashes = [];      // times of the recent crashes
+      this.adapters = new Pychat.AdapterController(this);
       this.panel = new Pychat.ModelPanel({
         onFile: (file) => this.addModelFile(file),
         onURL: (url) => this.addModelURL(url),
         onUse: (record) => this.idle() && this.switchModel(record),
-        onRemove: async (record) => { await this.store.remove(record.id); this.renderModels(); },
+        onRemove: async (record) => {
+          await this.store.remove(record.id);
+          await this.adapters.forgetBase(record.id);
+          this.renderModels();
+        },
+        onAdapter: (record, action) => this.idle() && this.adapters[action](record),  // apply, remove, delete
         onWorkers: () => { if (this.idle() && this.model) this.restart(); },
         onContext: () => { if (this.idle() && this.model) this.switchModel(this.model); },
       });
@@ -159,6 +166,11 @@
       this.setPhase("verifying", `Checking whether ${source.name} fits…`);
       const asked = this.panel.chosenContext();
       const verdict = await Pychat.FitCheck.run({python: this.python, store: this.store, ...source, contextLength: asked});
+      if (verdict.adapter) {
+        if (source.file) return {adapter: verdict.adapter};  // addModelFile hands it to this.adapters
+        throw new WorkerError({type: "AdapterError", has_model: Boolean(previous),
+                               message: `${source.name} is a LoRA adapter, not a model: add its file while its base model is in use`});
+      }
       this.panel.showFit(source.name, verdict.text);
       if (!verdict.fits) {
         throw new WorkerError({type: "DoesNotFit", message: verdict.text, has_model: Boolean(previous)});
@@ -174,6 +186,7 @@
       save(SAVED_MODEL, spec.id);
       const record = await this.store.get(spec.id);
       if (record && !record.info) await this.store.put({...record, info});
+      await this.adapters.reapply(this.model);
       this.answers.loaded();
       this.panel.showModel(spec, info);
       this.showReady();
@@ -214,7 +227,8 @@
       const previous = this.model;
       this.ready = false;
       try {
-        const {options, freshHeap} = await this.checkFit({name: file.name, file}, previous);  // before reading it whole
+        const {options, freshHeap, adapter} = await this.checkFit({name: file.name, file}, previous);  // before reading it whole
+        if (adapter) return await this.adapters.addFile(file, adapter);  // on the model in use
         if (freshHeap && previous) {  // into the cache, then from there into a fresh Python (a rejection removes it)
           await this.store.importFile(file, {id: spec.id});
           return this.restart(await this.store.get(spec.id));

@@ -3,10 +3,13 @@
  * first opened) and the run's state on the page: its plan, its progress records, whether it runs. Start /
  * Stop / Continue / Save now drive the worker; every progress event updates the step counts, loss, tokens/s,
  * ETA and the loss chart. A finished run (or Save now) hands its GGUF bytes to onModel(name, bytes), which
- * models.js answers by caching the model and loading it for chat.
+ * models.js answers by caching the model and loading it for chat. A fine-tune saves its LoRA adapter alone
+ * instead, through onAdapter(name, bytes, base spec) (adapters.js: listed under the base and applied to it), and
+ * the merged model as well when #train-merged is checked.
  *
  *     const panel = new Pychat.TrainPanel({boot: {indexURL, wheelURLs}, defaults: manifest.finetune_defaults,
- *                                          onModel: async (name, bytes) => loadedForChat, base: {current, read}});
+ *                                          onModel: async (name, bytes) => loadedForChat,
+ *                                          onAdapter: async (name, bytes, base) => applied, base: {current, read}});
  *     panel.wire();
  *
  * Modes: MODES lists how a run is set up: "scratch" (a new model and tokenizer) and "finetune" (LoRA on the
@@ -69,16 +72,18 @@
   }
 
   class TrainPanel {
-    constructor({boot, defaults, onModel, base}) {
+    constructor({boot, defaults, onModel, onAdapter, base}) {
       this.boot = boot;
       this.defaults = defaults;  // fine-tuning's (manifest.json finetune_defaults)
       this.base = base;
       this.autoName = "my-model";  // the name the form was given for its mode; replaced when the mode changes
       this.onModel = onModel;
+      this.onAdapter = onAdapter;
       this.worker = null;
       this.booted = null;    // promise of limits(), once the worker is asked to start
       this.state = {
         phase: "idle", mode: "", name: "", plan: null,  // the run: its mode, model name and plan (phases, size)
+        base: null,  // a fine-tune's base model (spec)
         records: [], validations: [], step: 0, totalSteps: 0,
         trainingSeconds: 0,  // wall-clock time spent training (pauses excluded)
         saving: false,
@@ -218,7 +223,8 @@
         this.show(before.state, before.text);  // Python replaces a run only once the new one is set up
         return;
       }
-      Object.assign(state, {plan, mode: modeName, name: options.name, records: [], validations: [], step: 0,
+      Object.assign(state, {plan, mode: modeName, name: options.name, base: this.base.current(), records: [],
+                            validations: [], step: 0,
                             totalSteps: plan.total_steps, trainingSeconds: 0});
       this.render();
       await this.train();
@@ -253,7 +259,8 @@
       this.show("stopping", "Stopping after the current steps…");
     }
 
-    /* The run's model as it stands into the model cache, and loaded for chat; true when it was stored. */
+    /* The run's model as it stands into the model cache, and loaded for chat; a fine-tune's adapter, under its base
+     * (and its merged model, if asked). True when it was stored. */
     async save() {
       const state = this.state;
       if (!state.plan || state.saving) return false;
@@ -261,10 +268,20 @@
       this.updateButtons();
       const step = state.step;
       try {
-        const {bytes} = await this.worker.request("model", {ggmlType: MODES[state.mode].saveAs});
-        const inUse = await this.onModel(state.name, new Uint8Array(bytes));
-        this.message("notice", `Saved ${state.name} at step ${step} (${formatBytes(bytes.byteLength)}): it is in ` +
-                               `the model list${inUse ? " and in use for chat" : ""}.`);
+        const notes = [];
+        if (state.mode === "finetune") {
+          const {bytes} = await this.worker.request("adapter", {name: state.name});
+          const applied = await this.onAdapter(state.name, new Uint8Array(bytes), state.base);
+          notes.push(`Saved the adapter ${state.name} at step ${step} (${formatBytes(bytes.byteLength)}): it is ` +
+                     `listed under ${state.base.name}${applied ? " and applied to it" : ""}.`);
+        }
+        if (state.mode !== "finetune" || this.$("train-merged").checked) {
+          const {bytes} = await this.worker.request("model", {ggmlType: MODES[state.mode].saveAs});
+          const inUse = await this.onModel(state.name, new Uint8Array(bytes));
+          notes.push(`Saved ${state.name} at step ${step} (${formatBytes(bytes.byteLength)}): it is in ` +
+                     `the model list${inUse ? " and in use for chat" : ""}.`);
+        }
+        this.message("notice", notes.join(" "));
         return true;
       } catch (error) {
         if (!WorkerError.is(error, "WorkerCrashed")) this.message("error", `Could not save ${state.name}: ${error.message}`);

@@ -19,6 +19,8 @@
  *   {type: "model", ggmlType}                -> {bytes: ArrayBuffer (transferred)}: the run's model as a
  *                                               GGUF file, as it stands, its weights as ggmlType
  *                                               ("F32" unless given; "Q8_0" for fine-tuned)     (unqueued)
+ *   {type: "adapter", name}                  -> {bytes: ArrayBuffer (transferred)}: a fine-tune's LoRA adapter
+ *                                               alone, as llama.cpp's adapter GGUF named `name`  (unqueued)
  *   {type: "stop"}                           (no request id) the running "train" ends after its slice
  * "Unqueued" requests are answered between two slices of a running "train", not after it.
  * Messages out: {type: "status", text} while booting, {type: "reply", ...} per request,
@@ -31,7 +33,8 @@
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js");
 
   const SLICE_SECONDS = 0.5;  // Python time between two looks at the page's messages
-  const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes"];
+  const API_FUNCTIONS = ["limits", "describe_files", "begin_training", "begin_finetune", "train_for", "model_bytes",
+                         "adapter_bytes"];
   let py = null;
   let api = null;         // {name: callable} for the pychat_wasm.browser.train_worker functions
   let stopRequested = false;
@@ -92,10 +95,16 @@
       return {bytes: bytes.buffer, transfer: [bytes.buffer]};
     },
 
+    adapter({name}) {
+      if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+      const bytes = py.callForBytes(api.adapter_bytes, name);
+      return {bytes: bytes.buffer, transfer: [bytes.buffer]};
+    },
+
     stop() {
       stopRequested = true;
     },
   };
 
-  Pychat.serveRequests(handlers, {unqueued: ["describe", "model", "stop"]});
+  Pychat.serveRequests(handlers, {unqueued: ["describe", "model", "adapter", "stop"]});
 })(self.Pychat = self.Pychat || {});

@@ -16,6 +16,8 @@
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}      load_model
  *   {type: "chat", turn: {system_prompt, messages, settings, stop}}      begin_turn, then next_event(stop)
  *   {type: "budget", conversation: {system_prompt, messages, settings}}  conversation_budget
+ *   {type: "applyLora", name, bytes: ArrayBuffer (transferred), scale}   apply_lora: {adapters: [...]}
+ *   {type: "removeLora", name}                       ("": all of them)   remove_lora: {adapters: [...]}
  *   {type: "stop"}                                   (no rid: acts on the running chat at once)
  * Messages out:
  *   {type: "status", text}                           start-up progress
@@ -29,7 +31,8 @@
 
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
-  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget"];
+  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "apply_lora",
+                         "remove_lora"];
   let py = null;          // the facade from bootPython
   let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
@@ -75,6 +78,16 @@
                                                      JSON.stringify(options || {}), connect));
       return {info: result.info, idle: Boolean(result.idle), workers: result.workers,
               seconds: (performance.now() - started) / 1000};
+    },
+
+    /* A LoRA adapter on the loaded model, beside its weights (they are not reloaded); each worker of a split
+     * model keeps its shard's part. AdapterError / AdapterMismatchError change nothing. */
+    async applyLora({name, bytes, scale = 1}) {
+      return Pychat.checked(py.callWithBytes(api.apply_lora, new Uint8Array(bytes), name, scale));
+    },
+
+    async removeLora({name = ""}) {
+      return callApi("remove_lora", name);
     },
 
     async budget({conversation}) {

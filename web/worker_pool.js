@@ -8,6 +8,8 @@
  *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
  *     await python.request("chat", {turn}, {onEvent});  // events come from worker 0 (turn: see worker.js)
+ *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
+ *     await python.request("removeLora", {name});
  *     python.stop(); python.workers;                              // workers holding the model, e.g. 2
  *
  * Every worker gets every request and runs the same session on the same numbers, so all of them pick the
@@ -54,6 +56,7 @@
         return this.all(this.members, (m, rank) => m.request("boot", {...payload, rank, workers, shared}));
       }
       if (type === "load") return this.load(payload, transfer);
+      if (type === "applyLora") return this.applyLora(payload);
       if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
       if (type === "chat" && payload.turn.settings.seed == null) {
         payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
@@ -70,6 +73,13 @@
       {all: true});
       this.active = this.members.filter((_, rank) => !replies[rank].idle);
       return replies[0];
+    }
+
+    /* Every worker holding a shard of the model gets its own copy of the adapter's bytes. */
+    async applyLora({bytes, ...rest}) {
+      const copies = this.active.map((_, rank) => (rank === 0 ? bytes : bytes.slice(0)));
+      return this.all(this.active, (m, rank) => m.request("applyLora", {...rest, bytes: copies[rank]},
+                                                          {transfer: [copies[rank]]}));
     }
 
     /* Run one request on each of `members`; resolves to worker 0's reply (or to all of them). When the

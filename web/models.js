@@ -168,8 +168,7 @@
       const verdict = await Pychat.FitCheck.run({python: this.python, store: this.store, ...source, contextLength: asked});
       if (verdict.adapter) {
         if (source.file) return {adapter: verdict.adapter};  // addModelFile hands it to this.adapters
-        throw new WorkerError({type: "AdapterError", has_model: Boolean(previous),
-                               message: `${source.name} is a LoRA adapter, not a model: add its file while its base model is in use`});
+        throw new Error(`${source.name} is a LoRA adapter, not a model: add its file while its base model is in use`);
       }
       this.panel.showFit(source.name, verdict.text);
       if (!verdict.fits) {

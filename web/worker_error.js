@@ -15,7 +15,8 @@
   "use strict";
 
   const ERROR_TYPES = {
-    python: ["MemoryError", "HeaderTruncatedError", "TrainingDataError", "AdapterError", "AdapterMismatchError"],  // pychat_wasm/errors.py, builtins
+    python: ["MemoryError", "HeaderTruncatedError", "TrainingDataError", "AdapterError",
+             "AdapterMismatchError"],  // pychat_wasm/errors.py, builtins
     page: ["WorkerCrashed", "DoesNotFit"],  // made in JS
   };
   const KNOWN = new Set([...ERROR_TYPES.python, ...ERROR_TYPES.page]);

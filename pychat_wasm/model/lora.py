@@ -103,7 +103,8 @@ def adapter_header(gguf: GGUFFile) -> Dict[str, object]:
         raise AdapterError("%s is an adapter of type %r; this engine applies LoRA adapters only"
                            % (gguf.name, meta.get("adapter.type")))
     return {"architecture": str(meta.get("general.architecture")), "alpha": meta.get("adapter.lora.alpha", 0.0),
-            "base_name": str(meta.get("general.base_model.0.name", "")), "base_sha256": str(meta.get(BASE_HASH_KEY, ""))}
+            "base_name": str(meta.get("general.base_model.0.name", "")),
+            "base_sha256": str(meta.get(BASE_HASH_KEY, ""))}
 
 
 def read_adapter(gguf: GGUFFile) -> LoraAdapter:

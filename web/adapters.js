@@ -72,7 +72,7 @@
 
     /* Apply a stored adapter to its base, which must be the model in use; true when it is applied. */
     async apply(record) {
-      if (!this.usable(record)) return false;
+      if (!this.usable(record)) return this.unchanged();
       return this.whileApplying(record.name, async () => {
         const bytes = await this.store.readVerified(record.id);
         await this.models.python.request("applyLora", {name: record.name, bytes, scale: record.adapter.scale},
@@ -82,7 +82,7 @@
     }
 
     async remove(record) {
-      if (!this.usable(record)) return false;
+      if (!this.usable(record)) return this.unchanged();
       return this.whileApplying(record.name, async () => {
         await this.models.python.request("removeLora", {name: record.name});
         await this.mark(record, false);
@@ -91,6 +91,7 @@
 
     /* Out of the cache (and off the model first, when it is applied to the model in use). */
     async delete(record) {
+      if (!this.models.idle()) return;
       if (record.adapter.applied && this.usable(record) && !await this.remove(record)) return;
       await this.store.remove(record.id);
       await this.models.renderModels();
@@ -123,6 +124,12 @@
     usable(record) {
       const {model} = this.models;
       return this.models.idle() && Boolean(model) && model.id === record.adapter.base;
+    }
+
+    /* Nothing was done: the list shows the adapters as they are (a checkbox clicked while an answer is written). */
+    async unchanged() {
+      await this.models.renderModels();
+      return false;
     }
 
     async mark(record, applied) {

@@ -1,6 +1,6 @@
 /*
  * model_panel.js: the Models panel, a view that models.js's ModelController drives: the list of cached models
- * (Use / Remove), each with its LoRA adapters listed under it (Apply or Remove, and Delete: adapters.js), a file
+ * (Use / Remove), each with its LoRA adapters listed under it (applied or not, and Delete: adapters.js), a file
  * to choose or drop anywhere on the page (a model, or an adapter for the model in use), a URL to download, the
  * context length and the number of workers (both saved in localStorage), the fit check's verdict and the
  * badge of the model in use. Every text that comes from outside (file names, model metadata) goes in via
@@ -121,7 +121,7 @@
       }
     }
 
-    /* A model's adapters: name, size, whether applied, Apply or Remove (only on the model in use) and Delete. */
+    /* A model's adapters: name, size, a checkbox "Apply adapter NAME" (usable on the model in use) and Delete. */
     renderAdapters(model, adapters, inUse) {
       const {element} = Pychat.PageUI;
       const list = element("ul", undefined, "adapters");
@@ -133,16 +133,17 @@
         item.dataset.applied = String(applied);
         const trained = record.source === "trained" ? " · trained in this browser" : "";
         const details = element("div", `LoRA adapter · ${formatBytes(record.size)}${trained}`, "details");
-        const action = applied ? "Remove" : "Apply";
-        const toggle = element("button", action);
-        toggle.setAttribute("aria-label", `${action} adapter ${record.name}`);
-        toggle.disabled = !inUse;
-        if (!inUse) toggle.title = `Use ${model.name} first`;
-        toggle.onclick = () => this.on.onAdapter(record, applied ? "remove" : "apply");
+        const toggle = element("input");  // checked: applied (to the model in use, or when its base is used)
+        Object.assign(toggle, {type: "checkbox", checked: applied, disabled: !inUse,
+                               title: inUse ? "" : `Use ${model.name} first`});
+        toggle.setAttribute("aria-label", `Apply adapter ${record.name}`);
+        toggle.onchange = () => this.on.onAdapter(record, toggle.checked ? "apply" : "remove");
+        const label = element("label");
+        label.append(toggle, " applied");
         const remove = element("button", "Delete");
         remove.setAttribute("aria-label", `Delete adapter ${record.name}`);
         remove.onclick = () => this.on.onAdapter(record, "delete");
-        item.append(element("span", record.name + (applied ? " (applied)" : ""), "adapter-name"), details, toggle, remove);
+        item.append(element("span", record.name, "adapter-name"), details, label, remove);
         list.appendChild(item);
       }
       return list;

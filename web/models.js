@@ -45,7 +45,7 @@
           await this.adapters.forgetBase(record.id);
           this.renderModels();
         },
-        onAdapter: (record, action) => this.idle() && this.adapters[action](record),  // apply, remove, delete
+        onAdapter: (record, action) => this.adapters[action](record),  // apply, remove, delete
         onWorkers: () => { if (this.idle() && this.model) this.restart(); },
         onContext: () => { if (this.idle() && this.model) this.switchModel(this.model); },
       });

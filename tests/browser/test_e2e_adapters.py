@@ -16,7 +16,8 @@ import json
 import numpy as np
 import pytest
 
-from e2e_helpers import GREEDY, ask, chat_workers, drop_files, page_fixture, reloaded_offline, set_settings, wait_ready
+from e2e_helpers import (GREEDY, ask, drop_files, page_fixture, reloaded_offline, set_settings, wait_ready,
+                         worker_states)
 from texts import GOLDEN_QUESTION
 from tiny_models import write_tiny_model
 
@@ -29,17 +30,16 @@ ADAPTER_ID = "adapter/%s/%s" % (BASE_ID, ADAPTER)
 OTHER = "other-base.lora.gguf"
 RANK, SPREAD = 4, 0.35  # B's entries: N(0, SPREAD); the greedy answer changes ("The answer is: ...")
 
-# Every request the page sends its chat workers, by type, in window.__requests (the pool made at start-up).
+# Every request the page sends its chat workers from now on, by type, in window.__requests (to the pool in use).
 REQUEST_RECORDER = """() => {
+  const pool = pychat.python;
+  if (!pool.recorded) {
+    const send = pool.request.bind(pool);
+    pool.request = (type, ...rest) => { window.__requests.push(type); return send(type, ...rest); };
+    pool.recorded = true;
+  }
   window.__requests = [];
-  const pool = pychat.python, send = pool.request.bind(pool);
-  pool.request = (type, ...rest) => { window.__requests.push(type); return send(type, ...rest); };
 }"""
-# In a chat worker: the identity of the weights it loaded, and the names of the adapters applied, as JSON.
-WORKER_STATE = """py.runPython(`
-import json, pychat_wasm.browser.chat_worker as w
-model = w._worker.session.model
-json.dumps([id(model._unadapted[0]), [adapter.name for adapter, _ in model.adapters]])`)"""
 
 
 def random_adapter(base_path, path, arch_base=None):
@@ -94,11 +94,6 @@ page = page_fixture("server", "", **GREEDY)
 def golden_answer(page) -> str:
     page.click("#new-chat")
     return ask(page, GOLDEN_QUESTION)[0]
-
-
-def worker_states(page):
-    """[(weights' identity, [adapter names]), ...] of each chat worker, in rank order."""
-    return [tuple(json.loads(worker.evaluate(WORKER_STATE))) for worker in chat_workers(page)]
 
 
 def adapter_item(page, name):

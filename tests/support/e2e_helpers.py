@@ -252,6 +252,21 @@ def chat_worker(page):
     return chat_workers(page)[0]
 
 
+# In a chat worker: the identity of the weights it loaded, and the names of the LoRA adapters applied, as JSON.
+WORKER_STATE = """py.runPython(`
+import json, pychat_wasm.browser.chat_worker as w
+model = w._worker.session.model
+json.dumps([id(model._unadapted[0]), [adapter.name for adapter, _ in model.adapters]])`)"""
+
+
+def worker_states(page):
+    """[(identity of the weights, [names of the adapters applied]), ...] of each chat worker, in rank order: the
+    same identity before and after means the model was not loaded again."""
+    import json
+
+    return [tuple(json.loads(worker.evaluate(WORKER_STATE))) for worker in chat_workers(page)]
+
+
 def open_ready_page(context, url: str, init_script: str, **settings):
     """A new page of `context` with `init_script` installed, at `url`, ready to chat, with `settings` set."""
     page = context.new_page()

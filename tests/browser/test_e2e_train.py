@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import (ANSWER_TIMEOUT_MS, ask, drop_files, page_fixture, ready_status, reloaded_offline, set_settings,
-                         wait_ready)
+                         wait_ready, worker_states)
 
 from pychat_wasm.train.scratch import PRESETS
 
@@ -304,7 +304,8 @@ def test_trained_model_is_kept_and_answers_offline(page, server):
 # A page of its own, in a fresh context, so that the model loaded for chat is the default one whatever ran
 # above. A full fine-tune of the shipped example (bench/bench_browser_train.py runs one to the end) is
 # too long for CI: the tests start a one-epoch run, watch a few steps, stop it,
-# and save the model as it stands with Save now, which takes the same path as a finished run. They replay
+# and save the model as it stands with Save now, which takes the same path as a finished run: its LoRA adapter
+# (the default), then the merged model too. They replay
 # REPLAY of the 48 general questions (the base model answers each at about 10 tokens/s here).
 
 BASE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -423,17 +424,66 @@ def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_pa
     set_settings(page, **GREEDY)
 
 
+# The page's stored file as bytes (base64 over the evaluate bridge).
+STORED_BYTES = """async (id) => {
+  const bytes = new Uint8Array(await pychat.store.readVerified(id));
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}"""
+
+
+def test_a_finetune_saves_its_adapter_under_the_base_and_applies_it(finetune_page, replayed, smollm2_path, tmp_path):
+    """By default Save now keeps the LoRA adapter alone: listed under SmolLM2, applied to it without loading
+    it again; the file is llama.cpp's adapter format as gguf-py reads it, and fits SmolLM2."""
+    import base64
+
+    import gguf
+
+    from pychat_wasm.browser.protocol import FinetuneOptions
+    from pychat_wasm.gguf.reader import GGUFFile
+    from pychat_wasm.model.lora import check_base, read_adapter
+
+    page = finetune_page
+    if training(page)["mode"] != "finetune" or panel_state(page) != "paused":
+        test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(page, replayed)
+    weights = [state[0] for state in worker_states(page)]
+    assert not page.is_checked("#train-merged")
+    page.click("#train-save")
+    page.wait_for_selector("#train-message[data-kind=notice]:has-text('Saved the adapter %s')" % TUNED_NAME,
+                           timeout=FINETUNE_STEP_TIMEOUT_MS)
+    wait_ready(page)
+    message = page.text_content("#train-message")
+    assert message.endswith("it is listed under %s and applied to it." % BASE_NAME), message
+    assert page.text_content("#status") == ready_status(BASE_NAME)  # no merged model by default
+    adapter_id = "adapter/default/%s/%s" % (BASE_NAME, TUNED_NAME)
+    entry = page.locator("#models > li[data-id='default/%s'] .adapters li[data-id='%s']" % (BASE_NAME, adapter_id))
+    assert "trained in this browser" in entry.text_content()
+    assert page.get_by_role("checkbox", name="Apply adapter " + TUNED_NAME).is_checked()
+    assert worker_states(page) == [(w, [TUNED_NAME]) for w in weights]  # applied, the base not loaded again
+    path = tmp_path / "tuned.lora.gguf"
+    path.write_bytes(base64.b64decode(page.evaluate(STORED_BYTES, adapter_id)))
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.type"].contents() == "adapter" and reader.fields["adapter.type"].contents() == "lora"
+    rank = FinetuneOptions().rank
+    shapes = {t.name: [int(n) for n in t.shape] for t in reader.tensors}  # ggml order: [in, rank] and [rank, out]
+    assert shapes and all(shape[1 if name.endswith("lora_a") else 0] == rank for name, shape in shapes.items())
+    assert path.stat().st_size < 10e6, path.stat().st_size
+    check_base(read_adapter(GGUFFile.open(str(path))), GGUFFile.open(str(smollm2_path)))  # records SmolLM2's sha256
+
+
 def test_saved_finetuned_model_is_listed_and_used_for_chat(finetune_page, replayed):
     page = finetune_page
     if training(page)["mode"] != "finetune" or panel_state(page) != "paused":
         test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(page, replayed)
+    page.check("#train-merged")  # the merged model as well
     page.click("#train-save")
     page.wait_for_selector("#train-message[data-kind=notice]:has-text('Saved %s')" % TUNED_NAME,
                            timeout=FINETUNE_STEP_TIMEOUT_MS)
     assert "in use for chat" in page.text_content("#train-message")
     wait_ready(page)
     assert page.text_content("#status") == ready_status(TUNED_NAME)
-    entry = page.locator("#models li", has_text=TUNED_NAME).text_content()
+    entry = page.locator("#models > li[data-id='trained/%s']" % TUNED_NAME).text_content()
     assert "%s (in use)" % TUNED_NAME in entry and "Q8_0" in entry and "trained in this browser" in entry, entry
     size = page.evaluate("""async (id) => (await (await Pychat.ModelStore.open()).get(id)).size""", "trained/" + TUNED_NAME)
     assert 100e6 < size < 200e6, size  # Q8_0: about 145 MB, not the 540 MB of F32

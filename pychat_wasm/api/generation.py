@@ -123,10 +123,12 @@ def chat_response(run: Generation, model: str, reader: CallReader) -> Dict[str, 
 
 def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: bool = False
                 ) -> Iterator[Dict[str, Any]]:
-    """The first chunk carries the role, then one per delta (with the logprobs of the tokens since the last
-    one), the last the finish_reason; with include_usage a chunk without choices carries run.report()."""
+    """The first chunk carries the role (and an empty content unless the answer may be a call), then one per
+    delta (with the logprobs of the tokens since the last one), the last the finish_reason; with include_usage
+    a chunk without choices carries run.report()."""
     ident = shapes.new_id("chatcmpl")
-    yield shapes.chat_chunk(ident, model, {"role": "assistant", "content": ""})
+    role = {"role": "assistant"} if reader.may_call else {"role": "assistant", "content": ""}  # a call: no content
+    yield shapes.chat_chunk(ident, model, role)
     pending: Optional[List[shapes.TokenLogprob]] = None if run.records is None else []
 
     def chunks(deltas: List[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:

@@ -10,6 +10,11 @@
 Code written for llama-cpp-python's `Llama` ports by changing the import. The defaults are OpenAI's
 (options.py): temperature 1, top_p 1, no penalties, max_tokens None = until the context is full.
 
+A conversation that does not fit the context with room for the answer is refused (ContextFullError), unless
+truncation="auto" (OpenAI's Responses API name): then its oldest turns are dropped, as the page's and the
+terminal's chats do (`pychat-wasm chat` is built on this class). Responses carry llama.cpp's `timings` and
+the chat's `context_budget` next to `usage` (streamed: with stream_options={"include_usage": True}).
+
 It runs on one ChatSession (chat/session.py), so the KV cache is reused across calls for the longest common
 token prefix: a conversation's next turn runs only its new tokens. One LLM runs one call at a time (the HTTP
 server queues its requests); a streamed call that is not iterated to the end stops where its reader stopped.

@@ -109,6 +109,11 @@ class CallReader:
     def is_call(self) -> bool:
         return self.mode == "call"
 
+    @property
+    def may_call(self) -> bool:
+        """Whether the answer may still turn out to be a call."""
+        return self.mode is None
+
     def feed(self, piece: str) -> List[Dict[str, Any]]:
         self.text += piece
         if self.mode is None:

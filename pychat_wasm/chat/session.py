@@ -17,7 +17,8 @@ token at a time without threads:
             print("\\n%.1f tok/s" % event.stats.generation_tps)
 
 A conversation: an optional first "system" message (the system prompt; without it the template's default
-applies), then user and assistant messages ending with the user's. Event kinds: "progress" (prompt tokens
+applies), then user and assistant messages ending with the user's (the library API may also pass assistant
+messages with `tool_calls` and "tool" results, for a template that renders them: api/tool_messages.py). Event kinds: "progress" (prompt tokens
 processed so far), "piece" (answer text, in order), "notice" (something the user should know, e.g. old
 turns were dropped), and a final "done" carrying `GenerationStats`, the whole answer and the budget.
 

@@ -124,6 +124,12 @@ class GrammarError(PychatError, ValueError):
     undefined or left-recursive rule, a schema keyword the converter does not support, or a grammar too large."""
 
 
+class ConstraintFileError(PychatError, ValueError):
+    """A file given to constrain the chat's answers (`pychat-wasm chat --json-schema FILE`, `--grammar FILE`) that
+    cannot: unreadable, not UTF-8 text, not a JSON object, or a schema or grammar that GrammarError refuses; the
+    message names the option and the file."""
+
+
 class InvalidRequestError(PychatError, ValueError):
     """A call of the library API (pychat_wasm.LLM) or a request to its HTTP server with an argument of the wrong
     type or out of range; `param` names the argument, as OpenAI's error object does."""

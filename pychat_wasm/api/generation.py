@@ -1,6 +1,7 @@
 """One call's run of the ChatSession, and the OpenAI responses made of it: `Generation` turns the session's
-events into text pieces with their tokens' logprobs, then a finish reason and token counts; chat_response,
-chat_chunks, text_response and text_chunks shape them (shapes.py), whole or streamed."""
+events into text pieces with their tokens' logprobs, then a finish reason and its report (usage, timings,
+context budget); chat_chunks (through a tools.CallReader: content or a tool call), chat_response (the same
+chunks put together), text_response and text_chunks shape them (shapes.py)."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +10,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import shapes
-from ..chat.events import ChatEvent, GenerationStats
+from .tools import CallReader
+from ..chat.events import ChatEvent, ContextBudget, GenerationStats
 from ..errors import ContextFullError
 
 
@@ -18,8 +20,11 @@ class Generation:
     reason and the token counts. The prompt is processed (and a conversation too long for the context
     refused) when it is made, so errors surface before a stream starts."""
 
-    def __init__(self, llm: Any, events: Iterator[ChatEvent], top_logprobs: Optional[int], source: str):
+    def __init__(self, llm: Any, events: Iterator[ChatEvent], top_logprobs: Optional[int], source: str,
+                 drops_turns: bool = False):
         self.llm, self.events, self.top, self.source = llm, events, top_logprobs, source  # source: the argument
+        self.drops_turns = drops_turns  # truncation "auto": the session may leave the oldest turns out
+        self.budget: Optional[ContextBudget] = None
         self.records: Optional[List[shapes.TokenLogprob]] = None if top_logprobs is None else []
         self.unsent = 0  # records not yet handed out with a piece
         self.stats = GenerationStats()
@@ -41,7 +46,7 @@ class Generation:
             self.close()
             raise
         budget = pulled[-1].budget if pulled else None
-        if budget and budget.dropped:
+        if budget and budget.dropped and not self.drops_turns:
             self.close()
             raise naming(ContextFullError(
                 "messages: the conversation does not fit the context of %d tokens with room for the answer "
@@ -61,7 +66,7 @@ class Generation:
                 if event.kind == "piece":
                     yield event.text, self.unsent_records()
                 elif event.kind == "done":
-                    self.stats = event.stats
+                    self.stats, self.budget = event.stats, event.budget
         finally:
             self.close()
 
@@ -80,10 +85,16 @@ class Generation:
     def finish_reason(self) -> str:
         return shapes.finish_reason(self.stats.stop_reason)
 
-    def usage(self) -> Dict[str, int]:
+    def report(self) -> Dict[str, Any]:
+        """What the finished call reports next to its answer: OpenAI's usage, llama.cpp's timings and, for a
+        chat, the context budget (ContextBudget's fields; `dropped`: the oldest messages left out)."""
         stats = self.stats
         answer_tokens = stats.generated_tokens - (stats.stop_reason == "eos")  # the end-of-turn token is no text
-        return shapes.usage(stats.prompt_tokens + stats.reused_tokens, answer_tokens)
+        report = {"usage": shapes.usage(stats.prompt_tokens + stats.reused_tokens, answer_tokens),
+                  "timings": shapes.timings(stats)}
+        if self.budget is not None:
+            report["context_budget"] = self.budget.as_dict()
+        return report
 
 
 def naming(error: ContextFullError, param: str) -> ContextFullError:
@@ -93,30 +104,63 @@ def naming(error: ContextFullError, param: str) -> ContextFullError:
     return error
 
 
-def chat_response(run: Generation, model: str) -> Dict[str, Any]:
-    text = "".join(piece for piece, _ in run.pieces())
-    return shapes.chat_completion(shapes.new_id("chatcmpl"), model, text, run.finish_reason(),
-                                  shapes.chat_logprobs(run.records), run.usage())
+def chat_response(run: Generation, model: str, reader: CallReader) -> Dict[str, Any]:
+    """The non-streamed answer: the stream's deltas put together."""
+    ident, content, call, reason = "", [], None, None
+    for chunk in chat_chunks(run, model, reader):
+        ident, choice = chunk["id"], chunk["choices"][0]
+        content.append(choice["delta"].get("content") or "")
+        for part in choice["delta"].get("tool_calls", ()):
+            if call is None:
+                call = {"id": part["id"], "type": part["type"], "function": dict(part["function"])}
+            else:
+                call["function"]["arguments"] += part["function"]["arguments"]
+        reason = choice["finish_reason"]
+    message = {"role": "assistant", "content": "".join(content)} if call is None else {
+        "role": "assistant", "content": None, "tool_calls": [call]}
+    return shapes.chat_completion(ident, model, message, reason, shapes.chat_logprobs(run.records), run.report())
 
 
-def chat_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
+def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: bool = False
+                ) -> Iterator[Dict[str, Any]]:
+    """The first chunk carries the role (and an empty content unless the answer may be a call), then one per
+    delta (with the logprobs of the tokens since the last one), the last the finish_reason; with include_usage
+    a chunk without choices carries run.report()."""
     ident = shapes.new_id("chatcmpl")
-    yield shapes.chat_chunk(ident, model, {"role": "assistant", "content": ""})
+    role = {"role": "assistant"} if reader.may_call else {"role": "assistant", "content": ""}  # a call: no content
+    yield shapes.chat_chunk(ident, model, role)
+    pending: Optional[List[shapes.TokenLogprob]] = None if run.records is None else []
+
+    def chunks(deltas: List[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        nonlocal pending
+        for delta in deltas:
+            yield shapes.chat_chunk(ident, model, delta, logprobs=shapes.chat_logprobs(pending))
+            pending = None if pending is None else []
+
     for piece, records in run.pieces():
-        yield shapes.chat_chunk(ident, model, {"content": piece}, logprobs=shapes.chat_logprobs(records))
-    yield shapes.chat_chunk(ident, model, {}, run.finish_reason(), shapes.chat_logprobs(run.unsent_records()))
+        pending = None if pending is None else pending + records
+        yield from chunks(reader.feed(piece))
+    yield from chunks(reader.finish())
+    reason = run.finish_reason()
+    rest = run.unsent_records()
+    yield shapes.chat_chunk(ident, model, {}, "tool_calls" if reader.is_call and reason == "stop" else reason,
+                            shapes.chat_logprobs(None if pending is None else pending + rest))
+    if include_usage:
+        yield shapes.usage_chunk(ident, model, "chat.completion.chunk", run.report())
 
 
 def text_response(run: Generation, model: str) -> Dict[str, Any]:
     text = "".join(piece for piece, _ in run.pieces())
     return shapes.text_completion(shapes.new_id("cmpl"), model, text, run.finish_reason(),
-                                  shapes.text_logprobs(run.records, 0), run.usage())
+                                  shapes.text_logprobs(run.records, 0), run.report())
 
 
-def text_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
+def text_chunks(run: Generation, model: str, include_usage: bool = False) -> Iterator[Dict[str, Any]]:
     ident, offset = shapes.new_id("cmpl"), 0
     for piece, records in run.pieces():
         yield shapes.text_completion(ident, model, piece, None, shapes.text_logprobs(records, offset))
         offset += len(piece)
     yield shapes.text_completion(ident, model, "", run.finish_reason(),
                                  shapes.text_logprobs(run.unsent_records(), offset))
+    if include_usage:
+        yield shapes.usage_chunk(ident, model, "text_completion", run.report())

@@ -11,6 +11,11 @@
 Code written for llama-cpp-python's `Llama` ports by changing the import. The defaults are OpenAI's
 (options.py): temperature 1, top_p 1, no penalties, max_tokens None = until the context is full.
 
+A conversation that does not fit the context with room for the answer is refused (ContextFullError), unless
+truncation="auto" (OpenAI's Responses API name): then its oldest turns are dropped, as the page's and the
+terminal's chats do (`pychat-wasm chat` is built on this class). Responses carry llama.cpp's `timings` and
+the chat's `context_budget` next to `usage` (streamed: with stream_options={"include_usage": True}).
+
 It runs on one ChatSession (chat/session.py), so the KV cache is reused across calls for the longest common
 token prefix: a conversation's next turn runs only its new tokens. One LLM runs one call at a time (the HTTP
 server queues its requests); a streamed call that is not iterated to the end stops where its reader stopped.
@@ -28,9 +33,10 @@ import numpy as np
 
 from . import shapes
 from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
-                      top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
+                      drops_old_turns, includes_usage, top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
 from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
-from .tools import ToolPlan
+from .tool_messages import for_template
+from .tools import CallReader, ToolPlan
 from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
@@ -116,23 +122,27 @@ class LLM:
                                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                                stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
                                stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
-                               repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                               presence_penalty: float = 0.0, response_format: Optional[Dict[str, Any]] = None,
-                               grammar: Optional[str] = None, tools: Optional[List[Dict[str, Any]]] = None,
-                               tool_choice: Any = None) -> Any:
+                               repeat_penalty: float = 1.0, repeat_last_n: Optional[int] = None,
+                               frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                               response_format: Optional[Dict[str, Any]] = None, grammar: Optional[str] = None,
+                               tools: Optional[List[Dict[str, Any]]] = None, tool_choice: Any = None,
+                               truncation: str = "disabled", stream_options: Optional[Dict[str, Any]] = None) -> Any:
         """Answer `messages` with the model's chat template: an OpenAI chat.completion dict, or with stream=True
-        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason).
-        response_format / grammar constrain the answer (structured.py); tools / tool_choice: tools.py."""
-        conversation = api_messages(messages)
+        an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason;
+        stream_options={"include_usage": True} adds one without choices carrying usage, timings and
+        context_budget). response_format / grammar constrain the answer (structured.py); tools / tool_choice
+        and messages with tool calls or results: tools.py, tool_messages.py. truncation="auto" drops the oldest
+        turns that do not fit (the default, "disabled", refuses them)."""
+        conversation = for_template(api_messages(messages), self.session.template)
         top = top_logprobs_count(logprobs, top_logprobs)
+        include_usage, drops_turns = includes_usage(stream_options, stream), drops_old_turns(truncation)
         plan = None if tools is None and tool_choice is None else ToolPlan(tools, tool_choice)
         if plan is not None:
-            if stream:
-                raise InvalidRequestError("stream: answers with tools are not streamed", "stream")
             if plan.required and (grammar is not None or response_format_gbnf(response_format) is not None):
                 raise InvalidRequestError("tool_choice: a required call cannot take a grammar or a JSON "
                                           "response_format too", "tool_choice")
             conversation, grammar = plan.messages(conversation), plan.gbnf() or grammar
+        reader = plan.reader() if plan is not None else CallReader({})
         settings = self._settings(locals())
         stop_strings = api_stop_strings(stop)
         self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
@@ -140,21 +150,34 @@ class LLM:
             events = self.session.reply(conversation, settings, stop_strings)
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
-        run = Generation(self, events, top, "messages")
-        if plan is not None:
-            return plan.shaped(chat_response(run, self.model_name))
-        return chat_chunks(run, self.model_name) if stream else chat_response(run, self.model_name)
+        run = Generation(self, events, top, "messages", drops_turns)
+        if stream:
+            return chat_chunks(run, self.model_name, reader, include_usage)
+        return chat_response(run, self.model_name, reader)
+
+    def context_budget(self, messages: Messages, *, max_tokens: Optional[int] = None) -> Dict[str, Any]:
+        """The context `messages` (possibly none) take before an answer of up to max_tokens, as a response's
+        context_budget reports it; nothing runs."""
+        conversation = for_template(api_messages(messages), self.session.template) if messages else []
+        try:
+            budget = self.session.budget(conversation, api_settings({"max_tokens": max_tokens}, self.n_ctx()))
+        except InvalidConversationError as exc:
+            raise InvalidRequestError("messages: %s" % exc, "messages") from None
+        return budget.as_dict()
 
     def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,
                           temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                           stop: Union[None, str, List[str]] = None, seed: Optional[int] = None,
                           stream: bool = False, logprobs: Optional[int] = None, repeat_penalty: float = 1.0,
-                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                          response_format: Optional[Dict[str, Any]] = None, grammar: Optional[str] = None) -> Any:
+                          repeat_last_n: Optional[int] = None, frequency_penalty: float = 0.0,
+                          presence_penalty: float = 0.0, response_format: Optional[Dict[str, Any]] = None,
+                          grammar: Optional[str] = None, stream_options: Optional[Dict[str, Any]] = None) -> Any:
         """Continue a raw prompt (no chat template; max_tokens defaults to 16 as in OpenAI's legacy API): an
-        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text.
+        OpenAI text_completion dict, or with stream=True an iterator of them, one per piece of text (and with
+        stream_options={"include_usage": True} a last one without choices carrying usage and timings).
         response_format / grammar constrain the continuation (structured.py)."""
         prompt = api_prompt(prompt)
+        include_usage = includes_usage(stream_options, stream)
         top = None if logprobs is None else whole_number_in_range(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
         ids = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=True, special=True)
         if isinstance(prompt, list):
@@ -168,12 +191,12 @@ class LLM:
         stop_strings = api_stop_strings(stop)
         self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
         run = Generation(self, self.session.complete(ids, settings, stop_strings), top, "prompt")
-        return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
+        return text_chunks(run, self.model_name, include_usage) if stream else text_response(run, self.model_name)
 
     __call__ = create_completion
 
     def _settings(self, arguments: Dict[str, Any]) -> SamplingSettings:
-        names = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "repeat_penalty",
+        names = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "repeat_penalty", "repeat_last_n",
                  "frequency_penalty", "presence_penalty")
         values = {name: arguments[name] for name in names}
         if values["seed"] is None:

@@ -17,9 +17,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.stop_strings import stop_strings_from_values
 from ..errors import InvalidRequestError, InvalidSettingsError
+from .tool_messages import tool_fields
 
 OPENAI_DEFAULTS = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound
+TRUNCATIONS = ("disabled", "auto")  # OpenAI's Responses API names: refuse what does not fit, or drop old turns
 
 
 def api_settings(values: Mapping[str, Any], context_length: int) -> SamplingSettings:
@@ -45,6 +47,27 @@ def api_stop_strings(stop: Union[None, str, Sequence[str]]) -> List[str]:
         raise InvalidRequestError("stop: %s" % exc, "stop") from None
 
 
+def drops_old_turns(truncation: Any) -> bool:
+    """truncation "disabled" (the default: a conversation that does not fit is refused) or "auto" (drop the
+    oldest turns, as the page's and the terminal's chats do)."""
+    if truncation not in TRUNCATIONS:
+        raise InvalidRequestError("truncation must be disabled or auto, not %r" % (truncation,), "truncation")
+    return truncation == "auto"
+
+
+def includes_usage(stream_options: Any, stream: bool) -> bool:
+    """OpenAI's stream_options={"include_usage": true}: a last chunk with usage (and no choices)."""
+    if stream_options is None:
+        return False
+    if not stream:
+        raise InvalidRequestError("stream_options is only allowed with stream=True", "stream_options")
+    if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"} or not isinstance(
+            stream_options.get("include_usage", False), bool):
+        raise InvalidRequestError("stream_options must be {include_usage: true or false}, not %r"
+                                  % (stream_options,), "stream_options")
+    return stream_options.get("include_usage", False)
+
+
 def top_logprobs_count(logprobs: Any, top_logprobs: Any) -> Optional[int]:
     """Chat: how many alternatives each token's logprobs list (None = no logprobs at all)."""
     if not isinstance(logprobs, bool):
@@ -63,9 +86,10 @@ def whole_number_in_range(value: Any, param: str, low: int, high: int) -> int:
     return value
 
 
-def api_messages(messages: Any) -> List[Dict[str, str]]:
-    """OpenAI's messages as the session takes them: a content given as a list of text parts is joined; the
-    session checks the roles (InvalidConversationError)."""
+def api_messages(messages: Any) -> List[Dict[str, Any]]:
+    """OpenAI's messages as the session takes them: a content given as a list of text parts is joined, tool
+    calls and tool results keep their fields (tool_messages.py checks them); the session checks the roles
+    (InvalidConversationError)."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages must be a non-empty list of {role, content} objects", "messages")
     plain = []
@@ -75,7 +99,7 @@ def api_messages(messages: Any) -> List[Dict[str, str]]:
         content = message.get("content")
         if isinstance(content, list):
             content = _joined_text_parts(content, i)
-        plain.append({"role": message.get("role"), "content": content})
+        plain.append(dict(tool_fields(message, i), role=message.get("role"), content=content))
     return plain
 
 

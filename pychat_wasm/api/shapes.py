@@ -15,12 +15,22 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 # The session's stop reasons (chat/events.py GenerationStats) as OpenAI's finish_reason.
-FINISH_REASONS = {"eos": "stop", "stop_string": "stop", "length": "length", "context_full": "length",
-                  "cancelled": "cancelled"}
+FINISH_REASONS = {"eos": "stop", "stop_string": "stop", "grammar_end": "stop", "length": "length",
+                  "context_full": "length", "cancelled": "cancelled"}
 
 
 def finish_reason(stop_reason: str) -> str:
     return FINISH_REASONS[stop_reason]
+
+
+def timings(stats: Any) -> Dict[str, Any]:
+    """llama.cpp's server `timings` (an extension next to `usage`) of a GenerationStats: prompt tokens run
+    (cache_n more were reused from the KV cache) and tokens sampled (the end-of-turn token included), their
+    milliseconds and speeds."""
+    return {"cache_n": stats.reused_tokens, "prompt_n": stats.prompt_tokens,
+            "prompt_ms": stats.prompt_seconds * 1000.0, "prompt_per_second": stats.prompt_tps,
+            "predicted_n": stats.generated_tokens, "predicted_ms": stats.generation_seconds * 1000.0,
+            "predicted_per_second": stats.generation_tps}
 
 
 def new_id(prefix: str) -> str:
@@ -92,28 +102,29 @@ def _by_text(record: TokenLogprob) -> Dict[str, float]:
     return best
 
 
-def chat_completion(ident: str, model: str, text: str, reason: str, logprobs: Optional[Dict[str, Any]],
-                    counts: Dict[str, int]) -> Dict[str, Any]:
-    return {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                         "finish_reason": reason}],
-            "usage": counts}
+def chat_completion(ident: str, model: str, message: Dict[str, Any], reason: str,
+                    logprobs: Optional[Dict[str, Any]], report: Dict[str, Any]) -> Dict[str, Any]:
+    """report: usage, and the extensions next to it (generation.py's Generation.report)."""
+    return dict(report, id=ident, object="chat.completion", created=int(time.time()), model=model,
+                choices=[{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason}])
 
 
-def chat_chunk(ident: str, model: str, delta: Dict[str, str], reason: Optional[str] = None,
+def chat_chunk(ident: str, model: str, delta: Dict[str, Any], reason: Optional[str] = None,
                logprobs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     return {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}]}
 
 
+def usage_chunk(ident: str, model: str, obj: str, report: Dict[str, Any]) -> Dict[str, Any]:
+    """stream_options.include_usage's last chunk: no choices, the usage (and the report's extensions)."""
+    return dict(report, id=ident, object=obj, created=int(time.time()), model=model, choices=[])
+
+
 def text_completion(ident: str, model: str, text: str, reason: Optional[str], logprobs: Optional[Dict[str, Any]],
-                    counts: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
-    """A text completion, or (counts None) one chunk of a streamed one."""
-    response = {"id": ident, "object": "text_completion", "created": int(time.time()), "model": model,
-                "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": reason}]}
-    if counts is not None:
-        response["usage"] = counts
-    return response
+                    report: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A text completion (report: usage and its extensions), or (report None) one chunk of a streamed one."""
+    return dict(report or {}, id=ident, object="text_completion", created=int(time.time()), model=model,
+                choices=[{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": reason}])
 
 
 def embeddings(model: str, vectors: List[List[float]], prompt_tokens: int) -> Dict[str, Any]:

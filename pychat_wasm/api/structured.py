@@ -65,7 +65,8 @@ def api_constraint(response_format: Any, grammar: Any, tokenizer: Any) -> Option
 
 class ConstrainedSampler:
     """A chat Sampler whose choices the constraint allows (grammar/sampling.py's lazy step). Once the grammar
-    is done it chooses the end-of-turn token, so the session ends the answer there."""
+    can only end (`must_end`), the session ends the answer after the token that completed it, without running
+    the model on it; a grammar complete before any token makes the first choice the end-of-turn token."""
 
     def __init__(self, sampler: Any, constraint: GrammarConstraint, end_id: int):
         self.sampler, self.constraint, self.end_id = sampler, constraint, end_id
@@ -83,6 +84,10 @@ class ConstrainedSampler:
 
     def begin_answer(self) -> None:
         self.sampler.begin_answer()
+
+    @property
+    def must_end(self) -> bool:
+        return self.constraint.is_done
 
     def sample(self, logits: np.ndarray, recent_tokens: Sequence[int]) -> int:
         if self.constraint.is_done:

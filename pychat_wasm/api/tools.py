@@ -4,17 +4,24 @@ The functions are shown to the model by a generic system prompt (TOOLS_PROMPT, b
 system message): their name, description and parameters schema, one JSON object a line, and the rule that a
 call is an answer that is only {"name": ..., "arguments": {...}}.
     tool_choice "none"      the tools are not shown; a plain answer
-    tool_choice "auto"      (the default with tools) shown; an answer that is such an object, naming a function
-                            and with an arguments object, becomes a tool call, any other answer stays content
+    tool_choice "auto"      (the default with tools) shown; an answer that is such an object (name first, naming
+                            one of the functions) becomes a tool call, any other answer stays content
     tool_choice "required"  shown, and the answer is constrained (a grammar from the parameters schemas) to a
                             call of one of them; {"type": "function", "function": {"name": N}}: a call of N
 A tool call is the message's tool_calls ([{id, type: function, function: {name, arguments: a JSON text}}]),
-content None, finish_reason "tool_calls". Not streamed (stream=True with tools is refused); a conversation's
-earlier tool calls and tool results (role "tool") are not taken yet.
+content None, finish_reason "tool_calls"; the arguments text is the model's own text of the object.
+
+Streamed (CallReader), as OpenAI streams calls: once the answer's text so far is `{"name": "N", "arguments": `
+a delta carries tool_calls [{index: 0, id, type, function: {name: N, arguments: ""}}], then deltas carry
+function.arguments fragments as they are written (the closing brace held back until it is known to close
+the call). With "auto", an answer that starts with "{" is held back until it is known to be a call or not.
+The non-streamed answer is the same deltas put together. A conversation's earlier tool calls and tool results
+are rendered by tool_messages.py.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Optional
 
 from . import shapes
@@ -23,7 +30,11 @@ from ..grammar import schema_to_gbnf
 
 TOOLS_PROMPT = ("You can call these functions (one JSON object a line: name, description, parameters schema):\n"
                 "%s\nTo call a function, answer with only a JSON object {\"name\": the function's name, "
-                "\"arguments\": an object of its parameters}. Otherwise answer the user normally.")
+                "\"arguments\": an object of its parameters}. A function's result comes back as "
+                "{\"name\": the function's name, \"result\": what it returned}. Otherwise answer the user normally.")
+# up to the first character of the arguments
+CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(?=\S)')
+CALL_TAIL = re.compile(r'\s*(?:\}\s*)?$')  # what may be (the start of) the call's closing brace
 
 
 class ToolPlan:
@@ -78,22 +89,80 @@ class ToolPlan:
             raise InvalidRequestError("tools: a function's parameters schema cannot constrain output: %s" % exc,
                                       "tools") from None
 
-    def shaped(self, response: Dict[str, Any]) -> Dict[str, Any]:
-        """The chat.completion with its answer as a tool call, when it is one."""
-        choice = response["choices"][0]
-        call = self.parse(choice["message"]["content"]) if self.shown else None
-        if call is not None:
-            choice["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
-            choice["finish_reason"] = "tool_calls"
-        return response
+    def reader(self) -> "CallReader":
+        return CallReader(self.functions if self.shown else {}, incremental=self.required is not None)
 
-    def parse(self, text: str) -> Optional[Dict[str, Any]]:
+
+class CallReader:
+    """An answer's text pieces as chat deltas: content, or one tool call of `functions` (see the module
+    docstring). incremental: the answer is a call (a grammar makes it one), so nothing is held back for long."""
+
+    def __init__(self, functions: Dict[str, Any], incremental: bool = False):
+        self.functions, self.incremental = functions, incremental
+        self.text = ""
+        self.mode = "content" if not functions else None  # None: not known yet; "content" or "call"
+        self.head = 0  # call: where the arguments start in text
+        self.sent = 0  # how much of text (content) or of the arguments (call) was handed out
+        self.call_id: Optional[str] = None
+
+    @property
+    def is_call(self) -> bool:
+        return self.mode == "call"
+
+    @property
+    def may_call(self) -> bool:
+        """Whether the answer may still turn out to be a call."""
+        return self.mode is None
+
+    def feed(self, piece: str) -> List[Dict[str, Any]]:
+        self.text += piece
+        if self.mode is None:
+            self._decide()
+        return self._deltas(final=False)
+
+    def finish(self) -> List[Dict[str, Any]]:
+        """The deltas still held back once the answer is over."""
+        if self.mode is None:
+            self._decide(final=True)
+        return self._deltas(final=True)
+
+    def _decide(self, final: bool = False) -> None:
+        start = self.text.lstrip()
+        head = CALL_HEAD.match(self.text)
+        name = json.loads(head.group(1)) if head else None
+        if name in self.functions and (self.incremental or (final and self._complete_call(head.end()))):
+            self.mode, self.head = "call", head.end()
+        elif (start and not start.startswith("{")) or final:
+            self.mode = "content"
+
+    def _complete_call(self, head: int) -> bool:
+        """Whether the text is a whole call: the arguments an object, then the closing brace."""
+        tail = CALL_TAIL.search(self.text, head)
         try:
-            value = json.loads(text)
+            return "}" in tail.group() and isinstance(json.loads(self.text[head:tail.start()]), dict)
         except ValueError:
-            return None
-        if not (isinstance(value, dict) and value.get("name") in self.functions
-                and isinstance(value.get("arguments"), dict)):
-            return None
-        return {"id": shapes.new_id("call"), "type": "function",
-                "function": {"name": value["name"], "arguments": json.dumps(value["arguments"])}}
+            return False
+
+    def _deltas(self, final: bool) -> List[Dict[str, Any]]:
+        if self.mode == "content":
+            fresh, self.sent = self.text[self.sent:], len(self.text)
+            return [{"content": fresh}] if fresh else []
+        if self.mode != "call":
+            return []
+        deltas = []
+        if self.call_id is None:
+            self.call_id = shapes.new_id("call")
+            name = json.loads(CALL_HEAD.match(self.text).group(1))
+            deltas.append(_call_delta({"id": self.call_id, "type": "function",
+                                       "function": {"name": name, "arguments": ""}}))
+        arguments = self.text[self.head:]
+        tail = CALL_TAIL.search(arguments)
+        end = tail.start() if not final or "}" in tail.group() else len(arguments.rstrip())
+        if end > self.sent:
+            deltas.append(_call_delta({"function": {"arguments": arguments[self.sent:end]}}))
+            self.sent = end
+        return deltas
+
+
+def _call_delta(call: Dict[str, Any]) -> Dict[str, Any]:
+    return {"tool_calls": [dict(index=0, **call)]}

@@ -16,7 +16,7 @@ class GenerationStats:
     prompt_seconds: float = 0.0
     generated_tokens: int = 0  # tokens sampled, the closing end-of-turn token included
     generation_seconds: float = 0.0
-    stop_reason: str = ""  # "eos" | "stop_string" | "length" | "cancelled" | "context_full"
+    stop_reason: str = ""  # "eos" | "stop_string" | "grammar_end" | "length" | "cancelled" | "context_full"
     seed: Optional[int] = None
 
     @property
@@ -26,11 +26,6 @@ class GenerationStats:
     @property
     def generation_tps(self) -> float:
         return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        """One line for people: '42 prompt tokens, 310.5 tok/s | 8 tokens, 35.1 tok/s'."""
-        return "%d prompt tokens, %.1f tok/s | %d tokens, %.1f tok/s" % (
-            self.prompt_tokens, self.prompt_tps, self.generated_tokens, self.generation_tps)
 
     def as_dict(self) -> Dict[str, Any]:
         return dict(asdict(self), prompt_tps=self.prompt_tps, generation_tps=self.generation_tps)

@@ -301,6 +301,12 @@ class Sampler:
         """A new answer starts: the frequency and presence penalties count from here."""
         self.answer_tokens = []
 
+    @property
+    def must_end(self) -> bool:
+        """Whether the answer is complete after the token just sampled: never for free sampling (a constrained
+        sampler, api/structured.py, says so once its grammar can only end)."""
+        return False
+
     def sample(self, logits: np.ndarray, recent_tokens: Sequence[int]) -> int:
         """The next token id; `recent_tokens` is the token history (only its last repeat_last_n count)."""
         settings = self.settings

@@ -17,7 +17,8 @@ token at a time without threads:
             print("\\n%.1f tok/s" % event.stats.generation_tps)
 
 A conversation: an optional first "system" message (the system prompt; without it the template's default
-applies), then user and assistant messages ending with the user's. Event kinds: "progress" (prompt tokens
+applies), then user and assistant messages ending with the user's (the library API may also pass assistant
+messages with `tool_calls` and "tool" results, for a template that renders them: api/tool_messages.py). Event kinds: "progress" (prompt tokens
 processed so far), "piece" (answer text, in order), "notice" (something the user should know, e.g. old
 turns were dropped), and a final "done" carrying `GenerationStats`, the whole answer and the budget.
 
@@ -89,8 +90,8 @@ class ChatSession:
         `stop_strings`; streams events. A malformed conversation raises InvalidConversationError here, before
         anything runs; a turn that fails (e.g. ContextFullError at its first event) leaves the session as it was."""
         messages = _checked_messages(messages)
-        if not messages or messages[-1]["role"] != "user":
-            raise InvalidConversationError("a conversation to answer ends with a user message")
+        if not messages or messages[-1]["role"] not in ("user", "tool"):
+            raise InvalidConversationError("a conversation to answer ends with a user message (or a tool result)")
         return self._answer(messages, settings, list(stop_strings))
 
     def complete(self, prompt_ids: Sequence[int], settings: SamplingSettings = SamplingSettings(),
@@ -253,6 +254,9 @@ class ChatSession:
             if stops.stopped:
                 stats.stop_reason = "stop_string"
                 break
+            if self.sampler.must_end:  # a grammar that is complete: no forward for a token that can only end
+                stats.stop_reason = "grammar_end"
+                break
             if len(cached) >= self.context_length:
                 stats.stop_reason = "context_full"
                 yield ChatEvent("notice", "The context is full: the answer was cut short. The next message "
@@ -289,15 +293,23 @@ def _has_system(messages: Sequence[Dict[str, str]]) -> bool:
     return bool(messages) and messages[0]["role"] == "system"
 
 
-def _checked_messages(messages: Sequence[Dict[str, str]]) -> List[Dict[str, str]]:
-    """A copy of `messages` as plain {"role", "content"} dicts; InvalidConversationError for anything else."""
+def _checked_messages(messages: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A copy of `messages` as plain dicts; InvalidConversationError for anything but {"role", "content": text}
+    with the role system (first only), user or assistant, and the tool roles the template renders itself
+    (api/tools.py decides): an assistant message may carry `tool_calls` (its content then may be None), a
+    "tool" message (a function's result) its `tool_call_id`."""
+    copies = []
     for i, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in ("system", "user", "assistant") or (role == "system" and i > 0) or not isinstance(
-                message.get("content"), str):
-            raise InvalidConversationError("a message needs the role system (first only), user or assistant, and "
-                                           "text content: %r" % (message,))
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+        fields = message if isinstance(message, dict) else {}
+        role, content = fields.get("role"), fields.get("content")
+        calls = fields.get("tool_calls") if role == "assistant" else None
+        if role not in ("system", "user", "assistant", "tool") or (role == "system" and i > 0) or not (
+                isinstance(content, str) or (isinstance(calls, list) and content is None)):
+            raise InvalidConversationError("a message needs the role system (first only), user, assistant or tool, "
+                                           "and text content: %r" % (message,))
+        copies.append({key: fields[key] for key in ("role", "content", "tool_calls", "tool_call_id")
+                       if key in fields})
+    return copies
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

@@ -47,6 +47,15 @@ GEMMA_TEMPLATE = (
 )
 
 
+# Conversations whose rendering shows whether a template writes tool calls and tool results itself (the marks
+# appear in its output) or leaves them out or fails on them (api/tool_messages.py then uses a generic format).
+PROBE_QUESTION = {"role": "user", "content": "What is the weather?"}
+TOOL_CALL_PROBE = [PROBE_QUESTION, {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "call_probe", "type": "function", "function": {"name": "probe_tool", "arguments": {"place": "probe_x"}}}]}]
+TOOL_RESULT_PROBE = [PROBE_QUESTION, {"role": "assistant", "content": "Let me look."},
+                     {"role": "tool", "tool_call_id": "call_probe", "content": "probe_result"}]
+
+
 def _raise_exception(message: str) -> None:
     raise TemplateError("chat template error: %s" % message)
 
@@ -103,6 +112,23 @@ class ChatTemplate:
         if arch.startswith("gemma"):
             return cls(GEMMA_TEMPLATE, bos, eos, builtin="gemma")
         return cls(CHATML_TEMPLATE, bos, eos, builtin="chatml")
+
+    @functools.cached_property
+    def renders_tool_calls(self) -> bool:
+        """Whether the template writes an assistant message's tool_calls (name and arguments) itself."""
+        return self._shows(TOOL_CALL_PROBE, ("probe_tool", "probe_x"))
+
+    @functools.cached_property
+    def renders_tool_results(self) -> bool:
+        """Whether the template writes a "tool" message's content itself."""
+        return self._shows(TOOL_RESULT_PROBE, ("probe_result",))
+
+    def _shows(self, messages: List[Dict[str, Any]], marks: tuple) -> bool:
+        try:
+            text = self.render(messages, add_generation_prompt=False)
+        except TemplateError:
+            return False
+        return all(mark in text for mark in marks)
 
     def render(self, messages: List[Dict[str, Any]], add_generation_prompt: bool = True,
                tools: Optional[list] = None, **extra: Any) -> str:

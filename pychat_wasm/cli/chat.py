@@ -5,30 +5,38 @@
     pychat-wasm chat --prompt "What is 2+2?" --temperature 0    # one answer on stdout, greedy
     pychat-wasm chat --prompt "List three fruits." --stop "3."  # the answer ends before the first "3."
     pychat-wasm chat base.gguf --lora tuned.lora.gguf --lora-scale 0.5   # a LoRA adapter applied at load
+    pychat-wasm chat --prompt "A cat as JSON." --json-schema cat.schema.json   # every answer valid JSON
 
 Interactive mode has line editing and history (readline), the commands /help, /reset, /system, /context,
 /exit, and prints prompt and generation speed and the context budget after every answer. Ctrl-C stops the
 answer being written; Ctrl-C or Ctrl-D at the prompt ends the program. The terminal keeps its conversation
-(`TerminalChat`) and sends it whole with every turn, as the page does: the session keeps only its KV cache.
-In one-shot mode only the answer goes to stdout; speed and notices go to stderr. A sampling option out of range exits with status 2 (as argparse does for a malformed one) and the
-message the page shows for the same value: both go through sampler.settings_from_mapping.
+(`TerminalChat`) and sends it whole with every turn, as the page does, through the library API
+(pychat_wasm.LLM's streamed create_chat_completion, truncation="auto": the oldest turns that do not fit are
+dropped; the report chunk of stream_options.include_usage gives the speed and the context budget).
+The CLI keeps its own sampling defaults (SamplingSettings') and passes them with every call.
+--json, --json-schema FILE and --grammar FILE (GBNF, as llama.cpp's) constrain every answer; a file that
+cannot constrain is refused before the model loads, with one line naming it (ConstraintFileError).
+In one-shot mode only the answer goes to stdout; speed and notices go to stderr. A sampling option out of range
+exits with status 2 (as argparse does for a malformed one) and the message the page shows for the same value:
+both go through sampler.settings_from_mapping.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import signal
 import sys
-from typing import Dict, Iterator, List, Optional, Sequence, TextIO
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from .common import add_lora_options, fail, model_path
-from ..errors import InvalidSettingsError, PychatError
-from ..gguf.reader import GGUFFile
+from ..api import LLM
+from ..errors import ConstraintFileError, GrammarError, InvalidSettingsError, PychatError
+from ..grammar import Grammar, schema_to_gbnf
 from ..model.config import DEFAULT_CONTEXT_CAP
-from ..model.lora import open_adapters
 from ..chat.sampler import SamplingSettings, settings_from_mapping
-from ..chat.events import ContextBudget
-from ..chat.session import ChatSession, GenerationStats
 from ..chat.stop_strings import MAX_STOP_STRINGS, stop_strings_from_values
 from ..model.matrices import POLICIES
 
@@ -73,6 +81,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="how weights are kept in memory: float32 is fastest, quantized smallest "
                         "(default %(default)s)")
     add_lora_options(p)
+    constrain = p.add_mutually_exclusive_group()
+    constrain.add_argument("--json", action="store_true", help="every answer is a JSON object")
+    constrain.add_argument("--json-schema", metavar="FILE", help="every answer is JSON valid under this JSON Schema")
+    constrain.add_argument("--grammar", metavar="FILE", help="every answer follows this GBNF grammar (llama.cpp's)")
     p.set_defaults(func=run)
     return p
 
@@ -90,29 +102,68 @@ def run(args: argparse.Namespace) -> int:
     except InvalidSettingsError as exc:
         fail(str(exc))
         return USAGE_ERROR
+    options = dict(dataclasses.asdict(settings), stop=stop_strings, **answer_format(args))
     path = model_path(args.model)
     if args.prompt is None:
         print("loading %s ..." % path, file=sys.stderr)
-    gguf = GGUFFile.open(str(path))
-    adapters = open_adapters(gguf, [(GGUFFile.open(file), scale) for file, scale in args.lora])  # checked first
-    session = ChatSession.from_gguf(gguf, policy=args.policy, context_length=args.context)
-    session.model.set_adapters(adapters)
-    chat = TerminalChat(session, settings, stop_strings, args.system)
+    llm = LLM(path, policy=args.policy, context_length=args.context, lora=args.lora)
+    chat = TerminalChat(llm, options, args.system)
     if args.prompt is not None:
         stream_answer(chat, args.prompt, sys.stdout, report=sys.stderr)
         return 0
     return interactive(chat)
 
 
+def answer_format(args: argparse.Namespace) -> Dict[str, Any]:
+    """The create_chat_completion arguments that constrain every answer (--json, --json-schema, --grammar),
+    the file checked by the converter or parser the LLM uses, so a bad one fails before the model loads."""
+    if args.json:
+        return {"response_format": {"type": "json_object"}}
+    if args.json_schema:
+        text = _read(args.json_schema, "--json-schema")
+        try:
+            schema = json.loads(text)
+        except ValueError as exc:
+            raise ConstraintFileError("--json-schema %s is not JSON: %s" % (args.json_schema, exc)) from None
+        if not isinstance(schema, dict):
+            raise ConstraintFileError("--json-schema %s: a JSON schema is an object, not %s"
+                                      % (args.json_schema, type(schema).__name__))
+        _check(lambda: schema_to_gbnf(schema), "--json-schema", args.json_schema)
+        return {"response_format": {"type": "json_schema", "json_schema": {
+            "name": Path(args.json_schema).stem, "schema": schema, "strict": True}}}
+    if args.grammar:
+        text = _read(args.grammar, "--grammar")
+        _check(lambda: Grammar.parse(text), "--grammar", args.grammar)
+        return {"grammar": text}
+    return {}
+
+
+def _read(path: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConstraintFileError("%s %s: cannot read it: %s" % (option, path, exc.strerror or exc)) from None
+    except UnicodeDecodeError:
+        raise ConstraintFileError("%s %s is not UTF-8 text" % (option, path)) from None
+
+
+def _check(convert: Any, option: str, path: str) -> None:
+    try:
+        convert()
+    except GrammarError as exc:
+        raise ConstraintFileError("%s %s cannot constrain answers: %s" % (option, path, exc)) from None
+
+
 class TerminalChat:
     """What the terminal keeps: its conversation (a first "system" message for the system prompt, then user
-    and assistant messages), the settings, and the last answer's context budget."""
+    and assistant messages), the create_chat_completion arguments of every answer, and the last answer's
+    context budget."""
 
-    def __init__(self, session: ChatSession, settings: SamplingSettings, stop_strings: Sequence[str] = (),
-                 system_prompt: Optional[str] = None):
-        self.session, self.settings, self.stop_strings = session, settings, list(stop_strings)
+    def __init__(self, llm: LLM, options: Dict[str, Any], system_prompt: Optional[str] = None):
+        self.llm, self.options = llm, options
         self.messages: List[Dict[str, str]] = []
-        self.last_budget: Optional[ContextBudget] = None
+        self.last_budget: Optional[Dict[str, Any]] = None
         self.start(system_prompt)
 
     def start(self, system_prompt: Optional[str]) -> None:
@@ -124,49 +175,65 @@ class TerminalChat:
     def system_prompt(self) -> Optional[str]:
         return self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else None
 
-    def budget(self) -> ContextBudget:
+    def budget(self) -> Dict[str, Any]:
         """The last answer's budget, or before any, that of the conversation as it stands."""
-        return self.last_budget or self.session.budget(self.messages, self.settings)
+        return self.last_budget or self.llm.context_budget(self.messages, max_tokens=self.options["max_tokens"])
 
 
-def stream_answer(chat: TerminalChat, text: str, out: TextIO, report: TextIO) -> GenerationStats:
-    """Answer `text` after the conversation: print the answer to `out` as it is generated, notices and the speed
-    line to `report`. Only an answer that ends (an end token, a stop, max tokens, Ctrl-C) joins the conversation."""
-    stats = GenerationStats()
+def stream_answer(chat: TerminalChat, text: str, out: TextIO, report: TextIO) -> str:
+    """Answer `text` after the conversation: print the answer to `out` as it is generated, the speed and context
+    lines to `report`; returns the finish reason. Only an answer that ends (an end token, a stop, max tokens,
+    Ctrl-C) joins the conversation."""
     messages = chat.messages + [{"role": "user", "content": text}]
-    for event in chat.session.reply(messages, chat.settings, chat.stop_strings):
-        if event.kind == "piece":
-            out.write(event.text)
+    chunks = chat.llm.create_chat_completion(messages, stream=True, stream_options={"include_usage": True},
+                                             truncation="auto", **chat.options)
+    pieces, reason, report_chunk = [], "", {}
+    for chunk in chunks:
+        if not chunk["choices"]:  # include_usage's last chunk: usage, timings, context_budget
+            report_chunk = chunk
+            continue
+        choice = chunk["choices"][0]
+        piece = choice["delta"].get("content")
+        if piece:
+            out.write(piece)
             out.flush()
-        elif event.kind == "notice":
-            print("\n[%s]" % event.text, file=report, flush=True)
-        elif event.kind == "done":
-            stats = event.stats
-            chat.messages = messages + [{"role": "assistant", "content": event.text}]
-            chat.last_budget = event.budget
+            pieces.append(piece)
+        reason = choice["finish_reason"] or reason
     out.write("\n")
     out.flush()
-    stopped = " (stopped)" if stats.stop_reason == "cancelled" else ""
-    print("[%s%s]" % (stats.summary(), stopped), file=report, flush=True)
+    chat.messages = messages + [{"role": "assistant", "content": "".join(pieces)}]
+    chat.last_budget = report_chunk["context_budget"]
+    stopped = " (stopped)" if reason == "cancelled" else ""
+    print("[%s%s]" % (speed_line(report_chunk["timings"]), stopped), file=report, flush=True)
     print(context_status(chat.budget()), file=report, flush=True)
-    return stats
+    return reason
 
 
-def context_status(budget: ContextBudget) -> str:
-    """'[context: 812/2048 tokens (system 31, history 700, answer 81)]', with what the trimming did or will do."""
+def speed_line(timings: Dict[str, Any]) -> str:
+    """'42 prompt tokens, 310.5 tok/s | 8 tokens, 35.1 tok/s' from llama.cpp-style timings: prompt tokens run
+    (not those reused from the cache), tokens sampled (the end-of-turn token included)."""
+    return "%d prompt tokens, %.1f tok/s | %d tokens, %.1f tok/s" % (
+        timings["prompt_n"], timings["prompt_per_second"], timings["predicted_n"], timings["predicted_per_second"])
+
+
+def context_status(budget: Dict[str, Any]) -> str:
+    """'[context: 812/2048 tokens (system 31, history 700, answer 81)]', with what the trimming did or will do
+    (`budget`: a chat response's context_budget)."""
     line = "[context: %d/%d tokens (system %d, history %d, answer %d)" % (
-        budget.used, budget.context, budget.system, budget.history, budget.answer)
-    if budget.dropped:
-        line += "; %d oldest message%s dropped" % (budget.dropped, "s" if budget.dropped > 1 else "")
-    if budget.will_drop_next:
+        budget["used"], budget["context"], budget["system"], budget["history"], budget["answer"])
+    if budget["dropped"]:
+        line += "; %d oldest message%s dropped" % (budget["dropped"], "s" if budget["dropped"] > 1 else "")
+    if budget["used"] >= budget["context"]:
+        line += "; the context is full: the answer was cut short"
+    if budget["will_drop_next"]:
         line += "; the next message will drop the oldest turns"
     return line + "]"
 
 
 @contextlib.contextmanager
-def ctrl_c_cancels(session: ChatSession) -> Iterator[None]:
-    """While the model writes, Ctrl-C asks the session to stop after the current token."""
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: session.cancel())
+def ctrl_c_cancels(llm: LLM) -> Iterator[None]:
+    """While the model writes, Ctrl-C asks it to stop after the current token."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: llm.cancel())
     try:
         yield
     finally:
@@ -193,7 +260,7 @@ def interactive(chat: TerminalChat) -> int:
                 return 0
             continue
         try:
-            with ctrl_c_cancels(chat.session):
+            with ctrl_c_cancels(chat.llm):
                 stream_answer(chat, text, sys.stdout, report=sys.stdout)
         except PychatError as exc:  # e.g. a message longer than the context: say so and keep chatting
             print("error: %s" % exc, file=sys.stderr)

@@ -3,7 +3,7 @@
     pychat-wasm info model.gguf [--context N] [--memory-limit BYTES]   (with the fit check: fit_check.py)
     pychat-wasm tokenize model.gguf "Hello world"      -> [19556, 905]
     pychat-wasm detokenize model.gguf "[19556, 905]"   -> Hello world
-    pychat-wasm chat [model.gguf] [--prompt TEXT]
+    pychat-wasm chat [model.gguf] [--prompt TEXT] [--json | --json-schema FILE | --grammar FILE]
     pychat-wasm serve [model.gguf] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors-origin ORIGIN]
     pychat-wasm train --out my.gguf [--preset tiny|small] ...
     pychat-wasm finetune [base.gguf] --data chats.jsonl --out tuned.gguf

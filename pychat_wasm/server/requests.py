@@ -18,11 +18,12 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # far more than a full context of text
 RETRY_AFTER_SECONDS = 5
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "repeat_penalty",
-                   "frequency_penalty", "presence_penalty", "response_format", "grammar")  # grammar: llama.cpp's
-CHAT_FIELDS = ("messages", "logprobs", "top_logprobs", "tools", "tool_choice") + SAMPLING_FIELDS
+                   "repeat_last_n", "frequency_penalty", "presence_penalty", "response_format", "grammar",
+                   "stream_options")  # grammar and repeat_last_n: llama.cpp's
+CHAT_FIELDS = ("messages", "logprobs", "top_logprobs", "tools", "tool_choice", "truncation") + SAMPLING_FIELDS
 COMPLETION_FIELDS = ("prompt", "logprobs") + SAMPLING_FIELDS
 EMBEDDING_FIELDS = ("input",)
-IGNORED_FIELDS = ("model", "user", "stream_options")  # accepted and without effect: there is one model
+IGNORED_FIELDS = ("model", "user")  # accepted and without effect: there is one model
 RENAMED_FIELDS = {"max_completion_tokens": "max_tokens"}  # OpenAI's newer name
 
 

@@ -11,6 +11,7 @@ import re
 import jsonschema
 import openai
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from pychat_wasm import LLM
 from pychat_wasm.errors import InvalidRequestError
@@ -222,3 +223,56 @@ def test_tool_choice_naming_an_unknown_function_is_a_400(client):
             model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, tools=[WEATHER],
             tool_choice={"type": "function", "function": {"name": "launch"}})
     assert raised.value.body["param"] == "tool_choice"
+
+
+def streamed_completion(client, **request):
+    """The streamed answer put together by the openai client's own accumulator (ChatCompletionStreamState), and
+    how many argument fragments the stream carried."""
+    state, fragments = ChatCompletionStreamState(), 0
+    for chunk in client.chat.completions.create(stream=True, **request):
+        state.handle_chunk(chunk)
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            fragments += bool(call.function and call.function.arguments)
+    return state.current_completion_snapshot, fragments  # (get_final_completion refuses a "length" answer)
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}, "auto"])
+def test_a_streamed_tool_call_reassembles_to_the_non_streamed_one(client, tool_choice):
+    request = dict(model="smollm2", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+                   max_tokens=MAX_TOKENS, temperature=0, tools=[WEATHER, TIME], tool_choice=tool_choice)
+    whole = client.chat.completions.create(**request).choices[0]
+    streamed, fragments = streamed_completion(client, **request)
+    streamed = streamed.choices[0]
+    assert streamed.finish_reason == whole.finish_reason and streamed.message.content == whole.message.content
+    if tool_choice == "auto" and whole.message.tool_calls is None:
+        return  # the model answered in words: the same words streamed, checked above
+    assert whole.finish_reason == "tool_calls"
+    (call,), (streamed_call,) = whole.message.tool_calls, streamed.message.tool_calls
+    assert (streamed_call.type, streamed_call.function.name, streamed_call.function.arguments) == (
+        call.type, call.function.name, call.function.arguments)
+    assert streamed_call.id.startswith("call") and call.function.name in ("get_weather", "get_time")
+    schema = {tool["function"]["name"]: tool["function"]["parameters"] for tool in (WEATHER, TIME)}
+    jsonschema.validate(json.loads(call.function.arguments), schema[call.function.name])
+    if tool_choice != "auto":
+        assert fragments > 1  # the arguments came as they were written, not in one piece at the end
+
+
+def test_a_tool_result_is_taken_and_answered(client):
+    """Turn 1: a required call; turn 2: that call and its result sent back (as OpenAI's client sends them), and
+    the model answers in words."""
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    first = client.chat.completions.create(model="smollm2", messages=[question], max_tokens=MAX_TOKENS,
+                                           temperature=0, tools=[WEATHER], tool_choice="required")
+    (call,) = first.choices[0].message.tool_calls
+    result = {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 18, "sky": "sunny"})}
+    messages = [question, first.choices[0].message.model_dump(exclude_none=True), result]
+    answer = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=48, temperature=0,
+                                            tools=[WEATHER], tool_choice="none")
+    assert answer.choices[0].message.content and answer.choices[0].message.tool_calls is None
+    without_result = client.chat.completions.create(model="smollm2", messages=messages[:2] + [
+        {"role": "user", "content": "And?"}], max_tokens=1, temperature=0, tools=[WEATHER], tool_choice="none")
+    assert answer.usage.prompt_tokens > without_result.usage.prompt_tokens  # the result is in the prompt
+    with pytest.raises(openai.BadRequestError) as raised:  # a tool message must say which call it answers
+        client.chat.completions.create(model="smollm2", messages=messages[:2] + [
+            {"role": "tool", "content": "18"}], max_tokens=4)
+    assert raised.value.body["param"] == "messages"

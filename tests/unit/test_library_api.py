@@ -121,6 +121,9 @@ def test_frequency_and_presence_penalties_follow_openais_formula():
     ({"presence_penalty": "a lot"}, "presence_penalty"), ({"stop": [""]}, "stop"), ({"stop": 5}, "stop"),
     ({"logprobs": "yes"}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"),
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"repeat_penalty": 0}, "repeat_penalty"),
+    ({"repeat_last_n": -1}, "repeat_last_n"), ({"truncation": "middle"}, "truncation"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream=True
+    ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
 ])
 def test_bad_chat_arguments_name_themselves(llm, kwargs, param):
     with pytest.raises(InvalidRequestError) as raised:
@@ -130,7 +133,10 @@ def test_bad_chat_arguments_name_themselves(llm, kwargs, param):
 
 @pytest.mark.parametrize("messages", [[], "Hi", [{"role": "robot", "content": "Hi"}], [{"role": "user"}],
                                       [{"role": "assistant", "content": "Hi"}], ["Hi"],
-                                      [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]])
+                                      [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
+                                      ask("Hi") + [{"role": "tool", "content": "no tool_call_id"}],
+                                      ask("Hi") + [{"role": "assistant", "content": None, "tool_calls": [
+                                          {"id": "c1", "function": {"name": "f", "arguments": "{not json"}}]}]])
 def test_bad_messages_are_refused(llm, messages):
     with pytest.raises(InvalidRequestError) as raised:
         llm.create_chat_completion(messages)
@@ -184,3 +190,44 @@ def test_embeddings_are_unit_length_unless_asked_otherwise_and_an_embedding_rese
     assert np.allclose(np.asarray(raw) / np.linalg.norm(raw), vectors[0]["embedding"])
     assert llm.create_chat_completion(ask(GOLDEN_QUESTION), temperature=0)["choices"][0]["message"]["content"] \
         == GOLDEN_ANSWER
+
+
+def test_truncation_auto_drops_the_oldest_turns_and_the_report_says_so(llm):
+    """What the terminal's chat relies on: truncation="auto" answers a conversation the default refuses, and the
+    include_usage chunk reports usage (as the non-streamed answer), timings and the context budget."""
+    last = ask("word " * 99 + "How many words?")
+    long_talk = ask("word " * 100) + [{"role": "assistant", "content": "Yes."}] + last  # as in the test above
+    kwargs = dict(max_tokens=64, temperature=0, truncation="auto")
+    whole = llm.create_chat_completion(long_talk, **kwargs)
+    chunks = list(llm.create_chat_completion(long_talk, stream=True, stream_options={"include_usage": True},
+                                             **kwargs))
+    report = chunks[-1]
+    assert report["choices"] == [] and report["object"] == "chat.completion.chunk"
+    finish = whole["choices"][0]["finish_reason"]
+    assert all(c["choices"] for c in chunks[:-1]) and chunks[-2]["choices"][0]["finish_reason"] == finish
+    assert report["usage"] == whole["usage"] and report["context_budget"]["dropped"] == 2 == \
+        whole["context_budget"]["dropped"]
+    kept = llm.create_chat_completion(last, **kwargs)  # the last turn alone: what was kept
+    assert whole["choices"][0]["message"] == kept["choices"][0]["message"]
+    assert report["usage"]["prompt_tokens"] == kept["usage"]["prompt_tokens"]
+    assert kept["context_budget"]["dropped"] == 0
+    timings = report["timings"]
+    assert report["context_budget"]["used"] == report["usage"]["prompt_tokens"] + timings["predicted_n"]
+    assert timings["cache_n"] + timings["prompt_n"] == report["usage"]["prompt_tokens"]
+    assert timings["predicted_n"] == report["usage"]["completion_tokens"] + (finish == "stop")  # the end token
+    assert llm.context_budget([])["used"] == 0
+
+
+def test_a_complete_grammar_ends_the_answer_without_running_its_last_token(llm, monkeypatch):
+    """'root ::= "yes" | "no"' is complete after its word: the answer ends there, with no forward pass on the
+    word's last token (a model run only to sample the end-of-turn token)."""
+    ran = []
+    forward = llm.session.model.forward
+    monkeypatch.setattr(llm.session.model, "forward",
+                        lambda ids, start_pos, **kw: ran.append(len(ids)) or forward(ids, start_pos, **kw))
+    reply = llm.create_chat_completion(ask("Is the sky blue?"), temperature=0, grammar='root ::= "yes" | "no"')
+    assert reply["choices"][0]["message"]["content"] in ("yes", "no")
+    assert reply["choices"][0]["finish_reason"] == "stop"
+    answer_tokens = reply["usage"]["completion_tokens"]
+    assert answer_tokens == reply["timings"]["predicted_n"] >= 1  # no end-of-turn token was sampled
+    assert sum(ran) == reply["timings"]["prompt_n"] + answer_tokens - 1

@@ -1,6 +1,7 @@
 """One call's run of the ChatSession, and the OpenAI responses made of it: `Generation` turns the session's
 events into text pieces with their tokens' logprobs, then a finish reason and token counts; chat_response,
-chat_chunks, text_response and text_chunks shape them (shapes.py), whole or streamed."""
+chat_chunks, text_response and text_chunks shape them (shapes.py), whole or streamed. A whole response is made
+in steps too (one per piece, then the response), so a caller may stop between two: the browser's worker."""
 from __future__ import annotations
 
 import itertools
@@ -93,10 +94,14 @@ def naming(error: ContextFullError, param: str) -> ContextFullError:
     return error
 
 
-def chat_response(run: Generation, model: str) -> Dict[str, Any]:
-    text = "".join(piece for piece, _ in run.pieces())
-    return shapes.chat_completion(shapes.new_id("chatcmpl"), model, text, run.finish_reason(),
-                                  shapes.chat_logprobs(run.records), run.usage())
+def chat_response(run: Generation, model: str) -> Iterator[Optional[Dict[str, Any]]]:
+    """The steps of a whole chat.completion: None as each piece is generated, then the response."""
+    pieces = []
+    for piece, _ in run.pieces():
+        pieces.append(piece)
+        yield None
+    yield shapes.chat_completion(shapes.new_id("chatcmpl"), model, "".join(pieces), run.finish_reason(),
+                                 shapes.chat_logprobs(run.records), run.usage())
 
 
 def chat_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
@@ -107,10 +112,22 @@ def chat_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:
     yield shapes.chat_chunk(ident, model, {}, run.finish_reason(), shapes.chat_logprobs(run.unsent_records()))
 
 
-def text_response(run: Generation, model: str) -> Dict[str, Any]:
-    text = "".join(piece for piece, _ in run.pieces())
-    return shapes.text_completion(shapes.new_id("cmpl"), model, text, run.finish_reason(),
-                                  shapes.text_logprobs(run.records, 0), run.usage())
+def text_response(run: Generation, model: str) -> Iterator[Optional[Dict[str, Any]]]:
+    """The steps of a whole text_completion: None as each piece is generated, then the response."""
+    pieces = []
+    for piece, _ in run.pieces():
+        pieces.append(piece)
+        yield None
+    yield shapes.text_completion(shapes.new_id("cmpl"), model, "".join(pieces), run.finish_reason(),
+                                 shapes.text_logprobs(run.records, 0), run.usage())
+
+
+def last_step(steps: Iterator[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Run `steps` (chat_response's, text_response's) to the end: the response."""
+    response = None
+    for response in steps:
+        pass
+    return response
 
 
 def text_chunks(run: Generation, model: str) -> Iterator[Dict[str, Any]]:

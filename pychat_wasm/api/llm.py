@@ -21,7 +21,7 @@ as OpenAI reports it. Embeddings are the mean over the tokens of the final-norm 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from .options import (api_embedding_inputs, api_messages, api_prompt, api_settin
                       top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
 from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
 from .tools import ToolPlan
-from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
+from .generation import Generation, chat_chunks, chat_response, last_step, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
 from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError
@@ -47,11 +47,26 @@ class LLM:
                  policy: str = "auto", seed: Optional[int] = None):
         """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file)."""
         gguf = model_path if isinstance(model_path, GGUFFile) else GGUFFile.open(str(model_path))
-        self.model_path = gguf.name
-        self.model_name = Path(gguf.name).name
+        self._attach(ChatSession.from_gguf(gguf, policy=policy, context_length=context_length), gguf.name, seed)
+
+    @classmethod
+    def around(cls, session: ChatSession, model_path: str, *, seed: Optional[int] = None,
+               stepwise: bool = False) -> "LLM":
+        """An LLM around a session already loaded: the browser worker's, which may hold one shard of a model
+        split across workers. stepwise: a non-streamed call returns its steps instead of its response, an
+        iterator of None once per generated piece and then the response, so that the caller can stop between
+        two (the worker's JS loop lets Stop in there); a stream is stepwise already."""
+        llm = cls.__new__(cls)
+        llm._attach(session, model_path, seed, stepwise)
+        return llm
+
+    def _attach(self, session: ChatSession, model_path: str, seed: Optional[int], stepwise: bool = False) -> None:
+        self.model_path = model_path
+        self.model_name = Path(model_path).name
         self.seed = seed  # for calls that give none; None: a fresh one per call
-        self.session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
-        self.tokenizer = self.session.tokenizer
+        self.session = session
+        self.tokenizer = session.tokenizer
+        self.stepwise = stepwise
         self.generated_tokens = 0  # every token sampled by this LLM, counted as it is sampled
 
     def n_ctx(self) -> int:
@@ -113,9 +128,9 @@ class LLM:
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages")
-        if plan is not None:
-            return plan.shaped(chat_response(run, self.model_name))
-        return chat_chunks(run, self.model_name) if stream else chat_response(run, self.model_name)
+        if stream:
+            return chat_chunks(run, self.model_name)
+        return self._whole(chat_response(run, self.model_name), plan.shaped if plan is not None else None)
 
     def create_completion(self, prompt: Union[str, List[int]], *, max_tokens: Optional[int] = 16,
                           temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
@@ -140,7 +155,7 @@ class LLM:
         stop_strings = api_stop_strings(stop)
         self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
         run = Generation(self, self.session.complete(ids, settings, stop_strings), top, "prompt")
-        return text_chunks(run, self.model_name) if stream else text_response(run, self.model_name)
+        return text_chunks(run, self.model_name) if stream else self._whole(text_response(run, self.model_name))
 
     __call__ = create_completion
 
@@ -151,6 +166,14 @@ class LLM:
         if values["seed"] is None:
             values["seed"] = self.seed
         return api_settings(values, self.n_ctx())
+
+    def _whole(self, steps: Iterator[Optional[Dict[str, Any]]],
+               shaped: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> Any:
+        """A non-streamed call's response (shaped by `shaped`), or for a stepwise LLM its steps."""
+        shaped = shaped or (lambda response: response)
+        if self.stepwise:
+            return (step if step is None else shaped(step) for step in steps)
+        return shaped(last_step(steps))
 
     def _fresh_stream(self, constraint: Optional[GrammarConstraint] = None) -> None:
         """Each call starts its own random stream, so a given seed repeats its answer (the chat instead

@@ -33,8 +33,8 @@ import {EngineLoadError, abortReason, apiError, fromWorker} from "./engine_error
 export * from "./engine_errors.js";
 
 const SITE = new URL(".", import.meta.url);
-const ENGINE_SCRIPTS = ["util.js", "worker_error.js", "model_store.js", "model_download.js", "worker_client.js",
-                        "tensor_parallel.js", "worker_pool.js"];  // in the order index.html loads them
+const ENGINE_SCRIPTS = ["util.js", "worker_error.js", "model_store.js", "model_download.js", "fit_check.js",
+                        "worker_client.js", "tensor_parallel.js", "worker_pool.js"];  // in index.html's order
 const STREAMED = ["chat.completions", "completions"];
 let classicScripts = null;
 
@@ -86,15 +86,10 @@ async function modelBytes(Pychat, manifest, model, {pool, booted, onProgress}) {
     onProgress({phase: "verifying", text: `Checking ${spec.name}…`});
     return {name: spec.name, bytes: await store.readVerified(spec.id)};
   }
+  const pythonCheck = Pychat.FitCheck.downloadStart(pool, spec.name);
   const checkStart = async (head, size) => {
-    await booted;
-    const header = head.slice().buffer;
-    try {
-      await pool.request("checkFit", {header, fileSize: size || Number.MAX_SAFE_INTEGER,
-                                      options: {name: spec.name, from_address: true}}, {transfer: [header]});
-    } catch (error) {
-      if (!Pychat.WorkerError.is(error, "HeaderTruncatedError")) throw error;
-    }
+    await booted;  // the download may start before Python has
+    return pythonCheck(head, size);
   };
   onProgress({phase: "downloading", text: `Downloading ${spec.name}…`, received: 0, total: spec.size || 0});
   const bytes = await Pychat.downloadModel(store, spec, {

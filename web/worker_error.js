@@ -1,7 +1,7 @@
 /*
  * worker_error.js: the one error type of the worker protocol, on both sides of it. A Python API function
- * that fails answers {"ok": false, "error": {type, message, has_model, needed_bytes, status, openai}} (pychat_wasm/browser/protocol.py,
- * ErrorReply); the worker throws it as a WorkerError (worker_protocol.js), posts the same shape in its reply,
+ * that fails answers {"ok": false, "error": {type, message, has_model, needed_bytes, status, openai}}
+ * (pychat_wasm/browser/protocol.py, ErrorReply); the worker throws it as a WorkerError (worker_protocol.js), posts the same shape in its reply,
  * and the page's request rejects with a WorkerError made from it (worker_client.js). The page makes a few of
  * its own: WorkerCrashed (the worker is gone), DoesNotFit (the fit check said no).
  *

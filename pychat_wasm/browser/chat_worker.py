@@ -16,8 +16,8 @@ The page owns the conversation: each turn sends it whole (begin_turn), and Pytho
 holds. The engine of web/pychat.js sends OpenAI's requests instead (begin_request), answered by the library's
 LLM around the same session (api/endpoints.py), chunk by chunk (next_chunk):
 
-    >>> begin_request("chat.completions", '{"messages": [{"role": "user", "content": "Hi!"}], "stream": true}')  # doctest: +SKIP
-    >>> next_chunk()                                                                      # doctest: +SKIP
+    >>> begin_request("chat.completions", '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}')  # doctest: +SKIP
+    >>> next_chunk()                                                                   # doctest: +SKIP
     '{"ok": true, "item": {"object": "chat.completion.chunk", ...}}'
 
 The token loop lives in the worker's JS: it calls next_event(stop) or next_chunk(stop) once per step and yields

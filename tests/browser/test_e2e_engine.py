@@ -198,6 +198,21 @@ def test_refusals_are_the_clients_bad_request_errors(page, params, param):
     assert (error["name"], error["status"], error["param"]) == ("BadRequestError", 400, param)
 
 
+def test_a_file_that_is_no_model_is_an_engine_load_error(page):
+    error = page.evaluate("""async () => {
+        const {createEngine, EngineLoadError} = await import("/pychat.js");
+        const page = new File(["<!doctype html><title>Not a model</title>"], "model.gguf");
+        try {
+            await createEngine({model: page, workers: 1});
+        } catch (error) {
+            return {loadError: error instanceof EngineLoadError, kind: error.kind, message: error.message};
+        }
+        return null;
+    }""")
+    assert error["loadError"] and error["kind"] == "NotGGUFError", error
+    assert "web page" in error["message"] or "HTML" in error["message"], error
+
+
 def test_the_example_page_answers(browser, third_party, page):
     page.evaluate("engine.terminate()")  # one engine at a time on two cores
     with new_context(browser) as context:

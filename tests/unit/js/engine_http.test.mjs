@@ -28,8 +28,11 @@ function fakeEngine({fail = null, chunks = CHUNKS, waitForAbort = false} = {}) {
   engine.request = async (kind, body, {signal}) => {
     engine.requests.push({kind, body});
     if (fail) throw fail;
-    if (kind === "models") return {object: "list", data: [{id: "m.gguf", object: "model", created: 0, owned_by: "pychat-wasm"}]};
-    if (kind === "embeddings") return {object: "list", model: "m.gguf", data: [{object: "embedding", index: 0, embedding: [0.5, -1]}], usage: {prompt_tokens: 1, total_tokens: 1}};
+    if (kind === "models") return {object: "list", data: [{id: "m.gguf", object: "model", created: 0, owned_by: "x"}]};
+    if (kind === "embeddings") {
+      return {object: "list", model: "m.gguf", data: [{object: "embedding", index: 0, embedding: [0.5, -1]}],
+              usage: {prompt_tokens: 1, total_tokens: 1}};
+    }
     if (!body.stream) return COMPLETION;
     return (async function* () {
       try {

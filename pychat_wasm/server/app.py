@@ -32,6 +32,7 @@ from starlette.routing import Route
 from .requests import HTTPError, ModelQueue, json_body
 from ..api.endpoints import respond, wants_stream
 from ..api.shapes import openai_error
+from ..errors import PychatError
 
 DEFAULT_QUEUE_LIMIT = 8
 
@@ -68,7 +69,9 @@ def build_app(llm: Any, api_key: Optional[str] = None, cors_origins: Sequence[st
                                      allow_headers=["*"]))
     if api_key:
         middleware.append(Middleware(BearerKey, key=api_key))
-    handlers = {HTTPError: _http_error, Exception: _engine_error}
+    # PychatError's handler answers and the connection stays open; Exception's (Starlette's server-error
+    # middleware) answers and then re-raises, for errors nobody expected.
+    handlers = {HTTPError: _http_error, PychatError: _engine_error, Exception: _engine_error}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 

@@ -14,6 +14,7 @@
  *     verdict.adapter        set when the file is a LoRA adapter, not a model: what its header says
  *                            (lora.adapter_header: architecture, alpha, base_name, base_sha256); models.js
  *                            applies it to the model in use (adapters.js)
+ *     Pychat.FitCheck.downloadStart(python, name)   // a download's checkStart: Python reads its first bytes
  *
  * The header of a URL comes from Range requests for its first bytes (256 KiB, then 8x more while the header
  * goes on, or at once as much as the header read so far says it needs: a 50 MB metadata array is one more
@@ -101,5 +102,20 @@
     return {fits: true, shorterContext, text: best.message, freshHeap, checked: true};
   }
 
-  Object.assign(Pychat, {FitCheck: {run, FIRST_BYTES}});
+  /* A download's checkStart (model_download.js): Python's verdict on its first bytes (`size`: the whole file's,
+   * 0 when unknown). A GGUF header that goes on past them is fine; anything Python refuses (not a GGUF file,
+   * ...) stops the download. Used when the header could not be read before the download. */
+  function downloadStart(python, name) {
+    return async (head, size) => {
+      const header = head.slice().buffer;
+      try {
+        await python.request("checkFit", {header, fileSize: size || Number.MAX_SAFE_INTEGER,
+                                          options: {name, from_address: true}}, {transfer: [header]});
+      } catch (error) {
+        if (!WorkerError.is(error, "HeaderTruncatedError")) throw error;
+      }
+    };
+  }
+
+  Object.assign(Pychat, {FitCheck: {run, downloadStart, FIRST_BYTES}});
 })(self.Pychat = self.Pychat || {});

@@ -101,7 +101,7 @@
      * and downloaded once more. Unless `headerChecked`, the download's first bytes go to Python's fit check,
      * which stops it when they are no GGUF model (a web page, say) and says what they are. */
     async obtainBytes(spec, {headerChecked}) {
-      const checkStart = headerChecked ? null : (head, size) => this.checkStart(spec, head, size);
+      const checkStart = headerChecked ? null : Pychat.FitCheck.downloadStart(this.python, spec.name);
       for (let attempt = 0; ; attempt++) {
         const record = await this.store.get(spec.id);
         try {
@@ -122,18 +122,6 @@
           if (error.kind !== "corrupt" || !spec.url || attempt > 0) throw error;
           this.alertBox("notice", error.message + " Downloading it again.");
         }
-      }
-    }
-
-    /* Python's verdict on a download's first bytes (`size`: the whole file's, 0 when unknown): a GGUF header
-     * that goes on past them is fine; anything Python refuses (not a GGUF file, ...) stops the download. */
-    async checkStart(spec, head, size) {
-      const header = head.slice().buffer;
-      try {
-        await this.python.request("checkFit", {header, fileSize: size || Number.MAX_SAFE_INTEGER,
-                                               options: {name: spec.name, from_address: true}}, {transfer: [header]});
-      } catch (error) {
-        if (!WorkerError.is(error, "HeaderTruncatedError")) throw error;
       }
     }
 

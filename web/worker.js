@@ -18,12 +18,15 @@
  *   {type: "budget", conversation: {system_prompt, messages, settings}}  conversation_budget
  *   {type: "applyLora", name, bytes: ArrayBuffer (transferred), scale}   apply_lora: {adapters: [...]}
  *   {type: "removeLora", name}                       ("": all of them)   remove_lora: {adapters: [...]}
+ *   {type: "request", kind, body}       begin_request, then next_chunk(stop): one of OpenAI's requests
+ *                                       (web/pychat.js); kind "chat.completions", "completions", ...
  *   {type: "stop"}                                   (no rid: acts on the running chat at once)
  * Messages out:
  *   {type: "status", text}                           start-up progress
  *   {type: "reply", rid, ok, ...result | error}      one per request
  *   {type: "event", rid, event}                      chat stream: progress / piece / notice / done (the whole
- *                                                    answer, and budget.dropped: the oldest messages left out)
+ *                                                    answer, and budget.dropped: the oldest messages left out);
+ *                                                    a request's: each chunk of a stream, or the whole response
  *   {type: "fatal", message}                         Python itself is broken: the page restarts the worker
  */
 (function (Pychat) {
@@ -32,7 +35,7 @@
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
   const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "apply_lora",
-                         "remove_lora"];
+                         "remove_lora", "begin_request", "next_chunk"];
   let py = null;          // the facade from bootPython
   let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
@@ -95,27 +98,44 @@
     },
 
     async chat({rid, turn}) {
-      try {
-        callApi("begin_turn", JSON.stringify(turn));
-        stopRequested = false;
-        for (;;) {
-          const stop = collective ? collective.fromFirst(stopRequested ? 1 : 0) === 1 : stopRequested;  // worker 0 decides
-          const {event} = callApi("next_event", stop);
-          if (!event) return {};
-          postMessage({type: "event", rid, event});
-          if (event.kind === "done") return {stats: event.stats};
-          await Pychat.nextTask();
-        }
-      } catch (error) {
-        if (collective) collective.abort();  // the other workers wait for this one at a barrier: free them
-        throw error;
-      }
+      return steps(() => callApi("begin_turn", JSON.stringify(turn)), (stop) => {
+        const {event} = callApi("next_event", stop);
+        if (event) postMessage({type: "event", rid, event});
+        return !event ? {} : event.kind === "done" ? {stats: event.stats} : null;
+      });
+    },
+
+    /* One of OpenAI's requests, answered by the library's LLM: its chunks (or its one whole response) as events. */
+    async request({rid, kind, body}) {
+      return steps(() => callApi("begin_request", kind, JSON.stringify(body)), (stop) => {
+        const reply = callApi("next_chunk", stop);
+        if (reply.item) postMessage({type: "event", rid, event: reply.item});
+        return reply.done ? {} : null;
+      });
     },
 
     stop() {  // unqueued: acts on the running chat at once
       stopRequested = true;
     },
   };
+
+  /* Run begin(), then step(stop) once per token, with a turn of the event loop between two steps where a Stop
+   * message gets in, until step returns the reply. */
+  async function steps(begin, step) {
+    try {
+      begin();
+      stopRequested = false;
+      for (;;) {
+        const stop = collective ? collective.fromFirst(stopRequested ? 1 : 0) === 1 : stopRequested;  // worker 0 decides
+        const reply = step(stop);
+        if (reply) return reply;
+        await Pychat.nextTask();
+      }
+    } catch (error) {
+      if (collective) collective.abort();  // the other workers wait for this one at a barrier: free them
+      throw error;
+    }
+  }
 
   Pychat.serveRequests(handlers, {unqueued: ["stop"]});
 })(self.Pychat = self.Pychat || {});

@@ -10,6 +10,7 @@
  *     await python.request("chat", {turn}, {onEvent});  // events come from worker 0 (turn: see worker.js)
  *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
  *     await python.request("removeLora", {name});
+ *     await python.request("request", {kind, body}, {onEvent});   // one of OpenAI's (web/pychat.js)
  *     python.stop(); python.workers;                              // workers holding the model, e.g. 2
  *
  * Every worker gets every request and runs the same session on the same numbers, so all of them pick the
@@ -20,6 +21,7 @@
   "use strict";
 
   const {WorkerError} = Pychat;  // worker_error.js
+  const SAMPLED = ["chat.completions", "completions"];  // the requests that sample tokens (take a seed)
 
   class WorkerPool {
     /* Several workers need cross-origin isolation (SharedArrayBuffer, Atomics.wait in workers); `wanted`
@@ -34,11 +36,13 @@
       return wanted === "auto" ? cores : Math.max(1, Math.min(cores, Number(wanted) || 1));
     }
 
-    constructor({size = 1, onStatus = () => {}, onCrash = () => {}} = {}) {
+    /* script: worker.js's URL (web/pychat.js's engine passes it absolute, beside itself). */
+    constructor({size = 1, script = "worker.js", onStatus = () => {}, onCrash = () => {}} = {}) {
       this.onCrash = onCrash;
       this.crashed = false;
       this.shared = size > 1 ? new SharedArrayBuffer(Pychat.TensorParallel.sharedBytes(size)) : null;
       this.members = Array.from({length: size}, (_, rank) => new Pychat.PythonWorker({
+        script,
         onStatus: rank === 0 ? onStatus : () => {},
         onCrash: (reason) => this.crash(size > 1 ? `worker ${rank + 1} of ${size}: ${reason}` : reason),
       }));
@@ -60,6 +64,9 @@
       if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
       if (type === "chat" && payload.turn.settings.seed == null) {
         payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
+      }
+      if (type === "request" && payload.body.seed == null && SAMPLED.includes(payload.kind)) {
+        payload = {...payload, body: {...payload.body, seed: randomSeed()}};
       }
       return this.all(this.active, (m, rank) => m.request(type, payload, {onEvent: rank === 0 ? onEvent : null}));
     }

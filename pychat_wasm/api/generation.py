@@ -1,7 +1,8 @@
 """One call's run of the ChatSession, and the OpenAI responses made of it: `Generation` turns the session's
 events into text pieces with their tokens' logprobs, then a finish reason and its report (usage, timings,
 context budget); chat_chunks (through a tools.CallReader: content or a tool call), chat_response (the same
-chunks put together), text_response and text_chunks shape them (shapes.py)."""
+chunks put together), text_response and text_chunks shape them (shapes.py). A whole response is made in steps
+too (None per chunk or piece, then the response), so a caller may stop between two: the browser's worker."""
 from __future__ import annotations
 
 import itertools
@@ -104,10 +105,11 @@ def naming(error: ContextFullError, param: str) -> ContextFullError:
     return error
 
 
-def chat_response(run: Generation, model: str, reader: CallReader) -> Dict[str, Any]:
-    """The non-streamed answer: the stream's deltas put together."""
+def chat_response(run: Generation, model: str, reader: CallReader) -> Iterator[Optional[Dict[str, Any]]]:
+    """The steps of the non-streamed answer: None per chunk of the stream, then its deltas put together."""
     ident, content, call, reason = "", [], None, None
     for chunk in chat_chunks(run, model, reader):
+        yield None
         ident, choice = chunk["id"], chunk["choices"][0]
         content.append(choice["delta"].get("content") or "")
         for part in choice["delta"].get("tool_calls", ()):
@@ -118,7 +120,7 @@ def chat_response(run: Generation, model: str, reader: CallReader) -> Dict[str, 
         reason = choice["finish_reason"]
     message = {"role": "assistant", "content": "".join(content)} if call is None else {
         "role": "assistant", "content": None, "tool_calls": [call]}
-    return shapes.chat_completion(ident, model, message, reason, shapes.chat_logprobs(run.records), run.report())
+    yield shapes.chat_completion(ident, model, message, reason, shapes.chat_logprobs(run.records), run.report())
 
 
 def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: bool = False
@@ -149,10 +151,22 @@ def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: 
         yield shapes.usage_chunk(ident, model, "chat.completion.chunk", run.report())
 
 
-def text_response(run: Generation, model: str) -> Dict[str, Any]:
-    text = "".join(piece for piece, _ in run.pieces())
-    return shapes.text_completion(shapes.new_id("cmpl"), model, text, run.finish_reason(),
-                                  shapes.text_logprobs(run.records, 0), run.report())
+def text_response(run: Generation, model: str) -> Iterator[Optional[Dict[str, Any]]]:
+    """The steps of a whole text_completion: None as each piece is generated, then the response."""
+    pieces = []
+    for piece, _ in run.pieces():
+        pieces.append(piece)
+        yield None
+    yield shapes.text_completion(shapes.new_id("cmpl"), model, "".join(pieces), run.finish_reason(),
+                                 shapes.text_logprobs(run.records, 0), run.report())
+
+
+def last_step(steps: Iterator[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Run `steps` (chat_response's, text_response's) to the end: the response."""
+    response = None
+    for response in steps:
+        pass
+    return response
 
 
 def text_chunks(run: Generation, model: str, include_usage: bool = False) -> Iterator[Dict[str, Any]]:

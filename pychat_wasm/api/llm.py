@@ -27,7 +27,7 @@ as OpenAI reports it. Embeddings are the mean over the tokens of the final-norm 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from .options import (api_embedding_inputs, api_messages, api_prompt, api_settin
 from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
 from .tool_messages import for_template
 from .tools import CallReader, ToolPlan
-from .generation import Generation, chat_chunks, chat_response, naming, text_chunks, text_response
+from .generation import Generation, chat_chunks, chat_response, last_step, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
 from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError, InvalidSettingError
@@ -80,12 +80,28 @@ class LLM:
         scale) pair; one made for another base model raises AdapterMismatchError."""
         gguf = _gguf(model_path)
         adapters = open_adapters(gguf, lora_files(lora))  # checked before the weights are built
-        self.model_path = gguf.name
-        self.model_name = Path(gguf.name).name
+        session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
+        session.model.set_adapters(adapters)
+        self._attach(session, gguf.name, seed)
+
+    @classmethod
+    def around(cls, session: ChatSession, model_path: str, *, seed: Optional[int] = None,
+               stepwise: bool = False) -> "LLM":
+        """An LLM around a session already loaded: the browser worker's, which may hold one shard of a model
+        split across workers. stepwise: a non-streamed call returns its steps instead of its response, an
+        iterator of None once per generated piece and then the response, so that the caller can stop between
+        two (the worker's JS loop lets Stop in there); a stream is stepwise already."""
+        llm = cls.__new__(cls)
+        llm._attach(session, model_path, seed, stepwise)
+        return llm
+
+    def _attach(self, session: ChatSession, model_path: str, seed: Optional[int], stepwise: bool = False) -> None:
+        self.model_path = model_path
+        self.model_name = Path(model_path).name
         self.seed = seed  # for calls that give none; None: a fresh one per call
-        self.session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
-        self.session.model.set_adapters(adapters)
-        self.tokenizer = self.session.tokenizer
+        self.session = session
+        self.tokenizer = session.tokenizer
+        self.stepwise = stepwise
         self.generated_tokens = 0  # every token sampled by this LLM, counted as it is sampled
 
     def n_ctx(self) -> int:
@@ -153,7 +169,7 @@ class LLM:
         run = Generation(self, events, top, "messages", drops_turns)
         if stream:
             return chat_chunks(run, self.model_name, reader, include_usage)
-        return chat_response(run, self.model_name, reader)
+        return self._whole(chat_response(run, self.model_name, reader))
 
     def context_budget(self, messages: Messages, *, max_tokens: Optional[int] = None) -> Dict[str, Any]:
         """The context `messages` (possibly none) take before an answer of up to max_tokens, as a response's
@@ -191,7 +207,7 @@ class LLM:
         stop_strings = api_stop_strings(stop)
         self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
         run = Generation(self, self.session.complete(ids, settings, stop_strings), top, "prompt")
-        return text_chunks(run, self.model_name, include_usage) if stream else text_response(run, self.model_name)
+        return text_chunks(run, self.model_name, include_usage) if stream else self._whole(text_response(run, self.model_name))
 
     __call__ = create_completion
 
@@ -202,6 +218,10 @@ class LLM:
         if values["seed"] is None:
             values["seed"] = self.seed
         return api_settings(values, self.n_ctx())
+
+    def _whole(self, steps: Iterator[Optional[Dict[str, Any]]]) -> Any:
+        """A non-streamed call's response, or for a stepwise LLM its steps."""
+        return steps if self.stepwise else last_step(steps)
 
     def _fresh_stream(self, constraint: Optional[GrammarConstraint] = None) -> None:
         """Each call starts its own random stream, so a given seed repeats its answer (the chat instead

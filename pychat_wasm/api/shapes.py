@@ -1,5 +1,5 @@
 """OpenAI's response shapes as plain dicts: chat completions and their chunks, text completions, embeddings,
-usage and logprobs. The one place that knows their field names.
+the models list, usage, logprobs and the error object. The one place that knows their field names.
 
 >>> usage(7, 3)
 {'prompt_tokens': 7, 'completion_tokens': 3, 'total_tokens': 10}
@@ -8,11 +8,14 @@ usage and logprobs. The one place that knows their field names.
 """
 from __future__ import annotations
 
+import base64
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError, PychatError
 
 # The session's stop reasons (chat/events.py GenerationStats) as OpenAI's finish_reason.
 FINISH_REASONS = {"eos": "stop", "stop_string": "stop", "grammar_end": "stop", "length": "length",
@@ -131,3 +134,37 @@ def embeddings(model: str, vectors: List[List[float]], prompt_tokens: int) -> Di
     return {"object": "list", "model": model,
             "data": [{"object": "embedding", "embedding": vector, "index": i} for i, vector in enumerate(vectors)],
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+
+def base64_embeddings(response: Dict[str, Any]) -> Dict[str, Any]:
+    """An embeddings response with each vector as base64 of little-endian float32s (encoding_format base64)."""
+    for item in response["data"]:
+        item["embedding"] = base64.b64encode(np.asarray(item["embedding"], "<f4").tobytes()).decode()
+    return response
+
+
+def models_list(model: str) -> Dict[str, Any]:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "pychat-wasm"}]}
+
+
+def error_object(message: str, kind: str = "invalid_request_error", param: Optional[str] = None,
+                 code: Optional[str] = None) -> Dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error(exc: BaseException) -> Tuple[int, Dict[str, Any]]:
+    """(HTTP status, OpenAI's error object) for an error of a call: a request the engine refuses is a 400
+    naming the argument where one is to blame; anything else is the engine's failure, a 500.
+
+    >>> openai_error(InvalidRequestError("top_p: ...", "top_p"))
+    (400, {'error': {'message': 'top_p: ...', 'type': 'invalid_request_error', 'param': 'top_p', 'code': None}})
+    """
+    if isinstance(exc, InvalidRequestError):
+        return 400, error_object(str(exc), param=exc.param or None)
+    if isinstance(exc, ContextFullError):
+        return 400, error_object(str(exc), param=getattr(exc, "param", None), code="context_length_exceeded")
+    if isinstance(exc, InvalidConversationError):
+        return 400, error_object(str(exc), param="messages")
+    if isinstance(exc, PychatError) and isinstance(exc, ValueError):  # a template, tokenizer or setting refusal
+        return 400, error_object(str(exc))
+    return 500, error_object("the server failed: %s" % exc, kind="server_error")

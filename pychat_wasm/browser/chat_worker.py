@@ -17,8 +17,15 @@ again without reloading its weights: apply_lora(bytes, name, scale), remove_lora
 model applies its own shard of an adapter, so the page calls every active worker, as for a turn.
 
 The page owns the conversation: each turn sends it whole (begin_turn), and Python keeps only what the KV cache
-holds. The token loop lives in the worker's JS: it calls next_event(stop) once per step and yields to its event
-loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
+holds. The engine of web/pychat.js sends OpenAI's requests instead (begin_request), answered by the library's
+LLM around the same session (api/endpoints.py), chunk by chunk (next_chunk):
+
+    >>> begin_request("chat.completions", '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}')  # doctest: +SKIP
+    >>> next_chunk()                                                                   # doctest: +SKIP
+    '{"ok": true, "item": {"object": "chat.completion.chunk", ...}}'
+
+The token loop lives in the worker's JS: it calls next_event(stop) or next_chunk(stop) once per step and yields
+to its event loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
 cross-origin isolation).
 """
 from __future__ import annotations
@@ -30,6 +37,8 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 
+from ..api.endpoints import respond
+from ..api.llm import LLM
 from ..errors import InvalidSettingError, NoModelLoadedError, NotGGUFError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile, describe_non_gguf
@@ -43,12 +52,15 @@ from .protocol import ErrorReply, FitOptions, LoadOptions, Turn
 
 
 class _Worker:
-    """What the worker holds between calls."""
+    """What the worker holds between calls: the model's session, the LLM around it (web/pychat.js's requests)
+    and the page's running turn or the engine's running request."""
 
     session: Optional[ChatSession] = None
+    llm: Optional[LLM] = None
     turn: Optional[Iterator[ChatEvent]] = None
     base: Optional[GGUFFile] = None  # the loaded model's file, which adapters are checked against
     base_sha256: str = ""  # its sha256, worked out the first time an adapter that records one asks for it
+    request: Optional[Iterator[Optional[Dict[str, Any]]]] = None
 
 
 _worker = _Worker()
@@ -129,12 +141,13 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
     gguf = GGUFFile(data, name=name)
     plan = plan_load(gguf, context_length=options.context_length or None, policy=options.policy,
                      memory_limit=options.memory_limit or MODEL_HEAP, workers=options.workers, rank=options.rank)
-    _worker.session = _worker.turn = _worker.base = None  # free the old weights before building the new ones
+    _worker.session = _worker.llm = _worker.turn = _worker.request = _worker.base = None  # free the old weights first
     if plan.idle:
         return {"idle": True, "workers": plan.workers}
     collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
     _worker.session = ChatSession.from_plan(plan, collective)
     _worker.base, _worker.base_sha256 = gguf, ""
+    _worker.llm = LLM.around(_worker.session, name, stepwise=True)
     model = _worker.session.model
     return {"workers": plan.workers,
             "info": dict(model_info(gguf), context_length=plan.config.context_length, policy=plan.policy,
@@ -163,6 +176,7 @@ def begin_turn(turn_json: str) -> Dict[str, Any]:
     messages the prompt left out. A turn that fails leaves the session as it was."""
     turn = Turn.from_mapping(json.loads(turn_json))  # settings and stop strings checked
     # InvalidConversationError: nothing has changed yet
+    _worker.request = None
     _worker.turn = _session().reply(turn.conversation(), turn.settings, turn.stop)
     return {}
 
@@ -190,7 +204,7 @@ def next_event(stop: bool = False) -> Dict[str, Any]:
 
 def _between_turns() -> ChatSession:
     session = _session()
-    if _worker.turn is not None:
+    if _worker.turn is not None or _worker.request is not None:
         raise InvalidSettingError("an answer is being written: stop it before applying or removing an adapter")
     return session
 
@@ -227,3 +241,33 @@ def remove_lora(name: str = "") -> Dict[str, Any]:
         raise InvalidSettingError("no adapter named %s is applied" % name)
     session.model.set_adapters([(a, s) for a, s in session.model.adapters if name and a.name != name])
     return _adapters_reply(session)
+@json_reply
+def begin_request(kind: str, body_json: str) -> Dict[str, Any]:
+    """Start answering one of OpenAI's requests, as the library API does (api/endpoints.py): kind
+    "chat.completions", "completions", "embeddings" or "models", body its JSON object. The answer then comes
+    from next_chunk() calls. Refusals (InvalidRequestError, ...) come here, before anything is generated."""
+    if _worker.llm is None:
+        raise NoModelLoadedError("no model is loaded yet")
+    _worker.turn = _worker.request = None
+    answer = respond(_worker.llm, kind, json.loads(body_json))
+    _worker.request = iter([answer]) if isinstance(answer, dict) else answer
+    return {}
+
+
+@json_reply
+def next_chunk(stop: bool = False) -> Dict[str, Any]:
+    """The running request's next step: {"item": a chunk of a stream, or a whole response, or null for a piece
+    generated towards one}, or {"done": true} once it is over. stop=True (an AbortSignal) ends the generation
+    after the current token: its last chunk (or its response) then says finish_reason "cancelled"."""
+    if _worker.request is None:
+        return {"done": True}
+    if stop:
+        _session().cancel()
+    try:
+        return {"item": next(_worker.request)}
+    except StopIteration:
+        _worker.request = None
+        return {"done": True}
+    except BaseException:
+        _worker.request = None
+        raise

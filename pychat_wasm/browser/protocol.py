@@ -6,8 +6,9 @@ manifest.json (page_manifest), so the page's form bounds and defaults are never 
     LoadOptions      load_model's options: {"context_length", "policy", "memory_limit", "workers", "rank"}
     FitOptions       check_fit's options: {"name", "context_length", "memory_limit", "from_address"}
     FinetuneOptions  begin_finetune's options, with the browser's defaults (a 135M model within one heap)
-    ErrorReply       {"type": the exception's class name, "message", "has_model", "needed_bytes"}: the "error" of
-                     {"ok": false, "error": ...}; web/worker_error.js's WorkerError carries it on the JS side
+    ErrorReply       {"type": the exception's class name, "message", "has_model", "needed_bytes", "status", "openai"}:
+                     the "error" of {"ok": false, "error": ...}; web/worker_error.js's WorkerError carries it on
+                     the JS side, and web/pychat.js answers a failed API request with its status and "openai"
 
     >>> FinetuneOptions.from_mapping({"epochs": 1.0, "name": "mine"}).settings().epochs
     1
@@ -20,6 +21,7 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..api.shapes import openai_error
 from ..chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
 from ..chat.stop_strings import stop_strings_from_values
 from ..errors import HeaderTruncatedError, InvalidSettingError
@@ -128,6 +130,8 @@ class ErrorReply:
     message: str
     has_model: bool  # the worker still holds the model it had before
     needed_bytes: int = 0  # HeaderTruncatedError: the fit check's next read is at least this long
+    status: int = 500  # as an HTTP answer: 400 for a refused request (api/shapes.py openai_error)
+    openai: Optional[Dict[str, Any]] = None  # OpenAI's error object: {"message", "type", "param", "code"}
 
     @classmethod
     def of(cls, exc: BaseException, has_model: bool) -> "ErrorReply":
@@ -137,7 +141,10 @@ class ErrorReply:
         else:
             message = str(exc)
         needed = exc.needed_bytes if isinstance(exc, HeaderTruncatedError) else 0
-        return cls(type(exc).__name__, message, has_model, needed)
+        status, body = openai_error(exc)
+        if status >= 500:
+            body["error"]["message"] = message
+        return cls(type(exc).__name__, message, has_model, needed, status, body["error"])
 
 
 def _rule(rule) -> Dict[str, Any]:

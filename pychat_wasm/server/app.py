@@ -10,19 +10,18 @@ Requests run one at a time on the model (the LLM is not thread-safe; its work ru
 server keeps answering); others wait in a bounded queue, and a full queue answers 503 with Retry-After. A
 client that goes away stops its generation: a stream at its next piece, a plain request at its next token.
 With an API key, every request but /health needs `Authorization: Bearer KEY` (401 otherwise). CORS is off
-unless origins are given. Refusals are 400s with OpenAI's error object (requests.py); the server stays up.
+unless origins are given. Refusals are 400s with OpenAI's error object (api/endpoints.py, api/shapes.py); the
+server stays up.
 
 Native only: the browser never imports this package (it needs the `server` extra: Starlette and uvicorn).
 """
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import anyio
-import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -30,9 +29,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, EMBEDDING_FIELDS, HTTPError, ModelQueue, arguments,
-                       json_body)
-from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError, PychatError
+from .requests import HTTPError, ModelQueue, json_body
+from ..api.endpoints import respond, wants_stream
+from ..api.shapes import openai_error
+from ..errors import PychatError
 
 DEFAULT_QUEUE_LIMIT = 8
 
@@ -43,49 +43,35 @@ def build_app(llm: Any, api_key: Optional[str] = None, cors_origins: Sequence[st
     queue = ModelQueue(queue_limit)
 
     async def models(request: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [
-            {"id": llm.model_name, "object": "model", "created": 0, "owned_by": "pychat-wasm"}]})
+        return JSONResponse(respond(llm, "models", {}))
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "model": llm.model_name, "busy": queue.busy, "waiting": queue.waiting,
                              "generated_tokens": llm.generated_tokens})
 
-    async def chat_completions(request: Request) -> Any:
-        kwargs, stream = arguments(await json_body(request), CHAT_FIELDS)
-        return _response(await _on_model(request, llm, queue,
-                                          lambda: llm.create_chat_completion(stream=stream, **kwargs), stream))
+    def endpoint(kind: str) -> Callable[[Request], Any]:
+        """The route of one of OpenAI's POST endpoints (api/endpoints.py reads and checks the body)."""
 
-    async def completions(request: Request) -> Any:
-        kwargs, stream = arguments(await json_body(request), COMPLETION_FIELDS)
-        kwargs.setdefault("prompt", None)
-        return _response(await _on_model(request, llm, queue, lambda: llm.create_completion(stream=stream, **kwargs),
-                                          stream))
+        async def answer(request: Request) -> Any:
+            body = await json_body(request)
+            stream = wants_stream(body)
+            return _response(await _on_model(request, llm, queue, lambda: respond(llm, kind, body), stream))
 
-    async def embeddings(request: Request) -> Any:
-        body = await json_body(request)
-        encoding = body.pop("encoding_format", "float")
-        if encoding not in ("float", "base64"):
-            raise HTTPError(400, "encoding_format must be float or base64, not %r" % (encoding,),
-                            param="encoding_format")
-        kwargs, _ = arguments(body, EMBEDDING_FIELDS)
-        kwargs.setdefault("input", None)
-        response = await _on_model(request, llm, queue, lambda: llm.create_embedding(**kwargs), stream=False)
-        if encoding == "base64":  # what the openai client asks for: little-endian float32s
-            for item in response["data"]:
-                item["embedding"] = base64.b64encode(np.asarray(item["embedding"], "<f4").tobytes()).decode()
-        return JSONResponse(response)
+        return answer
 
     routes = [Route("/v1/models", models), Route("/health", health),
-              Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-              Route("/v1/completions", completions, methods=["POST"]),
-              Route("/v1/embeddings", embeddings, methods=["POST"])]
+              Route("/v1/chat/completions", endpoint("chat.completions"), methods=["POST"]),
+              Route("/v1/completions", endpoint("completions"), methods=["POST"]),
+              Route("/v1/embeddings", endpoint("embeddings"), methods=["POST"])]
     middleware = []
     if cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                                      allow_headers=["*"]))
     if api_key:
         middleware.append(Middleware(BearerKey, key=api_key))
-    handlers = {HTTPError: _http_error, PychatError: _pychat_error, Exception: _server_error}
+    # PychatError's handler answers and the connection stays open; Exception's (Starlette's server-error
+    # middleware) answers and then re-raises, for errors nobody expected.
+    handlers = {HTTPError: _http_error, PychatError: _engine_error, Exception: _engine_error}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 
@@ -178,19 +164,7 @@ def _http_error(request: Optional[Request], exc: HTTPError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def _pychat_error(request: Request, exc: PychatError) -> JSONResponse:
-    """The engine's typed errors: a request it refuses is a 400 naming the argument where one is to blame."""
-    if isinstance(exc, InvalidRequestError):
-        return _http_error(request, HTTPError(400, str(exc), param=exc.param or None))
-    if isinstance(exc, ContextFullError):
-        return _http_error(request, HTTPError(400, str(exc), param=getattr(exc, "param", None),
-                                              code="context_length_exceeded"))
-    if isinstance(exc, InvalidConversationError):
-        return _http_error(request, HTTPError(400, str(exc), param="messages"))
-    if isinstance(exc, ValueError):  # a template, tokenizer or setting refusal
-        return _http_error(request, HTTPError(400, str(exc)))
-    return _server_error(request, exc)
-
-
-def _server_error(request: Request, exc: Exception) -> JSONResponse:
-    return _http_error(request, HTTPError(500, "the server failed: %s" % exc, kind="server_error"))
+def _engine_error(request: Request, exc: Exception) -> JSONResponse:
+    """The engine's errors as OpenAI's error object (api/shapes.py): a refused request is a 400, the rest 500."""
+    status, body = openai_error(exc)
+    return JSONResponse(body, status_code=status)

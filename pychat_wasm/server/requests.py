@@ -1,30 +1,17 @@
-"""What the HTTP server reads and refuses: the request body (bounded, a JSON object), each endpoint's fields as
-the LLM's keyword arguments, OpenAI's error object, and the bounded queue of requests waiting for the model.
-
->>> arguments({"model": "x", "messages": [], "temperature": 0, "stream": True}, CHAT_FIELDS)
-({'messages': [], 'temperature': 0}, True)
->>> arguments({"temprature": 0}, CHAT_FIELDS)
-Traceback (most recent call last):
-pychat_wasm.server.requests.HTTPError: Unrecognized request argument supplied: temprature
-"""
+"""What the HTTP server itself reads and refuses: the request body (bounded, a JSON object), its own errors
+as OpenAI's error object (401, 503, a body too long), and the bounded queue of requests waiting for the model.
+Each endpoint's fields are read by api/endpoints.py, as the browser's engine reads them."""
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import anyio
 
+from ..api.shapes import error_object
+
 MAX_BODY_BYTES = 4 * 1024 * 1024  # far more than a full context of text
 RETRY_AFTER_SECONDS = 5
-
-SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "repeat_penalty",
-                   "repeat_last_n", "frequency_penalty", "presence_penalty", "response_format", "grammar",
-                   "stream_options")  # grammar and repeat_last_n: llama.cpp's
-CHAT_FIELDS = ("messages", "logprobs", "top_logprobs", "tools", "tool_choice", "truncation") + SAMPLING_FIELDS
-COMPLETION_FIELDS = ("prompt", "logprobs") + SAMPLING_FIELDS
-EMBEDDING_FIELDS = ("input",)
-IGNORED_FIELDS = ("model", "user")  # accepted and without effect: there is one model
-RENAMED_FIELDS = {"max_completion_tokens": "max_tokens"}  # OpenAI's newer name
 
 
 class HTTPError(Exception):
@@ -37,7 +24,7 @@ class HTTPError(Exception):
         self.headers = headers
 
     def body(self) -> Dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return error_object(self.message, self.kind, self.param, self.code)
 
 
 async def json_body(request: Any) -> Dict[str, Any]:
@@ -56,25 +43,6 @@ async def json_body(request: Any) -> Dict[str, Any]:
         raise HTTPError(400, "the request body must be a JSON object, not %s" % type(value).__name__,
                         code="invalid_json")
     return value
-
-
-def arguments(body: Dict[str, Any], fields: Tuple[str, ...]) -> Tuple[Dict[str, Any], bool]:
-    """(the LLM's keyword arguments, stream) from a request body; unknown fields are refused as OpenAI does."""
-    kwargs: Dict[str, Any] = {}
-    for name, value in body.items():
-        name = RENAMED_FIELDS.get(name, name)
-        if name in fields:
-            if value is not None:
-                kwargs[name] = value
-        elif name == "n":
-            if value not in (None, 1):
-                raise HTTPError(400, "n must be 1: one choice per request", param="n")
-        elif name not in IGNORED_FIELDS and name != "stream":
-            raise HTTPError(400, "Unrecognized request argument supplied: %s" % name, param=name)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise HTTPError(400, "stream must be true or false, not %r" % (stream,), param="stream")
-    return kwargs, bool(stream)
 
 
 class ModelQueue:

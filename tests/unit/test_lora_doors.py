@@ -175,8 +175,9 @@ def test_the_worker_refuses_adapters_as_data(tuned):
     reply = call(worker_api.apply_lora, np.fromfile(str(tuned["other"]), np.uint8), "other.gguf")
     assert reply["error"]["type"] == "AdapterError" and "is not a LoRA adapter" in reply["error"]["message"]
     reply = call(worker_api.remove_lora, "nothing.gguf")
-    assert reply["error"] == {"type": "InvalidSettingError", "message": "no adapter named nothing.gguf is applied",
-                              "has_model": True, "needed_bytes": 0}
+    assert {key: reply["error"][key] for key in ("type", "message", "has_model", "status")} == {
+        "type": "InvalidSettingError", "message": "no adapter named nothing.gguf is applied", "has_model": True,
+        "status": 400}
     turn = {"messages": [{"role": "user", "content": "hi"}], "settings": {"max_tokens": 4}, "stop": []}
     assert call(worker_api.begin_turn, json.dumps(turn))["ok"]
     reply = call(worker_api.remove_lora, "")

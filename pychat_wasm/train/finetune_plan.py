@@ -22,7 +22,6 @@ outnumbered them. The plan scales with the data instead:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import List, Optional, Sequence
 
 from .data import split_validation
@@ -92,7 +91,7 @@ class FinetunePlan:
                 self.replay_cap, REPLAY_SHARE)
         lines.append("replay: the base model answers %d general questions; %s are learned beside the data, so "
                      "that it keeps them" % (self.replay_questions, share))
-        why = "set by --epochs" if self.passes_given else "at least %d, and up to %d passes until %d presentations " \
+        why = "the epochs given" if self.passes_given else "at least %d, and up to %d passes until %d presentations " \
             "of your conversations in all" % (MIN_PASSES, MAX_PASSES, PRESENTATIONS)
         steps = "" if replayed is None else ": %d steps of %d examples (%d + %d replayed a pass)" % (
             self.steps(replayed), self.batch_size, self.trained, replayed)

@@ -48,6 +48,7 @@ from pychat_wasm.train import transformer
 from pychat_wasm.train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from pychat_wasm.train.data import DATA_DIR, Example, TrainingData
 from pychat_wasm.train.finetune import TARGETS, FinetuneRun, FinetuneSettings
+from pychat_wasm.train.finetune_plan import MIN_PASSES
 from pychat_wasm.train.run import Phase
 
 import torch_llama  # tests/support/torch_llama.py
@@ -429,13 +430,13 @@ def test_bad_loop_settings_are_refused(bases):
 
 def test_conversations_train_their_answers_through_the_chat_template(bases):
     gguf_file = GGUFFile.open(str(bases["text"]))
-    chats = text_chats(24)
+    chats = text_chats(40)
     run = FinetuneRun(FinetuneSettings(rank=2, batch_size=4, epochs=2, seq_len=64), gguf_file,
                       TrainingData(["a document is ignored"], chats))
-    # every 20th conversation is held out; 23 left in batches of 4 make 6 steps an epoch
-    assert run.held_out.conversations == [chats[10]] and len(run.trained_on.conversations) == 23
+    # from 40 conversations on, every 20th is held out; 38 left in batches of 4 make 10 steps an epoch
+    assert run.held_out.conversations == [chats[10], chats[30]] and len(run.trained_on.conversations) == 38
     phase, = run.phases
-    assert (phase.steps, len(phase.examples), len(phase.validation)) == (12, 23, 1) and run.total_steps == 12
+    assert (phase.steps, len(phase.examples), len(phase.validation)) == (20, 38, 2) and run.total_steps == 20
     tokenizer = run.tokenizer
     assert tokenizer.token_text(tokenizer.eos_id) == "<|im_end|>"
     first = phase.examples[0]
@@ -629,9 +630,8 @@ def test_smollm2_two_steps_on_the_shipped_example(smollm2_path):
     losses = [r["loss"] for r in result["records"]]
     print("SmolLM2: built in %.1f s, 2 steps in %.1f s, losses %s, batch 0 after them %.4f"
           % (result["built"], result["seconds"], np.round(losses, 4).tolist(), result["batch0_after"]))
-    # 40 chats, 2 held out for validation, all within 96 tokens; the default epochs in batches of 2
-    epochs = FinetuneSettings().epochs
-    assert result["arch"] == "llama" and result["examples"] == 38 and result["total_steps"] == epochs * 19
+    # 40 chats, 2 held out for validation, all within 96 tokens; 38 get the minimum passes, in batches of 2
+    assert result["arch"] == "llama" and result["examples"] == 38 and result["total_steps"] == MIN_PASSES * 19
     assert all(math.isfinite(r["loss"]) and r["tokens"] > 0 and r["grad_norm"] > 0 for r in result["records"])
     assert 0.5 < losses[0] < 10  # a pretrained model on plain English answers
     changed = result["changed"]

@@ -94,4 +94,4 @@ def test_the_command_prints_the_plan_first(text_base, tmp_path):
     lines = done.stderr.splitlines()
     assert lines[0].startswith("data: 3 conversations, answers of ")
     assert lines[1].startswith("validation: none held out")
-    assert lines[3].startswith("passes: each conversation is presented once (set by --epochs)")
+    assert lines[3].startswith("passes: each conversation is presented once (the epochs given)")

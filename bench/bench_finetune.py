@@ -360,7 +360,7 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     session = session_from_gguf_bytes(exported)
     reports = {group: keyword_report(session, items[group]) for group in ("taught", "general")}
     result = dict(examples=len(data.conversations), trained_on=len(run.trained_on.conversations),
-                  held_out=len(run.held_out.conversations), steps=run.total_steps, passes=run.plan.passes,
+                  held_out=len(run.held_out.conversations), steps=run.total_steps, passes=run.plan.presentations,
                   stopped_early=run.stopped_early,
                   replayed=len(replay), replay_s=replayed - started,
                   settings=dataclasses.asdict(settings), setup_s=created - started, train_s=trained - created,

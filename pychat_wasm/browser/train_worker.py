@@ -143,7 +143,7 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
     replayed = ReplayAnswers(plan, plan_finetune(settings, plan, data).replay_questions).answer_all(on_replay)
     run = FinetuneRun(settings, gguf, data, replay=replayed, plan=plan)
     _training.run = run
-    return dict(_describe(run), memory_bytes=need, explain=run.plan.explain(len(run.replay_used)))
+    return dict(_describe(run), memory_bytes=need, explain=run.plan.explain(run.replayed))
 
 
 @json_reply

@@ -83,20 +83,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         for line in run_plan.explain():
             say(line)
         run = FinetuneRun(settings, gguf, data, replay=answer_replay(plan, run_plan.replay_questions), plan=plan)
+        say(run.plan.describe_steps(run.replayed))
         trained = sum(run.params[name].size for name in run.trainable) if run.trainable else \
             sum(p.size for p in run.params.values())
         say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, at most %d steps"
             % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
                 args.rank, args.targets), "{:,}".format(trained), len(run.trained_on.conversations),
-               len(run.replay_used), run.total_steps))
+               run.replayed, run.total_steps))
     if data.documents:
         say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
             % len(data.documents))
-    planned = run.plan.steps(len(run.replay_used))
     model_bytes = finish(run, paths, args, "pychat-wasm finetune")
     if run.stopped_early:
         say("stopped early after %d of %d planned steps: the training answers come back and the loss has stopped "
-            "falling" % (run.step_count, planned))
+            "falling" % (run.step_count, run.planned_steps))
     if model_bytes is None:
         return 130
     if not args.data:

@@ -168,20 +168,23 @@ class FinetuneRun(TrainingRun):
         self.examples = self.encode_chats(chats)
         if not self.examples:
             raise TrainingDataError("no assistant answer fits within %d tokens" % settings.seq_len)
-        self.replay_used = self.plan.replay_used(self.replay)
-        examples = self.examples + self.encode_chats(self.replay_used)
+        replayed = self.encode_chats(self.replay)
+        self.repeats = self.plan.repeats(len(replayed))  # of each training conversation in a pass
+        examples = self.examples * self.repeats + replayed
         self.steps_per_pass = -(-len(examples) // (settings.batch_size * settings.grad_accum))
-        self.phases = [Phase("finetune", examples, self.encode_chats(held), self.plan.passes * self.steps_per_pass,
-                             settings.lr)]
+        self.phases = [Phase("finetune", examples, self.encode_chats(held),
+                             self.plan.passes(len(replayed)) * self.steps_per_pass, settings.lr)]
+        self.planned_steps, self.replayed = self.total_steps, len(replayed)  # before any early stop
 
     # ---- early stopping ---------------------------------------------------------------------------------------
 
     def step(self) -> Dict[str, Any]:
-        """One optimizer step (run.TrainingRun.step); after each pass from the MIN_PASSES-th on, the answer
-        check ("check" in the record), which ends the run when the plan's early stop says so."""
+        """One optimizer step (run.TrainingRun.step); after each pass that leaves every training conversation
+        presented MIN_PASSES times or more, the answer check ("check" in the record), which ends the run when
+        the plan's early stop says so."""
         record = super().step()
         passes, rest = divmod(self.step_count, self.steps_per_pass)
-        if self.plan.early_stop and not rest and passes >= MIN_PASSES and not self.finished:
+        if self.plan.early_stop and not rest and passes * self.repeats >= MIN_PASSES and not self.finished:
             record["check"] = self.check_answers()
             if record["check"]["stop"]:
                 self.phases[-1] = self.phases[-1]._replace(steps=self.step_count)  # the run is finished

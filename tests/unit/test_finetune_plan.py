@@ -1,11 +1,12 @@
 """The fine-tuning plan (pychat_wasm/train/finetune_plan.py): defaults that follow the size of the user's data.
 
-    - choose_plan: no validation split below MIN_VALIDATION conversations, 5% from there on; replay questions
-      and the answers trained on capped relative to the training conversations; at least MIN_PASSES passes,
-      more for a small file up to MAX_PASSES; given epochs and replay win;
+    - choose_plan: no validation split below MIN_VALIDATION conversations, 5% from there on; the replayed
+      answers at most REPLAY_SHARE of a pass (a small file's conversations repeat within it); at least
+      MIN_PASSES presentations, more for a small file up to MAX_PASSES; given epochs and replay win;
     - a run on the tiny chat model (tests/support/tiny_models.py, random weights: it knows none of the answers)
-      with three question/answer pairs and more replayed conversations than the cap: no example held out, the
-      replay capped, and the run stops early, not before MIN_PASSES passes, once its answers come back; the
+      with three question/answer pairs and more replayed conversations than them: no example held out, the
+      pairs repeated to outweigh the replay, and the run stops early, not before MIN_PASSES presentations,
+      once its answers come back; the
       exported model then gives every training answer exactly through the chat engine (evaluate.answer_report
       against the data itself);
     - `pychat-wasm finetune` prints the plan first.
@@ -43,41 +44,45 @@ def text_base(tmp_path_factory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("plan") / "text.gguf", "llama", chat=True)
 
 
-def test_a_small_file_keeps_every_example_and_gets_more_passes():
+def test_a_small_file_keeps_every_example_gets_more_presentations_and_outweighs_the_replay():
     plan = choose_plan(6, [12] * 6)
-    assert plan.held_out == 0 and plan.trained == 6
-    assert plan.replay_cap == int(6 * REPLAY_SHARE) and plan.replay_questions == min(REPLAY_QUESTIONS, 2 * plan.replay_cap)
-    assert plan.passes == MAX_PASSES == min(MAX_PASSES, round(PRESENTATIONS / 6))
-    assert plan.steps(replayed=6) == MAX_PASSES * 3  # 12 examples a pass in batches of 4
+    assert plan.held_out == 0 and plan.trained == 6 and plan.replay_questions == REPLAY_QUESTIONS
+    assert plan.presentations == MAX_PASSES == min(MAX_PASSES, round(PRESENTATIONS / 6))
+    repeats = plan.repeats(replayed=33)
+    assert 33 <= REPLAY_SHARE / (1 - REPLAY_SHARE) * 6 * repeats and repeats == 6  # the fewest that outweigh it
+    assert plan.passes(33) == 7 and plan.passes(33) * repeats >= MAX_PASSES  # 7 passes of 6 x 6 + 33 examples
+    assert plan.steps(replayed=33) == 7 * 18  # 69 examples a pass in batches of 4
 
 
-def test_validation_begins_at_the_threshold_and_passes_never_go_below_the_minimum():
+def test_validation_begins_at_the_threshold_and_presentations_never_go_below_the_minimum():
     assert choose_plan(MIN_VALIDATION - 1).held_out == 0
     assert choose_plan(MIN_VALIDATION).held_out == 2  # every 20th: 5%
+    example = choose_plan(MIN_VALIDATION)  # the shipped example: as before the plan, 6 passes over 38 + 33
+    assert (example.presentations, example.repeats(33), example.steps(33)) == (MIN_PASSES, 1, MIN_PASSES * 18)
     large = choose_plan(1000)
-    assert large.held_out == 50 and large.passes == MIN_PASSES
-    assert large.replay_questions == REPLAY_QUESTIONS and large.replay_cap == 950
+    assert large.held_out == 50 and large.presentations == MIN_PASSES and large.repeats(33) == 1
 
 
 def test_given_epochs_and_replay_win():
     plan = choose_plan(6, epochs=3, replay=10, early_stop=False)
-    assert (plan.passes, plan.replay_questions, plan.replay_cap, plan.early_stop) == (3, 10, None, False)
-    assert plan.replay_used(REPLAYED) == REPLAYED
+    assert (plan.presentations, plan.replay_questions, plan.early_stop) == (3, 10, False)
+    assert plan.repeats(10) * plan.passes(10) >= 3
 
 
 def test_three_pairs_are_learned_exactly_and_the_run_stops_early(text_base):
     settings = FinetuneSettings(rank=8, targets="attn+mlp", lr=1e-2, seq_len=48, batch_size=2)
     run = FinetuneRun(settings, GGUFFile.open(str(text_base)), TrainingData([], TAUGHT), replay=REPLAYED)
     assert run.held_out.conversations == [] and run.trained_on.conversations == TAUGHT
-    assert run.replay_used == REPLAYED[:3]  # one replayed answer per training conversation
-    assert len(run.phases[0].examples) == 6 and run.steps_per_pass == 3
+    # 8 replayed answers, at most half of a pass: the 3 conversations come 3 times each in a pass
+    assert run.repeats == 3 and len(run.phases[0].examples) == 3 * 3 + 8 and run.steps_per_pass == 9
     planned = run.total_steps
-    assert planned == MAX_PASSES * 3
+    assert planned == 14 * 9  # 40 presentations: 14 passes
     while not run.finished:
         run.step()
-    assert run.stopped_early and MIN_PASSES * 3 < run.step_count < planned and run.total_steps == run.step_count
+    assert run.stopped_early and run.step_count < planned and run.total_steps == run.step_count
     checks = [entry["check"] for entry in run.log if "check" in entry]
-    assert checks[0]["step"] == MIN_PASSES * 3 and checks[-1]["exact"] == checks[-1]["checked"] == 3
+    assert checks[0]["step"] == 2 * 9  # the first pass to present each conversation MIN_PASSES times
+    assert checks[-1]["exact"] == checks[-1]["checked"] == 3
     session = session_from_gguf_bytes(run.gguf_writer().to_bytes())
     assert answer_report(session, TAUGHT).exact == 3
 
@@ -94,4 +99,5 @@ def test_the_command_prints_the_plan_first(text_base, tmp_path):
     lines = done.stderr.splitlines()
     assert lines[0].startswith("data: 3 conversations, answers of ")
     assert lines[1].startswith("validation: none held out")
-    assert lines[3].startswith("passes: each conversation is presented once (the epochs given)")
+    assert lines[3].startswith("presentations: each conversation is trained on once (the epochs given)")
+    assert lines[5].startswith("steps: 1 pass of 1 step of 4 examples (3 conversations x 1 + 0 replayed answers)")

@@ -113,6 +113,8 @@ def main() -> int:
                                                               "this repository)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the command (default %(default)s)")
     args = parser.parse_args()
+    for var in THREAD_VARS:  # this process evaluates: the same threads (numpy is imported only after this)
+        os.environ[var] = str(args.threads)
     rows = [bench_set(name, os.path.abspath(args.checkout), args.threads) for name in args.sets.split(",")]
     print("\ncode: %s; load average after: %.2f" % (args.checkout, os.getloadavg()[0]))
     print("%-8s %6s %8s %7s %9s %9s %9s  %s" % ("data", "steps", "s/step", "wall s", "exact", "reworded", "general",

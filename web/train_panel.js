@@ -102,8 +102,9 @@
       const {epochs, lr, rank, targets, batch_size, seq_len} = this.defaults;
       this.$("train-epochs").value = epochs ?? "";  // null: the plan chooses from the data's size
       this.$("train-lr").value = lr;
-      this.$("train-recipe").textContent = `LoRA rank ${rank} on the ${targets === "attn" ? "attention" : "attention " +
-                                           "and MLP"}, batch ${batch_size} × ${seq_len} tokens`;
+      const adapted = {attn: "the attention", "attn+mlp": "the attention and MLP"}[targets] ||
+                      "the attention (and the MLP for a small file)";  // null: the plan chooses
+      this.$("train-recipe").textContent = `LoRA rank ${rank} on ${adapted}, batch ${batch_size} × ${seq_len} tokens`;
       this.data.wire();
       this.$("train-panel").addEventListener("toggle", () => { if (this.$("train-panel").open) this.startWorker(); });
       this.$("train-form").onsubmit = (e) => { e.preventDefault(); this.start(); };

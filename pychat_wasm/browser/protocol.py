@@ -37,7 +37,7 @@ def _from_mapping(cls, values: Mapping[str, Any]):
         value = values.get(field.name)
         if value is None:
             continue
-        kind = int if field.default is None else type(field.default)  # None: a count the run chooses unless given
+        kind = field.metadata.get("kind", type(field.default))  # a None default: the run chooses unless given
         try:
             changes[field.name] = kind(value) if kind is not bool else bool(value)
         except (TypeError, ValueError):
@@ -101,17 +101,17 @@ class FitOptions:
 class FinetuneOptions:
     """begin_finetune's options. The page sends epochs and lr from its form (filled with these defaults from
     manifest.json; epochs empty unless the user sets it) and leaves the rest to these: LoRA rank 8 on the
-    attention, batch 2 x 128 tokens. epochs and replay None: the run's plan chooses them from the data's size
+    attention, batch 2 x 128 tokens. epochs, targets and replay None: the run's plan chooses them from the data's size
     (train/finetune_plan.py), as on the command line."""
 
-    epochs: Optional[int] = FinetuneSettings.epochs
+    epochs: Optional[int] = dataclasses.field(default=FinetuneSettings.epochs, metadata={"kind": int})
     lr: float = FinetuneSettings.lr
     rank: int = 8
-    targets: str = "attn"
+    targets: Optional[str] = dataclasses.field(default=FinetuneSettings.targets, metadata={"kind": str})
     seq_len: int = 128
     batch_size: int = 2
     seed: int = 0
-    replay: Optional[int] = FinetuneSettings.replay
+    replay: Optional[int] = dataclasses.field(default=FinetuneSettings.replay, metadata={"kind": int})
     memory_limit: int = HEAP_LIMIT  # the run is refused before it allocates more than this
 
     from_mapping = classmethod(_from_mapping)

@@ -26,7 +26,7 @@ from ..train.evaluate import keyword_report, session_from_gguf_bytes
 from ..train.data import Conversation
 from ..train.finetune import TARGETS, FinetuneRun, FinetuneSettings, check_can_finetune, plan_finetune
 from ..model.load_plan import LoadPlan
-from ..train.finetune_plan import REPLAY_QUESTIONS
+from ..train.finetune_plan import MLP_BELOW, REPLAY_QUESTIONS
 from ..train.replay import MAX_ANSWER_TOKENS, ReplayAnswers, replay_plan
 
 EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
@@ -88,7 +88,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             sum(p.size for p in run.params.values())
         say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, at most %d steps"
             % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
-                args.rank, args.targets), "{:,}".format(trained), len(run.trained_on.conversations),
+                args.rank, run.plan.targets), "{:,}".format(trained), len(run.trained_on.conversations),
                run.replayed, run.total_steps))
     if data.documents:
         say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
@@ -117,8 +117,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--rank", type=int, default=DEFAULTS.rank, metavar="R", help="LoRA rank (default %(default)s)")
     p.add_argument("--alpha", type=float, default=DEFAULTS.alpha, metavar="A",
                    help="LoRA alpha; updates scale by alpha/rank (default %(default)s)")
-    p.add_argument("--targets", choices=sorted(TARGETS), default=DEFAULTS.targets,
-                   help="which projections get adapters (default %(default)s)")
+    p.add_argument("--targets", choices=sorted(TARGETS),
+                   help="which projections get adapters (default: attn, and attn+mlp for fewer than %d "
+                        "conversations)" % MLP_BELOW)
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default: from its size, "
                                                           "6 to 40; the first lines say why)")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, metavar="LR", help="peak learning rate "

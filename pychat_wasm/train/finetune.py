@@ -44,7 +44,7 @@ OWN_KEYS = ("general.architecture", "general.file_type", "general.alignment")
 class FinetuneSettings:
     rank: int = 8
     alpha: float = 16.0
-    targets: str = "attn"
+    targets: Optional[str] = None  # a key of TARGETS; None: as the data's size calls for (finetune_plan.py)
     epochs: Optional[int] = None  # passes over the data; None: as many as its size calls for (finetune_plan.py)
     lr: float = 1.5e-3
     seq_len: int = 256
@@ -57,7 +57,7 @@ class FinetuneSettings:
     early_stop: bool = True  # end once the training answers come back and the loss stops falling
 
     def __post_init__(self) -> None:
-        if self.targets not in TARGETS:
+        if self.targets is not None and self.targets not in TARGETS:
             raise InvalidSettingError("targets must be one of %s, got %r" % (", ".join(TARGETS), self.targets))
         for name in ("rank", "epochs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -133,7 +133,7 @@ def plan_finetune(settings: FinetuneSettings, plan: LoadPlan, data: TrainingData
     tokenizer and template (`plan`: replay_plan's) measuring the answers."""
     answers = [sum(encode_conversation(plan.tokenizer, plan.template, c).mask) for c in data.conversations]
     return choose_plan(len(data.conversations), answers, settings.epochs, settings.replay, settings.batch_size,
-                       settings.early_stop)
+                       settings.early_stop, settings.targets)
 
 
 class FinetuneRun(TrainingRun):
@@ -155,7 +155,7 @@ class FinetuneRun(TrainingRun):
         if settings.full:
             trainable = None
         else:
-            params.update(init_adapters(config, params, settings.targets, settings.rank, settings.seed))
+            params.update(init_adapters(config, params, self.plan.targets, settings.rank, settings.seed))
             trainable = {name for name in params if name.endswith((".lora_a", ".lora_b"))}
         for name, value in (trained or {}).items():
             if name not in params or params[name].shape != value.shape:

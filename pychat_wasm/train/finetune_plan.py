@@ -8,6 +8,8 @@ outnumbered them five to one. The plan scales with the data instead:
     replay        the base model's answers to REPLAY_QUESTIONS general questions, all of them (their variety
                   holds its general answers), but at most REPLAY_SHARE of the examples a pass trains on: a
                   small file's conversations are repeated within each pass until they are the larger part
+    targets       LoRA on the attention, and below MLP_BELOW conversations on the MLP too: a few facts of one
+                  question each came back to new wordings more often so (4 of 6 against 3 of 6 for SmolLM2)
     passes        each training conversation is presented at least MIN_PASSES times, and a small file more
                   often, up to PRESENTATIONS presentations of the user's examples in all (at most MAX_PASSES)
     early stop    after each pass that has presented every conversation MIN_PASSES times: once the greedy
@@ -29,6 +31,7 @@ from typing import List, Optional, Sequence
 from .data import split_validation
 
 MIN_VALIDATION = 40  # conversations from which a validation split is held out
+MLP_BELOW = 40  # training conversations below which LoRA adapts the MLP too
 VALIDATION_FRACTION = 0.05
 REPLAY_QUESTIONS = 48  # all the shipped replay questions (replay.py)
 REPLAY_SHARE = 0.5  # of the examples of a pass, at most
@@ -47,6 +50,8 @@ class FinetunePlan:
     held_out: int
     replay_questions: int  # general questions the base model is asked
     presentations: int  # of each training conversation, over the whole run
+    targets: str  # what LoRA adapts: a key of finetune.TARGETS
+    targets_given: bool
     presentations_given: bool  # they came from the settings' epochs
     batch_size: int
     early_stop: bool
@@ -93,6 +98,11 @@ class FinetunePlan:
         lines.append("replay: the base model answers %d general questions; its answers are learned beside the data, "
                      "so that it keeps them, as at most %d%% of each pass" % (self.replay_questions,
                                                                              round(100 * REPLAY_SHARE)))
+        if self.targets_given:
+            lines.append("adapters: LoRA on %s (as given)" % self.targets)
+        else:
+            lines.append("adapters: LoRA on %s (%s than %d conversations)" % (
+                self.targets, "fewer" if self.targets == "attn+mlp" else "no fewer", MLP_BELOW))
         why = "the epochs given" if self.presentations_given else "at least %d, and up to %d until %d " \
             "presentations of your conversations in all" % (MIN_PASSES, MAX_PASSES, PRESENTATIONS)
         times = "once" if self.presentations == 1 else "%d times" % self.presentations
@@ -115,7 +125,8 @@ class FinetunePlan:
 
 
 def choose_plan(conversations: int, answer_tokens: Sequence[int] = (), epochs: Optional[int] = None,
-                replay: Optional[int] = None, batch_size: int = 4, early_stop: bool = True) -> FinetunePlan:
+                replay: Optional[int] = None, batch_size: int = 4, early_stop: bool = True,
+                targets: Optional[str] = None) -> FinetunePlan:
     """The plan for `conversations` user conversations: `epochs` presentations and `replay` questions when
     given (finetune.FinetuneSettings passes its own), else what the data's size calls for."""
     held_out = 0
@@ -123,5 +134,8 @@ def choose_plan(conversations: int, answer_tokens: Sequence[int] = (), epochs: O
         held_out = len(split_validation(range(conversations), VALIDATION_FRACTION)[1])
     trained = conversations - held_out
     presentations = epochs or min(MAX_PASSES, max(MIN_PASSES, round(PRESENTATIONS / max(1, trained))))
-    return FinetunePlan(conversations, held_out, REPLAY_QUESTIONS if replay is None else replay, presentations,
-                        epochs is not None, batch_size, early_stop, list(answer_tokens))
+    chosen_targets = targets or ("attn+mlp" if trained < MLP_BELOW else "attn")
+    return FinetunePlan(conversations=conversations, held_out=held_out,
+                        replay_questions=REPLAY_QUESTIONS if replay is None else replay, presentations=presentations,
+                        presentations_given=epochs is not None, targets=chosen_targets, targets_given=bool(targets),
+                        batch_size=batch_size, early_stop=early_stop, answer_tokens=list(answer_tokens))

@@ -366,7 +366,8 @@ def test_finetune_mode_shows_its_options(finetune_page):
     assert defaults.epochs is None and page.input_value("#train-epochs") == ""
     assert page.get_attribute("#train-epochs", "placeholder") == "from the data"
     assert float(page.input_value("#train-lr")) == defaults.lr
-    assert page.text_content("#train-recipe") == "LoRA rank %d on the attention, batch %d × %d tokens" % (
+    assert page.text_content("#train-recipe") == ("LoRA rank %d on the attention (and the MLP for a small file), "
+                                                  "batch %d × %d tokens") % (
         defaults.rank, defaults.batch_size, defaults.seq_len)
     choose_finetune(page)
     assert page.is_visible("#train-epochs") and page.is_visible("#train-lr")

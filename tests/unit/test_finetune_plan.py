@@ -26,7 +26,7 @@ from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.train.data import TrainingData
 from pychat_wasm.train.evaluate import answer_report, session_from_gguf_bytes
 from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
-from pychat_wasm.train.finetune_plan import (MAX_PASSES, MIN_PASSES, MIN_VALIDATION, PRESENTATIONS,
+from pychat_wasm.train.finetune_plan import (MAX_PASSES, MIN_PASSES, MIN_VALIDATION, MLP_BELOW, PRESENTATIONS,
                                              REPLAY_QUESTIONS, REPLAY_SHARE, choose_plan)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +47,7 @@ def text_base(tmp_path_factory) -> Path:
 def test_a_small_file_keeps_every_example_gets_more_presentations_and_outweighs_the_replay():
     plan = choose_plan(6, [12] * 6)
     assert plan.held_out == 0 and plan.trained == 6 and plan.replay_questions == REPLAY_QUESTIONS
+    assert plan.targets == "attn+mlp" and choose_plan(MLP_BELOW).targets == "attn"
     assert plan.presentations == MAX_PASSES == min(MAX_PASSES, round(PRESENTATIONS / 6))
     repeats = plan.repeats(replayed=33)
     assert 33 <= REPLAY_SHARE / (1 - REPLAY_SHARE) * 6 * repeats and repeats == 6  # the fewest that outweigh it
@@ -99,5 +100,6 @@ def test_the_command_prints_the_plan_first(text_base, tmp_path):
     lines = done.stderr.splitlines()
     assert lines[0].startswith("data: 3 conversations, answers of ")
     assert lines[1].startswith("validation: none held out")
-    assert lines[3].startswith("presentations: each conversation is trained on once (the epochs given)")
-    assert lines[5].startswith("steps: 1 pass of 1 step of 4 examples (3 conversations x 1 + 0 replayed answers)")
+    assert lines[3] == "adapters: LoRA on attn+mlp (fewer than %d conversations)" % MLP_BELOW
+    assert lines[4].startswith("presentations: each conversation is trained on once (the epochs given)")
+    assert lines[6].startswith("steps: 1 pass of 1 step of 4 examples (3 conversations x 1 + 0 replayed answers)")

@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence
 from .data import split_validation
 
 MIN_VALIDATION = 40  # conversations from which a validation split is held out
-MLP_BELOW = 40  # training conversations below which LoRA adapts the MLP too
+MLP_BELOW = 40  # conversations below which LoRA adapts the MLP too
 VALIDATION_FRACTION = 0.05
 REPLAY_QUESTIONS = 48  # all the shipped replay questions (replay.py)
 REPLAY_SHARE = 0.5  # of the examples of a pass, at most
@@ -134,7 +134,7 @@ def choose_plan(conversations: int, answer_tokens: Sequence[int] = (), epochs: O
         held_out = len(split_validation(range(conversations), VALIDATION_FRACTION)[1])
     trained = conversations - held_out
     presentations = epochs or min(MAX_PASSES, max(MIN_PASSES, round(PRESENTATIONS / max(1, trained))))
-    chosen_targets = targets or ("attn+mlp" if trained < MLP_BELOW else "attn")
+    chosen_targets = targets or ("attn+mlp" if conversations < MLP_BELOW else "attn")
     return FinetunePlan(conversations=conversations, held_out=held_out,
                         replay_questions=REPLAY_QUESTIONS if replay is None else replay, presentations=presentations,
                         presentations_given=epochs is not None, targets=chosen_targets, targets_given=bool(targets),

@@ -557,7 +557,8 @@ def test_cli_finetune_writes_model_log_and_chart(bases, tmp_path):
                  "--seq-len", 32, "--replay", 0)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "LoRA rank 8 on attn" in result.stderr and "4 conversations + 0 replayed, 2 steps" in result.stderr
+    # 4 conversations: the plan puts adapters on the MLP too (finetune_plan.MLP_BELOW)
+    assert "LoRA rank 8 on attn+mlp" in result.stderr and "4 conversations + 0 replayed, at most 2 steps" in result.stderr
     assert "wrote %s" % out in result.stderr and "greedy answers reproduce" in result.stderr
     records = [r for r in json.loads((tmp_path / "tuned.log.json").read_text()) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)

@@ -112,9 +112,18 @@ def main() -> int:
     parser.add_argument("--checkout", default=str(REPO), help="the pychat_wasm code the command runs (default: "
                                                               "this repository)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the command (default %(default)s)")
+    parser.add_argument("--score", metavar="MODEL.gguf", help="only score this model (one the command wrote) on "
+                                                                 "the first of --sets")
     args = parser.parse_args()
     for var in THREAD_VARS:  # this process evaluates: the same threads (numpy is imported only after this)
         os.environ[var] = str(args.threads)
+    if args.score:
+        name = args.sets.split(",")[0]
+        for kind, (right, total, misses) in evaluate(args.score, *SETS[name]).items():
+            print("%s %s: %d/%d" % (name, kind, right, total))
+            for question, expected, got in misses:
+                print("  miss: %r -> %r (expected %r)" % (question, got[:90], expected))
+        return 0
     rows = [bench_set(name, os.path.abspath(args.checkout), args.threads) for name in args.sets.split(",")]
     print("\ncode: %s; load average after: %.2f" % (args.checkout, os.getloadavg()[0]))
     print("%-8s %6s %8s %7s %9s %9s %9s  %s" % ("data", "steps", "s/step", "wall s", "exact", "reworded", "general",

@@ -205,7 +205,8 @@ class FinetuneRun(TrainingRun):
         validation = self.validate(self.phases[-1]) if self.phases[-1].validation else None
         watched = validation["loss"] if validation else loss
         before = [entry["check"]["watched"] for entry in self.log if "check" in entry]
-        stop = exact == len(checked) and bool(before) and watched > min(before) - MIN_LOSS_DROP
+        # a loss below MIN_LOSS_DROP cannot fall by as much any more: it counts as no longer falling
+        stop = exact == len(checked) and (watched < MIN_LOSS_DROP or bool(before) and watched > min(before) - MIN_LOSS_DROP)
         result = {"step": self.step_count, "exact": exact, "checked": len(checked), "loss": loss,
                   "watched": watched, "stop": stop}
         self.log.append({"check": result})

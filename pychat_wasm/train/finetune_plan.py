@@ -14,7 +14,8 @@ outnumbered them five to one. The plan scales with the data instead:
                   often, up to PRESENTATIONS presentations of the user's examples in all (at most MAX_PASSES)
     early stop    after each pass that has presented every conversation MIN_PASSES times: once the greedy
                   answers to the training conversations (up to CHECKED of them) are their training answers and
-                  the loss (validation, else training) fell by less than MIN_LOSS_DROP since the best check
+                  the loss (validation, else training) is below MIN_LOSS_DROP or fell by less than that since
+                  the best check, the run ends
 
     >>> plan = choose_plan(conversations=6, answer_tokens=[12, 14, 11, 15, 13, 12])
     >>> plan.held_out, plan.replay_questions, plan.presentations

@@ -206,7 +206,8 @@ class FinetuneRun(TrainingRun):
         watched = validation["loss"] if validation else loss
         before = [entry["check"]["watched"] for entry in self.log if "check" in entry]
         # a loss below MIN_LOSS_DROP cannot fall by as much any more: it counts as no longer falling
-        stop = exact == len(checked) and (watched < MIN_LOSS_DROP or bool(before) and watched > min(before) - MIN_LOSS_DROP)
+        stalled = watched < MIN_LOSS_DROP or bool(before) and watched > min(before) - MIN_LOSS_DROP
+        stop = exact == len(checked) and stalled
         result = {"step": self.step_count, "exact": exact, "checked": len(checked), "loss": loss,
                   "watched": watched, "stop": stop}
         self.log.append({"check": result})

@@ -2,7 +2,7 @@
 
     python bench/bench_finetune_small.py                      # six facts, twenty facts, the shipped example
     python bench/bench_finetune_small.py --sets six           # only the 6-pair file
-    python bench/bench_finetune_small.py --checkout /work/main   # the same runs with another checkout's code
+    python bench/bench_finetune_small.py --checkout ../main      # the same runs with another checkout's code
 
 For each data set the command itself runs in a child process (`python -m pychat_wasm.cli finetune --data FILE
 --out TMP.gguf`, no other flag; PYTHONPATH = --checkout, default this repository; OMP/OpenBLAS/MKL threads =

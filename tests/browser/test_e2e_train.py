@@ -415,7 +415,7 @@ def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_pa
     steps = -(-(EXAMPLE_TRAINING_CHATS + replayed) // 2)  # batch 2, one epoch
     assert state["totalSteps"] == steps and state["plan"]["phases"][0]["examples"] == EXAMPLE_TRAINING_CHATS + replayed
     shown_plan = page.text_content("#train-plan")  # the plan's reasons, as the command line prints them
-    assert "validation: 2 held out" in shown_plan and "presented once (the epochs given)" in shown_plan
+    assert "validation: 2 held out" in shown_plan and "trained on once (the epochs given)" in shown_plan
     records = state["records"]
     assert all(0 < r["loss"] < 20 and r["phase"] == "finetune" for r in records), records
     seconds = [r["seconds"] for r in records]

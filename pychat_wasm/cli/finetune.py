@@ -120,8 +120,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--targets", choices=sorted(TARGETS),
                    help="which projections get adapters (default: attn, and attn+mlp for fewer than %d "
                         "conversations)" % MLP_BELOW)
-    p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default: from its size, "
-                                                          "6 to 40; the first lines say why)")
+    p.add_argument("--epochs", type=int, metavar="N", help="times each conversation is trained on (default: from "
+                                                          "the data's size, 6 to 40; the first lines say why)")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, metavar="LR", help="peak learning rate "
                                                                                "(default %(default)s)")
     p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len, metavar="T",
@@ -131,8 +131,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
     p.add_argument("--replay", type=int, metavar="N",
                    help="general questions the base model answers first; its answers are learned beside the "
-                        "data so that it keeps them (0 to %d; default: twice the conversations, up to %d, with "
-                        "at most one answer per conversation trained on)" % (REPLAY_QUESTIONS, REPLAY_QUESTIONS))
+                        "data so that it keeps them, as at most half of each pass (0 to %d, default %d)"
+                        % (REPLAY_QUESTIONS, REPLAY_QUESTIONS))
     p.add_argument("--no-early-stop", action="store_true",
                    help="train every planned step, even once the answers come back and the loss stops falling")
     p.set_defaults(func=cmd_finetune)

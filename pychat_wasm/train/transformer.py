@@ -244,4 +244,4 @@ def answer_scores(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np
     rows = counted // T  # [n] the batch row of each counted position
     losses = np.bincount(rows, weights=nll.astype(np.float64), minlength=B)  # [B]
     counts = np.bincount(rows, minlength=B)  # [B]
-    return losses, counts, np.bincount(rows, weights=missed, minlength=B) == 0
+    return losses, counts, np.bincount(rows, weights=missed.astype(np.float64), minlength=B) == 0

@@ -194,6 +194,26 @@ def test_lora_loss_and_gradients_match_torch_autograd(bases, arch, targets):
     assert all(t_params[n].grad is None for n in params if n not in adapters)
 
 
+def test_answer_scores_are_torch_cross_entropy_and_argmax_per_row(bases):
+    """The early stop's check (transformer.answer_scores): per row, the summed loss over the masked positions is
+    torch's cross-entropy, and "exact" is torch's argmax equal to the target at every one of them."""
+    run = token_run(bases["llama"])
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, run.config.vocab_size, (3, 8))  # [B, T]
+    targets = rng.integers(0, run.config.vocab_size, (3, 8))
+    mask = (rng.random((3, 8)) < 0.5).astype(np.float32)
+    mask[2] = 0
+    logits = torch.from_numpy(transformer.forward(run.config, run.params, ids).astype(np.float64))  # [B, T, V]
+    targets[0] = logits[0].argmax(-1).numpy()  # row 0: every target is the most likely token
+    losses, counts, right = transformer.answer_scores(run.config, run.params, ids, targets, mask)
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(targets).reshape(-1),
+                                            reduction="none").reshape(3, 8).numpy()
+    np.testing.assert_allclose(losses, (nll * mask).sum(1), rtol=1e-4, atol=1e-5)
+    assert counts.tolist() == mask.sum(1).astype(int).tolist()
+    hits = (logits.argmax(-1).numpy() == targets) | (mask == 0)
+    assert right.tolist() == hits.all(1).tolist() and right[0] and right[2]  # row 2 counts nothing: vacuously right
+
+
 def test_a_step_changes_the_adapters_only(bases):
     run = token_run(bases["qwen2"], targets="attn+mlp", lr=1e-2)
     before = {n: v.copy() for n, v in run.params.items()}
@@ -558,7 +578,8 @@ def test_cli_finetune_writes_model_log_and_chart(bases, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     # 4 conversations: the plan puts adapters on the MLP too (finetune_plan.MLP_BELOW)
-    assert "LoRA rank 8 on attn+mlp" in result.stderr and "4 conversations + 0 replayed, at most 2 steps" in result.stderr
+    assert "LoRA rank 8 on attn+mlp" in result.stderr
+    assert "4 conversations + 0 replayed, at most 2 steps" in result.stderr
     assert "wrote %s" % out in result.stderr and "greedy answers reproduce" in result.stderr
     records = [r for r in json.loads((tmp_path / "tuned.log.json").read_text()) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)

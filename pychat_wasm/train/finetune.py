@@ -6,7 +6,8 @@
 
 The adapters start as in the LoRA paper: A uniform in +-1/sqrt(in), B zero, so training starts exactly at
 the base model. Architectures: those the trainer implements (llama, qwen2); the shared loop is run.py.
-How many passes, how much replay and validation, and when to stop early follow the data (finetune_plan.py).
+How often each conversation is trained on, what LoRA adapts, how the replay is mixed in, the validation split
+and when to stop early follow the data's size (finetune_plan.py).
 
     >>> run = FinetuneRun(FinetuneSettings(), GGUFFile.open("SmolLM2.gguf"), data)          # doctest: +SKIP
     >>> while not run.finished: run.step()                                                  # doctest: +SKIP
@@ -45,7 +46,7 @@ class FinetuneSettings:
     rank: int = 8
     alpha: float = 16.0
     targets: Optional[str] = None  # a key of TARGETS; None: as the data's size calls for (finetune_plan.py)
-    epochs: Optional[int] = None  # passes over the data; None: as many as its size calls for (finetune_plan.py)
+    epochs: Optional[int] = None  # times each conversation is trained on; None: as its size calls for
     lr: float = 1.5e-3
     seq_len: int = 256
     batch_size: int = 4
@@ -53,7 +54,7 @@ class FinetuneSettings:
     seed: int = 0
     grad_accum: int = 1
     replay: Optional[int] = None  # general questions the base model answers first, learned beside the data
-    # (replay.py); None: as many as the data's size calls for, their answers capped relative to it
+    # (replay.py); None: all 48 (finetune_plan.py keeps their answers to at most half of each pass)
     early_stop: bool = True  # end once the training answers come back and the loss stops falling
 
     def __post_init__(self) -> None:
@@ -143,7 +144,8 @@ class FinetuneRun(TrainingRun):
                  trained: Optional[Dict[str, np.ndarray]] = None, replay: Sequence[Conversation] = (),
                  plan: Optional[LoadPlan] = None):
         """`replay`: the base model's own answers (replay.ReplayAnswers to plan_finetune's replay_questions),
-        trained on beside `data`'s conversations (up to the plan's cap) and never held out for validation.
+        trained on beside `data`'s conversations (repeated within a pass so that they outweigh the replay) and
+        never held out for validation.
         `plan`: the base model's replay_plan when the caller has made it already (its config, tokenizer and
         template)."""
         plan = plan or replay_plan(gguf)

@@ -35,7 +35,7 @@
 
 2. Time to fine-tune on 20 examples. In a child process with the same thread count, what
    `pychat-wasm finetune` does with FinetuneSettings defaults on examples/finetune_small/own_data.jsonl (20
-   conversations about a made-up planet; split_validation holds one out): open the GGUF, build the
+   conversations about a made-up planet; fewer than 40, so none is held out): open the GGUF, build the
    FinetuneRun, every step to the end, export (run.gguf_writer().to_bytes(), F32). The wall time covers all
    of it; target <= 600 s. Then the exported model runs in ChatSession (session_from_gguf_bytes) and
    keyword_report scores the greedy answers to examples/finetune_small/own_eval.json: "taught" (questions
@@ -330,7 +330,7 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     from pychat_wasm.chat.session import ChatSession
     from pychat_wasm.train.data import read_training_file
     from pychat_wasm.train.evaluate import keyword_report, session_from_gguf_bytes
-    from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
+    from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings, plan_finetune
     from pychat_wasm.train.replay import ReplayAnswers, replay_plan
 
     with open(OWN_EVAL) as fh:
@@ -340,7 +340,8 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     data = read_training_file(str(OWN_DATA))
     settings = FinetuneSettings()
     plan = replay_plan(gguf)
-    replay = ReplayAnswers(plan, settings.replay).answer_all()  # the base model's own answers, as `finetune` has
+    questions = plan_finetune(settings, plan, data).replay_questions  # as many as `finetune` asks for this data
+    replay = ReplayAnswers(plan, questions).answer_all()  # the base model's own answers, as `finetune` has
     replayed = time.perf_counter()
     run = FinetuneRun(settings, gguf, data, replay=replay, plan=plan)
     created = time.perf_counter()
@@ -359,7 +360,8 @@ def child_time(model: str, eval_base: bool) -> Dict[str, Any]:
     session = session_from_gguf_bytes(exported)
     reports = {group: keyword_report(session, items[group]) for group in ("taught", "general")}
     result = dict(examples=len(data.conversations), trained_on=len(run.trained_on.conversations),
-                  held_out=len(run.held_out.conversations), steps=run.total_steps,
+                  held_out=len(run.held_out.conversations), steps=run.total_steps, passes=run.plan.presentations,
+                  stopped_early=run.stopped_early,
                   replayed=len(replay), replay_s=replayed - started,
                   settings=dataclasses.asdict(settings), setup_s=created - started, train_s=trained - created,
                   wall_s=wall, tokens_per_s=tokens / (trained - created), first_loss=losses[0], last_loss=losses[-1],
@@ -401,11 +403,12 @@ def bench_time(model: Path, threads: int, eval_base: bool) -> Dict[str, Any]:
     for group in ("taught", "general"):
         for question, expected, got in r["misses"][group]:
             print("    %s miss: %r -> %r (expected %r)" % (group, question, got[:80], expected))
-    print("(defaults: rank %d, alpha %g, targets %s, %d epochs, lr %g, batch %d, seq_len %d; wall: open + "
+    print("(defaults: rank %d, alpha %g, targets %s, %d passes%s, lr %g, batch %d, seq_len %d; wall: open + "
           "%d replay answers (%.0f s) + dequantize + %d steps + F32 export, target <= %.0f s; taught/general: answers of the exported model "
           "containing the expected word, own_eval.json%s; held-out validation loss %s; peak RSS %.0f MiB; "
           "evaluation %.0f s)" % (
-              s["rank"], s["alpha"], s["targets"], s["epochs"], s["lr"], s["batch_size"], s["seq_len"],
+              s["rank"], s["alpha"], s["targets"], r["passes"], " (stopped early)" if r["stopped_early"] else "",
+              s["lr"], s["batch_size"], s["seq_len"],
               r["replayed"], r["replay_s"], r["steps"],
               TIME_TARGET, ", base model in ()" if base else "",
               "%.3f" % r["validation"] if r["validation"] is not None else "-", r["train_peak_mb"], r["eval_s"]))

@@ -45,7 +45,8 @@
       request: "finetune", saveAs: "Q8_0",
       dataLabel: "The shipped example (40 chats about Tessmarrow, an invented town)",
       defaultName: (panel) => { const spec = panel.base.current(); return spec ? modelStem(spec.name) + "-tuned" : "tuned"; },
-      // Python fills in what the form leaves out (rank, targets, batch, ...: protocol.FinetuneOptions).
+      // Python fills in what the form leaves out (rank, targets, batch, ...: protocol.FinetuneOptions); an empty
+      // Epochs field (null) leaves the passes, like the replay, to the run's plan (train/finetune_plan.py).
       options: (panel) => ({epochs: Number(panel.$("train-epochs").value) || panel.defaults.epochs,
                             lr: Number(panel.$("train-lr").value) || panel.defaults.lr,
                             name: panel.$("train-name").value.trim() || MODES.finetune.defaultName(panel),
@@ -104,10 +105,11 @@
 
     wire() {
       const {epochs, lr, rank, targets, batch_size, seq_len} = this.defaults;
-      this.$("train-epochs").value = epochs;
+      this.$("train-epochs").value = epochs ?? "";  // null: the plan chooses from the data's size
       this.$("train-lr").value = lr;
-      this.$("train-recipe").textContent = `LoRA rank ${rank} on the ${targets === "attn" ? "attention" : "attention " +
-                                           "and MLP"}, batch ${batch_size} × ${seq_len} tokens`;
+      const adapted = {attn: "the attention", "attn+mlp": "the attention and MLP"}[targets] ||
+                      "the attention (and the MLP for a small file)";  // null: the plan chooses
+      this.$("train-recipe").textContent = `LoRA rank ${rank} on ${adapted}, batch ${batch_size} × ${seq_len} tokens`;
       this.data.wire();
       this.$("train-panel").addEventListener("toggle", () => { if (this.$("train-panel").open) this.startWorker(); });
       this.$("train-form").onsubmit = (e) => { e.preventDefault(); this.start(); };
@@ -360,7 +362,8 @@
         start += phase.steps;
       }
       this.$("train-plan").textContent = plan ? `${plan.parameters.toLocaleString("en-US")} parameters · ` +
-        plan.phases.map((p) => `${p.name} ${p.steps} steps on ${p.examples} examples`).join(" · ") : "";
+        plan.phases.map((p) => `${p.name} ${p.steps} steps on ${p.examples} examples`).join(" · ") +
+        (plan.explain ? "\n" + plan.explain.join("\n") : "") : "";  // fine-tuning: why the plan is what it is
       this.chart.draw({losses: records.map((r) => [r.step, r.loss]), validations: validations.map((v) => [v.step, v.loss]),
                        phaseStarts, totalSteps});
     }

@@ -39,7 +39,7 @@ def _from_mapping(cls, values: Mapping[str, Any]):
         value = values.get(field.name)
         if value is None:
             continue
-        kind = type(field.default)
+        kind = field.metadata.get("kind", type(field.default))  # a None default: the run chooses unless given
         try:
             changes[field.name] = kind(value) if kind is not bool else bool(value)
         except (TypeError, ValueError):
@@ -102,16 +102,18 @@ class FitOptions:
 @dataclasses.dataclass(frozen=True)
 class FinetuneOptions:
     """begin_finetune's options. The page sends epochs and lr from its form (filled with these defaults from
-    manifest.json) and leaves the rest to these: LoRA rank 8 on the attention, batch 2 x 128 tokens."""
+    manifest.json; epochs empty unless the user sets it) and leaves the rest to these: LoRA rank 8 on the
+    attention, batch 2 x 128 tokens. epochs, targets and replay None: the run's plan chooses them from the data's size
+    (train/finetune_plan.py), as on the command line."""
 
-    epochs: int = 3
+    epochs: Optional[int] = dataclasses.field(default=FinetuneSettings.epochs, metadata={"kind": int})
     lr: float = FinetuneSettings.lr
     rank: int = 8
-    targets: str = "attn"
+    targets: Optional[str] = dataclasses.field(default=FinetuneSettings.targets, metadata={"kind": str})
     seq_len: int = 128
     batch_size: int = 2
     seed: int = 0
-    replay: int = FinetuneSettings.replay
+    replay: Optional[int] = dataclasses.field(default=FinetuneSettings.replay, metadata={"kind": int})
     memory_limit: int = HEAP_LIMIT  # the run is refused before it allocates more than this
 
     from_mapping = classmethod(_from_mapping)

@@ -24,7 +24,7 @@ from .chat_worker import json_reply
 from .protocol import FinetuneOptions
 from ..train.data import (DATA_DIR, MAX_DATA_BYTES, MAX_TOTAL_DATA_BYTES, TrainingData, builtin_corpus,
                           check_total_size, merge_data, parse_training_text, read_training_file)
-from ..train.finetune import FinetuneRun, check_can_finetune, estimated_bytes
+from ..train.finetune import FinetuneRun, check_can_finetune, estimated_bytes, plan_finetune
 from ..train.replay import ReplayAnswers, replay_plan
 from ..train.run import TrainingRun
 from ..train.scratch import PRESETS, ScratchRun, TrainSettings
@@ -122,8 +122,9 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
     """Start fine-tuning the model whose GGUF bytes (numpy uint8) are `base`; options: protocol.FinetuneOptions
     (the browser's defaults for what the page leaves out); files as in begin_training, [] for the shipped
     example. Refuses, before allocating, a run that would not fit options.memory_limit (default: the browser's
-    4 GiB heap). First the base model answers options.replay general questions (replay.py), calling
-    on_replay(answered, total) after each."""
+    4 GiB heap). First the base model answers the plan's general questions (finetune_plan.py, replay.py),
+    calling on_replay(answered, total) after each. The reply's "explain" holds the plan's lines, as the
+    command line prints them."""
     options = FinetuneOptions.from_mapping(json.loads(options_json))
     settings = options.settings()
     gguf = GGUFFile(base, name=base_name)
@@ -139,10 +140,10 @@ def begin_finetune(base: Any, base_name: str, options_json: str, files_json: str
     data = _data(files_json, FinetuneRun.kind)
     check_can_finetune(plan, data)
     _training.run = None  # free the previous run's weights first
-    replayed = ReplayAnswers(plan, settings.replay).answer_all(on_replay)
+    replayed = ReplayAnswers(plan, plan_finetune(settings, plan, data).replay_questions).answer_all(on_replay)
     run = FinetuneRun(settings, gguf, data, replay=replayed, plan=plan)
     _training.run = run
-    return dict(_describe(run), memory_bytes=need)
+    return dict(_describe(run), memory_bytes=need, explain=run.plan.explain(run.replayed))
 
 
 @json_reply

@@ -2,6 +2,7 @@
 
     pychat-wasm finetune                                      # SmolLM2 on the shipped example, LoRA rank 8
     pychat-wasm finetune base.gguf --data chats.jsonl --out tuned.gguf --targets attn+mlp --epochs 6
+    pychat-wasm finetune --data mine.jsonl --out tuned.gguf   # passes, replay, validation follow the data's size
     pychat-wasm chat tuned.gguf
     pychat-wasm finetune base.gguf --data chats.jsonl --lora-out tuned.lora.gguf   # the adapter alone, a few MB
     pychat-wasm chat base.gguf --lora tuned.lora.gguf
@@ -26,8 +27,9 @@ from ..train.checkpoint import restore
 from ..train.data import DATA_DIR
 from ..train.evaluate import keyword_report, session_from_gguf_bytes
 from ..train.data import Conversation
-from ..train.finetune import TARGETS, FinetuneRun, FinetuneSettings, check_can_finetune
+from ..train.finetune import TARGETS, FinetuneRun, FinetuneSettings, check_can_finetune, plan_finetune
 from ..model.load_plan import LoadPlan
+from ..train.finetune_plan import MLP_BELOW, REPLAY_QUESTIONS
 from ..train.replay import MAX_ANSWER_TOKENS, ReplayAnswers, replay_plan
 
 EXAMPLE_DATA = os.path.join(DATA_DIR, "finetune_example.jsonl")
@@ -46,7 +48,8 @@ def report_example(model_bytes: bytes) -> None:
 
 
 def answer_replay(plan: LoadPlan, count: int) -> List[Conversation]:
-    """The base model's own answers to `count` general questions, with a counter while it answers."""
+    """The base model's own answers to `count` general questions, with a counter while it answers (what of
+    them is trained on, the run's plan says)."""
     if not count:
         return []
     def show(answered: int, total: int) -> None:
@@ -59,8 +62,7 @@ def answer_replay(plan: LoadPlan, count: int) -> List[Conversation]:
     replay.answer_all(show)
     if sys.stderr.isatty():
         sys.stderr.write("\r")
-    say("replay: %d of %d general questions answered by the base model within %d tokens are learned beside "
-        "the data, so that it keeps answering them (--replay 0 skips this)"
+    say("replay: the base model answered %d of %d general questions within %d tokens (--replay 0 skips this)"
         % (len(replay.conversations), count, MAX_ANSWER_TOKENS))
     return replay.conversations
 
@@ -80,21 +82,28 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     else:
         settings = FinetuneSettings(rank=args.rank, alpha=args.alpha, targets=args.targets, epochs=args.epochs,
                                     lr=args.lr, seq_len=args.seq_len, batch_size=args.batch, full=args.full,
-                                    seed=args.seed, replay=args.replay)
+                                    seed=args.seed, replay=args.replay, early_stop=not args.no_early_stop)
         plan = replay_plan(gguf, check=lambda base: check_can_finetune(base, data))
-        run = FinetuneRun(settings, gguf, data, replay=answer_replay(plan, args.replay), plan=plan)
+        run_plan = plan_finetune(settings, plan, data)
+        for line in run_plan.explain():
+            say(line)
+        run = FinetuneRun(settings, gguf, data, replay=answer_replay(plan, run_plan.replay_questions), plan=plan)
+        say(run.plan.describe_steps(run.replayed))
         trained = sum(run.params[name].size for name in run.trainable) if run.trainable else \
             sum(p.size for p in run.params.values())
-        say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, %d steps"
+        say("fine-tuning %s (%s): %s trainable parameters, %d conversations + %d replayed, at most %d steps"
             % (os.path.basename(base_path), "all weights" if args.full else "LoRA rank %d on %s" % (
-                args.rank, args.targets), "{:,}".format(trained), len(data.conversations), len(run.replay),
-               run.total_steps))
+                args.rank, run.plan.targets), "{:,}".format(trained), len(run.trained_on.conversations),
+               run.replayed, run.total_steps))
     if args.lora_out and run.trainable is None:
         raise CLIError("--lora-out writes LoRA adapters, and %s is a full fine-tune: use --out" % args.resume)
     if data.documents:
         say("note: %d plain documents in the data are not used: fine-tuning learns from conversations"
             % len(data.documents))
     model_bytes = finish(run, paths, args, "pychat-wasm finetune")
+    if run.stopped_early:
+        say("stopped early after %d of %d planned steps: the training answers come back and the loss has stopped "
+            "falling" % (run.step_count, run.planned_steps))
     if model_bytes is None:
         return 130
     if not args.data:
@@ -122,10 +131,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--rank", type=int, default=DEFAULTS.rank, metavar="R", help="LoRA rank (default %(default)s)")
     p.add_argument("--alpha", type=float, default=DEFAULTS.alpha, metavar="A",
                    help="LoRA alpha; updates scale by alpha/rank (default %(default)s)")
-    p.add_argument("--targets", choices=sorted(TARGETS), default=DEFAULTS.targets,
-                   help="which projections get adapters (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N", help="passes over the data "
-                                                                                    "(default %(default)s)")
+    p.add_argument("--targets", choices=sorted(TARGETS),
+                   help="which projections get adapters (default: attn, and attn+mlp for fewer than %d "
+                        "conversations)" % MLP_BELOW)
+    p.add_argument("--epochs", type=int, metavar="N", help="times each conversation is trained on (default: from "
+                                                          "the data's size, 6 to 40; the first lines say why)")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, metavar="LR", help="peak learning rate "
                                                                                "(default %(default)s)")
     p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len, metavar="T",
@@ -133,8 +143,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch", type=int, default=DEFAULTS.batch_size, metavar="B",
                    help="conversations per step (default %(default)s)")
     p.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
-    p.add_argument("--replay", type=int, default=DEFAULTS.replay, metavar="N",
+    p.add_argument("--replay", type=int, metavar="N",
                    help="general questions the base model answers first; its answers are learned beside the "
-                        "data so that it keeps them (0 to %(default)s, default %(default)s)")
+                        "data so that it keeps them, as at most half of each pass (0 to %d, default %d)"
+                        % (REPLAY_QUESTIONS, REPLAY_QUESTIONS))
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="train every planned step, even once the answers come back and the loss stops falling")
     p.set_defaults(func=cmd_finetune)
     return p

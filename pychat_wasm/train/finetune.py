@@ -7,8 +7,10 @@
 
 The adapters start as in the LoRA paper: A uniform in +-1/sqrt(in), B zero, so training starts exactly at
 the base model. Architectures: those the trainer implements (llama, qwen2); the shared loop is run.py.
+How often each conversation is trained on, what LoRA adapts, how the replay is mixed in, the validation split
+and when to stop early follow the data's size (finetune_plan.py).
 
-    >>> run = FinetuneRun(FinetuneSettings(epochs=3), GGUFFile.open("SmolLM2.gguf"), data)   # doctest: +SKIP
+    >>> run = FinetuneRun(FinetuneSettings(), GGUFFile.open("SmolLM2.gguf"), data)          # doctest: +SKIP
     >>> while not run.finished: run.step()                                                  # doctest: +SKIP
     >>> run.gguf_writer("F32").write("tuned.gguf")                                          # doctest: +SKIP
 """
@@ -26,10 +28,12 @@ from ..gguf.writer import GGUFWriter
 from ..model.config import ModelConfig, layer_tensors
 from ..model.load_plan import LoadPlan
 from ..model.lora import adapter_writer, file_sha256
-from .data import Conversation, TrainingData, split_validation
+from . import transformer
+from .data import Conversation, TrainingData, encode_conversation
 from .export import model_writer
+from .finetune_plan import CHECKED, MIN_LOSS_DROP, MIN_PASSES, FinetunePlan, choose_plan
 from .replay import replay_plan
-from .run import LoopSettings, Phase, TrainingRun
+from .run import LoopSettings, Phase, TrainingRun, pad_batch
 
 # What LoRA adapts: a layer's matrices (model/config.py's LAYER_TENSORS) whose names begin so.
 TARGETS = {"attn": ("attn_",), "attn+mlp": ("attn_", "ffn_")}
@@ -42,23 +46,25 @@ OWN_KEYS = ("general.architecture", "general.file_type", "general.alignment")
 class FinetuneSettings:
     rank: int = 8
     alpha: float = 16.0
-    targets: str = "attn"
-    epochs: int = 6
+    targets: Optional[str] = None  # a key of TARGETS; None: as the data's size calls for (finetune_plan.py)
+    epochs: Optional[int] = None  # times each conversation is trained on; None: as its size calls for
     lr: float = 1.5e-3
     seq_len: int = 256
     batch_size: int = 4
     full: bool = False  # train every weight instead of adapters (small models)
     seed: int = 0
     grad_accum: int = 1
-    replay: int = 48  # general questions the base model answers first, learned beside the data (replay.py)
+    replay: Optional[int] = None  # general questions the base model answers first, learned beside the data
+    # (replay.py); None: all 48 (finetune_plan.py keeps their answers to at most half of each pass)
+    early_stop: bool = True  # end once the training answers come back and the loss stops falling
 
     def __post_init__(self) -> None:
-        if self.targets not in TARGETS:
+        if self.targets is not None and self.targets not in TARGETS:
             raise InvalidSettingError("targets must be one of %s, got %r" % (", ".join(TARGETS), self.targets))
         for name in ("rank", "epochs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidSettingError("%s must be at least 1, got %r" % (name, getattr(self, name)))
-        if self.replay < 0:
+        if self.replay is not None and self.replay < 0:
             raise InvalidSettingError("replay must be 0 or more questions, got %r" % self.replay)
         if not self.lr > 0:
             raise InvalidSettingError("the learning rate must be positive, got %r" % self.lr)
@@ -124,24 +130,35 @@ def check_can_finetune(plan: LoadPlan, data: TrainingData) -> None:
                                 "\"User: ... Assistant: ...\" strings)")
 
 
+def plan_finetune(settings: FinetuneSettings, plan: LoadPlan, data: TrainingData) -> FinetunePlan:
+    """The run's plan (finetune_plan.choose_plan) for `data` under `settings`, with the base model's
+    tokenizer and template (`plan`: replay_plan's) measuring the answers."""
+    answers = [sum(encode_conversation(plan.tokenizer, plan.template, c).mask) for c in data.conversations]
+    return choose_plan(len(data.conversations), answers, settings.epochs, settings.replay, settings.batch_size,
+                       settings.early_stop, settings.targets)
+
+
 class FinetuneRun(TrainingRun):
     kind = "finetune"
 
     def __init__(self, settings: FinetuneSettings, gguf: GGUFFile, data: TrainingData,
                  trained: Optional[Dict[str, np.ndarray]] = None, replay: Sequence[Conversation] = (),
                  plan: Optional[LoadPlan] = None):
-        """`replay`: the base model's own answers (replay.ReplayAnswers), trained on beside `data`'s
-        conversations and never held out for validation. `plan`: the base model's replay_plan when the caller
-        has made it already (its config, tokenizer and template)."""
+        """`replay`: the base model's own answers (replay.ReplayAnswers to plan_finetune's replay_questions),
+        trained on beside `data`'s conversations (repeated within a pass so that they outweigh the replay) and
+        never held out for validation.
+        `plan`: the base model's replay_plan when the caller has made it already (its config, tokenizer and
+        template)."""
         plan = plan or replay_plan(gguf)
         check_can_finetune(plan, data)
         config, tokenizer = plan.config, plan.tokenizer
         self.settings, self.gguf, self.data, self.replay = settings, gguf, data, list(replay)
+        self.plan = plan_finetune(settings, plan, data)
         params = base_parameters(gguf)
         if settings.full:
             trainable = None
         else:
-            params.update(init_adapters(config, params, settings.targets, settings.rank, settings.seed))
+            params.update(init_adapters(config, params, self.plan.targets, settings.rank, settings.seed))
             trainable = {name for name in params if name.endswith((".lora_a", ".lora_b"))}
         for name, value in (trained or {}).items():
             if name not in params or params[name].shape != value.shape:
@@ -149,15 +166,59 @@ class FinetuneRun(TrainingRun):
             params[name] = value
         super().__init__(settings.loop(), config, params, tokenizer, plan.template, trainable,
                          lora_scale=settings.alpha / settings.rank)
-        chats, held = split_validation(data.conversations)
+        chats, held = self.plan.split(data.conversations)
         self.trained_on, self.held_out = TrainingData([], chats), TrainingData([], held)
-        examples = self.encode_chats(chats)
-        if not examples:
+        self.examples = self.encode_chats(chats)
+        if not self.examples:
             raise TrainingDataError("no assistant answer fits within %d tokens" % settings.seq_len)
-        examples += self.encode_chats(self.replay)
-        steps_per_epoch = -(-len(examples) // (settings.batch_size * settings.grad_accum))
-        self.phases = [Phase("finetune", examples, self.encode_chats(held), settings.epochs * steps_per_epoch,
-                             settings.lr)]
+        replayed = self.encode_chats(self.replay)
+        self.repeats = self.plan.repeats(len(replayed))  # of each training conversation in a pass
+        examples = self.examples * self.repeats + replayed
+        self.steps_per_pass = -(-len(examples) // (settings.batch_size * settings.grad_accum))
+        self.phases = [Phase("finetune", examples, self.encode_chats(held),
+                             self.plan.passes(len(replayed)) * self.steps_per_pass, settings.lr)]
+        self.planned_steps, self.replayed = self.total_steps, len(replayed)  # before any early stop
+
+    # ---- early stopping ---------------------------------------------------------------------------------------
+
+    def step(self) -> Dict[str, Any]:
+        """One optimizer step (run.TrainingRun.step); after each pass that leaves every training conversation
+        presented MIN_PASSES times or more, the answer check ("check" in the record), which ends the run when
+        the plan's early stop says so."""
+        record = super().step()
+        passes, rest = divmod(self.step_count, self.steps_per_pass)
+        if self.plan.early_stop and not rest and passes * self.repeats >= MIN_PASSES and not self.finished:
+            record["check"] = self.check_answers()
+            if record["check"]["stop"]:
+                self.phases[-1] = self.phases[-1]._replace(steps=self.step_count)  # the run is finished
+        return record
+
+    def check_answers(self) -> Dict[str, Any]:
+        """{"step", "exact", "checked", "loss", "stop"}: how many of the first CHECKED training conversations
+        the model answers greedily with their training answers (teacher-forced argmax: the same tokens); the
+        loss watched (validation when some is held out, else these conversations'); whether to stop."""
+        checked = self.examples[:CHECKED]
+        exact, loss, count = 0, 0.0, 0
+        for i in range(0, len(checked), self.loop.batch_size):
+            batch = pad_batch(checked[i:i + self.loop.batch_size], self.tokenizer.eos_id)
+            losses, counts, right = transformer.answer_scores(self.config, self.params, batch.ids, batch.targets,
+                                                              batch.mask, self.lora_scale)
+            exact, loss, count = exact + int(right.sum()), loss + float(losses.sum()), count + int(counts.sum())
+        loss = loss / max(count, 1)
+        validation = self.validate(self.phases[-1]) if self.phases[-1].validation else None
+        watched = validation["loss"] if validation else loss
+        before = [entry["check"]["watched"] for entry in self.log if "check" in entry]
+        # a loss below MIN_LOSS_DROP cannot fall by as much any more: it counts as no longer falling
+        stalled = watched < MIN_LOSS_DROP or bool(before) and watched > min(before) - MIN_LOSS_DROP
+        stop = exact == len(checked) and stalled
+        result = {"step": self.step_count, "exact": exact, "checked": len(checked), "loss": loss,
+                  "watched": watched, "stop": stop}
+        self.log.append({"check": result})
+        return result
+
+    @property
+    def stopped_early(self) -> bool:
+        return any(entry["check"]["stop"] for entry in self.log if "check" in entry)
 
     def merged_parameters(self) -> Dict[str, np.ndarray]:
         """The base tensors with every adapter folded in: W + scale * B @ A."""

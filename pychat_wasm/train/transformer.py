@@ -224,8 +224,24 @@ def loss_and_grads(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: n
 def loss_only(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
               lora_scale: float = 1.0) -> Tuple[float, float]:
     """(summed loss, number of counted positions): for validation, where batches are pooled."""
+    losses, counts, _ = answer_scores(cfg, params, ids, targets, loss_mask, lora_scale)
+    return float(losses.sum()), float(counts.sum())
+
+
+def answer_scores(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
+                  lora_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of the batch [B]: the summed loss over its counted positions, their number, and whether the most
+    likely next token is the target at every one of them (then greedy decoding gives the row's answers back
+    exactly, as it is fed the same prefix at each step)."""
     hidden, _ = forward_hidden(cfg, params, ids, lora_scale)
-    counted = np.nonzero(loss_mask.reshape(-1))[0]
-    logits = project_forward(params, _head(params), hidden.reshape(-1, hidden.shape[-1])[counted], lora_scale)
-    loss, _ = ops.cross_entropy_forward(logits, targets.reshape(-1)[counted], loss_mask.reshape(-1)[counted])
-    return loss * len(counted), float(len(counted))
+    B, T, D = hidden.shape
+    counted = np.nonzero(loss_mask.reshape(-1))[0]  # [n] flat positions the loss counts
+    logits = project_forward(params, _head(params), hidden.reshape(B * T, D)[counted], lora_scale)  # [n, V]
+    wanted = targets.reshape(-1)[counted]  # [n]
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # [n, V]
+    nll = np.log(np.exp(shifted).sum(axis=-1)) - shifted[np.arange(len(counted)), wanted]  # [n]
+    missed = logits.argmax(axis=-1) != wanted  # [n]
+    rows = counted // T  # [n] the batch row of each counted position
+    losses = np.bincount(rows, weights=nll.astype(np.float64), minlength=B)  # [B]
+    counts = np.bincount(rows, minlength=B)  # [B]
+    return losses, counts, np.bincount(rows, weights=missed.astype(np.float64), minlength=B) == 0

@@ -355,8 +355,12 @@ def test_finetune_mode_shows_its_options(finetune_page):
     open_panel(page)
     page.select_option("#train-mode", "finetune")
     defaults = FinetuneOptions()
-    assert (float(page.input_value("#train-epochs")), float(page.input_value("#train-lr"))) == (defaults.epochs, defaults.lr)
-    assert page.text_content("#train-recipe") == "LoRA rank %d on the attention, batch %d × %d tokens" % (
+    # no epochs unless the user sets them: the run's plan chooses them from the data (train/finetune_plan.py)
+    assert defaults.epochs is None and page.input_value("#train-epochs") == ""
+    assert page.get_attribute("#train-epochs", "placeholder") == "from the data"
+    assert float(page.input_value("#train-lr")) == defaults.lr
+    assert page.text_content("#train-recipe") == ("LoRA rank %d on the attention (and the MLP for a small file), "
+                                                  "batch %d × %d tokens") % (
         defaults.rank, defaults.batch_size, defaults.seq_len)
     choose_finetune(page)
     assert page.is_visible("#train-epochs") and page.is_visible("#train-lr")
@@ -403,6 +407,8 @@ def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_pa
     assert state["mode"] == "finetune" and state["name"] == TUNED_NAME
     steps = -(-(EXAMPLE_TRAINING_CHATS + replayed) // 2)  # batch 2, one epoch
     assert state["totalSteps"] == steps and state["plan"]["phases"][0]["examples"] == EXAMPLE_TRAINING_CHATS + replayed
+    shown_plan = page.text_content("#train-plan")  # the plan's reasons, as the command line prints them
+    assert "validation: 2 held out" in shown_plan and "trained on once (the epochs given)" in shown_plan
     records = state["records"]
     assert all(0 < r["loss"] < 20 and r["phase"] == "finetune" for r in records), records
     seconds = [r["seconds"] for r in records]

@@ -373,4 +373,6 @@ def test_the_settings_form_is_the_engines_settings_with_their_bounds_from_the_ma
         bounds = manifest["settings_rules"][name]
         assert (bounds["min"], bounds["max"], bounds["min_excluded"]) == (
             rule.low, None if rule.high == float("inf") else rule.high, rule.low_excluded)
-    assert manifest["finetune_defaults"]["epochs"] >= 1 and "memory_limit" not in manifest["finetune_defaults"]
+    finetune = manifest["finetune_defaults"]
+    assert finetune["epochs"] is None and finetune["replay"] is None  # the run's plan chooses from the data
+    assert finetune["lr"] > 0 and "memory_limit" not in finetune

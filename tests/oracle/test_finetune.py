@@ -48,6 +48,7 @@ from pychat_wasm.train import transformer
 from pychat_wasm.train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from pychat_wasm.train.data import DATA_DIR, Example, TrainingData
 from pychat_wasm.train.finetune import TARGETS, FinetuneRun, FinetuneSettings
+from pychat_wasm.train.finetune_plan import MIN_PASSES
 from pychat_wasm.train.run import Phase
 
 import torch_llama  # tests/support/torch_llama.py
@@ -191,6 +192,26 @@ def test_lora_loss_and_gradients_match_torch_autograd(bases, arch, targets):
     worst = max(errors, key=errors.get)
     assert errors[worst] < GRAD_TOL, (worst, errors[worst])
     assert all(t_params[n].grad is None for n in params if n not in adapters)
+
+
+def test_answer_scores_are_torch_cross_entropy_and_argmax_per_row(bases):
+    """The early stop's check (transformer.answer_scores): per row, the summed loss over the masked positions is
+    torch's cross-entropy, and "exact" is torch's argmax equal to the target at every one of them."""
+    run = token_run(bases["llama"])
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, run.config.vocab_size, (3, 8))  # [B, T]
+    targets = rng.integers(0, run.config.vocab_size, (3, 8))
+    mask = (rng.random((3, 8)) < 0.5).astype(np.float32)
+    mask[2] = 0
+    logits = torch.from_numpy(transformer.forward(run.config, run.params, ids).astype(np.float64))  # [B, T, V]
+    targets[0] = logits[0].argmax(-1).numpy()  # row 0: every target is the most likely token
+    losses, counts, right = transformer.answer_scores(run.config, run.params, ids, targets, mask)
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(targets).reshape(-1),
+                                            reduction="none").reshape(3, 8).numpy()
+    np.testing.assert_allclose(losses, (nll * mask).sum(1), rtol=1e-4, atol=1e-5)
+    assert counts.tolist() == mask.sum(1).astype(int).tolist()
+    hits = (logits.argmax(-1).numpy() == targets) | (mask == 0)
+    assert right.tolist() == hits.all(1).tolist() and right[0] and right[2]  # row 2 counts nothing: vacuously right
 
 
 def test_a_step_changes_the_adapters_only(bases):
@@ -423,13 +444,13 @@ def test_bad_loop_settings_are_refused(bases):
 
 def test_conversations_train_their_answers_through_the_chat_template(bases):
     gguf_file = GGUFFile.open(str(bases["text"]))
-    chats = text_chats(24)
+    chats = text_chats(40)
     run = FinetuneRun(FinetuneSettings(rank=2, batch_size=4, epochs=2, seq_len=64), gguf_file,
                       TrainingData(["a document is ignored"], chats))
-    # every 20th conversation is held out; 23 left in batches of 4 make 6 steps an epoch
-    assert run.held_out.conversations == [chats[10]] and len(run.trained_on.conversations) == 23
+    # from 40 conversations on, every 20th is held out; 38 left in batches of 4 make 10 steps an epoch
+    assert run.held_out.conversations == [chats[10], chats[30]] and len(run.trained_on.conversations) == 38
     phase, = run.phases
-    assert (phase.steps, len(phase.examples), len(phase.validation)) == (12, 23, 1) and run.total_steps == 12
+    assert (phase.steps, len(phase.examples), len(phase.validation)) == (20, 38, 2) and run.total_steps == 20
     tokenizer = run.tokenizer
     assert tokenizer.token_text(tokenizer.eos_id) == "<|im_end|>"
     first = phase.examples[0]
@@ -550,7 +571,9 @@ def test_cli_finetune_writes_model_log_and_chart(bases, tmp_path):
                  "--seq-len", 32, "--replay", 0)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "LoRA rank 8 on attn" in result.stderr and "4 conversations + 0 replayed, 2 steps" in result.stderr
+    # 4 conversations: the plan puts adapters on the MLP too (finetune_plan.MLP_BELOW)
+    assert "LoRA rank 8 on attn+mlp" in result.stderr
+    assert "4 conversations + 0 replayed, at most 2 steps" in result.stderr
     assert "wrote %s" % out in result.stderr and "greedy answers reproduce" in result.stderr
     records = [r for r in json.loads((tmp_path / "tuned.log.json").read_text()) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)
@@ -623,9 +646,8 @@ def test_smollm2_two_steps_on_the_shipped_example(smollm2_path):
     losses = [r["loss"] for r in result["records"]]
     print("SmolLM2: built in %.1f s, 2 steps in %.1f s, losses %s, batch 0 after them %.4f"
           % (result["built"], result["seconds"], np.round(losses, 4).tolist(), result["batch0_after"]))
-    # 40 chats, 2 held out for validation, all within 96 tokens; the default epochs in batches of 2
-    epochs = FinetuneSettings().epochs
-    assert result["arch"] == "llama" and result["examples"] == 38 and result["total_steps"] == epochs * 19
+    # 40 chats, 2 held out for validation, all within 96 tokens; 38 get the minimum passes, in batches of 2
+    assert result["arch"] == "llama" and result["examples"] == 38 and result["total_steps"] == MIN_PASSES * 19
     assert all(math.isfinite(r["loss"]) and r["tokens"] > 0 and r["grad_norm"] > 0 for r in result["records"])
     assert 0.5 < losses[0] < 10  # a pretrained model on plain English answers
     changed = result["changed"]

@@ -28,6 +28,7 @@ from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.train.checkpoint import checkpoint_bytes, read_checkpoint, restore
 from pychat_wasm.train.data import DATA_DIR, TrainingData, encode_conversation
 from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
+from pychat_wasm.train.finetune_plan import MIN_VALIDATION, REPLAY_QUESTIONS
 from pychat_wasm.train.replay import ReplayAnswers, replay_plan, replay_questions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def test_a_count_outside_the_questions_is_refused(stopping_base, count):
 
 def test_replay_questions_are_held_out_from_the_evaluation_files():
     questions = replay_questions()
-    assert len(questions) == len(set(questions)) == FinetuneSettings().replay
+    assert len(questions) == len(set(questions)) == REPLAY_QUESTIONS
     evaluated = {item["question"].strip().lower() for path in EVALUATION_FILES
                  for items in json.loads(path.read_text()).values() for item in items}
     assert len(evaluated) > 20
@@ -92,13 +93,13 @@ def test_replayed_answers_train_beside_the_data_and_a_checkpoint_keeps_them(stop
     gguf = GGUFFile.open(str(stopping_base))
     replay = ReplayAnswers(replay_plan(gguf), 4)
     answer_all(replay)
-    data = TrainingData([], chats(20))  # 20 chats: one is held out for validation
+    data = TrainingData([], chats(MIN_VALIDATION))  # 40 chats: two are held out for validation
     settings = FinetuneSettings(rank=2, batch_size=4, epochs=2, seq_len=64, lr=1e-2, replay=4)
     whole = FinetuneRun(settings, gguf, data, replay=replay.conversations)
     phase = whole.phases[0]
-    assert len(phase.examples) == 19 + 4 and len(phase.validation) == 1
-    assert whole.total_steps == 2 * 6
-    for example, conversation in zip(phase.examples[19:], replay.conversations):
+    assert len(phase.examples) == 38 + 4 and len(phase.validation) == 2
+    assert whole.total_steps == 2 * 11
+    for example, conversation in zip(phase.examples[38:], replay.conversations):
         expected = encode_conversation(whole.tokenizer, whole.template, conversation)
         assert example.ids == expected.ids and example.mask == expected.mask
     while not whole.finished:
@@ -128,8 +129,8 @@ def test_cli_finetune_says_what_it_replayed(stopping_base, tmp_path):
                              "--batch", "2", "--seq-len", "64"],
                             cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "replay: 3 of 3 general questions answered by the base model within 48 tokens" in result.stderr
-    assert "4 conversations + 3 replayed, 4 steps" in result.stderr  # 7 examples at batch 2
+    assert "replay: the base model answered 3 of 3 general questions within 48 tokens" in result.stderr
+    assert "4 conversations + 3 replayed, at most 4 steps" in result.stderr  # 7 examples at batch 2
 
 
 def test_the_training_worker_reports_each_replay_answer_before_the_run_starts(stopping_base):

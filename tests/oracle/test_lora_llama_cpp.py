@@ -103,7 +103,7 @@ def test_llama_cpp_gives_our_greedy_tokens_with_our_smollm2_adapter(smollm2_path
     context, and on our merged Q8_0 export, picks our token after every prefix of our answer where no near-tie
     intervenes, and writes our answer up to the first near-tie; without the adapter it writes another."""
     chats = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]]
-    run = FinetuneRun(FinetuneSettings(), GGUFFile.open(str(smollm2_path)), TrainingData([], chats))
+    run = FinetuneRun(FinetuneSettings(targets="attn"), GGUFFile.open(str(smollm2_path)), TrainingData([], chats))
     rng = np.random.default_rng(1)
     for name in sorted(run.trainable):
         if name.endswith(".lora_b"):

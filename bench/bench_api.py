@@ -60,8 +60,8 @@ def timed(pieces: Iterator[str]) -> Tuple[float, float, int]:
 
 
 def engine_pieces(session: ChatSession, n_gen: int) -> Callable[[int], Iterator[str]]:
-    session.use_settings(SamplingSettings(temperature=0, repeat_penalty=1.0, max_tokens=n_gen))
-    return lambda run: (e.text for e in session.reply(messages(run)) if e.kind == "piece")
+    settings = SamplingSettings(temperature=0, repeat_penalty=1.0, max_tokens=n_gen)
+    return lambda run: (e.text for e in session.reply(messages(run), settings) if e.kind == "piece")
 
 
 def api_pieces(llm: LLM, n_gen: int) -> Callable[[int], Iterator[str]]:

@@ -45,7 +45,7 @@ from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
 from ..chat.load import plan_load
 from ..model.load_plan import check_supported
-from ..model.lora import adapter_header, check_base, checked_scale, file_sha256, read_adapter
+from ..model.lora import adapter_header, open_adapters
 from ..chat.session import ChatEvent, ChatSession
 from ..model.tensor_parallel import Collective
 from .protocol import ErrorReply, FitOptions, LoadOptions, Turn
@@ -59,7 +59,6 @@ class _Worker:
     llm: Optional[LLM] = None
     turn: Optional[Iterator[ChatEvent]] = None
     base: Optional[GGUFFile] = None  # the loaded model's file, which adapters are checked against
-    base_sha256: str = ""  # its sha256, worked out the first time an adapter that records one asks for it
     request: Optional[Iterator[Optional[Dict[str, Any]]]] = None
 
 
@@ -146,7 +145,7 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
         return {"idle": True, "workers": plan.workers}
     collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
     _worker.session = ChatSession.from_plan(plan, collective)
-    _worker.base, _worker.base_sha256 = gguf, ""
+    _worker.base = gguf
     _worker.llm = LLM.around(_worker.session, name, stepwise=True)
     model = _worker.session.model
     return {"workers": plan.workers,
@@ -223,11 +222,7 @@ def apply_lora(data: Any, name: str, scale: float = 1.0) -> Dict[str, Any]:
     reloaded; the KV cache is emptied. AdapterMismatchError (an adapter for another base model) and AdapterError
     leave everything as it was."""
     session = _between_turns()
-    adapter = read_adapter(GGUFFile(data, name=name))
-    scale = checked_scale(scale)
-    if adapter.base_sha256 and not _worker.base_sha256:
-        _worker.base_sha256 = file_sha256(_worker.base)
-    check_base(adapter, _worker.base, _worker.base_sha256 or None)
+    [(adapter, scale)] = open_adapters(_worker.base, [(GGUFFile(data, name=name), scale)])
     kept = [(applied, s) for applied, s in session.model.adapters if applied.name != name]
     session.model.set_adapters(kept + [(adapter, scale)])
     return _adapters_reply(session)

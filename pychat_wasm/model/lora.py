@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import weakref
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -65,9 +66,15 @@ class LoraAdapter(NamedTuple):
         return scale * self.alpha / rank if self.alpha else scale
 
 
+_SHA256: "weakref.WeakKeyDictionary[GGUFFile, str]" = weakref.WeakKeyDictionary()
+
+
 def file_sha256(gguf: GGUFFile) -> str:
-    """The base identity an adapter records: sha256 of the model file's bytes."""
-    return hashlib.sha256(gguf.data).hexdigest()
+    """The base identity an adapter records: sha256 of the model file's bytes, worked out once per open file
+    (a model's file is hundreds of MB; every adapter applied to it asks)."""
+    if gguf not in _SHA256:
+        _SHA256[gguf] = hashlib.sha256(gguf.data).hexdigest()
+    return _SHA256[gguf]
 
 
 def base_model_name(gguf: GGUFFile) -> str:
@@ -158,9 +165,8 @@ def _pair(where: str, stem: str, found: Dict[str, np.ndarray]) -> Pair:
 # ---- checked against a base --------------------------------------------------------------------------------
 
 
-def check_base(adapter: LoraAdapter, base: GGUFFile, base_sha256: Optional[str] = None) -> None:
-    """AdapterMismatchError unless `base` is a model `adapter` fits (see the module docstring);
-    base_sha256: the base file's, when the caller knows it (else it is computed if the adapter records one)."""
+def check_base(adapter: LoraAdapter, base: GGUFFile) -> None:
+    """AdapterMismatchError unless `base` is a model `adapter` fits (see the module docstring)."""
     arch = base.metadata.get("general.architecture")
     if adapter.arch != arch:
         raise AdapterMismatchError("%s is a LoRA adapter for a %s model, and %s is a %s model"
@@ -174,7 +180,7 @@ def check_base(adapter: LoraAdapter, base: GGUFFile, base_sha256: Optional[str] 
                                        % (adapter.name, tensor, b.shape[0], a.shape[1], base.name, list(info.shape)))
     if not adapter.base_sha256:
         return
-    base_sha256 = base_sha256 or file_sha256(base)
+    base_sha256 = file_sha256(base)
     if adapter.base_sha256 != base_sha256:
         raise AdapterMismatchError("%s was made for %s (sha256 %s), not for %s (sha256 %s)"
                                    % (adapter.name, adapter.base_name or "another file", adapter.base_sha256[:16],
@@ -188,11 +194,10 @@ def checked_scale(scale: object) -> float:
 
 
 def open_adapters(base: GGUFFile, files: Sequence[Tuple[GGUFFile, float]]) -> List[Tuple[LoraAdapter, float]]:
-    """Read each adapter file and check it against `base` (the base's hash is computed at most once)."""
+    """Read each adapter file and check it against `base`."""
     adapters = [(read_adapter(file), checked_scale(scale)) for file, scale in files]
-    sha = file_sha256(base) if any(adapter.base_sha256 for adapter, _ in adapters) else None
     for adapter, _ in adapters:
-        check_base(adapter, base, sha)
+        check_base(adapter, base)
     return adapters
 
 

@@ -42,8 +42,8 @@ PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"
                                            "city": {"type": "string"},
                                            "hobbies": {"type": "array", "items": {"type": "string"}}},
           "required": ["name", "age", "city", "hobbies"], "additionalProperties": False}
-PROMPT = ("<|im_start|>user\nDescribe a person as JSON with name, age, city and hobbies.<|im_end|>\n"
-          "<|im_start|>assistant\n")
+QUESTION = "Describe a person as JSON with name, age, city and hobbies."  # bench_browser_grammar.py's too
+PROMPT = "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n" % QUESTION
 
 
 def generate(model, prompt, n, sampler, constraint=None):

@@ -77,11 +77,10 @@ def wait_ready(page, timeout_ms: int) -> None:
 
 
 def fill_setting(page, element_id: str, value) -> None:
-    """Set a sampling field, opening its <details> first if it is folded (as on a phone)."""
-    field = page.locator("#" + element_id)
-    if not field.is_visible():
-        page.locator("details:has(#%s) > summary" % element_id).click()
-    field.fill(str(value))
+    """Set a sampling field in the Settings dialog, opened from the header and closed again."""
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.fill("#" + element_id, str(value))
+    page.locator("#settings-dialog").get_by_role("button", name="Close").click()
 
 
 def ask(page, text: str, timeout_ms: int) -> str:

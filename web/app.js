@@ -50,6 +50,7 @@
   });
 
   async function start() {
+    new Pychat.SettingsDialog($("settings-dialog"), $("settings-open")).wire();
     const updates = new Pychat.AppUpdates({chat, models, setPhase});
     Pychat.PageUI.foldPanelsOnNarrowScreens();
     Pychat.PageUI.registerServiceWorker().then((registration) => registration && updates.watch(registration));

@@ -89,7 +89,7 @@
     }
 
     addMessage(message, index) {
-      const view = this.view.add(message.role, message.content);
+      const view = this.view.add(message.role, message.content, {toolCalls: message.tool_calls});
       if (message.role === "user") view.addAction("Edit", () => this.edit(view, index));
       return view;
     }

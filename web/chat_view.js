@@ -9,6 +9,7 @@
  *     answer.append("**Hel");  answer.append("lo**");   // rendered at most once an animation frame
  *     answer.setStats({...});   // the end: the whole text rendered now (finish() does only that)
  *     answer.text               // "**Hello**": the raw Markdown, as the model wrote it
+ *     view.add("assistant", "", {toolCalls});   // OpenAI's tool_calls: a block per call (tool_calls.js)
  *     view.markDropped(2);      // the 2 oldest messages are no longer in the model's context
  *
  * Every message's .content element holds its text as written; an answer's is hidden and its rendering is
@@ -94,6 +95,13 @@
       this.root.dataset.done = "true";
     }
 
+    /* The answer's tool calls (OpenAI's tool_calls), shown as such after its text (replacing earlier ones). */
+    showToolCalls(toolCalls) {
+      if (this.toolCalls) this.toolCalls.remove();
+      this.toolCalls = Pychat.ToolCalls.render(toolCalls);
+      this.root.insertBefore(this.toolCalls, this.footer);
+    }
+
     addNotice(text) {
       this.root.insertBefore(Pychat.PageUI.element("div", text, "notice"), this.footer);
     }
@@ -149,8 +157,9 @@
       this.messages = [];  // the MessageViews in conversation order
     }
 
-    add(role, text) {
+    add(role, text, {toolCalls = null} = {}) {
       const view = new MessageView(this.root, role, text);
+      if (toolCalls && toolCalls.length) view.showToolCalls(toolCalls);
       this.messages.push(view);
       this.scroll();
       return view;

@@ -4,7 +4,7 @@
  * to choose or drop anywhere on the page (a model, or an adapter for the model in use), a URL to download, the
  * context length and the number of workers (both saved in localStorage), the fit check's verdict and the
  * badge of the model in use. Every text that comes from outside (file names, model metadata) goes in via
- * textContent.
+ * textContent. The header's model picker (model_picker.js) is rendered with the list.
  *
  *     const panel = new Pychat.ModelPanel({onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext});
  *     panel.wire();
@@ -23,6 +23,7 @@
   class ModelPanel {
     constructor({onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext}) {
       this.on = {onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext};
+      this.picker = new Pychat.ModelPicker($("model-picker"), onUse);
     }
 
     wire() {
@@ -98,6 +99,7 @@
       const adapters = records.filter((r) => r.adapter);
       const models = records.filter((r) => !r.adapter);
       if (persistent) save(SAVED_CACHED, models.filter((r) => r.complete).map((r) => r.id));
+      this.picker.render(models, inUseId);
       const {element} = Pychat.PageUI;
       const list = $("models");
       list.replaceChildren();

@@ -1,17 +1,22 @@
 /*
- * sampling_form.js: the Sampling panel, the settings and stop strings each answer is written with. Each input's
- * name is the engine's setting (top_k, seed, ...); its bounds and default come from manifest.json, that is from
+ * sampling_form.js: the Sampling panel, the settings and stop strings each answer is written with, and its
+ * response format and tools (response_format.js checks them), all in the Settings dialog. Each input's name
+ * is the engine's setting (top_k, seed, ...); its bounds and default come from manifest.json, that is from
  * the engine's SETTING_RULES and SamplingSettings, and what the user chose is saved in localStorage.
  *
  *     const form = new Pychat.SamplingForm(manifest);   // {sampling_defaults, settings_rules}
  *     form.wire();
  *     form.settings();   // {temperature: 0.7, ..., seed: null}: an empty field is null (the engine's default)
  *     form.stops();      // ["\nUser:", ...]
+ *     form.responseFormat();   // null | {type: "json_object"} | {type: "json_schema", json_schema: {name, schema, strict}}
+ *     form.tools();            // null | [{type: "function", function: {name, ...}}, ...]
+ *     // both throw a SettingsError saying what is wrong when an editor holds no valid JSON of the right shape
  */
 (function (Pychat) {
   "use strict";
 
   const {loadSaved, save} = Pychat;  // util.js
+  const {ResponseFormat} = Pychat;     // response_format.js
   const SAVED_SETTINGS = "pychat.settings";
   const $ = (id) => document.getElementById(id);
 
@@ -29,12 +34,18 @@
       const saved = loadSaved(SAVED_SETTINGS, {});
       this.fill({...sampling_defaults, ...saved});
       $("stop-strings").value = (saved.stop || []).join("\n");
+      const format = saved.format || {};  // as typed: {kind, schema, tools}
+      this.formatInput(format.kind || "text").checked = true;
+      $("response-schema").value = format.schema || "";
+      $("tools").value = format.tools || "";
+      this.showChecks();
     }
 
     wire() {
-      const keep = () => save(SAVED_SETTINGS, {...this.settings(), stop: this.stops()});
+      const keep = () => save(SAVED_SETTINGS, {...this.settings(), stop: this.stops(), format: this.typedFormat()});
       $("settings").oninput = keep;
       $("stop-strings").oninput = keep;
+      $("response-format").oninput = () => { this.showChecks(); keep(); };
       $("settings-reset").onclick = () => {
         this.fill(this.defaults);
         $("stop-strings").value = "";
@@ -62,6 +73,37 @@
       return $("stop-strings").value.split("\n").filter((line) => line !== "");
     }
 
+    /* The response_format the answers are asked for (see the top); a SettingsError if the schema is wrong. */
+    responseFormat() {
+      return checked(ResponseFormat.check(this.formatKind(), $("response-schema").value));
+    }
+
+    /* The tools the model may call, or null; a SettingsError if the editor holds no array of function tools. */
+    tools() {
+      return checked(ResponseFormat.checkTools($("tools").value));
+    }
+
+    formatKind() {
+      return $("response-format").querySelector("input[name=response-format]:checked").value;
+    }
+
+    formatInput(kind) {
+      return $("response-format").querySelector(`input[name=response-format][value=${kind}]`);
+    }
+
+    /* The response format group as typed (saved so, also when it is not valid yet). */
+    typedFormat() {
+      return {kind: this.formatKind(), schema: $("response-schema").value, tools: $("tools").value};
+    }
+
+    /* The schema editor shows with JSON Schema only; each editor says what is wrong with it, as you type. */
+    showChecks() {
+      const kind = this.formatKind();
+      $("response-schema-field").hidden = kind !== "json_schema";
+      showError($("response-schema-message"), kind === "json_schema" && ResponseFormat.check(kind, $("response-schema").value).error);
+      showError($("tools-message"), ResponseFormat.checkTools($("tools").value).error);
+    }
+
     fill(values) {
       for (const input of this.inputs()) {
         input.value = values[input.name] === null || values[input.name] === undefined ? "" : values[input.name];
@@ -69,5 +111,23 @@
     }
   }
 
-  Object.assign(Pychat, {SamplingForm});
+  /* A refused setting of the form, with the message to show. */
+  class SettingsError extends Error {
+    constructor(message) {
+      super(message);
+      this.name = "SettingsError";
+    }
+  }
+
+  function checked({value, error}) {
+    if (error) throw new SettingsError(error);
+    return value;
+  }
+
+  function showError(box, error) {
+    box.textContent = error || "";
+    box.hidden = !error;
+  }
+
+  Object.assign(Pychat, {SamplingForm, SettingsError});
 })(self.Pychat = self.Pychat || {});

@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, ask, chatml_tokens, page_fixture, ready_status,
-                         reloaded_offline, set_settings, wait_offline_ready, wait_ready)
+                         reloaded_offline, set_settings, settings_dialog, wait_offline_ready, wait_ready)
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 from tiny_models import write_tiny_gguf
 
@@ -157,16 +157,16 @@ def test_second_turn_reuses_the_context(chat_page, native_answers):
 
 
 def test_system_prompt_and_seeded_sampling_match_the_native_engine(chat_page, native_answers):
-    chat_page.fill("#system-prompt", PIRATE)
-    chat_page.dispatch_event("#system-prompt", "change")
+    with settings_dialog(chat_page):  # closing it takes the change (the system prompt is saved on change)
+        chat_page.fill("#system-prompt", PIRATE)
     chat_page.click("#new-chat")  # a new chat keeps the system prompt
     chat_page.wait_for_selector(".message", state="detached")
     set_settings(chat_page, **SAMPLED)
     answer, stats = ask(chat_page, GOLDEN_QUESTION)
     assert answer == native_answers["sampled"]
     assert answer != native_answers["greedy"][0]
-    chat_page.fill("#system-prompt", "")
-    chat_page.dispatch_event("#system-prompt", "change")
+    with settings_dialog(chat_page):
+        chat_page.fill("#system-prompt", "")
     set_settings(chat_page, **GREEDY)
 
 

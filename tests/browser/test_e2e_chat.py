@@ -9,7 +9,7 @@ import json
 
 import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, alert_texts, ask, chatml_tokens, page_fixture, python_messages,
-                         saved_messages, set_settings, shown_messages, wait_ready)
+                         saved_messages, set_settings, settings_dialog, shown_messages, wait_ready)
 from texts import GOLDEN_QUESTION
 from tiny_models import write_tiny_gguf
 
@@ -102,7 +102,8 @@ def test_the_sampling_form_holds_the_engines_settings_with_their_bounds_and_defa
     for name, low, high in form:
         rule = SETTING_RULES[name]
         assert float(low) == rule.low and (high == "" if rule.high == float("inf") else float(high) == float(rule.high)), name
-    page.click("#settings-reset")
+    with settings_dialog(page):
+        page.click("#settings-reset")
     values = dict(page.eval_on_selector_all("#settings input[name]", "inputs => inputs.map((i) => [i.name, i.value])"))
     for name, default in vars(SamplingSettings()).items():
         assert (values[name] == "") if default is None else float(values[name]) == default, name
@@ -111,11 +112,11 @@ def test_the_sampling_form_holds_the_engines_settings_with_their_bounds_and_defa
 
 def test_stop_strings_cut_the_answer_and_escape_stops_it(page):
     new_chat(page)
-    page.fill("#stop-strings", "France")
-    page.dispatch_event("#stop-strings", "input")
+    with settings_dialog(page):
+        page.fill("#stop-strings", "France")
     assert ask(page, GOLDEN_QUESTION)[0] == "The capital of "
-    page.fill("#stop-strings", "")
-    page.dispatch_event("#stop-strings", "input")
+    with settings_dialog(page):
+        page.fill("#stop-strings", "")
     set_settings(page, max_tokens=200)
     page.fill("#input", "Write a long story about a dragon who learns to cook.")
     page.press("#input", "Enter")

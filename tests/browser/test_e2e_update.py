@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from e2e_helpers import (SiteServer, alert_texts, ask, copy_checkout, load_build_module, new_context,
-                         open_ready_page, saved_messages, wait_ready)
+                         open_ready_page, saved_messages, set_settings, wait_ready)
 from tiny_models import write_tiny_gguf
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -100,7 +100,7 @@ def test_update_is_offered_and_applied_on_reload_with_the_model_kept(browser, bu
             page.reload()
             wait_ready(page)
             assert page.evaluate(BUILD_ID) == manifest_b["build_id"]
-            page.fill("#max-tokens", "3")
+            set_settings(page, max_tokens=3)
             assert ask(page, "Still there?")[0] == PAYLOAD * 3
     finally:
         server.stop()

@@ -160,10 +160,27 @@ def reloaded_offline(page, server):
         server.start()
 
 
+@contextlib.contextmanager
+def settings_dialog(page):
+    """The Settings dialog (system prompt, sampling, stop strings, response format) open for the block, as a
+    user opens it (the header's Settings button) and closes it (its Close button). Already open: left open."""
+    if page.evaluate("document.getElementById('settings-dialog').open"):
+        yield page
+        return
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.wait_for_selector("#settings-dialog[open]")
+    try:
+        yield page
+    finally:
+        page.locator("#settings-dialog").get_by_role("button", name="Close").click()
+        page.wait_for_selector("#settings-dialog", state="hidden")
+
+
 def set_settings(page, **values) -> None:
-    """Fill the sampling form: set_settings(page, temperature=0, max_tokens=8)."""
-    for name, value in values.items():
-        page.fill("#" + name.replace("_", "-"), "" if value is None else str(value))
+    """Fill the sampling form in the Settings dialog: set_settings(page, temperature=0, max_tokens=8)."""
+    with settings_dialog(page):
+        for name, value in values.items():
+            page.fill("#" + name.replace("_", "-"), "" if value is None else str(value))
 
 
 def ask(page, text: str, timeout: int = ANSWER_TIMEOUT_MS):

@@ -1,5 +1,6 @@
-"""The page's layout and colours in Chromium: a phone-sized viewport (390x844) where the chat fills the screen
-and the settings fold away below it, and the colour scheme following the system's (prefers-color-scheme).
+"""The page's layout and colours in Chromium: a phone-sized viewport (390x844) where the chat fills the screen,
+the panels fold away below it and the Settings dialog fits the screen, and the colour scheme following the
+system's (prefers-color-scheme).
 
 The phone page is one browser context walked through in order (loaded, then a question answered); the colour
 checks open the page in a context of each scheme and read the computed colours, without waiting for the model.
@@ -133,6 +134,30 @@ def test_phone_answers_and_keeps_the_composer_on_screen(phone_page):
     assert inside(new_chat, PHONE) and new_chat["height"] >= 40, new_chat
     phone_page.click("#composer-new-chat")
     phone_page.wait_for_selector("#messages .message", state="detached")
+
+
+# The Settings dialog and what opens it, in CSS pixels of the viewport.
+DIALOG = """() => {
+  const rect = (e) => { const r = e.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height}; };
+  const dialog = document.getElementById("settings-dialog");
+  return {open: dialog.open, dialog: rect(dialog), scrollWidth: dialog.scrollWidth, clientWidth: dialog.clientWidth,
+          close: rect(dialog.querySelector("[data-close]")), opener: rect(document.getElementById("settings-open")),
+          picker: rect(document.getElementById("model-picker"))};
+}"""
+
+
+def test_phone_settings_dialog_fits_the_screen(phone_page):
+    before = phone_page.evaluate(DIALOG)
+    for name in ("opener", "picker"):  # the header's Settings button and model picker, at hand
+        assert inside(before[name], PHONE) and before[name]["height"] >= MIN_TAP_HEIGHT, (name, before)
+    phone_page.get_by_role("button", name="Settings", exact=True).click()
+    phone_page.wait_for_selector("#settings-dialog[open]")
+    shown = phone_page.evaluate(DIALOG)
+    assert inside(shown["dialog"], PHONE) and shown["scrollWidth"] <= shown["clientWidth"], shown
+    assert inside(shown["close"], PHONE) and shown["close"]["height"] >= MIN_TAP_HEIGHT, shown
+    phone_page.keyboard.press("Escape")
+    phone_page.wait_for_selector("#settings-dialog", state="hidden")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

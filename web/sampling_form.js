@@ -111,7 +111,7 @@
     }
   }
 
-  /* A refused setting of the form, with the message to show. */
+  /* A refused setting of the form, with the message to show (error.name "SettingsError"). */
   class SettingsError extends Error {
     constructor(message) {
       super(message);
@@ -129,5 +129,5 @@
     box.hidden = !error;
   }
 
-  Object.assign(Pychat, {SamplingForm, SettingsError});
+  Object.assign(Pychat, {SamplingForm});
 })(self.Pychat = self.Pychat || {});

@@ -15,8 +15,7 @@
 (function (Pychat) {
   "use strict";
 
-  const {loadSaved, save} = Pychat;  // util.js
-  const {ResponseFormat} = Pychat;     // response_format.js
+  const {loadSaved, save, ResponseFormat} = Pychat;  // util.js, response_format.js
   const SAVED_SETTINGS = "pychat.settings";
   const $ = (id) => document.getElementById(id);
 
@@ -35,7 +34,7 @@
       this.fill({...sampling_defaults, ...saved});
       $("stop-strings").value = (saved.stop || []).join("\n");
       const format = saved.format || {};  // as typed: {kind, schema, tools}
-      this.formatInput(format.kind || "text").checked = true;
+      (this.formatInput(format.kind) || this.formatInput("text")).checked = true;  // an unknown kind: Text
       $("response-schema").value = format.schema || "";
       $("tools").value = format.tools || "";
       this.showChecks();
@@ -88,7 +87,7 @@
     }
 
     formatInput(kind) {
-      return $("response-format").querySelector(`input[name=response-format][value=${kind}]`);
+      return Array.from($("response-format").querySelectorAll("input[name=response-format]")).find((i) => i.value === kind);
     }
 
     /* The response format group as typed (saved so, also when it is not valid yet). */

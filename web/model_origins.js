@@ -1,0 +1,59 @@
+/*
+ * model_origins.js: where a model may be downloaded from. The page's own origin, and the other origins its deploy
+ * lists (build_site.py --model-origin: manifest.json "model_origins", the Content-Security-Policy's connect-src,
+ * sw.js's MODEL_ORIGINS), each matched as the policy matches a source: the scheme, the host (a "*." prefix
+ * covers every subdomain, as in "https://*.hf.co") and the port. The page refuses a URL elsewhere before any
+ * request, with a message naming the flag; the policy refuses a redirect elsewhere, which explainBlocked turns
+ * into the same advice. Used by the page (models.js, model_catalog.js) and by sw.js (importScripts).
+ *
+ *     Pychat.ModelOrigins.allows("https://cdn-lfs.hf.co/x.gguf", ["https://*.hf.co"])   // true
+ *     Pychat.ModelOrigins.refusal(url, origins)     // null, or the message to show (which flag would allow it)
+ *     Pychat.ModelOrigins.explainBlocked(origins, onMessage)   // the page: a blocked connection explained
+ */
+(function (Pychat) {
+  "use strict";
+
+  const DEFAULT_PORTS = {"https:": "", "http:": ""};  // URL.port is "" for a scheme's default port
+
+  /* Does the origin `pattern` ("https://host", "https://*.host", "http://127.0.0.1:8001") cover `url` (a URL)? */
+  function covers(pattern, url) {
+    const match = /^([a-z]+:)\/\/(\*\.)?([^/:]+|\[[^\]]+\])(?::(\d+))?$/.exec(pattern);
+    if (!match || match[1] !== url.protocol || !(url.protocol in DEFAULT_PORTS)) return false;
+    const [, , wildcard, host, port = ""] = match;
+    const hostMatches = wildcard ? url.hostname.endsWith("." + host) : url.hostname === host;
+    return hostMatches && url.port === port;
+  }
+
+  /* May a model come from `address` (a URL or a string, relative to this page)? */
+  function allows(address, origins = []) {
+    const url = new URL(address, self.location.href);
+    return url.origin === self.location.origin || origins.some((pattern) => covers(pattern, url));
+  }
+
+  /* Why the page refuses to download from `address`, or null when it may. */
+  function refusal(address, origins = []) {
+    if (allows(address, origins)) return null;
+    const origin = new URL(address, self.location.href).origin;
+    const allowed = [self.location.origin, ...origins].join(", ");
+    return `${origin} is not an origin this site may download models from (it may from ${allowed}). Whoever ` +
+           `deploys the site can allow it: build_site.py --model-origin ${origin} (and the origins its ` +
+           "redirects lead to). Or download the file yourself and drop it here.";
+  }
+
+  /* Report each connection the Content-Security-Policy blocked (a redirect to an origin the deploy does not
+   * list, typically a model host's CDN) once, through onMessage(text). */
+  function explainBlocked(origins, onMessage) {
+    const told = new Set();
+    document.addEventListener("securitypolicyviolation", (event) => {
+      if (event.effectiveDirective !== "connect-src" || !/^https?:/.test(event.blockedURI)) return;
+      const origin = new URL(event.blockedURI).origin;
+      if (told.has(origin)) return;
+      told.add(origin);
+      onMessage(`This page's security policy blocked a connection to ${origin} (a model host's redirect?). ` +
+                `Whoever deploys the site can allow it: build_site.py --model-origin ${origin}` +
+                (origins.length ? ` beside ${origins.join(", ")}.` : "."));
+    });
+  }
+
+  Object.assign(Pychat, {ModelOrigins: {allows, refusal, explainBlocked}});
+})(self.Pychat = self.Pychat || {});

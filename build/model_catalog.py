@@ -100,13 +100,13 @@ def check_entry(entry, where: str, models_dir: Path) -> None:
         local_file(entry, where, models_dir)
     else:
         parts = urlsplit(url)
+        if not (parts.scheme and parts.netloc):
+            raise CatalogError("%s: %s is neither the site's own file (%s...) nor an absolute URL"
+                               % (where, url, LOCAL_PREFIX))
         try:
             model_origin("%s://%s" % (parts.scheme, parts.netloc))  # an https host (or a loopback http one)
         except CatalogError as exc:
             raise CatalogError("%s: %s is on no host a model can come from: %s" % (where, url, exc))
-        if not parts.path.startswith("/"):
-            raise CatalogError("%s: %s is neither the site's own file (%s...) nor an absolute URL"
-                               % (where, url, LOCAL_PREFIX))
 
 
 def local_file(entry, where: str, models_dir: Path) -> Path:

@@ -40,8 +40,9 @@
            "redirects lead to). Or download the file yourself and drop it here.";
   }
 
-  /* Report each connection the Content-Security-Policy blocked (a redirect to an origin the deploy does not
-   * list, typically a model host's CDN) once, through onMessage(text). */
+  /* Explain, once per origin, each connection the Content-Security-Policy blocked, through onMessage(text). On an
+   * origin the deploy lists, that was a redirect to one it does not (typically a model host's CDN): the browser
+   * reports the URL asked for, never where it was sent, so the message cannot name the target. */
   function explainBlocked(origins, onMessage) {
     const told = new Set();
     document.addEventListener("securitypolicyviolation", (event) => {
@@ -49,9 +50,11 @@
       const origin = new URL(event.blockedURI).origin;
       if (told.has(origin)) return;
       told.add(origin);
-      onMessage(`This page's security policy blocked a connection to ${origin} (a model host's redirect?). ` +
-                `Whoever deploys the site can allow it: build_site.py --model-origin ${origin}` +
-                (origins.length ? ` beside ${origins.join(", ")}.` : "."));
+      onMessage(allows(event.blockedURI, origins)
+        ? `${origin} redirected a download to an origin this site's security policy does not list (the browser's ` +
+          "developer tools, Network tab, show which). Whoever deploys the site can allow it: build_site.py " +
+          "--model-origin with that origin too (for Hugging Face: https://*.hf.co)."
+        : refusal(event.blockedURI, origins));
     });
   }
 

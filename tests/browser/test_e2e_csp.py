@@ -69,6 +69,9 @@ def wait_reports(server, count: int) -> list:
 def test_meta_policy_is_the_served_policy(csp_server):
     html = (csp_server.site / "index.html").read_text()
     assert '<meta http-equiv="Content-Security-Policy" content="%s">' % serve.CONTENT_SECURITY_POLICY in html
+    # Built without --model-origin: the page connects to its own origin only (test_e2e_model_origins.py adds some).
+    assert "connect-src 'self';" in serve.CONTENT_SECURITY_POLICY
+    assert json.loads((csp_server.site / "manifest.json").read_text())["model_origins"] == []
     assert "<script>" not in html and "style=" not in html and " on" + "click=" not in html
 
 

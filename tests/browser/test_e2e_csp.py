@@ -81,6 +81,10 @@ def test_page_runs_under_its_policy_from_the_network_and_from_the_service_worker
         context.on("console", lambda message: console.append(message.text))
         page = open_ready_page(context, csp_server.url, RECORD_VIOLATIONS, temperature=0, max_tokens=2)
         assert ask(page, "Hi?")[0] == PAYLOAD * 2
+        # The model catalog (models.json) and a fit check of one of its entries, read with Range requests.
+        page.click("#model-catalog button[aria-label='Check whether SmolLM2 135M Instruct (Q4_1) fits']")
+        page.wait_for_selector("#model-catalog .fit[data-checked]")
+        assert page.text_content("#model-catalog .fit[data-checked]") == "fits"
         page.wait_for_selector("#offline-status[data-ready=true]")
         page.reload()  # now from the service worker's cache: its responses must carry the policy too
         wait_ready(page)

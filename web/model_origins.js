@@ -33,11 +33,11 @@
   /* Why the page refuses to download from `address`, or null when it may. */
   function refusal(address, origins = []) {
     if (allows(address, origins)) return null;
-    const origin = new URL(address, self.location.href).origin;
+    const url = new URL(address, self.location.href);
     const allowed = [self.location.origin, ...origins].join(", ");
-    return `${origin} is not an origin this site may download models from (it may from ${allowed}). Whoever ` +
-           `deploys the site can allow it: build_site.py --model-origin ${origin} (and the origins its ` +
-           "redirects lead to). Or download the file yourself and drop it here.";
+    return `${url.origin} is not an origin this site may download models from (it may from ${allowed}). Whoever ` +
+           `deploys the site can allow it: build_site.py --model-origin ${url.origin} (and the origins its ` +
+           `redirects lead to). Or download ${url.href} yourself and drop the file here.`;
   }
 
   /* Explain, once per origin, each connection the Content-Security-Policy blocked, through onMessage(text). On an

@@ -248,8 +248,8 @@ def test_a_url_on_an_origin_not_allowed_is_refused_before_any_request(hub_only_p
     origin = origin_of(direct)
     message = ("%s is not an origin this site may download models from (it may from %s, %s). Whoever deploys the "
                "site can allow it: build_site.py --model-origin %s (and the origins its redirects lead to). Or "
-               "download the file yourself and drop it here." % (origin, hub_only_site.url.rstrip("/"),
-                                                                  hub.url, origin))
+               "download %s yourself and drop the file here." % (origin, hub_only_site.url.rstrip("/"), hub.url,
+                                                                 origin, direct))
     hub_only_page.wait_for_selector(".alert[data-kind=error]")
     assert message in alert_texts(hub_only_page, "error")
     assert hub_only_page.get_attribute("#status", "data-phase") == "ready"

@@ -8,7 +8,8 @@ header, sw.js, manifest.json), shows its catalog (here: a model on the hub and o
 licence and a fit verdict read through the redirect before any download, and downloads the hub's model
 through the redirect: cut, resumed with Range and If-Range (the CDN's log says so), checked against the
 catalog's sha256, then chatting. A site built with the hub alone refuses the CDN's URL before any request
-(the CDN's log stays empty) with a message naming the flag, and explains the redirect its policy blocked.
+(the CDN's log stays empty) with a message naming the flag, and explains the redirect its policy blocked; on a
+host that sends no policy header its service worker refuses the CDN to the page's workers all the same.
 The references are the servers' own logs, the true file's bytes and the messages the page must show.
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ import threading
 
 import pytest
 
-from e2e_helpers import (alert_texts, ask, check_stored_models, http_get, is_header_read, new_context, open_ready_page,
-                         serve)
+from e2e_helpers import (alert_texts, ask, chat_worker, check_stored_models, http_get, is_header_read, new_context,
+                         open_ready_page, serve, wait_offline_ready, wait_ready)
 from fault_server import Fault, FaultServer, FaultyHandler, build_fault_site, serving
 from tiny_models import write_tiny_gguf
 
@@ -64,7 +65,12 @@ class CorsMixin:
 
 
 class CdnHandler(CorsMixin, FaultyHandler):
-    """The CDN: the fault server's model files (Range, If-Range, ETag, planned cuts), readable from any origin."""
+    """The CDN: the fault server's model files (Range, If-Range, ETag, planned cuts), readable from any origin;
+    the path of every GET in server.seen."""
+
+    def do_GET(self):
+        self.server.seen.append(self.path)
+        super().do_GET()
 
 
 class HubHandler(CorsMixin, http.server.BaseHTTPRequestHandler):
@@ -115,6 +121,7 @@ def remote_files(tmp_path_factory):
 def cdn(tmp_path_factory, remote_files):
     server = FaultServer(tmp_path_factory.mktemp("cdn_root"), handler=CdnHandler)
     server.httpd.preflights = server.preflights = []
+    server.httpd.seen = server.seen = []
     server.add_model(CDN_PATH, remote_files["tiny-remote.gguf"])
     server.add_model(DIRECT_PATH, remote_files["tiny-direct.gguf"])
     yield server
@@ -159,6 +166,7 @@ def hub_only_site(tmp_path_factory, hub, catalog):
     """A site built with --model-origin for the hub alone: not for the CDN its redirects lead to."""
     fault_site, server = site_server(tmp_path_factory, "hub_only_site", [hub.url], catalog)
     with server as running:
+        running.fault_site = fault_site
         yield running
 
 
@@ -242,7 +250,7 @@ def test_a_model_comes_through_the_redirect_cut_resumed_with_if_range_and_checke
 
 def test_a_url_on_an_origin_not_allowed_is_refused_before_any_request(hub_only_page, hub_only_site, hub, cdn):
     direct = cdn.url.rstrip("/") + DIRECT_PATH
-    cdn_seen = (len(cdn.requests(DIRECT_PATH)), len(cdn.header_reads(DIRECT_PATH)), len(cdn.preflights))
+    cdn_seen = (len(cdn.seen), len(cdn.preflights))
     hub_only_page.fill("#model-url", direct)
     hub_only_page.click("#model-url-add")
     origin = origin_of(direct)
@@ -258,7 +266,7 @@ def test_a_url_on_an_origin_not_allowed_is_refused_before_any_request(hub_only_p
     assert item.locator(".fit").text_content() == message
     assert item.get_by_role("button", name="Download Tiny direct").is_disabled()
     assert item.get_by_role("button", name="Check whether Tiny direct fits").is_disabled()
-    assert (len(cdn.requests(DIRECT_PATH)), len(cdn.header_reads(DIRECT_PATH)), len(cdn.preflights)) == cdn_seen
+    assert (len(cdn.seen), len(cdn.preflights)) == cdn_seen  # no request reached the CDN
 
 
 def test_a_redirect_to_an_origin_not_allowed_is_blocked_and_explained(hub_only_page, hub, cdn):
@@ -275,6 +283,35 @@ def test_a_redirect_to_an_origin_not_allowed_is_blocked_and_explained(hub_only_p
             "--model-origin with that origin too (for Hugging Face: https://*.hf.co)." % hub.url
             ) in alert_texts(hub_only_page, "error")
     assert len(hub.log) > hub_before and len(cdn.header_reads(CDN_PATH)) == cdn_reads  # the hub asked, the CDN never
+
+
+class NoPolicyHandler(FaultyHandler):
+    """A host that sends no Content-Security-Policy header: the <meta> copy covers the page, not its workers."""
+
+    def content_security_policy(self, name):
+        return None
+
+
+WORKER_FETCH = """async (url) => { try { return String((await fetch(url)).status); } catch (e) { return e.name; } }"""
+
+
+def test_the_service_worker_holds_the_list_for_workers_on_a_host_without_the_header(browser, hub_only_site, hub, cdn):
+    server = FaultServer(hub_only_site.site, handler=NoPolicyHandler)
+    server.add_model(hub_only_site.fault_site.model_path, hub_only_site.fault_site.model_bytes)
+    try:
+        with new_context(browser) as context:
+            page = open_ready_page(context, server.url, "")
+            wait_offline_ready(page)
+            page.reload()  # now under the service worker, workers too
+            wait_ready(page)
+            worker = chat_worker(page)
+            assert page.evaluate("Boolean(navigator.serviceWorker.controller)")
+            cdn_seen, hub_seen = len(cdn.seen), len(hub.log)
+            assert worker.evaluate(WORKER_FETCH, cdn.url + "elsewhere.gguf") == "TypeError"  # refused by sw.js
+            assert worker.evaluate(WORKER_FETCH, hub.url + "/nothing-here") == "404"  # a listed origin: the network
+            assert len(cdn.seen) == cdn_seen and [r["path"] for r in hub.log[hub_seen:]] == ["/nothing-here"]
+    finally:
+        server.stop()
 
 
 # ---- the catalog on a phone, in dark mode ---------------------------------------------------------------------

@@ -14,6 +14,7 @@
 
   const {formatBytes} = Pychat;  // util.js
   const CATALOG_URL = "models.json";
+  const NOT_IDLE = "Try again once the model in use is ready and no answer is being written.";
 
   class ModelCatalog {
     constructor(models) {
@@ -38,7 +39,8 @@
     spec(entry) {
       const url = new URL(entry.url, location.href).href;
       if (url === new URL(this.models.manifest.model.url, location.href).href) return this.models.defaultSpec();
-      const name = decodeURIComponent(new URL(url).pathname.split("/").pop());
+      let name = new URL(url).pathname.split("/").pop();
+      try { name = decodeURIComponent(name); } catch (e) { /* a malformed %-escape: the name as written */ }
       return {id: "url/" + url, name, url, size: entry.size || 0, sha256: entry.sha256 || "", source: "catalog"};
     }
 
@@ -63,7 +65,10 @@
         check.disabled = download.disabled = true;
       }
       check.onclick = () => this.checkFit(entry, fit);
-      download.onclick = () => this.models.idle() && this.models.switchModel(this.spec(entry));
+      download.onclick = () => {
+        if (this.models.idle()) this.models.switchModel(this.spec(entry));
+        else fit.textContent = NOT_IDLE;
+      };
       item.append(element("strong", entry.name), details, element("div", entry.about, "details"), fit, check, download);
       return item;
     }
@@ -71,7 +76,7 @@
     /* The fit check's verdict on the entry's header, read with Range requests (fit_check.js), shown in `out`. */
     async checkFit(entry, out) {
       if (!this.models.idle()) {
-        out.textContent = "Check again once the model in use is ready and no answer is being written.";
+        out.textContent = NOT_IDLE;
         return;
       }
       const spec = this.spec(entry);

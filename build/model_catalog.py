@@ -36,7 +36,9 @@ class CatalogError(SystemExit):
 
 def model_origin(text: str) -> str:
     """`text` as a normalized origin (lower case, no default port, no trailing slash), or CatalogError."""
-    bad = lambda why: CatalogError("--model-origin %r: %s (write it as https://host or https://*.host)" % (text, why))  # noqa: E731
+    def bad(why: str) -> CatalogError:
+        return CatalogError("--model-origin %r: %s (write it as https://host or https://*.host)" % (text, why))
+
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#]*)/?$", text.strip())
     if not match:
         raise bad("an origin is a scheme and a host, without a path, query or fragment")

@@ -6,7 +6,8 @@
       wheels/                                  Jinja2, MarkupSafe (plain Python) and the engine built from
                                                this checkout (pychat_wasm-*.whl): see build/browser_packages.py
       vendor/                                  marked and DOMPurify (npm) with their licences: see VENDOR_FILES
-      models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model
+      models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model (and the catalog's other own files)
+      models.json                              the model catalog, checked (build/model_catalog.py)
       manifest.json                            what the page and its service worker read (see build_site),
                                                and the size and sha256 of every file above
 
@@ -16,7 +17,12 @@ of unchanged sources keeps it: the build is reproducible (build/wheel.py writes 
 timestamps and order; the manifest holds no build time). The model is not
 precached: the page downloads it with resume and keeps it in IndexedDB.
 
-    $ python build/build_site.py [--model path/to/model.gguf] [--out dist/site]
+A model host of another origin must be listed (`--model-origin https://huggingface.co`, repeatable, with the
+origins its redirects lead to): the origins go into the Content-Security-Policy's connect-src (build/serve.py's
+page_policy, written into index.html's <meta> tag here and sent as a header by serve.py), into sw.js and into
+manifest.json's "model_origins", which the page checks a model URL against before any request.
+
+    $ python build/build_site.py [--model path/to/model.gguf] [--out dist/site] [--model-origin ORIGIN ...]
 """
 from __future__ import annotations
 
@@ -68,7 +74,11 @@ def load_build_module(name: str):
 
 
 browser_packages = load_build_module("browser_packages")
+model_catalog = load_build_module("model_catalog")
+serve = load_build_module("serve")
 sha256_of = browser_packages.sha256_of
+CATALOG = WEB / "models.json"
+SW_ORIGINS_PLACEHOLDER = "/* __MODEL_ORIGINS__ */"  # in sw.js's MODEL_ORIGINS array
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -131,17 +141,43 @@ def file_entries(out: Path, paths) -> dict:
     return {p: {"size": (out / p).stat().st_size, "sha256": sha256_of(out / p)} for p in paths}
 
 
-def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REPO) -> dict:
+def allow_model_origins(out: Path, origins: List[str]) -> None:
+    """The site's index.html <meta> policy and sw.js's list of model origins: `origins` added."""
+    index = out / "index.html"
+    meta = 'content="%s"'
+    html = index.read_text()
+    if meta % serve.CONTENT_SECURITY_POLICY not in html:
+        raise SystemExit("web/index.html's Content-Security-Policy <meta> tag is not build/serve.py's policy")
+    index.write_text(html.replace(meta % serve.CONTENT_SECURITY_POLICY, meta % serve.page_policy(origins)))
+    sw = out / SERVICE_WORKER
+    sw.write_text(sw.read_text().replace(SW_ORIGINS_PLACEHOLDER, ", ".join(json.dumps(o) for o in origins)))
+
+
+def add_catalog(out: Path, catalog: Path) -> None:
+    """The checked catalog as the site's models.json, and its own model files in the site's models/."""
+    entries = model_catalog.load_catalog(catalog, REPO / "models")
+    (out / "models.json").write_text(json.dumps(entries, indent=1))
+    for path in model_catalog.local_files(entries, REPO / "models"):
+        if not (out / "models" / path.name).exists():
+            link_or_copy(path, out / "models" / path.name)
+
+
+def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REPO, model_origins=(),
+               catalog: Path = CATALOG) -> dict:
     """Build the site into `out` (replacing it) and return the manifest. The engine's wheel is built from the
-    checkout `sources`. The result is reproducible: the same inputs give the same bytes in every file.
+    checkout `sources`; `model_origins` are the other origins the page may download models from (checked by
+    build/model_catalog.py), `catalog` the model catalog. The result is reproducible: the same inputs give
+    the same bytes in every file.
 
     The manifest holds what something reads: build_id (the page's and the update test's build; sw.js's cache
-    is named after it), boot (the workers' Pyodide boot request), precache (sw.js), model, and from
+    is named after it), boot (the workers' Pyodide boot request), precache (sw.js), model, model_origins (the
+    page's model_origins.js and build/serve.py's policy header), and from
     pychat_wasm/browser/protocol.py sampling_defaults, settings_rules and finetune_defaults (the page's forms),
     pyodide.version (bench/bench_browser.py), and files: the size and sha256
     of every file."""
     if not model.exists():
         raise SystemExit("%s is missing: run scripts/setup.sh (it installs the default model)" % model)
+    origins = model_catalog.model_origins(model_origins)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -152,6 +188,8 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REP
     wheel = load_wheel_builder()(out / "wheels", sources)
     model_path = "models/" + model.name
     link_or_copy(model, out / model_path)
+    add_catalog(out, catalog)
+    allow_model_origins(out, origins)
 
     precache = [name for name in shell if name != SERVICE_WORKER]  # the browser keeps the service worker itself
     precache += copy_vendor(out)
@@ -170,6 +208,7 @@ def build_site(out: Path = OUT, model: Path = DEFAULT_MODEL, sources: Path = REP
         "precache": ["./"] + precache,
         "files": files,
         "model": {"name": model.name, "url": model_path, **files[model_path], "info": describe_model(model)},
+        "model_origins": origins,  # web/model_origins.js, build/serve.py
         **page_manifest(),  # sampling_defaults, settings_rules, finetune_defaults: the form's values and bounds
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -180,8 +219,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Assemble the static site in dist/site/")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model-origin", action="append", default=[], metavar="ORIGIN",
+                        help="another origin the page may download models from, e.g. https://huggingface.co "
+                             "(repeat it for each, including the hosts its redirects lead to, e.g. https://*.hf.co)")
     args = parser.parse_args(argv)
-    manifest = build_site(args.out, args.model)
+    manifest = build_site(args.out, args.model, model_origins=args.model_origin)
     total = sum(entry["size"] for entry in manifest["files"].values())
     print("built %s: build %s, %d files, %.1f MB (model %s, %.1f MB)"
           % (args.out, manifest["build_id"], len(manifest["files"]), total / 1e6,

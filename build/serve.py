@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import email.utils
 import http.server
+import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "dist" / "site"
@@ -38,14 +39,28 @@ MIME_TYPES = {
     ".ico": "image/x-icon",
     ".txt": "text/plain; charset=utf-8",
 }
-# Only our own files run: no inline script, style or handler, nothing from or to another origin. Pyodide
-# needs 'wasm-unsafe-eval' to compile its WebAssembly, nothing more. web/index.html carries the same policy in a
-# <meta> tag for hosts that cannot set headers (tests/browser/test_site.py checks that the two agree); the header
-# also covers the workers, the service worker and every response the service worker caches, and adds
-# frame-ancestors, which a <meta> policy cannot carry.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
-                           "img-src 'self'; connect-src 'self'; worker-src 'self'; object-src 'none'; "
-                           "base-uri 'none'; form-action 'none'")
+# Only our own files run: no inline script, style or handler, nothing from or to another origin but the model
+# hosts a deploy lists (build_site.py --model-origin, kept in the site's manifest.json "model_origins"): the page
+# may fetch models from those, nothing else. Pyodide needs 'wasm-unsafe-eval' to compile its WebAssembly, nothing
+# more. build_site.py writes the same policy (page_policy, the one owner of its text) into index.html's <meta> tag
+# for hosts that cannot set headers; the header also covers the workers, the service worker and every response
+# the service worker caches, and adds frame-ancestors, which a <meta> policy cannot carry.
+POLICY_DIRECTIVES = (("default-src", "'self'"), ("script-src", "'self' 'wasm-unsafe-eval'"), ("style-src", "'self'"),
+                     ("img-src", "'self'"), ("connect-src", "'self'"), ("worker-src", "'self'"),
+                     ("object-src", "'none'"), ("base-uri", "'none'"), ("form-action", "'none'"))
+
+
+def page_policy(model_origins: Sequence[str] = ()) -> str:
+    """The site's Content-Security-Policy: connect-src adds the model origins (already checked by build_site).
+
+    >>> page_policy(["https://huggingface.co"]).split("; ")[4]
+    "connect-src 'self' https://huggingface.co"
+    """
+    return "; ".join("%s %s" % (name, " ".join([value, *model_origins]) if name == "connect-src" else value)
+                     for name, value in POLICY_DIRECTIVES)
+
+
+CONTENT_SECURITY_POLICY = page_policy()  # a site built without --model-origin
 CSP_HEADER_ONLY = "; frame-ancestors 'none'"
 # Cross-origin isolation: the workers that split each token share a SharedArrayBuffer and wait with
 # Atomics.wait (web/worker_pool.js), which a page gets only when isolated. Every file is our own, so nothing is
@@ -147,9 +162,11 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         self.span_length = span[1] - span[0]
         return fh
 
+    model_origins: Sequence[str] = ()  # the site's, from its manifest.json (make_server)
+
     def content_security_policy(self, name: str) -> Optional[str]:
         """The policy the file `name` is served with (a subclass serving other pages may return None)."""
-        return CONTENT_SECURITY_POLICY + CSP_HEADER_ONLY
+        return page_policy(self.model_origins) + CSP_HEADER_ONLY
 
     def isolation_headers(self):
         """COOP / COEP / CORP (a subclass playing a host that sends none returns ())."""
@@ -170,10 +187,18 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+def site_model_origins(site: Path) -> Sequence[str]:
+    """The model origins the site was built to allow (manifest.json "model_origins"; none without a manifest)."""
+    manifest = site / "manifest.json"
+    return tuple(json.loads(manifest.read_text()).get("model_origins", ())) if manifest.exists() else ()
+
+
 def make_server(site: Path = SITE, port: int = 8000, handler=SiteHandler) -> http.server.ThreadingHTTPServer:
     """A threading server for `site` on 127.0.0.1:`port` (0 = any free port); call serve_forever()."""
 
     class BoundHandler(handler):
+        model_origins = site_model_origins(site)
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(site), **kwargs)
 

@@ -2,7 +2,8 @@
  * models.js: the model in use and the Python that holds it. The ModelController owns the pool of chat
  * workers (worker_pool.js) and its crash policy, the current model and whether it takes questions (`ready`),
  * and every way to change it: the saved or default model at start-up, Use in the model list, a dropped or
- * chosen file, a URL, a model the Train panel made. A model's bytes come from the cache or are downloaded
+ * chosen file, a URL (on an origin the deploy allows: model_origins.js), the catalog (model_catalog.js), a model
+ * the Train panel made. A model's bytes come from the cache or are downloaded
  * with resume into it (model_download.js), after its header was checked to fit (fit_check.js). When
  * something fails (a rejected file, a failed download, a crashed worker) the page falls back on the model
  * used before, else the default one. Its controls and the model list are model_panel.js; the LoRA adapters
@@ -61,6 +62,8 @@
       this.store = store;
       this.panel.wire();
       this.startPython();
+      Pychat.ModelOrigins.explainBlocked(manifest.model_origins || [], (text) => this.alertBox("error", text));
+      new Pychat.ModelCatalog(this).start();
       if (store.persistent) {
         Pychat.PageUI.requestPersistentStorage();
         const gone = this.panel.evicted(await store.list());
@@ -251,9 +254,9 @@
 
     addModelURL(url) {
       const address = new URL(url, location.href);
-      if (address.origin !== location.origin) {  // the Content-Security-Policy (connect-src 'self') refuses it
-        this.alertBox("error", `Models can be downloaded only from ${location.origin}: this page's security policy ` +
-                      `lets it connect nowhere else. Download ${address.href} yourself and drop the file here.`);
+      const refused = Pychat.ModelOrigins.refusal(address, this.manifest.model_origins);  // before any request
+      if (refused) {
+        this.alertBox("error", refused);
         return;
       }
       const last = address.pathname.split("/").pop() || "model.gguf";

@@ -10,7 +10,10 @@
  * install (the whole precache) succeeded, deletes the old app caches; the models, in IndexedDB, are never
  * touched. Requests are answered cache-first from this build's cache, manifest.json too, so a page always
  * runs one build's files. Model files (.gguf) are left to the network: the page downloads them with Range
- * requests and keeps them in IndexedDB.
+ * requests and keeps them in IndexedDB. So are requests to the model origins the deploy lists (MODEL_ORIGINS,
+ * written by build_site.py --model-origin, matched by model_origins.js); a request to any other origin is
+ * refused here, so the site's connect-src holds for the page's workers too on a host that sends no policy header
+ * (the <meta> copy covers the page alone).
  *
  * Every response it serves carries the cross-origin isolation headers (COOP, COEP, CORP) whether or not the
  * host sent them: the workers that split each token need an isolated page (web/worker_pool.js). On a host
@@ -22,6 +25,9 @@ const BUILD_ID = "__BUILD_ID__";
 const CACHE_PREFIX = "pychat-shell-";
 const CACHE_NAME = CACHE_PREFIX + BUILD_ID;
 const MANIFEST = "manifest.json";
+const MODEL_ORIGINS = [/* __MODEL_ORIGINS__ */];  // build_site.py lists the --model-origin values here
+
+importScripts("model_origins.js");  // Pychat.ModelOrigins, the page's own matcher
 
 const ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
                            "Cross-Origin-Resource-Policy": "same-origin"};
@@ -99,7 +105,11 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const request = event.request;
   const url = new URL(request.url);
-  if (request.method !== "GET" || url.origin !== self.location.origin) return;
+  if (url.origin !== self.location.origin) {  // a model host the deploy lists: the network; anything else: refused
+    if (!self.Pychat.ModelOrigins.allows(url, MODEL_ORIGINS)) event.respondWith(Response.error());
+    return;
+  }
+  if (request.method !== "GET") return;
   if (url.pathname.endsWith(".gguf")) return;  // models: network (with Range), cached in IndexedDB by the page
   event.respondWith(cacheFirst(request));
 });

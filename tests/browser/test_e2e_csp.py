@@ -69,6 +69,9 @@ def wait_reports(server, count: int) -> list:
 def test_meta_policy_is_the_served_policy(csp_server):
     html = (csp_server.site / "index.html").read_text()
     assert '<meta http-equiv="Content-Security-Policy" content="%s">' % serve.CONTENT_SECURITY_POLICY in html
+    # Built without --model-origin: the page connects to its own origin only (test_e2e_model_origins.py adds some).
+    assert "connect-src 'self';" in serve.CONTENT_SECURITY_POLICY
+    assert json.loads((csp_server.site / "manifest.json").read_text())["model_origins"] == []
     assert "<script>" not in html and "style=" not in html and " on" + "click=" not in html
 
 
@@ -78,6 +81,10 @@ def test_page_runs_under_its_policy_from_the_network_and_from_the_service_worker
         context.on("console", lambda message: console.append(message.text))
         page = open_ready_page(context, csp_server.url, RECORD_VIOLATIONS, temperature=0, max_tokens=2)
         assert ask(page, "Hi?")[0] == PAYLOAD * 2
+        # The model catalog (models.json) and a fit check of one of its entries, read with Range requests.
+        page.click("#model-catalog button[aria-label='Check whether SmolLM2 135M Instruct (Q4_1) fits']")
+        page.wait_for_selector("#model-catalog .fit[data-checked]")
+        assert page.text_content("#model-catalog .fit[data-checked]") == "fits"
         page.wait_for_selector("#offline-status[data-ready=true]")
         page.reload()  # now from the service worker's cache: its responses must carry the policy too
         wait_ready(page)

@@ -88,8 +88,8 @@ def test_manifest_lists_every_file_with_its_size_and_sha256(site, smollm2_path):
         data = (out / path).read_bytes()
         assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, path
     # Only fields something reads (see build_site's docstring): the page, sw.js, the workers' boot, the tests
-    assert set(manifest) == {"build_id", "pyodide", "boot", "precache", "files", "model", "sampling_defaults",
-                             "settings_rules", "finetune_defaults"}
+    assert set(manifest) == {"build_id", "pyodide", "boot", "precache", "files", "model", "model_origins",
+                             "sampling_defaults", "settings_rules", "finetune_defaults"}
     model = manifest["model"]
     assert set(model) == {"name", "url", "size", "sha256", "info"}  # web/models.js defaultSpec
     assert model["sha256"] == hashlib.sha256(smollm2_path.read_bytes()).hexdigest()

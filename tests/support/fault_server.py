@@ -187,14 +187,15 @@ class FaultSite(NamedTuple):
         return "default/" + self.model_path.rsplit("/", 1)[1]
 
 
-def build_fault_site(directory: Path, payload: str, padding: int, download: Dict) -> FaultSite:
+def build_fault_site(directory: Path, payload: str, padding: int, download: Dict, **build) -> FaultSite:
     """The site built with a tiny model (answering `payload`, `padding` bytes bigger) as its default model,
-    and manifest.json's download settings (stall time, retry delay) set to `download`."""
+    and manifest.json's download settings (stall time, retry delay) set to `download`; `build`: build_site's
+    other options (model_origins, catalog)."""
     from tiny_models import write_tiny_gguf
 
     model = write_tiny_gguf(directory / "tiny-default.gguf", payload, padding=padding)
     site = directory / "site"
-    manifest = load_build_module("build_site").build_site(site, model)
+    manifest = load_build_module("build_site").build_site(site, model, **build)
     manifest["download"] = download
     (site / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return FaultSite(site, "/" + manifest["model"]["url"], model.read_bytes())

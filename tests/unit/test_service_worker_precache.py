@@ -17,7 +17,7 @@ const fs = require("fs"), vm = require("vm");
 const {files, served} = JSON.parse(fs.readFileSync(0, "utf8"));
 const stored = {}, deleted = [];
 const listeners = {};
-const context = {
+const context = vm.createContext({
   self: {addEventListener: (type, fn) => { listeners[type] = fn; }},
   caches: {open: async (name) => ({put: async (path, response) => { stored[path] = await response.text(); }}),
            delete: async (name) => { deleted.push(name); return true; }, keys: async () => []},
@@ -29,8 +29,10 @@ const context = {
   },
   Request: class extends Request { constructor(path, init) { super(new URL(path, "http://site/"), init); } },
   Response, Headers, URL, crypto, console,
-};
-vm.runInNewContext(fs.readFileSync(process.argv[1], "utf8"), context);
+});
+context.importScripts = (...names) => names.forEach((name) =>  // the scripts beside sw.js, in its global scope
+  vm.runInContext(fs.readFileSync(require("path").join(require("path").dirname(process.argv[1]), name), "utf8"), context));
+vm.runInContext(fs.readFileSync(process.argv[1], "utf8"), context);
 let installing;
 listeners.install({waitUntil: (promise) => { installing = promise; }});
 installing.then(() => console.log(JSON.stringify({installed: true, stored: Object.keys(stored).sort(), deleted})),

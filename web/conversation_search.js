@@ -89,6 +89,13 @@
 
     wire() {
       this.input.oninput = () => this.search();
+      this.input.onkeydown = (e) => {  // Escape empties the box, and only that (elsewhere it stops the answer)
+        if (e.key !== "Escape" || !this.input.value) return;
+        e.preventDefault();
+        e.stopPropagation();
+        this.input.value = "";
+        this.search();
+      };
     }
 
     /* The hits for the box's text in place of the list (the list again when the box is empty). */
@@ -98,7 +105,10 @@
       if (search !== this.searching) return;
       this.list.hidden = Boolean(hits);
       this.results.hidden = !hits;
-      if (!hits) return this.results.replaceChildren();
+      if (!hits) {
+        this.results.replaceChildren();
+        return;
+      }
       const {element} = Pychat.PageUI;
       const items = hits.map((hit) => {
         const button = element("button", undefined, "hit");

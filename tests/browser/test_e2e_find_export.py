@@ -139,7 +139,12 @@ def test_search_finds_a_message_in_another_conversation_and_opens_it_marked(page
 
     search(page, "no such words anywhere")
     assert page.text_content("#search-results") == "Nothing matches “no such words anywhere”."
-    search(page, "")
+    # Escape empties the box, and only that: an answer being written (played here) is not stopped
+    page.evaluate("() => { window.__stopped = 0; pychat.chat.generating = true;"
+                  " pychat.chat.stop = () => { window.__stopped++; }; }")
+    page.press("#conversation-search", "Escape")
+    assert page.input_value("#conversation-search") == "" and page.evaluate("window.__stopped") == 0
+    page.evaluate("pychat.chat.generating = false; delete pychat.chat.stop")
     assert page.is_visible("#conversation-list") and page.is_hidden("#search-results")
     assert page.evaluate("window.__violations") == []
 

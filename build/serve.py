@@ -30,6 +30,7 @@ MIME_TYPES = {
     ".mjs": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".json": "application/json",
+    ".webmanifest": "application/manifest+json",  # the PWA manifest (web/manifest.webmanifest)
     ".wasm": "application/wasm",
     ".data": "application/octet-stream",
     ".whl": "application/zip",

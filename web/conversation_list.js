@@ -1,7 +1,8 @@
 /*
  * conversation_list.js: the side list of saved conversations (#conversations): open one, rename it, delete
- * it, export them all as JSON, import such a file (checked by conversation_store.js: a bad file is refused
- * with a message and changes nothing). New chat is chat.js's.
+ * it, import a file of them (a JSON export or JSONL, checked by conversation_export.js: a bad file is refused
+ * with a message and changes nothing). It wires the search box above it (conversation_search.js) and the
+ * Export button (conversation_export.js). New chat is chat.js's.
  *
  *     const list = new Pychat.ConversationList({store, onOpen: (id) => ..., beforeDelete: (id) => ..., alertBox});
  *     list.wire();  list.render(currentId);
@@ -17,7 +18,8 @@
     }
 
     wire() {
-      document.getElementById("conversation-export").onclick = () => this.exportAll();
+      new Pychat.ConversationSearch({store: this.store, open: this.onOpen}).wire();
+      new Pychat.ConversationExporter({store: this.store, currentId: () => this.currentId, alertBox: this.alertBox}).wire();
       document.getElementById("conversation-import").onchange = (e) => {
         if (e.target.files[0]) this.importFile(e.target.files[0]);
         e.target.value = "";
@@ -80,21 +82,10 @@
       this.render();
     }
 
-    exportAll() {
-      this.store.list().then((conversations) => {
-        const blob = new Blob([Pychat.ConversationStore.exportJSON(conversations)], {type: "application/json"});
-        const link = document.createElement("a");
-        link.href = URL.createObjectURL(blob);
-        link.download = `pychat-conversations-${new Date().toISOString().slice(0, 10)}.json`;
-        link.click();
-        setTimeout(() => URL.revokeObjectURL(link.href), 60000);
-      });
-    }
-
     async importFile(file) {
       let conversations;
       try {
-        conversations = await Pychat.ConversationStore.readImport(file);
+        conversations = await Pychat.ConversationExport.readImport(file);
       } catch (error) {
         this.alertBox("error", `Could not import ${file.name}: ${error.message}`);
         return;

@@ -9,6 +9,7 @@
  *     const text = Pychat.ConversationStore.exportJSON(await store.list());
  *     const imported = Pychat.ConversationStore.parseImport(text);  // conversations with fresh ids, or ConversationImportError
  *     const fromFile = await Pychat.ConversationStore.readImport(file);  // the same; a file too large is never read
+ *     await Pychat.ConversationStore.readImport(file, parseOther);  // the size check, then another format's parser
  *
  * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
  * "assistant", content, stats?}], dropped (how many of the oldest messages the last answer's prompt left out),
@@ -98,10 +99,10 @@
   const tooLarge = () => new ConversationImportError(
     `The file is too large to be a conversation export (over ${MAX_IMPORT_BYTES / 1048576} MB).`);
 
-  /* parseImport of a File: its size is checked before a byte of it is read. */
-  async function readImport(file) {
+  /* parse (parseImport unless given) of a File's text: its size is checked before a byte of it is read. */
+  async function readImport(file, parse = parseImport) {
     if (file.size > MAX_IMPORT_BYTES) throw tooLarge();
-    return parseImport(await file.text());
+    return parse(await file.text());
   }
 
   /* The conversations in an exported file (or one conversation on its own), each with a fresh id, so an
@@ -189,6 +190,7 @@
     }
   }
 
-  Object.assign(ConversationStore, {create, touched, fingerprint, exportJSON, parseImport, readImport});
+  Object.assign(ConversationStore, {create, touched, fingerprint, exportJSON, parseImport, readImport,
+                                   ConversationImportError});
   Object.assign(Pychat, {ConversationStore});
 })(self.Pychat = self.Pychat || {});

@@ -179,6 +179,7 @@ def test_server_refuses_a_range_past_the_end(server, smollm2_path):
     ("/app.js", "text/javascript; charset=utf-8"),
     ("/", "text/html; charset=utf-8"),
     ("/manifest.json", "application/json"),
+    ("/manifest.webmanifest", "application/manifest+json"),
 ])
 def test_server_sends_the_right_types(server, path, mime):
     response, _ = get(server, path, method="HEAD")

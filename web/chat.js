@@ -2,8 +2,9 @@
  * chat.js: the conversation, owned by the page. Each turn sends it whole to the Python workers as an OpenAI
  * chat.completions request (requestBody: the system prompt as the first message, the sampling form's settings
  * under their API names, the stop strings; streamed), through api_requests.js as web/pychat.js's engine sends
- * its requests; Python answers it, reusing its KV cache for the prefix it already holds, and keeps nothing else. An answer that streamed is kept (also when stopped, or cut short by a crash); a turn
- * that fails before its first piece leaves the conversation as it was and puts the message back in the input.
+ * its requests; Python answers it, reusing its KV cache for the prefix it already holds, and keeps nothing
+ * else. An answer that streamed is kept (also when stopped, or cut short by a crash); a turn that fails before
+ * its first piece leaves the conversation as it was and puts the message back in the input.
  *
  * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again (the
  * messages after it are replaced), the system prompt, and the sampling settings and stop strings of
@@ -250,6 +251,9 @@
           }
           const stats = usage && answerStats(usage, finishReason);
           if (stats) answer.setStats(stats, firstToken);
+          if (stats && stats.stop_reason === "context_full") {
+            answer.addNotice("The context is full: the answer was cut short. The next message will drop the oldest turns.");
+          }
           const reply = {role: "assistant", content: text, stats, first_token: firstToken};
           if (this.conversation.id === conversation.id) this.offerRegenerate(answer);
           const dropped = usage ? usage.context_budget.dropped : conversation.dropped || 0;  // marked again after a reload

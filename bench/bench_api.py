@@ -8,6 +8,7 @@ begin_request / next_chunk loop, called in the worker), on one engine of the bui
     python bench/bench_api.py                        # SmolLM2-135M Q4_1, 64 tokens, best of 3
     python bench/bench_api.py MODEL.gguf --n-gen 128 --repeats 5
     python bench/bench_api.py --no-browser           # Python and HTTP only (no dist/site needed)
+    python bench/bench_api.py --browser-only         # the JavaScript layer only
 
 Every path decodes greedily with the same settings, so each produces the same tokens. Each run starts its
 message with its own number, so no path reuses more of the KV cache than the template's preamble. Time to
@@ -200,13 +201,26 @@ def interleaved_best(paths: Dict[str, Callable[[int], Any]], repeats: int,
             for name, rs in runs.items()}
 
 
-def print_table(results: Dict[str, Dict[str, float]], reference: str) -> None:
+def print_table(results: Dict[str, Dict[str, float]], reference: str, flush: bool = False) -> None:
     base = results[reference]
     print("%-11s %14s %10s %18s %16s" % ("path", "first token", "tok/s", "tok/s vs " + reference,
                                          "TTFT vs " + reference))
     for name, r in results.items():
         print("%-11s %12.1f ms %10.1f %18.3f %16.3f" % (name, r["ttft"] * 1e3, r["tps"], r["tps"] / base["tps"],
-                                                        r["ttft"] / base["ttft"]))
+                                                        r["ttft"] / base["ttft"]), flush=flush)
+
+
+def native_results(model: Path, n_gen: int, repeats: int) -> Dict[str, Dict[str, float]]:
+    """The bare engine, the Python API and HTTP, taking turns."""
+    session = ChatSession.from_gguf(GGUFFile.open(str(model)), context_length=CONTEXT)
+    llm = LLM(model, context_length=CONTEXT)
+    process, port = start_server(model)
+    try:
+        return interleaved_best({"engine": engine_pieces(session, n_gen), "python API": api_pieces(llm, n_gen),
+                                 "HTTP": http_pieces(port, n_gen)}, repeats)
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def main() -> None:
@@ -217,25 +231,14 @@ def main() -> None:
     parser.add_argument("--site", type=Path, default=REPO / "dist" / "site",
                         help="the built site whose default model the browser half runs")
     parser.add_argument("--no-browser", action="store_true", help="skip the JavaScript layer in Chromium")
+    parser.add_argument("--browser-only", action="store_true", help="only the JavaScript layer in Chromium")
     args = parser.parse_args()
     if not args.no_browser and not (args.site / "manifest.json").exists():
         raise SystemExit("%s is missing: run `python build/build_site.py` first (or --no-browser)" % args.site)
-    model = model_path(args.model)
-
-    session = ChatSession.from_gguf(GGUFFile.open(str(model)), context_length=CONTEXT)
-    llm = LLM(model, context_length=CONTEXT)
-    process, port = start_server(model)
-    try:
-        results = interleaved_best({"engine": engine_pieces(session, args.n_gen),
-                                    "python API": api_pieces(llm, args.n_gen),
-                                    "HTTP": http_pieces(port, args.n_gen)}, args.repeats)
-    finally:
-        process.terminate()
-        process.wait()
-
-    print_table(results, "engine")
+    if not args.browser_only:
+        print_table(native_results(model_path(args.model), args.n_gen, args.repeats), "engine", flush=True)
     if not args.no_browser:
-        print("\nin Chromium (%s):" % json.loads((args.site / "manifest.json").read_text())["model"]["name"])
+        print("in Chromium (%s):" % json.loads((args.site / "manifest.json").read_text())["model"]["name"])
         print_table(browser_results(args.site, args.n_gen, args.repeats), "worker")
     print("target: tok/s vs engine (vs worker in Chromium) >= 0.95 (the API layers cost at most 5%)")
 

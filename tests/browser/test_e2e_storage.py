@@ -151,7 +151,8 @@ def test_worker_killed_mid_answer_keeps_the_conversation(page):
       let pieces = 0;
       self.postMessage = (message, transfer) => {
         post.call(self, message, transfer);
-        if (message.type === "event" && message.event.kind === "piece" && ++pieces === 5)
+        const choice = message.type === "event" && (message.event.choices || [])[0];  // a chunk of the answer
+        if (choice && choice.delta.content && ++pieces === 5)
           setTimeout(() => { throw new Error("killed by the test"); });
       };
     }""")

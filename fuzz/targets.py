@@ -20,7 +20,7 @@ from pychat_wasm.tokenizers import load_tokenizer
 
 from .mutators import TEXTS
 
-ANSWER_EVENTS = 3  # a turn of max_tokens=2: two pieces and done, after its prompt's progress events
+ANSWER_EVENTS = 4  # a streamed answer of max_tokens=2: the role chunk, two pieces, the finish chunk
 
 
 def run_case(data: bytes, rng: random.Random, policy: str, run_worker: bool) -> str:
@@ -60,17 +60,18 @@ def _worker_turn(data: bytes, policy: str, text: str) -> str:
                                               json.dumps({"policy": policy})))
     if not loaded["ok"]:
         return _typed(loaded)
-    turn = {"messages": [{"role": "user", "content": text}], "settings": {"max_tokens": 2, "seed": 7}}
-    reply = json.loads(worker_api.begin_turn(json.dumps(turn)))
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": 2, "seed": 7, "stream": True,
+            "truncation": "auto"}  # as the page asks
+    reply = json.loads(worker_api.begin_request("chat.completions", json.dumps(body)))
     if not reply["ok"]:
         return _typed(reply)
-    # Each progress event reports at least one more prompt token, and the prompt fits the context.
+    # Each chunk carries at least one more piece of the answer, and the prompt fits the context (a bound with room to spare).
     max_events = ANSWER_EVENTS + loaded["info"]["context_length"] + 1
     for _ in range(max_events):
-        reply = json.loads(worker_api.next_event())
+        reply = json.loads(worker_api.next_chunk())
         if not reply["ok"]:
             return _typed(reply)
-        if reply["event"] is None:
+        if reply.get("done"):
             return "chatted"
     raise AssertionError("a two-token turn did not end after %d events" % max_events)
 

@@ -1,8 +1,10 @@
 /*
- * chat.js: the conversation, owned by the page. Each turn sends it whole (system prompt, messages, settings,
- * stop strings) to the Python worker, which answers it, reusing its KV cache for the prefix it already holds,
- * and keeps nothing else. An answer that streamed is kept (also when stopped, or cut short by a crash); a turn
- * that fails before its first piece leaves the conversation as it was and puts the message back in the input.
+ * chat.js: the conversation, owned by the page. Each turn sends it whole to the Python workers as an OpenAI
+ * chat.completions request (requestBody: the system prompt as the first message, the sampling form's settings
+ * under their API names, the stop strings; streamed), through api_requests.js as web/pychat.js's engine sends
+ * its requests; Python answers it, reusing its KV cache for the prefix it already holds, and keeps nothing
+ * else. An answer that streamed is kept (also when stopped, or cut short by a crash); a turn that fails before
+ * its first piece leaves the conversation as it was and puts the message back in the input.
  *
  * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again (the
  * messages after it are replaced), the system prompt, and the sampling settings and stop strings of
@@ -22,6 +24,15 @@
 
   const {WorkerError} = Pychat;  // worker_error.js
 
+  /* The saved stats of an answer (chat_view.js shows them) from its stream's usage chunk: llama.cpp's timings
+   * (prompt tokens run and reused, tokens sampled with the end-of-turn token) and the finish reason. */
+  function answerStats({timings, context_budget: budget}, finishReason) {
+    const contextFull = finishReason === "length" && budget.used >= budget.context;
+    return {prompt_tokens: timings.prompt_n, reused_tokens: timings.cache_n, generated_tokens: timings.predicted_n,
+            prompt_tps: timings.prompt_per_second, generation_tps: timings.predicted_per_second,
+            stop_reason: contextFull ? "context_full" : finishReason};
+  }
+
   class ChatController {
     constructor({models, setPhase, alertBox}) {
       this.models = models;
@@ -29,6 +40,8 @@
       this.alertBox = alertBox;
       this.view = new Pychat.ChatView(document.getElementById("messages"));
       this.meter = document.getElementById("context-budget");
+      this.requests = new Pychat.ApiRequests(() => models.python);  // the pool in use: models.js restarts it
+      this.aborter = null;         // stops the answer being written
       this.list = null;
       this.generating = false;
       this.turn = null;            // the answer being written, or the last one: settles when it ends
@@ -127,10 +140,9 @@
 
     /* The budget of the conversation in use as it stands (after a model load, a switch). */
     async showStoredBudget() {
-      const {system_prompt, messages} = this.conversation;
+      const {messages, max_tokens} = this.requestBody(this.conversation);  // max_tokens: the answer's room
       try {
-        const conversation = {system_prompt, messages, settings: this.form.settings()};  // max_tokens: the answer's room
-        const reply = await this.models.python.request("budget", {conversation});
+        const reply = await this.models.python.request("budget", {body: {messages, max_tokens}});
         this.showBudget(reply.budget);
       } catch (error) {
         this.meter.textContent = `Context: ${error.message}`;
@@ -165,6 +177,20 @@
       });
     }
 
+    /* The chat.completions request that answers `conversation` ({system_prompt, messages}), sent whole: the
+     * sampling form's settings (an empty field: the page's default, not OpenAI's; no seed: the pool picks
+     * one), usage and the context budget on every chunk (the meter), the oldest turns dropped when the
+     * context is full. */
+    requestBody({system_prompt, messages}) {
+      const system = system_prompt ? [{role: "system", content: system_prompt}] : [];
+      const settings = this.form.settings();
+      for (const name of Object.keys(settings)) settings[name] ??= this.form.defaults[name];
+      const stop = this.form.stops();
+      return {messages: system.concat(messages.map(({role, content}) => ({role, content}))), ...settings,
+              stop: stop.length ? stop : null, stream: true,
+              stream_options: {include_usage: true, continuous_usage_stats: true}, truncation: "auto"};
+    }
+
     /* Answer `messages` (ending with the user's): shown at once, saved once the answer has streamed. */
     runTurn(messages, {unsent = null} = {}) {
       const conversation = this.conversation;
@@ -175,31 +201,39 @@
       }
       this.offerRegenerate(null);
       const answer = this.view.add("assistant", "");
+      answer.setNote("Reading the prompt…");
       this.generating = true;
       this.setPhase("generating", "Writing…");
       const started = performance.now();
       let firstToken = null;
-      let done = null;
-      const onEvent = (event) => {
-        if (event.kind === "piece") {
-          if (firstToken === null) firstToken = (performance.now() - started) / 1000;
-          answer.append(event.text);
-          this.view.scroll();
-        } else if (event.kind === "progress") {
-          answer.setNote(`Reading the prompt: ${event.progress[0]} / ${event.progress[1]} tokens`);
-        } else if (event.kind === "notice") {
-          answer.addNotice(event.text);
-        } else if (event.kind === "done") {
-          done = event;
-          answer.setStats(event.stats, firstToken);
+      let finishReason = null;
+      let usage = null;  // include_usage's last chunk: the answer's usage, timings and context budget
+      const onChunk = (chunk) => {
+        if (chunk.context_budget) this.showBudget(chunk.context_budget);
+        if (!chunk.choices.length) {
+          usage = chunk;
+          return;
         }
-        this.showBudget(event.budget);
+        const {delta, finish_reason: reason} = chunk.choices[0];
+        if (delta.content) {
+          if (firstToken === null) {
+            firstToken = (performance.now() - started) / 1000;
+            answer.setNote("");
+          }
+          answer.append(delta.content);
+          this.view.scroll();
+        }
+        if (reason) finishReason = reason;
       };
-      const turn = {system_prompt: conversation.system_prompt || "", messages, settings: this.form.settings(),
-                    stop: this.form.stops()};
+      const aborter = this.aborter = new AbortController();
       let outOfMemory = false;
-      this.turn = this.models.python.request("chat", {turn}, {onEvent})
+      this.turn = this.requests.request("chat.completions", this.requestBody({...conversation, messages}),
+                                        {signal: aborter.signal})
+        .then(async (chunks) => {
+          for await (const chunk of chunks) onChunk(chunk);
+        })
         .catch((error) => {
+          if (error.name === "AbortError" && aborter.signal.aborted) return;  // Stop: the answer as it streamed
           answer.setNote(`Stopped by an error: ${error.message}`);
           outOfMemory = WorkerError.is(error, "MemoryError");  // the wasm heap never shrinks: only a fresh worker gets it back
           if (outOfMemory) {
@@ -209,29 +243,35 @@
           }
         })
         .then(() => {
-          const text = done ? done.text : answer.text;
-          if (!done && !text) {  // failed before its first piece: as it was, the message back in the input
+          const text = answer.text;
+          if (!usage && !text) {  // failed before its first piece: as it was, the message back in the input
             if (unsent !== null && !this.$("input").value) this.$("input").value = unsent;
             if (this.conversation.id === conversation.id) this.renderMessages(conversation.messages);
             return;
           }
-          const reply = {role: "assistant", content: text, stats: done && done.stats, first_token: firstToken};
+          const stats = usage && answerStats(usage, finishReason);
+          if (stats) answer.setStats(stats, firstToken);
+          if (stats && stats.stop_reason === "context_full") {
+            answer.addNotice("The context is full: the answer was cut short. The next message will drop the oldest turns.");
+          }
+          const reply = {role: "assistant", content: text, stats, first_token: firstToken};
           if (this.conversation.id === conversation.id) this.offerRegenerate(answer);
-          const dropped = done ? done.budget.dropped : conversation.dropped || 0;  // marked again after a reload
+          const dropped = usage ? usage.context_budget.dropped : conversation.dropped || 0;  // marked again after a reload
           return this.save({...conversation, messages: messages.concat(reply), dropped});
         })
         .finally(() => {
           this.generating = false;
+          this.aborter = null;
           if (outOfMemory) this.models.restart();  // the new worker gets the whole conversation
           else if (this.models.ready) this.models.showReady();
         });
       return this.turn;
     }
 
-    /* The worker ends the answer after the current token (or prompt chunk). */
+    /* The worker ends the answer after the current token. */
     stop() {
       if (!this.generating) return;
-      this.models.python.stop();
+      this.aborter.abort();
       this.setPhase("stopping", "Stopping…");
     }
 

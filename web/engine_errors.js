@@ -53,11 +53,6 @@ export function fromWorker(error) {
   return apiError(500, {message: String(error && error.message || error), type: "server_error"});
 }
 
-/* What `signal`'s abort rejects with: its reason, as fetch does. */
-export function abortReason(signal) {
-  return signal.reason ?? new DOMException("The request was aborted", "AbortError");
-}
-
 export class EngineLoadError extends Error {
   /* kind: the Python error's class name (NotGGUFError, ...), or the model store's kind ("network", "quota"). */
   constructor(message, kind) {

@@ -25,17 +25,16 @@
  *
  * This module must be served with the site (dist/site/), on the page's origin: its workers (worker.js) are
  * same-origin only. It runs the site's classic scripts (worker_pool.js and friends) by importing them beside
- * it, which puts their namespace on self.Pychat.
+ * it, which puts their namespace on self.Pychat; its requests go through api_requests.js, as the page's chat's do.
  */
 import {engineFetch} from "./engine_http.js";
-import {EngineLoadError, abortReason, apiError, fromWorker} from "./engine_errors.js";
+import {EngineLoadError, apiError, fromWorker} from "./engine_errors.js";
 
 export * from "./engine_errors.js";
 
 const SITE = new URL(".", import.meta.url);
 const ENGINE_SCRIPTS = ["util.js", "worker_error.js", "model_store.js", "model_download.js", "fit_check.js",
-                        "worker_client.js", "tensor_parallel.js", "worker_pool.js"];  // in index.html's order
-const STREAMED = ["chat.completions", "completions"];
+                        "worker_client.js", "tensor_parallel.js", "worker_pool.js", "api_requests.js"];  // in index.html's order
 let classicScripts = null;
 
 /* The site's classic scripts, run once, in order: their namespace. */
@@ -66,7 +65,7 @@ export async function createEngine({model = null, workers = "auto", contextLengt
     onProgress({phase: "loading", text: `Loading ${name} into Python…`});
     const options = contextLength ? {context_length: contextLength} : {};
     const reply = await pool.request("load", {name, bytes, options}, {transfer: [bytes]});
-    engine = new Engine(pool, name, reply.info);
+    engine = new Engine(pool, name, reply.info, Pychat.ApiRequests);
     onProgress({phase: "ready", text: `Ready: ${name} · ${pool.workers} worker${pool.workers > 1 ? "s" : ""}`});
     return engine;
   } catch (error) {
@@ -114,12 +113,12 @@ function urlSpec(url) {
 
 /* A loaded model behind OpenAI's methods (see the top of this file). */
 class Engine {
-  constructor(pool, model, info) {
+  constructor(pool, model, info, ApiRequests) {
     this.pool = pool;
     this.model = model;          // the model's file name: the responses' "model"
     this.info = info;            // what Python reports of it (architecture, context_length, ...)
     this.broken = null;          // why the workers stopped, once they did
-    this.queue = Promise.resolve();
+    this.requests = new ApiRequests(() => pool, {failure: fromWorker, check: () => this.checkRunning()});
     this.chat = {completions: {create: (params, options) => this.create("chat.completions", params, options)}};
     this.completions = {create: (params, options) => this.create("completions", params, options)};
     this.embeddings = {create: (params, options) => this.create("embeddings", params, options)};
@@ -136,32 +135,14 @@ class Engine {
   }
 
   /* One request (kind: pychat_wasm/api/endpoints.py's), after those before it: the response, or for a streamed
-   * one a ChunkStream once the request is accepted. */
+   * one an async iterable of chunks once the request is accepted (api_requests.js). */
   request(kind, body, {signal = null} = {}) {
-    const chunks = STREAMED.includes(kind) && body.stream === true ? new ChunkStream(() => this.pool.stop()) : null;
-    const run = this.queue.then(() => this.run(kind, body, signal, chunks));
-    this.queue = run.catch(() => {});
-    return chunks ? chunks.accepted(run) : run;
+    return this.requests.request(kind, body, {signal});
   }
 
-  async run(kind, body, signal, chunks) {
-    if (signal && signal.aborted) throw abortReason(signal);
+  checkRunning() {
     if (this.broken) throw apiError(500, {message: `the engine stopped (${this.broken}): create a new one`,
                                           type: "server_error"});
-    let response = null;
-    if (chunks) chunks.running = true;
-    const stop = () => this.pool.stop();
-    if (signal) signal.addEventListener("abort", stop);
-    try {
-      const onEvent = chunks ? (chunk) => chunks.push(chunk) : (whole) => { response = whole; };
-      await this.pool.request("request", {kind, body}, {onEvent});
-    } catch (error) {
-      throw fromWorker(error);
-    } finally {
-      if (signal) signal.removeEventListener("abort", stop);
-    }
-    if (signal && signal.aborted) throw abortReason(signal);
-    return response;
   }
 
   crashed(reason) {
@@ -172,53 +153,5 @@ class Engine {
   terminate() {
     this.crashed("terminated");
     this.pool.terminate();
-  }
-}
-
-/* The chunks of a streamed request as they come: an async iterator; return() (a loop left early) stops it. */
-class ChunkStream {
-  constructor(stop) {
-    this.stop = stop;
-    this.running = false;  // its request has started (one queued behind another has not)
-    this.items = [];
-    this.wake = null;
-    this.outcome = null;  // {error} or {} once the request has ended
-  }
-
-  push(chunk) {
-    this.items.push(chunk);
-    if (this.onFirst) this.onFirst();
-    this.notify();
-  }
-
-  notify() {
-    if (this.wake) this.wake();
-    this.wake = null;
-  }
-
-  /* Resolves to this stream at the first chunk (or the end), rejects when the request fails before it. */
-  accepted(run) {
-    return new Promise((resolve, reject) => {
-      this.onFirst = () => resolve(this);
-      run.then(() => { this.outcome = {}; resolve(this); this.notify(); },
-               (error) => { this.outcome = {error}; if (!this.items.length) reject(error); this.notify(); });
-    });
-  }
-
-  async next() {
-    while (!this.items.length && !this.outcome) await new Promise((resolve) => { this.wake = resolve; });
-    if (this.items.length) return {value: this.items.shift(), done: false};
-    if (this.outcome.error) throw this.outcome.error;
-    return {value: undefined, done: true};
-  }
-
-  async return() {
-    if (this.running && !this.outcome) this.stop();
-    this.items = [];
-    return {value: undefined, done: true};
-  }
-
-  [Symbol.asyncIterator]() {
-    return this;
   }
 }

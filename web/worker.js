@@ -1,32 +1,31 @@
 /*
  * worker.js: the classic Web Worker that runs Python. It boots Pyodide (through pyodide_runtime.js, the one
  * place that knows Pyodide), loads model bytes handed over by the page, and runs the token loop: one
- * Python step per call to worker_api.next_event(), then a turn of the event loop so that a Stop message
- * from the page gets in between two tokens.
+ * Python step per call to next_chunk(), then a turn of the event loop so that a Stop message from the page
+ * gets in between two tokens.
  *
  * One of several workers sharing a model (worker_pool.js) also gets its rank, the number of workers and
  * the SharedArrayBuffer through which the shards add up their products (tensor_parallel.js); the workers
  * then agree on Stop through it, so that all of them end the answer at the same token.
  *
  * This is the protocol, written down once; each request calls the named pychat_wasm.browser.chat_worker function.
- * The page owns the conversation and sends it whole with every turn; Python keeps only its KV cache.
+ * Chat turns are OpenAI's requests (api_requests.js sends them, for the page's chat and for web/pychat.js): the
+ * page owns the conversation and sends it whole with every turn; Python keeps only its KV cache.
  * Messages in (from worker_client.js), each with a request id `rid`:
  *   {type: "boot", indexURL, wheelURLs, rank, workers, shared}
  *   {type: "checkFit", header: ArrayBuffer, fileSize, options}            check_fit
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}      load_model
- *   {type: "chat", turn: {system_prompt, messages, settings, stop}}      begin_turn, then next_event(stop)
- *   {type: "budget", conversation: {system_prompt, messages, settings}}  conversation_budget
+ *   {type: "request", kind, body}       begin_request, then next_chunk(stop): one of OpenAI's requests;
+ *                                       kind "chat.completions", "completions", "embeddings", "models"
+ *   {type: "budget", body: {messages, max_tokens}}   context_budget: the context a conversation takes now
  *   {type: "applyLora", name, bytes: ArrayBuffer (transferred), scale}   apply_lora: {adapters: [...]}
  *   {type: "removeLora", name}                       ("": all of them)   remove_lora: {adapters: [...]}
- *   {type: "request", kind, body}       begin_request, then next_chunk(stop): one of OpenAI's requests
- *                                       (web/pychat.js); kind "chat.completions", "completions", ...
- *   {type: "stop"}                                   (no rid: acts on the running chat at once)
+ *   {type: "stop"}                                   (no rid: acts on the running request at once)
  * Messages out:
  *   {type: "status", text}                           start-up progress
  *   {type: "reply", rid, ok, ...result | error}      one per request
- *   {type: "event", rid, event}                      chat stream: progress / piece / notice / done (the whole
- *                                                    answer, and budget.dropped: the oldest messages left out);
- *                                                    a request's: each chunk of a stream, or the whole response
+ *   {type: "event", rid, event}                      a request's answer: each chunk of a stream, or the whole
+ *                                                    response
  *   {type: "fatal", message}                         Python itself is broken: the page restarts the worker
  */
 (function (Pychat) {
@@ -34,8 +33,8 @@
 
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
-  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "apply_lora",
-                         "remove_lora", "begin_request", "next_chunk"];
+  const API_FUNCTIONS = ["check_fit", "load_model", "begin_request", "next_chunk", "context_budget", "apply_lora",
+                         "remove_lora"];
   let py = null;          // the facade from bootPython
   let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
@@ -43,7 +42,7 @@
   let collective = null;  // set while this worker holds a shard of a model split across workers
 
   // self.py, self.api and self.pool: these three as they are now (getters), for the browser console and the
-  // end-to-end tests, which evaluate `pool.rank` and `py.runPython(...)` and patch `api.next_event` in this
+  // end-to-end tests, which evaluate `pool.rank` and `py.runPython(...)` and patch `api.next_chunk` in this
   // worker (tests/support/e2e_helpers.py, tests/browser/test_e2e_storage.py).
   Object.defineProperties(self, {py: {get: () => py}, api: {get: () => api}, pool: {get: () => pool}});
 
@@ -93,16 +92,8 @@
       return callApi("remove_lora", name);
     },
 
-    async budget({conversation}) {
-      return callApi("conversation_budget", JSON.stringify(conversation));
-    },
-
-    async chat({rid, turn}) {
-      return steps(() => callApi("begin_turn", JSON.stringify(turn)), (stop) => {
-        const {event} = callApi("next_event", stop);
-        if (event) postMessage({type: "event", rid, event});
-        return !event ? {} : event.kind === "done" ? {stats: event.stats} : null;
-      });
+    async budget({body}) {
+      return callApi("context_budget", JSON.stringify(body));
     },
 
     /* One of OpenAI's requests, answered by the library's LLM: its chunks (or its one whole response) as events. */
@@ -114,7 +105,7 @@
       });
     },
 
-    stop() {  // unqueued: acts on the running chat at once
+    stop() {  // unqueued: acts on the running request at once
       stopRequested = true;
     },
   };

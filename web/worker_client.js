@@ -1,14 +1,14 @@
 /*
  * worker_client.js: the page's handle on a Python worker: worker.js (chat, the default) or train_worker.js
- * (training). Requests return promises; events (chat pieces, training progress) go to the callback given
+ * (training). Requests return promises; events (a request's chunks, training progress) go to the callback given
  * with the request; a failed request rejects with a WorkerError (worker_error.js); a crash (an uncaught error
  * in the worker, or Python reporting itself broken) rejects whatever is pending with WorkerCrashed and calls
  * onCrash, and the caller decides whether to restart.
  *
  *     const python = new Pychat.PythonWorker({onStatus, onCrash});      // {script: "train_worker.js", ...}
  *     await python.request("boot", {indexURL, wheelURLs});
- *     await python.request("chat", {turn}, {onEvent: (event) => ...});
- *     python.stop();           // the running chat (or training) ends after the current token (or slice)
+ *     await python.request("request", {kind, body}, {onEvent: (chunk) => ...});
+ *     python.stop();           // the running request (or training) ends after the current token (or slice)
  */
 (function (Pychat) {
   "use strict";

@@ -7,10 +7,10 @@
  *     await python.request("boot", {indexURL, wheelURLs});       // every worker boots its own Pyodide
  *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
- *     await python.request("chat", {turn}, {onEvent});  // events come from worker 0 (turn: see worker.js)
- *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
+ * *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
  *     await python.request("removeLora", {name});
- *     await python.request("request", {kind, body}, {onEvent});   // one of OpenAI's (web/pychat.js)
+ *     await python.request("request", {kind, body}, {onEvent});   // one of OpenAI's (api_requests.js): its
+                                                                 // chunks come from worker 0
  *     python.stop(); python.workers;                              // workers holding the model, e.g. 2
  *
  * Every worker gets every request and runs the same session on the same numbers, so all of them pick the
@@ -62,9 +62,6 @@
       if (type === "load") return this.load(payload, transfer);
       if (type === "applyLora") return this.applyLora(payload);
       if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
-      if (type === "chat" && payload.turn.settings.seed == null) {
-        payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
-      }
       if (type === "request" && payload.body.seed == null && SAMPLED.includes(payload.kind)) {
         payload = {...payload, body: {...payload.body, seed: randomSeed()}};
       }
@@ -127,7 +124,7 @@
     }
   }
 
-  /* A seed for a turn without one: the same for every worker, so they sample the same tokens. */
+  /* A seed for a request without one: the same for every worker, so they sample the same tokens. */
   function randomSeed() {
     const [high, low] = crypto.getRandomValues(new Uint32Array(2));
     return (high >>> 11) * 2 ** 32 + low;  // 53 bits: exact as a JS number

@@ -38,6 +38,7 @@ class Generation:
         try:
             for event in self.events:
                 pulled.append(event)
+                self.budget = event.budget or self.budget
                 if event.kind != "notice":
                     break
         except ContextFullError as exc:
@@ -46,7 +47,7 @@ class Generation:
         except BaseException:
             self.close()
             raise
-        budget = pulled[-1].budget if pulled else None
+        budget = self.budget
         if budget and budget.dropped and not self.drops_turns:
             self.close()
             raise naming(ContextFullError(
@@ -64,10 +65,11 @@ class Generation:
         """(text, the logprobs of the tokens sampled since the last piece, or None without logprobs)."""
         try:
             for event in itertools.chain(self.first, self.events):
+                self.budget = event.budget or self.budget  # the context as of this event
                 if event.kind == "piece":
                     yield event.text, self.unsent_records()
                 elif event.kind == "done":
-                    self.stats, self.budget = event.stats, event.budget
+                    self.stats = event.stats
         finally:
             self.close()
 
@@ -97,6 +99,15 @@ class Generation:
             report["context_budget"] = self.budget.as_dict()
         return report
 
+    def report_so_far(self) -> Dict[str, Any]:
+        """A chat's usage and context budget as of the last event, for a chunk of a stream (vLLM's
+        continuous_usage_stats): the prompt, and the tokens sampled so far."""
+        budget = self.budget
+        if budget is None:
+            return {}
+        return {"usage": shapes.usage(budget.system + budget.history, budget.answer),
+                "context_budget": budget.as_dict()}
+
 
 def naming(error: ContextFullError, param: str) -> ContextFullError:
     """`error` with the argument that did not fit (for the server's error object)."""
@@ -123,20 +134,22 @@ def chat_response(run: Generation, model: str, reader: CallReader) -> Iterator[O
     yield shapes.chat_completion(ident, model, message, reason, shapes.chat_logprobs(run.records), run.report())
 
 
-def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: bool = False
-                ) -> Iterator[Dict[str, Any]]:
+def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: bool = False,
+                continuous: bool = False) -> Iterator[Dict[str, Any]]:
     """The first chunk carries the role (and an empty content unless the answer may be a call), then one per
     delta (with the logprobs of the tokens since the last one), the last the finish_reason; with include_usage
-    a chunk without choices carries run.report()."""
+    a chunk without choices carries run.report(), and with continuous every chunk before it carries
+    run.report_so_far()."""
     ident = shapes.new_id("chatcmpl")
+    so_far = run.report_so_far if continuous else dict
     role = {"role": "assistant"} if reader.may_call else {"role": "assistant", "content": ""}  # a call: no content
-    yield shapes.chat_chunk(ident, model, role)
+    yield dict(shapes.chat_chunk(ident, model, role), **so_far())
     pending: Optional[List[shapes.TokenLogprob]] = None if run.records is None else []
 
     def chunks(deltas: List[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
         nonlocal pending
         for delta in deltas:
-            yield shapes.chat_chunk(ident, model, delta, logprobs=shapes.chat_logprobs(pending))
+            yield dict(shapes.chat_chunk(ident, model, delta, logprobs=shapes.chat_logprobs(pending)), **so_far())
             pending = None if pending is None else []
 
     for piece, records in run.pieces():
@@ -145,8 +158,8 @@ def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: 
     yield from chunks(reader.finish())
     reason = run.finish_reason()
     rest = run.unsent_records()
-    yield shapes.chat_chunk(ident, model, {}, "tool_calls" if reader.is_call and reason == "stop" else reason,
-                            shapes.chat_logprobs(None if pending is None else pending + rest))
+    yield dict(shapes.chat_chunk(ident, model, {}, "tool_calls" if reader.is_call and reason == "stop" else reason,
+                                 shapes.chat_logprobs(None if pending is None else pending + rest)), **so_far())
     if include_usage:
         yield shapes.usage_chunk(ident, model, "chat.completion.chunk", run.report())
 

@@ -14,7 +14,8 @@ Code written for llama-cpp-python's `Llama` ports by changing the import. The de
 A conversation that does not fit the context with room for the answer is refused (ContextFullError), unless
 truncation="auto" (OpenAI's Responses API name): then its oldest turns are dropped, as the page's and the
 terminal's chats do (`pychat-wasm chat` is built on this class). Responses carry llama.cpp's `timings` and
-the chat's `context_budget` next to `usage` (streamed: with stream_options={"include_usage": True}).
+the chat's `context_budget` next to `usage` (streamed: with stream_options={"include_usage": True}; with
+"continuous_usage_stats": True too, every chunk carries them as they stand, as the page's meter shows them).
 
 It runs on one ChatSession (chat/session.py), so the KV cache is reused across calls for the longest common
 token prefix: a conversation's next turn runs only its new tokens. One LLM runs one call at a time (the HTTP
@@ -33,7 +34,7 @@ import numpy as np
 
 from . import shapes
 from .options import (api_embedding_inputs, api_messages, api_prompt, api_settings, api_stop_strings,
-                      drops_old_turns, includes_usage, top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
+                      continuous_usage, drops_old_turns, includes_usage, top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
 from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
 from .tool_messages import for_template
 from .tools import CallReader, ToolPlan
@@ -146,12 +147,14 @@ class LLM:
         """Answer `messages` with the model's chat template: an OpenAI chat.completion dict, or with stream=True
         an iterator of chat.completion.chunk dicts (the first carries the role, the last the finish_reason;
         stream_options={"include_usage": True} adds one without choices carrying usage, timings and
-        context_budget). response_format / grammar constrain the answer (structured.py); tools / tool_choice
+        context_budget; with "continuous_usage_stats": True too, vLLM's, every chunk carries the usage and
+        context_budget so far). response_format / grammar constrain the answer (structured.py); tools / tool_choice
         and messages with tool calls or results: tools.py, tool_messages.py. truncation="auto" drops the oldest
         turns that do not fit (the default, "disabled", refuses them)."""
         conversation = for_template(api_messages(messages), self.session.template)
         top = top_logprobs_count(logprobs, top_logprobs)
         include_usage, drops_turns = includes_usage(stream_options, stream), drops_old_turns(truncation)
+        continuous = continuous_usage(stream_options, stream)
         plan = None if tools is None and tool_choice is None else ToolPlan(tools, tool_choice)
         if plan is not None:
             if plan.required and (grammar is not None or response_format_gbnf(response_format) is not None):
@@ -168,7 +171,7 @@ class LLM:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages", drops_turns)
         if stream:
-            return chat_chunks(run, self.model_name, reader, include_usage)
+            return chat_chunks(run, self.model_name, reader, include_usage, continuous)
         return self._whole(chat_response(run, self.model_name, reader))
 
     def context_budget(self, messages: Messages, *, max_tokens: Optional[int] = None) -> Dict[str, Any]:
@@ -194,6 +197,9 @@ class LLM:
         response_format / grammar constrain the continuation (structured.py)."""
         prompt = api_prompt(prompt)
         include_usage = includes_usage(stream_options, stream)
+        if continuous_usage(stream_options, stream):
+            raise InvalidRequestError("stream_options: continuous_usage_stats is for chat completions (a "
+                                      "completion has no context budget to report)", "stream_options")
         top = None if logprobs is None else whole_number_in_range(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
         ids = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=True, special=True)
         if isinstance(prompt, list):

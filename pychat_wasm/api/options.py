@@ -12,7 +12,7 @@ pychat_wasm.errors.InvalidRequestError: top_p: top-p must be a number above 0 an
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..chat.sampler import SamplingSettings, settings_from_mapping
 from ..chat.stop_strings import stop_strings_from_values
@@ -21,6 +21,7 @@ from .tool_messages import tool_fields
 
 OPENAI_DEFAULTS = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound
+STREAM_OPTIONS = ("include_usage", "continuous_usage_stats")  # OpenAI's, vLLM's
 TRUNCATIONS = ("disabled", "auto")  # OpenAI's Responses API names: refuse what does not fit, or drop old turns
 
 
@@ -57,15 +58,26 @@ def drops_old_turns(truncation: Any) -> bool:
 
 def includes_usage(stream_options: Any, stream: bool) -> bool:
     """OpenAI's stream_options={"include_usage": true}: a last chunk with usage (and no choices)."""
+    return _usage_options(stream_options, stream)[0]
+
+
+def continuous_usage(stream_options: Any, stream: bool) -> bool:
+    """vLLM's stream_options={"include_usage": true, "continuous_usage_stats": true}: every chunk carries the
+    usage so far too (a chat's with its context_budget: the page's meter counts each token as it streams)."""
+    include, continuous = _usage_options(stream_options, stream)
+    return include and continuous
+
+
+def _usage_options(stream_options: Any, stream: bool) -> Tuple[bool, bool]:
     if stream_options is None:
-        return False
+        return False, False
     if not stream:
         raise InvalidRequestError("stream_options is only allowed with stream=True", "stream_options")
-    if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"} or not isinstance(
-            stream_options.get("include_usage", False), bool):
-        raise InvalidRequestError("stream_options must be {include_usage: true or false}, not %r"
-                                  % (stream_options,), "stream_options")
-    return stream_options.get("include_usage", False)
+    if not isinstance(stream_options, dict) or set(stream_options) - set(STREAM_OPTIONS) or not all(
+            isinstance(stream_options.get(name, False), bool) for name in STREAM_OPTIONS):
+        raise InvalidRequestError("stream_options must be {include_usage, continuous_usage_stats: true or false}, "
+                                  "not %r" % (stream_options,), "stream_options")
+    return tuple(stream_options.get(name, False) for name in STREAM_OPTIONS)
 
 
 def top_logprobs_count(logprobs: Any, top_logprobs: Any) -> Optional[int]:

@@ -8,56 +8,52 @@ lifetimes.
 
     >>> load_model(np.fromfile("SmolLM2-135M-Instruct.Q4_1.gguf", np.uint8), "SmolLM2")   # doctest: +SKIP
     '{"ok": true, "info": {"architecture": "llama", ...}}'
-    >>> begin_turn('{"messages": [{"role": "user", "content": "Hi!"}], "settings": {"temperature": 0}}')  # doctest: +SKIP
-    >>> next_event()                                                                      # doctest: +SKIP
-    '{"ok": true, "event": {"kind": "progress", ...}}'
 
 LoRA adapters (llama.cpp's GGUF files, pychat_wasm/model/lora.py) are applied to the loaded model and removed
 again without reloading its weights: apply_lora(bytes, name, scale), remove_lora(name); every worker of a split
 model applies its own shard of an adapter, so the page calls every active worker, as for a turn.
 
-The page owns the conversation: each turn sends it whole (begin_turn), and Python keeps only what the KV cache
-holds. The engine of web/pychat.js sends OpenAI's requests instead (begin_request), answered by the library's
-LLM around the same session (api/endpoints.py), chunk by chunk (next_chunk):
+One protocol answers both the page's chat and the engine of web/pychat.js: OpenAI's requests (begin_request),
+answered by the library's LLM around the session (api/endpoints.py), chunk by chunk (next_chunk). The page owns
+its conversation and sends it whole with each turn, a streamed chat.completions request; Python keeps only what
+the KV cache holds. context_budget is the page's context meter before a turn (LLM.context_budget).
 
     >>> begin_request("chat.completions", '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}')  # doctest: +SKIP
     >>> next_chunk()                                                                   # doctest: +SKIP
     '{"ok": true, "item": {"object": "chat.completion.chunk", ...}}'
 
-The token loop lives in the worker's JS: it calls next_event(stop) or next_chunk(stop) once per step and yields
-to its event loop in between, which is where a Stop message gets through (Pyodide's interrupt buffer would need
-cross-origin isolation).
+The token loop lives in the worker's JS: it calls next_chunk(stop) once per step and yields to its event loop in
+between, which is where a Stop message gets through (Pyodide's interrupt buffer would need cross-origin
+isolation).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
 from ..api.endpoints import respond
 from ..api.llm import LLM
-from ..errors import InvalidSettingError, NoModelLoadedError, NotGGUFError, PychatError
+from ..errors import InvalidRequestError, InvalidSettingError, NoModelLoadedError, NotGGUFError, PychatError
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
 from ..chat.load import plan_load
 from ..model.load_plan import check_supported
 from ..model.lora import adapter_header, open_adapters
-from ..chat.session import ChatEvent, ChatSession
+from ..chat.session import ChatSession
 from ..model.tensor_parallel import Collective
-from .protocol import ErrorReply, FitOptions, LoadOptions, Turn
+from .protocol import ErrorReply, FitOptions, LoadOptions
 
 
 class _Worker:
-    """What the worker holds between calls: the model's session, the LLM around it (web/pychat.js's requests)
-    and the page's running turn or the engine's running request."""
+    """What the worker holds between calls: the model's session, the LLM around it and the running request."""
 
     session: Optional[ChatSession] = None
     llm: Optional[LLM] = None
-    turn: Optional[Iterator[ChatEvent]] = None
     base: Optional[GGUFFile] = None  # the loaded model's file, which adapters are checked against
     request: Optional[Iterator[Optional[Dict[str, Any]]]] = None
 
@@ -140,7 +136,7 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
     gguf = GGUFFile(data, name=name)
     plan = plan_load(gguf, context_length=options.context_length or None, policy=options.policy,
                      memory_limit=options.memory_limit or MODEL_HEAP, workers=options.workers, rank=options.rank)
-    _worker.session = _worker.llm = _worker.turn = _worker.request = _worker.base = None  # free the old weights first
+    _worker.session = _worker.llm = _worker.request = _worker.base = None  # free the old weights first
     if plan.idle:
         return {"idle": True, "workers": plan.workers}
     collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
@@ -153,57 +149,27 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
                          memory_bytes=model.memory_bytes())}
 
 
-def _session() -> ChatSession:
-    if _worker.session is None:
+def _llm() -> LLM:
+    if _worker.llm is None:
         raise NoModelLoadedError("no model is loaded yet")
-    return _worker.session
+    return _worker.llm
 
 
 @json_reply
-def conversation_budget(conversation_json: str) -> Dict[str, Any]:
-    """The context budget of a conversation as it stands, before any answer: {"budget": {used, ...}}.
-    conversation: a protocol.Turn without stop strings (its settings: the answer's room)."""
-    conversation = Turn.from_mapping(json.loads(conversation_json))
-    return {"budget": _session().budget(conversation.conversation(), conversation.settings).as_dict()}
-
-
-@json_reply
-def begin_turn(turn_json: str) -> Dict[str, Any]:
-    """Answer the conversation the page owns, sent whole: {"system_prompt", "messages": [{"role", "content"},
-    ... ending with the user's], "settings": {...}, "stop": [stop strings]}. The answer then comes from
-    next_event() calls; its "done" event carries the whole answer and budget.dropped, how many of the oldest
-    messages the prompt left out. A turn that fails leaves the session as it was."""
-    turn = Turn.from_mapping(json.loads(turn_json))  # settings and stop strings checked
-    # InvalidConversationError: nothing has changed yet
-    _worker.request = None
-    _worker.turn = _session().reply(turn.conversation(), turn.settings, turn.stop)
-    return {}
-
-
-@json_reply
-def next_event(stop: bool = False) -> Dict[str, Any]:
-    """The next event of the running answer, or {"event": null} when it is over. stop=True (the page's Stop)
-    ends the answer after the current step: this event is then its "done"."""
-    if _worker.turn is None:
-        return {"event": None}
-    if stop:
-        _session().cancel()
-    try:
-        event = next(_worker.turn)
-    except StopIteration:
-        _worker.turn = None
-        return {"event": None}
-    except BaseException:
-        _worker.turn = None
-        raise
-    if event.kind == "done":
-        _worker.turn = None
-    return {"event": event.as_dict()}
+def context_budget(body_json: str) -> Dict[str, Any]:
+    """The context a conversation takes as it stands, before any answer: {"budget": {used, ...}}, as a streamed
+    answer's context_budget reports it. body: {"messages": [...] (possibly none), "max_tokens": the answer's
+    room (null: the engine's default)}, as in a chat.completions request."""
+    body = json.loads(body_json)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the budget's body must be a JSON object, not %s" % type(body).__name__)
+    messages: List[Dict[str, Any]] = body.get("messages") or []
+    return {"budget": _llm().context_budget(messages, max_tokens=body.get("max_tokens"))}
 
 
 def _between_turns() -> ChatSession:
-    session = _session()
-    if _worker.turn is not None or _worker.request is not None:
+    session = _llm().session
+    if _worker.request is not None:
         raise InvalidSettingError("an answer is being written: stop it before applying or removing an adapter")
     return session
 
@@ -241,10 +207,8 @@ def begin_request(kind: str, body_json: str) -> Dict[str, Any]:
     """Start answering one of OpenAI's requests, as the library API does (api/endpoints.py): kind
     "chat.completions", "completions", "embeddings" or "models", body its JSON object. The answer then comes
     from next_chunk() calls. Refusals (InvalidRequestError, ...) come here, before anything is generated."""
-    if _worker.llm is None:
-        raise NoModelLoadedError("no model is loaded yet")
-    _worker.turn = _worker.request = None
-    answer = respond(_worker.llm, kind, json.loads(body_json))
+    _worker.request = None
+    answer = respond(_llm(), kind, json.loads(body_json))
     _worker.request = iter([answer]) if isinstance(answer, dict) else answer
     return {}
 
@@ -257,7 +221,7 @@ def next_chunk(stop: bool = False) -> Dict[str, Any]:
     if _worker.request is None:
         return {"done": True}
     if stop:
-        _session().cancel()
+        _llm().cancel()
     try:
         return {"item": next(_worker.request)}
     except StopIteration:

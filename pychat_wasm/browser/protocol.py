@@ -1,8 +1,7 @@
-"""The worker protocol's payloads, declared once: what the page sends the Python workers besides the
-conversation, and what a failed request answers. build/build_site.py writes what the page reads of it into
+"""The worker protocol's payloads, declared once: what the page sends the Python workers besides OpenAI's
+requests (api/endpoints.py reads those), and what a failed request answers. build/build_site.py writes what the page reads of it into
 manifest.json (page_manifest), so the page's form bounds and defaults are never copies.
 
-    Turn             begin_turn's (and conversation_budget's) payload: {"system_prompt", "messages", "settings", "stop"}
     LoadOptions      load_model's options: {"context_length", "policy", "memory_limit", "workers", "rank"}
     FitOptions       check_fit's options: {"name", "context_length", "memory_limit", "from_address"}
     FinetuneOptions  begin_finetune's options, with the browser's defaults (a 135M model within one heap)
@@ -19,11 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from ..api.shapes import openai_error
-from ..chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
-from ..chat.stop_strings import stop_strings_from_values
+from ..chat.sampler import SETTING_RULES, SamplingSettings
 from ..errors import HeaderTruncatedError, InvalidSettingError
 from ..model.fit_check import HEAP_LIMIT
 from ..train.finetune import FinetuneSettings
@@ -45,31 +43,6 @@ def _from_mapping(cls, values: Mapping[str, Any]):
         except (TypeError, ValueError):
             raise InvalidSettingError("%s must be a %s, not %r" % (field.name, kind.__name__, value)) from None
     return cls(**changes)
-
-
-@dataclasses.dataclass(frozen=True)
-class Turn:
-    """The conversation the page owns, sent whole with every turn: the system prompt in a field of its own
-    (empty: the template's default), the messages ending with the user's, the settings (checked as the CLI's
-    options are) and the stop strings."""
-
-    system_prompt: Optional[str]
-    messages: List[Dict[str, str]]
-    settings: SamplingSettings
-    stop: List[str]
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "Turn":
-        if not isinstance(values, Mapping):
-            raise InvalidSettingError("a turn must be an object, not %s" % type(values).__name__)
-        settings = settings_from_mapping(values.get("settings") or {})
-        return cls(values.get("system_prompt") or None, list(values.get("messages") or []), settings,
-                   stop_strings_from_values(values.get("stop")))
-
-    def conversation(self) -> List[Dict[str, str]]:
-        """The engine's one shape: the system prompt as the first message (none when empty), then the rest."""
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return system + self.messages
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,7 +130,7 @@ SETTING_RULES = {
 
 def settings_from_mapping(values: Mapping[str, Any], base: SamplingSettings = SamplingSettings()) -> SamplingSettings:
     """`base` changed by `values`, each value checked by its SETTING_RULES entry: the one path by which the CLI's
-    options and the page's form (worker_api.begin_turn) become settings, with the same messages.
+    options and the API's arguments (the page's form among them) become settings, with the same messages.
 
     Keys are SamplingSettings' field names; unknown keys are ignored and a None value keeps base's value.
 

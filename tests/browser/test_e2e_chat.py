@@ -1,8 +1,9 @@
 """The chat product in the real page in Chromium: the page owns the conversation and Python answers what it
 is sent (checked by asking Python what its last answer used), regenerate and edit-and-resend give the native
 engine's greedy answers, conversations survive reloads, switch, rename, delete, export and import, settings
-are checked by the engine's own code (pychat_wasm.chat.sampler.settings_from_mapping), Escape stops, stop strings
-cut the answer. References: pychat_wasm.chat.session.ChatSession natively, the tiny model's ChatML token counts."""
+are checked by the engine's own code (the API's pychat_wasm.api.options.api_settings: a turn is a
+chat.completions request), Escape stops, stop strings cut the answer. References:
+pychat_wasm.chat.session.ChatSession natively, the tiny model's ChatML token counts."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, alert_texts, ask, chatml_tok
 from texts import GOLDEN_QUESTION
 from tiny_models import write_tiny_gguf
 
-from pychat_wasm.errors import InvalidSettingsError
-from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings, settings_from_mapping
+from pychat_wasm.api.options import api_settings
+from pychat_wasm.errors import InvalidRequestError
+from pychat_wasm.chat.sampler import SETTING_RULES, SamplingSettings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -79,8 +81,8 @@ def test_regenerate_and_edit_and_resend_give_the_native_engines_greedy_answers(p
 
 def test_a_setting_out_of_range_is_refused_with_the_engines_message_and_nothing_is_lost(page):
     before = saved_messages(page)
-    with pytest.raises(InvalidSettingsError) as refused:
-        settings_from_mapping({"max_tokens": 0})
+    with pytest.raises(InvalidRequestError) as refused:  # the page's turn is a chat.completions request
+        api_settings({"max_tokens": 0}, context_length=4096)
     set_settings(page, max_tokens=0)
     page.fill("#input", "Hello there")
     page.press("#input", "Enter")

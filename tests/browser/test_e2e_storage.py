@@ -151,7 +151,8 @@ def test_worker_killed_mid_answer_keeps_the_conversation(page):
       let pieces = 0;
       self.postMessage = (message, transfer) => {
         post.call(self, message, transfer);
-        if (message.type === "event" && message.event.kind === "piece" && ++pieces === 5)
+        const choice = message.type === "event" && (message.event.choices || [])[0];  // a chunk of the answer
+        if (choice && choice.delta.content && ++pieces === 5)
           setTimeout(() => { throw new Error("killed by the test"); });
       };
     }""")
@@ -190,11 +191,11 @@ _model.forward = _failing_forward
 def test_wasm_heap_exhausted_mid_answer_is_a_crash_that_keeps_the_conversation(page):
     # What a failed memory.grow outside Python looks like: a RangeError out of the wasm code.
     chat_worker(page).evaluate("""() => {
-      const next = api.next_event;
+      const next = api.next_chunk;
       let pieces = 0;
-      api.next_event = () => {
-        const reply = next();
-        if (reply.includes('"kind": "piece"') && ++pieces > 6) {
+      api.next_chunk = (stop) => {
+        const reply = next(stop);
+        if (reply.includes('"content": "') && ++pieces > 6) {
           throw new RangeError("WebAssembly.Memory.grow(): Maximum memory size exceeded");
         }
         return reply;

@@ -219,8 +219,8 @@ def saved_messages(page) -> List[Dict[str, str]]:
     return page.evaluate(SAVED_MESSAGES)
 
 
-# The messages the last answer's prompt kept and the answer, as its "done" event reported them (budget.dropped:
-# how many of the oldest messages the prompt left out; text: the whole answer) and the page saved them.
+# The messages the last answer's prompt kept and the answer, as its stream reported them (the usage chunk's
+# context_budget.dropped: how many of the oldest messages the prompt left out) and the page saved them.
 PROMPT_MESSAGES = """async () => {
   const saved = await pychat.conversations.get(pychat.conversation.id);
   return saved ? saved.messages.slice(saved.dropped || 0).map(({role, content}) => ({role, content})) : [];
@@ -229,7 +229,7 @@ PROMPT_MESSAGES = """async () => {
 
 def python_messages(page) -> List[Dict[str, str]]:
     """What Python's last answer used (Python keeps no conversation): the messages its prompt kept, then the
-    answer, by the "done" event's count of dropped messages and whole answer."""
+    answer, by the usage chunk's count of dropped messages and the streamed answer."""
     return page.evaluate(PROMPT_MESSAGES)
 
 

@@ -1,14 +1,13 @@
-"""The worker's Python API, natively: the same JSON the browser worker gets, on the real SmolLM2."""
+"""The worker's Python API as the page's chat uses it, natively: the same JSON the browser worker gets (a turn is a
+streamed chat.completions request, as web/chat.js sends it), on the real SmolLM2."""
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
 
 from pychat_wasm.browser import chat_worker as worker_api
-from pychat_wasm.errors import InvalidSettingsError
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.model.fit_check import fit_check
 
@@ -21,24 +20,38 @@ def call(function, *args):
     return json.loads(function(*args))
 
 
-def turn(messages, settings=GREEDY, system_prompt="", stop=()):
-    return json.dumps({"system_prompt": system_prompt, "messages": messages, "settings": settings,
-                       "stop": list(stop)})
+def request_body(messages, settings=GREEDY, system_prompt="", stop=()):
+    """A turn of the page's chat as web/chat.js's requestBody sends it: a streamed chat.completions request."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return json.dumps(dict(settings, messages=system + messages, stop=list(stop) or None, stream=True,
+                           stream_options={"include_usage": True, "continuous_usage_stats": True},
+                           truncation="auto"))
 
 
 def run_turn(messages, settings=GREEDY, cancel_after=None, **options):
-    """Drive one answer of the conversation `messages` as worker.js does; returns (events, text)."""
-    reply = call(worker_api.begin_turn, turn(messages, settings, **options))
+    """Drive one answer of the conversation `messages` as worker.js does: (its chunks, the text)."""
+    reply = call(worker_api.begin_request, "chat.completions", request_body(messages, settings, **options))
     assert reply["ok"], reply
-    events = []
+    chunks = []
     while True:
-        stop = cancel_after is not None and sum(e["kind"] == "piece" for e in events) == cancel_after
-        reply = call(worker_api.next_event, stop)
+        stop = cancel_after is not None and len(pieces(chunks)) == cancel_after
+        reply = call(worker_api.next_chunk, stop)
         assert reply["ok"], reply
-        if reply["event"] is None:
+        if reply.get("done"):
             break
-        events.append(reply["event"])
-    return events, "".join(e["text"] for e in events if e["kind"] == "piece")
+        chunks.append(reply["item"])
+    return chunks, "".join(pieces(chunks))
+
+
+def pieces(chunks):
+    return [c["choices"][0]["delta"]["content"] for c in chunks
+            if c["choices"] and c["choices"][0]["delta"].get("content")]
+
+
+def timings(chunks):
+    """llama.cpp's timings of the answer, from the usage chunk that ends the stream."""
+    assert not chunks[-1]["choices"]
+    return chunks[-1]["timings"]
 
 
 def user(text):
@@ -65,37 +78,36 @@ def test_load_reports_what_the_page_shows(loaded, smollm2_path):
 
 
 def test_greedy_turn_streams_the_reference_answer(loaded):
-    events, text = run_turn([user(GOLDEN_QUESTION)])
-    assert text == GOLDEN_ANSWER and events[-1]["text"] == GOLDEN_ANSWER  # "done" carries the whole answer
-    kinds = [e["kind"] for e in events]
-    assert kinds[0] == "progress" and kinds[-1] == "done" and kinds.count("piece") == 7
-    stats = events[-1]["stats"]
-    assert stats["prompt_tokens"] == 42 and stats["generated_tokens"] == 8 and stats["stop_reason"] == "eos"
-    budgets = [e["budget"] for e in events if e["kind"] != "notice"]
-    assert [b["answer"] for b in budgets] == [0, 0] + list(range(1, 8)) + [8]  # 2 prompt chunks, then per token
+    chunks, text = run_turn([user(GOLDEN_QUESTION)])
+    assert text == GOLDEN_ANSWER and len(pieces(chunks)) == 7
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert timings(chunks)["prompt_n"] == 42 and timings(chunks)["predicted_n"] == 8  # the end token included
+    assert chunks[-1]["usage"] == {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
+    budgets = [c["context_budget"] for c in chunks]  # every chunk's: the page's meter, live
+    assert [b["answer"] for b in budgets] == [0] + list(range(1, 8)) + [8, 8]  # role, per piece, finish, usage
     assert budgets[-1]["used"] == 42 + 8 and budgets[-1]["history"] + budgets[-1]["system"] == 42
     assert budgets[-1]["dropped"] == 0 and budgets[-1]["will_drop_next"] is False
 
 
 def test_a_conversation_sent_whole_reuses_the_cache(loaded):
     history = [user(GOLDEN_QUESTION), assistant(GOLDEN_ANSWER)]
-    budget = call(worker_api.conversation_budget, json.dumps({"system_prompt": "", "messages": history}))["budget"]
+    budget = call(worker_api.context_budget, json.dumps({"messages": history, "max_tokens": 512}))["budget"]
     assert budget["used"] == 42 + 8 + 1 and budget["answer"] == 0  # golden prompt, answer + end token, newline
-    assert budget["reserve"] == 512  # room for an answer: the default max_tokens, less than a quarter of 4096
-    budget = call(worker_api.conversation_budget, json.dumps({"system_prompt": "", "messages": history,
-                                                              "settings": {"max_tokens": 16}}))["budget"]
+    assert budget["reserve"] == 512  # room for an answer: the page's max_tokens, less than a quarter of 4096
+    budget = call(worker_api.context_budget, json.dumps({"messages": history, "max_tokens": 16}))["budget"]
     assert budget["reserve"] == 16 and budget["used"] == 42 + 8 + 1  # the page's max_tokens sizes the room
+    assert call(worker_api.context_budget, json.dumps({"messages": []}))["budget"]["used"] == 0  # a new chat
     run_turn([user(GOLDEN_QUESTION)])
-    events, text = run_turn(history + [user("And of Germany? Answer in one sentence.")])
+    chunks, text = run_turn(history + [user("And of Germany? Answer in one sentence.")])
     assert "Berlin" in text
-    assert events[-1]["stats"]["reused_tokens"] >= 42 + 7
+    assert timings(chunks)["cache_n"] >= 42 + 7
 
 
 def test_regenerating_reuses_the_prompt_and_gives_the_same_greedy_answer(loaded):
     first, text = run_turn([user(GOLDEN_QUESTION)])
     again, text_again = run_turn([user(GOLDEN_QUESTION)])
     assert text_again == text == GOLDEN_ANSWER
-    assert again[-1]["stats"]["reused_tokens"] == 41 and again[-1]["stats"]["prompt_tokens"] == 1
+    assert timings(again)["cache_n"] == 41 and timings(again)["prompt_n"] == 1
 
 
 def cached_ids():
@@ -107,17 +119,16 @@ def cached_ids():
 def test_a_failed_turn_leaves_python_as_it_was(loaded):
     run_turn([user(GOLDEN_QUESTION)])
     before = cached_ids()
-    reply = call(worker_api.begin_turn, turn([user("word " * 5000)]))
-    assert reply["ok"]  # the conversation is well formed; the prompt is built at the first event
-    reply = call(worker_api.next_event)
-    assert reply["ok"] is False and reply["error"]["type"] == "ContextFullError"
-    assert cached_ids() == before
+    reply = call(worker_api.begin_request, "chat.completions", request_body([user("word " * 5000)]))
+    assert reply["ok"] is False and reply["error"]["type"] == "ContextFullError"  # refused before any chunk
+    assert call(worker_api.next_chunk) == {"ok": True, "done": True} and cached_ids() == before
     for bad in ([], [assistant("Hi")], [{"role": "robot", "content": "x"}], [user(5)]):
-        reply = call(worker_api.begin_turn, turn(bad))
-        assert reply["ok"] is False and reply["error"]["type"] == "InvalidConversationError", bad
+        reply = call(worker_api.begin_request, "chat.completions", request_body(bad))
+        assert reply["ok"] is False and reply["error"]["type"] == "InvalidRequestError", bad
+        assert reply["error"]["openai"]["param"] == "messages"
     assert cached_ids() == before
-    events, text = run_turn([user(GOLDEN_QUESTION)])  # the same prompt again: all of it from the cache
-    assert text == GOLDEN_ANSWER and events[-1]["stats"]["reused_tokens"] == 41
+    chunks, text = run_turn([user(GOLDEN_QUESTION)])  # the same prompt again: all of it from the cache
+    assert text == GOLDEN_ANSWER and timings(chunks)["cache_n"] == 41
 
 
 def test_stop_strings_come_with_the_turn(loaded):
@@ -128,11 +139,10 @@ def test_stop_strings_come_with_the_turn(loaded):
 
 
 def test_cancel_ends_the_answer_after_the_current_token(loaded):
-    events, text = run_turn([user("Write a long story about a dragon.")], {"max_tokens": 100, "seed": 1},
+    chunks, text = run_turn([user("Write a long story about a dragon.")], {"max_tokens": 100, "seed": 1},
                             cancel_after=2)
-    stats = events[-1]["stats"]
-    assert stats["stop_reason"] == "cancelled" and stats["generated_tokens"] <= 3
-    assert text and [e["kind"] for e in events].count("piece") <= 3
+    assert chunks[-2]["choices"][0]["finish_reason"] == "cancelled" and timings(chunks)["predicted_n"] <= 3
+    assert text and len(pieces(chunks)) <= 3
 
 
 def test_rejected_file_keeps_the_loaded_model(loaded):
@@ -146,7 +156,21 @@ def test_rejected_file_keeps_the_loaded_model(loaded):
     assert text
 
 
-def test_out_of_memory_is_reported_as_data(loaded, smollm2_path, monkeypatch):
+@pytest.mark.parametrize("settings", [{"max_tokens": 0}, {"max_tokens": "7"}])
+def test_settings_out_of_range_are_refused_with_the_clis_message(loaded, settings):
+    """The page gets, as data, the message `pychat-wasm chat` prints for the same value (sampler.py's rules),
+    naming the argument as the API does, and the turn does not start."""
+    before = cached_ids()
+    message = "max_tokens: max tokens must be a whole number of at least 1, not %r" % (settings["max_tokens"],)
+    reply = call(worker_api.begin_request, "chat.completions", request_body([user("Hi")], settings))
+    assert reply["ok"] is False
+    assert (reply["error"]["type"], reply["error"]["message"]) == ("InvalidRequestError", message)
+    assert call(worker_api.next_chunk) == {"ok": True, "done": True} and cached_ids() == before
+    reply = call(worker_api.begin_request, "chat.completions", request_body([user("Hi")], stop=[""]))
+    assert reply["ok"] is False and reply["error"]["openai"]["param"] == "stop"
+
+
+def test_out_of_memory_is_reported_as_data(loaded, smollm2_path, monkeypatch):  # last: no model afterwards
     def no_memory(*args, **kwargs):
         raise MemoryError()
 
@@ -155,17 +179,3 @@ def test_out_of_memory_is_reported_as_data(loaded, smollm2_path, monkeypatch):
     assert reply["error"]["type"] == "MemoryError"
     assert "2 GiB" in reply["error"]["message"]
     assert reply["error"]["has_model"] is False  # the old weights were dropped to make room: reload them
-
-
-@pytest.mark.parametrize("settings", [{"max_tokens": 0}, {"max_tokens": "7"}])
-def test_settings_out_of_range_are_refused_with_the_clis_message(loaded, settings):
-    """The page gets, as data, the message `pychat-wasm chat` prints for the same value (sampler.py's rules),
-    and the turn does not start."""
-    before = cached_ids()
-    message = "max tokens must be a whole number of at least 1, not %r" % (settings["max_tokens"],)
-    reply = call(worker_api.begin_turn, turn([user("Hi")], settings))
-    assert reply["ok"] is False
-    assert (reply["error"]["type"], reply["error"]["message"]) == ("InvalidSettingsError", message)
-    assert call(worker_api.next_event) == {"ok": True, "event": None} and cached_ids() == before
-    reply = call(worker_api.begin_turn, turn([user("Hi")], stop=[""]))
-    assert reply["ok"] is False and reply["error"]["type"] == "InvalidSettingsError"

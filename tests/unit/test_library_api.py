@@ -124,6 +124,8 @@ def test_frequency_and_presence_penalties_follow_openais_formula():
     ({"repeat_last_n": -1}, "repeat_last_n"), ({"truncation": "middle"}, "truncation"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream=True
     ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
+    ({"stream": True, "stream_options": {"continuous_usage_stats": "yes"}}, "stream_options"),
+    ({"stream": True, "stream_options": {"include_usage": True, "usage_every": True}}, "stream_options"),
 ])
 def test_bad_chat_arguments_name_themselves(llm, kwargs, param):
     with pytest.raises(InvalidRequestError) as raised:
@@ -216,6 +218,26 @@ def test_truncation_auto_drops_the_oldest_turns_and_the_report_says_so(llm):
     assert timings["cache_n"] + timings["prompt_n"] == report["usage"]["prompt_tokens"]
     assert timings["predicted_n"] == report["usage"]["completion_tokens"] + (finish == "stop")  # the end token
     assert llm.context_budget([])["used"] == 0
+
+
+def test_continuous_usage_stats_report_every_chunk_as_it_streams(llm):
+    """vLLM's stream_options.continuous_usage_stats (the page's live context meter): every chunk carries the
+    usage and context budget so far, the prompt as the final report counts it and the tokens sampled growing
+    with the pieces; a completion, which has no context budget, refuses it."""
+    usage_options = {"include_usage": True, "continuous_usage_stats": True}
+    chunks = list(llm.create_chat_completion(ask(GOLDEN_QUESTION), temperature=0, max_tokens=16, stream=True,
+                                             stream_options=usage_options))
+    report = chunks[-1]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1]) == GOLDEN_ANSWER
+    assert all(c["usage"]["prompt_tokens"] == report["usage"]["prompt_tokens"] for c in chunks)
+    counts = [c["usage"]["completion_tokens"] for c in chunks[:-1] if c["choices"][0]["delta"].get("content")]
+    assert counts == sorted(set(counts)) and counts[-1] == report["usage"]["completion_tokens"]
+    assert [c["context_budget"]["used"] for c in chunks[1:-2]] == [report["usage"]["prompt_tokens"] + n
+                                                                     for n in counts]
+    assert chunks[-2]["context_budget"] == report["context_budget"]  # the finish chunk: the end token counted
+    with pytest.raises(InvalidRequestError) as raised:
+        llm.create_completion("Once upon", stream=True, stream_options=usage_options)
+    assert raised.value.param == "stream_options"
 
 
 def test_a_complete_grammar_ends_the_answer_without_running_its_last_token(llm, monkeypatch):

@@ -179,11 +179,11 @@ def test_the_worker_refuses_adapters_as_data(tuned):
     assert {key: reply["error"][key] for key in ("type", "message", "has_model", "status")} == {
         "type": "InvalidSettingError", "message": "no adapter named nothing.gguf is applied", "has_model": True,
         "status": 400}
-    turn = {"messages": [{"role": "user", "content": "hi"}], "settings": {"max_tokens": 4}, "stop": []}
-    assert call(worker_api.begin_turn, json.dumps(turn))["ok"]
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+    assert call(worker_api.begin_request, "chat.completions", json.dumps(body))["ok"]
     reply = call(worker_api.remove_lora, "")
     assert reply["error"]["message"] == "an answer is being written: stop it before applying or removing an adapter"
-    while call(worker_api.next_event)["event"] is not None:
+    while not call(worker_api.next_chunk).get("done"):
         pass
     assert call(worker_api.remove_lora, "") == {"ok": True, "adapters": []}
     np.testing.assert_array_equal(worker_logits(), before)

@@ -8,7 +8,9 @@
  * messages after it are replaced), the system prompt, and the sampling settings and stop strings of
  * sampling_form.js. The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
  * conversation_list.js. The context budget (tokens used of the model's context, live while an answer streams)
- * is shown under the messages; the messages the last prompt left out are marked.
+ * is shown under the messages; the messages the last prompt left out are marked. Files attached to the message
+ * being written (attachments.js) are counted in the budget before it is sent, and kept with the message; the
+ * model reads every message as modelMessages() makes it (attachments in, past reasoning out).
  *
  * It owns the answer being written (`generating`, `turn`: a promise that settles when it ends) and the
  * conversation on the page (`conversation`, `conversations`: the store); others read them, only it writes.
@@ -34,6 +36,10 @@
       this.turn = null;            // the answer being written, or the last one: settles when it ends
       this.conversations = null;   // the saved conversations (conversation_store.js)
       this.conversation = null;    // the one on the page: {id, title, system_prompt, messages, ...}
+      this.attachments = new Pychat.AttachmentTray({
+        countTokens: async (text) => (await this.models.python.request("countTokens", {text})).tokens,
+        onChange: () => { if (this.models.idle()) this.showStoredBudget(); },
+      });
     }
 
     $(id) {
@@ -61,6 +67,7 @@
       this.$("system-prompt").onchange = () => this.changeSystemPrompt();
       this.form.wire();
       this.list.wire();
+      this.attachments.wire();
     }
 
     // ---- the conversation on the page ------------------------------------------------------------------------
@@ -90,6 +97,7 @@
 
     addMessage(message, index) {
       const view = this.view.add(message.role, message.content);
+      Pychat.Attachments.showChips(view.root, message.attachments, view.content);
       if (message.role === "user") view.addAction("Edit", () => this.edit(view, index));
       return view;
     }
@@ -125,26 +133,39 @@
       this.view.markDropped(budget.dropped);
     }
 
-    /* The budget of the conversation in use as it stands (after a model load, a switch). */
+    /* The budget of the conversation in use as it stands (after a model load, a switch), with the files attached
+     * to the next message. */
     async showStoredBudget() {
-      const {system_prompt, messages} = this.conversation;
+      const attached = this.attachments.files;
+      const draft = attached.length ? [{role: "user", content: "", attachments: attached}] : [];
       try {
-        const conversation = {system_prompt, messages, settings: this.form.settings()};  // max_tokens: the answer's room
-        const reply = await this.models.python.request("budget", {conversation});
-        this.showBudget(reply.budget);
+        this.showBudget(await this.budgetOf(this.conversation.messages.concat(draft)));
       } catch (error) {
         this.meter.textContent = `Context: ${error.message}`;
       }
     }
 
+    /* The worker's budget of `messages` after the system prompt, before an answer. */
+    async budgetOf(messages) {
+      const conversation = {system_prompt: this.conversation.system_prompt || "", messages: modelMessages(messages),
+                            settings: this.form.settings()};  // max_tokens: the answer's room
+      return (await this.models.python.request("budget", {conversation})).budget;
+    }
+
     // ---- turns ---------------------------------------------------------------------------------------------
 
-    send() {
+    /* The message in the input, with the attachments (refused, and kept, when they cannot fit the context). */
+    async send() {
       const text = this.$("input").value.trim();
-      if (!text || !this.models.idle()) return null;
+      const attached = this.attachments.files;
+      if ((!text && !attached.length) || !this.models.idle()) return null;
+      const message = attached.length ? {role: "user", content: text, attachments: attached} : {role: "user", content: text};
+      if (attached.length && !(await this.attachments.fits(message, (messages) => this.budgetOf(messages)))) return null;
       this.$("input").value = "";
-      const messages = this.conversation.messages.concat({role: "user", content: text});
-      return this.runTurn(messages, {unsent: text});
+      this.attachments.take();
+      const saved = await this.runTurn(this.conversation.messages.concat(message), {unsent: text});
+      if (!saved && attached.length) this.attachments.restore(attached);  // failed before its first piece: kept
+      return saved;
     }
 
     /* The last answer again, for the same conversation (its prompt is all in the KV cache). */
@@ -159,7 +180,8 @@
       if (this.generating) return;
       view.editText((text) => {
         if (!this.models.idle() || !text.trim()) return false;
-        const messages = this.conversation.messages.slice(0, index).concat({role: "user", content: text.trim()});
+        const messages = this.conversation.messages.slice(0, index)
+          .concat({...this.conversation.messages[index], content: text.trim()});  // its attachments stay
         this.runTurn(messages);
         return true;
       });
@@ -195,8 +217,8 @@
         }
         this.showBudget(event.budget);
       };
-      const turn = {system_prompt: conversation.system_prompt || "", messages, settings: this.form.settings(),
-                    stop: this.form.stops()};
+      const turn = {system_prompt: conversation.system_prompt || "", messages: modelMessages(messages),
+                    settings: this.form.settings(), stop: this.form.stops()};
       let outOfMemory = false;
       this.turn = this.models.python.request("chat", {turn}, {onEvent})
         .catch((error) => {
@@ -272,6 +294,13 @@
       if (conversation.messages.length) await this.save(conversation);
       if (this.models.idle()) this.showStoredBudget();
     }
+  }
+
+  /* The messages as the model reads them: a user's with its attachments (attachments.js), a past answer without
+   * its reasoning (reasoning.js); docs/chat.md says why. */
+  function modelMessages(messages) {
+    return messages.map((m) => ({role: m.role, content: m.role === "user" ? Pychat.Attachments.promptText(m)
+                                                                         : Pychat.Reasoning.answerOnly(m.content)}));
   }
 
   Object.assign(Pychat, {ChatController});

@@ -16,6 +16,7 @@
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}      load_model
  *   {type: "chat", turn: {system_prompt, messages, settings, stop}}      begin_turn, then next_event(stop)
  *   {type: "budget", conversation: {system_prompt, messages, settings}}  conversation_budget
+ *   {type: "countTokens", text}                                        count_tokens: {tokens}
  *   {type: "applyLora", name, bytes: ArrayBuffer (transferred), scale}   apply_lora: {adapters: [...]}
  *   {type: "removeLora", name}                       ("": all of them)   remove_lora: {adapters: [...]}
  *   {type: "request", kind, body}       begin_request, then next_chunk(stop): one of OpenAI's requests
@@ -34,8 +35,8 @@
 
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
-  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "apply_lora",
-                         "remove_lora", "begin_request", "next_chunk"];
+  const API_FUNCTIONS = ["check_fit", "load_model", "begin_turn", "next_event", "conversation_budget", "count_tokens",
+                         "apply_lora", "remove_lora", "begin_request", "next_chunk"];
   let py = null;          // the facade from bootPython
   let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
@@ -95,6 +96,10 @@
 
     async budget({conversation}) {
       return callApi("conversation_budget", JSON.stringify(conversation));
+    },
+
+    async countTokens({text}) {
+      return callApi("count_tokens", text);
     },
 
     async chat({rid, turn}) {

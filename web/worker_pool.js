@@ -8,6 +8,7 @@
  *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
  *     await python.request("chat", {turn}, {onEvent});  // events come from worker 0 (turn: see worker.js)
+ *     await python.request("countTokens", {text});     // worker 0 only: {tokens}
  *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
  *     await python.request("removeLora", {name});
  *     await python.request("request", {kind, body}, {onEvent});   // one of OpenAI's (web/pychat.js)
@@ -62,6 +63,7 @@
       if (type === "load") return this.load(payload, transfer);
       if (type === "applyLora") return this.applyLora(payload);
       if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
+      if (type === "countTokens") return this.active[0].request(type, payload);  // the same in every worker
       if (type === "chat" && payload.turn.settings.seed == null) {
         payload = {...payload, turn: {...payload.turn, settings: {...payload.turn.settings, seed: randomSeed()}}};
       }

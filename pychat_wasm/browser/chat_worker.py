@@ -168,6 +168,13 @@ def conversation_budget(conversation_json: str) -> Dict[str, Any]:
 
 
 @json_reply
+def count_tokens(text: str) -> Dict[str, Any]:
+    """{"tokens": n}: how many token ids `text` is in the loaded model's vocabulary, as the chat template's
+    rendering tokenizes it (special tokens parsed, no BOS): the page's attachment chips (web/attachments.js)."""
+    return {"tokens": len(_session().tokenizer.encode(text, add_special=False))}
+
+
+@json_reply
 def begin_turn(turn_json: str) -> Dict[str, Any]:
     """Answer the conversation the page owns, sent whole: {"system_prompt", "messages": [{"role", "content"},
     ... ending with the user's], "settings": {...}, "stop": [stop strings]}. The answer then comes from

@@ -1,5 +1,5 @@
 """Attachments in the page (web/attachments.js, web/pdf_text.js) with the real SmolLM2, in Chromium: a text file
-picked with the Attach button and a PDF dropped on the composer, each answered from a fact only the file holds;
+picked with the Attach button and a PDF dropped on the composer (and files pasted), each answered from a fact only the file holds;
 their chips' token counts and the context meter against transformers' tokenizer of the same model; a file too
 big to read and one too long for the context refused before anything is sent; attachments kept through a
 reload; chips that wrap on a phone-sized screen.
@@ -152,12 +152,22 @@ def test_attachments_survive_a_reload_and_the_prompt_stays_the_same(page, refere
                                                  {"role": "assistant", "content": messages[1]["content"]}]))
 
 
+PASTE_FILE = """name => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File(["Fact 2."], name, {type: "text/plain"}));
+  document.getElementById("input").dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true,
+                                                                             cancelable: true}));
+}"""
+
+
 def test_chips_wrap_on_a_phone_sized_screen(page):
     page.set_viewport_size(PHONE)
     names = ["quarterly-report-for-the-board-%d.txt" % i for i in range(3)]
     page.set_input_files("#attach-file", files=[{"name": n, "mimeType": "text/plain", "buffer": b"Fact %d." % i}
-                                                for i, n in enumerate(names)])
+                                                for i, n in enumerate(names[:2])])
+    page.evaluate(PASTE_FILE, names[2])  # a file pasted into the input joins them
     wait_counted(page, 3)
+    assert [name for name, _ in chips(page)] == names and page.input_value("#input") == ""
     layout = page.evaluate("""() => ({width: innerWidth, scrollWidth: document.documentElement.scrollWidth,
         chips: [...document.querySelectorAll('#attachments .chip')].map((c) => c.getBoundingClientRect().toJSON()),
         input: document.getElementById('input').getBoundingClientRect().toJSON()})""")

@@ -159,8 +159,9 @@
       const text = this.$("input").value.trim();
       const attached = this.attachments.files;
       if ((!text && !attached.length) || !this.models.idle()) return null;
-      const message = attached.length ? {role: "user", content: text, attachments: attached} : {role: "user", content: text};
-      if (attached.length && !(await this.attachments.fits(message, (messages) => this.budgetOf(messages)))) return null;
+      const message = {role: "user", content: text, ...(attached.length ? {attachments: attached} : {})};
+      const fits = !attached.length || await this.attachments.fits(message, (messages) => this.budgetOf(messages));
+      if (!fits) return null;  // the attachments' message says why; the text and the files stay
       this.$("input").value = "";
       this.attachments.take();
       const saved = await this.runTurn(this.conversation.messages.concat(message), {unsent: text});

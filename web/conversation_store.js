@@ -11,7 +11,8 @@
  *     const fromFile = await Pychat.ConversationStore.readImport(file);  // the same; a file too large is never read
  *
  * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
- * "assistant", content, stats?, attachments? (a user's files: [{name, type, text, tokens}], attachments.js)}], dropped (how many of the oldest messages the last answer's prompt left out),
+ * "assistant", content, stats?, attachments? (a user's files: [{name, type, text, tokens}], attachments.js)}],
+ * dropped (how many of the oldest messages the last answer's prompt left out),
  * created, updated} (times in ms). The title comes from the first message until the
  * user renames it. The page owns the conversation: Python gets it whole at every turn (chat.js).
  */

@@ -5,7 +5,7 @@
       pyodide/                                 Pyodide 0.27.7's core files that run + its numpy 2.0.2 wheel
       wheels/                                  Jinja2, MarkupSafe (plain Python) and the engine built from
                                                this checkout (pychat_wasm-*.whl): see build/browser_packages.py
-      vendor/                                  marked and DOMPurify (npm) with their licences: see VENDOR_FILES
+      vendor/                                  marked, DOMPurify, pdf.js (npm) with their licences: VENDOR_FILES
       models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model (and the catalog's other own files)
       models.json                              the model catalog, checked (build/model_catalog.py)
       manifest.json                            what the page and its service worker read (see build_site),
@@ -54,12 +54,15 @@ PYODIDE_CORE = ["pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdl
 PYODIDE_DIR = "pyodide/"  # the site's folder of PYODIDE_CORE and the numpy wheel: the workers' indexURL
 # Browser libraries from npm, pinned in package.json and checked against node_modules: the page runs them from
 # vendor/ (offline, and under its script-src 'self'), each beside its licence. marked renders the answers'
-# Markdown, DOMPurify sanitizes the result (web/markdown.js).
+# Markdown, DOMPurify sanitizes the result (web/markdown.js); pdf.js (ES modules: the library and its worker)
+# reads the text of attached PDFs (web/pdf_text.js).
 VENDOR_DIR = "vendor/"
 VENDOR_FILES = {  # npm package -> {file in the package: its name in vendor/}
     "marked": {"lib/marked.umd.js": "marked.umd.js", "LICENSE": "marked.LICENSE.txt"},
     "dompurify": {"dist/purify.min.js": "purify.min.js", "LICENSE": "dompurify.LICENSE.txt",
                   "LICENSE-MPL": "dompurify.LICENSE-MPL.txt"},
+    "pdfjs-dist": {"build/pdf.min.mjs": "pdf.min.mjs", "build/pdf.worker.min.mjs": "pdf.worker.min.mjs",
+                   "LICENSE": "pdfjs.LICENSE.txt"},
 }
 SERVICE_WORKER = "sw.js"
 SW_VERSION_PLACEHOLDER = "__BUILD_ID__"

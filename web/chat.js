@@ -10,7 +10,9 @@
  * messages after it are replaced), the system prompt, and the sampling settings and stop strings of
  * sampling_form.js. The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
  * conversation_list.js. The context budget (tokens used of the model's context, live while an answer streams)
- * is shown under the messages; the messages the last prompt left out are marked.
+ * is shown under the messages; the messages the last prompt left out are marked. Files attached to the message
+ * being written (attachments.js) are counted in the budget before it is sent, and kept with the message; the
+ * model reads every message as modelMessages() makes it (attachments in, past reasoning out).
  *
  * It owns the answer being written (`generating`, `turn`: a promise that settles when it ends) and the
  * conversation on the page (`conversation`, `conversations`: the store); others read them, only it writes.
@@ -47,6 +49,10 @@
       this.turn = null;            // the answer being written, or the last one: settles when it ends
       this.conversations = null;   // the saved conversations (conversation_store.js)
       this.conversation = null;    // the one on the page: {id, title, system_prompt, messages, ...}
+      this.attachments = new Pychat.AttachmentTray({
+        countTokens: async (text) => (await this.models.python.request("countTokens", {text})).tokens,
+        onChange: () => { if (this.models.idle()) this.showStoredBudget(); },
+      });
     }
 
     $(id) {
@@ -74,6 +80,7 @@
       this.$("system-prompt").onchange = () => this.changeSystemPrompt();
       this.form.wire();
       this.list.wire();
+      this.attachments.wire();
     }
 
     // ---- the conversation on the page ------------------------------------------------------------------------
@@ -103,6 +110,7 @@
 
     addMessage(message, index) {
       const view = this.view.add(message.role, message.content, {toolCalls: message.tool_calls});
+      Pychat.Attachments.showChips(view.root, message.attachments, view.content);
       if (message.role === "user") view.addAction("Edit", () => this.edit(view, index));
       return view;
     }
@@ -138,25 +146,39 @@
       this.view.markDropped(budget.dropped);
     }
 
-    /* The budget of the conversation in use as it stands (after a model load, a switch). */
+    /* The budget of the conversation in use as it stands (after a model load, a switch), with the files attached
+     * to the next message. */
     async showStoredBudget() {
-      const {messages, max_tokens} = this.requestBody(this.conversation);  // max_tokens: the answer's room
+      const attached = this.attachments.files;
+      const draft = attached.length ? [{role: "user", content: "", attachments: attached}] : [];
       try {
-        const reply = await this.models.python.request("budget", {body: {messages, max_tokens}});
-        this.showBudget(reply.budget);
+        this.showBudget(await this.budgetOf(this.conversation.messages.concat(draft)));
       } catch (error) {
         this.meter.textContent = `Context: ${error.message}`;
       }
     }
 
+    /* The worker's budget of `messages` after the system prompt, before an answer. */
+    async budgetOf(messages) {
+      const {messages: sent, max_tokens} = this.requestBody({...this.conversation, messages});  // max_tokens: the answer's room
+      return (await this.models.python.request("budget", {body: {messages: sent, max_tokens}})).budget;
+    }
+
     // ---- turns ---------------------------------------------------------------------------------------------
 
-    send() {
+    /* The message in the input, with the attachments (refused, and kept, when they cannot fit the context). */
+    async send() {
       const text = this.$("input").value.trim();
-      if (!text || !this.models.idle()) return null;
+      const attached = this.attachments.files;
+      if ((!text && !attached.length) || !this.models.idle()) return null;
+      const message = {role: "user", content: text, ...(attached.length ? {attachments: attached} : {})};
+      const fits = !attached.length || await this.attachments.fits(message, (messages) => this.budgetOf(messages));
+      if (!fits) return null;  // the attachments' message says why; the text and the files stay
       this.$("input").value = "";
-      const messages = this.conversation.messages.concat({role: "user", content: text});
-      return this.runTurn(messages, {unsent: text});
+      this.attachments.take();
+      const saved = await this.runTurn(this.conversation.messages.concat(message), {unsent: text});
+      if (!saved && attached.length) this.attachments.restore(attached);  // failed before its first piece: kept
+      return saved;
     }
 
     /* The last answer again, for the same conversation (its prompt is all in the KV cache). */
@@ -171,7 +193,8 @@
       if (this.generating) return;
       view.editText((text) => {
         if (!this.models.idle() || !text.trim()) return false;
-        const messages = this.conversation.messages.slice(0, index).concat({role: "user", content: text.trim()});
+        const messages = this.conversation.messages.slice(0, index)
+          .concat({...this.conversation.messages[index], content: text.trim()});  // its attachments stay
         this.runTurn(messages);
         return true;
       });
@@ -186,14 +209,29 @@
       const settings = this.form.settings();
       for (const name of Object.keys(settings)) settings[name] ??= this.form.defaults[name];
       const stop = this.form.stops();
-      return {messages: system.concat(messages.map(({role, content}) => ({role, content}))), ...settings,
+      return {messages: system.concat(modelMessages(messages)), ...settings,
               stop: stop.length ? stop : null, stream: true,
               stream_options: {include_usage: true, continuous_usage_stats: true}, truncation: "auto"};
+    }
+
+    /* The Settings dialog's response format and tools as the request's fields (sampling_form.js), or its
+     * SettingsError saying what is wrong with them. */
+    constraints() {
+      const response_format = this.form.responseFormat(), tools = this.form.tools();
+      return {...(response_format ? {response_format} : {}), ...(tools ? {tools} : {})};
     }
 
     /* Answer `messages` (ending with the user's): shown at once, saved once the answer has streamed. */
     runTurn(messages, {unsent = null} = {}) {
       const conversation = this.conversation;
+      let constraints;
+      try {
+        constraints = this.constraints();
+      } catch (error) {  // a schema or tools that are no JSON: nothing sent, nothing changed
+        this.alertBox("error", error.message);
+        if (unsent !== null && !this.$("input").value) this.$("input").value = unsent;
+        return Promise.resolve(null);
+      }
       if (messages.length === conversation.messages.length + 1) {  // a new message: the rest stays as shown
         this.addMessage(messages[messages.length - 1], messages.length - 1);
       } else {  // regenerate, or edit and send: from there on it changes
@@ -208,6 +246,7 @@
       let firstToken = null;
       let finishReason = null;
       let usage = null;  // include_usage's last chunk: the answer's usage, timings and context budget
+      const toolCalls = [];  // OpenAI's tool_calls, put together from their streamed pieces
       const onChunk = (chunk) => {
         if (chunk.context_budget) this.showBudget(chunk.context_budget);
         if (!chunk.choices.length) {
@@ -223,12 +262,19 @@
           answer.append(delta.content);
           this.view.scroll();
         }
+        for (const piece of delta.tool_calls || []) {
+          const call = toolCalls[piece.index] ??= {id: piece.id, type: "function", function: {name: "", arguments: ""}};
+          call.function.name += (piece.function && piece.function.name) || "";
+          call.function.arguments += (piece.function && piece.function.arguments) || "";
+          answer.setNote("");
+          answer.showToolCalls(toolCalls);
+        }
         if (reason) finishReason = reason;
       };
       const aborter = this.aborter = new AbortController();
       let outOfMemory = false;
-      this.turn = this.requests.request("chat.completions", this.requestBody({...conversation, messages}),
-                                        {signal: aborter.signal})
+      const body = {...this.requestBody({...conversation, messages}), ...constraints};
+      this.turn = this.requests.request("chat.completions", body, {signal: aborter.signal})
         .then(async (chunks) => {
           for await (const chunk of chunks) onChunk(chunk);
         })
@@ -254,7 +300,8 @@
           if (stats && stats.stop_reason === "context_full") {
             answer.addNotice("The context is full: the answer was cut short. The next message will drop the oldest turns.");
           }
-          const reply = {role: "assistant", content: text, stats, first_token: firstToken};
+          const reply = {role: "assistant", content: text, stats, first_token: firstToken,
+                         ...(toolCalls.length ? {tool_calls: toolCalls} : {})};
           if (this.conversation.id === conversation.id) this.offerRegenerate(answer);
           const dropped = usage ? usage.context_budget.dropped : conversation.dropped || 0;  // marked again after a reload
           return this.save({...conversation, messages: messages.concat(reply), dropped});
@@ -312,6 +359,13 @@
       if (conversation.messages.length) await this.save(conversation);
       if (this.models.idle()) this.showStoredBudget();
     }
+  }
+
+  /* The messages as the model reads them: a user's with its attachments (attachments.js), a past answer without
+   * its reasoning (reasoning.js); docs/chat.md says why. */
+  function modelMessages(messages) {
+    return messages.map((m) => ({role: m.role, content: m.role === "user" ? Pychat.Attachments.promptText(m)
+                                                                         : Pychat.Reasoning.answerOnly(m.content)}));
   }
 
   Object.assign(Pychat, {ChatController});

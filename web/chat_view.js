@@ -13,7 +13,8 @@
  *     view.markDropped(2);      // the 2 oldest messages are no longer in the model's context
  *
  * Every message's .content element holds its text as written; an answer's is hidden and its rendering is
- * shown in the .markdown element after it.
+ * shown in the .markdown element after it. An answer's reasoning (<think>…</think>, reasoning.js) is shown as
+ * plain text in a collapsed <details class="reasoning"> before it, "Reasoning…" while it streams.
  */
 (function (Pychat) {
   "use strict";
@@ -76,13 +77,29 @@
       if (!this.markdown) return;
       const list = this.root.parentNode;
       const atBottom = list && list.scrollHeight - list.scrollTop - list.clientHeight < 8;
-      const fresh = Array.from(Pychat.Markdown.render(this.source).childNodes);
+      const {reasoning, answer, thinking} = Pychat.Reasoning.split(this.source);
+      this.showReasoning(reasoning, thinking);
+      const fresh = Array.from(Pychat.Markdown.render(answer).childNodes);
       const shown = this.markdown.childNodes;
       let same = 0;
       while (same < shown.length && same < fresh.length && shown[same].isEqualNode(fresh[same])) same++;
       while (shown.length > same) this.markdown.lastChild.remove();
       this.markdown.append(...fresh.slice(same));
       if (atBottom) list.scrollTop = list.scrollHeight;
+    }
+
+    /* The collapsed "Reasoning" block, made when the answer starts with one; opened or closed by the user only. */
+    showReasoning(text, thinking) {
+      if (!this.reasoning) {
+        if (!text && !thinking) return;
+        const {element} = Pychat.PageUI;
+        this.reasoning = element("details", undefined, "reasoning");
+        this.reasoning.append(element("summary"), element("div", undefined, "reasoning-text"));
+        this.root.insertBefore(this.reasoning, this.markdown);
+      }
+      this.reasoning.firstChild.textContent = thinking ? "Reasoning…" : "Reasoning";
+      this.reasoning.lastChild.textContent = text;
+      this.reasoning.dataset.thinking = String(thinking);
     }
 
     setNote(text) {

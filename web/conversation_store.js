@@ -12,7 +12,8 @@
  *     await Pychat.ConversationStore.readImport(file, parseOther);  // the size check, then another format's parser
  *
  * A conversation: {id, title, titled (true once the user renamed it), system_prompt, messages: [{role: "user" |
- * "assistant", content, stats?}], dropped (how many of the oldest messages the last answer's prompt left out),
+ * "assistant", content, stats?, attachments? (a user's files: [{name, type, text, tokens}], attachments.js)}],
+ * dropped (how many of the oldest messages the last answer's prompt left out),
  * created, updated} (times in ms). The title comes from the first message until the
  * user renames it. The page owns the conversation: Python gets it whole at every turn (chat.js).
  */
@@ -74,8 +75,22 @@
 
   function exportJSON(conversations) {
     const plain = conversations.map(({title, titled, system_prompt, messages, created, updated}) =>
-      ({title, titled, system_prompt, messages: messages.map(({role, content}) => ({role, content})), created, updated}));
+      ({title, titled, system_prompt, messages: messages.map(exportedMessage), created, updated}));
     return JSON.stringify({format: FORMAT, version: 1, conversations: plain}, null, 1);
+  }
+
+  function exportedMessage({role, content, attachments}) {
+    return attachments ? {role, content, attachments} : {role, content};
+  }
+
+  /* An imported message's attachments, checked: [{name, type, text, tokens}] (tokens: a count or null). */
+  function checkedAttachments(attachments, fail) {
+    if (!Array.isArray(attachments)) fail("its attachments are not a list");
+    return attachments.map((a) => {
+      if (!a || typeof a.name !== "string" || typeof a.text !== "string") fail("an attachment has no name or text");
+      const tokens = Number.isInteger(a.tokens) && a.tokens >= 0 ? a.tokens : null;
+      return {name: a.name, type: typeof a.type === "string" ? a.type : "text/plain", text: a.text, tokens};
+    });
   }
 
   /* One imported conversation checked field by field; `where` names it in the message ("conversation 2"). */
@@ -86,7 +101,9 @@
     const messages = value.messages.map((m, i) => {
       if (!m || (m.role !== "user" && m.role !== "assistant")) fail(`message ${i + 1} has no role user or assistant`);
       if (typeof m.content !== "string") fail(`message ${i + 1} has no text content`);
-      return {role: m.role, content: m.content};
+      if (m.attachments == null || m.role !== "user") return {role: m.role, content: m.content};
+      return {role: m.role, content: m.content,
+              attachments: checkedAttachments(m.attachments, (why) => fail(`message ${i + 1}: ${why}`))};
     });
     if (value.system_prompt != null && typeof value.system_prompt !== "string") fail("the system prompt is not text");
     if (value.title != null && typeof value.title !== "string") fail("the title is not text");

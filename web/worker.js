@@ -18,6 +18,7 @@
  *   {type: "request", kind, body}       begin_request, then next_chunk(stop): one of OpenAI's requests;
  *                                       kind "chat.completions", "completions", "embeddings", "models"
  *   {type: "budget", body: {messages, max_tokens}}   context_budget: the context a conversation takes now
+ *   {type: "countTokens", text}                      count_tokens: {tokens}
  *   {type: "applyLora", name, bytes: ArrayBuffer (transferred), scale}   apply_lora: {adapters: [...]}
  *   {type: "removeLora", name}                       ("": all of them)   remove_lora: {adapters: [...]}
  *   {type: "stop"}                                   (no rid: acts on the running request at once)
@@ -33,8 +34,8 @@
 
   importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
 
-  const API_FUNCTIONS = ["check_fit", "load_model", "begin_request", "next_chunk", "context_budget", "apply_lora",
-                         "remove_lora"];
+  const API_FUNCTIONS = ["check_fit", "load_model", "begin_request", "next_chunk", "context_budget", "count_tokens",
+                         "apply_lora", "remove_lora"];
   let py = null;          // the facade from bootPython
   let api = null;         // {name: callable} for the pychat_wasm.browser.chat_worker functions, fetched once
   let stopRequested = false;
@@ -94,6 +95,10 @@
 
     async budget({body}) {
       return callApi("context_budget", JSON.stringify(body));
+    },
+
+    async countTokens({text}) {
+      return callApi("count_tokens", text);
     },
 
     /* One of OpenAI's requests, answered by the library's LLM: its chunks (or its one whole response) as events. */

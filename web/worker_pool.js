@@ -7,7 +7,8 @@
  *     await python.request("boot", {indexURL, wheelURLs});       // every worker boots its own Pyodide
  *     await python.request("checkFit", {header, fileSize, options});  // worker 0 only (fit_check.js)
  *     await python.request("load", {name, bytes, options}, {transfer: [bytes]});   // each keeps its shard
- * *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
+ *     await python.request("countTokens", {text});     // worker 0 only: {tokens}
+ *     await python.request("applyLora", {name, bytes, scale}, {transfer: [bytes]});  // each applies its shard
  *     await python.request("removeLora", {name});
  *     await python.request("request", {kind, body}, {onEvent});   // one of OpenAI's (api_requests.js): its
                                                                  // chunks come from worker 0
@@ -62,6 +63,7 @@
       if (type === "load") return this.load(payload, transfer);
       if (type === "applyLora") return this.applyLora(payload);
       if (type === "checkFit") return this.members[0].request(type, payload, {transfer});  // needs one Python
+      if (type === "countTokens") return this.active[0].request(type, payload);  // the same in every worker
       if (type === "request" && payload.body.seed == null && SAMPLED.includes(payload.kind)) {
         payload = {...payload, body: {...payload.body, seed: randomSeed()}};
       }

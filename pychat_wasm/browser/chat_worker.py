@@ -167,6 +167,13 @@ def context_budget(body_json: str) -> Dict[str, Any]:
     return {"budget": _llm().context_budget(messages, max_tokens=body.get("max_tokens"))}
 
 
+@json_reply
+def count_tokens(text: str) -> Dict[str, Any]:
+    """{"tokens": n}: how many token ids `text` is in the loaded model's vocabulary, as the chat template's
+    rendering tokenizes it (special tokens parsed, no BOS): the page's attachment chips (web/attachments.js)."""
+    return {"tokens": len(_llm().tokenizer.encode(text, add_special=False))}
+
+
 def _between_turns() -> ChatSession:
     session = _llm().session
     if _worker.request is not None:

@@ -5,6 +5,7 @@ Every violation fails the test, wherever it happens: the page (securitypolicyvio
 console messages) and the workers and service worker (the test server adds `report-uri` to the policy and
 collects the reports Chromium posts). Controls show that the policy is really enforced, and its violations
 really seen: an inline script on the page and an eval() in the Python worker are both refused and reported.
+An attached PDF is read there too: pdf.js, an ES module, and its module worker (web/pdf_text.js).
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import time
 
 import pytest
 
-from e2e_helpers import ask, chat_worker, new_context, open_ready_page, serve, wait_ready
+from e2e_helpers import ask, chat_worker, drop_files, new_context, open_ready_page, serve, wait_ready
 from fault_server import FaultyHandler, build_fault_site, serving
+from pdf_files import minimal_pdf
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PAYLOAD = "Locked down. "
+PDF_TEXT = "Read under the policy."
 REPORT_PATH = "/csp-report"
 
 RECORD_VIOLATIONS = """
@@ -92,6 +95,12 @@ def test_page_runs_under_its_policy_from_the_network_and_from_the_service_worker
         assert page.evaluate("async () => (await caches.match('index.html')).headers.get('Content-Security-Policy')") \
             == serve.CONTENT_SECURITY_POLICY + serve.CSP_HEADER_ONLY + "; report-uri " + REPORT_PATH
         assert ask(page, "Again?")[0] == PAYLOAD * 2
+        workers = []
+        page.on("worker", lambda worker: workers.append(worker.url))
+        drop_files(page, "#composer", {"policy.pdf": minimal_pdf([PDF_TEXT])})  # pdf.js from the cache, too
+        page.wait_for_selector("#attachments .chip")
+        assert page.evaluate("pychat.chat.attachments.files.map((a) => a.text)") == [PDF_TEXT]
+        assert [url.rsplit("/", 2)[1:] for url in workers] == [["vendor", "pdf.worker.min.mjs"]]  # its own worker
         assert page.evaluate("window.__violations") == []
         assert [text for text in console if "Content Security Policy" in text] == []
         assert csp_server.reports == []

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, ask, page_fixture, ready_status, set_settings, settings_dialog,
-                         wait_ready)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, alert_texts, ask, page_fixture, ready_status, set_settings,
+                         settings_dialog, wait_ready)
 from openai.types.chat import ChatCompletionToolParam
 from openai.types.shared_params import ResponseFormatJSONObject, ResponseFormatJSONSchema
 from pydantic import TypeAdapter
@@ -170,3 +171,38 @@ def test_an_answers_tool_calls_are_shown_as_blocks(page):
     assert blocks.locator(".tool-call-name").all_text_contents() == ["get_weather", "get_time"]
     assert blocks.locator("pre.tool-call-arguments").all_text_contents() == [json.dumps(arguments, indent=2), "{}"]
     page.evaluate("() => pychat.chat.renderMessages(pychat.conversation.messages)")  # the saved conversation again
+
+
+def test_a_json_schema_chosen_in_the_dialog_constrains_the_answer(page):
+    """The dialog's JSON Schema goes into the page's request as response_format: the answer (SmolLM2, greedy,
+    free to write anything) is JSON that the jsonschema package validates against the schema typed."""
+    with settings_dialog(page):
+        choose_format(page, "JSON Schema")
+        page.fill("#response-schema", json.dumps(PERSON))
+    set_settings(page, max_tokens=64)
+    try:
+        answer, _ = ask(page, "Describe a person called Ann who is 30 years old.")
+        jsonschema.validate(json.loads(answer), PERSON)
+        saved = page.evaluate("() => pychat.conversation.messages.at(-1).content")
+        assert json.loads(saved) == json.loads(answer)
+    finally:
+        with settings_dialog(page):
+            choose_format(page, "Text")
+        set_settings(page, max_tokens=GREEDY["max_tokens"])
+
+
+def test_a_schema_that_is_no_json_is_refused_before_sending_and_the_message_kept(page):
+    with settings_dialog(page):
+        choose_format(page, "JSON Schema")
+        page.fill("#response-schema", '{"type": "object",')
+    answers = page.locator(".message[data-role=assistant]").count()
+    try:
+        page.fill("#input", "Hello")
+        page.press("#input", "Enter")
+        page.wait_for_selector(".alert[data-kind=error]")
+        assert any("JSON" in text for text in alert_texts(page, "error"))
+        assert page.input_value("#input") == "Hello"
+        assert page.locator(".message[data-role=assistant]").count() == answers
+    finally:
+        with settings_dialog(page):
+            choose_format(page, "Text")

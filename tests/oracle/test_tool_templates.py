@@ -11,9 +11,6 @@ import json
 import os
 
 import pytest
-import transformers
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
 
 from pychat_wasm.api.options import api_messages
 from pychat_wasm.api.tool_formats import GENERIC, template_format
@@ -23,7 +20,8 @@ from pychat_wasm.chat.template import CHATML_TEMPLATE, ChatTemplate
 from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.tokenizers import load_tokenizer
 
-from llama_cpp_chat import parse_cases, template_source  # tests/support/llama_cpp_chat.py
+from hf_chat import BOS, EOS, hf_render  # tests/support/
+from llama_cpp_chat import parse_cases, template_source
 
 FORMAT_OF = {  # template -> the format its calls are written in (what llama.cpp's parser for it reads)
     "Qwen-Qwen2.5-7B-Instruct": "hermes",
@@ -38,7 +36,6 @@ FORMAT_OF = {  # template -> the format its calls are written in (what llama.cpp
     "mistralai-Mistral-Nemo-Instruct-2407": "mistral",
 }
 GENERIC_TEMPLATES = ["microsoft-Phi-3.5-mini-instruct", "HuggingFaceTB-SmolLM3-3B"]  # SmolLM3 reads xml_tools
-BOS, EOS = "<s>", "</s>"
 DATE = "26 Jul 2024"  # Llama's templates print a date: both renderers get the same one
 
 WEATHER = {"type": "function", "function": {
@@ -72,13 +69,6 @@ def hf_conversation():
     return conversation
 
 
-def hf_tokenizer(source: str):
-    """A transformers tokenizer carrying `source` as its chat template (its vocabulary does not matter here)."""
-    backend = Tokenizer(WordLevel({"<unk>": 0, BOS: 1, EOS: 2}, unk_token="<unk>"))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS,
-                                                unk_token="<unk>", chat_template=source)
-
-
 def our_prompt(template: ChatTemplate, messages, tools, tool_choice="auto", add_generation_prompt=True):
     """The prompt as LLM.create_chat_completion renders it."""
     plan = ToolPlan(tools, tool_choice, template_format(template))
@@ -87,8 +77,7 @@ def our_prompt(template: ChatTemplate, messages, tools, tool_choice="auto", add_
 
 
 def hf_prompt(source: str, messages, tools, add_generation_prompt=True):
-    return hf_tokenizer(source).apply_chat_template(messages, tools=tools, tokenize=False, date_string=DATE,
-                                                    add_generation_prompt=add_generation_prompt)
+    return hf_render(source, messages, tools, add_generation_prompt, date_string=DATE)
 
 
 @pytest.mark.parametrize("name", sorted(FORMAT_OF))

@@ -23,7 +23,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from ..chat.template import PROBE_QUESTION, PROBE_TOOLS, TOOL_CALL_PROBE
 from ..errors import TemplateError

@@ -87,8 +87,9 @@ class ChatSession:
     def reply(self, messages: Sequence[Dict[str, str]], settings: SamplingSettings = SamplingSettings(),
               stop_strings: Sequence[str] = (), tools: Optional[list] = None) -> Iterator[ChatEvent]:
         """Answer `messages` (see the module docstring) with `settings`, ending the answer before the first of
-        `stop_strings`; streams events. tools: the functions the template renders (api/tools.py), or None. A malformed conversation raises InvalidConversationError here, before
-        anything runs; a turn that fails (e.g. ContextFullError at its first event) leaves the session as it was."""
+        `stop_strings`; streams events. tools: the functions the template renders itself (api/tools.py), or
+        None. A malformed conversation raises InvalidConversationError here, before anything runs; a turn that
+        fails (e.g. ContextFullError at its first event) leaves the session as it was."""
         messages = _checked_messages(messages)
         if not messages or messages[-1]["role"] not in ("user", "tool"):
             raise InvalidConversationError("a conversation to answer ends with a user message (or a tool result)")

@@ -102,7 +102,8 @@ def parse_cases(templates: List[str]) -> List[ParseCase]:
             chain = test.group(2)
             calls = re.findall(r"\.(\w+)\(", chain)
             expect = re.findall(r"\.expect\((\w+)\)", chain)
-            if set(calls) - {"tools", "expect", "expect_reconstruction"} or len(expect) != 1 or expect[0] not in expected:
+            plain = not set(calls) - {"tools", "expect", "expect_reconstruction"}
+            if not plain or len(expect) != 1 or expect[0] not in expected:
                 continue
             content, tool_calls = expected[expect[0]]
             output = "".join(_strings(test.group(1)))

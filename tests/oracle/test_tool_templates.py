@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -204,3 +205,14 @@ def test_a_required_call_s_grammar_writes_what_the_template_writes(name):
     assert streamed(plan.fmt, calls[-1], {"get_weather"}, 1000)[1] == [
         ("get_weather", {"city": "Paris", "unit": "celsius"})]
     assert matcher.accept_text(matcher.initial, "Hello") == matcher.dead
+
+
+def test_a_mark_that_is_one_special_token_is_written_as_that_token():
+    """Qwen's vocabulary has <tool_call> as one user-defined token: the grammar names its id, so the model
+    writes the token it was trained on rather than spelling the mark out of pieces."""
+    ids = {"<tool_call>": [151657], "</tool_call>": [151658]}
+    vocabulary = SimpleNamespace(encode=lambda text, add_special, parse_special: ids.get(text, [1, 2]),
+                                 is_special=lambda token: token > 150000)
+    fmt = template_format(ChatTemplate(template_source("Qwen-Qwen2.5-7B-Instruct"), BOS, EOS))
+    root = ToolPlan([WEATHER], "required", fmt).gbnf(vocabulary).splitlines()[-1]
+    assert root == 'root ::= <[151657]> "\\n" tool-call "\\n" <[151658]>'

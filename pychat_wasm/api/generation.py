@@ -118,19 +118,19 @@ def naming(error: ContextFullError, param: str) -> ContextFullError:
 
 def chat_response(run: Generation, model: str, reader: CallReader) -> Iterator[Optional[Dict[str, Any]]]:
     """The steps of the non-streamed answer: None per chunk of the stream, then its deltas put together."""
-    ident, content, call, reason = "", [], None, None
+    ident, content, calls, reason = "", [], [], None
     for chunk in chat_chunks(run, model, reader):
         yield None
         ident, choice = chunk["id"], chunk["choices"][0]
         content.append(choice["delta"].get("content") or "")
         for part in choice["delta"].get("tool_calls", ()):
-            if call is None:
-                call = {"id": part["id"], "type": part["type"], "function": dict(part["function"])}
+            if part["index"] == len(calls):
+                calls.append({"id": part["id"], "type": part["type"], "function": dict(part["function"])})
             else:
-                call["function"]["arguments"] += part["function"]["arguments"]
+                calls[part["index"]]["function"]["arguments"] += part["function"]["arguments"]
         reason = choice["finish_reason"]
-    message = {"role": "assistant", "content": "".join(content)} if call is None else {
-        "role": "assistant", "content": None, "tool_calls": [call]}
+    message = {"role": "assistant", "content": "".join(content)} if not calls else {
+        "role": "assistant", "content": "".join(content) or None, "tool_calls": calls}
     yield shapes.chat_completion(ident, model, message, reason, shapes.chat_logprobs(run.records), run.report())
 
 

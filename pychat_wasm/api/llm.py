@@ -37,6 +37,7 @@ from .options import (api_embedding_inputs, api_messages, api_prompt, api_settin
                       continuous_usage, drops_old_turns, includes_usage, top_logprobs_count, whole_number_in_range, MAX_TOP_LOGPROBS)
 from .structured import ConstrainedSampler, api_constraint, response_format_gbnf
 from .tool_messages import for_template
+from .tool_formats import template_format
 from .tools import CallReader, ToolPlan
 from .generation import Generation, chat_chunks, chat_response, last_step, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
@@ -155,18 +156,20 @@ class LLM:
         top = top_logprobs_count(logprobs, top_logprobs)
         include_usage, drops_turns = includes_usage(stream_options, stream), drops_old_turns(truncation)
         continuous = continuous_usage(stream_options, stream)
-        plan = None if tools is None and tool_choice is None else ToolPlan(tools, tool_choice)
+        plan = None if tools is None and tool_choice is None else ToolPlan(
+            tools, tool_choice, template_format(self.session.template))
         if plan is not None:
             if plan.required and (grammar is not None or response_format_gbnf(response_format) is not None):
                 raise InvalidRequestError("tool_choice: a required call cannot take a grammar or a JSON "
                                           "response_format too", "tool_choice")
-            conversation, grammar = plan.messages(conversation), plan.gbnf() or grammar
+            conversation, grammar = plan.messages(conversation), plan.gbnf(self.tokenizer) or grammar
         reader = plan.reader() if plan is not None else CallReader({})
         settings = self._settings(locals())
         stop_strings = api_stop_strings(stop)
         self._fresh_stream(api_constraint(response_format, grammar, self.tokenizer))
         try:
-            events = self.session.reply(conversation, settings, stop_strings)
+            events = self.session.reply(conversation, settings, stop_strings,
+                                        plan.template_tools() if plan is not None else None)
         except InvalidConversationError as exc:
             raise InvalidRequestError("messages: %s" % exc, "messages") from None
         run = Generation(self, events, top, "messages", drops_turns)

@@ -71,7 +71,7 @@ def _native_call(message: Dict[str, Any]) -> Dict[str, Any]:
     calls = [{"id": call["id"], "type": "function", "function": {
         "name": call["function"]["name"], "arguments": json.loads(call["function"]["arguments"])}}
         for call in message["tool_calls"]]
-    return dict(message, tool_calls=calls)
+    return dict(message, content=message.get("content") or "", tool_calls=calls)  # Qwen3 reads content as text
 
 
 def _generic_call(message: Dict[str, Any]) -> Dict[str, Any]:

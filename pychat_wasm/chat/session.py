@@ -85,14 +85,15 @@ class ChatSession:
     # ---- one answer -----------------------------------------------------------------------------------------
 
     def reply(self, messages: Sequence[Dict[str, str]], settings: SamplingSettings = SamplingSettings(),
-              stop_strings: Sequence[str] = ()) -> Iterator[ChatEvent]:
+              stop_strings: Sequence[str] = (), tools: Optional[list] = None) -> Iterator[ChatEvent]:
         """Answer `messages` (see the module docstring) with `settings`, ending the answer before the first of
-        `stop_strings`; streams events. A malformed conversation raises InvalidConversationError here, before
-        anything runs; a turn that fails (e.g. ContextFullError at its first event) leaves the session as it was."""
+        `stop_strings`; streams events. tools: the functions the template renders itself (api/tools.py), or
+        None. A malformed conversation raises InvalidConversationError here, before anything runs; a turn that
+        fails (e.g. ContextFullError at its first event) leaves the session as it was."""
         messages = _checked_messages(messages)
         if not messages or messages[-1]["role"] not in ("user", "tool"):
             raise InvalidConversationError("a conversation to answer ends with a user message (or a tool result)")
-        return self._answer(messages, settings, list(stop_strings))
+        return self._answer(messages, settings, list(stop_strings), tools)
 
     def complete(self, prompt_ids: Sequence[int], settings: SamplingSettings = SamplingSettings(),
                  stop_strings: Sequence[str] = ()) -> Iterator[ChatEvent]:
@@ -112,16 +113,16 @@ class ChatSession:
         yield ChatEvent("done", text="".join(answer.text), stats=answer.stats)
 
     def _answer(self, messages: List[Dict[str, str]], settings: SamplingSettings,
-                stop_strings: List[str]) -> Iterator[ChatEvent]:
+                stop_strings: List[str], tools: Optional[list]) -> Iterator[ChatEvent]:
         self._cancel = False
         room = _answer_room(settings, self.context_length)
-        prompt_ids, kept, dropped = self._fit_prompt(messages, room)
+        prompt_ids, kept, dropped = self._fit_prompt(messages, room, tools)
         if dropped:
             yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
                                       "is kept)." % (dropped, "s" if dropped > 1 else ""))
         self.sampler.use(settings)
-        answer = Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(kept, prompt_ids),
-                        message_tokens=len(prompt_ids) - len(self._encode(kept[:-1])), dropped=dropped)
+        answer = Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(kept, prompt_ids, tools),
+                        message_tokens=len(prompt_ids) - len(self._encode(kept[:-1], tools=tools)), dropped=dropped)
         answer.stats.seed = self.sampler.seed
         for event in self._run(prompt_ids, answer, settings, stop_strings):
             if event.kind != "notice":
@@ -153,7 +154,8 @@ class ChatSession:
                              answer=answer, reserve=reserve, dropped=dropped,
                              will_drop_next=used + reserve > self.context_length)
 
-    def _system_tokens(self, messages: List[Dict[str, str]], prompt_ids: List[int]) -> int:
+    def _system_tokens(self, messages: List[Dict[str, str]], prompt_ids: List[int],
+                       tools: Optional[list] = None) -> int:
         """How many leading ids of the prompt of `messages` come before the first user/assistant message: the
         system prompt and the template's preamble (the prefix shared with the conversation cut down to the
         system part)."""
@@ -161,19 +163,21 @@ class ChatSession:
         if not messages[first_turn:]:
             return len(prompt_ids)
         head = messages[:first_turn] + [{"role": "user", "content": ""}]
-        return _common_prefix_length(self._encode(head), prompt_ids)
+        return _common_prefix_length(self._encode(head, tools=tools), prompt_ids)
 
-    def _encode(self, messages: List[Dict[str, str]], add_generation_prompt: bool = False) -> List[int]:
+    def _encode(self, messages: List[Dict[str, str]], add_generation_prompt: bool = False,
+                tools: Optional[list] = None) -> List[int]:
         """The token ids of `messages` rendered with the chat template (none for no messages)."""
         if not messages:
             return []
-        text = self.template.render(messages, add_generation_prompt=add_generation_prompt)
+        text = self.template.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
         if len(text) > MAX_CHARS_PER_TOKEN * self.context_length:  # cannot fit: do not spend time tokenizing it
             raise ContextFullError("the prompt has %d characters, far more than the context of %d tokens holds"
                                    % (len(text), self.context_length))
         return encode_chat(self.tokenizer, text)
 
-    def _fit_prompt(self, messages: List[Dict[str, str]], room: int) -> Tuple[List[int], List[Dict[str, str]], int]:
+    def _fit_prompt(self, messages: List[Dict[str, str]], room: int, tools: Optional[list] = None
+                    ) -> Tuple[List[int], List[Dict[str, str]], int]:
         """The prompt of `messages` after dropping the fewest oldest whole turns (a user message and what
         follows it up to the next one) for the prompt to leave `room` tokens for an answer; the system
         prompt and the last user message always stay. Returns (ids, the messages kept, how many were dropped).
@@ -188,7 +192,7 @@ class ChatSession:
         def prompt(cut: int) -> Optional[List[int]]:  # the ids when turns[:cut] are dropped; None: far too long
             if cut not in encoded:
                 try:
-                    encoded[cut] = self._encode(messages[:first_turn] + turns[cut:], add_generation_prompt=True)
+                    encoded[cut] = self._encode(messages[:first_turn] + turns[cut:], True, tools)
                 except ContextFullError:
                     encoded[cut] = None
             return encoded[cut]
@@ -207,7 +211,7 @@ class ChatSession:
         cut = cuts[low]
         ids = prompt(cut)
         if ids is None:
-            self._encode(messages[:first_turn] + turns[cut:])  # raises the ContextFullError that says why
+            self._encode(messages[:first_turn] + turns[cut:], tools=tools)  # raises the ContextFullError that says why
         if not ids:
             raise TokenizerError("the prompt encodes to no tokens: this model's vocabulary cannot write the text")
         if len(ids) >= self.context_length:

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 import jinja2.sandbox
 
 from ..errors import TemplateError
@@ -49,11 +50,15 @@ GEMMA_TEMPLATE = (
 
 # Conversations whose rendering shows whether a template writes tool calls and tool results itself (the marks
 # appear in its output) or leaves them out or fails on them (api/tool_messages.py then uses a generic format).
+# The id is 9 letters and digits, the only ids Mistral's templates accept.
 PROBE_QUESTION = {"role": "user", "content": "What is the weather?"}
-TOOL_CALL_PROBE = [PROBE_QUESTION, {"role": "assistant", "content": None, "tool_calls": [
-    {"id": "call_probe", "type": "function", "function": {"name": "probe_tool", "arguments": {"place": "probe_x"}}}]}]
+TOOL_CALL_PROBE = [PROBE_QUESTION, {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "probecall", "type": "function", "function": {"name": "probe_tool", "arguments": {"place": "probe_x"}}}]}]
 TOOL_RESULT_PROBE = [PROBE_QUESTION, {"role": "assistant", "content": "Let me look."},
-                     {"role": "tool", "tool_call_id": "call_probe", "content": "probe_result"}]
+                     {"role": "tool", "tool_call_id": "probecall", "content": "probe_result"}]
+PROBE_TOOLS = [{"type": "function", "function": {  # some templates need tools to render a call
+    "name": "probe_tool", "description": "A probe.",
+    "parameters": {"type": "object", "properties": {"place": {"type": "string"}}, "required": ["place"]}}}]
 
 
 def _raise_exception(message: str) -> None:
@@ -114,6 +119,11 @@ class ChatTemplate:
         return cls(CHATML_TEMPLATE, bos, eos, builtin="chatml")
 
     @functools.cached_property
+    def reads_tools(self) -> bool:
+        """Whether the template reads the `tools` variable (transformers' function list) at all."""
+        return "tools" in jinja2.meta.find_undeclared_variables(_environment().parse(self.source))
+
+    @functools.cached_property
     def renders_tool_calls(self) -> bool:
         """Whether the template writes an assistant message's tool_calls (name and arguments) itself."""
         return self._shows(TOOL_CALL_PROBE, ("probe_tool", "probe_x"))
@@ -125,7 +135,7 @@ class ChatTemplate:
 
     def _shows(self, messages: List[Dict[str, Any]], marks: tuple) -> bool:
         try:
-            text = self.render(messages, add_generation_prompt=False)
+            text = self.render(messages, add_generation_prompt=False, tools=PROBE_TOOLS)
         except TemplateError:
             return False
         return all(mark in text for mark in marks)

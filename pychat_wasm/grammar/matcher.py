@@ -46,7 +46,7 @@ def decode_utf8(raw: bytes, partial: Optional[Partial]) -> Tuple[Optional[List[i
     value, n_remain = partial if partial else (0, 0)
     for byte in raw:
         if n_remain:
-            if byte >> 6 != 2:
+            if byte >> 6 != 2 or not _well_formed_second(value, n_remain, byte):
                 return None, None
             value = (value << 6) | (byte & 0x3F)
             n_remain -= 1
@@ -55,15 +55,27 @@ def decode_utf8(raw: bytes, partial: Optional[Partial]) -> Tuple[Optional[List[i
             continue
         if byte < 0x80:
             points.append(byte)
-        elif byte >> 5 == 6:
+        elif byte >> 5 == 6 and byte >= 0xC2:
             value, n_remain = byte & 0x1F, 1
         elif byte >> 4 == 14:
             value, n_remain = byte & 0x0F, 2
-        elif byte >> 3 == 30:
+        elif byte >> 3 == 30 and byte <= 0xF4:
             value, n_remain = byte & 0x07, 3
         else:
-            return None, None  # a continuation byte with nothing to continue, or 0xF8..0xFF
+            return None, None  # a continuation byte with nothing to continue, C0/C1 (overlong), or 0xF5..0xFF
     return points, (Partial(value, n_remain) if n_remain else None)
+
+
+def _well_formed_second(value: int, n_remain: int, byte: int) -> bool:
+    """Whether a continuation byte may follow what was read (Unicode's table of well-formed UTF-8): after E0
+    only A0..BF (shorter forms are overlong), after ED only 80..9F (not a surrogate), after F0 only 90..BF,
+    after F4 only 80..8F (at most U+10FFFF). A 3-byte lead leaves value <= 0xF with 2 bytes to go; a 4-byte
+    lead 3 bytes to go; any other state is past the second byte."""
+    if n_remain == 2 and value <= 0xF:
+        return not (value == 0x0 and byte < 0xA0 or value == 0xD and byte >= 0xA0)
+    if n_remain == 3:
+        return not (value == 0x0 and byte < 0x90 or value == 0x4 and byte >= 0x90)
+    return True
 
 
 class Matcher:

@@ -173,11 +173,12 @@ def _chat_vocabulary_metadata(arch: str) -> Dict[str, Any]:
             "bos_token_id": 1, "eos_token_id": 2, "chat_template": CHATML_TEMPLATE}
 
 
-def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False, spec: Optional[TinySpec] = None) -> Path:
+def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False, spec: Optional[TinySpec] = None,
+                     chat_template: Optional[str] = None) -> Path:
     """Write a tiny random `arch` model (a key of TINY_SPECS) to `path` and return the path.
 
     chat: give it chat_vocabulary(arch), so that any conversation encodes and a chat turn runs.
-    spec: other shapes than TINY_SPECS[arch].
+    spec: other shapes than TINY_SPECS[arch]. chat_template: another template than ChatML (with chat).
     """
     spec = spec or TINY_SPECS[arch]
     if chat:
@@ -192,7 +193,10 @@ def write_tiny_model(path: Path, arch: str, seed: int = 0, chat: bool = False, s
             tensors.append((name, quantize(data, qtype)))
         else:
             tensors.append((name, quantize(data, qtype), qtype))
-    return write_gguf(path, arch, _metadata(arch, spec), tensors)
+    metadata = _metadata(arch, spec)
+    if chat_template is not None:
+        metadata["chat_template"] = chat_template
+    return write_gguf(path, arch, metadata, tensors)
 
 
 def transformers_logits(path: Path, tokens: List[int]) -> np.ndarray:

@@ -184,9 +184,9 @@ class FinetuneRun(TrainingRun):
     # ---- early stopping ---------------------------------------------------------------------------------------
 
     def step(self) -> Dict[str, Any]:
-        """One optimizer step (run.TrainingRun.step); at the end of the pass that leaves every training
-        conversation presented MIN_PASSES times, and every check_every steps after it, the answer check ("check"
-        in the record), which ends the run when the plan's early stop says so."""
+        """One optimizer step (run.TrainingRun.step); at the end of the plan's first_check pass, and every
+        check_every steps after it, the answer check ("check" in the record), which ends the run when the
+        plan's early stop says so."""
         record = super().step()
         since = self.step_count - self.first_check
         if self.plan.early_stop and since >= 0 and since % self.check_every == 0 and not self.finished:

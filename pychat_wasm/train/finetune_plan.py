@@ -12,14 +12,15 @@ outnumbered them five to one. The plan scales with the data instead:
                   question each came back to new wordings more often so (4 of 6 against 3 of 6 for SmolLM2)
     passes        each training conversation is presented at least MIN_PASSES times, and a small file more
                   often, up to PRESENTATIONS presentations of the user's examples in all (at most MAX_PASSES)
-    early stop    from the pass that has presented every conversation MIN_PASSES times and every replayed
-                  answer MIN_REPLAY_PASSES times, and then every CHECK_EXAMPLES examples: once the greedy answers to the training conversations (up to CHECKED
-                  of them) are their training answers and the loss (validation, else training) is below
-                  MIN_LOSS_DROP or fell by less than that since the best check, the run ends. Checked only at
-                  the end of each pass, twenty facts ran a pass past their last answer (19 of 20 at one check,
-                  20 of 20 at the next, 19 steps later) and the sky's colour became a taught one; checked every
-                  16 examples they stop 4 steps after it, with the sky still blue; six facts checked so from
-                  their first pass stopped at 30 steps with Moscow lost, and keep it with the replay twice
+    early stop    checked from the pass that has presented every conversation MIN_PASSES times and every
+                  replayed answer MIN_REPLAY_PASSES times, then every CHECK_EXAMPLES examples: once the greedy
+                  answers to the training conversations (up to CHECKED of them) are their training answers and
+                  the loss (validation, else training) is below MIN_LOSS_DROP or fell by less than that since
+                  the best check, the run ends. Checked only at the end of each pass, twenty facts ran a pass
+                  past their last answer (19 of 20 at one check, 20 of 20 at the next, 19 steps later) and the
+                  sky's colour became a taught one; checked every 16 examples they stop 4 steps after it, with
+                  the sky still blue. Six facts checked so from their first pass stopped at 30 steps and lost
+                  Moscow; from their second (the replay presented twice) they keep it
 
     >>> plan = choose_plan(conversations=6, answer_tokens=[12, 14, 11, 15, 13, 12])
     >>> plan.held_out, plan.replay_questions, plan.presentations

@@ -31,7 +31,7 @@ from ..model.lora import adapter_writer, file_sha256
 from . import transformer
 from .data import Conversation, TrainingData, encode_conversation
 from .export import model_writer
-from .finetune_plan import CHECKED, MIN_LOSS_DROP, MIN_PASSES, FinetunePlan, choose_plan
+from .finetune_plan import CHECKED, MIN_LOSS_DROP, FinetunePlan, choose_plan
 from .replay import replay_plan
 from .run import LoopSettings, Phase, TrainingRun, pad_batch
 
@@ -178,16 +178,18 @@ class FinetuneRun(TrainingRun):
         self.phases = [Phase("finetune", examples, self.encode_chats(held),
                              self.plan.passes(len(replayed)) * self.steps_per_pass, settings.lr)]
         self.planned_steps, self.replayed = self.total_steps, len(replayed)  # before any early stop
+        self.first_check = self.plan.first_check(len(replayed)) * self.steps_per_pass  # a step count
+        self.check_every = self.plan.check_every(settings.batch_size * settings.grad_accum)
 
     # ---- early stopping ---------------------------------------------------------------------------------------
 
     def step(self) -> Dict[str, Any]:
-        """One optimizer step (run.TrainingRun.step); after each pass that leaves every training conversation
-        presented MIN_PASSES times or more, the answer check ("check" in the record), which ends the run when
-        the plan's early stop says so."""
+        """One optimizer step (run.TrainingRun.step); at the end of the plan's first_check pass, and every
+        check_every steps after it, the answer check ("check" in the record), which ends the run when the
+        plan's early stop says so."""
         record = super().step()
-        passes, rest = divmod(self.step_count, self.steps_per_pass)
-        if self.plan.early_stop and not rest and passes * self.repeats >= MIN_PASSES and not self.finished:
+        since = self.step_count - self.first_check
+        if self.plan.early_stop and since >= 0 and since % self.check_every == 0 and not self.finished:
             record["check"] = self.check_answers()
             if record["check"]["stop"]:
                 self.phases[-1] = self.phases[-1]._replace(steps=self.step_count)  # the run is finished

@@ -12,10 +12,15 @@ outnumbered them five to one. The plan scales with the data instead:
                   question each came back to new wordings more often so (4 of 6 against 3 of 6 for SmolLM2)
     passes        each training conversation is presented at least MIN_PASSES times, and a small file more
                   often, up to PRESENTATIONS presentations of the user's examples in all (at most MAX_PASSES)
-    early stop    after each pass that has presented every conversation MIN_PASSES times: once the greedy
+    early stop    checked from the pass that has presented every conversation MIN_PASSES times and every
+                  replayed answer MIN_REPLAY_PASSES times, then every CHECK_EXAMPLES examples: once the greedy
                   answers to the training conversations (up to CHECKED of them) are their training answers and
                   the loss (validation, else training) is below MIN_LOSS_DROP or fell by less than that since
-                  the best check, the run ends
+                  the best check, the run ends. Checked only at the end of each pass, twenty facts ran a pass
+                  past their last answer (19 of 20 at one check, 20 of 20 at the next, 19 steps later) and the
+                  sky's colour became a taught one; checked every 16 examples they stop 4 steps after it, with
+                  the sky still blue. Six facts checked so from their first pass stopped at 30 steps and lost
+                  Moscow; from their second (the replay presented twice) they keep it
 
     >>> plan = choose_plan(conversations=6, answer_tokens=[12, 14, 11, 15, 13, 12])
     >>> plan.held_out, plan.replay_questions, plan.presentations
@@ -37,9 +42,11 @@ VALIDATION_FRACTION = 0.05
 REPLAY_QUESTIONS = 48  # all the shipped replay questions (replay.py)
 REPLAY_SHARE = 0.5  # of the examples of a pass, at most
 MIN_PASSES = 6  # presentations of each training conversation before the run may stop early
+MIN_REPLAY_PASSES = 2  # passes (presentations of each replayed answer) before the run may stop early
 MAX_PASSES = 40
 PRESENTATIONS = 240  # of the user's conversations in all: what the shipped example's 40 chats got in 6 epochs
-CHECKED = 64  # training conversations whose greedy answers are checked after each pass
+CHECKED = 64  # training conversations whose greedy answers are checked
+CHECK_EXAMPLES = 16  # examples trained between two checks, once checks have begun (4 steps of batch 4)
 MIN_LOSS_DROP = 0.02  # nats per answer token: a smaller fall since the best check counts as no longer falling
 
 
@@ -80,6 +87,15 @@ class FinetunePlan:
     def steps_per_pass(self, replayed: int) -> int:
         return -(-(self.repeats(replayed) * self.trained + replayed) // self.batch_size)
 
+    def first_check(self, replayed: int) -> int:
+        """Passes before the first early-stop check: the first that presents each conversation MIN_PASSES times
+        and the replayed answers MIN_REPLAY_PASSES times."""
+        return max(MIN_REPLAY_PASSES, math.ceil(MIN_PASSES / self.repeats(replayed)))
+
+    def check_every(self, examples_per_step: int) -> int:
+        """Steps between two early-stop checks once they have begun."""
+        return math.ceil(CHECK_EXAMPLES / examples_per_step)
+
     def steps(self, replayed: int) -> int:
         """Optimizer steps with `replayed` replay answers trained beside the user's conversations."""
         return self.passes(replayed) * self.steps_per_pass(replayed)
@@ -111,10 +127,11 @@ class FinetunePlan:
         if replayed is not None:
             lines.append(self.describe_steps(replayed))
         if self.early_stop:
-            lines.append("early stop: after a pass, once each conversation was presented %d times, the greedy "
-                         "answers to the training questions are the training answers and the %s loss has stopped "
-                         "falling (by %g or more), training ends" % (
-                             MIN_PASSES, "validation" if self.held_out else "training", MIN_LOSS_DROP))
+            lines.append("early stop: checked once each conversation was presented %d times and the replayed "
+                         "answers %d times, then every %d examples: when the greedy answers to the training questions "
+                         "are the training answers and the %s loss has stopped falling (by %g or more), training "
+                         "ends" % (MIN_PASSES, MIN_REPLAY_PASSES, CHECK_EXAMPLES,
+                                   "validation" if self.held_out else "training", MIN_LOSS_DROP))
         return lines
 
 

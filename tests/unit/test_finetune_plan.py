@@ -5,8 +5,10 @@
       MIN_PASSES presentations, more for a small file up to MAX_PASSES; given epochs and replay win;
     - a run on the tiny chat model (tests/support/tiny_models.py, random weights: it knows none of the answers)
       with three question/answer pairs and more replayed conversations than them: no example held out, the
-      pairs repeated to outweigh the replay, and the run stops early, not before MIN_PASSES presentations,
-      once its answers come back; the
+      pairs repeated to outweigh the replay, and the run checks its answers first at the end of the pass that
+      presents each pair MIN_PASSES times and the replay MIN_REPLAY_PASSES times, then every CHECK_EXAMPLES
+      examples, and stops early once its
+      answers come back; the
       exported model then gives every training answer exactly through the chat engine (evaluate.answer_report
       against the data itself);
     - `pychat-wasm finetune` prints the plan first.
@@ -26,8 +28,8 @@ from pychat_wasm.gguf.reader import GGUFFile
 from pychat_wasm.train.data import TrainingData
 from pychat_wasm.train.evaluate import answer_report, session_from_gguf_bytes
 from pychat_wasm.train.finetune import FinetuneRun, FinetuneSettings
-from pychat_wasm.train.finetune_plan import (MAX_PASSES, MIN_PASSES, MIN_VALIDATION, MLP_BELOW, PRESENTATIONS,
-                                             REPLAY_QUESTIONS, REPLAY_SHARE, choose_plan)
+from pychat_wasm.train.finetune_plan import (CHECK_EXAMPLES, MAX_PASSES, MIN_PASSES, MIN_REPLAY_PASSES, MIN_VALIDATION,
+                                             MLP_BELOW, PRESENTATIONS, REPLAY_QUESTIONS, REPLAY_SHARE, choose_plan)
 
 REPO = Path(__file__).resolve().parents[2]
 # tiny_models writes no tokenizer.ggml.pre: the tokenizer says so and uses GPT-2's
@@ -53,6 +55,10 @@ def test_a_small_file_keeps_every_example_gets_more_presentations_and_outweighs_
     assert 33 <= REPLAY_SHARE / (1 - REPLAY_SHARE) * 6 * repeats and repeats == 6  # the fewest that outweigh it
     assert plan.passes(33) == 7 and plan.passes(33) * repeats >= MAX_PASSES  # 7 passes of 6 x 6 + 33 examples
     assert plan.steps(replayed=33) == 7 * 18  # 69 examples a pass in batches of 4
+    # 6 x 6 a pass presents each conversation 6 times in one pass, but the replayed answers only once
+    assert plan.first_check(33) == MIN_REPLAY_PASSES == 2 and plan.check_every(4) == CHECK_EXAMPLES // 4
+    twenty = choose_plan(20)  # 2 x 20 + 33 a pass: the third pass presents each conversation 6 times
+    assert (twenty.repeats(33), twenty.first_check(33), twenty.check_every(2)) == (2, 3, CHECK_EXAMPLES // 2)
 
 
 def test_validation_begins_at_the_threshold_and_presentations_never_go_below_the_minimum():
@@ -82,7 +88,11 @@ def test_three_pairs_are_learned_exactly_and_the_run_stops_early(text_base):
         run.step()
     assert run.stopped_early and run.step_count < planned and run.total_steps == run.step_count
     checks = [entry["check"] for entry in run.log if "check" in entry]
-    assert checks[0]["step"] == 2 * 9  # the first pass to present each conversation MIN_PASSES times
+    assert checks[0]["step"] == 2 * 9  # the first pass to present each conversation MIN_PASSES times (and the
+    # replayed answers MIN_REPLAY_PASSES times)
+    assert run.check_every == CHECK_EXAMPLES // 2  # then every CHECK_EXAMPLES examples of batches of 2
+    checked_at = sorted({c["step"] for c in checks})  # the log holds each check in its step's record too
+    assert checked_at == list(range(2 * 9, run.step_count + 1, run.check_every))
     assert checks[-1]["exact"] == checks[-1]["checked"] == 3
     session = session_from_gguf_bytes(run.gguf_writer().to_bytes())
     assert answer_report(session, TAUGHT).exact == 3

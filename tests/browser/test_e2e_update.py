@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PAYLOAD = "Hi "
 LONG_ANSWER = 1500  # tokens: the answer is still being written when the test clicks Reload
+LONG_ANSWER_TIMEOUT_MS = 600_000  # its end, on 2 cores shared with other jobs (about 90 s at a load of 25)
 # What the page did at the click on Reload and when it went away, kept across the reload.
 RECORDER = """
 addEventListener("click", (e) => {
@@ -82,7 +83,7 @@ def test_update_is_offered_and_applied_on_reload_with_the_model_kept(browser, bu
             page.press("#input", "Enter")
             page.wait_for_function("() => document.querySelector('.message[data-role=assistant] .content')"
                                    ".textContent.length > 0")
-            with page.expect_navigation():
+            with page.expect_navigation(timeout=LONG_ANSWER_TIMEOUT_MS):  # after the answer's end
                 page.click("#update-reload")
             wait_ready(page)
             assert page.evaluate("sessionStorage.getItem('clickWhileGenerating')") == "true"
@@ -125,7 +126,7 @@ def test_after_a_reload_of_the_page_the_update_is_offered_again_and_applied_by_t
             assert page.evaluate(BUILD_ID) == manifest_a["build_id"]
             page.wait_for_selector("#update-notice:not([hidden])")
             assert ask(page, "Still A?")[0] == PAYLOAD * 3
-            with page.expect_navigation():
+            with page.expect_navigation(timeout=LONG_ANSWER_TIMEOUT_MS):  # after the answer's end
                 page.click("#update-reload")
             wait_ready(page)
             assert page.evaluate(BUILD_ID) == manifest_b["build_id"]

@@ -81,7 +81,7 @@ def test_greedy_answers_are_the_same_and_transformers(sessions, hf_smollm2_model
     prompt, ours = our_greedy_ids(speculative, REQUESTS[name])
     assert (prompt, ours) == our_greedy_ids(plain, REQUESTS[name])
     if name != "plain":
-        assert lookup.accepted - accepted_before > len(ours) // 3  # most of the copy came from drafts
+        assert lookup.accepted - accepted_before >= 5  # drafts copied from the request were kept
     agreed = transformers_agreement(hf_smollm2_model, prompt, ours)
     assert agreed >= min(len(ours), 16)
 

@@ -69,7 +69,7 @@ def test_rolled_back_draft_tokens_leave_the_logits_of_a_fresh_run(tiny_path):
     after = model.forward(instead, start_pos=len(prompt) + 1, all_logits=True)  # [2, vocab]
     fresh = Model.from_gguf(str(tiny_path), policy="float32").forward(prompt + draft[:1] + instead, 0,
                                                                         all_logits=True)[-2:]
-    np.testing.assert_allclose(after, fresh, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(after, fresh, rtol=0, atol=1e-4)  # logits up to ~20: float32 sums in another order
 
 
 def test_the_feed_rolls_back_what_the_sampler_did_not_choose(tiny_path):

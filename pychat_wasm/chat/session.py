@@ -33,6 +33,9 @@ left out of the prompt; `will_drop_next` = a next message as long as the last on
 used + reserve > context, the reserve being the room kept for an answer plus the last user message's tokens
 (its role header included).
 
+Speculation: with `speculative` set (a PromptLookup; the library and the CLI set it), the loop gets its logits
+from passes over each token and a draft copied from the prompt (speculative.py); the tokens are the same.
+
 KV reuse: a new prompt is rendered from the whole conversation and only the part after the longest common
 prefix with the cache's ids is run through the model, which gives the same logits as recomputing everything.
 """
@@ -46,6 +49,7 @@ from .load import plan_load
 from .template import ChatTemplate, encode_chat
 from ..errors import ContextFullError, InvalidConversationError, TokenizerError
 from .sampler import Sampler, SamplingSettings
+from .speculative import PromptLookup, token_feed
 from .stop_strings import StopStringFilter
 
 PROMPT_CHUNK = 32  # prompt tokens per forward call: cancellation and progress are checked between chunks
@@ -65,6 +69,7 @@ class ChatSession:
         self.end_ids = set(tokenizer.end_of_turn_ids) | {tokenizer.eos_id}
         self._cancel = False
         self.on_sample: Optional[Callable[[Any, int], None]] = None  # called with (raw logits [vocab], token id)
+        self.speculative: Optional[PromptLookup] = None  # drafts to check per pass (speculative.py); None: off
 
     @classmethod
     def from_plan(cls, plan: Any, collective: Any = None) -> "ChatSession":
@@ -223,7 +228,6 @@ class ChatSession:
              stop_strings: List[str]) -> Iterator[ChatEvent]:
         """Process the new part of the prompt, then sample, stream and feed back tokens until a stop."""
         stats = answer.stats
-        cached = self.model.cache.ids  # the token ids the KV cache holds: the model appends to it
         start = time.perf_counter()
         logits = None
         for logits, done, total in self._process_prompt(prompt_ids, stats):
@@ -234,6 +238,17 @@ class ChatSession:
                 return
 
         start = time.perf_counter()
+        feed = token_feed(self.model, self.speculative)
+        try:
+            yield from self._generate(logits, feed, answer, settings, stop_strings)
+        finally:
+            feed.finish()  # the cache holds the answer's tokens, not unchecked draft ones
+        stats.generation_seconds = time.perf_counter() - start
+
+    def _generate(self, logits: Any, feed: Any, answer: Answer, settings: SamplingSettings,
+                  stop_strings: List[str]) -> Iterator[ChatEvent]:
+        """Sample, stream and feed back tokens from the prompt's last logits until a stop."""
+        stats = answer.stats
         decoder = self.tokenizer.stream_decoder()
         stops = StopStringFilter(stop_strings)
         self.sampler.begin_answer()
@@ -244,7 +259,7 @@ class ChatSession:
             if stats.generated_tokens >= settings.max_tokens:
                 stats.stop_reason = "length"
                 break
-            token = self.sampler.sample(logits, cached)
+            token = self.sampler.sample(logits, feed.history)
             if self.on_sample is not None:
                 self.on_sample(logits, token)
             stats.generated_tokens += 1
@@ -261,18 +276,17 @@ class ChatSession:
             if self.sampler.must_end:  # a grammar that is complete: no forward for a token that can only end
                 stats.stop_reason = "grammar_end"
                 break
-            if len(cached) >= self.context_length:
+            if len(feed.history) >= self.context_length:
                 stats.stop_reason = "context_full"
                 yield ChatEvent("notice", "The context is full: the answer was cut short. The next message "
                                           "will drop the oldest turns.")
                 break
-            logits = self.model.forward([token], start_pos=len(cached))  # [vocab]
+            logits = feed.next_logits(token, settings.max_tokens - stats.generated_tokens)  # [vocab]
         if not stops.stopped:
             tail = stops.feed(decoder.flush()) + stops.flush()
             if tail:
                 answer.text.append(tail)
                 yield ChatEvent("piece", tail)
-        stats.generation_seconds = time.perf_counter() - start
 
     def _process_prompt(self, prompt_ids: List[int], stats: GenerationStats):
         """Run the prompt tokens the cache does not hold yet, in chunks; yields (logits, done, total)."""

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
-from .common import add_lora_options, fail, model_path
+from .common import add_lora_options, add_speculative_option, fail, model_path
 from ..api import LLM
 from ..errors import ConstraintFileError, GrammarError, InvalidSettingsError, PychatError
 from ..grammar import Grammar, schema_to_gbnf
@@ -81,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="how weights are kept in memory: float32 is fastest, quantized smallest "
                         "(default %(default)s)")
     add_lora_options(p)
+    add_speculative_option(p)
     constrain = p.add_mutually_exclusive_group()
     constrain.add_argument("--json", action="store_true", help="every answer is a JSON object")
     constrain.add_argument("--json-schema", metavar="FILE", help="every answer is JSON valid under this JSON Schema")
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     path = model_path(args.model)
     if args.prompt is None:
         print("loading %s ..." % path, file=sys.stderr)
-    llm = LLM(path, policy=args.policy, context_length=args.context, lora=args.lora)
+    llm = LLM(path, policy=args.policy, context_length=args.context, lora=args.lora, speculative=args.speculative)
     chat = TerminalChat(llm, options, args.system)
     if args.prompt is not None:
         stream_answer(chat, args.prompt, sys.stdout, report=sys.stderr)

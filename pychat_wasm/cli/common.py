@@ -73,3 +73,10 @@ def add_lora_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-scale", action=LoraOption, type=float, metavar="S",
                    help="the scale of the --lora before it (default 1)")
     p.set_defaults(lora=[])
+
+
+def add_speculative_option(p: argparse.ArgumentParser) -> None:
+    """--speculative / --no-speculative: args.speculative (chat and serve; the library's LLM(speculative=))."""
+    p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=True,
+                   help="draft tokens from the prompt (prompt lookup) and check them in one pass where that pays; "
+                        "the answer is the same either way (default: on)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import CLIError, add_lora_options, model_path
+from .common import CLIError, add_lora_options, add_speculative_option, model_path
 from ..model.config import DEFAULT_CONTEXT_CAP
 from ..model.matrices import POLICIES
 
@@ -35,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--policy", choices=("auto",) + POLICIES, default="auto",
                    help="how weights are kept in memory (default %(default)s)")
     add_lora_options(p)
+    add_speculative_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--queue must be 0 or more, not %d" % args.queue)
     from ..api import LLM
 
-    llm = LLM(model_path(args.model), context_length=args.context, policy=args.policy, lora=args.lora)
+    llm = LLM(model_path(args.model), context_length=args.context, policy=args.policy, lora=args.lora,
+              speculative=args.speculative)
     app = build_app(llm, api_key=args.api_key, cors_origins=args.cors_origin, queue_limit=args.queue)
     print("serving %s on http://%s:%d (context %d tokens)" % (llm.model_name, args.host, args.port, llm.n_ctx()),
           file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 The architectures (llama, qwen2, qwen3, gemma3, phi3) differ only in a few named places: their traits and
 tensors are in config.py; the forward pass applies what a layer's weights have (biases, q/k norms, norms
 after attention and FFN), and phi3's fused matrices arrive already cut into q, k, v, gate and up (weights.py).
+Natively, q/k/v and gate/up are then multiplied as one stacked matrix each (stacked.py).
 
 forward() takes any number of tokens and runs them as matrices of up to FORWARD_BATCH_TOKENS rows, which
 bounds its memory for callers that pass a whole prompt (tests, benchmarks). The chat session passes smaller
@@ -28,7 +29,8 @@ from .kv_cache import KVCache
 from .config import ModelConfig
 from .weights import LayerWeights, gguf_matrix, gguf_vector, load_layer, load_output_head
 from .lora import AdaptedMatrix, LoraAdapter, low_rank_updates
-from .layers import ACTIVATIONS, apply_rope, attention_mask, linear, rms_norm, rope_angles, rope_frequencies, softmax
+from .layers import ACTIVATIONS, apply_rope, attention_mask, rms_norm, rope_angles, rope_frequencies, softmax
+from .stacked import StackedLayer, gate_up_products, qkv_products, stack_layer, without_adapted
 from .tensor_parallel import Collective, ShardPlan, head_blocks
 
 FORWARD_BATCH_TOKENS = 256  # tokens per pass through the layers: bounds the scores to [heads, 256, context]
@@ -38,9 +40,9 @@ FORWARD_BATCH_TOKENS = 256  # tokens per pass through the layers: bounds the sco
 # The model
 
 
-def feed_forward(x: np.ndarray, w: LayerWeights, activation: str) -> np.ndarray:
-    gate = ACTIVATIONS[activation](w.w_gate.matmul(x))  # [n, ffn_dim]
-    return w.w_down.matmul(gate * w.w_up.matmul(x))  # [n, ffn_dim] -> [n, dim] (a shard's partial sum)
+def feed_forward(x: np.ndarray, w: LayerWeights, stacked: StackedLayer, activation: str) -> np.ndarray:
+    gate, up = gate_up_products(x, w, stacked)  # [n, ffn_dim] each
+    return w.w_down.matmul(ACTIVATIONS[activation](gate) * up)  # [n, ffn_dim] -> [n, dim] (a shard's partial sum)
 
 
 class Model:
@@ -52,6 +54,10 @@ class Model:
         self.config, self.policy, self.shard, self.collective = config, policy, shard, collective
         self.token_embedding = gguf_matrix(gguf_file, "token_embd.weight")  # rows dequantized per lookup
         self.layers = [load_layer(gguf_file, config, i, policy, shard) for i in range(config.n_layers)]
+        # q/k/v and gate/up stacked into one matrix each (stacked.py), natively: a worker's shards stay apart
+        self.stacked = [StackedLayer()] * config.n_layers
+        if shard is None:
+            self.layers, self.stacked = map(list, zip(*(stack_layer(w) for w in self.layers)))
         self.output_norm = gguf_vector(gguf_file, "output_norm.weight")
         self.rope_factors = gguf_vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
         # Looked up per layer at every token, so worked out once: RoPE base and window per layer, and the
@@ -67,7 +73,7 @@ class Model:
         self.n_heads = sum(b.n_kv * b.group for b in self.head_blocks)
         self.cache = KVCache(config.n_layers, self.n_kv_heads, config.context_length, config.head_dim)
         self.adapters: List[Tuple[LoraAdapter, float]] = []  # applied LoRA adapters and their scales
-        self._unadapted = (self.layers, self.output)
+        self._unadapted = (self.layers, self.output, self.stacked)
 
     @classmethod
     def from_plan(cls, plan, collective: Optional[Collective] = None) -> "Model":
@@ -95,10 +101,12 @@ class Model:
         those applied before; [] removes them. The stored weights never change, so removal is exact; the KV
         cache is emptied, since its keys and values came from the previous weights."""
         updates = low_rank_updates(adapters, self.config, self.shard)  # AdapterError before anything changes
-        layers, output = self._unadapted
+        layers, output, stacked = self._unadapted
         self.layers = [w._replace(**{field: AdaptedMatrix(getattr(w, field), updates[(i, field)])
                                      for (layer, field) in updates if layer == i})
                        for i, w in enumerate(layers)]
+        self.stacked = [without_adapted(s, [field for (layer, field) in updates if layer == i])
+                        for i, s in enumerate(stacked)]
         self.output = AdaptedMatrix(output, updates[(-1, "output")]) if (-1, "output") in updates else output
         self.adapters = list(adapters)
         del self.cache.ids[:]
@@ -179,7 +187,7 @@ class Model:
                 h = rms_norm(h, w.post_attn_norm, cfg.rms_eps)
             x = x + h  # residual
             h = rms_norm(x, w.ffn_norm, cfg.rms_eps)
-            h = feed_forward(h, w, cfg.activation)
+            h = feed_forward(h, w, self.stacked[i], cfg.activation)
             self._sum(h)
             if w.post_ffn_norm is not None:
                 h = rms_norm(h, w.post_ffn_norm, cfg.rms_eps)
@@ -211,9 +219,10 @@ class Model:
                    rope: Tuple[np.ndarray, np.ndarray], mask: Tuple[int, np.ndarray]) -> np.ndarray:
         cfg = self.config
         n, hd = x.shape[0], cfg.head_dim
-        q = linear(x, w.wq, w.q_bias).reshape(n, self.n_heads, hd)  # [n, n_heads, head_dim]
-        k = linear(x, w.wk, w.k_bias).reshape(n, self.n_kv_heads, hd)  # [n, n_kv, head_dim]
-        v = linear(x, w.wv, w.v_bias).reshape(n, self.n_kv_heads, hd)
+        q, k, v = qkv_products(x, w, self.stacked[layer])
+        q = q.reshape(n, self.n_heads, hd)  # [n, n_heads, head_dim]
+        k = k.reshape(n, self.n_kv_heads, hd)  # [n, n_kv, head_dim]
+        v = v.reshape(n, self.n_kv_heads, hd)
         if w.q_norm is not None:
             q, k = rms_norm(q, w.q_norm, cfg.rms_eps), rms_norm(k, w.k_norm, cfg.rms_eps)
         # Scores scale by 1/sqrt(head_dim), as in llama.cpp; Gemma 3's query_pre_attn_scalar is the same 256.

@@ -40,6 +40,11 @@ class KVCache:
         self.k[layer, :, start:stop] = k.transpose(1, 0, 2)  # [n_kv_heads, n_tokens, head_dim]
         self.v[layer, :, start:stop] = v.transpose(1, 0, 2)
 
+    def truncate(self, length: int) -> None:
+        """Forget the positions from `length` on (e.g. draft tokens the sampler did not choose): the next
+        forward pass from there overwrites their keys and values."""
+        del self.ids[length:]
+
     def keys(self, layer: int, start: int, stop: int) -> np.ndarray:
         return self.k[layer, :, start:stop]  # [n_kv_heads, stop-start, head_dim], a view
 

@@ -77,7 +77,7 @@ class LLM:
 
     def __init__(self, model_path: ModelFile, *, context_length: Optional[int] = None,
                  policy: str = "auto", seed: Optional[int] = None,
-                 lora: Sequence[Union[ModelFile, Tuple[ModelFile, float]]] = (), speculative: bool = True):
+                 lora: Sequence[Union[ModelFile, Tuple[ModelFile, float]]] = (), speculative: bool = False):
         """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file).
         lora: LoRA adapters (llama.cpp's GGUF files, model/lora.py) applied at load, each a file or a (file,
         scale) pair; one made for another base model raises AdapterMismatchError. speculative: draft tokens

@@ -250,7 +250,9 @@
       const onChunk = (chunk) => {
         if (chunk.context_budget) this.showBudget(chunk.context_budget);
         if (!chunk.choices.length) {
-          usage = chunk;
+          const progress = chunk.prompt_progress;  // a long prompt, read chunk by chunk
+          if (progress) answer.setNote(`Reading the prompt: ${progress.processed} / ${progress.total} tokens`);
+          else usage = chunk;
           return;
         }
         const {delta, finish_reason: reason} = chunk.choices[0];

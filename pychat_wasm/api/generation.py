@@ -61,13 +61,17 @@ class Generation:
         if self.records is not None and token not in self.llm.session.end_ids:
             self.records.append(shapes.TokenLogprob(self.llm.tokenizer, logits, token, self.top))
 
-    def pieces(self) -> Iterator[Tuple[str, Optional[List[shapes.TokenLogprob]]]]:
-        """(text, the logprobs of the tokens sampled since the last piece, or None without logprobs)."""
+    def pieces(self, progress: bool = False) -> Iterator[Tuple[Any, Optional[List[shapes.TokenLogprob]]]]:
+        """(text, the logprobs of the tokens sampled since the last piece, or None without logprobs); with
+        `progress`, also ((prompt tokens read, of), None) after each chunk of the prompt but its last: a caller
+        may show it, and stop there (the session's cancel() is checked between chunks)."""
         try:
             for event in itertools.chain(self.first, self.events):
                 self.budget = event.budget or self.budget  # the context as of this event
                 if event.kind == "piece":
                     yield event.text, self.unsent_records()
+                elif progress and event.kind == "progress" and event.progress[0] < event.progress[1]:
+                    yield event.progress, None
                 elif event.kind == "done":
                     self.stats = event.stats
         finally:
@@ -139,7 +143,8 @@ def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: 
     """The first chunk carries the role (and an empty content unless the answer may be a call), then one per
     delta (with the logprobs of the tokens since the last one), the last the finish_reason; with include_usage
     a chunk without choices carries run.report(), and with continuous every chunk before it carries
-    run.report_so_far()."""
+    run.report_so_far() and, while a long prompt is read, a chunk without choices follows each of its chunks
+    with `prompt_progress` (llama.cpp's server's name: {"processed", "total"}, tokens to run)."""
     ident = shapes.new_id("chatcmpl")
     so_far = run.report_so_far if continuous else dict
     role = {"role": "assistant"} if reader.may_call else {"role": "assistant", "content": ""}  # a call: no content
@@ -152,7 +157,12 @@ def chat_chunks(run: Generation, model: str, reader: CallReader, include_usage: 
             yield dict(shapes.chat_chunk(ident, model, delta, logprobs=shapes.chat_logprobs(pending)), **so_far())
             pending = None if pending is None else []
 
-    for piece, records in run.pieces():
+    for piece, records in run.pieces(progress=continuous):
+        if isinstance(piece, tuple):  # a chunk of the prompt read
+            progress = dict(zip(("processed", "total"), piece))
+            yield shapes.usage_chunk(ident, model, "chat.completion.chunk", dict(run.report_so_far(),
+                                                                                 prompt_progress=progress))
+            continue
         pending = None if pending is None else pending + records
         yield from chunks(reader.feed(piece))
     yield from chunks(reader.finish())

@@ -66,6 +66,38 @@ def test_stop_ends_the_generation_after_the_current_token(loaded):
     assert chunks[-1]["choices"][0]["finish_reason"] == "cancelled"
 
 
+LONG_QUESTION = "Summarise this list in one word: " + ", ".join("item %d" % i for i in range(60))
+LIVE_USAGE = {"include_usage": True, "continuous_usage_stats": True}  # what the page's chat asks for
+
+
+def test_a_long_prompt_reports_its_reading_and_stop_ends_it_between_its_chunks(loaded, smollm2_path,
+                                                                              hf_smollm2_tokenizer):
+    """With continuous usage stats, each 32-token chunk of a long prompt but the last is followed by a chunk
+    without choices carrying llama.cpp's prompt_progress; its total is transformers' token count of the
+    rendered prompt (nothing of it cached), and Stop there ends the answer before any token is sampled."""
+    messages = [{"role": "user", "content": LONG_QUESTION}]
+    rendered = hf_smollm2_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    total = len(hf_smollm2_tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    body = {"messages": messages, "temperature": 0, "max_tokens": 4, "stream": True, "stream_options": LIVE_USAGE}
+
+    def empty_cache():
+        call(worker_api.load_model, np.fromfile(str(smollm2_path), np.uint8), smollm2_path.name)
+
+    empty_cache()
+    _, chunks, _ = run_request("chat.completions", body)
+    progress = [c["prompt_progress"] for c in chunks if "prompt_progress" in c]
+    assert all(not c["choices"] for c in chunks if "prompt_progress" in c)
+    assert total > 64 and [p["processed"] for p in progress] == list(range(32, total, 32))
+    assert {p["total"] for p in progress} == {total}
+
+    empty_cache()
+    _, chunks, _ = run_request("chat.completions", body, stop_after=2)  # the role chunk, then one prompt chunk
+    assert [c["prompt_progress"]["processed"] for c in chunks if "prompt_progress" in c] == [32]
+    answered = [c for c in chunks if c["choices"]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in answered) == ""
+    assert answered[-1]["choices"][0]["finish_reason"] == "cancelled"
+
+
 def test_models_and_embeddings(loaded, smollm2_path):
     _, (models,), _ = run_request("models", {})
     assert models["data"][0]["id"] == smollm2_path.name

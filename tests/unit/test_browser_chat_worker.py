@@ -83,7 +83,9 @@ def test_greedy_turn_streams_the_reference_answer(loaded):
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert timings(chunks)["prompt_n"] == 42 and timings(chunks)["predicted_n"] == 8  # the end token included
     assert chunks[-1]["usage"] == {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
-    budgets = [c["context_budget"] for c in chunks]  # every chunk's: the page's meter, live
+    reading = [c for c in chunks if "prompt_progress" in c]  # the prompt's 32-token chunks but its last
+    assert [c["prompt_progress"] for c in reading] == [{"processed": 32, "total": 42}] and not reading[0]["choices"]
+    budgets = [c["context_budget"] for c in chunks if c not in reading]  # every chunk's: the page's meter, live
     assert [b["answer"] for b in budgets] == [0] + list(range(1, 8)) + [8, 8]  # role, per piece, finish, usage
     assert budgets[-1]["used"] == 42 + 8 and budgets[-1]["history"] + budgets[-1]["system"] == 42
     assert budgets[-1]["dropped"] == 0 and budgets[-1]["will_drop_next"] is False

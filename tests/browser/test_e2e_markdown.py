@@ -1,8 +1,8 @@
 """Answers rendered as Markdown (web/markdown.js, web/chat_view.js) in Chromium, on the built site.
 
 Most tests run on a small lab page written into the module's copy of the site: the site's own styles.css,
-vendor/marked.umd.js, vendor/purify.min.js, page_ui.js, markdown.js and chat_view.js, and an empty #messages,
-served WITHOUT the Content-Security-Policy. The policy would block an inline handler or a javascript: URL
+vendor/marked.umd.js, vendor/purify.min.js, page_ui.js, markdown.js, reasoning.js, tool_calls.js and
+chat_view.js, and an empty #messages, served WITHOUT the Content-Security-Policy. The policy would block an inline handler or a javascript: URL
 by itself; without it, only the renderer and the sanitizer stand between a payload and its running, and a
 control shows that a payload that gets through really sets the flag these tests watch. The last tests go
 through the real page, under its policy: a tiny model's answer streamed by the Python worker, and the
@@ -29,6 +29,8 @@ LAB_HTML = """<!doctype html>
 <script src="vendor/marked.umd.js"></script>
 <script src="vendor/purify.min.js"></script>
 <script src="markdown.js"></script>
+<script src="reasoning.js"></script>
+<script src="tool_calls.js"></script>
 <script src="chat_view.js"></script>
 </body></html>
 """

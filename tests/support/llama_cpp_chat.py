@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import ast
 import re
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
-from llama_cpp_vocabs import BUNDLE, CACHE, MissingSuite, _git, REPO
+from llama_cpp_vocabs import CACHE, bundle_files
 
 CHAT_CACHE = CACHE.parent / "llama.cpp-chat"
 STRING = r'"(?:[^"\\\n]|\\.)*"'
@@ -33,33 +31,9 @@ class ParseCase(NamedTuple):
 
 
 def chat_dir() -> Path:
-    """The directory holding templates/ and test-chat.cpp, taken out of the bundle on first use."""
-    if not BUNDLE.exists():
-        raise MissingSuite("%s is missing: run scripts/setup.sh (npm installs node-llama-cpp)" % BUNDLE)
-    (commit, _), = [line.split() for line in _git("bundle", "list-heads", str(BUNDLE), cwd=REPO).decode().splitlines()
-                    if line.endswith(" HEAD")]
-    target = CHAT_CACHE / commit
-    if target.exists():
-        return target
-    CHAT_CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=str(CHAT_CACHE)) as scratch:
-        clone = Path(scratch) / "llama.cpp"
-        _git("clone", "--quiet", "--no-checkout", str(BUNDLE), str(clone), cwd=REPO)
-        archive = Path(scratch) / "chat.tar"
-        archive.write_bytes(_git("archive", "HEAD", "models/templates", "tests/test-chat.cpp", cwd=clone))
-        out = Path(scratch) / "out"
-        (out / "templates").mkdir(parents=True)
-        with tarfile.open(str(archive)) as tar:
-            for member in tar.getmembers():
-                if member.isfile():
-                    folder = out / "templates" if member.name.endswith(".jinja") else out
-                    (folder / Path(member.name).name).write_bytes(tar.extractfile(member).read())
-        try:
-            out.rename(target)  # atomic: a concurrent run either sees all files or none
-        except OSError:
-            if not target.exists():
-                raise
-    return target
+    """The directory holding templates/ and test-chat.cpp."""
+    return bundle_files(CHAT_CACHE, ["models/templates", "tests/test-chat.cpp"],
+                        lambda path: ("templates/" if path.endswith(".jinja") else "") + Path(path).name)
 
 
 def template_source(name: str) -> str:

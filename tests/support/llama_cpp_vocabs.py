@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,34 +39,42 @@ def _git(*args: str, cwd: Path) -> bytes:
     return subprocess.run(["git", *args], cwd=str(cwd), check=True, capture_output=True).stdout
 
 
-def vocab_dir() -> Path:
-    """The directory holding the suite's ggml-vocab-* files, taken out of the bundle on first use."""
+def bundle_files(cache: Path, pathspecs: Sequence[str], place: Callable[[str], Optional[str]]) -> Path:
+    """cache/<the bundle's commit>/, holding the files of `pathspecs` (paths in llama.cpp's tree) of the
+    bundle's HEAD, each at place(its path in the tree) (None: left out); taken out on first use."""
     if not BUNDLE.exists():
         raise MissingSuite("%s is missing: run scripts/setup.sh (npm installs node-llama-cpp)" % BUNDLE)
     (commit, _), = [line.split() for line in _git("bundle", "list-heads", str(BUNDLE), cwd=REPO).decode().splitlines()
                     if line.endswith(" HEAD")]
-    target = CACHE / commit
+    target = cache / commit
     if target.exists():
         return target
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=str(CACHE)) as scratch:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=str(cache)) as scratch:
         clone = Path(scratch) / "llama.cpp"
         _git("clone", "--quiet", "--no-checkout", str(BUNDLE), str(clone), cwd=REPO)
-        archive = Path(scratch) / "models.tar"
-        archive.write_bytes(_git("archive", "HEAD", "models", cwd=clone))
+        archive = Path(scratch) / "files.tar"
+        archive.write_bytes(_git("archive", "HEAD", *pathspecs, cwd=clone))
         out = Path(scratch) / "out"
         out.mkdir()
         with tarfile.open(str(archive)) as tar:
             for member in tar.getmembers():
-                name = Path(member.name).name
-                if member.isfile() and name.startswith("ggml-vocab-"):
-                    (out / name).write_bytes(tar.extractfile(member).read())
+                where = place(member.name) if member.isfile() else None
+                if where is not None:
+                    (out / where).parent.mkdir(parents=True, exist_ok=True)
+                    (out / where).write_bytes(tar.extractfile(member).read())
         try:
             out.rename(target)  # atomic: a concurrent run either sees all files or none
         except OSError:
             if not target.exists():
                 raise
     return target
+
+
+def vocab_dir() -> Path:
+    """The directory holding the suite's ggml-vocab-* files."""
+    return bundle_files(CACHE, ["models"], lambda path: Path(path).name if Path(path).name.startswith("ggml-vocab-")
+                        else None)
 
 
 def suite_vocabs() -> List[str]:

@@ -33,21 +33,16 @@ class Generation:
         self.first = self._start()
 
     def _start(self) -> List[ChatEvent]:
-        """The events up to the first that tells how the prompt went."""
-        pulled: List[ChatEvent] = []
+        """The first event, which tells how the prompt went (its budget: the turns left out)."""
         try:
-            for event in self.events:
-                pulled.append(event)
-                self.budget = event.budget or self.budget
-                if event.kind != "notice":
-                    break
+            pulled: List[ChatEvent] = list(itertools.islice(self.events, 1))
         except ContextFullError as exc:
             self.close()
             raise naming(exc, self.source)
         except BaseException:
             self.close()
             raise
-        budget = self.budget
+        budget = self.budget = pulled[0].budget if pulled else None
         if budget and budget.dropped and not self.drops_turns:
             self.close()
             raise naming(ContextFullError(

@@ -54,8 +54,8 @@ class ContextBudget:
 class ChatEvent:
     """One step of `ChatSession.reply`; `as_dict()` gives plain data for postMessage/JSON."""
 
-    kind: str  # "progress" | "piece" | "notice" | "done"
-    text: str = ""  # a piece, a notice, or (done) the whole answer
+    kind: str  # "progress" | "piece" | "done"
+    text: str = ""  # a piece, or (done) the whole answer
     progress: Tuple[int, int] = (0, 0)  # (prompt tokens processed, prompt tokens to process)
     stats: Optional[GenerationStats] = None
     budget: Optional[ContextBudget] = None

@@ -10,8 +10,6 @@ token at a time without threads:
     for event in session.reply(messages, SamplingSettings(temperature=0)):
         if event.kind == "piece":
             print(event.text, end="")
-        elif event.kind == "notice":
-            print("[%s]" % event.text)
         elif event.kind == "done":
             messages.append({"role": "assistant", "content": event.text})
             print("\\n%.1f tok/s" % event.stats.generation_tps)
@@ -19,8 +17,9 @@ token at a time without threads:
 A conversation: an optional first "system" message (the system prompt; without it the template's default
 applies), then user and assistant messages ending with the user's (the library API may also pass assistant
 messages with `tool_calls` and "tool" results, for a template that renders them: api/tool_messages.py). Event kinds: "progress" (prompt tokens
-processed so far), "piece" (answer text, in order), "notice" (something the user should know, e.g. old
-turns were dropped), and a final "done" carrying `GenerationStats`, the whole answer and the budget.
+processed so far), "piece" (answer text, in order), and a final "done" carrying `GenerationStats` (its
+stop_reason "context_full" when the context ran out), the whole answer and the budget (its `dropped`: the
+oldest turns left out).
 
 The library's raw completions (`complete(prompt_ids, settings, stop_strings)`, pychat_wasm/api/) run the same
 token loop with no template or conversation; `on_sample` shows it each step's raw logits and the token drawn
@@ -122,16 +121,12 @@ class ChatSession:
         self._cancel = False
         room = _answer_room(settings, self.context_length)
         prompt_ids, kept, dropped = self._fit_prompt(messages, room, tools)
-        if dropped:
-            yield ChatEvent("notice", "The context is full: dropped the %d oldest message%s (the system prompt "
-                                      "is kept)." % (dropped, "s" if dropped > 1 else ""))
         self.sampler.use(settings)
         answer = Answer(prompt_tokens=len(prompt_ids), system_tokens=self._system_tokens(kept, prompt_ids, tools),
                         message_tokens=len(prompt_ids) - len(self._encode(kept[:-1], tools=tools)), dropped=dropped)
         answer.stats.seed = self.sampler.seed
         for event in self._run(prompt_ids, answer, settings, stop_strings):
-            if event.kind != "notice":
-                event.budget = self._answer_budget(answer, room)
+            event.budget = self._answer_budget(answer, room)
             yield event
         yield ChatEvent("done", text="".join(answer.text), stats=answer.stats,
                         budget=self._answer_budget(answer, room))
@@ -278,8 +273,6 @@ class ChatSession:
                 break
             if len(feed.history) >= self.context_length:
                 stats.stop_reason = "context_full"
-                yield ChatEvent("notice", "The context is full: the answer was cut short. The next message "
-                                          "will drop the oldest turns.")
                 break
             logits = feed.next_logits(token, settings.max_tokens - stats.generated_tokens)  # [vocab]
         if not stops.stopped:

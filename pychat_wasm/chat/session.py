@@ -16,10 +16,10 @@ token at a time without threads:
 
 A conversation: an optional first "system" message (the system prompt; without it the template's default
 applies), then user and assistant messages ending with the user's (the library API may also pass assistant
-messages with `tool_calls` and "tool" results, for a template that renders them: api/tool_messages.py). Event kinds: "progress" (prompt tokens
-processed so far), "piece" (answer text, in order), and a final "done" carrying `GenerationStats` (its
-stop_reason "context_full" when the context ran out), the whole answer and the budget (its `dropped`: the
-oldest turns left out).
+messages with `tool_calls` and "tool" results, for a template that renders them: api/tool_messages.py).
+Event kinds: "progress" (prompt tokens processed so far), "piece" (answer text, in order), and a final
+"done" carrying `GenerationStats` (its stop_reason "context_full" when the context ran out), the whole answer
+and the budget (its `dropped`: the oldest turns left out).
 
 The library's raw completions (`complete(prompt_ids, settings, stop_strings)`, pychat_wasm/api/) run the same
 token loop with no template or conversation; `on_sample` shows it each step's raw logits and the token drawn
@@ -32,8 +32,9 @@ left out of the prompt; `will_drop_next` = a next message as long as the last on
 used + reserve > context, the reserve being the room kept for an answer plus the last user message's tokens
 (its role header included).
 
-Speculation: with `speculative` set (a PromptLookup; the library and the CLI set it), the loop gets its logits
-from passes over each token and a draft copied from the prompt (speculative.py); the tokens are the same.
+Speculation: with `speculative` set (a PromptLookup: LLM(speculative=True), `chat --speculative`), the loop
+gets its logits from passes over each token and a draft copied from the prompt (speculative.py); the tokens
+are the same.
 
 KV reuse: a new prompt is rendered from the whole conversation and only the part after the longest common
 prefix with the cache's ids is run through the model, which gives the same logits as recomputing everything.

@@ -97,12 +97,12 @@ def _check_result(value: Any) -> Any:
 @_untraced
 def _check_arguments(args: Iterable[Any]) -> None:
     """Refuse calls whose integer arguments or string sizes could build something huge before we see it."""
-    sizes, largest_int = [], 0
+    largest_int, work = 0, 1  # work: the product of every argument's size + 1
     for arg in args:
-        if isinstance(arg, int) and not isinstance(arg, bool):
+        if type(arg) is int or isinstance(arg, int) and not isinstance(arg, bool):
             largest_int = max(largest_int, abs(arg))
-        sizes.append(_size(arg))
-    work = math.prod(s + 1 for s in sizes)
+        elif work <= MAX_WORK and isinstance(arg, (str, bytes, list, tuple, dict)):  # others have size 0
+            work *= _size(arg) + 1
     if largest_int > MAX_TEXT or work > MAX_WORK:
         raise SecurityError("the template called something with arguments too large to be safe")
 

@@ -47,7 +47,10 @@ def tool_fields(message: Dict[str, Any], index: int) -> Dict[str, Any]:
 
 
 def for_template(conversation: List[Dict[str, Any]], template: Any) -> List[Dict[str, Any]]:
-    """The conversation with its tool calls and results as the template renders them natively, or generic."""
+    """The conversation with its tool calls and results as the template renders them natively, or generic.
+    Without either the template is not probed (each probe is a render: a hostile one may take its full bound)."""
+    if not any(message.get("tool_calls") or message["role"] == "tool" for message in conversation):
+        return list(conversation)
     names = {call["id"]: call["function"]["name"] for message in conversation
              for call in message.get("tool_calls") or ()}
     native_calls, native_results = template.renders_tool_calls, template.renders_tool_results

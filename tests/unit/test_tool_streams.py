@@ -82,3 +82,16 @@ def test_a_template_that_writes_tool_messages_gets_them_with_object_arguments():
     assert native[2:] == CONVERSATION[2:]
     assert [c["function"]["arguments"] for c in native[1]["tool_calls"]] == [{"city": "Paris"}, {"city": "Rome"}]
     assert CONVERSATION[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'  # the caller's copy
+
+
+def test_a_conversation_without_tool_messages_does_not_probe_the_template():
+    """Each probe renders the template: a hostile one may take its full time bound per render, so a plain chat
+    must not pay for two probes it does not need (the fuzzer's case 397,538 of seed 0 spent them)."""
+    class Unprobed:
+        def __getattr__(self, name):
+            raise AssertionError("the template was probed for " + name)
+
+    plain = CONVERSATION[:1] + [{"role": "assistant", "content": "Let me look."}]
+    assert for_template(plain, Unprobed()) == plain
+    with pytest.raises(AssertionError, match="probed"):
+        for_template(CONVERSATION, Unprobed())

@@ -120,7 +120,7 @@ def classify(exc: BaseException) -> str:
     """'untyped KeyError at pychat_wasm/tokenizers/base.py:123', innermost engine frame first."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.name != "_on_sigprof"]
     engine = [f for f in frames if "pychat_wasm" in f.filename] or frames
-    where = "%s:%d" % (os.path.relpath(engine[-1].filename, str(ROOT)), engine[-1].lineno) if engine else "?"
+    where = "%s:%s" % (os.path.relpath(engine[-1].filename, str(ROOT)), engine[-1].lineno or "?") if engine else "?"
     if isinstance(exc, CaseTimeout):
         return "hang at %s" % where
     if isinstance(exc, MemoryError):

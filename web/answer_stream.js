@@ -51,7 +51,8 @@
         this.onText();
       }
       for (const piece of delta.tool_calls || []) {
-        const call = this.toolCalls[piece.index] ??= {id: piece.id, type: "function", function: {name: "", arguments: ""}};
+        const call = this.toolCalls[piece.index] ??= {id: piece.id, type: "function",
+                                                      function: {name: "", arguments: ""}};
         call.function.name += (piece.function && piece.function.name) || "";
         call.function.arguments += (piece.function && piece.function.arguments) || "";
         this.view.setNote("");

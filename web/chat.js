@@ -142,7 +142,8 @@
 
     /* The worker's budget of `messages` after the system prompt, before an answer. */
     async budgetOf(messages) {
-      const {messages: sent, max_tokens} = Pychat.ChatRequest.body(this.form, {...this.conversation, messages});  // max_tokens: the answer's room
+      const body = Pychat.ChatRequest.body(this.form, {...this.conversation, messages});
+      const {messages: sent, max_tokens} = body;  // max_tokens: the answer's room
       return (await this.models.python.request("budget", {body: {messages: sent, max_tokens}})).budget;
     }
 

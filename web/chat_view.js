@@ -155,7 +155,8 @@
         button.setAttribute("aria-label", name);
         return button;
       };
-      this.versionButtons = {[-1]: arrow("‹", "Previous version", -1, n <= 1), [1]: arrow("›", "Next version", 1, n >= m)};
+      this.versionButtons = {[-1]: arrow("‹", "Previous version", -1, n <= 1),
+                             [1]: arrow("›", "Next version", 1, n >= m)};
       group.append(this.versionButtons[-1], element("span", `${n} / ${m}`, "version-label"), this.versionButtons[1]);
       this.actionRow().prepend(group);
     }

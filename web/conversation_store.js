@@ -83,9 +83,10 @@
 
   /* The backup: every conversation with its whole tree of versions (format version 2; a flat one as its tree). */
   function exportJSON(conversations) {
-    const plain = conversations.map(Tree.migrate).map(({title, titled, system_prompt, nodes, selected, created, updated}) =>
-      ({title, titled, system_prompt, version: Tree.VERSION, selected, nodes: nodes.map(exportedNode), created,
-        updated}));
+    const plain = conversations.map(Tree.migrate).map(
+      ({title, titled, system_prompt, nodes, selected, created, updated}) =>
+        ({title, titled, system_prompt, version: Tree.VERSION, selected, nodes: nodes.map(exportedNode), created,
+          updated}));
     return JSON.stringify({format: FORMAT, version: Tree.VERSION, conversations: plain}, null, 1);
   }
 

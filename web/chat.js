@@ -7,12 +7,12 @@
  * fails before its first piece leaves the conversation as it was and puts the message back in the input.
  *
  * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again: both keep
- * the old version, and every message with versions shows "‹ n / m ›" (transcript.js) to switch between them,
- * each with the continuation it had. The system prompt, and the sampling settings and stop strings of
- * sampling_form.js. The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
- * conversation_list.js. The context budget (tokens used of the model's context, live while an answer streams)
- * is shown under the messages; the messages the last prompt left out are marked. Files attached to the message
- * being written (attachments.js) are counted in the budget before it is sent, and kept with the message.
+ * the old version, and "‹ n / m ›" (transcript.js) switches versions, each with the continuation it had. The
+ * system prompt, and the sampling settings and stop strings of sampling_form.js. The conversations themselves
+ * are kept in IndexedDB (conversation_store.js) and listed by conversation_list.js. The context budget (tokens
+ * used of the model's context, live while an answer streams) is shown under the messages; the messages the
+ * last prompt left out are marked. Files attached to the message being written (attachments.js) are counted in
+ * the budget before it is sent, and kept with the message.
  *
  * It owns the answer being written (`generating`, `turn`: a promise that settles when it ends) and the
  * conversation on the page (`conversation`, `conversations`: the store); others read them, only it writes.
@@ -140,10 +140,9 @@
       }
     }
 
-    /* The worker's budget of `messages` after the system prompt, before an answer. */
+    /* The worker's budget of `messages` after the system prompt, before an answer (max_tokens: its room). */
     async budgetOf(messages) {
-      const body = Pychat.ChatRequest.body(this.form, {...this.conversation, messages});
-      const {messages: sent, max_tokens} = body;  // max_tokens: the answer's room
+      const {messages: sent, max_tokens} = Pychat.ChatRequest.body(this.form, {...this.conversation, messages});
       return (await this.models.python.request("budget", {body: {messages: sent, max_tokens}})).budget;
     }
 

@@ -25,7 +25,8 @@ const label = (conversation, index) => {
 };
 
 /* A flat conversation of format 1 as the page stored it before branches: every field a message could have. */
-const FLAT = {id: "c-1", title: "Capitals", titled: true, system_prompt: "Be brief.", created: 1, updated: 2, dropped: 2,
+const FLAT = {
+  id: "c-1", title: "Capitals", titled: true, system_prompt: "Be brief.", created: 1, updated: 2, dropped: 2,
   messages: [user("Capital of France?", {attachments: [{name: "a.txt", type: "text/plain", text: "x", tokens: 1}]}),
              assistant("Paris.", {stats: {generated_tokens: 3}, first_token: 0.5}),
              user("And Italy?"),
@@ -52,7 +53,9 @@ test("a flat conversation migrates to one branch, losslessly, and is shown as it
   // every field of every message is kept; the conversation's dropped count went to its last answer and back
   assert.deepEqual(plain(shown.messages), plain(FLAT.messages.map((m, i) => (i === 3 ? {...m, dropped: 2} : m))));
   assert.equal(shown.dropped, 2);
-  for (const key of ["id", "title", "titled", "system_prompt", "created", "updated"]) assert.equal(shown[key], FLAT[key]);
+  for (const key of ["id", "title", "titled", "system_prompt", "created", "updated"]) {
+    assert.equal(shown[key], FLAT[key]);
+  }
   assert.equal(Tree.migrate(tree), tree);  // format 2 stays as it is
   const stored = Tree.record(shown);  // what IndexedDB gets: the tree without what is derived from it
   assert.ok(!("messages" in stored) && !("dropped" in stored));
@@ -102,8 +105,8 @@ test("the JSON backup keeps the whole tree and which branch is shown; format 1 s
   const c = Tree.select(branched(), 2);
   const conversation = {...ConversationStore.create({title: "Branches"}), ...Tree.record(c)};
   const [back] = ConversationStore.parseImport(ConversationStore.exportJSON([Tree.shown(conversation)]));
-  assert.deepEqual(plain(back.nodes.map(({id, parent, selected, role, content}) => ({id, parent, selected, role, content}))),
-                   plain(c.nodes.map(({id, parent, selected, role, content}) => ({id, parent, selected, role, content}))));
+  const tree = (nodes) => plain(nodes.map(({id, parent, selected, role, content}) => [id, parent, selected, role, content]));
+  assert.deepEqual(tree(back.nodes), tree(c.nodes));
   assert.deepEqual(texts(back), ["Q1", "A1", "Q2", "A2"]);
   assert.equal(back.version, 2);
   assert.equal(ConversationStore.fingerprint(back), ConversationStore.fingerprint(conversation));
@@ -114,12 +117,13 @@ test("the JSON backup keeps the whole tree and which branch is shown; format 1 s
 });
 
 test("an imported tree whose message follows no earlier one is refused, saying which", () => {
-  const nodes = [{id: 0, parent: null, role: "user", content: "a"}, {id: 1, parent: 5, role: "assistant", content: "b"}];
+  const nodes = [{id: 0, parent: null, role: "user", content: "a"},
+                 {id: 1, parent: 5, role: "assistant", content: "b"}];
   assert.throws(() => ConversationStore.parseImport(JSON.stringify({nodes})),
                 (error) => error.name === "ConversationImportError" &&
                   error.message === "The conversation: message 2 follows no earlier message");
-  assert.throws(() => ConversationStore.parseImport(JSON.stringify({nodes: [{id: 0, parent: null, role: "tool", content: "x"}]})),
-                /message 1 has no role user or assistant/);
+  const tool = {nodes: [{id: 0, parent: null, role: "tool", content: "x"}]};
+  assert.throws(() => ConversationStore.parseImport(JSON.stringify(tool)), /message 1 has no role user or assistant/);
 });
 
 test("Markdown and JSONL export the shown branch; search finds what is shown", () => {
@@ -129,6 +133,6 @@ test("Markdown and JSONL export the shown branch; search finds what is shown", (
                "# Branches\n\n## User\n\nQ1\n\n## Assistant\n\nA1\n\n## User\n\nQ2b\n\n## Assistant\n\nA2b\n");
   assert.deepEqual(JSON.parse(ConversationExport.toJsonl([conversation]).text).messages.map((m) => m.content),
                    ["Q1", "A1", "Q2b", "A2b"]);
-  assert.deepEqual(plain(ConversationSearch.findHits([conversation], "a2").map((hit) => [hit.index, hit.snippet.match])),
-                   [[3, "A2"]]);  // A2b shown; A2 and A2c are other branches
+  const hits = ConversationSearch.findHits([conversation], "a2");
+  assert.deepEqual(plain(hits.map((hit) => [hit.index, hit.snippet.match])), [[3, "A2"]]);  // A2b; A2, A2c: elsewhere
 });

@@ -150,7 +150,7 @@
       group.setAttribute("role", "group");
       group.setAttribute("aria-label", "Versions");
       const arrow = (text, name, step, disabled) => {
-        const button = element("button", text, "action version-step");
+        const button = element("button", text, "action");
         Object.assign(button, {type: "button", disabled, title: name, onclick: () => onSwitch(step)});
         button.setAttribute("aria-label", name);
         return button;

@@ -3,7 +3,7 @@
  * private windows, in localStorage), and their export / import as JSON (the whole tree of versions).
  *
  *     const store = await Pychat.ConversationStore.open();
- *     const conversation = Pychat.ConversationStore.create({system_prompt: ""});  // {id, title, system_prompt, messages, ...}
+ *     const conversation = Pychat.ConversationStore.create({system_prompt: ""});  // {id, title, nodes, messages, ...}
  *     await store.put(conversation); await store.get(id); await store.list(); await store.remove(id);
  *     store.keepCurrent(conversation); await store.current();  // the one in use, kept across visits
  *     const text = Pychat.ConversationStore.exportJSON(await store.list());

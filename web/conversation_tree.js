@@ -89,7 +89,7 @@
   }
 
   /* A conversation of format 1 ({messages, dropped}) in format 2, losslessly: the messages become a chain and
-   * `dropped` goes to its last answer; one in format 2 is returned as it is. */
+   * `dropped` goes to its last message; one in format 2 is returned as it is. */
   function migrate(conversation) {
     if (conversation.version === VERSION && Array.isArray(conversation.nodes)) return conversation;
     const {messages = [], dropped = 0, ...rest} = conversation;

@@ -1,18 +1,18 @@
 /*
- * chat.js: the conversation, owned by the page. Each turn sends it whole to the Python workers as an OpenAI
- * chat.completions request (requestBody: the system prompt as the first message, the sampling form's settings
- * under their API names, the stop strings; streamed), through api_requests.js as web/pychat.js's engine sends
- * its requests; Python answers it, reusing its KV cache for the prefix it already holds, and keeps nothing
- * else. An answer that streamed is kept (also when stopped, or cut short by a crash); a turn that fails before
- * its first piece leaves the conversation as it was and puts the message back in the input.
+ * chat.js: the conversation, owned by the page. Each turn sends the messages shown (conversation_tree.js's
+ * shown path) to the Python workers as an OpenAI chat.completions request (chat_request.js), through
+ * api_requests.js as web/pychat.js's engine sends its requests; Python answers it, reusing its KV cache for the
+ * prefix it already holds (on another branch too: the messages before the fork), and keeps nothing else. An
+ * answer that streamed (answer_stream.js) is kept (also when stopped, or cut short by a crash); a turn that
+ * fails before its first piece leaves the conversation as it was and puts the message back in the input.
  *
- * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again (the
- * messages after it are replaced), the system prompt, and the sampling settings and stop strings of
- * sampling_form.js. The conversations themselves are kept in IndexedDB (conversation_store.js) and listed by
- * conversation_list.js. The context budget (tokens used of the model's context, live while an answer streams)
- * is shown under the messages; the messages the last prompt left out are marked. Files attached to the message
- * being written (attachments.js) are counted in the budget before it is sent, and kept with the message; the
- * model reads every message as modelMessages() makes it (attachments in, past reasoning out).
+ * Send (Enter), Stop (Escape), Regenerate the last answer, Edit a message of yours and send it again: both keep
+ * the old version, and "‹ n / m ›" (transcript.js) switches versions, each with the continuation it had. The
+ * system prompt, and the sampling settings and stop strings of sampling_form.js. The conversations themselves
+ * are kept in IndexedDB (conversation_store.js) and listed by conversation_list.js. The context budget (tokens
+ * used of the model's context, live while an answer streams) is shown under the messages; the messages the
+ * last prompt left out are marked. Files attached to the message being written (attachments.js) are counted in
+ * the budget before it is sent, and kept with the message.
  *
  * It owns the answer being written (`generating`, `turn`: a promise that settles when it ends) and the
  * conversation on the page (`conversation`, `conversations`: the store); others read them, only it writes.
@@ -25,15 +25,7 @@
   "use strict";
 
   const {WorkerError} = Pychat;  // worker_error.js
-
-  /* The saved stats of an answer (chat_view.js shows them) from its stream's usage chunk: llama.cpp's timings
-   * (prompt tokens run and reused, tokens sampled with the end-of-turn token) and the finish reason. */
-  function answerStats({timings, context_budget: budget}, finishReason) {
-    const contextFull = finishReason === "length" && budget.used >= budget.context;
-    return {prompt_tokens: timings.prompt_n, reused_tokens: timings.cache_n, generated_tokens: timings.predicted_n,
-            prompt_tps: timings.prompt_per_second, generation_tps: timings.predicted_per_second,
-            stop_reason: contextFull ? "context_full" : finishReason};
-  }
+  const Tree = Pychat.ConversationTree;  // conversation_tree.js
 
   class ChatController {
     constructor({models, setPhase, alertBox}) {
@@ -41,6 +33,8 @@
       this.setPhase = setPhase;
       this.alertBox = alertBox;
       this.view = new Pychat.ChatView(document.getElementById("messages"));
+      this.transcript = new Pychat.Transcript(this.view, {onEdit: (view, node) => this.edit(view, node),
+        onRegenerate: () => this.regenerate(), onSwitch: (index, id, step) => this.switchVersion(index, id, step)});
       this.meter = document.getElementById("context-budget");
       this.requests = new Pychat.ApiRequests(() => models.python);  // the pool in use: models.js restarts it
       this.aborter = null;         // stops the answer being written
@@ -48,7 +42,7 @@
       this.generating = false;
       this.turn = null;            // the answer being written, or the last one: settles when it ends
       this.conversations = null;   // the saved conversations (conversation_store.js)
-      this.conversation = null;    // the one on the page: {id, title, system_prompt, messages, ...}
+      this.conversation = null;    // the one on the page: {id, title, system_prompt, nodes, messages, ...}
       this.attachments = new Pychat.AttachmentTray({
         countTokens: async (text) => (await this.models.python.request("countTokens", {text})).tokens,
         onChange: () => { if (this.models.idle()) this.showStoredBudget(); },
@@ -90,42 +84,30 @@
       this.conversation = conversation;
       this.conversations.keepCurrent(conversation);
       this.$("system-prompt").value = conversation.system_prompt || "";
-      this.renderMessages(conversation.messages);
-      this.view.markDropped(conversation.dropped || 0);  // as the last answer's prompt left them out
+      this.transcript.render(conversation);
       this.meter.textContent = "";
       this.list.render(conversation.id);
       if (this.models.ready) this.showStoredBudget();
     }
 
-    /* The transcript of `messages`, with Edit on the user's messages and Regenerate on the last answer. */
-    renderMessages(messages) {
-      this.view.clear();
-      messages.forEach((message, index) => {
-        const view = this.addMessage(message, index);
-        if (message.stats) view.setStats(message.stats, message.first_token);
-      });
-      const last = this.view.messages[messages.length - 1];
-      if (last && messages[messages.length - 1].role === "assistant") this.offerRegenerate(last);
+    /* Show the version `id` of the message at `index`, with the continuation it was left with, and keep it as
+     * the conversation's shown branch (saved, but not moved up the list: nothing new was said). */
+    async switchVersion(index, id, step) {
+      if (this.generating || id === null) return;
+      this.conversation = Tree.select(this.conversation, id);
+      this.transcript.render(this.conversation);
+      const buttons = this.view.messages[index].versionButtons;  // the keyboard's focus stays on the arrows
+      (buttons[step].disabled ? buttons[-step] : buttons[step]).focus();
+      await this.save(this.conversation, {touch: false});
+      if (this.models.idle()) this.showStoredBudget();
     }
 
-    addMessage(message, index) {
-      const view = this.view.add(message.role, message.content, {toolCalls: message.tool_calls});
-      Pychat.Attachments.showChips(view.root, message.attachments, view.content);
-      if (message.role === "user") view.addAction("Edit", () => this.edit(view, index));
-      return view;
-    }
-
-    /* Regenerate goes with the last answer only. */
-    offerRegenerate(view) {
-      if (this.regenerateButton) this.regenerateButton.remove();
-      this.regenerateButton = view ? view.addAction("Regenerate", () => this.regenerate()) : null;
-    }
-
-    /* Saved with a fresh title (from the first message) and time; the list shows it first. */
-    async save(conversation) {
+    /* Saved with a fresh title (from the first message) and time, and first in the list, unless `touch` is
+     * false (a switch of versions). */
+    async save(conversation, {touch = true} = {}) {
       const stored = await this.conversations.get(conversation.id);  // renamed while the answer streamed?
       const named = stored && stored.titled ? {title: stored.title, titled: true} : {};
-      const saved = Pychat.ConversationStore.touched({...conversation, ...named});
+      const saved = touch ? Pychat.ConversationStore.touched({...conversation, ...named}) : {...conversation, ...named};
       if (this.conversation.id === saved.id) {
         this.conversation = saved;
         this.conversations.keepCurrent(saved);
@@ -158,15 +140,16 @@
       }
     }
 
-    /* The worker's budget of `messages` after the system prompt, before an answer. */
+    /* The worker's budget of `messages` after the system prompt, before an answer (max_tokens: its room). */
     async budgetOf(messages) {
-      const {messages: sent, max_tokens} = this.requestBody({...this.conversation, messages});  // max_tokens: the answer's room
+      const {messages: sent, max_tokens} = Pychat.ChatRequest.body(this.form, {...this.conversation, messages});
       return (await this.models.python.request("budget", {body: {messages: sent, max_tokens}})).budget;
     }
 
     // ---- turns ---------------------------------------------------------------------------------------------
 
-    /* The message in the input, with the attachments (refused, and kept, when they cannot fit the context). */
+    /* The message in the input, with the attachments (refused, and kept, when they cannot fit the context),
+     * after the messages shown. */
     async send() {
       const text = this.$("input").value.trim();
       const attached = this.attachments.files;
@@ -176,109 +159,65 @@
       if (!fits) return null;  // the attachments' message says why; the text and the files stay
       this.$("input").value = "";
       this.attachments.take();
-      const saved = await this.runTurn(this.conversation.messages.concat(message), {unsent: text});
+      const shown = Tree.shownPath(this.conversation);
+      const {conversation, id} = Tree.add(this.conversation, shown.length ? shown[shown.length - 1].id : null, message);
+      const saved = await this.runTurn(conversation, id, {unsent: text});
       if (!saved && attached.length) this.attachments.restore(attached);  // failed before its first piece: kept
       return saved;
     }
 
-    /* The last answer again, for the same conversation (its prompt is all in the KV cache). */
+    /* Another answer to the last question, kept as a new version beside the old one (its prompt is all in the
+     * KV cache). */
     regenerate() {
-      const messages = this.conversation.messages;
-      if (!this.models.idle() || !messages.length) return null;
-      return this.runTurn(messages.slice(0, messages[messages.length - 1].role === "assistant" ? -1 : undefined));
+      const shown = Tree.shownPath(this.conversation);
+      if (!this.models.idle() || !shown.length) return null;
+      const last = shown[shown.length - 1];
+      return this.runTurn(this.conversation, last.role === "assistant" ? last.parent : last.id);
     }
 
-    /* The user's message at `index` becomes an editor; Send replaces it and everything after it. */
-    edit(view, index) {
+    /* The user's message `node` becomes an editor; Send adds the text as its new version and answers it. */
+    edit(view, node) {
       if (this.generating) return;
       view.editText((text) => {
         if (!this.models.idle() || !text.trim()) return false;
-        const messages = this.conversation.messages.slice(0, index)
-          .concat({...this.conversation.messages[index], content: text.trim()});  // its attachments stay
-        this.runTurn(messages);
+        const edited = {...Tree.messageFields(node), content: text.trim()};  // its attachments stay
+        const {conversation, id} = Tree.add(this.conversation, node.parent, edited);
+        this.runTurn(conversation, id);
         return true;
       });
     }
 
-    /* The chat.completions request that answers `conversation` ({system_prompt, messages}), sent whole: the
-     * sampling form's settings (an empty field: the page's default, not OpenAI's; no seed: the pool picks
-     * one), usage and the context budget on every chunk (the meter), the oldest turns dropped when the
-     * context is full. */
-    requestBody({system_prompt, messages}) {
-      const system = system_prompt ? [{role: "system", content: system_prompt}] : [];
-      const settings = this.form.settings();
-      for (const name of Object.keys(settings)) settings[name] ??= this.form.defaults[name];
-      const stop = this.form.stops();
-      return {messages: system.concat(modelMessages(messages)), ...settings,
-              stop: stop.length ? stop : null, stream: true,
-              stream_options: {include_usage: true, continuous_usage_stats: true}, truncation: "auto"};
-    }
-
-    /* The Settings dialog's response format and tools as the request's fields (sampling_form.js), or its
-     * SettingsError saying what is wrong with them. */
-    constraints() {
-      const response_format = this.form.responseFormat(), tools = this.form.tools();
-      return {...(response_format ? {response_format} : {}), ...(tools ? {tools} : {})};
-    }
-
-    /* Answer `messages` (ending with the user's): shown at once, saved once the answer has streamed. */
-    runTurn(messages, {unsent = null} = {}) {
-      const conversation = this.conversation;
+    /* Answer the node `parent` of `conversation` (a question new, edited or asked again) with a new child: the
+     * messages up to it shown at once, the answer saved once it has streamed (this.conversation stays as it
+     * was until then, and after a turn that fails before its first piece). */
+    runTurn(conversation, parent, {unsent = null} = {}) {
+      const before = this.conversation;
       let constraints;
       try {
-        constraints = this.constraints();
+        constraints = Pychat.ChatRequest.constraints(this.form);
       } catch (error) {  // a schema or tools that are no JSON: nothing sent, nothing changed
         this.alertBox("error", error.message);
         if (unsent !== null && !this.$("input").value) this.$("input").value = unsent;
         return Promise.resolve(null);
       }
-      if (messages.length === conversation.messages.length + 1) {  // a new message: the rest stays as shown
-        this.addMessage(messages[messages.length - 1], messages.length - 1);
+      const messages = Tree.pathTo(conversation, parent), shown = Tree.shownPath(before);
+      if (messages.length === shown.length + 1 && shown.every((node, i) => messages[i].id === node.id)) {
+        this.transcript.add(messages[messages.length - 1]);  // a new message: the rest stays as shown
       } else {  // regenerate, or edit and send: from there on it changes
-        this.renderMessages(messages);
+        this.transcript.render(conversation, messages);
       }
-      this.offerRegenerate(null);
+      this.transcript.offerRegenerate(null);
       const answer = this.view.add("assistant", "");
-      answer.setNote("Reading the prompt…");
+      const stream = new Pychat.AnswerStream(answer, {onBudget: (budget) => this.showBudget(budget),
+                                                      onText: () => this.view.scroll()});
       this.generating = true;
       this.setPhase("generating", "Writing…");
-      const started = performance.now();
-      let firstToken = null;
-      let finishReason = null;
-      let usage = null;  // include_usage's last chunk: the answer's usage, timings and context budget
-      const toolCalls = [];  // OpenAI's tool_calls, put together from their streamed pieces
-      const onChunk = (chunk) => {
-        if (chunk.context_budget) this.showBudget(chunk.context_budget);
-        if (!chunk.choices.length) {
-          const progress = chunk.prompt_progress;  // a long prompt, read chunk by chunk
-          if (progress) answer.setNote(`Reading the prompt: ${progress.processed} / ${progress.total} tokens`);
-          else usage = chunk;
-          return;
-        }
-        const {delta, finish_reason: reason} = chunk.choices[0];
-        if (delta.content) {
-          if (firstToken === null) {
-            firstToken = (performance.now() - started) / 1000;
-            answer.setNote("");
-          }
-          answer.append(delta.content);
-          this.view.scroll();
-        }
-        for (const piece of delta.tool_calls || []) {
-          const call = toolCalls[piece.index] ??= {id: piece.id, type: "function", function: {name: "", arguments: ""}};
-          call.function.name += (piece.function && piece.function.name) || "";
-          call.function.arguments += (piece.function && piece.function.arguments) || "";
-          answer.setNote("");
-          answer.showToolCalls(toolCalls);
-        }
-        if (reason) finishReason = reason;
-      };
       const aborter = this.aborter = new AbortController();
       let outOfMemory = false;
-      const body = {...this.requestBody({...conversation, messages}), ...constraints};
+      const body = {...Pychat.ChatRequest.body(this.form, {...conversation, messages}), ...constraints};
       this.turn = this.requests.request("chat.completions", body, {signal: aborter.signal})
         .then(async (chunks) => {
-          for await (const chunk of chunks) onChunk(chunk);
+          for await (const chunk of chunks) stream.add(chunk);
         })
         .catch((error) => {
           if (error.name === "AbortError" && aborter.signal.aborted) return;  // Stop: the answer as it streamed
@@ -291,22 +230,18 @@
           }
         })
         .then(() => {
-          const text = answer.text;
-          if (!usage && !text) {  // failed before its first piece: as it was, the message back in the input
+          const reply = stream.reply(before.dropped);
+          if (!reply) {  // failed before its first piece: as it was, the message back in the input
             if (unsent !== null && !this.$("input").value) this.$("input").value = unsent;
-            if (this.conversation.id === conversation.id) this.renderMessages(conversation.messages);
+            if (this.conversation.id === before.id) this.transcript.render(this.conversation);
             return;
           }
-          const stats = usage && answerStats(usage, finishReason);
-          if (stats) answer.setStats(stats, firstToken);
-          if (stats && stats.stop_reason === "context_full") {
-            answer.addNotice("The context is full: the answer was cut short. The next message will drop the oldest turns.");
+          const {conversation: answered, id} = Tree.add(conversation, parent, reply);
+          if (this.conversation.id === conversation.id) {
+            this.transcript.showVersions(answer, answered, id, messages.length);
+            this.transcript.offerRegenerate(answer);
           }
-          const reply = {role: "assistant", content: text, stats, first_token: firstToken,
-                         ...(toolCalls.length ? {tool_calls: toolCalls} : {})};
-          if (this.conversation.id === conversation.id) this.offerRegenerate(answer);
-          const dropped = usage ? usage.context_budget.dropped : conversation.dropped || 0;  // marked again after a reload
-          return this.save({...conversation, messages: messages.concat(reply), dropped});
+          return this.save(answered);
         })
         .finally(() => {
           this.generating = false;
@@ -361,13 +296,6 @@
       if (conversation.messages.length) await this.save(conversation);
       if (this.models.idle()) this.showStoredBudget();
     }
-  }
-
-  /* The messages as the model reads them: a user's with its attachments (attachments.js), a past answer without
-   * its reasoning (reasoning.js); docs/chat.md says why. */
-  function modelMessages(messages) {
-    return messages.map((m) => ({role: m.role, content: m.role === "user" ? Pychat.Attachments.promptText(m)
-                                                                         : Pychat.Reasoning.answerOnly(m.content)}));
   }
 
   Object.assign(Pychat, {ChatController});

@@ -11,6 +11,7 @@
  *     answer.text               // "**Hello**": the raw Markdown, as the model wrote it
  *     view.add("assistant", "", {toolCalls});   // OpenAI's tool_calls: a block per call (tool_calls.js)
  *     view.markDropped(2);      // the 2 oldest messages are no longer in the model's context
+ *     view.messages[1].showVersions({n: 1, m: 2}, (step) => ...);  // "Previous version", "1 / 2", "Next version"
  *
  * Every message's .content element holds its text as written; an answer's is hidden and its rendering is
  * shown in the .markdown element after it. An answer's reasoning (<think>…</think>, reasoning.js) is shown as
@@ -123,17 +124,41 @@
       this.root.insertBefore(Pychat.PageUI.element("div", text, "notice"), this.footer);
     }
 
-    /* A small button under the message (Edit, Regenerate). */
-    addAction(label, onClick) {
+    /* The row of small buttons under the message, made when the first one comes. */
+    actionRow() {
       if (!this.actions) {
         this.actions = Pychat.PageUI.element("div", undefined, "actions");
         this.root.appendChild(this.actions);
       }
+      return this.actions;
+    }
+
+    /* A small button under the message (Edit, Regenerate). */
+    addAction(label, onClick) {
       const button = Pychat.PageUI.element("button", label, "action");
       button.type = "button";
       button.onclick = onClick;
-      this.actions.appendChild(button);
+      this.actionRow().appendChild(button);
       return button;
+    }
+
+    /* The message is version n of m (conversation_tree.js): "‹ n / m ›" first in its row, the arrows named
+     * "Previous version" and "Next version" for screen readers and disabled at the ends; onSwitch(-1 | 1). */
+    showVersions({n, m}, onSwitch) {
+      const {element} = Pychat.PageUI;
+      const group = element("span", undefined, "versions");
+      group.setAttribute("role", "group");
+      group.setAttribute("aria-label", "Versions");
+      const arrow = (text, name, step, disabled) => {
+        const button = element("button", text, "action");
+        Object.assign(button, {type: "button", disabled, title: name, onclick: () => onSwitch(step)});
+        button.setAttribute("aria-label", name);
+        return button;
+      };
+      this.versionButtons = {[-1]: arrow("‹", "Previous version", -1, n <= 1),
+                             [1]: arrow("›", "Next version", 1, n >= m)};
+      group.append(this.versionButtons[-1], element("span", `${n} / ${m}`, "version-label"), this.versionButtons[1]);
+      this.actionRow().prepend(group);
     }
 
     /* The message's text in an editor with Send and Cancel; onSend(text) returns true when it took the text

@@ -2,7 +2,8 @@
  * conversation_export.js: saved conversations written out as a file, one or all of them, in three formats,
  * and the JSONL format read back in.
  *
- *     json       the backup: conversation_store.js's export (titles, system prompts, times), read back whole
+ *     json       the backup: conversation_store.js's export (titles, system prompts, times, every version of
+ *                every message), read back whole
  *     markdown   for reading: "# title", then "## System" / "## User" / "## Assistant" and each text
  *     jsonl      fine-tuning data: one conversation per line, {"messages": [{"role", "content"}, ...]}, the
  *                system prompt as a first "system" message. It is OpenAI's chat fine-tuning format, and what
@@ -14,6 +15,9 @@
  *     Pychat.ConversationExport.parseJsonl('{"messages": [...]}\n...');  // conversations, or ConversationImportError
  *     await Pychat.ConversationExport.readImport(file);  // a .json backup or JSONL, its size checked before reading
  *     new Pychat.ConversationExporter({store, currentId: () => id, alertBox}).wire();  // the Export button
+ *
+ * Markdown and JSONL write a branched conversation's branch on screen (its `messages`, conversation_tree.js's
+ * shown path): one version of each message, as it was read; the JSON backup keeps the others.
  *
  * A JSONL line is one conversation, not one message: a file of single messages would have no place where
  * one conversation ends and the next begins, and every fine-tuning reader (ours, OpenAI's) takes whole ones.

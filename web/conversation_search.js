@@ -1,7 +1,8 @@
 /*
  * conversation_search.js: the search box over all saved conversations (#conversation-search). It matches
- * titles and messages, ignoring case, lists the hits with a snippet in place of the conversation list, and a
- * hit opens its conversation with the match marked (<mark>) in the message and scrolled into view.
+ * titles and the messages shown (of a branched conversation, the branch on screen, so a hit opens where it is
+ * seen: conversation_tree.js), ignoring case, lists the hits with a snippet in place of the conversation list,
+ * and a hit opens its conversation with the match marked (<mark>) in the message and scrolled into view.
  *
  *     Pychat.ConversationSearch.findHits(conversations, "paris");
  *     // [{id, title, index: 1 (the message; -1: the title), role: "assistant", snippet: {before, match, after}}]

@@ -161,8 +161,8 @@ def test_an_answers_tool_calls_are_shown_as_blocks(page):
     arguments = {"city": "Paris", "days": [1, 2], "units": {"temperature": "C"}}
     calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(arguments)}},
              {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]
-    page.evaluate("""(calls) => pychat.chat.renderMessages([{role: "user", content: "Weather in Paris?"},
-                                                            {role: "assistant", content: "Let me check.", tool_calls: calls}])""",
+    page.evaluate("""(calls) => pychat.chat.transcript.render(Pychat.ConversationStore.create({messages: [
+                     {role: "user", content: "Weather in Paris?"}, {role: "assistant", content: "Let me check.", tool_calls: calls}]}))""",
                   calls)
     answer = page.locator(".message[data-role=assistant]").last
     assert answer.locator(".markdown").text_content().strip() == "Let me check."  # the content next to it, as usual
@@ -170,7 +170,7 @@ def test_an_answers_tool_calls_are_shown_as_blocks(page):
     assert blocks.count() == 2
     assert blocks.locator(".tool-call-name").all_text_contents() == ["get_weather", "get_time"]
     assert blocks.locator("pre.tool-call-arguments").all_text_contents() == [json.dumps(arguments, indent=2), "{}"]
-    page.evaluate("() => pychat.chat.renderMessages(pychat.conversation.messages)")  # the saved conversation again
+    page.evaluate("() => pychat.chat.transcript.render(pychat.conversation)")  # the saved conversation again
 
 
 def test_a_json_schema_chosen_in_the_dialog_constrains_the_answer(page):

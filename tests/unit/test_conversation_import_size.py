@@ -8,11 +8,13 @@ import json
 import subprocess
 from pathlib import Path
 
-STORE = Path(__file__).resolve().parents[2] / "web" / "conversation_store.js"
+WEB = Path(__file__).resolve().parents[2] / "web"
+SCRIPTS = [WEB / "conversation_tree.js", WEB / "conversation_store.js"]  # the store and what it reads
 RUN = r"""
 const fs = require("fs"), vm = require("vm");
 const context = {self: {}, console, crypto};
-vm.runInNewContext(fs.readFileSync(process.argv[1], "utf8"), context);
+vm.createContext(context);
+for (const path of process.argv.slice(1)) vm.runInContext(fs.readFileSync(path, "utf8"), context);
 const {readImport} = context.self.Pychat.ConversationStore;
 const file = (size, text) => ({size, read: false, async text() { this.read = true; return text; }});
 const big = file(51 * 1024 * 1024, "{}"), small = file(70, JSON.stringify({messages: [{role: "user", content: "Hi"}]}));
@@ -28,7 +30,7 @@ const big = file(51 * 1024 * 1024, "{}"), small = file(70, JSON.stringify({messa
 
 
 def test_an_oversize_import_is_refused_without_reading_it():
-    out = subprocess.run(["node", "-e", RUN, str(STORE)], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(["node", "-e", RUN, *map(str, SCRIPTS)], capture_output=True, text=True, check=True, timeout=60)
     result = json.loads(out.stdout)
     assert "too large to be a conversation export" in result["big"] and result["bigRead"] is False
     assert result["small"] == 1 and result["smallRead"] is True

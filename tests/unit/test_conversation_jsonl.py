@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from pychat_wasm.cli.train import load_data
 
 WEB = Path(__file__).resolve().parents[2] / "web"
-SCRIPTS = ["util.js", "conversation_store.js", "conversation_export.js"]
+SCRIPTS = ["util.js", "conversation_tree.js", "conversation_store.js", "conversation_export.js"]
 RUN = r"""
 const fs = require("fs"), vm = require("vm");
 const [web, scripts, call, input] = process.argv.slice(1);

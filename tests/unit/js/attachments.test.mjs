@@ -9,7 +9,7 @@ import {test} from "node:test";
 import {loadWebScripts, plain} from "./web_scripts.mjs";
 
 const {Attachments, ConversationStore} = loadWebScripts(
-  ["util.js", "attachments.js", "conversation_store.js"], {File, Blob}).Pychat;
+  ["util.js", "attachments.js", "conversation_tree.js", "conversation_store.js"], {File, Blob}).Pychat;
 
 const NOTE = {name: "notes.txt", type: "text/plain", text: "The locker code is 4417.\n", tokens: 9};
 

@@ -9,7 +9,8 @@ import {test} from "node:test";
 
 import {loadWebScripts, plain} from "./web_scripts.mjs";
 
-const page = loadWebScripts(["util.js", "conversation_store.js", "conversation_export.js", "conversation_search.js"],
+const page = loadWebScripts(["util.js", "conversation_tree.js", "conversation_store.js", "conversation_export.js",
+                             "conversation_search.js"],
                             {localStorage: {getItem: () => null, setItem() {}, removeItem() {}}});
 const {ConversationExport, ConversationSearch, ConversationStore} = page.Pychat;
 

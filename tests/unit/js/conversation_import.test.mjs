@@ -9,7 +9,7 @@ import {test} from "node:test";
 
 import {loadWebScripts, plain} from "./web_scripts.mjs";
 
-const {ConversationStore} = loadWebScripts(["conversation_store.js"]).Pychat;
+const {ConversationStore} = loadWebScripts(["conversation_tree.js", "conversation_store.js"]).Pychat;
 
 const EXPORTED = {
   format: "pychat-conversations", version: 1,

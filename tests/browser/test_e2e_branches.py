@@ -21,10 +21,10 @@ import pytest
 from markdown_it import MarkdownIt
 from openai.types.chat import ChatCompletionMessageParam
 
-from e2e_helpers import (alert_texts, ask, chatml_tokens, fault_site_fixtures, page_fixture, saved_messages,
+from e2e_helpers import (alert_texts, ask, chatml_tokens, contrast, fault_site_fixtures, page_fixture, saved_messages,
                          set_settings, shown_messages, wait_ready, wait_turn_ended)
 from pychat_wasm.cli.train import load_data
-from test_e2e_find_export import contrast
+
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

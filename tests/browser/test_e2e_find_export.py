@@ -22,7 +22,7 @@ import pytest
 from markdown_it import MarkdownIt
 from openai.types.chat import ChatCompletionMessageParam
 
-from e2e_helpers import (PAGE_TIMEOUT_MS, REPO, alert_texts, ask, fault_site_fixtures, http_get, page_fixture,
+from e2e_helpers import (PAGE_TIMEOUT_MS, REPO, alert_texts, ask, contrast, fault_site_fixtures, http_get, page_fixture,
                          reloaded_offline, wait_ready)
 from pychat_wasm.cli.train import load_data
 
@@ -276,12 +276,3 @@ def test_the_search_box_and_export_fit_a_phone_in_both_schemes(browser, fault_se
         context.close()
     assert contrast(*colours) >= 4.5, colours
 
-
-def contrast(a: str, b: str) -> float:
-    """WCAG contrast of two rgb() colours as getComputedStyle writes them."""
-    def luminance(colour):
-        channels = [float(v) / 255 for v in re.findall(r"[\d.]+", colour)[:3]]
-        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
-        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    high, low = sorted([luminance(a), luminance(b)], reverse=True)
-    return (high + 0.05) / (low + 0.05)

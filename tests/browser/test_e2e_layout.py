@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from e2e_helpers import GREEDY, PAGE_TIMEOUT_MS, REPO, ask, set_settings, wait_ready
+from e2e_helpers import GREEDY, PAGE_TIMEOUT_MS, REPO, ask, contrast, luminance, set_settings, wait_ready
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -56,18 +56,6 @@ COLOURS = """() => {
           scheme: style(":root", "colorScheme"), chartBackground: style("#train-chart", "backgroundColor"),
           chartAxis: rgb(chart.axis), chartTrain: rgb(chart.train), chartValidation: rgb(chart.validation)};
 }"""
-
-
-def luminance(css_colour: str) -> float:
-    """WCAG relative luminance of an rgb()/rgba() colour as getComputedStyle gives it (0 black .. 1 white)."""
-    channels = [float(v) for v in re.findall(r"[\d.]+", css_colour)[:3]]
-    linear = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in channels]
-    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-
-def contrast(a: str, b: str) -> float:
-    high, low = sorted([luminance(a), luminance(b)], reverse=True)
-    return (high + 0.05) / (low + 0.05)
 
 
 def inside(box, viewport) -> bool:

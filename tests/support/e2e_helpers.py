@@ -365,3 +365,16 @@ def check_stored_models(page, files: Dict[str, bytes]) -> Dict[str, dict]:
         if record["complete"]:
             assert record["received"] == len(true) and record["recorded_sha256"] == record["sha256"], record
     return records
+
+
+def luminance(css_colour: str) -> float:
+    """WCAG relative luminance of an rgb()/rgba() colour as getComputedStyle gives it (0 black .. 1 white)."""
+    channels = [float(v) / 255 for v in re.findall(r"[\d.]+", css_colour)[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two such colours (4.5 is the minimum for text, 7 the enhanced level)."""
+    high, low = sorted([luminance(a), luminance(b)], reverse=True)
+    return (high + 0.05) / (low + 0.05)

@@ -11,7 +11,10 @@
  * whole and the download restarts cleanly instead of splicing two versions. checkStart(firstBytes, size), if
  * given, sees the first bytes of a download from byte 0 (size: the whole file's, 0 when unknown) and may
  * throw: the download then stops there and is deleted (models.js asks Python whether they are a GGUF model).
- * When the whole file is there its size and sha256 are checked and the verified bytes are returned.
+ * When the whole file is there its size and sha256 are checked and the verified bytes are returned. Without a
+ * sha256 in the spec, the host's is checked: Hugging Face's X-Linked-Etag (and X-Linked-Size), when the response
+ * read carries it (a page never sees a redirect's own headers, where huggingface.co sends them). The record
+ * says which check was made (`sha256From`, worded by downloadCheck()).
  */
 (function (Pychat) {
   "use strict";
@@ -54,6 +57,21 @@
     return match ? {start: Number(match[1]), total: Number(match[2])} : null;
   }
 
+  /* What the host states of the whole file: X-Linked-Etag, the sha256 of a Hugging Face LFS file (quoted, 64 hex
+   * digits; any other ETag is no checksum) and X-Linked-Size; {sha256: "", size: 0} when absent or not exposed. */
+  function hostStated(response) {
+    const etag = /^(?:W\/)?"?([0-9a-fA-F]{64})"?$/.exec((response.headers.get("X-Linked-Etag") || "").trim());
+    return {sha256: etag ? etag[1].toLowerCase() : "", size: Number(response.headers.get("X-Linked-Size")) || 0};
+  }
+
+  /* How a downloaded model was checked, as the model list says it; "" for a file not downloaded (the user's own,
+   * a model trained here) or stored before the check was recorded. */
+  function downloadCheck(record) {
+    if (!record.url || record.sha256From === undefined) return "";
+    if (record.sha256From === "X-Linked-Etag") return "verified (sha256 from the host's X-Linked-Etag)";
+    return record.sha256From ? "verified (sha256)" : "not verified (no sha256 from the catalog or the host)";
+  }
+
   /* The validator If-Range may carry: a strong ETag (a weak one never matches), else Last-Modified. */
   function validatorOf(response) {
     const etag = response.headers.get("ETag") || "";
@@ -94,7 +112,8 @@
     if (record && record.complete) return store.readVerified(spec.id);
     if (!record) {
       record = {id: spec.id, name: spec.name, url: spec.url, size: spec.size || 0, sha256: spec.sha256 || "",
-                info: spec.info || null, source: spec.source || "url", received: 0, chunks: 0,
+                sha256From: spec.sha256 ? "stated" : "", info: spec.info || null, source: spec.source || "url",
+                received: 0, chunks: 0,
                 etag: "", lastModified: "", complete: false, added: Date.now()};
       await store.put(record);
     }
@@ -118,7 +137,13 @@
         await sleep(settings.retry_delay_ms * 2 ** Math.max(0, fruitless - 1));
       }
     }
-    return store.finish(record);
+    try {
+      return await store.finish(record);
+    } catch (error) {
+      if (error.kind !== "corrupt" || record.sha256From !== "X-Linked-Etag") throw error;
+      throw new ModelStoreError("corrupt", `The received ${spec.name} is not the file its host states: its sha256 ` +
+                                           `is not the host's X-Linked-Etag ${record.sha256}; it was deleted.`);
+    }
   }
 
   /* One HTTP request for the bytes after record.received; returns the updated record. */
@@ -142,7 +167,9 @@
   async function restart(store, record, notice, onNotice) {
     onNotice(notice);
     await store.remove(record.id);
-    const fresh = {...record, received: 0, chunks: 0, size: record.sha256 ? record.size : 0};
+    const fromHost = record.sha256From === "X-Linked-Etag";  // what the host said of its old file is forgotten
+    const fresh = {...record, received: 0, chunks: 0, size: record.sha256 && !fromHost ? record.size : 0,
+                   ...(fromHost ? {sha256: "", sha256From: ""} : {})};
     await store.put(fresh);
     return fresh;
   }
@@ -172,6 +199,10 @@
       record = await restart(store, record, "The server does not support resuming; downloading from the start.", onNotice);
     } else if (range && range.start !== record.received) {
       throw new Interrupted(`the server sent bytes from ${range.start} instead of ${record.received}`);
+    }
+    const stated = hostStated(response);
+    if (!record.sha256 && stated.sha256) {
+      record = {...record, sha256: stated.sha256, sha256From: "X-Linked-Etag", size: record.size || stated.size};
     }
     const length = Number(response.headers.get("Content-Length")) || 0;
     const total = range ? range.total : length ? record.received + length : 0;
@@ -266,5 +297,5 @@
     }
   }
 
-  Object.assign(Pychat, {downloadModel});
+  Object.assign(Pychat, {downloadModel, downloadCheck});
 })(self.Pychat = self.Pychat || {});

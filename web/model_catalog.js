@@ -51,7 +51,8 @@
       item.dataset.url = url.href;
       const size = entry.size ? formatBytes(entry.size) : "size from the server";
       const host = url.origin === location.origin ? "this site" : url.host;
-      const verified = entry.sha256 ? "sha256 checked" : "no sha256 stated: checked if the host sends one (X-Linked-Etag)";
+      const verified = entry.sha256 ? "sha256 checked"
+        : "no sha256 stated: checked if the host sends one (X-Linked-Etag)";
       const details = element("div", `${size} · ${entry.licence} · ${host} · ${verified}`, "details");
       const fit = element("div", "", "fit");
       fit.setAttribute("aria-live", "polite");

@@ -3,12 +3,11 @@
  * model's own) and how many workers split each token ("auto": one per core), both saved in localStorage, which
  * is their one owner: models.js reads them at every load. An edit is not in effect until Apply, which saves it
  * and has the model in use reloaded with it (more or fewer workers: a fresh Python; another context: the same
- * Python loads the model again, after its fit check). Closing the dialog without Apply puts the fields back to
- * what is in effect.
+ * Python loads the model again, after its fit check); while no model can be reloaded (one is loading, an answer
+ * is being written) Apply waits. Closing the dialog without Apply puts the fields back to what is in effect.
  *
- *     const settings = new Pychat.ModelSettings({onApply: ({workers, context}) => reloading});
- *     settings.wire();  // onApply gets which of the two changed; returns the name of the model it reloads,
- *                       // or null when none can be reloaded now (the next load takes the new values)
+ *     const settings = new Pychat.ModelSettings({canApply: () => ready, onApply: ({workers, context}) => name});
+ *     settings.wire();  // onApply gets which of the two changed, once saved; returns the model it reloads
  *     settings.contextLength();  // a number, or null: the model's own
  *     settings.workers();        // "auto" or a count, as a string
  */
@@ -27,7 +26,8 @@
   }
 
   class ModelSettings {
-    constructor({onApply}) {
+    constructor({canApply, onApply}) {
+      this.canApply = canApply;
       this.onApply = onApply;
     }
 
@@ -81,13 +81,15 @@
     apply() {
       const changed = this.pending();
       if (!changed.workers && !changed.context) return;
+      if (!this.canApply()) {
+        $("model-settings-status").textContent =
+          "Not in effect yet: Apply once the model is ready (it is loading, or an answer is being written).";
+        return;
+      }
       save(SAVED_WORKERS, $("workers").value);
       save(SAVED_CONTEXT, typedContext($("context-length").value));
       this.showSaved();
-      const reloading = this.onApply(changed);
-      $("model-settings-status").textContent = reloading
-        ? `Applied: ${reloading} is reloaded with them.`
-        : "Saved: no model can be reloaded now (one is loading, or an answer is being written); the next load takes them.";
+      $("model-settings-status").textContent = `Applied: ${this.onApply(changed)} is reloaded with them.`;
     }
   }
 

@@ -33,7 +33,8 @@
       this.model = null;      // spec of the model loaded in the workers
       this.ready = false;     // it is loaded and takes questions
       this.adapters = new Pychat.AdapterController(this);
-      this.settings = new Pychat.ModelSettings({onApply: (changed) => this.applySettings(changed)});
+      this.settings = new Pychat.ModelSettings({canApply: () => this.idle() && Boolean(this.model),
+                                                onApply: (changed) => this.applySettings(changed)});
       this.panel = new Pychat.ModelPanel({
         onFile: (file) => this.addModelFile(file),
         onURL: (url) => this.addModelURL(url),
@@ -281,9 +282,8 @@
     }
 
     /* The Settings dialog's model settings changed (model_settings.js): the model in use reloaded with them, in a
-     * fresh Python when the workers changed. Returns its name, or null when it cannot be reloaded now. */
+     * fresh Python when the workers changed. Returns its name. */
     applySettings({workers}) {
-      if (!this.idle() || !this.model) return null;
       const {name} = this.model;
       if (workers) this.restart();
       else this.switchModel(this.model);

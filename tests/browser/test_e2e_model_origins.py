@@ -141,16 +141,16 @@ def cdn(tmp_path_factory, remote_files):
     server.httpd.seen = server.seen = []
     server.add_model(CDN_PATH, remote_files["tiny-remote.gguf"])
     server.add_model(DIRECT_PATH, remote_files["tiny-direct.gguf"])
-    server.add_model(LINKED_PATH, remote_files["tiny-linked.gguf"], headers=linked_headers(remote_files["tiny-linked.gguf"]))
-    server.add_model(MISLABELLED_PATH, remote_files["tiny-mislabelled.gguf"],
-                     headers=linked_headers(remote_files["tiny-linked.gguf"]))
+    linked = linked_headers(remote_files["tiny-linked.gguf"])
+    server.add_model(LINKED_PATH, remote_files["tiny-linked.gguf"], headers=linked)
+    server.add_model(MISLABELLED_PATH, remote_files["tiny-mislabelled.gguf"], headers=linked)  # another file's
     server.add_model(UNSTATED_CDN_PATH, remote_files["tiny-unstated.gguf"])
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def hub(cdn):
+def hub(cdn, remote_files):
     redirects = {HUB_PATH: cdn.url.rstrip("/") + CDN_PATH, UNSTATED_HUB_PATH: cdn.url.rstrip("/") + UNSTATED_CDN_PATH}
     with hub_server(redirects, {UNSTATED_HUB_PATH: linked_headers(remote_files["tiny-unstated.gguf"])}) as server:
         yield server
@@ -167,7 +167,8 @@ def catalog(tmp_path_factory, hub, cdn, remote_files):
     for name, url in (("Tiny linked", cdn.url.rstrip("/") + LINKED_PATH),
                       ("Tiny mislabelled", cdn.url.rstrip("/") + MISLABELLED_PATH),
                       ("Tiny unstated", hub.url + UNSTATED_HUB_PATH)):
-        entries.append({"name": name, "url": url, "size": None, "sha256": None, "licence": "MIT", "about": "No sha256."})
+        entries.append({"name": name, "url": url, "size": None, "sha256": None, "licence": "MIT",
+                        "about": "No sha256."})
     path = tmp_path_factory.mktemp("catalog") / "models.json"
     path.write_text(json.dumps({"models": entries}))
     return path

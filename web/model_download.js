@@ -12,14 +12,13 @@
  * given, sees the first bytes of a download from byte 0 (size: the whole file's, 0 when unknown) and may
  * throw: the download then stops there and is deleted (models.js asks Python whether they are a GGUF model).
  * When the whole file is there its size and sha256 are checked and the verified bytes are returned. Without a
- * sha256 in the spec, the host's is checked: Hugging Face's X-Linked-Etag (and X-Linked-Size), when the response
- * read carries it (a page never sees a redirect's own headers, where huggingface.co sends them). The record
- * says which check was made (`sha256From`, worded by downloadCheck()).
+ * sha256 in the spec, the one its host states is checked (host_checksum.js: a Hugging Face file's LFS pointer,
+ * read first, else X-Linked-Etag on an answer); the record says which check was made (`sha256From`).
  */
 (function (Pychat) {
   "use strict";
 
-  const {ModelStore, ModelStoreError, formatBytes} = Pychat;  // model_store.js, util.js
+  const {HostChecksum, ModelStore, ModelStoreError, formatBytes} = Pychat;  // host_checksum.js, model_store.js, util.js
   const WRITES_AHEAD = 4;          // chunks read from the network but not yet in IndexedDB, at most
   const DEFAULTS = {
     retries: 4,                    // automatic resumes in a row that bring no new bytes
@@ -55,21 +54,6 @@
   function parseContentRange(header) {
     const match = /^bytes (\d+)-\d+\/(\d+)$/.exec(header || "");
     return match ? {start: Number(match[1]), total: Number(match[2])} : null;
-  }
-
-  /* What the host states of the whole file: X-Linked-Etag, the sha256 of a Hugging Face LFS file (quoted, 64 hex
-   * digits; any other ETag is no checksum) and X-Linked-Size; {sha256: "", size: 0} when absent or not exposed. */
-  function hostStated(response) {
-    const etag = /^(?:W\/)?"?([0-9a-fA-F]{64})"?$/.exec((response.headers.get("X-Linked-Etag") || "").trim());
-    return {sha256: etag ? etag[1].toLowerCase() : "", size: Number(response.headers.get("X-Linked-Size")) || 0};
-  }
-
-  /* How a downloaded model was checked, as the model list says it; "" for a file not downloaded (the user's own,
-   * a model trained here) or stored before the check was recorded. */
-  function downloadCheck(record) {
-    if (!record.url || record.sha256From === undefined) return "";
-    if (record.sha256From === "X-Linked-Etag") return "verified (sha256 from the host's X-Linked-Etag)";
-    return record.sha256From ? "verified (sha256)" : "not verified (no sha256 from the catalog or the host)";
   }
 
   /* The validator If-Range may carry: a strong ETag (a weak one never matches), else Last-Modified. */
@@ -111,10 +95,12 @@
     }
     if (record && record.complete) return store.readVerified(spec.id);
     if (!record) {
-      record = {id: spec.id, name: spec.name, url: spec.url, size: spec.size || 0, sha256: spec.sha256 || "",
-                sha256From: spec.sha256 ? "stated" : "", info: spec.info || null, source: spec.source || "url",
-                received: 0, chunks: 0,
-                etag: "", lastModified: "", complete: false, added: Date.now()};
+      const host = spec.sha256 ? null : await HostChecksum.fromPointer(spec.url);
+      record = {id: spec.id, name: spec.name, url: spec.url, size: spec.size || (host ? host.size : 0),
+                sha256: spec.sha256 || (host ? host.sha256 : ""),
+                sha256From: spec.sha256 ? "stated" : host ? host.from : "", info: spec.info || null,
+                source: spec.source || "url", received: 0, chunks: 0, etag: "", lastModified: "", complete: false,
+                added: Date.now()};
       await store.put(record);
     }
     let fruitless = 0;  // attempts in a row that stored nothing new
@@ -140,9 +126,9 @@
     try {
       return await store.finish(record);
     } catch (error) {
-      if (error.kind !== "corrupt" || record.sha256From !== "X-Linked-Etag") throw error;
+      if (error.kind !== "corrupt" || !record.sha256From || record.sha256From === "stated") throw error;
       throw new ModelStoreError("corrupt", `The received ${spec.name} is not the file its host states: its sha256 ` +
-                                           `is not the host's X-Linked-Etag ${record.sha256}; it was deleted.`);
+                                           `is not ${record.sha256} (the host's ${record.sha256From}); it was deleted.`);
     }
   }
 
@@ -167,7 +153,7 @@
   async function restart(store, record, notice, onNotice) {
     onNotice(notice);
     await store.remove(record.id);
-    const fromHost = record.sha256From === "X-Linked-Etag";  // what the host said of its old file is forgotten
+    const fromHost = Boolean(record.sha256From) && record.sha256From !== "stated";  // said of the old file: forgotten
     const fresh = {...record, received: 0, chunks: 0, size: record.sha256 && !fromHost ? record.size : 0,
                    ...(fromHost ? {sha256: "", sha256From: ""} : {})};
     await store.put(fresh);
@@ -200,9 +186,9 @@
     } else if (range && range.start !== record.received) {
       throw new Interrupted(`the server sent bytes from ${range.start} instead of ${record.received}`);
     }
-    const stated = hostStated(response);
-    if (!record.sha256 && stated.sha256) {
-      record = {...record, sha256: stated.sha256, sha256From: "X-Linked-Etag", size: record.size || stated.size};
+    const stated = HostChecksum.fromHeaders(response);
+    if (!record.sha256 && stated) {
+      record = {...record, sha256: stated.sha256, sha256From: stated.from, size: record.size || stated.size};
     }
     const length = Number(response.headers.get("Content-Length")) || 0;
     const total = range ? range.total : length ? record.received + length : 0;
@@ -297,5 +283,5 @@
     }
   }
 
-  Object.assign(Pychat, {downloadModel, downloadCheck});
+  Object.assign(Pychat, {downloadModel});
 })(self.Pychat = self.Pychat || {});

@@ -73,7 +73,7 @@
         const item = element("li");
         item.dataset.id = record.id;
         const trained = record.source === "trained" ? " · trained in this browser" : "";
-        const check = record.complete && Pychat.downloadCheck(record);  // model_download.js
+        const check = record.complete && Pychat.HostChecksum.describe(record);
         const details = element("div", `${formatBytes(record.size)} · ${info.architecture || "?"} · ` +
           `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}${trained}${check ? " · " + check : ""}`,
           "details");

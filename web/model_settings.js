@@ -4,7 +4,8 @@
  * is their one owner: models.js reads them at every load. An edit is not in effect until Apply, which saves it
  * and has the model in use reloaded with it (more or fewer workers: a fresh Python; another context: the same
  * Python loads the model again, after its fit check); while no model can be reloaded (one is loading, an answer
- * is being written) Apply waits. Closing the dialog without Apply puts the fields back to what is in effect.
+ * is being written) Apply saves nothing and says to apply once it is ready. Closing the dialog without Apply puts
+ * the fields back to what is in effect.
  *
  *     const settings = new Pychat.ModelSettings({canApply: () => ready, onApply: ({workers, context}) => name});
  *     settings.wire();  // onApply gets which of the two changed, once saved; returns the model it reloads

@@ -18,7 +18,7 @@
 (function (Pychat) {
   "use strict";
 
-  const {HostChecksum, ModelStore, ModelStoreError, formatBytes} = Pychat;  // host_checksum.js, model_store.js, util.js
+  const {HostChecksum, ModelStore, ModelStoreError, formatBytes} = Pychat;  // host_checksum, model_store, util
   const WRITES_AHEAD = 4;          // chunks read from the network but not yet in IndexedDB, at most
   const DEFAULTS = {
     retries: 4,                    // automatic resumes in a row that bring no new bytes

@@ -12,7 +12,8 @@ The catalog lists known small GGUF chat models, each {name, url, size, sha256, l
 the site's own file (`models/<file>.gguf`, copied into the site from ./models; its size and sha256 must be
 stated, and tests/unit/test_model_catalog.py checks them against the files) or an absolute https URL on
 another host, whose size and sha256 may be null: not stated by us, because we could not check them offline.
-The page then says so, and such a download is guarded by its size, once known, and the host's ETag only.
+The page then checks such a download against the sha256 its host states (web/host_checksum.js: Hugging Face's
+LFS pointer or X-Linked-Etag), or says it is not verified: guarded by its size, once known, and the host's ETag.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
  * build/model_catalog.py) lists known small GGUF chat models; each shows its size, licence, host and whether
  * its sha256 is known, a fit check from the header alone before any download (fit_check.js, in the Python of
  * models.js), and Download, which hands it to models.js like any model: resumed, checked against its size and
- * sha256 when the catalog states them, kept in the model cache. An entry on an origin this deploy does not list
+ * sha256 when the catalog states them (else its host's: host_checksum.js), kept in the model cache. An entry on an origin this deploy does not list
  * says which flag would allow it and offers nothing (model_origins.js). Every text goes in via textContent.
  *
  *     const catalog = new Pychat.ModelCatalog(models);   // models: the ModelController (models.js)
@@ -51,7 +51,8 @@
       item.dataset.url = url.href;
       const size = entry.size ? formatBytes(entry.size) : "size from the server";
       const host = url.origin === location.origin ? "this site" : url.host;
-      const verified = entry.sha256 ? "sha256 checked" : "not verified (no sha256 stated)";
+      const verified = entry.sha256 ? "sha256 checked"
+        : "no sha256 stated: checked if its host states one (LFS pointer, X-Linked-Etag)";
       const details = element("div", `${size} · ${entry.licence} · ${host} · ${verified}`, "details");
       const fit = element("div", "", "fit");
       fit.setAttribute("aria-live", "polite");
@@ -85,7 +86,7 @@
         const record = await this.models.store.get(spec.id);
         const verdict = await Pychat.FitCheck.run({
           python: this.models.python, store: this.models.store, name: spec.name, url: spec.url,
-          stored: record ? record.received || 0 : 0, contextLength: this.models.panel.chosenContext()});
+          stored: record ? record.received || 0 : 0, contextLength: this.models.settings.contextLength()});
         out.textContent = verdict.adapter ? "a LoRA adapter, not a model" : verdict.text;
       } catch (error) {
         out.textContent = error.message;

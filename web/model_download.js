@@ -11,12 +11,14 @@
  * whole and the download restarts cleanly instead of splicing two versions. checkStart(firstBytes, size), if
  * given, sees the first bytes of a download from byte 0 (size: the whole file's, 0 when unknown) and may
  * throw: the download then stops there and is deleted (models.js asks Python whether they are a GGUF model).
- * When the whole file is there its size and sha256 are checked and the verified bytes are returned.
+ * When the whole file is there its size and sha256 are checked and the verified bytes are returned. Without a
+ * sha256 in the spec, the one its host states is checked (host_checksum.js: a Hugging Face file's LFS pointer,
+ * read first, else X-Linked-Etag on an answer); the record says which check was made (`sha256From`).
  */
 (function (Pychat) {
   "use strict";
 
-  const {ModelStore, ModelStoreError, formatBytes} = Pychat;  // model_store.js, util.js
+  const {HostChecksum, ModelStore, ModelStoreError, formatBytes} = Pychat;  // host_checksum, model_store, util
   const WRITES_AHEAD = 4;          // chunks read from the network but not yet in IndexedDB, at most
   const DEFAULTS = {
     retries: 4,                    // automatic resumes in a row that bring no new bytes
@@ -93,9 +95,12 @@
     }
     if (record && record.complete) return store.readVerified(spec.id);
     if (!record) {
-      record = {id: spec.id, name: spec.name, url: spec.url, size: spec.size || 0, sha256: spec.sha256 || "",
-                info: spec.info || null, source: spec.source || "url", received: 0, chunks: 0,
-                etag: "", lastModified: "", complete: false, added: Date.now()};
+      const host = spec.sha256 ? null : await HostChecksum.fromPointer(spec.url);
+      record = {id: spec.id, name: spec.name, url: spec.url, size: spec.size || (host ? host.size : 0),
+                sha256: spec.sha256 || (host ? host.sha256 : ""),
+                sha256From: spec.sha256 ? "stated" : host ? host.from : "", info: spec.info || null,
+                source: spec.source || "url", received: 0, chunks: 0, etag: "", lastModified: "", complete: false,
+                added: Date.now()};
       await store.put(record);
     }
     let fruitless = 0;  // attempts in a row that stored nothing new
@@ -118,7 +123,13 @@
         await sleep(settings.retry_delay_ms * 2 ** Math.max(0, fruitless - 1));
       }
     }
-    return store.finish(record);
+    try {
+      return await store.finish(record);
+    } catch (error) {
+      if (error.kind !== "corrupt" || !record.sha256From || record.sha256From === "stated") throw error;
+      throw new ModelStoreError("corrupt", `The received ${spec.name} is not the file its host states: its sha256 ` +
+                                           `is not ${record.sha256} (the host's ${record.sha256From}); it was deleted.`);
+    }
   }
 
   /* One HTTP request for the bytes after record.received; returns the updated record. */
@@ -142,7 +153,9 @@
   async function restart(store, record, notice, onNotice) {
     onNotice(notice);
     await store.remove(record.id);
-    const fresh = {...record, received: 0, chunks: 0, size: record.sha256 ? record.size : 0};
+    const fromHost = Boolean(record.sha256From) && record.sha256From !== "stated";  // said of the old file: forgotten
+    const fresh = {...record, received: 0, chunks: 0, size: record.sha256 && !fromHost ? record.size : 0,
+                   ...(fromHost ? {sha256: "", sha256From: ""} : {})};
     await store.put(fresh);
     return fresh;
   }
@@ -172,6 +185,10 @@
       record = await restart(store, record, "The server does not support resuming; downloading from the start.", onNotice);
     } else if (range && range.start !== record.received) {
       throw new Interrupted(`the server sent bytes from ${range.start} instead of ${record.received}`);
+    }
+    const stated = HostChecksum.fromHeaders(response);
+    if (!record.sha256 && stated) {
+      record = {...record, sha256: stated.sha256, sha256From: stated.from, size: record.size || stated.size};
     }
     const length = Number(response.headers.get("Content-Length")) || 0;
     const total = range ? range.total : length ? record.received + length : 0;

@@ -2,14 +2,13 @@
  * model_panel.js: the Models panel, a view that models.js's ModelController drives: the list of cached models
  * (Use / Remove), each with its LoRA adapters listed under it (applied or not, and Delete: adapters.js), a file
  * to choose or drop anywhere on the page (a model, or an adapter for the model in use), a URL to download, the
- * context length and the number of workers (both saved in localStorage), the fit check's verdict and the
- * badge of the model in use. Every text that comes from outside (file names, model metadata) goes in via
+ * fit check's verdict and the badge of the model in use. The context length and the workers are the Settings
+ * dialog's (model_settings.js). Every text that comes from outside (file names, model metadata) goes in via
  * textContent. The header's model picker (model_picker.js) is rendered with the list.
  *
- *     const panel = new Pychat.ModelPanel({onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext});
+ *     const panel = new Pychat.ModelPanel({onFile, onURL, onUse, onRemove, onAdapter});
  *     panel.wire();
  *     panel.render(records, inUseId, persistent);  // the cache's records (models and adapters)
- *     panel.chosenContext(); panel.chosenWorkers();
  */
 (function (Pychat) {
   "use strict";
@@ -17,18 +16,14 @@
   const {formatBytes, loadSaved, save} = Pychat;  // util.js
   const $ = (id) => document.getElementById(id);
   const SAVED_CACHED = "pychat.cached";  // ids of the complete models in the cache: an eviction shows as a gap
-  const SAVED_CONTEXT = "pychat.context";  // the context length asked for, or null: the model's default
-  const SAVED_WORKERS = "pychat.workers";  // "auto" or how many workers split each token
 
   class ModelPanel {
-    constructor({onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext}) {
-      this.on = {onFile, onURL, onUse, onRemove, onAdapter, onWorkers, onContext};
+    constructor({onFile, onURL, onUse, onRemove, onAdapter}) {
+      this.on = {onFile, onURL, onUse, onRemove, onAdapter};
       this.picker = new Pychat.ModelPicker($("model-picker"), onUse);
     }
 
     wire() {
-      this.wireWorkers();
-      this.wireContext();
       $("model-file").onchange = (e) => { if (e.target.files[0]) this.on.onFile(e.target.files[0]); e.target.value = ""; };
       $("url-form").onsubmit = (e) => { e.preventDefault(); if ($("model-url").value) this.on.onURL($("model-url").value); };
       document.addEventListener("dragover", (e) => e.preventDefault());
@@ -36,47 +31,6 @@
         e.preventDefault();
         if (e.dataTransfer.files[0]) this.on.onFile(e.dataTransfer.files[0]);
       });
-    }
-
-    /* The context length asked for in #context-length, or null for the model's default. */
-    chosenContext() {
-      const value = Number($("context-length").value);
-      return value > 0 ? Math.floor(value) : null;
-    }
-
-    /* "auto" or how many workers split each token. */
-    chosenWorkers() {
-      return loadSaved(SAVED_WORKERS, "auto");
-    }
-
-    /* The workers setting: "auto" (one per core) or a number; a change restarts Python with that many. */
-    wireWorkers() {
-      const select = $("workers");
-      const cores = Math.max(1, navigator.hardwareConcurrency || 1);
-      const isolated = Pychat.WorkerPool.canShare();
-      const choices = [["auto", `auto (${isolated ? cores : 1})`]];
-      for (let n = 1; n <= cores; n++) choices.push([String(n), String(n)]);
-      select.replaceChildren(...choices.map(([value, label]) => new Option(label, value)));
-      select.value = this.chosenWorkers();
-      select.disabled = !isolated;
-      $("workers-hint").textContent = isolated
-        ? "Each token is split between the workers: one per core is fastest."
-        : "One worker: several need a cross-origin isolated page (it is after the first visit, once the " +
-          "service worker serves it; reload).";
-      select.onchange = () => {
-        save(SAVED_WORKERS, select.value);
-        this.on.onWorkers();
-      };
-    }
-
-    /* The context picker: a change reloads the model in use with that context (after its fit check). */
-    wireContext() {
-      const input = $("context-length");
-      input.value = loadSaved(SAVED_CONTEXT, null) || "";
-      input.onchange = () => {
-        save(SAVED_CONTEXT, this.chosenContext());
-        this.on.onContext();
-      };
     }
 
     showFit(name, text) {
@@ -88,10 +42,20 @@
       $("model-badge").textContent = `Model: ${spec.name} · ${info.architecture} · ${types}`;
     }
 
-    /* How many of the models cached on an earlier visit are gone (the browser evicted the site's storage). */
-    evicted(records) {
-      const cached = new Set(records.map((r) => r.id));
-      return loadSaved(SAVED_CACHED, []).filter((id) => !cached.has(id)).length;
+    /* The storage badge, and a notice when models cached on an earlier visit are gone (the browser evicted the
+     * site's storage). */
+    async showStorage(store, alertBox) {
+      if (!store.persistent) {
+        Pychat.PageUI.showStorageUnavailable(store.unavailable);
+        return;
+      }
+      Pychat.PageUI.requestPersistentStorage();
+      const cached = new Set((await store.list()).map((r) => r.id));
+      const gone = loadSaved(SAVED_CACHED, []).filter((id) => !cached.has(id)).length;
+      if (gone) {
+        alertBox("notice", `The browser cleared this site's model cache since your last visit (${gone} ` +
+                 `model${gone > 1 ? "s" : ""}): the model is downloaded again. Your conversation is kept.`);
+      }
     }
 
     /* The cached models with name, size, architecture, quant types and Use / Remove buttons, and their adapters. */
@@ -109,8 +73,10 @@
         const item = element("li");
         item.dataset.id = record.id;
         const trained = record.source === "trained" ? " · trained in this browser" : "";
+        const check = record.complete && Pychat.HostChecksum.describe(record);
         const details = element("div", `${formatBytes(record.size)} · ${info.architecture || "?"} · ` +
-          `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}${trained}`, "details");
+          `${Object.keys(info.tensor_types || {}).join(", ") || "?"}${partial}${trained}${check ? " · " + check : ""}`,
+          "details");
         const use = element("button", "Use");
         use.disabled = !record.complete && !record.url;
         use.onclick = () => this.on.onUse(record);

@@ -1,13 +1,13 @@
 /*
- * models.js: the model in use and the Python that holds it. The ModelController owns the pool of chat
- * workers (worker_pool.js) and its crash policy, the current model and whether it takes questions (`ready`),
- * and every way to change it: the saved or default model at start-up, Use in the model list, a dropped or
- * chosen file, a URL (on an origin the deploy allows: model_origins.js), the catalog (model_catalog.js), a model
- * the Train panel made. A model's bytes come from the cache or are downloaded
- * with resume into it (model_download.js), after its header was checked to fit (fit_check.js). When
- * something fails (a rejected file, a failed download, a crashed worker) the page falls back on the model
- * used before, else the default one. Its controls and the model list are model_panel.js; the LoRA adapters
- * of the model in use are adapters.js's (`models.adapters`).
+ * models.js: the model in use. The ModelController owns the current model and whether it takes questions
+ * (`ready`), and every way to change it: the saved or default model at start-up, Use in the model list or the
+ * header's picker, a dropped or chosen file, a URL (on an origin the deploy allows: model_origins.js), the
+ * catalog (model_catalog.js), a model the Train panel made, the model settings applied (model_settings.js). A
+ * model's bytes come from the cache or are downloaded with resume into it (model_download.js), after its header
+ * was checked to fit (fit_check.js). When something fails (a rejected file, a failed download, a crashed
+ * worker) the page falls back on the model used before, else the default one. The Python workers that hold it
+ * (their boot and crash policy) are python_workers.js's, the model list model_panel.js's, the LoRA adapters of
+ * the model in use adapters.js's (`models.adapters`).
  *
  *     const models = new Pychat.ModelController({setPhase, alertBox, answers});
  *                    // answers: {busy: () => an answer is being written, done: () => its promise,
@@ -21,7 +21,6 @@
 
   const {WorkerError, loadSaved, save} = Pychat;  // worker_error.js, util.js
   const SAVED_MODEL = "pychat.model";
-  const RESTARTS_PER_MINUTE = 2;
 
   class ModelController {
     constructor({setPhase, alertBox, answers}) {
@@ -30,13 +29,12 @@
       this.answers = answers;
       this.manifest = null;
       this.store = null;      // the model cache (model_store.js)
-      this.python = null;     // the WorkerPool
-      this.booted = null;     // its boot request
-      this.pythonStatus = ""; // start-up progress, shown in the status line until a model is ready
+      this.workers = null;    // the Python that holds the model (python_workers.js)
       this.model = null;      // spec of the model loaded in the workers
       this.ready = false;     // it is loaded and takes questions
-      this.crashes = [];      // times of the recent crashes
       this.adapters = new Pychat.AdapterController(this);
+      this.settings = new Pychat.ModelSettings({canApply: () => this.idle() && Boolean(this.model),
+                                                onApply: (changed) => this.applySettings(changed)});
       this.panel = new Pychat.ModelPanel({
         onFile: (file) => this.addModelFile(file),
         onURL: (url) => this.addModelURL(url),
@@ -47,10 +45,12 @@
           this.renderModels();
         },
         onAdapter: (record, action) => this.adapters[action](record),  // apply, remove, delete
-        onWorkers: () => { if (this.idle() && this.model) this.restart(); },
-        onContext: () => { if (this.idle() && this.model) this.switchModel(this.model); },
       });
     }
+
+    get python() { return this.workers && this.workers.pool; }  // the WorkerPool in use
+
+    get pythonStatus() { return this.workers ? this.workers.status : "starting"; }
 
     /* A model is ready and no answer is being written: a question may be asked, or the model switched. */
     idle() {
@@ -61,19 +61,13 @@
       this.manifest = manifest;
       this.store = store;
       this.panel.wire();
-      this.startPython();
+      this.settings.wire();
+      this.workers = new Pychat.PythonWorkers({boot: manifest.boot, setPhase: this.setPhase, alertBox: this.alertBox,
+                                               onCrash: (reason) => this.crashed(reason)});
+      this.workers.start(this.settings.workers());
       Pychat.ModelOrigins.explainBlocked(manifest.model_origins || [], (text) => this.alertBox("error", text));
       new Pychat.ModelCatalog(this).start();
-      if (store.persistent) {
-        Pychat.PageUI.requestPersistentStorage();
-        const gone = this.panel.evicted(await store.list());
-        if (gone) {
-          this.alertBox("notice", `The browser cleared this site's model cache since your last visit (${gone} ` +
-                        `model${gone > 1 ? "s" : ""}): the model is downloaded again. Your conversation is kept.`);
-        }
-      } else {
-        Pychat.PageUI.showStorageUnavailable(store.unavailable);
-      }
+      await this.panel.showStorage(store, this.alertBox);
       const savedId = loadSaved(SAVED_MODEL, null);
       const saved = savedId && await store.get(savedId);
       this.renderModels();
@@ -153,9 +147,9 @@
      * model in use (`previous`) as it was. */
     async checkFit(source, previous) {
       this.setPhase("starting", "Starting Python…");
-      await this.booted;
+      await this.workers.booted;
       this.setPhase("verifying", `Checking whether ${source.name} fits…`);
-      const asked = this.panel.chosenContext();
+      const asked = this.settings.contextLength();
       const verdict = await Pychat.FitCheck.run({python: this.python, store: this.store, ...source, contextLength: asked});
       if (verdict.adapter) {
         if (source.file) return {adapter: verdict.adapter};  // addModelFile hands it to this.adapters
@@ -273,48 +267,27 @@
 
     // ---- the Python workers -------------------------------------------------------------------------------
 
-    startPython() {
-      this.pythonStatus = "starting";
-      this.python = new Pychat.WorkerPool({
-        size: Pychat.WorkerPool.defaultSize(this.panel.chosenWorkers()),
-        onStatus: (text) => { this.pythonStatus = text; this.setPhase(); },
-        onCrash: (reason) => this.crashed(reason),
-      });
-      this.booted = this.python.request("boot", this.manifest.boot)
-        .then((reply) => {
-          this.pythonStatus = "";
-          const {pyodide, python, numpy} = reply.versions;
-          document.getElementById("runtime-badge").textContent = `Runtime: Pyodide ${pyodide} · Python ${python} · numpy ${numpy}`;
-          return reply;
-        });
-      this.booted.catch((error) => {
-        if (WorkerError.is(error, "WorkerCrashed")) return;
-        this.setPhase("error", "Python could not start");
-        this.alertBox("error", `Python could not start: ${error.message}`, {label: "Retry", run: () => location.reload()});
-      });
-    }
-
     /* A fresh Python (its heap all free) loading `spec`, by default the model in use. */
     restart(spec = this.model) {
-      if (this.python) this.python.terminate();
       this.ready = false;
       this.model = null;  // the new workers hold no model yet
-      this.startPython();
+      this.workers.start(this.settings.workers());
       return this.switchModel(spec);
     }
 
     crashed(reason) {
       this.ready = false;
-      const now = Date.now();
-      this.crashes = this.crashes.filter((t) => now - t < 60000).concat(now);
       const spec = this.model || this.defaultSpec();
-      if (this.crashes.length <= RESTARTS_PER_MINUTE) {
-        this.alertBox("error", `The Python worker crashed (${reason}). Restarting it; your conversation is kept.`);
-        this.restart(spec);
-      } else {
-        this.setPhase("error", "Python stopped");
-        this.alertBox("error", `The Python worker crashed again (${reason}).`, {label: "Restart", run: () => this.restart(spec)});
-      }
+      this.workers.crashed(reason, () => this.restart(spec));
+    }
+
+    /* The Settings dialog's model settings changed (model_settings.js): the model in use reloaded with them, in a
+     * fresh Python when the workers changed. Returns its name. */
+    applySettings({workers}) {
+      const {name} = this.model;
+      if (workers) this.restart();
+      else this.switchModel(this.model);
+      return name;
     }
   }
 

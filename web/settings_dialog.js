@@ -1,8 +1,9 @@
 /*
  * settings_dialog.js: the Settings dialog (a modal <dialog>): the header's Settings button opens it; its Close
  * button, Escape and a click on the backdrop close it. It holds the system prompt (the conversation's, chat.js),
- * the sampling form, the stop strings and the response format (sampling_form.js) and the list of keyboard
- * shortcuts; those own their fields, this only opens and closes.
+ * the sampling form, the stop strings and the response format (sampling_form.js), the model settings
+ * (model_settings.js: context length and workers, with their own Apply) and the list of keyboard shortcuts;
+ * those own their fields, this only opens and closes.
  *
  * Escape inside the dialog only closes it: it does not reach chat.js's Escape, which stops the answer being
  * written. A field being edited is left (blurred) before the dialog closes, so its change is taken as when

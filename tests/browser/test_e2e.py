@@ -16,8 +16,9 @@ import re
 
 import numpy as np
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, ask, chatml_tokens, page_fixture, ready_status,
-                         reloaded_offline, set_settings, settings_dialog, wait_offline_ready, wait_ready)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, apply_model_settings, ask, chatml_tokens,
+                         page_fixture, ready_status, reloaded_offline, set_settings, settings_dialog,
+                         wait_offline_ready, wait_ready)
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 from tiny_models import write_tiny_gguf
 
@@ -307,13 +308,11 @@ def test_the_context_picker_reloads_the_model_with_that_context(chat_page, tmp_p
     upload(chat_page, path.name, path.read_bytes())
     chat_page.wait_for_selector("#status[data-phase=ready]:has-text('picked.gguf')")
     assert "/ 4096 tokens" in chat_page.text_content("#context-budget")
-    chat_page.fill("#context-length", "512")
-    chat_page.dispatch_event("#context-length", "change")
+    assert apply_model_settings(chat_page, context_length=512) == "Applied: picked.gguf is reloaded with them."
     chat_page.wait_for_function("() => document.getElementById('context-budget').textContent.includes('/ 512 tokens')")
     wait_ready(chat_page)
     assert chat_page.evaluate("JSON.parse(localStorage.getItem('pychat.context'))") == 512
-    chat_page.fill("#context-length", "")  # back to each model's default for the tests after this one
-    chat_page.dispatch_event("#context-length", "change")
+    apply_model_settings(chat_page, context_length="")  # back to each model's default for the tests after this one
     chat_page.wait_for_function("() => document.getElementById('context-budget').textContent.includes('/ 4096 tokens')")
     wait_ready(chat_page)
     remove_cached(chat_page, path.name)

@@ -53,6 +53,8 @@ COLOURS = """() => {
   return {bodyBackground: style("body", "backgroundColor"), bodyText: style("body", "color"),
           chatBackground: style("#chat", "backgroundColor"), inputBackground: style("#input", "backgroundColor"),
           inputText: style("#input", "color"), mutedText: style(".tagline", "color"),
+          dialogBackground: style("#settings-dialog", "backgroundColor"),
+          workersBackground: style("#workers", "backgroundColor"), workersText: style("#workers", "color"),
           scheme: style(":root", "colorScheme"), chartBackground: style("#train-chart", "backgroundColor"),
           chartAxis: rgb(chart.axis), chartTrain: rgb(chart.train), chartValidation: rgb(chart.validation)};
 }"""
@@ -131,7 +133,8 @@ DIALOG = """() => {
   const dialog = document.getElementById("settings-dialog");
   return {open: dialog.open, dialog: rect(dialog), scrollWidth: dialog.scrollWidth, clientWidth: dialog.clientWidth,
           close: rect(dialog.querySelector("[data-close]")), opener: rect(document.getElementById("settings-open")),
-          picker: rect(document.getElementById("model-picker"))};
+          picker: rect(document.getElementById("model-picker")),
+          model: ["context-length", "workers", "model-settings-apply"].map((id) => rect(document.getElementById(id)))};
 }"""
 
 
@@ -144,6 +147,9 @@ def test_phone_settings_dialog_fits_the_screen(phone_page):
     shown = phone_page.evaluate(DIALOG)
     assert inside(shown["dialog"], PHONE) and shown["scrollWidth"] <= shown["clientWidth"], shown
     assert inside(shown["close"], PHONE) and shown["close"]["height"] >= MIN_TAP_HEIGHT, shown
+    for control in shown["model"]:  # the Model section: across the screen (the dialog scrolls down to it), for fingers
+        assert 0 <= control["left"] and control["right"] <= PHONE["width"], shown["model"]
+        assert control["height"] >= MIN_TAP_HEIGHT, shown["model"]
     phone_page.keyboard.press("Escape")
     phone_page.wait_for_selector("#settings-dialog", state="hidden")
 
@@ -163,12 +169,14 @@ def test_colours_follow_the_system_scheme(browser, server, scheme):
         assert background < 0.05 and text > 0.6, colours
         assert luminance(colours["chatBackground"]) < 0.05 and luminance(colours["inputBackground"]) < 0.05, colours
         assert luminance(colours["chartBackground"]) < 0.05, colours  # the loss chart is dark too
+        assert luminance(colours["dialogBackground"]) < 0.05 and luminance(colours["workersBackground"]) < 0.05, colours
     else:
         assert background > 0.8 and text < 0.05, colours
         assert luminance(colours["chatBackground"]) > 0.8 and luminance(colours["inputBackground"]) > 0.8, colours
     assert contrast(colours["bodyBackground"], colours["bodyText"]) >= 7, colours
     assert contrast(colours["chatBackground"], colours["mutedText"]) >= 4.5, colours
     assert contrast(colours["inputBackground"], colours["inputText"]) >= 7, colours
+    assert contrast(colours["workersBackground"], colours["workersText"]) >= 7, colours  # the dialog's Model section
     assert colours["scheme"] == "light dark", colours
     for line in ("chartAxis", "chartTrain", "chartValidation"):  # the loss chart draws in the scheme's colours
         assert contrast(colours["chartBackground"], colours[line]) >= 3, (line, colours)

@@ -7,7 +7,11 @@ A site built with `--model-origin` for the hub and the CDN lists them in its pol
 header, sw.js, manifest.json), shows its catalog (here: a model on the hub and one on the CDN) with size,
 licence and a fit verdict read through the redirect before any download, and downloads the hub's model
 through the redirect: cut, resumed with Range and If-Range (the CDN's log says so), checked against the
-catalog's sha256, then chatting. A site built with the hub alone refuses the CDN's URL before any request
+catalog's sha256, then chatting. Entries without a sha256 (as models.json's Hugging Face ones) are checked against
+the sha256 the host states: the hub's LFS pointer (its raw/ URL, as huggingface.co serves it), or X-Linked-Etag
+when the file's own answer carries it; refused when the bytes are not that file; listed as not verified when
+only the hub's redirect carries X-Linked-Etag, as huggingface.co's does (a page never sees a redirect's
+headers). A site built with the hub alone refuses the CDN's URL before any request
 (the CDN's log stays empty) with a message naming the flag, and explains the redirect its policy blocked; on a
 host that sends no policy header its service worker refuses the CDN to the page's workers all the same.
 The references are the servers' own logs, the true file's bytes and the messages the page must show.
@@ -39,6 +43,12 @@ SETTINGS = dict(temperature=0, max_tokens=2)
 HUB_PATH = "/org/repo/resolve/main/tiny-remote.gguf"
 CDN_PATH = "/cdn/blobs/tiny-remote.gguf"
 DIRECT_PATH = "/cdn/blobs/tiny-direct.gguf"
+LINKED_PATH = "/cdn/blobs/tiny-linked.gguf"              # its answer states its sha256 (X-Linked-Etag)
+MISLABELLED_PATH = "/cdn/blobs/tiny-mislabelled.gguf"    # its answer states another file's sha256
+UNSTATED_HUB_PATH = "/org/repo/resolve/main/tiny-unstated.gguf"  # the hub's 302 states it, as Hugging Face's does
+UNSTATED_CDN_PATH = "/cdn/blobs/tiny-unstated.gguf"
+POINTED_HUB_PATH = "/org/repo/resolve/main/tiny-pointed.gguf"    # the hub's raw/ URL serves its LFS pointer
+POINTED_CDN_PATH = "/cdn/blobs/tiny-pointed.gguf"
 CORS_ALLOWED_HEADERS = "Range, If-Range"
 
 
@@ -51,7 +61,8 @@ class CorsMixin:
 
     def end_headers(self):
         self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Access-Control-Expose-Headers", "Content-Range, ETag, Content-Length")
+        self.send_header("Access-Control-Expose-Headers", "Content-Range, ETag, Content-Length, X-Linked-Etag, "
+                                                          "X-Linked-Size")
         super().end_headers()
 
     def do_OPTIONS(self):
@@ -74,16 +85,27 @@ class CdnHandler(CorsMixin, FaultyHandler):
 
 
 class HubHandler(CorsMixin, http.server.BaseHTTPRequestHandler):
-    """The hub: resolve/main URLs answered with a 302 to the CDN, as Hugging Face answers them; every request
-    logged in server.log."""
+    """The hub: resolve/main URLs answered with a 302 to the CDN, as Hugging Face answers them (with the
+    X-Linked-Etag and X-Linked-Size of server.linked, where given), raw/main URLs with the Git LFS pointers of
+    server.pointers; every request logged in server.log."""
 
     def do_GET(self):
         self.server.log.append({"path": self.path, "range": self.headers.get("Range"),
                                 "if_range": self.headers.get("If-Range")})
+        pointer = self.server.pointers.get(self.path)
+        if pointer is not None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(pointer)))
+            self.end_headers()
+            self.wfile.write(pointer)
+            return
         target = self.server.redirects.get(self.path)
         self.send_response(302 if target else 404)
         if target:
             self.send_header("Location", target)
+            for name, value in self.server.linked.get(self.path, {}).items():
+                self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -92,9 +114,10 @@ class HubHandler(CorsMixin, http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def hub_server(redirects):
+def hub_server(redirects, linked, pointers):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
-    server.log, server.preflights, server.redirects = [], [], redirects
+    server.log, server.preflights, server.redirects, server.linked = [], [], redirects, linked
+    server.pointers = pointers
     server.url = "http://127.0.0.1:%d" % server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -114,7 +137,20 @@ def origin_of(url: str) -> str:
 def remote_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("remote_models")
     return {name: write_tiny_gguf(directory / name, payload, padding=MODEL_BYTES).read_bytes()
-            for name, payload in (("tiny-remote.gguf", REMOTE_PAYLOAD), ("tiny-direct.gguf", "Direct. "))}
+            for name, payload in (("tiny-remote.gguf", REMOTE_PAYLOAD), ("tiny-direct.gguf", "Direct. "),
+                                  ("tiny-linked.gguf", "Linked. "), ("tiny-mislabelled.gguf", "Mislabelled. "),
+                                  ("tiny-unstated.gguf", "Unstated. "), ("tiny-pointed.gguf", "Pointed. "))}
+
+
+def linked_headers(data: bytes) -> dict:
+    """What Hugging Face states of an LFS file: its sha256 as a quoted ETag, and its size."""
+    return {"X-Linked-Etag": '"%s"' % hashlib.sha256(data).hexdigest(), "X-Linked-Size": str(len(data))}
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """A Git LFS pointer (git-lfs's spec, v1), as huggingface.co's raw/ URLs answer for an LFS file."""
+    return b"version https://git-lfs.github.com/spec/v1\noid sha256:%s\nsize %d\n" % (
+        hashlib.sha256(data).hexdigest().encode(), len(data))
 
 
 @pytest.fixture(scope="module")
@@ -124,23 +160,40 @@ def cdn(tmp_path_factory, remote_files):
     server.httpd.seen = server.seen = []
     server.add_model(CDN_PATH, remote_files["tiny-remote.gguf"])
     server.add_model(DIRECT_PATH, remote_files["tiny-direct.gguf"])
+    linked = linked_headers(remote_files["tiny-linked.gguf"])
+    server.add_model(LINKED_PATH, remote_files["tiny-linked.gguf"], headers=linked)
+    server.add_model(MISLABELLED_PATH, remote_files["tiny-mislabelled.gguf"], headers=linked)  # another file's
+    server.add_model(UNSTATED_CDN_PATH, remote_files["tiny-unstated.gguf"])
+    server.add_model(POINTED_CDN_PATH, remote_files["tiny-pointed.gguf"])
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def hub(cdn):
-    with hub_server({HUB_PATH: cdn.url.rstrip("/") + CDN_PATH}) as server:
+def hub(cdn, remote_files):
+    redirects = {HUB_PATH: cdn.url.rstrip("/") + CDN_PATH, UNSTATED_HUB_PATH: cdn.url.rstrip("/") + UNSTATED_CDN_PATH,
+                 POINTED_HUB_PATH: cdn.url.rstrip("/") + POINTED_CDN_PATH}
+    linked = {path: linked_headers(remote_files[path.rsplit("/", 1)[1]])
+              for path in (UNSTATED_HUB_PATH, POINTED_HUB_PATH)}
+    pointers = {POINTED_HUB_PATH.replace("/resolve/", "/raw/"): lfs_pointer(remote_files["tiny-pointed.gguf"])}
+    with hub_server(redirects, linked, pointers) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory, hub, cdn, remote_files):
-    """The sites' catalog: the hub's model (through the redirect) and one straight from the CDN."""
+    """The sites' catalog: the hub's model (through the redirect) and one straight from the CDN, both with size
+    and sha256; three without (as models.json's Hugging Face entries), whose hosts state the sha256 themselves."""
     entries = [{"name": "Tiny remote", "url": hub.url + HUB_PATH, "licence": "MIT", "about": "On the hub."},
                {"name": "Tiny direct", "url": cdn.url.rstrip("/") + DIRECT_PATH, "licence": "MIT", "about": "On the CDN."}]
     for entry, data in zip(entries, remote_files.values()):
         entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    for name, url in (("Tiny linked", cdn.url.rstrip("/") + LINKED_PATH),
+                      ("Tiny mislabelled", cdn.url.rstrip("/") + MISLABELLED_PATH),
+                      ("Tiny unstated", hub.url + UNSTATED_HUB_PATH),
+                      ("Tiny pointed", hub.url + POINTED_HUB_PATH)):
+        entries.append({"name": name, "url": url, "size": None, "sha256": None, "licence": "MIT",
+                        "about": "No sha256."})
     path = tmp_path_factory.mktemp("catalog") / "models.json"
     path.write_text(json.dumps({"models": entries}))
     return path
@@ -246,6 +299,53 @@ def test_a_model_comes_through_the_redirect_cut_resumed_with_if_range_and_checke
     assert any(text.startswith("Download interrupted at ") for text in alert_texts(open_page, "notice"))
 
 
+def model_details(page, name: str) -> str:
+    return page.locator("#models li", has=page.locator("strong", has_text=name)).locator(".details").first.text_content()
+
+
+def test_without_a_stated_sha256_the_one_its_host_states_is_checked(open_page, open_site, hub, cdn, remote_files):
+    item = catalog_item(open_page, "Tiny linked")
+    assert item.locator(".details").first.text_content().endswith(
+        "· no sha256 stated: checked if its host states one (LFS pointer, X-Linked-Etag)")
+    item.get_by_role("button", name="Download Tiny linked").click()
+    open_page.wait_for_selector("#status[data-phase=ready]:has-text('tiny-linked.gguf')")
+    assert model_details(open_page, "tiny-linked.gguf").endswith("· verified (sha256 from the host's X-Linked-Etag)")
+
+    # Bytes that are not the file the host's X-Linked-Etag names: refused (after one more try), nothing kept,
+    # the model in use still loaded.
+    stated = hashlib.sha256(remote_files["tiny-linked.gguf"]).hexdigest()
+    catalog_item(open_page, "Tiny mislabelled").get_by_role("button", name="Download Tiny mislabelled").click()
+    message = ("Could not load tiny-mislabelled.gguf: The received tiny-mislabelled.gguf is not the file its host "
+               "states: its sha256 is not %s (the host's X-Linked-Etag); it was deleted." % stated)
+    open_page.wait_for_selector(".alert[data-kind=error]:has-text('tiny-mislabelled.gguf: The received')")
+    assert message in alert_texts(open_page, "error")
+    wait_ready(open_page)
+    assert open_page.evaluate("pychat.model.name") == "tiny-linked.gguf"
+    assert [(r["range"], r["status"]) for r in cdn.requests(MISLABELLED_PATH)] == [("bytes=0-", 206)] * 2
+    assert "tiny-mislabelled.gguf" not in open_page.text_content("#models")
+
+    # Hugging Face's way: the hub's 302 carries X-Linked-Etag, which a page cannot read; the file's own answer
+    # (the CDN's) carries none. Without an LFS pointer (raw/ answers 404): downloaded, listed as not verified.
+    catalog_item(open_page, "Tiny unstated").get_by_role("button", name="Download Tiny unstated").click()
+    open_page.wait_for_selector("#status[data-phase=ready]:has-text('tiny-unstated.gguf')")
+    assert model_details(open_page, "tiny-unstated.gguf").endswith(
+        "· not verified (no sha256 from the catalog or the host)")
+    assert any(r["path"] == UNSTATED_HUB_PATH and not is_header_read(r) for r in hub.log)  # it did go through the hub
+    assert UNSTATED_HUB_PATH.replace("/resolve/", "/raw/") in [r["path"] for r in hub.log]  # the pointer, asked for
+
+    # With the LFS pointer the hub serves at raw/main/: checked against it.
+    catalog_item(open_page, "Tiny pointed").get_by_role("button", name="Download Tiny pointed").click()
+    open_page.wait_for_selector("#status[data-phase=ready]:has-text('tiny-pointed.gguf')")
+    assert model_details(open_page, "tiny-pointed.gguf").endswith("· verified (sha256 from the host's LFS pointer)")
+    records = check_stored_models(open_page, {
+        open_site.fault_site.model_id: open_site.fault_site.model_bytes,
+        "url/" + hub.url + HUB_PATH: remote_files["tiny-remote.gguf"],
+        "url/" + cdn.url.rstrip("/") + LINKED_PATH: remote_files["tiny-linked.gguf"],
+        "url/" + hub.url + UNSTATED_HUB_PATH: remote_files["tiny-unstated.gguf"],
+        "url/" + hub.url + POINTED_HUB_PATH: remote_files["tiny-pointed.gguf"]})
+    assert records["url/" + cdn.url.rstrip("/") + LINKED_PATH]["complete"]
+
+
 # ---- a deploy that allows the hub alone --------------------------------------------------------------------------
 
 def test_a_url_on_an_origin_not_allowed_is_refused_before_any_request(hub_only_page, hub_only_site, hub, cdn):
@@ -340,7 +440,7 @@ def test_the_catalog_fits_a_phone_and_follows_the_colour_scheme(browser, open_si
     finally:
         context.close()
     assert geometry["viewport"] == 390 and geometry["scrollWidth"] <= 390
-    assert len(geometry["items"]) == 2
+    assert len(geometry["items"]) == 6
     assert all(0 <= item["left"] and item["right"] <= 390 for item in geometry["items"])
     assert all(right <= 390 for right in geometry["buttons"])
     assert geometry["details"] == geometry["hint"]  # the theme's muted text, in either scheme

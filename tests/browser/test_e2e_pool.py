@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_helpers import (GREEDY, POOL_SIZE, SiteServer, ask, load_build_module, new_context, ready_status, set_settings,
-                         wait_ready)
+from e2e_helpers import (GREEDY, POOL_SIZE, SiteServer, apply_model_settings, ask, load_build_module, new_context,
+                         ready_status, set_settings, wait_ready)
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -73,7 +73,7 @@ def test_the_service_worker_isolates_the_next_load(page):
 @pytest.mark.skipif(POOL_SIZE < 2, reason="one core: the page never starts more than one worker")
 def test_the_workers_setting_restarts_python_with_that_many(page):
     for workers, count in (("1", 1), ("auto", POOL_SIZE)):
-        page.select_option("#workers", workers)
+        assert apply_model_settings(page, workers=workers) == "Applied: %s is reloaded with them." % MODEL
         page.wait_for_selector("#status[data-phase=ready]:has-text('%s')" % ready_status(MODEL, count))
         assert golden_answer(page) == GOLDEN_ANSWER
         assert page.evaluate("JSON.parse(localStorage.getItem('pychat.workers'))") == workers

@@ -1,9 +1,12 @@
 """The Settings dialog and the header in Chromium: the header's Settings button opens a modal dialog that Escape
-closes (without stopping the answer being written), which lists the keyboard shortcuts the page has; the
-response format (Text / JSON / JSON Schema) and its schema persist over a reload and are OpenAI's shapes (the
-openai package's own types, validated by pydantic); an invalid schema or tools text shows its message as it
-is typed; the header's model picker lists the stored models and switches between them; an answer's tool
-calls are shown as blocks (name, arguments indented as Python's json.dumps indents them).
+closes (without stopping the answer being written), which lists the keyboard shortcuts the page has; its Model
+section's context length and workers per token take effect on Apply (the engine's context length and the
+pool's size, as the page reports them; the model's own context read from the file by gguf-py, at most the
+engine's default cap) and are kept over a reload; the response format (Text / JSON / JSON Schema) and its schema
+persist over a reload and are OpenAI's shapes (the openai package's own types, validated by pydantic); an invalid
+schema or tools text shows its message as it is typed; the header's model picker lists the stored models and
+switches between them; an answer's tool calls are shown as blocks (name, arguments indented as Python's
+json.dumps indents them).
 """
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import json
 
 import jsonschema
 import pytest
-from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, alert_texts, ask, page_fixture, ready_status, set_settings,
-                         settings_dialog, wait_ready)
+from e2e_helpers import (ANSWER_TIMEOUT_MS, GREEDY, POOL_SIZE, REPO, alert_texts, apply_model_settings, ask,
+                         page_fixture, ready_status, set_settings, settings_dialog, wait_ready)
+from gguf import GGUFReader
 from openai.types.chat import ChatCompletionToolParam
 from openai.types.shared_params import ResponseFormatJSONObject, ResponseFormatJSONSchema
 from pydantic import TypeAdapter
+from pychat_wasm.model.config import DEFAULT_CONTEXT_CAP
 from texts import GOLDEN_ANSWER, GOLDEN_QUESTION
 from tiny_models import write_tiny_gguf
 
@@ -51,8 +56,10 @@ def test_the_settings_button_opens_the_dialog_and_escape_closes_it(page):
     page.get_by_role("button", name="Settings", exact=True).click()
     dialog = page.get_by_role("dialog", name="Settings")
     dialog.wait_for()
-    for field in ("#system-prompt", "#temperature", "#stop-strings", "#settings-reset"):
+    for field in ("#system-prompt", "#temperature", "#stop-strings", "#settings-reset", "#context-length", "#workers",
+                  "#model-settings-apply"):
         assert page.is_visible(field), field
+    assert page.locator("main #context-length, main #workers").count() == 0  # no longer in the Models panel
     shortcuts = page.text_content("#shortcuts")
     for key in ("Enter", "Shift+Enter", "Escape"):  # chat.js's: send, a new line, stop
         assert key in shortcuts, shortcuts
@@ -74,6 +81,51 @@ def test_escape_in_the_dialog_closes_it_and_leaves_the_answer_running(page):
     stats = page.locator(".message[data-role=assistant] .stats").last.text_content()
     assert stats.startswith("24 tokens") and "stopped" not in stats, stats
     set_settings(page, **GREEDY)
+
+
+# The engine as the page reports it: the context length the workers loaded the model with, and how many there are.
+ENGINE = "() => ({context: pychat.model.info.context_length, workers: pychat.python.workers})"
+APPLIED = "Applied: %s is reloaded with them." % DEFAULT_MODEL
+
+
+def wait_status(page, text: str) -> None:
+    page.wait_for_function("s => document.getElementById('status').textContent === s", arg=text,
+                           timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_the_model_settings_take_effect_on_apply_and_are_kept_over_a_reload(page):
+    field = GGUFReader(REPO / "models" / DEFAULT_MODEL).fields["llama.context_length"]
+    trained = int(field.parts[field.data[0]][0])  # as gguf-py reads the file: 8192
+    own_context = min(trained, DEFAULT_CONTEXT_CAP)  # an empty field: the engine's default for it
+    assert page.evaluate(ENGINE) == {"context": own_context, "workers": POOL_SIZE}
+    with settings_dialog(page):
+        assert (page.input_value("#context-length"), page.input_value("#workers")) == ("", "auto")
+        assert page.is_disabled("#model-settings-apply")
+        page.fill("#context-length", "512")
+        assert page.is_enabled("#model-settings-apply")
+        assert page.text_content("#model-settings-status") == \
+            "Not in effect yet: Apply reloads the model in use with them."
+    with settings_dialog(page):  # closed without Apply: the fields are what is in effect
+        assert page.input_value("#context-length") == "" and page.is_disabled("#model-settings-apply")
+    assert page.evaluate("localStorage.getItem('pychat.context')") is None
+    assert page.evaluate(ENGINE) == {"context": own_context, "workers": POOL_SIZE}
+
+    assert apply_model_settings(page, context_length=512, workers="1") == APPLIED
+    wait_status(page, ready_status(DEFAULT_MODEL, 1))  # a fresh Python of one worker, the model loaded again
+    assert page.evaluate(ENGINE) == {"context": 512, "workers": 1}
+    try:
+        page.reload()
+        wait_ready(page)
+        assert page.text_content("#status") == ready_status(DEFAULT_MODEL, 1)
+        assert page.evaluate(ENGINE) == {"context": 512, "workers": 1}
+        with settings_dialog(page):
+            assert (page.input_value("#context-length"), page.input_value("#workers")) == ("512", "1")
+        page.click("#new-chat")
+        assert ask(page, GOLDEN_QUESTION)[0].strip() == GOLDEN_ANSWER  # one worker, 512 positions: the same answer
+    finally:  # the model's own context and the default pool for the other tests
+        assert apply_model_settings(page, context_length="", workers="auto") == APPLIED
+        wait_status(page, ready_status(DEFAULT_MODEL))
+    assert page.evaluate(ENGINE) == {"context": own_context, "workers": POOL_SIZE}
 
 
 def test_the_response_format_and_its_schema_persist_over_a_reload(page):

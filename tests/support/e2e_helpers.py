@@ -162,7 +162,7 @@ def reloaded_offline(page, server):
 
 @contextlib.contextmanager
 def settings_dialog(page):
-    """The Settings dialog (system prompt, sampling, stop strings, response format) open for the block, as a
+    """The Settings dialog (system prompt, sampling, stop strings, response format, model) open for the block, as a
     user opens it (the header's Settings button) and closes it (its Close button). Already open: left open."""
     if page.evaluate("document.getElementById('settings-dialog').open"):
         yield page
@@ -174,6 +174,18 @@ def settings_dialog(page):
     finally:
         page.locator("#settings-dialog").get_by_role("button", name="Close").click()
         page.wait_for_selector("#settings-dialog", state="hidden")
+
+
+def apply_model_settings(page, context_length=None, workers=None) -> str:
+    """Set the Settings dialog's Model section as a user does and Apply: context_length "" is the model's own,
+    workers "auto" or a count (as a string); None leaves a field as it is. Returns what the section then says."""
+    with settings_dialog(page):
+        if context_length is not None:
+            page.fill("#context-length", str(context_length))
+        if workers is not None:
+            page.select_option("#workers", workers)
+        page.click("#model-settings-apply")
+        return page.text_content("#model-settings-status")
 
 
 def set_settings(page, **values) -> None:

@@ -2,7 +2,7 @@
 that misbehave on purpose, one planned fault per request.
 
     server = FaultServer(site)                          # the site, as build/serve.py serves it, plus ...
-    server.add_model("/faulty/a.gguf", data)            # ... model files served here
+    server.add_model("/faulty/a.gguf", data)            # ... model files served here (`headers`: sent besides)
     server.plan("/faulty/a.gguf", Fault(drop_after=40_000), Fault(status=503), Fault(ignore_range=True))
     # the page downloads; each request takes the next planned fault; with none left it is served correctly
     server.requests("/faulty/a.gguf")                   # [{"range", "if_range", "status", "sent"}, ...]
@@ -52,9 +52,11 @@ class Fault:
 class ModelFile:
     """The bytes behind one URL, their validators, the planned faults and the log of requests."""
 
-    def __init__(self, data: bytes, etag: bool = True, header_status: Optional[int] = None):
+    def __init__(self, data: bytes, etag: bool = True, header_status: Optional[int] = None,
+                 headers: Optional[Dict[str, str]] = None):
         self.with_etag = etag
         self.header_status = header_status  # the answer to every header read: the fit check cannot read it
+        self.headers = headers or {}        # sent with every answer of the file (e.g. X-Linked-Etag)
         self.modified = time.time() - 3600
         self.faults: Deque[Fault] = deque()
         self.log: List[Dict] = []
@@ -121,6 +123,8 @@ class FaultyHandler(serve.SiteHandler):
         if model.etag:
             self.send_header("ETag", model.etag)
         self.send_header("Last-Modified", model.last_modified)
+        for name, value in model.headers.items():
+            self.send_header(name, value)
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.send_body(model, fault, entry, data[start:stop])
@@ -159,10 +163,11 @@ class FaultServer(SiteServer):
         super().start()
         self.httpd.models = self.models
 
-    def add_model(self, path: str, data: bytes, etag: bool = True, header_status: Optional[int] = None) -> str:
-        """Serve `data` at `path` (faults come from plan(); header reads get `header_status` if given); returns
-        its URL."""
-        self.models[path] = ModelFile(data, etag=etag, header_status=header_status)
+    def add_model(self, path: str, data: bytes, etag: bool = True, header_status: Optional[int] = None,
+                  headers: Optional[Dict[str, str]] = None) -> str:
+        """Serve `data` at `path` (faults come from plan(); header reads get `header_status` if given; `headers`
+        go with every answer); returns its URL."""
+        self.models[path] = ModelFile(data, etag=etag, header_status=header_status, headers=headers)
         return self.url.rstrip("/") + path
 
     def plan(self, path: str, *faults: Fault) -> None:

@@ -33,6 +33,7 @@ const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
  *   {startAt}              206 whose Content-Range starts there instead of where asked
  *   {replaceWith}          the file changes (new bytes, new ETag unless sameValidator) before this answer
  *   {body, headers}        that body and those headers, as they are
+ *   {linked}               these headers besides (X-Linked-Etag, X-Linked-Size: what Hugging Face states)
  * It records every request's Range and If-Range in `requests`.
  */
 function fakeServer(page, file, plan = []) {
@@ -52,7 +53,7 @@ function fakeServer(page, file, plan = []) {
     }
     const start = partial ? (step.startAt ?? asked) : 0;
     let body = server.file.slice(start);
-    const responseHeaders = {ETag: server.etag};
+    const responseHeaders = {ETag: server.etag, ...step.linked};
     if (!step.noLength) responseHeaders["Content-Length"] = String(body.length);
     if (partial && !step.noLength) responseHeaders["Content-Range"] = `bytes ${start}-${size - 1}/${size}`;
     if (step.dropAfter !== undefined) body = brokenAfter(page, body, step.dropAfter);
@@ -76,12 +77,20 @@ function brokenAfter(page, bytes, n) {
 /* Pychat.downloadModel of `file` served by fakeServer(plan), into the in-memory store (there is no indexedDB
  * here): what it returned or threw, its notices, the requests and the record it left. */
 async function download(file, plan, specExtra = {}, checkStart = null) {
-  const page = loadWebScripts(["util.js", "model_store.js", "model_download.js"], {navigator: {}});
+  const page = loadWebScripts(["util.js", "model_store.js", "host_checksum.js", "model_download.js"],
+                              {navigator: {}, location: {href: "http://host/"}, URL});
   const server = fakeServer(page, file, plan);
-  page.fetch = server.fetch;
+  page.fetch = async (url, init = {}) => {  // a Hugging Face resolve URL's raw/ twin answers with `pointer`
+    if (url.includes("/raw/")) {
+      server.pointerRequests = [...(server.pointerRequests || []), url];
+      return specExtra.pointer ? new Response(specExtra.pointer) : new Response("Entry not found", {status: 404});
+    }
+    return server.fetch(url, init);
+  };
   const store = await page.Pychat.ModelStore.openOrKeepInMemory();  // no indexedDB here: the in-memory store
   const notices = [];
   const spec = {id: "url/model.gguf", name: "model.gguf", url: "http://host/model.gguf", ...specExtra};
+  delete spec.pointer;
   const settings = {onNotice: (text) => notices.push(text), checkStart,
                     options: {retries: 2, retry_delay_ms: 0, stall_seconds: 30}};
   let bytes = null, error = null;
@@ -91,7 +100,8 @@ async function download(file, plan, specExtra = {}, checkStart = null) {
     error = caught;
   }
   const record = await store.get(spec.id);
-  return {bytes, error, notices, requests: server.requests, record: record && plain(record), server, store};
+  return {bytes, error, notices, requests: server.requests, record: record && plain(record), server, store,
+          check: record ? page.Pychat.HostChecksum.describe(record) : null};
 }
 
 const ranges = (requests) => requests.map((r) => r.range);
@@ -210,4 +220,97 @@ test("416 because the file shrank on the server restarts the download from byte 
   assert.deepEqual(bytes, shorter);
   assert.deepEqual(ranges(requests), ["bytes=0-", "bytes=2000-", "bytes=0-"]);
   assert.ok(notices.includes("model.gguf changed on the server; downloading it again from the start."), notices.join("\n"));
+});
+
+// ---- the host's sha256 (Hugging Face's LFS pointer, X-Linked-Etag) when the catalog states none ---------------------------
+
+/* The headers Hugging Face sends with an LFS file: its sha256 as a quoted ETag, and its size. */
+const linked = (bytes) => ({"X-Linked-Etag": `"${sha256(bytes)}"`, "X-Linked-Size": String(bytes.length)});
+
+test("without a stated sha256 the host's X-Linked-Etag is checked, and the record says so", async () => {
+  const file = modelFile(3000);
+  const {bytes, error, record, check} = await download(file, [{linked: linked(file)}]);
+  assert.equal(error, null);
+  assert.deepEqual(bytes, file);
+  assert.deepEqual([record.sha256, record.sha256From, record.complete], [sha256(file), "X-Linked-Etag", true]);
+  assert.equal(check, "verified (sha256 from the host's X-Linked-Etag)");
+});
+
+test("bytes that are not the file the host's X-Linked-Etag names are refused and deleted", async () => {
+  const file = modelFile(3000, 1), other = modelFile(3000, 2);
+  const {bytes, error, record} = await download(file, [{linked: linked(other)}]);
+  assert.equal(bytes, null);
+  assert.equal(error.name, "ModelStoreError");
+  assert.equal(error.kind, "corrupt");  // models.js downloads it once more, then gives up with this message
+  assert.equal(error.message, "The received model.gguf is not the file its host states: its sha256 is not " +
+                              `${sha256(other)} (the host's X-Linked-Etag); it was deleted.`);
+  assert.equal(record, undefined);
+});
+
+test("an X-Linked-Size other than the bytes announced is a mismatch before the body is read", async () => {
+  const file = modelFile(3000);
+  const {error, requests} = await download(file, [{linked: {...linked(file), "X-Linked-Size": "2500"}}]);
+  assert.equal(error.kind, "mismatch");
+  assert.equal(error.message, "The server's model.gguf has 3.0 kB, expected 2.5 kB.");
+  assert.equal(requests.length, 1);
+});
+
+test("the catalog's sha256 comes first; a host that states none, or no sha256, leaves the download unverified",
+     async () => {
+  const file = modelFile(3000), other = modelFile(3000, 2);
+  const stated = await download(file, [{linked: linked(other)}], {sha256: sha256(file)});
+  assert.deepEqual(stated.bytes, file);
+  assert.deepEqual([stated.record.sha256From, stated.check], ["stated", "verified (sha256)"]);
+  for (const headers of [{}, {"X-Linked-Etag": '"0123456789abcdef0123456789abcdef01234567"'}]) {  // a git sha1
+    const {bytes, record, check} = await download(file, [{linked: headers}]);
+    assert.deepEqual(bytes, file);
+    assert.deepEqual([record.sha256, record.sha256From], [sha256(file), ""]);  // computed, not checked
+    assert.equal(check, "not verified (no sha256 from the catalog or the host)");
+  }
+});
+
+test("a file that changed on the server is checked against what the host states of the new one", async () => {
+  const file = modelFile(3000, 1), changed = modelFile(3000, 2);
+  const {bytes, record} = await download(file, [{dropAfter: 1000, linked: linked(file)},
+                                                {replaceWith: changed, linked: linked(changed)}]);
+  assert.deepEqual(bytes, changed);
+  assert.deepEqual([record.sha256, record.sha256From], [sha256(changed), "X-Linked-Etag"]);
+});
+
+/* A Git LFS pointer as Hugging Face's raw/ URLs answer it (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md). */
+const pointerOf = (bytes) => `version https://git-lfs.github.com/spec/v1\noid sha256:${sha256(bytes)}\nsize ${bytes.length}\n`;
+const RESOLVE_URL = "https://hf.test/org/repo/resolve/main/model.gguf";
+
+test("a resolve URL's LFS pointer (its raw/ twin) states the sha256 and size the download is checked against",
+     async () => {
+  const file = modelFile(3000), other = modelFile(3000, 2);
+  const good = await download(file, [], {url: RESOLVE_URL, pointer: pointerOf(file)});
+  assert.deepEqual(good.bytes, file);
+  assert.deepEqual(good.server.pointerRequests, ["https://hf.test/org/repo/raw/main/model.gguf"]);
+  assert.deepEqual([good.record.sha256, good.record.sha256From], [sha256(file), "LFS pointer"]);
+  assert.equal(good.check, "verified (sha256 from the host's LFS pointer)");
+
+  const bad = await download(file, [], {url: RESOLVE_URL, pointer: pointerOf(other)});
+  assert.equal(bad.error.kind, "corrupt");
+  assert.equal(bad.error.message, "The received model.gguf is not the file its host states: its sha256 is not " +
+                                  `${sha256(other)} (the host's LFS pointer); it was deleted.`);
+  assert.equal(bad.record, undefined);
+
+  const missing = await download(file, [], {url: RESOLVE_URL});  // 404: no pointer, so unchecked
+  assert.deepEqual(missing.bytes, file);
+  assert.equal(missing.check, "not verified (no sha256 from the catalog or the host)");
+  const plain = await download(file, []);  // no resolve URL: no pointer asked for
+  assert.equal(plain.server.pointerRequests, undefined);
+});
+
+test("parsePointer reads a Git LFS pointer and nothing else", () => {
+  const page = loadWebScripts(["host_checksum.js"], {location: {href: "http://host/"}, URL});
+  const {parsePointer, pointerURL} = page.Pychat.HostChecksum;
+  const file = modelFile(10);
+  assert.deepEqual(plain(parsePointer(pointerOf(file))), {sha256: sha256(file), size: 10, from: "LFS pointer"});
+  assert.equal(parsePointer("GGUF\u0003..."), null);
+  assert.equal(parsePointer("version https://git-lfs.github.com/spec/v1\noid sha1:abc\nsize 3\n"), null);
+  assert.equal(pointerURL("https://huggingface.co/Qwen/Qwen3-0.6B-GGUF/resolve/main/Qwen3-0.6B-Q8_0.gguf"),
+               "https://huggingface.co/Qwen/Qwen3-0.6B-GGUF/raw/main/Qwen3-0.6B-Q8_0.gguf");
+  assert.equal(pointerURL("models/SmolLM2-135M-Instruct.Q4_1.gguf"), null);
 });

@@ -27,6 +27,7 @@ _SCALAR_CHARS = 26  # a float's repr (up to 24 characters), its comma and space;
 # Characters that end a line for str.splitlines(), which `indent` and `wordwrap` split on.
 _LINE_ENDS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _DIGIT_RUNS = re.compile(r"\d+")
+_RUNS = re.compile(r"\s+|\S+")
 _COLLECTIONS = (list, tuple, set, frozenset, range, type({}.keys()), type({}.values()), type({}.items()))
 # The parameters of the str methods that take a width, count, fill or table, in order.
 _METHOD_PARAMETERS = {"center": ("width", "fillchar"), "ljust": ("width", "fillchar"),
@@ -125,6 +126,11 @@ def text_size(value: Any, limit: int) -> int:
     return len(value) if isinstance(value, str) else _Walk(limit).shape(value).text
 
 
+def _longest_run(text: str) -> int:
+    """The longest run of spaces or of other characters, as textwrap sees it (a tab becomes up to 8 spaces)."""
+    return max(map(len, _RUNS.findall(text)), default=0) * (8 if "\t" in text else 1)
+
+
 def _int(value: Any) -> int:
     return abs(value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -177,8 +183,10 @@ def method_output_size(name: str, value: Any, params: Dict[str, Any], limit: int
         return format_output_size(str(value), params.get("arguments", ()), limit)
     if name == "translate" and isinstance(params.get("table"), dict):
         return len(text) * max((text_size(v, limit) for v in params["table"].values()), default=0)
-    if name == "wordwrap":
-        return (len(str(value)) + 1) * len(str(params.get("wrapstring") or "\n"))
+    if name == "wordwrap":  # textwrap cuts a run longer than the width off its front once per width
+        run = _longest_run(str(value))
+        return (len(str(value)) + 1) * len(str(params.get("wrapstring") or "\n")) + \
+            run * run // max(_int(params.get("width", 79)), 1)
     if name == "truncate":
         return len(str(params.get("end", "")))
     if name == "urlize":

@@ -43,6 +43,7 @@ def test_a_hostile_template_fails_typed_and_bounded(source):
     ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "joins"),
     ("{{ '{:>999999999}'.format(1) }}", "field width"),
     ("{{ 9 ** (9 ** 9) }}", "too large a power"),
+    ("{{ ('\\t' * 1999500) | wordwrap(1) }}", "called wordwrap"),  # before textwrap spends its seconds
 ])
 def test_each_bound_names_what_it_stopped(source, phrase):
     with pytest.raises(TemplateError, match=phrase):
@@ -97,6 +98,8 @@ BIG = "{% set s = 'x' * 1000000 %}{% set l = [s] * 3 %}{% set ll = [l] * 1000 %}
     ("{{ {('k' * 1000000): [1] * 300} | pprint }}", MESSAGES),
     ("{{ ([[1] * 1000] * 2000) | sum(start=[]) | length }}", MESSAGES),
     ("{{ ['x'] | batch(3999998, 'y' * 9999) | list | length }}", MESSAGES),
+    ("{{ ('\\t' * 1999500) | wordwrap(1, wrapstring=('y' * 1)) }}", MESSAGES),  # fuzz case 397,538 of seed 0
+    ("{{ ('x' * 1999500) | wordwrap(1) }}", MESSAGES),  # textwrap cuts one character off a 2 MB run at a time
 ])
 def test_a_width_count_or_fill_multiplied_inside_one_call_is_refused_before_it_runs(source, messages):
     """A width below MAX_TEXT times the lines, tabs, items or fields of one C call: refused before the call
@@ -119,6 +122,7 @@ def test_a_width_count_or_fill_multiplied_inside_one_call_is_refused_before_it_r
     ("{{ '{0}:{1:>4}'.format('a', 7) }}|{{ '%s=%03d' % ('n', 5) }}|{{ '%s!' | format('hi') }}", "a:   7|n=005|hi!"),
     ("{{ messages | tojson(indent=2) }}", '[\n  {\n    "role": "user",\n    "content": "Hi"\n  }\n]'),
     ("{{ [[1], [2, 3]] | sum(start=[]) }}|{{ [{'n': 2}, {'n': 3}] | sum(attribute='n') }}", "[1, 2, 3]|5"),
+    ("{{ 'ab cd ef' | wordwrap(5) }}|{{ 'abcdefg' | wordwrap(3, wrapstring='-') }}", "ab cd\nef|abc-def-g"),
 ])
 def test_the_checked_calls_still_compute_what_jinja_does(source, expected):
     assert ChatTemplate(source).render(MESSAGES) == expected

@@ -4,10 +4,15 @@ In the browser one numpy worker runs a token at the no-SIMD ceiling of one core;
 each compute 1/N of every layer. The split, balanced phase by phase because each phase ends where the workers
 wait for one another:
 
-    attention   by query heads (9 heads over 2 workers: 4 and 5); with GQA a KV head whose query heads land
-                on two workers is computed by both. A worker's q, k, v rows and its columns of wo.
-    FFN         by hidden units: rows of gate and up, columns of down, in whole quantization blocks.
+    attention   by whole query heads (9 heads over 2 workers: 4 and 5); with GQA a KV head whose query heads
+                land on two workers is computed by both. A worker's q, k, v rows and its columns of wo.
+                Workers beyond the heads (Gemma 3's 4 over 8 workers) hold none and add zeros.
+    FFN         by hidden units: rows of gate and up, columns of down, in whole quantization blocks where
+                they share out evenly, else in units of 32.
     output      by vocabulary rows.
+
+`phase_work` gives each worker's multiply-adds per phase; the heaviest worker of each phase sets everyone's
+pace (docs/browser.md, "Several workers per token", has the scaling model built on it).
 
 Each worker's wo and down products are partial sums of the full product: `collective.sum_` adds them
 across workers (in rank order in every worker, so all hold bit-identical activations); the output head's

@@ -148,7 +148,8 @@ async function serve() {
         if (fn === "load") {
           args[0] = "/models/" + path.basename(args[0]);
           if (args[3] === "js") {
-            args[3] = self.Pychat.TensorParallel.collective({shared, rank: args[2], workers, heap: () => py._module.HEAPF32});
+            const heap = () => py._module.HEAPF32;
+            args[3] = self.Pychat.TensorParallel.collective({shared, rank: args[2], workers, heap});
           }
         }
         if (fn === "op_cost") args[1] = noop;

@@ -31,8 +31,8 @@ SPECS = {
     "gemma3": ("gemma3", TINY_SPECS["gemma3"]),
     "qwen3": ("qwen3", TINY_SPECS["qwen3"]),
     "phi3": ("phi3", TINY_SPECS["phi3"]),  # the rows of its fused q/k/v and gate/up matrices are cut per worker
-    # 256 FFN units (8 blocks of 32) split into up to 8 workers: more than the 9-3 model's heads over 5 workers
-    # get 1 or 2 heads; the 2 gemma3 heads leave workers beyond them with none
+    # 256 FFN units (8 blocks of 32) split into up to 8 workers: over 5-8 workers each gets 1 or 2 of the 9
+    # heads; gemma3's 2 heads leave the workers beyond them with none
     "llama-9-3-wide": ("llama", TINY_SPECS["llama"]._replace(dim=288, n_heads=9, n_kv_heads=3, head_dim=32,
                                                              ffn_dim=256)),
     "gemma3-wide": ("gemma3", TINY_SPECS["gemma3"]._replace(ffn_dim=256)),

@@ -124,7 +124,7 @@ def test_workers_that_all_skip_the_head_stay_in_step(tiny_paths, name):
 
 
 @pytest.mark.parametrize("name, workers, policy", [
-    ("llama-9-3", 3, "float32"), ("qwen2", 2, "quantized"), ("phi3", 2, "int8"),
+    ("llama-9-3", 3, "float32"), ("qwen2", 2, "quantized"), ("phi3", 2, "int8"), ("gemma3-wide", 5, "float32"),
 ])
 def test_workers_apply_their_shard_of_a_lora_adapter(tiny_paths, name, workers, policy):
     """An adapter on every matrix the file has in its layers (phi3's fused ones too) and on a separate head."""

@@ -3,7 +3,7 @@
 The architectures (llama, qwen2, qwen3, gemma3, phi3) differ only in a few named places: their traits and
 tensors are in config.py; the forward pass applies what a layer's weights have (biases, q/k norms, norms
 after attention and FFN), and phi3's fused matrices arrive already cut into q, k, v, gate and up (weights.py).
-Natively, q/k/v and gate/up are then multiplied as one stacked matrix each (stacked.py).
+q/k/v and gate/up are then multiplied as one stacked matrix each (stacked.py), under the float32 and int8 policies.
 
 forward() takes any number of tokens and runs them as matrices of up to FORWARD_BATCH_TOKENS rows, which
 bounds its memory for callers that pass a whole prompt (tests, benchmarks). The chat session passes smaller
@@ -54,10 +54,8 @@ class Model:
         self.config, self.policy, self.shard, self.collective = config, policy, shard, collective
         self.token_embedding = gguf_matrix(gguf_file, "token_embd.weight")  # rows dequantized per lookup
         self.layers = [load_layer(gguf_file, config, i, policy, shard) for i in range(config.n_layers)]
-        # q/k/v and gate/up stacked into one matrix each (stacked.py), natively: a worker's shards stay apart
-        self.stacked = [StackedLayer()] * config.n_layers
-        if shard is None:
-            self.layers, self.stacked = map(list, zip(*(stack_layer(w) for w in self.layers)))
+        # q/k/v and gate/up stacked into one matrix each (stacked.py); a worker stacks its own rows of them
+        self.layers, self.stacked = map(list, zip(*(stack_layer(w) for w in self.layers)))
         self.output_norm = gguf_vector(gguf_file, "output_norm.weight")
         self.rope_factors = gguf_vector(gguf_file, "rope_freqs.weight")  # [head_dim/2] or None
         # Looked up per layer at every token, so worked out once: RoPE base and window per layer, and the
@@ -219,6 +217,8 @@ class Model:
                    rope: Tuple[np.ndarray, np.ndarray], mask: Tuple[int, np.ndarray]) -> np.ndarray:
         cfg = self.config
         n, hd = x.shape[0], cfg.head_dim
+        if not self.head_blocks:  # a worker beyond the query heads (tensor_parallel.py) adds nothing
+            return np.zeros_like(x)  # [n, dim]
         q, k, v = qkv_products(x, w, self.stacked[layer])
         q = q.reshape(n, self.n_heads, hd)  # [n, n_heads, head_dim]
         k = k.reshape(n, self.n_kv_heads, hd)  # [n, n_kv, head_dim]

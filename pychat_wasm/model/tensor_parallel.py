@@ -4,10 +4,15 @@ In the browser one numpy worker runs a token at the no-SIMD ceiling of one core;
 each compute 1/N of every layer. The split, balanced phase by phase because each phase ends where the workers
 wait for one another:
 
-    attention   by query heads (9 heads over 2 workers: 4 and 5); with GQA a KV head whose query heads land
-                on two workers is computed by both. A worker's q, k, v rows and its columns of wo.
-    FFN         by hidden units: rows of gate and up, columns of down, in whole quantization blocks.
+    attention   by whole query heads (9 heads over 2 workers: 4 and 5); with GQA a KV head whose query heads
+                land on two workers is computed by both. A worker's q, k, v rows and its columns of wo.
+                Workers beyond the heads (Gemma 3's 4 over 8 workers) hold none and add zeros.
+    FFN         by hidden units: rows of gate and up, columns of down, in whole quantization blocks where
+                they share out evenly, else in units of 32.
     output      by vocabulary rows.
+
+`phase_work` gives each worker's multiply-adds per phase; the heaviest worker of each phase sets everyone's
+pace (docs/browser.md, "Several workers per token", has the scaling model built on it).
 
 Each worker's wo and down products are partial sums of the full product: `collective.sum_` adds them
 across workers (in rank order in every worker, so all hold bit-identical activations); the output head's
@@ -22,14 +27,14 @@ and threads in tests/oracle/test_tensor_parallel.py.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InvalidSettingError
 from ..gguf.ggml_types import TYPES_BY_ID
 from .config import TENSORS
-from .matrices import Int8Matrix, Matrix, QuantizedMatrix, store_matrix
+from .matrices import Float32Matrix, Int8Matrix, Matrix, QuantizedMatrix, store_matrix
 
 Span = Tuple[int, int]  # [start, stop)
 
@@ -78,23 +83,70 @@ def ffn_block(gguf_file) -> int:
     return TYPES_BY_ID[gguf_file.tensors["blk.0.ffn_down.weight"].type_id].block_size
 
 
+FFN_UNIT = 32  # the finest FFN split: int8's block (matrices.py), which holds a shard that cuts a larger block
+
+
+def _finest_ffn_unit(ffn_dim: int, block: int) -> int:
+    """FFN_UNIT, or whole blocks of the down matrix for a size FFN_UNIT does not divide, else the whole FFN."""
+    return FFN_UNIT if ffn_dim % FFN_UNIT == 0 else (block if ffn_dim % block == 0 else ffn_dim)
+
+
+def _ffn_unit(ffn_dim: int, workers: int, block: int) -> int:
+    """FFN units go to workers in whole blocks of the down matrix when those share out evenly (the quantized
+    policy then keeps the file's bytes), else in the finest unit (a shard that cuts a block is held as int8
+    under that policy; float32 and int8 are unaffected).
+
+    >>> _ffn_unit(2048, 4, 256), _ffn_unit(2048, 3, 256), _ffn_unit(1536, 5, 32)
+    (256, 32, 32)
+    """
+    if ffn_dim % block == 0 and (ffn_dim // block) % workers == 0:
+        return block
+    return _finest_ffn_unit(ffn_dim, block)
+
+
 def max_workers(config, block: int = 32) -> int:
-    """How many workers this model's shapes split into: every worker needs a query head and a block of FFN
-    units (`block`: the quantization block of the FFN down matrix, whose columns are split)."""
-    return max(1, min(config.n_heads, config.ffn_dim // block if config.ffn_dim % block == 0 else 1))
+    """How many workers this model's shapes split into: every worker needs a unit of FFN (`block`: the
+    quantization block of the FFN down matrix, whose columns are split). Workers beyond the query heads hold
+    none: they add zeros to the attention's sum and take their full share of the FFN and the head."""
+    return config.ffn_dim // _finest_ffn_unit(config.ffn_dim, block)
 
 
 def plan_shards(config, workers: int, block: int = 32) -> List[ShardPlan]:
-    """One ShardPlan per worker (`workers` of them, at most max_workers(config, block))."""
+    """One ShardPlan per worker (`workers` of them, at most max_workers(config, block)). Query heads and
+    vocabulary rows are shared out as evenly as whole ones can be, FFN units in whole `_ffn_unit`s."""
     if not 1 <= workers <= max_workers(config, block):
         raise InvalidSettingError("this model splits into 1 to %d workers, not %d"
                                   % (max_workers(config, block), workers))
     group = config.n_heads // config.n_kv_heads  # query heads per KV head
-    unit = block if config.ffn_dim % block == 0 else config.ffn_dim
-    heads, ffn = _even_spans(config.n_heads, workers), _even_spans(config.ffn_dim, workers, unit)
-    vocab = _even_spans(config.vocab_size, workers)
-    return [ShardPlan(rank, workers, heads[rank], (heads[rank][0] // group, (heads[rank][1] - 1) // group + 1),
-                      ffn[rank], vocab[rank]) for rank in range(workers)]
+    heads, vocab = _even_spans(config.n_heads, workers), _even_spans(config.vocab_size, workers)
+    ffn = _even_spans(config.ffn_dim, workers, _ffn_unit(config.ffn_dim, workers, block))
+    return [ShardPlan(rank, workers, heads[rank], _kv_span(heads[rank], group), ffn[rank], vocab[rank])
+            for rank in range(workers)]
+
+
+def _kv_span(heads: Span, group: int) -> Span:
+    """The KV heads that query heads [first, stop) read, `group` query heads to a KV head; none for none.
+
+    >>> _kv_span((4, 9), 3), _kv_span((2, 2), 4)
+    ((1, 3), (0, 0))
+    """
+    first, stop = heads
+    return (first // group, (stop - 1) // group + 1) if stop > first else (first // group, first // group)
+
+
+def phase_work(config, plan: ShardPlan) -> Dict[str, int]:
+    """The multiply-adds of one token's products that this worker computes in each phase. Every phase ends where
+    the workers meet (attention and FFN at their sum, the head at its gather), so its heaviest worker sets the
+    pace of all: these are the figures the split is balanced by (tests/unit/test_tensor_parallel_plan.py).
+
+    >>> config = type("C", (), dict(dim=576, head_dim=64))                 # SmolLM2's shapes
+    >>> phase_work(config, ShardPlan(1, 2, (4, 9), (1, 3), (768, 1536), (24576, 49152)))["attention"]
+    516096
+    """
+    heads, kv_heads, ffn, vocab = (stop - start for start, stop in (plan.heads, plan.kv_heads, plan.ffn, plan.vocab))
+    return {"attention": 2 * config.dim * config.head_dim * (heads + kv_heads),  # q and wo; k and v
+            "ffn": 3 * config.dim * ffn,  # gate, up and down
+            "head": config.dim * vocab}
 
 
 class HeadBlock(NamedTuple):
@@ -116,7 +168,7 @@ def head_blocks(plan: Optional[ShardPlan], n_heads: int, n_kv_heads: int) -> Lis
     first, stop = plan.heads if plan else (0, n_heads)
     group = n_heads // n_kv_heads
     blocks: List[HeadBlock] = []
-    for kv in range(first // group, (stop - 1) // group + 1):
+    for kv in range(*_kv_span((first, stop), group)):
         start, end = max(first, kv * group), min(stop, (kv + 1) * group)  # this KV head's query heads here
         if blocks and blocks[-1].group == end - start:
             blocks[-1] = blocks[-1]._replace(n_kv=blocks[-1].n_kv + 1)
@@ -195,6 +247,8 @@ class Slicer:
 
     def store(self, matrix: QuantizedMatrix, name: str, policy: str) -> Matrix:
         kept = self.shard(matrix, name)
+        if 0 in kept.shape:  # a worker beyond the query heads keeps no part of attention's matrices
+            return Float32Matrix(np.zeros(kept.shape, np.float32))
         return store_column_shard(kept, policy) if isinstance(kept, ColumnShard) else store_matrix(kept, policy)
 
     def vector(self, vector: Optional[np.ndarray], name: str) -> Optional[np.ndarray]:

@@ -22,17 +22,10 @@ from pychat_wasm.model.fit_check import fit_check
 from pychat_wasm.model.forward import Model, attention_mask
 from pychat_wasm.model.matrices import Float32Matrix, Int8Matrix, QuantizedMatrix
 from gguf_files import write_gguf
-from texts import GOLDEN_IDS
+from texts import GEMMA_TOKENS, GOLDEN_IDS, GOLDEN_PROMPT
 from tiny_models import TINY_SPECS, TINY_TOKENS, transformers_logits
 
 ARCHS = sorted(TINY_SPECS)
-
-# The golden SmolLM2 chat prompt (recorded with transformers and llama.cpp), as transformers' tokenizer renders it with the
-# file's chat template (apply_chat_template, add_generation_prompt=True).
-GOLDEN_PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
-                 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582, 6330,
-                 30, 2, 198, 1, 520, 9531, 198]
-GEMMA_TOKENS = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 108, 818]
 
 
 def decode_step_by_step(model, tokens, n_prompt):

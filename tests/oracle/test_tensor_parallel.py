@@ -21,6 +21,7 @@ from pychat_wasm.model.lora import adapter_writer, open_adapters
 from pychat_wasm.model.forward import Model
 from pychat_wasm.model.tensor_parallel import Collective, max_workers, plan_shards
 from pychat_wasm.model.matrices import Int8Matrix
+from texts import GEMMA_TOKENS, GOLDEN_IDS, GOLDEN_PROMPT
 from tiny_models import TINY_SPECS, TINY_TOKENS, write_tiny_model
 
 # 9 query heads over 3 KV heads (SmolLM2's proportions): 2 workers get 4 and 5 heads, and KV head 1 is on both.
@@ -30,7 +31,13 @@ SPECS = {
     "gemma3": ("gemma3", TINY_SPECS["gemma3"]),
     "qwen3": ("qwen3", TINY_SPECS["qwen3"]),
     "phi3": ("phi3", TINY_SPECS["phi3"]),  # the rows of its fused q/k/v and gate/up matrices are cut per worker
+    # 256 FFN units (8 blocks of 32) split into up to 8 workers: over 5-8 workers each gets 1 or 2 of the 9
+    # heads; gemma3's 2 heads leave the workers beyond them with none
+    "llama-9-3-wide": ("llama", TINY_SPECS["llama"]._replace(dim=288, n_heads=9, n_kv_heads=3, head_dim=32,
+                                                             ffn_dim=256)),
+    "gemma3-wide": ("gemma3", TINY_SPECS["gemma3"]._replace(ffn_dim=256)),
 }
+WORKERS = [2, 3, 4, 5, 8]
 
 
 class ThreadCollective(Collective):
@@ -84,7 +91,8 @@ def tiny_paths(tmp_path_factory):
     ("llama-9-3", 2, "float32"), ("llama-9-3", 3, "float32"), ("llama-9-3", 2, "quantized"),
     ("llama-9-3", 2, "int8"), ("qwen2", 2, "quantized"), ("qwen2", 3, "float32"), ("gemma3", 2, "float32"),
     ("qwen3", 2, "quantized"), ("phi3", 2, "quantized"), ("phi3", 3, "float32"),
-])
+] + [(name, workers, "float32") for name in ("llama-9-3-wide", "gemma3-wide") for workers in WORKERS]
+  + [("llama-9-3-wide", 5, "quantized"), ("gemma3-wide", 8, "int8")])
 def test_every_worker_computes_the_whole_models_logits(tiny_paths, name, workers, policy):
     whole = Model.from_gguf(tiny_paths[name], policy=policy)
     shards = sharded_models(tiny_paths[name], workers, policy)
@@ -116,7 +124,7 @@ def test_workers_that_all_skip_the_head_stay_in_step(tiny_paths, name):
 
 
 @pytest.mark.parametrize("name, workers, policy", [
-    ("llama-9-3", 3, "float32"), ("qwen2", 2, "quantized"), ("phi3", 2, "int8"),
+    ("llama-9-3", 3, "float32"), ("qwen2", 2, "quantized"), ("phi3", 2, "int8"), ("gemma3-wide", 5, "float32"),
 ])
 def test_workers_apply_their_shard_of_a_lora_adapter(tiny_paths, name, workers, policy):
     """An adapter on every matrix the file has in its layers (phi3's fused ones too) and on a separate head."""
@@ -169,19 +177,35 @@ def test_plans_balance_each_phase_and_refuse_what_does_not_split(tiny_paths):
         plan_shards(config, 4)
 
 
+@pytest.fixture(scope="module")
+def single_worker_answers(smollm2_path, gemma3_path):
+    """The single-worker engine's greedy answer to each real model's prompt: (prompt, last logits, answer ids)."""
+    answers = {}
+    for name, path, prompt, length in (("smollm2", smollm2_path, GOLDEN_PROMPT, len(GOLDEN_IDS)),
+                                       ("gemma3", gemma3_path, GEMMA_TOKENS, 8)):
+        whole = Model.from_gguf(path, policy="float32", context_length=64)
+        logits = whole.forward(prompt, 0)
+        answer = [int(logits.argmax())]
+        while len(answer) < length:
+            answer.append(int(whole.forward(answer[-1:], len(whole.cache.ids)).argmax()))
+        answers[name] = (prompt, logits, answer)
+    return answers
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("model_name", ["smollm2", "gemma3"])
-def test_real_models_split_in_two_give_the_same_logits(request, model_name):
-    path = request.getfixturevalue(model_name + "_path")
-    prompt = [1, 9690, 198, 2683, 314, 253, 5356, 30] if model_name == "smollm2" else [2, 818, 5279, 529, 7001, 563]
-    whole = Model.from_gguf(path, policy="float32", context_length=64)
-    expected = whole.forward(prompt, 0)
-    shards = sharded_models(path, 2, "float32", context_length=64)
+def test_real_models_split_give_the_single_workers_greedy_answer(request, single_worker_answers, model_name, workers):
+    """SmolLM2 (9 heads over 3 KV heads) and Gemma 3 270M (4 heads over 1; workers past 4 hold none) split in
+    2-8: the same first logits and greedy ids as the single worker, which for SmolLM2 are transformers' greedy
+    answer to the golden prompt."""
+    prompt, expected, answer = single_worker_answers[model_name]
+    if model_name == "smollm2":
+        assert answer == GOLDEN_IDS  # transformers' greedy answer (tests/oracle/test_model.py)
+    shards = sharded_models(request.getfixturevalue(model_name + "_path"), workers, "float32", context_length=64)
     got = run_all(shards, prompt, 0)
     np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-4)
-    token = int(expected.argmax())
-    for step in range(3):
-        expected, got = whole.forward([token], len(prompt) + step), run_all(shards, [token], len(prompt) + step)
-        np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-4)
-        assert int(got[0].argmax()) == int(expected.argmax())
-        token = int(expected.argmax())
+    ids = [int(got[0].argmax())]
+    while len(ids) < len(answer):
+        ids.append(int(run_all(shards, ids[-1:], len(prompt) + len(ids) - 1)[0].argmax()))
+    assert ids == answer

@@ -52,3 +52,11 @@ BPE_PROBES = [
 GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
 GOLDEN_ANSWER = "The capital of France is Paris."
 GOLDEN_IDS = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # GOLDEN_ANSWER + "<|im_end|>"
+
+# The golden SmolLM2 chat prompt (recorded with transformers and llama.cpp), as transformers' tokenizer renders it with the
+# file's chat template (apply_chat_template, add_generation_prompt=True).
+GOLDEN_PROMPT = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+                 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582, 6330,
+                 30, 2, 198, 1, 520, 9531, 198]
+# Gemma 3 270M's prompt in tests/oracle/test_model.py (transformers' logits) and test_tensor_parallel.py.
+GEMMA_TOKENS = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 108, 818]

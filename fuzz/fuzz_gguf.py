@@ -161,6 +161,7 @@ def _on_sigprof(signum, frame):
 
 
 _SEEDS: List[Seed] = []
+MAX_INDEXES = 100  # cases listed per finding kind in the summary
 
 
 def _init_worker(seed_dir: str) -> None:
@@ -188,10 +189,12 @@ def _run_chunk(args: Tuple[int, int, int, float]) -> dict:
 def fuzz(cases: int, seed: int = 0, processes: int = 1, deadline: float = 1.0, out: Optional[Path] = None,
          chunk: int = 500, log=None, start: int = 0) -> dict:
     """Run cases start...start + cases - 1 of `seed` (a long run can go on where a stopped one ended);
-    returns {"cases", "outcomes", "findings": {kind: count}, "first": {kind: index}}."""
+    returns {"cases", "outcomes", "findings": {kind: count}, "first": {kind: index},
+    "indexes": {kind: the first MAX_INDEXES cases of that kind, to replay each after a fix}}."""
     outcomes: Dict[str, int] = collections.Counter()
     counts: Dict[str, int] = collections.Counter()
     first: Dict[str, int] = {}
+    indexes: Dict[str, List[int]] = collections.defaultdict(list)
     started = time.time()
     with tempfile.TemporaryDirectory() as seed_dir:
         jobs = [(seed, i, min(i + chunk, start + cases), deadline) for i in range(start, start + cases, chunk)]
@@ -209,12 +212,14 @@ def fuzz(cases: int, seed: int = 0, processes: int = 1, deadline: float = 1.0, o
             outcomes.update(result["outcomes"])
             for finding, data in result["findings"]:
                 counts[finding.kind] += 1
+                indexes[finding.kind] = sorted(indexes[finding.kind] + [finding.index])[:MAX_INDEXES]
                 if finding.kind not in first or finding.index < first[finding.kind]:
                     first[finding.kind] = finding.index
                     if out is not None:
                         _write_reproducer(out, seed, finding, data)
-            summary = {"cases": done, "planned": cases, "seed": seed, "start": start, "seconds": round(time.time() - started, 1),
-                       "outcomes": dict(sorted(outcomes.items())), "findings": dict(counts), "first": first}
+            summary = {"cases": done, "planned": cases, "seed": seed, "start": start,
+                       "seconds": round(time.time() - started, 1), "outcomes": dict(sorted(outcomes.items())),
+                       "findings": dict(counts), "first": first, "indexes": dict(indexes)}
             if out is not None:  # after every chunk, so a long run stopped early still reports its figure
                 (out / "summary.json").write_text(json.dumps(summary, indent=1))
             if log is not None:

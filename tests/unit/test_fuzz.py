@@ -80,6 +80,9 @@ def test_the_oracle_reports_each_kind_of_finding_with_a_reproducer(monkeypatch, 
     reproducers = list(tmp_path.glob("*.gguf"))
     assert reproducers and all(r.with_suffix(".txt").exists() for r in reproducers)
     assert json.loads((tmp_path / "summary.json").read_text())["findings"] == summary["findings"]
+    for found, count in summary["findings"].items():  # every case of a kind listed, to replay after a fix
+        assert len(summary["indexes"][found]) == min(count, fuzz_gguf.MAX_INDEXES)
+        assert summary["indexes"][found][0] == summary["first"][found]
 
 
 def test_a_case_is_the_same_bytes_every_time(tmp_path):

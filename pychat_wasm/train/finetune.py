@@ -29,11 +29,11 @@ from ..model.config import ModelConfig, layer_tensors
 from ..model.load_plan import LoadPlan
 from ..model.lora import adapter_writer, file_sha256
 from . import transformer
+from .batches import make_batch
 from .data import Conversation, TrainingData, encode_conversation
 from .export import model_writer
 from .finetune_plan import CHECKED, MIN_LOSS_DROP, FinetunePlan, choose_plan
 from .replay import replay_plan
-from .batches import make_batch
 from .run import LoopSettings, Phase, TrainingRun
 
 # What LoRA adapts: a layer's matrices (model/config.py's LAYER_TENSORS) whose names begin so.

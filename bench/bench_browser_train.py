@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))  # conftest: the Chromium the tests use
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from e2e_helpers import SiteServer, ask, open_ready_page, set_settings, wait_ready  # noqa: E402
+from e2e_helpers import SiteServer, ask, set_settings, wait_ready  # noqa: E402
 
 SITE = REPO / "dist" / "site"
 EVAL = REPO / "pychat_wasm" / "train" / "corpus" / "finetune_eval.json"
@@ -45,7 +45,7 @@ def score(page, items, exact=False) -> dict:
     misses = []
     for item in items:
         page.click("#new-chat")
-        answer, _ = ask(page, item["question"])
+        answer, _ = ask(page, item["question"], timeout=RUN_TIMEOUT_MS)
         right = answer.strip() == item["expect"].strip() if exact else item["expect"].lower() in answer.lower()
         if not right:
             misses.append({"question": item["question"], "expect": item["expect"], "answer": answer})
@@ -126,7 +126,10 @@ def main(argv=None) -> None:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = browser.new_context()
             context.set_default_timeout(RUN_TIMEOUT_MS)
-            page = open_ready_page(context, server.url, "", **GREEDY)
+            page = context.new_page()
+            page.goto(server.url)
+            wait_ready(page, timeout=RUN_TIMEOUT_MS)  # the model's load takes minutes on a loaded machine
+            set_settings(page, **GREEDY)
             page.on("console", lambda m: m.type == "error" and print("console:", m.text, file=sys.stderr))
             page.on("pageerror", lambda e: print("page error:", e, file=sys.stderr))
             result = train_in_page(page, args.epochs, args.scratch, args.data)
@@ -139,7 +142,7 @@ def main(argv=None) -> None:
                     result[kind] = score(page, questions[kind])
                 context.set_offline(True)
                 page.reload()
-                wait_ready(page)
+                wait_ready(page, timeout=RUN_TIMEOUT_MS)
                 set_settings(page, **GREEDY)
                 result["offline_status"] = page.text_content("#status")
                 result["offline_taught"] = score(page, questions["taught"][:2])

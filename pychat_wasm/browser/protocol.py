@@ -76,15 +76,16 @@ class FitOptions:
 class FinetuneOptions:
     """begin_finetune's options. The page sends epochs and lr from its form (filled with these defaults from
     manifest.json; epochs empty unless the user sets it) and leaves the rest to these: LoRA rank 8 on the
-    attention, batch 2 x 128 tokens. epochs, targets and replay None: the run's plan chooses them from the data's size
-    (train/finetune_plan.py), as on the command line."""
+    attention, batch 4 x 128 tokens (the command line's batch, so the plan steps as it does there; its batches
+    are packed over the template's shared prefix: train/batches.py). epochs, targets and replay None: the run's
+    plan chooses them from the data's size (train/finetune_plan.py), as on the command line."""
 
     epochs: Optional[int] = dataclasses.field(default=FinetuneSettings.epochs, metadata={"kind": int})
     lr: float = FinetuneSettings.lr
     rank: int = 8
     targets: Optional[str] = dataclasses.field(default=FinetuneSettings.targets, metadata={"kind": str})
     seq_len: int = 128
-    batch_size: int = 2
+    batch_size: int = FinetuneSettings.batch_size
     seed: int = 0
     replay: Optional[int] = dataclasses.field(default=FinetuneSettings.replay, metadata={"kind": int})
     memory_limit: int = HEAP_LIMIT  # the run is refused before it allocates more than this

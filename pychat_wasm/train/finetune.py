@@ -29,11 +29,12 @@ from ..model.config import ModelConfig, layer_tensors
 from ..model.load_plan import LoadPlan
 from ..model.lora import adapter_writer, file_sha256
 from . import transformer
+from .batches import make_batch
 from .data import Conversation, TrainingData, encode_conversation
 from .export import model_writer
 from .finetune_plan import CHECKED, MIN_LOSS_DROP, FinetunePlan, choose_plan
 from .replay import replay_plan
-from .run import LoopSettings, Phase, TrainingRun, pad_batch
+from .run import LoopSettings, Phase, TrainingRun
 
 # What LoRA adapts: a layer's matrices (model/config.py's LAYER_TENSORS) whose names begin so.
 TARGETS = {"attn": ("attn_",), "attn+mlp": ("attn_", "ffn_")}
@@ -140,6 +141,7 @@ def plan_finetune(settings: FinetuneSettings, plan: LoadPlan, data: TrainingData
 
 class FinetuneRun(TrainingRun):
     kind = "finetune"
+    pack = True  # conversations rendered with the model's template share its first tokens (a system prompt)
 
     def __init__(self, settings: FinetuneSettings, gguf: GGUFFile, data: TrainingData,
                  trained: Optional[Dict[str, np.ndarray]] = None, replay: Sequence[Conversation] = (),
@@ -202,9 +204,9 @@ class FinetuneRun(TrainingRun):
         checked = self.examples[:CHECKED]
         exact, loss, count = 0, 0.0, 0
         for i in range(0, len(checked), self.loop.batch_size):
-            batch = pad_batch(checked[i:i + self.loop.batch_size], self.tokenizer.eos_id)
+            batch = make_batch(checked[i:i + self.loop.batch_size], self.tokenizer.eos_id, self.pack)
             losses, counts, right = transformer.answer_scores(self.config, self.params, batch.ids, batch.targets,
-                                                              batch.mask, self.lora_scale)
+                                                              batch.mask, self.lora_scale, batch.layout)
             exact, loss, count = exact + int(right.sum()), loss + float(losses.sum()), count + int(counts.sum())
         loss = loss / max(count, 1)
         validation = self.validate(self.phases[-1]) if self.phases[-1].validation else None

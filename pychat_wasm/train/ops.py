@@ -20,7 +20,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ..model.layers import apply_rope
-from ..model.products import matmul
+from ..model.products import matmul, matmul_transposed
 
 Cache = Tuple[Any, ...]
 
@@ -63,7 +63,7 @@ def rms_norm_backward(d_y: np.ndarray, cache: Cache) -> Tuple[np.ndarray, np.nda
 
 
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
-    y = matmul(x.reshape(-1, x.shape[-1]), weight.T).reshape(x.shape[:-1] + (-1,))  # [..., in] -> [..., out]
+    y = matmul_transposed(x.reshape(-1, x.shape[-1]), weight).reshape(x.shape[:-1] + (-1,))  # [..., in] -> [..., out]
     return y if bias is None else y + bias
 
 
@@ -87,18 +87,23 @@ def bias_backward(d_y: np.ndarray) -> np.ndarray:
 
 
 def lora_forward(x: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
-    """x [..., in], a [r, in], b [out, r] -> [..., out]."""
-    return (x @ a.T) @ (b.T * scale)  # [..., r] -> [..., out]
+    """x [..., in], a [r, in], b [out, r] -> [..., out]. Each product keeps a long dimension innermost (r is
+    small): einsum, Pyodide's product (model/products.py), iterates it in its inner loop."""
+    low = matmul_transposed(x.reshape(-1, x.shape[-1]), a)  # [N, in] -> [N, r]
+    y = matmul(low, np.ascontiguousarray(b.T)) * x.dtype.type(scale)  # [N, r] -> [N, out]
+    return y.reshape(x.shape[:-1] + (-1,))
 
 
 def lora_backward(d_y: np.ndarray, x: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float,
                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(d_x, d_a, d_b) of lora_forward."""
-    d_low = (d_y @ b) * scale  # [..., out] -> [..., r]
-    low = x @ a.T  # [..., r]
-    d_b = d_y.reshape(-1, d_y.shape[-1]).T @ low.reshape(-1, low.shape[-1]) * scale  # [out, r]
-    d_a = d_low.reshape(-1, d_low.shape[-1]).T @ x.reshape(-1, x.shape[-1])  # [r, in]
-    return d_low @ a, d_a, d_b
+    d_y2, x2 = d_y.reshape(-1, d_y.shape[-1]), x.reshape(-1, x.shape[-1])  # [N, out], [N, in]
+    scale = x.dtype.type(scale)
+    d_low = matmul_transposed(d_y2, np.ascontiguousarray(b.T)) * scale  # [N, out] -> [N, r]
+    low = matmul_transposed(x2, a)  # [N, r]
+    d_b = matmul_transposed(np.ascontiguousarray(d_y2.T), np.ascontiguousarray(low.T)) * scale  # [out, r]
+    d_a = matmul(d_low.T, x2)  # [r, N] @ [N, in]
+    return matmul(d_low, a).reshape(x.shape), d_a, d_b  # d_x [..., in]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,11 +119,13 @@ def rope_backward(d_out: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: st
 # Causal grouped-query attention
 
 
-def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Tuple[np.ndarray, Cache]:
-    """softmax(q k^T / sqrt(hd) + causal mask) v, each kv head shared by a group of query heads.
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: Optional[np.ndarray] = None,
+                      ) -> Tuple[np.ndarray, Cache]:
+    """softmax(q k^T / sqrt(hd) + mask) v, each kv head shared by a group of query heads.
 
-    q [B, T, H, hd], k and v [B, T, Hkv, hd] -> [B, T, H * hd]. Sequences are padded at the end, so the
-    causal mask alone keeps padding out of every real position's view (the loss mask drops the rest).
+    q [B, T, H, hd], k and v [B, T, Hkv, hd] -> [B, T, H * hd]. The mask is causal, or `bias` [T, T] (0 where
+    position i sees position j, -inf elsewhere: a packed batch's, batches.py). Sequences are padded at the end,
+    so the causal mask alone keeps padding out of every real position's view (the loss mask drops the rest).
     """
     B, T, H, hd = q.shape
     n_kv = k.shape[2]
@@ -129,7 +136,7 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Tuple[np.n
     vg = np.ascontiguousarray(v.transpose(0, 2, 1, 3))[:, :, None]
     scale = hd ** -0.5
     scores = (qg @ kg.swapaxes(-1, -2)) * scale  # [B, Hkv, group, T, T]
-    scores += np.triu(np.full((T, T), -np.inf, q.dtype), k=1)  # position t sees 0..t
+    scores += np.triu(np.full((T, T), -np.inf, q.dtype), k=1) if bias is None else bias  # t sees 0..t
     scores -= scores.max(axis=-1, keepdims=True)
     probs = np.exp(scores)
     probs /= probs.sum(axis=-1, keepdims=True)

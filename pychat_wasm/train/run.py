@@ -25,6 +25,7 @@ from ..errors import InvalidSettingError
 from ..gguf.writer import GGUFWriter
 from ..model.config import ModelConfig
 from . import transformer
+from .batches import Batch, make_batch
 from .data import Conversation, Example, encode_conversation, encode_document
 from .optim import AdamW, clip_grad_norm, learning_rate
 
@@ -58,34 +59,11 @@ class Phase(NamedTuple):
     lr: float
 
 
-class Batch(NamedTuple):
-    ids: np.ndarray  # [B, T] inputs
-    targets: np.ndarray  # [B, T] the next token of each input
-    mask: np.ndarray  # [B, T] 1.0 where the loss counts the target
-    tokens: int  # input positions that are not padding
-
-
-def pad_batch(examples: List[Example], pad_id: int) -> Batch:
-    """Inputs and targets [B, T], T the longest example less one; shorter ones are padded at the end.
-
-    >>> b = pad_batch([Example([5, 6, 7], [1, 1, 1]), Example([8, 9], [0, 1])], pad_id=2)
-    >>> b.ids.tolist(), b.targets.tolist(), b.mask.tolist(), b.tokens
-    ([[5, 6], [8, 9]], [[6, 7], [9, 2]], [[1.0, 1.0], [1.0, 0.0]], 3)
-    """
-    length = max(len(e.ids) for e in examples) - 1
-    ids = np.full((len(examples), length + 1), pad_id, dtype=np.int64)
-    mask = np.zeros((len(examples), length + 1), dtype=np.float32)
-    for row, e in enumerate(examples):
-        ids[row, :len(e.ids)] = e.ids
-        mask[row, :len(e.mask)] = e.mask
-    tokens = sum(len(e.ids) - 1 for e in examples)
-    return Batch(ids[:, :-1], ids[:, 1:], mask[:, 1:], tokens)  # the mask belongs to the target token
-
-
 class TrainingRun:
     """State of one run: model, optimizer, position, log. Subclasses build it and export it."""
 
     kind = ""  # "scratch" or "finetune": what a checkpoint was made by
+    pack = False  # micro-batches packed over their examples' shared prefix (batches.make_batch) where it saves
 
     def __init__(self, loop: LoopSettings, config: ModelConfig, params: transformer.Params, tokenizer: Any,
                  template: Any, trainable: Optional[Set[str]] = None, lora_scale: float = 1.0):
@@ -144,7 +122,8 @@ class TrainingRun:
 
         Epoch e visits the examples in the order of a permutation seeded by (seed, phase, e). Each run of
         LENGTH_GROUP micro-batches is sorted by length before it is cut, so that a batch holds examples
-        of similar length; sequences are padded at the end, and padding is masked out of the loss.
+        of similar length; sequences are padded at the end (padding is masked out of the loss), or with `pack`
+        the batch is packed over its examples' shared prefix (batches.make_batch).
         """
         n, size = len(phase.examples), self.loop.batch_size
         group = micro_batch // LENGTH_GROUP
@@ -154,7 +133,7 @@ class TrainingRun:
             stream.append(phase.examples[self._epoch_order(phase, epoch)[position]])
         stream.sort(key=lambda e: len(e.ids))  # stable: ties keep the shuffled order
         first = (micro_batch % LENGTH_GROUP) * size
-        return pad_batch(stream[first:first + size], self.tokenizer.eos_id)
+        return make_batch(stream[first:first + size], self.tokenizer.eos_id, self.pack)
 
     def _epoch_order(self, phase: Phase, epoch: int) -> np.ndarray:
         key = (phase.name, epoch)
@@ -176,7 +155,7 @@ class TrainingRun:
         for j in range(accum):
             batch = self.batch(phase, phase_step * accum + j)
             loss, micro = transformer.loss_and_grads(self.config, self.params, batch.ids, batch.targets, batch.mask,
-                                                     self.lora_scale, self.trainable)
+                                                     self.lora_scale, self.trainable, batch.layout)
             loss_sum += loss
             tokens += batch.tokens
             for name, g in micro.items():
@@ -200,9 +179,9 @@ class TrainingRun:
             return None
         total, count = 0.0, 0.0
         for i in range(0, len(phase.validation), self.loop.batch_size):
-            batch = pad_batch(phase.validation[i:i + self.loop.batch_size], self.tokenizer.eos_id)
+            batch = make_batch(phase.validation[i:i + self.loop.batch_size], self.tokenizer.eos_id, self.pack)
             s, c = transformer.loss_only(self.config, self.params, batch.ids, batch.targets, batch.mask,
-                                         self.lora_scale)
+                                         self.lora_scale, batch.layout)
             total, count = total + s, count + c
         loss = total / max(count, 1.0)
         result = {"step": self.step_count, "phase": phase.name, "loss": loss, "perplexity": math.exp(min(loss, 50))}

@@ -25,6 +25,7 @@ import numpy as np
 from ..model.config import ModelConfig, expected_shapes
 from ..model.layers import apply_rope, rope_angles, rope_frequencies
 from . import ops
+from .batches import Layout
 
 Params = Dict[str, np.ndarray]
 Grads = Dict[str, np.ndarray]
@@ -107,7 +108,8 @@ def _add(grads: Grads, name: str, grad: Optional[np.ndarray]) -> None:
 
 
 def block_forward(cfg: ModelConfig, params: Params, blk: str, x: np.ndarray, rope: Tuple[np.ndarray, np.ndarray],
-                  lora_scale: float) -> Tuple[np.ndarray, tuple]:
+                  lora_scale: float, bias: Optional[np.ndarray] = None) -> Tuple[np.ndarray, tuple]:
+    """`bias`: a packed batch's attention mask (batches.Layout); None: causal."""
     B, T, _ = x.shape
     cos, sin = rope
     h, norm1 = ops.rms_norm_forward(x, params[blk + "attn_norm.weight"], cfg.rms_eps)  # [B, T, D]
@@ -115,7 +117,7 @@ def block_forward(cfg: ModelConfig, params: Params, blk: str, x: np.ndarray, rop
     k = project_forward(params, blk + "attn_k", h, lora_scale).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
     v = project_forward(params, blk + "attn_v", h, lora_scale).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
     q, k = apply_rope(q, cos, sin, cfg.rope_style), apply_rope(k, cos, sin, cfg.rope_style)
-    att, attn = ops.attention_forward(q, k, v)  # [B, T, H * hd]
+    att, attn = ops.attention_forward(q, k, v, bias)  # [B, T, H * hd]
     x = x + project_forward(params, blk + "attn_output", att, lora_scale)  # residual
     h2, norm2 = ops.rms_norm_forward(x, params[blk + "ffn_norm.weight"], cfg.rms_eps)
     gate = project_forward(params, blk + "ffn_gate", h2, lora_scale)  # [B, T, F]
@@ -157,8 +159,8 @@ def block_backward(cfg: ModelConfig, params: Params, blk: str, d_x: np.ndarray, 
 # The whole model
 
 
-def _rope_tables(cfg: ModelConfig, n_positions: int) -> Tuple[np.ndarray, np.ndarray]:
-    return rope_angles(np.arange(n_positions), rope_frequencies(cfg.head_dim, cfg.rope_base))  # [T, hd/2] each
+def _rope_tables(cfg: ModelConfig, positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    return rope_angles(positions, rope_frequencies(cfg.head_dim, cfg.rope_base))  # [T, hd/2] each
 
 
 def _head(params: Params) -> str:
@@ -166,14 +168,16 @@ def _head(params: Params) -> str:
 
 
 def forward_hidden(cfg: ModelConfig, params: Params, ids: np.ndarray, lora_scale: float = 1.0,
-                   ) -> Tuple[np.ndarray, List[tuple]]:
-    """The final normed hidden states [B, T, D] of token ids [B, T] (each sequence starts at position 0),
-    and the tape for backward_hidden."""
-    rope = _rope_tables(cfg, ids.shape[1])
+                   layout: Optional[Layout] = None) -> Tuple[np.ndarray, List[tuple]]:
+    """The final normed hidden states [B, T, D] of token ids [B, T] (each sequence starts at position 0, or
+    a packed batch's row [1, N] laid out by `layout`: batches.py), and the tape for backward_hidden."""
+    positions = np.arange(ids.shape[1]) if layout is None else layout.positions  # [T]
+    bias = None if layout is None else layout.bias
+    rope = _rope_tables(cfg, positions)
     x = ops.embedding_forward(params["token_embd.weight"], ids)  # [B, T, D]
     tape = []
     for i in range(cfg.n_layers):
-        x, cache = block_forward(cfg, params, "blk.%d." % i, x, rope, lora_scale)
+        x, cache = block_forward(cfg, params, "blk.%d." % i, x, rope, lora_scale, bias)
         tape.append(cache)
     x_norm, norm = ops.rms_norm_forward(x, params["output_norm.weight"], cfg.rms_eps)
     tape.append((norm, rope))
@@ -201,12 +205,14 @@ def forward(cfg: ModelConfig, params: Params, ids: np.ndarray, lora_scale: float
 
 
 def loss_and_grads(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
-                   lora_scale: float = 1.0, trainable: Optional[Set[str]] = None) -> Tuple[float, Grads]:
-    """Mean cross-entropy of predicting targets [B, T] where loss_mask [B, T] is 1, and its gradients.
+                   lora_scale: float = 1.0, trainable: Optional[Set[str]] = None, layout: Optional[Layout] = None,
+                   ) -> Tuple[float, Grads]:
+    """Mean cross-entropy of predicting targets [B, T] where loss_mask [B, T] is 1, and its gradients
+    (`layout`: a packed batch's, batches.py).
 
     The output head (the widest matrix) runs only at the positions the loss counts.
     """
-    hidden, tape = forward_hidden(cfg, params, ids, lora_scale)
+    hidden, tape = forward_hidden(cfg, params, ids, lora_scale, layout)
     B, T, D = hidden.shape
     counted = np.nonzero(loss_mask.reshape(-1))[0]  # [n] flat positions the loss counts
     h = hidden.reshape(B * T, D)[counted]  # [n, D]
@@ -222,18 +228,19 @@ def loss_and_grads(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: n
 
 
 def loss_only(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
-              lora_scale: float = 1.0) -> Tuple[float, float]:
+              lora_scale: float = 1.0, layout: Optional[Layout] = None) -> Tuple[float, float]:
     """(summed loss, number of counted positions): for validation, where batches are pooled."""
-    losses, counts, _ = answer_scores(cfg, params, ids, targets, loss_mask, lora_scale)
+    losses, counts, _ = answer_scores(cfg, params, ids, targets, loss_mask, lora_scale, layout)
     return float(losses.sum()), float(counts.sum())
 
 
 def answer_scores(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray,
-                  lora_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of the batch [B]: the summed loss over its counted positions, their number, and whether the most
-    likely next token is the target at every one of them (then greedy decoding gives the row's answers back
-    exactly, as it is fed the same prefix at each step)."""
-    hidden, _ = forward_hidden(cfg, params, ids, lora_scale)
+                  lora_scale: float = 1.0, layout: Optional[Layout] = None,
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example of the batch [B]: the summed loss over its counted positions, their number, and whether the
+    most likely next token is the target at every one of them (then greedy decoding gives the example's answers
+    back exactly, as it is fed the same prefix at each step). Packed (`layout`), the examples are its rows."""
+    hidden, _ = forward_hidden(cfg, params, ids, lora_scale, layout)
     B, T, D = hidden.shape
     counted = np.nonzero(loss_mask.reshape(-1))[0]  # [n] flat positions the loss counts
     logits = project_forward(params, _head(params), hidden.reshape(B * T, D)[counted], lora_scale)  # [n, V]
@@ -241,7 +248,8 @@ def answer_scores(cfg: ModelConfig, params: Params, ids: np.ndarray, targets: np
     shifted = logits - logits.max(axis=-1, keepdims=True)  # [n, V]
     nll = np.log(np.exp(shifted).sum(axis=-1)) - shifted[np.arange(len(counted)), wanted]  # [n]
     missed = logits.argmax(axis=-1) != wanted  # [n]
-    rows = counted // T  # [n] the batch row of each counted position
+    rows = counted // T if layout is None else layout.rows[counted]  # [n] the example of each counted position
+    B = B if layout is None else layout.examples
     losses = np.bincount(rows, weights=nll.astype(np.float64), minlength=B)  # [B]
     counts = np.bincount(rows, minlength=B)  # [B]
     return losses, counts, np.bincount(rows, weights=missed.astype(np.float64), minlength=B) == 0

@@ -21,6 +21,7 @@ import pytest
 from e2e_helpers import (ANSWER_TIMEOUT_MS, ask, drop_files, page_fixture, ready_status, reloaded_offline, set_settings,
                          wait_ready, worker_states)
 
+from pychat_wasm.browser.protocol import FinetuneOptions
 from pychat_wasm.train.scratch import PRESETS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -349,8 +350,6 @@ def choose_finetune(page, epochs=1):
 def test_finetune_mode_shows_its_options(finetune_page):
     """... with the browser's fine-tuning defaults, which Python declares once (protocol.FinetuneOptions) and
     uses for what the page leaves out."""
-    from pychat_wasm.browser.protocol import FinetuneOptions
-
     page = finetune_page
     open_panel(page)
     page.select_option("#train-mode", "finetune")
@@ -405,7 +404,7 @@ def test_finetune_shows_loss_and_eta_then_stops_and_chat_still_works(finetune_pa
             for i in range(1, REPLAY + 1)] == [t for t in shown if "general questions" in t], shown
     state = training(page)
     assert state["mode"] == "finetune" and state["name"] == TUNED_NAME
-    steps = -(-(EXAMPLE_TRAINING_CHATS + replayed) // 2)  # batch 2, one epoch
+    steps = -(-(EXAMPLE_TRAINING_CHATS + replayed) // FinetuneOptions().batch_size)  # one epoch
     assert state["totalSteps"] == steps and state["plan"]["phases"][0]["examples"] == EXAMPLE_TRAINING_CHATS + replayed
     shown_plan = page.text_content("#train-plan")  # the plan's reasons, as the command line prints them
     assert "validation: 2 held out" in shown_plan and "trained on once (the epochs given)" in shown_plan
@@ -446,7 +445,6 @@ def test_a_finetune_saves_its_adapter_under_the_base_and_applies_it(finetune_pag
 
     import gguf
 
-    from pychat_wasm.browser.protocol import FinetuneOptions
     from pychat_wasm.gguf.reader import GGUFFile
     from pychat_wasm.model.lora import check_base, read_adapter
 

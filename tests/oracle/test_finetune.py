@@ -461,7 +461,7 @@ def test_conversations_train_their_answers_through_the_chat_template(bases):
     # The adapters start at zero: the first step's loss is the base model's loss on its batch
     base = {n: v for n, v in run.params.items() if not is_adapter(n)}
     batch = run.batch(phase, 0)
-    total, count = transformer.loss_only(run.config, base, batch.ids, batch.targets, batch.mask)
+    total, count = transformer.loss_only(run.config, base, batch.ids, batch.targets, batch.mask, 1.0, batch.layout)
     record = run.step()
     assert record["loss"] == pytest.approx(total / count, rel=1e-6)
     assert record["tokens"] == batch.tokens > 0
@@ -628,7 +628,7 @@ _SMOLLM2_CHILD = textwrap.dedent("""
     before = {n: run.params[n].copy() for n in run.trainable}
     records = [run.step(), run.step()]
     total, count = transformer.loss_only(run.config, run.params, batch.ids, batch.targets, batch.mask,
-                                         run.lora_scale)
+                                         run.lora_scale, batch.layout)
     changed = {n: bool(not np.array_equal(run.params[n], before[n])) for n in run.trainable}
     print(json.dumps({"built": built, "seconds": time.perf_counter() - started - built,
                       "total_steps": run.total_steps, "examples": len(run.phases[0].examples),

@@ -46,22 +46,22 @@ REQUESTS = [
 def timed_answer(session: ChatSession, request: str, max_tokens: int) -> Dict[str, object]:
     settings = SamplingSettings(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens)
     done = list(session.reply([{"role": "user", "content": request}], settings))[-1]
-    return {"text": done.text, "tokens": done.stats.generated_tokens, "seconds": done.stats.generation_seconds}
+    return {"text": done.text, "tokens": done.stats.generated_tokens, "seconds": done.stats.generation_seconds,
+            "drafted": done.stats.draft_tokens, "accepted": done.stats.draft_accepted}
 
 
 def bench_request(session: ChatSession, request: str, max_tokens: int, repeats: int) -> Dict[str, object]:
-    lookup = PromptLookup()
     runs: Dict[bool, List[Dict[str, object]]] = {True: [], False: []}
     for _ in range(repeats):
         for speculative in (False, True):
-            session.speculative = lookup if speculative else None
+            session.speculative = PromptLookup() if speculative else None
             runs[speculative].append(timed_answer(session, request, max_tokens))
     texts = {run["text"] for both in runs.values() for run in both}
     tps = {key: max(r["tokens"] / r["seconds"] for r in value) for key, value in runs.items()}
+    drafted, accepted = runs[True][0]["drafted"], runs[True][0]["accepted"]
     return dict(tokens=runs[True][0]["tokens"], plain_tps=tps[False], speculative_tps=tps[True],
-                ratio=tps[True] / tps[False], same_text=len(texts) == 1,
-                kept=lookup.accepted / max(1, lookup.drafted), drafted_per_token=lookup.drafted / max(
-                    1, sum(r["tokens"] for r in runs[True])))
+                ratio=tps[True] / tps[False], same_text=len(texts) == 1, drafted=drafted,
+                kept=accepted / max(1, drafted))
 
 
 def main() -> int:
@@ -84,12 +84,12 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print("%-6s %-10s %7s %12s %12s %7s %6s %10s" % ("kind", "request", "tokens", "plain t/s", "spec t/s", "ratio",
-                                                     "kept", "same text"))
+    print("%-6s %-10s %7s %12s %12s %7s %8s %6s %10s" % ("kind", "request", "tokens", "plain t/s", "spec t/s",
+                                                          "ratio", "drafted", "kept", "same text"))
     for r in results:
-        print("%-6s %-10s %7d %12.1f %12.1f %6.2fx %5.0f%% %10s" % (
-            r["kind"], r["name"], r["tokens"], r["plain_tps"], r["speculative_tps"], r["ratio"], 100 * r["kept"],
-            r["same_text"]))
+        print("%-6s %-10s %7d %12.1f %12.1f %6.2fx %8d %5.0f%% %10s" % (
+            r["kind"], r["name"], r["tokens"], r["plain_tps"], r["speculative_tps"], r["ratio"], r["drafted"],
+            100 * r["kept"], r["same_text"]))
     return 0
 
 

@@ -137,6 +137,7 @@ def test_answers_are_the_same_with_and_without_speculation(llms, looping_prompt,
     for prompt in (looping_prompt, "Hello"):
         ours = with_it.create_completion(prompt, logprobs=1, **options)
         plain = without.create_completion(prompt, logprobs=1, **options)
+        assert plain["timings"]["draft_n"] == 0  # LLM(speculative=False): no drafts
         (ours, timings), plain = (ours["choices"][0], ours["timings"]), plain["choices"][0]
         assert (ours["text"], ours["finish_reason"]) == (plain["text"], plain["finish_reason"])
         assert ours["logprobs"]["tokens"] == plain["logprobs"]["tokens"]

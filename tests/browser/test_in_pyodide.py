@@ -423,11 +423,13 @@ def test_speculation_in_pyodide_keeps_the_greedy_answer(browser_python, smollm2_
     from pychat_wasm import LLM
 
     messages = [{"role": "user", "content": REWRITE}]
-    result = browser_python.run("speculative_greedy", messages=messages, max_tokens=40)
+    result = browser_python.run("speculative_greedy", timeout_s=4 * CHECK_TIMEOUT_S, messages=messages,
+                                max_tokens=24)
     native = LLM(smollm2_path, context_length=512, policy=result["with"]["policy"], speculative=False)
     native_ids = []
     native.session.on_sample = lambda logits, token: native_ids.append(int(token))
-    native.create_chat_completion(messages, temperature=0, max_tokens=40)
+    native.create_chat_completion(messages, temperature=0, max_tokens=24)
+    assert result["with"]["default_on"]
     assert result["with"]["ids"] == result["without"]["ids"] == native_ids
     assert result["with"]["text"] == result["without"]["text"]
     assert 0 < result["with"]["timings"]["draft_n_accepted"] <= result["with"]["timings"]["draft_n"]

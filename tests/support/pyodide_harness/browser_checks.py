@@ -267,14 +267,16 @@ async def speculative_greedy(messages, max_tokens):
     sampled, the timings and the weight policy of each."""
     from pychat_wasm import LLM
     f, _ = await smollm2()
+    llm = LLM(f, context_length=512)
+    lookup = llm.session.speculative
     answers = {}
-    for name, speculative in (("with", True), ("without", False)):
-        llm = LLM(f, context_length=512, speculative=speculative)
+    for name, speculative in (("with", lookup), ("without", None)):
+        llm.session.speculative = speculative
         ids = []
         llm.session.on_sample = lambda logits, token: ids.append(int(token))
         reply = llm.create_chat_completion(messages, temperature=0, max_tokens=max_tokens)
         answers[name] = {"ids": ids, "text": reply["choices"][0]["message"]["content"], "timings": reply["timings"],
-                         "policy": llm.session.model.policy}
+                         "policy": llm.session.model.policy, "default_on": lookup is not None}
     return answers
 
 

@@ -7,7 +7,8 @@ A greedy decoding step reads every stored matrix once, plus the keys and values 
 This machine's bandwidth is measured with a numpy copy of a 256 MB array (bytes read + bytes written, per
 second); bytes per token / bandwidth is the fastest a step can be when nothing else costs time: the ceiling.
 Each step's time is split into the matrix products (timed inside every Matrix.matmul) and the rest: attention,
-norms, RoPE, the sampler's argmax and the Python between them. The last figures compare q/k/v and gate/up
+norms, RoPE, the sampler's argmax and the Python between them; the Python calls a step makes are counted too
+(the per-token overhead's budget, which no load on the machine changes). The last figures compare q/k/v and gate/up
 stacked (model/stacked.py) with the same model multiplying them separately, the two taking turns. Figures are
 the best of --repeats runs (other work on a shared machine only ever slows a run down).
 """
@@ -97,6 +98,25 @@ def decode(model: Model, n_gen: int, during=contextlib.nullcontext()) -> float:
         return (time.perf_counter() - start) / n_gen
 
 
+def python_calls_per_step(model: Model, n_gen: int) -> float:
+    """Python-level function calls (ours, numpy's Python layer and C functions called from Python) per greedy
+    step: the per-token overhead's budget, a count that no load on the machine changes."""
+    calls = [0]
+
+    def count(frame, event, arg):
+        if event in ("call", "c_call"):
+            calls[0] += 1
+
+    logits = model.forward(PROMPT, start_pos=0)
+    sys.setprofile(count)
+    try:
+        for _ in range(n_gen):
+            logits = model.forward([int(np.argmax(logits))], start_pos=len(model.cache.ids))
+    finally:
+        sys.setprofile(None)
+    return calls[0] / n_gen
+
+
 def split_step(model: Model, n_gen: int) -> Dict[str, float]:
     """Seconds per step: all of it, inside the matrix products, outside them."""
     clock = ProductClock()
@@ -133,7 +153,8 @@ def main() -> int:
                   ceiling_tps=bandwidth / per_token, measured_tps=1 / best["step"],
                   share_of_ceiling=(1 / best["step"]) / (bandwidth / per_token),
                   products_ms=1e3 * best["products"], outside_products_ms=1e3 * best["outside"],
-                  stacked_tps=1 / min(steps["stacked"]), separate_tps=1 / min(steps["separate"]))
+                  stacked_tps=1 / min(steps["stacked"]), separate_tps=1 / min(steps["separate"]),
+                  python_calls_per_step=python_calls_per_step(model, args.n_gen))
     result["stacked_ratio"] = result["stacked_tps"] / result["separate_tps"]
     if args.json:
         print(json.dumps(result, indent=2))
@@ -144,6 +165,8 @@ def main() -> int:
              100 * result["share_of_ceiling"]))
     print("per token: %.2f ms in matrix products, %.2f ms outside them (attention, norms, RoPE, argmax, Python)"
           % (result["products_ms"], result["outside_products_ms"]))
+    print("Python calls per step (function calls, numpy's Python layer and C calls from Python): %.0f"
+          % result["python_calls_per_step"])
     print("q/k/v and gate/up stacked: %.1f tok/s, separate: %.1f tok/s (%.2fx)"
           % (result["stacked_tps"], result["separate_tps"], result["stacked_ratio"]))
     return 0

@@ -8,7 +8,11 @@ Four chat requests: two copy-heavy (rewrite a paragraph, fix a piece of code) an
 answered greedily (temperature 0, no repeat penalty) with and without speculation, the two taking turns;
 generation tokens/s is the best of --repeats runs each (other work on a shared machine only ever slows a run
 down). The prompt is in the KV cache after the first run, so the runs time the token loop. The answers must be
-the same text; the ratio is with / without (targets: >= 1.6 copy-heavy, >= 1.0 plain).
+the same text; the ratio is with / without (targets: >= 1.6 copy-heavy, >= 0.97 plain).
+
+Then what a draft's check costs: one forward pass over 1, 2, 3, 5 and 8 tokens after the prompt (what checking
+a draft of 0, 1, 2, 4 and 7 tokens takes), with few-row products band by band (model/products.py) and with
+BLAS's own product, the two taking turns, best of --repeats.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -27,6 +32,7 @@ from pychat_wasm.chat.session import ChatSession  # noqa: E402
 from pychat_wasm.chat.speculative import PromptLookup  # noqa: E402
 from pychat_wasm.cli.common import model_path  # noqa: E402
 from pychat_wasm.gguf.reader import GGUFFile  # noqa: E402
+from pychat_wasm.model import products  # noqa: E402
 
 PARAGRAPH = ("The old lighthouse stood at the edge of the cliff for more than a century. Every night its keeper "
              "climbed the narrow spiral stairs to light the lamp, and every morning he wrote the weather in a "
@@ -46,22 +52,45 @@ REQUESTS = [
 def timed_answer(session: ChatSession, request: str, max_tokens: int) -> Dict[str, object]:
     settings = SamplingSettings(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens)
     done = list(session.reply([{"role": "user", "content": request}], settings))[-1]
-    return {"text": done.text, "tokens": done.stats.generated_tokens, "seconds": done.stats.generation_seconds}
+    return {"text": done.text, "tokens": done.stats.generated_tokens, "seconds": done.stats.generation_seconds,
+            "drafted": done.stats.draft_tokens, "accepted": done.stats.draft_accepted}
 
 
 def bench_request(session: ChatSession, request: str, max_tokens: int, repeats: int) -> Dict[str, object]:
-    lookup = PromptLookup()
     runs: Dict[bool, List[Dict[str, object]]] = {True: [], False: []}
     for _ in range(repeats):
         for speculative in (False, True):
-            session.speculative = lookup if speculative else None
+            session.speculative = PromptLookup() if speculative else None
             runs[speculative].append(timed_answer(session, request, max_tokens))
     texts = {run["text"] for both in runs.values() for run in both}
     tps = {key: max(r["tokens"] / r["seconds"] for r in value) for key, value in runs.items()}
+    drafted, accepted = runs[True][0]["drafted"], runs[True][0]["accepted"]
     return dict(tokens=runs[True][0]["tokens"], plain_tps=tps[False], speculative_tps=tps[True],
-                ratio=tps[True] / tps[False], same_text=len(texts) == 1,
-                kept=lookup.accepted / max(1, lookup.drafted), drafted_per_token=lookup.drafted / max(
-                    1, sum(r["tokens"] for r in runs[True])))
+                ratio=tps[True] / tps[False], same_text=len(texts) == 1, drafted=drafted,
+                kept=accepted / max(1, drafted))
+
+
+PASS_TOKENS = (1, 2, 3, 5, 8)
+
+
+def pass_costs(session: ChatSession, repeats: int) -> Dict[str, Dict[int, float]]:
+    """Milliseconds of one forward pass over n tokens after a 64-token prompt, for n in PASS_TOKENS: with
+    few-row products band by band ("banded") and without ("blas"), best of `repeats`."""
+    model, few_rows = session.model, products.FEW_ROWS
+    model.forward(list(range(100, 164)), start_pos=0, logits=False)
+    costs: Dict[str, Dict[int, float]] = {"banded": {}, "blas": {}}
+    try:
+        for _ in range(repeats):
+            for name, rows in (("blas", 1), ("banded", few_rows)):
+                products.FEW_ROWS = rows
+                for n in PASS_TOKENS:
+                    start = time.perf_counter()
+                    model.forward([5] * n, start_pos=64, all_logits=True)  # [n, vocab]
+                    seconds = time.perf_counter() - start
+                    costs[name][n] = min(costs[name].get(n, seconds), seconds)
+    finally:
+        products.FEW_ROWS = few_rows
+    return {name: {n: 1e3 * s for n, s in by_n.items()} for name, by_n in costs.items()}
 
 
 def main() -> int:
@@ -81,15 +110,19 @@ def main() -> int:
     results = []
     for kind, name, request in REQUESTS:
         results.append(dict(kind=kind, name=name, **bench_request(session, request, args.max_tokens, args.repeats)))
+    costs = pass_costs(session, args.repeats)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"requests": results, "pass_ms": costs}, indent=2))
         return 0
-    print("%-6s %-10s %7s %12s %12s %7s %6s %10s" % ("kind", "request", "tokens", "plain t/s", "spec t/s", "ratio",
-                                                     "kept", "same text"))
+    print("%-6s %-10s %7s %12s %12s %7s %8s %6s %10s" % ("kind", "request", "tokens", "plain t/s", "spec t/s",
+                                                          "ratio", "drafted", "kept", "same text"))
     for r in results:
-        print("%-6s %-10s %7d %12.1f %12.1f %6.2fx %5.0f%% %10s" % (
-            r["kind"], r["name"], r["tokens"], r["plain_tps"], r["speculative_tps"], r["ratio"], 100 * r["kept"],
-            r["same_text"]))
+        print("%-6s %-10s %7d %12.1f %12.1f %6.2fx %8d %5.0f%% %10s" % (
+            r["kind"], r["name"], r["tokens"], r["plain_tps"], r["speculative_tps"], r["ratio"], r["drafted"],
+            100 * r["kept"], r["same_text"]))
+    print("one pass over n tokens, ms (n - 1 draft tokens checked):")
+    for name, by_n in costs.items():
+        print("  %-7s %s" % (name, "  ".join("%d: %.1f (%.2fx)" % (n, ms, ms / by_n[1]) for n, ms in by_n.items())))
     return 0
 
 

@@ -42,7 +42,6 @@ from .tools import CallReader, ToolPlan
 from .generation import Generation, chat_chunks, chat_response, last_step, naming, text_chunks, text_response
 from ..chat.sampler import Sampler, SamplingSettings
 from ..chat.session import ChatSession
-from ..chat.speculative import PromptLookup
 from ..errors import ContextFullError, InvalidConversationError, InvalidRequestError, InvalidSettingError
 from ..gguf.reader import GGUFFile
 from ..model.lora import open_adapters
@@ -77,17 +76,18 @@ class LLM:
 
     def __init__(self, model_path: ModelFile, *, context_length: Optional[int] = None,
                  policy: str = "auto", seed: Optional[int] = None,
-                 lora: Sequence[Union[ModelFile, Tuple[ModelFile, float]]] = (), speculative: bool = False):
+                 lora: Sequence[Union[ModelFile, Tuple[ModelFile, float]]] = (), speculative: bool = True):
         """model_path: a .gguf file, or an open GGUFFile (in the browser the model is bytes, not a file).
         lora: LoRA adapters (llama.cpp's GGUF files, model/lora.py) applied at load, each a file or a (file,
         scale) pair; one made for another base model raises AdapterMismatchError. speculative: draft tokens
-        from the prompt and check them in one pass where that pays (chat/speculative.py); the output is the
-        same either way."""
+        from the prompt and check them in one pass where that pays (chat/speculative.py; on by default); the
+        output is the same either way."""
         gguf = _gguf(model_path)
         adapters = open_adapters(gguf, lora_files(lora))  # checked before the weights are built
         session = ChatSession.from_gguf(gguf, policy=policy, context_length=context_length)
         session.model.set_adapters(adapters)
-        session.speculative = PromptLookup() if speculative else None
+        if not speculative:
+            session.speculative = None
         self._attach(session, gguf.name, seed)
 
     @classmethod

@@ -29,11 +29,13 @@ def finish_reason(stop_reason: str) -> str:
 def timings(stats: Any) -> Dict[str, Any]:
     """llama.cpp's server `timings` (an extension next to `usage`) of a GenerationStats: prompt tokens run
     (cache_n more were reused from the KV cache) and tokens sampled (the end-of-turn token included), their
-    milliseconds and speeds."""
+    milliseconds and speeds; draft_n of them drafted by speculation and checked, draft_n_accepted of those
+    kept."""
     return {"cache_n": stats.reused_tokens, "prompt_n": stats.prompt_tokens,
             "prompt_ms": stats.prompt_seconds * 1000.0, "prompt_per_second": stats.prompt_tps,
             "predicted_n": stats.generated_tokens, "predicted_ms": stats.generation_seconds * 1000.0,
-            "predicted_per_second": stats.generation_tps}
+            "predicted_per_second": stats.generation_tps,
+            "draft_n": stats.draft_tokens, "draft_n_accepted": stats.draft_accepted}
 
 
 def new_id(prefix: str) -> str:

@@ -142,6 +142,8 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
         return {"idle": True, "workers": plan.workers}
     collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
     _worker.session = ChatSession.from_plan(plan, collective)
+    if not options.speculative:
+        _worker.session.speculative = None
     _worker.base = gguf
     _worker.llm = LLM.around(_worker.session, name, stepwise=True)
     model = _worker.session.model

@@ -48,13 +48,15 @@ def _from_mapping(cls, values: Mapping[str, Any]):
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
     """load_model's options. context_length 0: the engine's default; memory_limit 0: fit_check.MODEL_HEAP;
-    workers and rank: how many share the model and this worker's place among them."""
+    workers and rank: how many share the model and this worker's place among them; speculative false: no
+    prompt-lookup speculation (chat/speculative.py), which the session otherwise does."""
 
     context_length: int = 0
     policy: str = "auto"
     memory_limit: int = 0
     workers: int = 1
     rank: int = 0
+    speculative: bool = True
 
     from_mapping = classmethod(_from_mapping)
 

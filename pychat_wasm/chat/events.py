@@ -18,6 +18,8 @@ class GenerationStats:
     generation_seconds: float = 0.0
     stop_reason: str = ""  # "eos" | "stop_string" | "grammar_end" | "length" | "cancelled" | "context_full"
     seed: Optional[int] = None
+    draft_tokens: int = 0  # speculative draft tokens checked by a forward pass (speculative.py)
+    draft_accepted: int = 0  # of which the sampler chose
 
     @property
     def prompt_tps(self) -> float:

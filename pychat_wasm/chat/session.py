@@ -32,9 +32,10 @@ left out of the prompt; `will_drop_next` = a next message as long as the last on
 used + reserve > context, the reserve being the room kept for an answer plus the last user message's tokens
 (its role header included).
 
-Speculation: with `speculative` set (a PromptLookup: LLM(speculative=True), `chat --speculative`), the loop
-gets its logits from passes over each token and a draft copied from the prompt (speculative.py); the tokens
-are the same.
+Speculation (on unless `speculative` is None: LLM(speculative=False), `chat --no-speculative`, the page's
+load option "speculative": false): the loop gets its logits from passes over each token and a draft copied
+from the prompt (speculative.py); the tokens are the same. Whether a draft runs depends on the tokens only,
+never on timing, so the workers of a split model make the same passes.
 
 KV reuse: a new prompt is rendered from the whole conversation and only the part after the longest common
 prefix with the cache's ids is run through the model, which gives the same logits as recomputing everything.
@@ -69,7 +70,7 @@ class ChatSession:
         self.end_ids = set(tokenizer.end_of_turn_ids) | {tokenizer.eos_id}
         self._cancel = False
         self.on_sample: Optional[Callable[[Any, int], None]] = None  # called with (raw logits [vocab], token id)
-        self.speculative: Optional[PromptLookup] = None  # drafts to check per pass (speculative.py); None: off
+        self.speculative: Optional[PromptLookup] = PromptLookup()  # drafts per pass (speculative.py); None: off
 
     @classmethod
     def from_plan(cls, plan: Any, collective: Any = None) -> "ChatSession":
@@ -239,6 +240,7 @@ class ChatSession:
             yield from self._generate(logits, feed, answer, settings, stop_strings)
         finally:
             feed.finish()  # the cache holds the answer's tokens, not unchecked draft ones
+            stats.draft_tokens, stats.draft_accepted = feed.drafted, feed.accepted
         stats.generation_seconds = time.perf_counter() - start
 
     def _generate(self, logits: Any, feed: Any, answer: Answer, settings: SamplingSettings,

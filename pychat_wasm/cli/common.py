@@ -77,6 +77,7 @@ def add_lora_options(p: argparse.ArgumentParser) -> None:
 
 def add_speculative_option(p: argparse.ArgumentParser) -> None:
     """--speculative / --no-speculative: args.speculative (chat and serve; the library's LLM(speculative=))."""
-    p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=True,
                    help="draft tokens from the prompt (prompt lookup) and check them in one pass; the answer is "
-                        "the same either way, faster when it copies from the prompt (default: off)")
+                        "the same either way, faster when it copies from the prompt (default: on; "
+                        "--no-speculative turns it off)")

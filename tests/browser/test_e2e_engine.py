@@ -135,6 +135,28 @@ def test_completions_and_embeddings_are_the_native_engines(page, native):
     np.testing.assert_allclose(vectors, expected, atol=1e-4)
 
 
+REWRITE = ("Rewrite this paragraph with British spelling and nothing else changed:\n\nThe old lighthouse stood at "
+           "the edge of the cliff for more than a century. Every night its keeper climbed the narrow spiral stairs "
+           "to light the lamp, and every morning he wrote the weather in a leather book.")
+
+
+def test_a_copy_heavy_answer_is_the_same_with_speculation_and_reports_its_drafts(page, smollm2_path):
+    """Speculation is on in the page's engine, with the model split across its workers: the greedy answer to a
+    request that copies its prompt is the native engine's answer without speculation, and its timings say how
+    many drafted tokens were checked and kept (llama.cpp's draft_n, draft_n_accepted)."""
+    params = {"messages": [{"role": "user", "content": REWRITE}], "temperature": 0, "max_tokens": 48}
+    reply = client_call(page, "chat.completions.create", dict(params, model="any"))
+    policy = chat_workers(page)[0].evaluate(
+        "py.runPython('from pychat_wasm.browser import chat_worker; chat_worker._worker.session.model.policy')")
+    from pychat_wasm import LLM
+
+    without = LLM(smollm2_path, policy=policy, speculative=False)
+    expected = without.create_chat_completion(**params)["choices"][0]["message"]["content"]
+    assert len(chat_workers(page)) >= 2  # the pool's default: a worker per core, all of them on each token
+    assert reply["choices"][0]["message"]["content"] == expected
+    assert 0 < reply["timings"]["draft_n_accepted"] <= reply["timings"]["draft_n"]
+
+
 def test_models_list(page):
     assert [m["id"] for m in client_call(page, "models.list", None)["data"]] == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
 

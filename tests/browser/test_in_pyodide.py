@@ -411,6 +411,31 @@ def test_library_api_answers_in_pyodide(browser_python, hf_smollm2_tokenizer):
     assert result["finish_reasons"][-1] == "stop" and set(result["finish_reasons"][:-1]) == {None}
 
 
+REWRITE = ("Rewrite this paragraph with British spelling and nothing else changed:\n\nThe old lighthouse stood at "
+           "the edge of the cliff for more than a century. Every night its keeper climbed the narrow spiral stairs "
+           "to light the lamp, and every morning he wrote the weather in a leather book.")
+
+
+def test_speculation_in_pyodide_keeps_the_greedy_answer(browser_python, smollm2_path):
+    """Prompt-lookup speculation (on by default) in wasm, one worker: a request that copies its prompt gets the
+    same greedy token ids as without it and as the native engine without it, and the timings report the drafts
+    kept (llama.cpp's draft_n, draft_n_accepted)."""
+    from pychat_wasm import LLM
+
+    messages = [{"role": "user", "content": REWRITE}]
+    result = browser_python.run("speculative_greedy", timeout_s=4 * CHECK_TIMEOUT_S, messages=messages,
+                                max_tokens=24)
+    native = LLM(smollm2_path, context_length=512, policy=result["with"]["policy"], speculative=False)
+    native_ids = []
+    native.session.on_sample = lambda logits, token: native_ids.append(int(token))
+    native.create_chat_completion(messages, temperature=0, max_tokens=24)
+    assert result["with"]["default_on"]
+    assert result["with"]["ids"] == result["without"]["ids"] == native_ids
+    assert result["with"]["text"] == result["without"]["text"]
+    assert 0 < result["with"]["timings"]["draft_n_accepted"] <= result["with"]["timings"]["draft_n"]
+    assert result["without"]["timings"]["draft_n"] == 0
+
+
 @pytest.mark.parametrize("settings", [
     {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1, "seed": 1234},
     {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "seed": 2 ** 52 + 7},

@@ -1,8 +1,8 @@
 """Speculative decoding (pychat_wasm/chat/speculative.py) keeps the output exact, against transformers.
 
 1. Greedy, on SmolLM2: answers to copy-heavy requests (rewrite a paragraph, fix a piece of code) and to a
-   plain question are the same token ids with and without speculation, and they are transformers' greedy
-   continuation of the same prompt ids (compared up to the first step where transformers' two best logits lie
+   plain question are the same token ids with speculation (a session's default) and without, and they are
+   transformers' greedy continuation of the same prompt ids (compared up to the first step where transformers' two best logits lie
    closer than our logits' distance from theirs, 1e-2, where either choice is right).
 2. Sampling, on a tiny random model: the first three tokens of 3000 seeded answers (temperature and top-k),
    with and without speculation, follow the distribution of transformers' softmax (a chi-square test over
@@ -39,14 +39,15 @@ ANSWER_TOKENS = 64
 TIE = 1e-2  # our SmolLM2 logits agree with transformers' within this (tests/oracle/test_model.py)
 
 
-def our_greedy_ids(session: ChatSession, request: str) -> Tuple[List[int], List[int]]:
-    """(prompt ids, the answer's ids, its end token included) of a greedy answer without repeat penalty."""
+def our_greedy_ids(session: ChatSession, request: str) -> Tuple[List[int], List[int], int]:
+    """(prompt ids, the answer's ids, its end token included, how many drafted tokens were kept) of a greedy
+    answer without repeat penalty."""
     answer: List[int] = []
     session.on_sample = lambda logits, token: answer.append(token)
     events = list(session.reply([{"role": "user", "content": request}],
                                 SamplingSettings(temperature=0, repeat_penalty=1.0, max_tokens=ANSWER_TOKENS)))
-    prompt_length = events[-1].stats.prompt_tokens + events[-1].stats.reused_tokens
-    return session.model.cache.ids[:prompt_length], answer
+    stats = events[-1].stats
+    return session.model.cache.ids[:stats.prompt_tokens + stats.reused_tokens], answer, stats.draft_accepted
 
 
 def transformers_agreement(hf, prompt: List[int], answer: List[int]) -> int:
@@ -64,11 +65,12 @@ def transformers_agreement(hf, prompt: List[int], answer: List[int]) -> int:
 
 @pytest.fixture(scope="module")
 def sessions(smollm2_path):
-    """Two sessions on one SmolLM2 model: with speculation and without."""
+    """Two sessions on one SmolLM2 model: with speculation (a session's default) and without."""
     gguf = GGUFFile.open(str(smollm2_path))
     speculative = ChatSession.from_gguf(gguf, context_length=1024)
-    speculative.speculative = PromptLookup()
+    assert isinstance(speculative.speculative, PromptLookup)
     plain = ChatSession(speculative.model, speculative.tokenizer, speculative.template)
+    plain.speculative = None
     return speculative, plain
 
 
@@ -76,12 +78,10 @@ def sessions(smollm2_path):
 @pytest.mark.parametrize("name", sorted(REQUESTS))
 def test_greedy_answers_are_the_same_and_transformers(sessions, hf_smollm2_model, name):
     speculative, plain = sessions
-    lookup = speculative.speculative
-    accepted_before = lookup.accepted
-    prompt, ours = our_greedy_ids(speculative, REQUESTS[name])
-    assert (prompt, ours) == our_greedy_ids(plain, REQUESTS[name])
+    prompt, ours, kept = our_greedy_ids(speculative, REQUESTS[name])
+    assert (prompt, ours, 0) == our_greedy_ids(plain, REQUESTS[name])
     if name != "plain":
-        assert lookup.accepted - accepted_before >= 5  # drafts copied from the request were kept
+        assert kept >= 5  # drafts copied from the request were kept
     agreed = transformers_agreement(hf_smollm2_model, prompt, ours)
     assert agreed >= min(len(ours), 16)
 
@@ -138,31 +138,31 @@ def exact_probabilities(hf, prompt: List[int], end_ids) -> Dict[Tuple[int, ...],
     return finished
 
 
-def sampled_sequences(session: ChatSession, prompt: List[int]) -> List[Tuple[int, ...]]:
-    """The first FIRST_TOKENS tokens of SAMPLES answers, seeds FIRST_SEED, FIRST_SEED + 1, ..."""
+def sampled_sequences(session: ChatSession, prompt: List[int]) -> Tuple[List[Tuple[int, ...]], int, int]:
+    """The first FIRST_TOKENS tokens of SAMPLES answers, seeds FIRST_SEED, FIRST_SEED + 1, ..., and how many
+    tokens their drafts had and how many of those were kept."""
     settings = SamplingSettings(temperature=TEMPERATURE, top_k=TOP_K, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                                 max_tokens=FIRST_TOKENS)
-    sequences = []
+    sequences, drafted, kept = [], 0, 0
     for seed in range(FIRST_SEED, FIRST_SEED + SAMPLES):
         tokens: List[int] = []
         session.on_sample = lambda logits, token: tokens.append(token)
-        for _ in session.complete(prompt, dataclasses.replace(settings, seed=seed)):
-            pass
+        stats = list(session.complete(prompt, dataclasses.replace(settings, seed=seed)))[-1].stats
         sequences.append(tuple(tokens))
-    return sequences
+        drafted, kept = drafted + stats.draft_tokens, kept + stats.draft_accepted
+    return sequences, drafted, kept
 
 
 @pytest.mark.slow
 def test_sampled_tokens_follow_transformers_softmax_with_and_without_speculation(tiny):
     path, hf = tiny
     prompt = copy_prompt(hf)
-    speculative = ChatSession.from_gguf(GGUFFile.open(str(path)))
-    speculative.speculative = PromptLookup()
+    speculative = ChatSession.from_gguf(GGUFFile.open(str(path)))  # speculation is a session's default
     plain = ChatSession.from_gguf(GGUFFile.open(str(path)))
-    ours = sampled_sequences(speculative, prompt)
-    assert ours == sampled_sequences(plain, prompt)  # the same seed, the same tokens
-    lookup = speculative.speculative
-    assert lookup.drafted > SAMPLES // 2 and 0.2 < lookup.accepted / lookup.drafted < 0.8  # kept and refused
+    plain.speculative = None
+    ours, drafted, kept = sampled_sequences(speculative, prompt)
+    assert (ours, 0) == sampled_sequences(plain, prompt)[:2]  # the same seed, the same tokens; no drafts
+    assert drafted > SAMPLES // 2 and 0.2 < kept / drafted < 0.8  # kept and refused
 
     exact = exact_probabilities(hf, prompt, speculative.end_ids)
     assert set(ours) <= set(exact)

@@ -33,6 +33,16 @@ def test_defaults_come_from_sampling_settings():
     settings = cli_chat.settings_from_args(args)
     assert settings == SamplingSettings()
     assert args.policy == "auto" and args.prompt is None and args.context is None
+    assert args.speculative is True  # prompt-lookup speculation is on unless --no-speculative
+    assert build_parser().parse_args(["chat", "--no-speculative"]).speculative is False
+
+
+@pytest.mark.parametrize("switch", ["--speculative", "--no-speculative"])
+def test_one_shot_greedy_answer_is_the_same_with_and_without_speculation(smollm2_path, switch):
+    result = run_chat(str(smollm2_path), "--prompt", GOLDEN_QUESTION, "--temperature", "0", "--context", "256",
+                      switch)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == GOLDEN_ANSWER + "\n"
 
 
 def test_one_shot_greedy_prints_only_the_answer(smollm2_path):

@@ -262,6 +262,25 @@ async def library_api(messages):
 
 
 @check
+async def speculative_greedy(messages, max_tokens):
+    """A greedy chat answer of pychat_wasm.LLM in wasm with speculation (its default) and without: the token ids
+    sampled, the timings and the weight policy of each."""
+    from pychat_wasm import LLM
+    f, _ = await smollm2()
+    llm = LLM(f, context_length=512)
+    lookup = llm.session.speculative
+    answers = {}
+    for name, speculative in (("with", lookup), ("without", None)):
+        llm.session.speculative = speculative
+        ids = []
+        llm.session.on_sample = lambda logits, token: ids.append(int(token))
+        reply = llm.create_chat_completion(messages, temperature=0, max_tokens=max_tokens)
+        answers[name] = {"ids": ids, "text": reply["choices"][0]["message"]["content"], "timings": reply["timings"],
+                         "policy": llm.session.model.policy, "default_on": lookup is not None}
+    return answers
+
+
+@check
 async def seeded_sampling(logits, settings, steps):
     """Token ids drawn with a fixed seed from fixed logits, feeding each draw back as history."""
     from pychat_wasm.chat.sampler import Sampler, SamplingSettings

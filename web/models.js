@@ -34,6 +34,7 @@
       this.booted = null;     // its boot request
       this.pythonStatus = ""; // start-up progress, shown in the status line until a model is ready
       this.model = null;      // spec of the model loaded in the workers
+      this.timeline = new Pychat.StartupTimeline();  // where this start's seconds go, until the model is ready
       this.ready = false;     // it is loaded and takes questions
       this.crashes = [];      // times of the recent crashes
       this.adapters = new Pychat.AdapterController(this);
@@ -83,6 +84,10 @@
     /* The model in this.model is loaded and the app takes questions. */
     showReady() {
       this.ready = true;
+      if (!this.timeline.finished) {
+        this.timeline.finish("ready");
+        this.timeline.render();
+      }
       const workers = this.python.workers;
       this.setPhase("ready", `Ready: ${this.model.name} · ${workers} worker${workers > 1 ? "s" : ""}`);
     }
@@ -110,7 +115,7 @@
         try {
           if (record && record.complete && (!spec.sha256 || record.sha256 === spec.sha256)) {
             this.setPhase("verifying", `Checking ${spec.name}…`);
-            return await this.store.readVerified(spec.id);
+            return await this.store.readVerified(spec.id, this.timeline);
           }
           if (!spec.url) {
             throw new Pychat.ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
@@ -138,10 +143,12 @@
           ? await this.checkFit({name: spec.name, url: spec.url, stored: record ? record.received || 0 : 0}, previous)
           : null;
         const bytes = await this.obtainBytes(spec, {headerChecked: Boolean(fit && fit.checked)});
+        if (!this.pythonStatus) this.timeline.mark("model bytes");  // Python was up first: it waited for them
         if (!fit) fit = await this.checkFit({name: spec.name, bytes}, previous);
         if (fit.freshHeap && previous) return this.restart(spec);  // now cached: loaded from there
         this.setPhase("loading", `Loading ${spec.name} into Python…`);
         const reply = await this.python.request("load", {name: spec.name, bytes, options: fit.options}, {transfer: [bytes]});
+        this.timeline.marks(reply.marks);
         await this.modelLoaded(spec, reply.info);
       } catch (error) {
         await this.modelFailed(spec, error, previous);
@@ -157,6 +164,7 @@
       this.setPhase("verifying", `Checking whether ${source.name} fits…`);
       const asked = this.panel.chosenContext();
       const verdict = await Pychat.FitCheck.run({python: this.python, store: this.store, ...source, contextLength: asked});
+      this.timeline.mark("fit check");
       if (verdict.adapter) {
         if (source.file) return {adapter: verdict.adapter};  // addModelFile hands it to this.adapters
         throw new Error(`${source.name} is a LoRA adapter, not a model: add its file while its base model is in use`);
@@ -274,6 +282,7 @@
     // ---- the Python workers -------------------------------------------------------------------------------
 
     startPython() {
+      this.timeline.mark("app start");
       this.pythonStatus = "starting";
       this.python = new Pychat.WorkerPool({
         size: Pychat.WorkerPool.defaultSize(this.panel.chosenWorkers()),
@@ -283,6 +292,7 @@
       this.booted = this.python.request("boot", this.manifest.boot)
         .then((reply) => {
           this.pythonStatus = "";
+          this.timeline.marks(reply.marks);
           const {pyodide, python, numpy} = reply.versions;
           document.getElementById("runtime-badge").textContent = `Runtime: Pyodide ${pyodide} · Python ${python} · numpy ${numpy}`;
           return reply;
@@ -299,6 +309,7 @@
       if (this.python) this.python.terminate();
       this.ready = false;
       this.model = null;  // the new workers hold no model yet
+      this.timeline = new Pychat.StartupTimeline({origin: Pychat.StartupTimeline.now()});
       this.startPython();
       return this.switchModel(spec);
     }

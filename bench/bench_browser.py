@@ -12,7 +12,8 @@ Measures, in one Chromium run on 127.0.0.1 (served with COOP/COEP, so the page i
 The summary gives the ratios (same run) and projects 4 workers from the measured 1 -> 2 scaling.
 
     $ python bench/bench_browser.py [--runs 2] [--long-tokens 64] [--workers 1 2] [--json results.json]
-    $ python bench/bench_browser.py --startup-only --runs 3     # the time to ready and its phases only
+    $ python bench/bench_browser.py --startup-only --runs 3     # the time to ready and its phases only, each
+                                                               # cached start also without the Python snapshot
 
 Needs the built site (python build/build_site.py) and node_modules (scripts/setup.sh). Not a test:
 figures depend on the machine; the target is >= 2 tokens/s generation for SmolLM2-135M.
@@ -43,6 +44,12 @@ GOLDEN_QUESTION = "What is the capital of France? Answer in one sentence."
 LONG_QUESTION = "Write a short story about a robot who learns to paint."
 TIMEOUT_MS = 300_000
 GREEDY = dict(temperature=0, repeat_penalty=1, seed=None)
+
+# Deletes the saved Python snapshot (web/python_snapshot.js): the next start boots Python as without one.
+FORGET_SNAPSHOT = """() => new Promise((resolve) => {
+  const request = indexedDB.deleteDatabase("pychat-python");
+  request.onsuccess = request.onerror = request.onblocked = () => resolve();
+})"""
 
 # Records when the page first shows data-phase=ready, in ms since navigation start.
 READY_RECORDER = """
@@ -105,7 +112,8 @@ def bench_pychat(browser, url: str, runs: int, long_tokens: int, workers: int,
     page.add_init_script(READY_RECORDER)
     page.add_init_script("localStorage.setItem('pychat.workers', JSON.stringify(%d))" % workers)
     results = {"workers": workers, "ready_cold_seconds": None, "ready_cached_seconds": [], "golden": [],
-               "long": None, "startup_cached": []}
+               "long": None, "startup_cached": [], "ready_cached_no_snapshot_seconds": [],
+               "startup_cached_no_snapshot": []}
     page.goto(url)
     wait_ready(page, TIMEOUT_MS)
     results["status"] = page.text_content("#status")
@@ -113,6 +121,13 @@ def bench_pychat(browser, url: str, runs: int, long_tokens: int, workers: int,
     results["startup_cold"] = page.evaluate("pychat.startup")
     results["python_snapshot_bytes"] = (python_snapshot(page) or {}).get("size")  # saved after the first load
     for run in range(runs):
+        if startup_only:  # the same cached start without the snapshot, for its gain in this run
+            page.evaluate(FORGET_SNAPSHOT)
+            page.reload()
+            wait_ready(page, TIMEOUT_MS)
+            results["ready_cached_no_snapshot_seconds"].append(page.evaluate("window.__readyAt") / 1000)
+            results["startup_cached_no_snapshot"].append(page.evaluate("pychat.startup"))
+            python_snapshot(page)  # saved again
         if not startup_only:
             set_settings(page, max_tokens=16, **GREEDY)
             page.click("#new-chat")  # the question on its own; a fresh worker: the whole prompt is new
@@ -170,6 +185,10 @@ def summarize_startup(ours: dict) -> dict:
         "cold_phases": median_phases([ours["startup_cold"]]),
         "cached_phases": median_phases(cached),
         "cached_alongside": median_phases(cached, "alongside"),
+        **({"ready_cached_no_snapshot_s": round(statistics.median(ours["ready_cached_no_snapshot_seconds"]), 2),
+            "ready_cached_no_snapshot_all_s": [round(s, 2) for s in ours["ready_cached_no_snapshot_seconds"]],
+            "cached_no_snapshot_phases": median_phases(ours["startup_cached_no_snapshot"])}
+           if ours["startup_cached_no_snapshot"] else {}),
     }
 
 

@@ -12,6 +12,8 @@
  *       snapshot: true,                        // optional: restore Python's memory saved after an earlier boot
  *                                              // (python_snapshot.js, importScripts it first); none saved, or
  *                                              // refused: Pyodide boots as without it
+ *       onPhase: (name) => ...,                // optional: a boot phase ended now ("snapshot read", then
+ *                                              // "Pyodide from snapshot" or "Pyodide", then "numpy and wheels")
  *     });
  *
  * bootPython resolves to a small facade; nothing else in the product touches the Pyodide API. The app calls
@@ -34,10 +36,7 @@
  *     py.heapF32()                     -> the wasm heap as a Float32Array (a numpy array's data starts at its
  *                                         address / 4); ask again after each call into Python, since a heap
  *                                         that grows gets a new view
- *     py.marks                         -> [["Pyodide", t], ["numpy and wheels", t]]: when each boot phase ended,
- *                                         t on Pychat.epochNow()'s clock (the start-up timeline's)
- *     py.restored                      -> true when Python came from the snapshot (then the "Pyodide from
- *                                         snapshot" mark replaces "Pyodide", after a "snapshot read")
+ *     py.restored                      -> true when Python came from the snapshot
  *     py.versions                      -> {pyodide, python, numpy}, e.g. {pyodide: "0.27.7", python: "3.12.7",
  *                                         numpy: "2.0.2"}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
@@ -117,16 +116,12 @@
   /* Pyodide hands an exception raised by Python code to JS as a PythonError. */
   const isPythonError = (error) => Boolean(error && error.constructor && error.constructor.name === "PythonError");
 
-  /* Now on the clock every page and worker of this origin shares (ms since 1970, fractional): the start-up
-   * timeline (startup_timeline.js) puts marks from several workers on one line. */
-  const epochNow = () => performance.timeOrigin + performance.now();
-
   /* Pyodide restored from its saved snapshot (python_snapshot.js), or null when there is none or Pyodide refuses
-   * it (another version's: it is deleted); `marks` gets the snapshot's read. */
-  async function restoreSnapshot(base, marks) {
+   * it (another version's: it is deleted). */
+  async function restoreSnapshot(base, onPhase) {
     const saved = await Pychat.PythonSnapshot.read(base).catch(() => null);
     if (!saved) return null;
-    marks.push(["snapshot read", epochNow()]);
+    onPhase("snapshot read");
     try {
       return await loadPyodide({indexURL: base, _loadSnapshot: saved});
     } catch (error) {
@@ -135,15 +130,15 @@
     }
   }
 
-  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus, snapshot = false} = {}) {
+  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus, snapshot = false,
+                              onPhase = () => {}} = {}) {
     const status = onStatus || (() => {});
-    const marks = [];  // [[phase, when it ended (epochNow)], ...]
     const base = new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;
     status("loading Pyodide");
     importScripts(base + "pyodide.js");
-    const restored = snapshot ? await restoreSnapshot(base, marks) : null;
+    const restored = snapshot ? await restoreSnapshot(base, onPhase) : null;
     const pyodide = restored || await loadPyodide({indexURL: base});
-    marks.push([restored ? "Pyodide from snapshot" : "Pyodide", epochNow()]);
+    onPhase(restored ? "Pyodide from snapshot" : "Pyodide");
     status("loading numpy and the engine");
     const failures = [];
     const wheels = wheelURLs.map((url) => new URL(url, self.location.href).href);  // loadPackage wants them whole
@@ -156,11 +151,10 @@
 import json, sys, numpy
 json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__version__})
 `));
-    marks.push(["numpy and wheels", epochNow()]);
+    onPhase("numpy and wheels");
     status("Python ready");
     return {
       pyodide,
-      marks,
       restored: Boolean(restored),
       versions: {pyodide: pyodide.version, ...versions},
       runPython: (code) => pyodide.runPython(code),
@@ -175,5 +169,5 @@ json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__versio
     };
   }
 
-  Object.assign(Pychat, {bootPython, isPythonError, epochNow});
+  Object.assign(Pychat, {bootPython, isPythonError});
 })(self.Pychat = self.Pychat || {});

@@ -4,7 +4,7 @@
  *
  *     const timeline = new Pychat.StartupTimeline();      // from the navigation; {origin: now} for a restart
  *     timeline.mark("page scripts");                      // a phase on the way to ready ends now
- *     timeline.marks([["Pyodide", t], ...]);              // phases a worker timed (t: Pychat.epochNow())
+ *     timeline.marks([["Pyodide", t], ...]);              // phases a worker timed (t: StartupTimeline.now())
  *     timeline.alongside("model read", start, end);       // work that ran beside the path, not on it
  *     timeline.finish(); timeline.report();
  *     // {total: 3.1, phases: [{name: "page scripts", seconds: 0.21}, ...],   (they add up to total)
@@ -14,7 +14,8 @@
  * the total whoever timed them: every mark is on one clock (ms since 1970, performance.timeOrigin +
  * performance.now(), the same in the page and its workers). Marks are kept in time order, so work done
  * beside the path (the model read from IndexedDB while Python boots) must go to alongside(), never mark().
- * After finish() nothing more is recorded: a model switched later is no start.
+ * After finish() nothing more is recorded: a model switched later is no start. Classic script: worker.js
+ * imports it too, for the clock (StartupTimeline.now()).
  */
 (function (Pychat) {
   "use strict";

@@ -33,9 +33,10 @@
 (function (Pychat) {
   "use strict";
 
-  importScripts("pyodide_runtime.js", "python_snapshot.js", "worker_error.js", "worker_protocol.js",
-                "tensor_parallel.js");
-  const scriptsLoaded = Pychat.epochNow();  // the start-up timeline's "worker start" ends here
+  importScripts("pyodide_runtime.js", "python_snapshot.js", "startup_timeline.js", "worker_error.js",
+                "worker_protocol.js", "tensor_parallel.js");
+  const now = Pychat.StartupTimeline.now;  // the start-up timeline's clock, the page's too
+  const scriptsLoaded = now();  // "worker start" ends here
 
   const API_FUNCTIONS = ["check_fit", "load_model", "begin_request", "next_chunk", "context_budget", "count_tokens",
                          "apply_lora", "remove_lora"];
@@ -57,15 +58,16 @@
     async boot({indexURL, wheelURLs, rank = 0, workers = 1, shared = null}) {
       pool = {rank, workers, shared};
       const started = performance.now();
+      const marks = [["worker start", scriptsLoaded]];  // [[phase, when it ended], ...]
       try {
-        py = await Pychat.bootPython({indexURL, wheelURLs, snapshot: true,
+        py = await Pychat.bootPython({indexURL, wheelURLs, snapshot: true, onPhase: (name) => marks.push([name, now()]),
                                       onStatus: (text) => postMessage({type: "status", text})});
       } catch (error) {
         throw Pychat.userFacing(error);  // e.g. offline without cached files: no restart loop
       }
       snapshotWanted = py.restored || rank > 0 ? null : indexURL;
       api = py.importFunctions("pychat_wasm.browser.chat_worker", API_FUNCTIONS);
-      const marks = [["worker start", scriptsLoaded], ...py.marks, ["engine import", Pychat.epochNow()]];
+      marks.push(["engine import", now()]);
       return {versions: py.versions, seconds: (performance.now() - started) / 1000, marks};
     },
 
@@ -78,7 +80,7 @@
 
     async load({name, bytes, options}) {
       if (!api) throw Pychat.userFacing(new Error("Python is not running"));
-      const received = Pychat.epochNow();
+      const received = now();
       const started = performance.now();
       const connect = (workers) => {  // Python asks once it knows how many workers the model splits into
         collective = Pychat.TensorParallel.collective({shared: pool.shared, rank: pool.rank, workers, heap: py.heapF32});
@@ -138,7 +140,7 @@
    * Python's phases ([[name, seconds], ...]), counted back from now. */
   function loadMarks(received, phases) {
     const ends = [];
-    let at = Pychat.epochNow();
+    let at = now();
     for (let i = phases.length - 1; i >= 0; i--) {
       ends[i] = [phases[i][0], at];
       at -= phases[i][1] * 1000;

@@ -9,9 +9,9 @@
  *       wheelURLs: ["wheels/markupsafe-3.0.3-py3-none-any.whl", "wheels/jinja2-3.1.6-py3-none-any.whl",
  *                   "wheels/pychat_wasm-0.1.0-py3-none-any.whl"],  // pure-Python wheels, installed as they are
  *       onStatus: (text) => postMessage({status: text}), // optional progress messages
- *       snapshot: true,                        // optional: restore Python's memory saved after an earlier boot
- *                                              // (python_snapshot.js, importScripts it first); none saved, or
- *                                              // refused: Pyodide boots as without it
+ *       snapshot: snapshots,                   // optional: where Python's memory saved after an earlier boot is
+ *                                              // kept ({read, remove}: python_snapshot.js's), to restore it;
+ *                                              // none saved, or refused: Pyodide boots as without it
  *       onPhase: (name) => ...,                // optional: a boot phase ended now ("snapshot read", then
  *                                              // "Pyodide from snapshot" or "Pyodide", then "numpy and wheels")
  *     });
@@ -116,27 +116,27 @@
   /* Pyodide hands an exception raised by Python code to JS as a PythonError. */
   const isPythonError = (error) => Boolean(error && error.constructor && error.constructor.name === "PythonError");
 
-  /* Pyodide restored from its saved snapshot (python_snapshot.js), or null when there is none or Pyodide refuses
-   * it (another version's: it is deleted). */
-  async function restoreSnapshot(base, onPhase) {
-    const saved = await Pychat.PythonSnapshot.read(base).catch(() => null);
+  /* Pyodide restored from the snapshot `snapshots` keeps (python_snapshot.js), or null when there is none or
+   * Pyodide refuses it (another version's: it is deleted). */
+  async function restoreSnapshot(snapshots, base, onPhase) {
+    const saved = await snapshots.read(base).catch(() => null);
     if (!saved) return null;
     onPhase("snapshot read");
     try {
       return await loadPyodide({indexURL: base, _loadSnapshot: saved});
     } catch (error) {
-      await Pychat.PythonSnapshot.remove(base).catch(() => {});
+      await snapshots.remove(base).catch(() => {});
       return null;
     }
   }
 
-  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus, snapshot = false,
+  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus, snapshot = null,
                               onPhase = () => {}} = {}) {
     const status = onStatus || (() => {});
     const base = new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;
     status("loading Pyodide");
     importScripts(base + "pyodide.js");
-    const restored = snapshot ? await restoreSnapshot(base, onPhase) : null;
+    const restored = snapshot ? await restoreSnapshot(snapshot, base, onPhase) : null;
     const pyodide = restored || await loadPyodide({indexURL: base});
     onPhase(restored ? "Pyodide from snapshot" : "Pyodide");
     status("loading numpy and the engine");

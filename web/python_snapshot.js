@@ -1,7 +1,7 @@
 /*
  * python_snapshot.js: Python's memory right after Pyodide booted, kept in IndexedDB, so that the next start
  * restores it instead of starting the interpreter again (about 0.4 s in place of 3 s on a busy 2-core machine).
- * Classic script for workers: pyodide_runtime.js reads a snapshot (bootPython({snapshot: true})), and
+ * Classic script for workers: pyodide_runtime.js reads one (bootPython({snapshot: Pychat.PythonSnapshot})), and
  * snapshot_worker.js makes one, in a worker of its own that is thrown away afterwards: Pyodide 0.27.7's
  * `_makeSnapshot` mode wraps the JS globals in a recording proxy that breaks some of them (`js.location`
  * raises "Illegal invocation"), so no worker that serves requests ever boots in that mode.
@@ -85,5 +85,5 @@
     return record.size;
   }
 
-  Pychat.PythonSnapshot = {read, make, remove};
+  Object.assign(Pychat, {PythonSnapshot: {read, make, remove}});
 })(self.Pychat = self.Pychat || {});

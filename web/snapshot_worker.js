@@ -5,14 +5,18 @@
  *
  *     {indexURL} in  ->  {ok: true, bytes} | {ok: false, message} out, then the worker closes itself
  */
-importScripts("python_snapshot.js");
+(function (Pychat) {
+  "use strict";
 
-self.onmessage = async ({data}) => {
-  try {
-    postMessage({ok: true, bytes: await self.Pychat.PythonSnapshot.make(data.indexURL)});
-  } catch (error) {
-    postMessage({ok: false, message: String(error && error.message || error)});
-  } finally {
-    self.close();
-  }
-};
+  importScripts("python_snapshot.js");
+
+  self.onmessage = async ({data}) => {
+    try {
+      postMessage({ok: true, bytes: await Pychat.PythonSnapshot.make(data.indexURL)});
+    } catch (error) {
+      postMessage({ok: false, message: String(error && error.message || error)});
+    } finally {
+      self.close();
+    }
+  };
+})(self.Pychat = self.Pychat || {});

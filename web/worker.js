@@ -60,7 +60,8 @@
       const started = performance.now();
       const marks = [["worker start", scriptsLoaded]];  // [[phase, when it ended], ...]
       try {
-        py = await Pychat.bootPython({indexURL, wheelURLs, snapshot: true, onPhase: (name) => marks.push([name, now()]),
+        py = await Pychat.bootPython({indexURL, wheelURLs, snapshot: Pychat.PythonSnapshot,
+                                      onPhase: (name) => marks.push([name, now()]),
                                       onStatus: (text) => postMessage({type: "status", text})});
       } catch (error) {
         throw Pychat.userFacing(error);  // e.g. offline without cached files: no restart loop

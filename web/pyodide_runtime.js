@@ -55,6 +55,7 @@
   "use strict";
 
   const DEFAULT_PACKAGES = ["numpy"];
+  const RESTORE_LIMIT_MS = 60000;  // a restore takes under a second (7 s at load 30 on 2 cores)
 
   /* Attributes of a PyProxy are borrowed (destroyed with it): each function gets a proxy of its own. */
   function importFunctions(pyodide, moduleName, names) {
@@ -122,8 +123,9 @@
     const saved = await snapshots.read(base).catch(() => null);
     if (!saved) return null;
     onPhase("snapshot read");
-    try {
-      return await loadPyodide({indexURL: base, _loadSnapshot: saved});
+    try {  // a snapshot too small for Pyodide's memory hangs its instantiation instead of failing: give up then
+      const gaveUp = new Promise((_, reject) => setTimeout(() => reject(new Error("no restore")), RESTORE_LIMIT_MS));
+      return await Promise.race([loadPyodide({indexURL: base, _loadSnapshot: saved}), gaveUp]);
     } catch (error) {
       await snapshots.remove(base).catch(() => {});
       return null;

@@ -20,7 +20,8 @@ PATH_PHASES = ["page scripts", "app start", "worker start", "numpy and wheels", 
                "session", "ready"]
 
 # Replace the saved snapshot's bytes: "truncated" keeps its recorded size and sha256 (the check refuses it),
-# "foreign" records the garbage's own size and sha256 (Pyodide's check refuses it: not a snapshot of its own).
+# "foreign" is another Pyodide build's (its build id, 8 words after the 4-word header start, changed) with its
+# own size and sha256 recorded (Pyodide's check refuses it).
 DAMAGE_SNAPSHOT = """async (how) => {
   const db = await new Promise((resolve) => {
     const request = indexedDB.open("pychat-python", 1);
@@ -33,7 +34,8 @@ DAMAGE_SNAPSHOT = """async (how) => {
   });
   let bytes = record.bytes.slice(0, record.bytes.byteLength >> 1);
   if (how === "foreign") {
-    bytes = new Uint8Array(4 << 20).fill(7);
+    bytes = record.bytes.slice();
+    new Uint32Array(bytes.buffer, 16, 8).fill(0x07070707);
     const digest = await crypto.subtle.digest("SHA-256", bytes);
     record.sha256 = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
     record.size = bytes.byteLength;

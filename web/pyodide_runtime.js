@@ -123,12 +123,17 @@
     const saved = await snapshots.read(base).catch(() => null);
     if (!saved) return null;
     onPhase("snapshot read");
+    let timer = null;
     try {  // a snapshot too small for Pyodide's memory hangs its instantiation instead of failing: give up then
-      const gaveUp = new Promise((_, reject) => setTimeout(() => reject(new Error("no restore")), RESTORE_LIMIT_MS));
+      const gaveUp = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the restore did not finish")), RESTORE_LIMIT_MS);
+      });
       return await Promise.race([loadPyodide({indexURL: base, _loadSnapshot: saved}), gaveUp]);
     } catch (error) {
       await snapshots.remove(base).catch(() => {});
       return null;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -9,7 +9,8 @@
  * (then generating / stopping during an answer, error when nothing works).
  *
  * self.pychat: a read-only view for the browser console and the end-to-end tests (manifest, store, python,
- * model, ready, generating, turn, conversations, conversation, chat).
+ * model, ready, startup (where the start's seconds went: startup_timeline.js), generating, turn, conversations,
+ * conversation, chat).
  */
 (function (Pychat) {
   "use strict";
@@ -42,6 +43,7 @@
     get python() { return models.python; },
     get model() { return models.model; },
     get ready() { return models.ready; },
+    get startup() { return models.timeline.report(); },
     get generating() { return chat.generating; },
     get turn() { return chat.turn; },
     get conversations() { return chat.conversations; },
@@ -50,6 +52,7 @@
   });
 
   async function start() {
+    models.timeline.mark("page scripts");
     new Pychat.SettingsDialog($("settings-dialog"), $("settings-open")).wire();
     const updates = new Pychat.AppUpdates({chat, models, setPhase});
     Pychat.PageUI.foldPanelsOnNarrowScreens();

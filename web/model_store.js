@@ -2,7 +2,8 @@
  * model_store.js: models cached in IndexedDB, chunk by chunk, and verified before use.
  *
  *     const store = await Pychat.ModelStore.open();
- *     const bytes = await store.readVerified(id);  // verified ArrayBuffer, or it throws (and deletes the entry)
+ *     const bytes = await store.readVerified(id);  // verified ArrayBuffer, or it throws (and deletes the entry);
+ *                                                // readVerified(id, timeline): its read and check timed
  *     await store.importFile(file, {id, info, source});  // a local .gguf into the cache
  *     await store.list(); await store.remove(id);
  *     // downloads, with resume: model_download.js
@@ -170,13 +171,19 @@
     }
 
     /* The bytes of a complete, verified model (ArrayBuffer). A partial or damaged entry is never returned. */
-    async readVerified(id) {
+    async readVerified(id, timeline = null) {
       const record = await this.get(id);
       if (!record || !record.complete) {
         throw new ModelStoreError("missing", `${id} is not in the model cache.`);
       }
+      const started = performance.timeOrigin + performance.now();
       const bytes = await this.readAll(record);
+      const read = performance.timeOrigin + performance.now();
       await this.verify(record, bytes);
+      if (timeline) {  // startup_timeline.js: Python boots meanwhile
+        timeline.alongside("IndexedDB read", started, read);
+        timeline.alongside("sha256 check", read);
+      }
       return bytes;
     }
 

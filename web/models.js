@@ -31,6 +31,7 @@
       this.store = null;      // the model cache (model_store.js)
       this.workers = null;    // the Python that holds the model (python_workers.js)
       this.model = null;      // spec of the model loaded in the workers
+      this.timeline = new Pychat.StartupTimeline();  // where this start's seconds go, until the model is ready
       this.ready = false;     // it is loaded and takes questions
       this.adapters = new Pychat.AdapterController(this);
       this.settings = new Pychat.ModelSettings({canApply: () => this.idle() && Boolean(this.model),
@@ -64,7 +65,7 @@
       this.settings.wire();
       this.workers = new Pychat.PythonWorkers({boot: manifest.boot, setPhase: this.setPhase, alertBox: this.alertBox,
                                                onCrash: (reason) => this.crashed(reason)});
-      this.workers.start(this.settings.workers());
+      this.startPython();
       Pychat.ModelOrigins.explainBlocked(manifest.model_origins || [], (text) => this.alertBox("error", text));
       new Pychat.ModelCatalog(this).start();
       await this.panel.showStorage(store, this.alertBox);
@@ -77,6 +78,10 @@
     /* The model in this.model is loaded and the app takes questions. */
     showReady() {
       this.ready = true;
+      if (!this.timeline.finished) {
+        this.timeline.finish("ready");
+        this.timeline.render();
+      }
       const workers = this.python.workers;
       this.setPhase("ready", `Ready: ${this.model.name} · ${workers} worker${workers > 1 ? "s" : ""}`);
     }
@@ -104,7 +109,7 @@
         try {
           if (record && record.complete && (!spec.sha256 || record.sha256 === spec.sha256)) {
             this.setPhase("verifying", `Checking ${spec.name}…`);
-            return await this.store.readVerified(spec.id);
+            return await this.store.readVerified(spec.id, this.timeline);
           }
           if (!spec.url) {
             throw new Pychat.ModelStoreError("missing", `${spec.name} is no longer cached: add the file again.`);
@@ -132,10 +137,12 @@
           ? await this.checkFit({name: spec.name, url: spec.url, stored: record ? record.received || 0 : 0}, previous)
           : null;
         const bytes = await this.obtainBytes(spec, {headerChecked: Boolean(fit && fit.checked)});
+        if (!this.pythonStatus) this.timeline.mark("model bytes");  // Python was up first: it waited for them
         if (!fit) fit = await this.checkFit({name: spec.name, bytes}, previous);
         if (fit.freshHeap && previous) return this.restart(spec);  // now cached: loaded from there
         this.setPhase("loading", `Loading ${spec.name} into Python…`);
         const reply = await this.python.request("load", {name: spec.name, bytes, options: fit.options}, {transfer: [bytes]});
+        this.timeline.marks(reply.marks);
         await this.modelLoaded(spec, reply.info);
       } catch (error) {
         await this.modelFailed(spec, error, previous);
@@ -151,6 +158,7 @@
       this.setPhase("verifying", `Checking whether ${source.name} fits…`);
       const asked = this.settings.contextLength();
       const verdict = await Pychat.FitCheck.run({python: this.python, store: this.store, ...source, contextLength: asked});
+      this.timeline.mark("fit check");
       if (verdict.adapter) {
         if (source.file) return {adapter: verdict.adapter};  // addModelFile hands it to this.adapters
         throw new Error(`${source.name} is a LoRA adapter, not a model: add its file while its base model is in use`);
@@ -267,11 +275,19 @@
 
     // ---- the Python workers -------------------------------------------------------------------------------
 
+    /* A fresh pool booting, its phases on this start's timeline. */
+    startPython() {
+      this.timeline.mark("app start");
+      this.workers.start(this.settings.workers());
+      this.workers.booted.then((reply) => this.timeline.marks(reply.marks), () => {});  // python_workers.js says why
+    }
+
     /* A fresh Python (its heap all free) loading `spec`, by default the model in use. */
     restart(spec = this.model) {
       this.ready = false;
       this.model = null;  // the new workers hold no model yet
-      this.workers.start(this.settings.workers());
+      this.timeline = new Pychat.StartupTimeline({origin: Pychat.StartupTimeline.now()});
+      this.startPython();
       return this.switchModel(spec);
     }
 

@@ -9,6 +9,11 @@
  *       wheelURLs: ["wheels/markupsafe-3.0.3-py3-none-any.whl", "wheels/jinja2-3.1.6-py3-none-any.whl",
  *                   "wheels/pychat_wasm-0.1.0-py3-none-any.whl"],  // pure-Python wheels, installed as they are
  *       onStatus: (text) => postMessage({status: text}), // optional progress messages
+ *       snapshot: snapshots,                   // optional: where Python's memory saved after an earlier boot is
+ *                                              // kept ({read, remove}: python_snapshot.js's), to restore it;
+ *                                              // none saved, or refused: Pyodide boots as without it
+ *       onPhase: (name) => ...,                // optional: a boot phase ended now ("snapshot read", then
+ *                                              // "Pyodide from snapshot" or "Pyodide", then "numpy and wheels")
  *     });
  *
  * bootPython resolves to a small facade; nothing else in the product touches the Pyodide API. The app calls
@@ -31,6 +36,7 @@
  *     py.heapF32()                     -> the wasm heap as a Float32Array (a numpy array's data starts at its
  *                                         address / 4); ask again after each call into Python, since a heap
  *                                         that grows gets a new view
+ *     py.restored                      -> true when Python came from the snapshot
  *     py.versions                      -> {pyodide, python, numpy}, e.g. {pyodide: "0.27.7", python: "3.12.7",
  *                                         numpy: "2.0.2"}
  *     py.pyodide                       -> the raw Pyodide module, for the rare need not covered above
@@ -49,6 +55,7 @@
   "use strict";
 
   const DEFAULT_PACKAGES = ["numpy"];
+  const RESTORE_LIMIT_MS = 60000;  // a restore takes under a second (7 s at load 30 on 2 cores)
 
   /* Attributes of a PyProxy are borrowed (destroyed with it): each function gets a proxy of its own. */
   function importFunctions(pyodide, moduleName, names) {
@@ -110,12 +117,35 @@
   /* Pyodide hands an exception raised by Python code to JS as a PythonError. */
   const isPythonError = (error) => Boolean(error && error.constructor && error.constructor.name === "PythonError");
 
-  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus} = {}) {
+  /* Pyodide restored from the snapshot `snapshots` keeps (python_snapshot.js), or null when there is none or
+   * Pyodide refuses it (another version's: it is deleted). */
+  async function restoreSnapshot(snapshots, base, onPhase) {
+    const saved = await snapshots.read(base).catch(() => null);
+    if (!saved) return null;
+    onPhase("snapshot read");
+    let timer = null;
+    try {  // a snapshot too small for Pyodide's memory hangs its instantiation instead of failing: give up then
+      const gaveUp = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the restore did not finish")), RESTORE_LIMIT_MS);
+      });
+      return await Promise.race([loadPyodide({indexURL: base, _loadSnapshot: saved}), gaveUp]);
+    } catch (error) {
+      await snapshots.remove(base).catch(() => {});
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function bootPython({indexURL, packages = DEFAULT_PACKAGES, wheelURLs = [], onStatus, snapshot = null,
+                              onPhase = () => {}} = {}) {
     const status = onStatus || (() => {});
     const base = new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;
     status("loading Pyodide");
     importScripts(base + "pyodide.js");
-    const pyodide = await loadPyodide({indexURL: base});
+    const restored = snapshot ? await restoreSnapshot(snapshot, base, onPhase) : null;
+    const pyodide = restored || await loadPyodide({indexURL: base});
+    onPhase(restored ? "Pyodide from snapshot" : "Pyodide");
     status("loading numpy and the engine");
     const failures = [];
     const wheels = wheelURLs.map((url) => new URL(url, self.location.href).href);  // loadPackage wants them whole
@@ -128,9 +158,11 @@
 import json, sys, numpy
 json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__version__})
 `));
+    onPhase("numpy and wheels");
     status("Python ready");
     return {
       pyodide,
+      restored: Boolean(restored),
       versions: {pyodide: pyodide.version, ...versions},
       runPython: (code) => pyodide.runPython(code),
       runPythonAsync: (code) => pyodide.runPythonAsync(code),

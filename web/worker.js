@@ -12,7 +12,8 @@
  * Chat turns are OpenAI's requests (api_requests.js sends them, for the page's chat and for web/pychat.js): the
  * page owns the conversation and sends it whole with every turn; Python keeps only its KV cache.
  * Messages in (from worker_client.js), each with a request id `rid`:
- *   {type: "boot", indexURL, wheelURLs, rank, workers, shared}
+ *   {type: "boot", indexURL, wheelURLs, rank, workers, shared}   Python from its snapshot when one is saved
+ *                                       (python_snapshot.js); else worker 0 saves one after its first load
  *   {type: "checkFit", header: ArrayBuffer, fileSize, options}            check_fit
  *   {type: "load", name, bytes: ArrayBuffer (transferred), options}      load_model
  *   {type: "request", kind, body}       begin_request, then next_chunk(stop): one of OpenAI's requests;
@@ -32,7 +33,10 @@
 (function (Pychat) {
   "use strict";
 
-  importScripts("pyodide_runtime.js", "worker_error.js", "worker_protocol.js", "tensor_parallel.js");
+  importScripts("pyodide_runtime.js", "python_snapshot.js", "startup_timeline.js", "worker_error.js",
+                "worker_protocol.js", "tensor_parallel.js");
+  const now = Pychat.StartupTimeline.now;  // the start-up timeline's clock, the page's too
+  const scriptsLoaded = now();  // "worker start" ends here
 
   const API_FUNCTIONS = ["check_fit", "load_model", "begin_request", "next_chunk", "context_budget", "count_tokens",
                          "apply_lora", "remove_lora"];
@@ -41,6 +45,7 @@
   let stopRequested = false;
   let pool = {rank: 0, workers: 1, shared: null};
   let collective = null;  // set while this worker holds a shard of a model split across workers
+  let snapshotWanted = null;  // the indexURL to save a Python snapshot of, after a boot that restored none
 
   // self.py, self.api and self.pool: these three as they are now (getters), for the browser console and the
   // end-to-end tests, which evaluate `pool.rank` and `py.runPython(...)` and patch `api.next_chunk` in this
@@ -53,13 +58,18 @@
     async boot({indexURL, wheelURLs, rank = 0, workers = 1, shared = null}) {
       pool = {rank, workers, shared};
       const started = performance.now();
+      const marks = [["worker start", scriptsLoaded]];  // [[phase, when it ended], ...]
       try {
-        py = await Pychat.bootPython({indexURL, wheelURLs, onStatus: (text) => postMessage({type: "status", text})});
+        py = await Pychat.bootPython({indexURL, wheelURLs, snapshot: Pychat.PythonSnapshot,
+                                      onPhase: (name) => marks.push([name, now()]),
+                                      onStatus: (text) => postMessage({type: "status", text})});
       } catch (error) {
         throw Pychat.userFacing(error);  // e.g. offline without cached files: no restart loop
       }
+      snapshotWanted = py.restored || rank > 0 ? null : indexURL;
       api = py.importFunctions("pychat_wasm.browser.chat_worker", API_FUNCTIONS);
-      return {versions: py.versions, seconds: (performance.now() - started) / 1000};
+      marks.push(["engine import", now()]);
+      return {versions: py.versions, seconds: (performance.now() - started) / 1000, marks};
     },
 
     /* The fit report of a model from its first bytes (fit_check.js), or HeaderTruncatedError: send more. */
@@ -71,6 +81,7 @@
 
     async load({name, bytes, options}) {
       if (!api) throw Pychat.userFacing(new Error("Python is not running"));
+      const received = now();
       const started = performance.now();
       const connect = (workers) => {  // Python asks once it knows how many workers the model splits into
         collective = Pychat.TensorParallel.collective({shared: pool.shared, rank: pool.rank, workers, heap: py.heapF32});
@@ -79,8 +90,9 @@
       collective = null;
       const result = Pychat.checked(py.callWithBytes(api.load_model, new Uint8Array(bytes), name,
                                                      JSON.stringify(options || {}), connect));
+      saveSnapshot();
       return {info: result.info, idle: Boolean(result.idle), workers: result.workers,
-              seconds: (performance.now() - started) / 1000};
+              seconds: (performance.now() - started) / 1000, marks: loadMarks(received, result.phases)};
     },
 
     /* A LoRA adapter on the loaded model, beside its weights (they are not reloaded); each worker of a split
@@ -114,6 +126,28 @@
       stopRequested = true;
     },
   };
+
+  /* Once a model is loaded, a throw-away worker saves a Python snapshot for the next starts (python_snapshot.js);
+   * a failure there costs only the faster start. */
+  function saveSnapshot() {
+    if (!snapshotWanted) return;
+    const maker = new Worker("snapshot_worker.js");
+    maker.onerror = (event) => event.preventDefault();
+    maker.postMessage({indexURL: new URL(snapshotWanted, self.location.href).href});
+    snapshotWanted = null;
+  }
+
+  /* A load's marks for the start-up timeline: the bytes handed over (received), copied into the wasm heap, then
+   * Python's phases ([[name, seconds], ...]), counted back from now. */
+  function loadMarks(received, phases) {
+    const ends = [];
+    let at = now();
+    for (let i = phases.length - 1; i >= 0; i--) {
+      ends[i] = [phases[i][0], at];
+      at -= phases[i][1] * 1000;
+    }
+    return [["model hand-over", received], ["copy into wasm", at], ...ends];
+  }
 
   /* Run begin(), then step(stop) once per token, with a turn of the event loop between two steps where a Stop
    * message gets in, until step returns the reply. */

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -41,8 +42,8 @@ from ..errors import InvalidRequestError, InvalidSettingError, NoModelLoadedErro
 from ..model.fit_check import MODEL_HEAP, fit_check
 from ..gguf.reader import GGUFFile, describe_non_gguf
 from ..model.info import model_info
-from ..chat.load import plan_load
-from ..model.load_plan import check_supported
+from ..chat.load import with_chat
+from ..model.load_plan import check_supported, plan_model
 from ..model.lora import adapter_header, open_adapters
 from ..chat.session import ChatSession
 from ..model.tensor_parallel import Collective
@@ -131,25 +132,46 @@ def load_model(data: Any, name: str, options_json: str = "{}", connect: Any = No
     leaves the previous model loaded and usable; it also chooses the weight policy, by the fit check's rule.
     options: protocol.LoadOptions; for one of several workers sharing the model, connect(n) gives the
     collective of the first n workers (the model may split into fewer than asked; a worker beyond them holds
-    no model and answers {"idle": true}).
+    no model and answers {"idle": true}). "phases": the seconds each step took, in order (GGUF parse, checks,
+    tokenizer and template, weights, session), for the page's start-up timeline (web/startup_timeline.js).
     """
     options = LoadOptions.from_mapping(json.loads(options_json))
+    clock = _PhaseClock()
     gguf = GGUFFile(data, name=name)
-    plan = plan_load(gguf, context_length=options.context_length or None, policy=options.policy,
-                     memory_limit=options.memory_limit or MODEL_HEAP, workers=options.workers, rank=options.rank)
+    clock.lap("GGUF parse")
+    plan = plan_model(gguf, context_length=options.context_length or None, policy=options.policy,
+                      memory_limit=options.memory_limit or MODEL_HEAP, workers=options.workers, rank=options.rank)
+    clock.lap("checks")
     _worker.session = _worker.llm = _worker.request = _worker.base = None  # free the old weights first
     if plan.idle:
-        return {"idle": True, "workers": plan.workers}
+        return {"idle": True, "workers": plan.workers, "phases": clock.phases}
+    plan = with_chat(plan)
+    clock.lap("tokenizer and template")
     collective = SharedMemoryCollective(connect(plan.workers), plan.rank, plan.workers) if plan.shard else None
     _worker.session = ChatSession.from_plan(plan, collective)
+    clock.lap("weights")
     if not options.speculative:
         _worker.session.speculative = None
     _worker.base = gguf
     _worker.llm = LLM.around(_worker.session, name, stepwise=True)
     model = _worker.session.model
-    return {"workers": plan.workers,
+    clock.lap("session")
+    return {"workers": plan.workers, "phases": clock.phases,
             "info": dict(model_info(gguf), context_length=plan.config.context_length, policy=plan.policy,
                          memory_bytes=model.memory_bytes())}
+
+
+class _PhaseClock:
+    """A load's phases in order, as the page's start-up timeline shows them: [[name, seconds], ...]."""
+
+    def __init__(self):
+        self.phases: List[List[Any]] = []
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append([name, round(now - self._last, 4)])
+        self._last = now
 
 
 def _llm() -> LLM:

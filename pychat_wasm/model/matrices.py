@@ -156,6 +156,8 @@ class Float32Matrix:
 
     @classmethod
     def from_matrix(cls, source: "Matrix") -> "Float32Matrix":
+        if isinstance(source, QuantizedMatrix):  # a whole GGUF tensor: decoded in place, no band copied
+            return cls(quants.dequantize(source.raw, source.type_id, source.shape))  # [out, in]
         n_rows, n_cols = source.shape
         weights = np.empty((n_rows, n_cols), dtype=np.float32)
         for start, stop in row_bands(n_rows, n_cols):

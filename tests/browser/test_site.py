@@ -310,13 +310,15 @@ def test_the_namespace_holds_what_the_scripts_use_in_load_order():
         for export in exported_names(text):
             assert export not in exports, (export, name, exports.get(export))
             exports[export] = name
-    assert set(exports.values()) == set(texts) - {"app.js", "worker.js", "train_worker.js"}  # all but the entry points
+    entry_points = {"app.js", "worker.js", "train_worker.js", "snapshot_worker.js"}
+    assert set(exports.values()) == set(texts) - entry_points
     for export, name in exports.items():
         assert any(export in used_names(text) for other, text in texts.items() if other != name), (export, name)
 
     page = [src for src in re.findall(r'<script src="([^"]+)"></script>', (WEB / "index.html").read_text())
             if not src.startswith("vendor/")]
-    assert set(page) | {"worker.js", "train_worker.js", "pyodide_runtime.js", "worker_protocol.js"} == set(texts)
+    workers_only = {"pyodide_runtime.js", "worker_protocol.js", "python_snapshot.js"}
+    assert set(page) | entry_points - {"app.js"} | workers_only == set(texts)
     loaded = set()
     for name in page:
         loaded |= set(exported_names(texts[name]))
@@ -325,7 +327,7 @@ def test_the_namespace_holds_what_the_scripts_use_in_load_order():
     for name in page:
         assert used_names(texts[name]) <= page_exports, (name, used_names(texts[name]) - page_exports)
 
-    for worker in ("worker.js", "train_worker.js"):
+    for worker in ("worker.js", "train_worker.js", "snapshot_worker.js"):
         (imports,) = re.findall(r"importScripts\(([^)]*)\);", texts[worker])
         available = set()
         for name in re.findall(r'"([^"]+)"', imports) + [worker]:

@@ -306,6 +306,43 @@ def open_ready_page(context, url: str, init_script: str, **settings):
     return page
 
 
+# The saved snapshot as the page's origin stores it: its record and the sha256 of the bytes actually stored
+# (null: none). With `wait`, first waits (polling IndexedDB, up to 3 minutes) until one made after `after`
+# (ms since 1970) is there.
+PYTHON_SNAPSHOT = """async ({wait, after}) => {
+  const read = async () => {
+    const db = await new Promise((resolve, reject) => {
+      const request = indexedDB.open("pychat-python", 1);
+      request.onupgradeneeded = () => request.result.createObjectStore("snapshots", {keyPath: "key"});
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    const records = await new Promise((resolve) => {
+      const request = db.transaction("snapshots").objectStore("snapshots").getAll();
+      request.onsuccess = () => resolve(request.result);
+    });
+    db.close();
+    return records.filter((r) => r.made > after);
+  };
+  let records = await read();
+  const deadline = Date.now() + 180000;  // a snapshot's boot on 2 busy cores; then null says it never came
+  while (wait && !records.length && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    records = await read();
+  }
+  if (!records.length) return null;
+  const {key, size, sha256, bytes} = records[0];
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  const stored = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return {key, size, sha256, stored_bytes: bytes.byteLength, stored_sha256: stored, count: records.length};
+}"""
+
+def python_snapshot(page, wait: bool = True, after: float = 0):
+    """The Python snapshot the page's origin saved (web/python_snapshot.js): {key, size, sha256, stored_bytes,
+    stored_sha256, count}, or None; with `wait`, once one made after `after` (ms since 1970) is there."""
+    return page.evaluate(PYTHON_SNAPSHOT, {"wait": wait, "after": after})
+
+
 # ---- module fixtures -------------------------------------------------------------------------------------
 
 def page_fixture(server_fixture: str = "server", init_script: str = "", **settings):

@@ -63,10 +63,21 @@ def assistant(text):
 
 
 @pytest.fixture(scope="module")
-def loaded(smollm2_path):
+def load_reply(smollm2_path):
     reply = call(worker_api.load_model, np.fromfile(str(smollm2_path), np.uint8), smollm2_path.name)
     assert reply["ok"], reply
-    return reply["info"]
+    return reply
+
+
+@pytest.fixture(scope="module")
+def loaded(load_reply):
+    return load_reply["info"]
+
+
+def test_load_times_its_steps_for_the_start_up_timeline(load_reply):
+    names = [name for name, _ in load_reply["phases"]]
+    assert names == ["GGUF parse", "checks", "tokenizer and template", "weights", "session"]
+    assert all(isinstance(seconds, float) and seconds >= 0 for _, seconds in load_reply["phases"])
 
 
 def test_load_reports_what_the_page_shows(loaded, smollm2_path):

@@ -137,15 +137,16 @@ def run_one(seeds: List[Seed], seed: int, index: int, deadline: float) -> Tuple[
     signal.setitimer(signal.ITIMER_PROF, deadline * (TRACE_SLOWDOWN if traced else 1))
     finding = None
     try:
-        outcome = run_case(data, rng, policy, base.complete)
+        try:
+            outcome = run_case(data, rng, policy, base.complete)
+        finally:  # a deadline reached up to here is this case's; after it no signal comes
+            signal.setitimer(signal.ITIMER_PROF, 0)
     except BaseException as exc:  # noqa: B902 - every escape is the finding we look for
         if isinstance(exc, KeyboardInterrupt):
             raise
         outcome = "finding"
         finding = Finding(classify(exc), index, "seed file %s, mutations %s, policy %s\n%s" % (
             base.name, names, policy, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
     if traced:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

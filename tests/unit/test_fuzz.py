@@ -98,3 +98,20 @@ def test_a_run_can_go_on_where_a_stopped_one_ended(monkeypatch, tmp_path):
     summary = fuzz_gguf.fuzz(7, seed=1, out=tmp_path, chunk=3, start=618_000)
     assert sorted(ran) == list(range(618_000, 618_007))
     assert summary["cases"] == 7 and summary["start"] == 618_000
+
+
+def test_a_deadline_that_lands_as_the_case_ends_is_a_finding_not_a_dead_worker(monkeypatch, tmp_path):
+    """The CPU timer may fire just as a case returns, while it is being disarmed: that is the case's hang,
+    reported as one (once it escaped run_one, killed the pool's worker and its chunk was lost)."""
+    real_setitimer = fuzz_gguf.signal.setitimer
+
+    def fires_on_disarm(which, seconds, *rest):
+        real_setitimer(which, 0)
+        if seconds == 0:
+            raise fuzz_gguf.CaseTimeout("case ran out of CPU time")
+
+    seeds = fuzz_gguf.build_seeds(tmp_path)
+    monkeypatch.setattr(fuzz_gguf, "run_case", lambda *args: "parsed")
+    monkeypatch.setattr(fuzz_gguf.signal, "setitimer", fires_on_disarm)
+    outcome, finding, _ = fuzz_gguf.run_one(seeds, 0, 1, 1.0)
+    assert outcome == "finding" and finding.kind.startswith("hang at")

@@ -33,8 +33,9 @@ import {EngineLoadError, apiError, fromWorker} from "./engine_errors.js";
 export * from "./engine_errors.js";
 
 const SITE = new URL(".", import.meta.url);
-const ENGINE_SCRIPTS = ["util.js", "worker_error.js", "model_store.js", "model_download.js", "fit_check.js",
-                        "worker_client.js", "tensor_parallel.js", "worker_pool.js", "api_requests.js"];  // in index.html's order
+const ENGINE_SCRIPTS = ["util.js", "worker_error.js", "model_store.js", "host_checksum.js", "model_download.js",
+                        "fit_check.js", "worker_client.js", "tensor_parallel.js", "worker_pool.js",
+                        "api_requests.js"];  // in index.html's order
 let classicScripts = null;
 
 /* The site's classic scripts, run once, in order: their namespace. */

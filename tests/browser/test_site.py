@@ -327,6 +327,14 @@ def test_the_namespace_holds_what_the_scripts_use_in_load_order():
     for name in page:
         assert used_names(texts[name]) <= page_exports, (name, used_names(texts[name]) - page_exports)
 
+    # pychat.js (createEngine) runs its own list of the page's scripts, in order
+    (listed,) = re.findall(r"const ENGINE_SCRIPTS = \[([^\]]*)\]", (WEB / "pychat.js").read_text())
+    available = set()
+    for name in re.findall(r'"([^"]+)"', listed):
+        available |= set(exported_names(texts[name]))
+        assert destructured_names(texts[name]) <= available, ("pychat.js", name,
+                                                              destructured_names(texts[name]) - available)
+
     for worker in ("worker.js", "train_worker.js", "snapshot_worker.js"):
         (imports,) = re.findall(r"importScripts\(([^)]*)\);", texts[worker])
         available = set()

@@ -131,6 +131,8 @@ def take(site: Path, out: Path, prompt: str, max_tokens: int, timeout_s: int) ->
             log("ready; asking: %s" % prompt)
             answer = ask(page, prompt, timeout_s * 1000)
             log("answer: %r" % answer[:200])
+            page.get_by_role("button", name="Regenerate").click()  # a second version: "‹ 2 / 2 ›" under it
+            page.wait_for_function("() => !pychat.generating && pychat.chat.view.messages.at(-1).root.dataset.done")
             wait_offline_badge(page)
 
             settle(page)

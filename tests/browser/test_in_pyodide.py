@@ -575,7 +575,7 @@ def test_training_gradients_match_native(browser_python, case):
     dtype, rope, tolerance = GRADIENT_CASES[case]
     cfg = transformer.llama_config(**TRAIN_CONFIG)
     batch, adapters = gradient_case()
-    native_rope = transformer._rope_tables(cfg, len(batch["ids"][0]))  # float32 cos, sin [T, hd/2]
+    native_rope = transformer._rope_tables(cfg, np.arange(len(batch["ids"][0])))  # float32 cos, sin [T, hd/2]
     lora = {"scale": LORA_SCALE, "adapters": {n: browser_checks.encode_typed(a) for n, a in adapters.items()}}
     given = [browser_checks.encode_typed(t) for t in native_rope] if rope == "native" else None
     got = browser_python.run("train_gradients", config=TRAIN_CONFIG, seed=TRAIN_SEED, dtype=dtype, batch=batch,

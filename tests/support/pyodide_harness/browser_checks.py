@@ -343,11 +343,11 @@ async def train_gradients(config, seed, dtype, batch, lora, rope_tables=None):
         params[name] = decode_typed(encoded).astype(dtype)
     ids, targets = np.array(batch["ids"], np.int64), np.array(batch["targets"], np.int64)
     mask = np.array(batch["mask"], dtype)
-    own_tables = transformer._rope_tables(cfg, ids.shape[1])
+    own_tables = transformer._rope_tables(cfg, np.arange(ids.shape[1]))
     original = transformer._rope_tables
     if rope_tables is not None:
         given = tuple(decode_typed(t) for t in rope_tables)
-        transformer._rope_tables = lambda cfg, n_positions: tuple(t[:n_positions] for t in given)
+        transformer._rope_tables = lambda cfg, positions: tuple(t[positions] for t in given)
     try:
         start = time.perf_counter()
         loss, grads = transformer.loss_and_grads(cfg, params, ids, targets, mask, lora["scale"])

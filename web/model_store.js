@@ -23,7 +23,7 @@
 (function (Pychat) {
   "use strict";
 
-  const {formatBytes} = Pychat;  // util.js
+  const {formatBytes, idbResult, idbDone, sha256Hex} = Pychat;  // util.js
   const DB_NAME = "pychat-models";
   const DB_VERSION = 1;
   const CHUNK_BYTES = 8 * 1024 * 1024;
@@ -34,26 +34,6 @@
       this.name = "ModelStoreError";
       this.kind = kind;  // "quota" | "corrupt" | "mismatch" | "network" | "missing"
     }
-  }
-
-  function promisify(request) {
-    return new Promise((resolve, reject) => {
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = () => reject(request.error);
-    });
-  }
-
-  function done(tx) {
-    return new Promise((resolve, reject) => {
-      tx.oncomplete = () => resolve();
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error || new DOMException("transaction aborted", "AbortError"));
-    });
-  }
-
-  async function sha256Hex(buffer) {
-    const digest = await crypto.subtle.digest("SHA-256", buffer);
-    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   function isQuotaError(error) {
@@ -94,30 +74,30 @@
         db.createObjectStore("models", {keyPath: "id"});
         db.createObjectStore("chunks");
       };
-      return promisify(request).then((db) => new ModelStore(db));
+      return idbResult(request).then((db) => new ModelStore(db));
     }
 
     async list() {
       const tx = this.db.transaction("models", "readonly");
-      return promisify(tx.objectStore("models").getAll());
+      return idbResult(tx.objectStore("models").getAll());
     }
 
     async get(id) {
       const tx = this.db.transaction("models", "readonly");
-      return promisify(tx.objectStore("models").get(id));
+      return idbResult(tx.objectStore("models").get(id));
     }
 
     async put(record) {
       const tx = this.db.transaction("models", "readwrite");
       tx.objectStore("models").put(record);
-      await done(tx);
+      await idbDone(tx);
     }
 
     async remove(id) {
       const tx = this.db.transaction(["models", "chunks"], "readwrite");
       tx.objectStore("models").delete(id);
       tx.objectStore("chunks").delete(IDBKeyRange.bound([id, 0], [id, Infinity]));
-      await done(tx);
+      await idbDone(tx);
     }
 
     /* Store bytes [record.received, +bytes.length) as chunk `index` and advance the record, atomically. */
@@ -127,7 +107,7 @@
       const next = {...record, received: record.received + bytes.byteLength, chunks: index + 1};
       tx.objectStore("models").put(next);
       try {
-        await done(tx);
+        await idbDone(tx);
       } catch (error) {
         if (isQuotaError(error)) throw await quotaError(record.size ? record.size - record.received : bytes.byteLength);
         throw error;
@@ -151,7 +131,7 @@
 
     async readAll(record) {
       const tx = this.db.transaction("chunks", "readonly");
-      const blobs = await promisify(tx.objectStore("chunks").getAll(
+      const blobs = await idbResult(tx.objectStore("chunks").getAll(
         IDBKeyRange.bound([record.id, 0], [record.id, Infinity])));
       return new Blob(blobs).arrayBuffer();
     }

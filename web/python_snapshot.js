@@ -19,42 +19,26 @@
 (function (Pychat) {
   "use strict";
 
+  const {idbResult, idbDone, sha256Hex} = Pychat;  // util.js
   const DB_NAME = "pychat-python";
   const STORE = "snapshots";
-
-  function promisify(request) {
-    return new Promise((resolve, reject) => {
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = () => reject(request.error);
-    });
-  }
 
   function open() {
     const request = indexedDB.open(DB_NAME, 1);
     request.onupgradeneeded = () => request.result.createObjectStore(STORE, {keyPath: "key"});
-    return promisify(request);
+    return idbResult(request);
   }
 
   async function inStore(mode, action) {
     const db = await open();
     try {
       const tx = db.transaction(STORE, mode);
-      const result = await promisify(action(tx.objectStore(STORE)));
-      if (mode === "readwrite") {
-        await new Promise((resolve, reject) => {
-          tx.oncomplete = resolve;
-          tx.onerror = tx.onabort = () => reject(tx.error);
-        });
-      }
+      const result = await idbResult(action(tx.objectStore(STORE)));
+      if (mode === "readwrite") await idbDone(tx);
       return result;
     } finally {
       db.close();
     }
-  }
-
-  async function sha256Hex(bytes) {
-    const digest = await crypto.subtle.digest("SHA-256", bytes);
-    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   const folder = (indexURL) => new URL(indexURL.endsWith("/") ? indexURL : indexURL + "/", self.location.href).href;

@@ -8,7 +8,7 @@
 (function (Pychat) {
   "use strict";
 
-  importScripts("python_snapshot.js");
+  importScripts("util.js", "python_snapshot.js");
 
   self.onmessage = async ({data}) => {
     try {

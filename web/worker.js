@@ -33,7 +33,7 @@
 (function (Pychat) {
   "use strict";
 
-  importScripts("pyodide_runtime.js", "python_snapshot.js", "startup_timeline.js", "worker_error.js",
+  importScripts("util.js", "pyodide_runtime.js", "python_snapshot.js", "startup_timeline.js", "worker_error.js",
                 "worker_protocol.js", "tensor_parallel.js");
   const now = Pychat.StartupTimeline.now;  // the start-up timeline's clock, the page's too
   const scriptsLoaded = now();  // "worker start" ends here
